@@ -1,0 +1,182 @@
+/*
+ * broker.h - libbroker, the client library of brokerd.
+ *
+ * Every function that can fail returns 0 (or a non-negative value) on
+ * success and a negative errno value on failure; broker_strerror() turns it
+ * into text.  A broker_t is not thread-safe: use one connection per thread,
+ * or serialise every call on a connection with your own lock.  See
+ * libbroker(3).
+ */
+#ifndef BROKER_H
+#define BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BROKER_VERSION_STRING "0.1.0"
+
+typedef struct broker broker_t;
+
+/* What a received message or event is. */
+typedef enum broker_kind {
+    BROKER_MSG_DATA = 1,    /* a message (or, chunked mode, a piece of one) */
+    BROKER_MSG_CLOSE = 2,   /* the peer closed the stream (code = reason) */
+    BROKER_MSG_ERROR = 3,   /* the broker reports an error on a stream */
+} broker_kind_t;
+
+/* Flags of a received message. */
+#define BROKER_MSGF_OPEN   0x01u  /* first message of a new stream */
+#define BROKER_MSGF_CLOSE  0x02u  /* last message: the stream is closed */
+#define BROKER_MSGF_CHUNK  0x04u  /* chunked mode: a piece of a message */
+#define BROKER_MSGF_LAST   0x08u  /* chunked mode: the message's last piece */
+
+typedef struct broker_msg {
+    broker_kind_t kind;
+    uint32_t flags;         /* BROKER_MSGF_* */
+    uint64_t source;        /* sender's client id, stamped by the broker */
+    uint32_t stream;        /* stream id, local to this connection */
+    int code;               /* CLOSE/ERROR: negative errno; else 0 */
+    char *name;             /* DATA with OPEN: the name it was sent to,
+                               or NULL if sent to our id */
+    void *data;             /* payload (ERROR: a text message) */
+    size_t len;
+    int *fds;               /* received fds, owned by the message */
+    unsigned nfds;
+} broker_msg_t;
+
+/* Frees the message and closes any fd still in msg->fds (set an entry to
+ * -1 to keep that fd).  NULL is allowed. */
+void broker_msg_free(broker_msg_t *msg);
+
+/* Limits the broker announced in its WELCOME. */
+typedef struct broker_limits {
+    uint32_t max_packet;
+    uint32_t max_fds;
+    uint64_t max_msg;
+    uint32_t max_name;
+    uint32_t max_streams;
+    uint64_t queue_limit;
+} broker_limits_t;
+
+/* ---- connection ------------------------------------------------------ */
+
+/* Resolve the default socket path (see brokerd(8)) into buf. */
+int broker_default_path(char *buf, size_t len);
+
+/* Connect and complete the handshake.  path may be NULL for the default. */
+int broker_connect(const char *path, broker_t **out);
+void broker_close(broker_t *b);
+
+uint64_t broker_client_id(const broker_t *b);
+const broker_limits_t *broker_limits(const broker_t *b);
+/* The socket fd, for callers that poll it themselves. */
+int broker_fd(const broker_t *b);
+
+/* Options. */
+typedef enum broker_opt {
+    /* Largest message reassembled in memory (default 256 MiB).  A larger
+     * message is refused (sender gets EMSGSIZE, receiver gets an ERROR
+     * event with -EMSGSIZE) unless CHUNKED is on. */
+    BROKER_OPT_MAX_MSG = 1,
+    /* 1: deliver messages larger than MAX_MSG as a sequence of chunks with
+     * BROKER_MSGF_CHUNK (and BROKER_MSGF_LAST on the final one). */
+    BROKER_OPT_CHUNKED = 2,
+    /* Most partially received messages kept at once (default 1024). */
+    BROKER_OPT_MAX_PARTIAL = 3,
+    /* Milliseconds a partial message may wait for its next fragment before
+     * it is dropped with an ERROR event (-ETIMEDOUT) (default 30000). */
+    BROKER_OPT_PARTIAL_TIMEOUT = 4,
+} broker_opt_t;
+int broker_set_option(broker_t *b, broker_opt_t opt, uint64_t value);
+
+const char *broker_strerror(int err);
+
+/* ---- names and control ----------------------------------------------- */
+
+int broker_register(broker_t *b, const char *name);
+int broker_release(broker_t *b, const char *name);
+/* Resolve a name to the owner's client id. */
+int broker_resolve(broker_t *b, const char *name, uint64_t *id);
+int broker_ping(broker_t *b, int timeout_ms);
+/* Broker status as text, "key=value" lines; free() the result. */
+int broker_status(broker_t *b, char **text);
+
+/* ---- messages (blocking) ---------------------------------------------- */
+
+/* One-way message to a name or a client id.  fds are duplicated by the
+ * kernel on send; the caller keeps its own copies.  Returns once the
+ * message is handed to the socket (it may wait for the broker to read). */
+int broker_send(broker_t *b, const char *name, const void *data, size_t len,
+                const int *fds, unsigned nfds);
+int broker_send_id(broker_t *b, uint64_t id, const void *data, size_t len,
+                   const int *fds, unsigned nfds);
+
+/* Wait up to timeout_ms (-1 forever, 0 poll) for the next message or
+ * event.  Returns 0 and *msg, -ETIMEDOUT, or another negative errno
+ * (-ECONNRESET / -ESHUTDOWN when the broker went away). */
+int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms);
+
+/* Request/reply: send a request to a name and wait for the reply.  Other
+ * messages that arrive meanwhile are queued for broker_recv().  Returns 0
+ * and *reply, -ETIMEDOUT, or the error the broker or peer reported. */
+int broker_call(broker_t *b, const char *name, const void *data, size_t len,
+                broker_msg_t **reply, int timeout_ms);
+int broker_call_fds(broker_t *b, const char *name, const void *data,
+                    size_t len, const int *fds, unsigned nfds,
+                    broker_msg_t **reply, int timeout_ms);
+
+/* Answer a request (a message received with BROKER_MSGF_OPEN and without
+ * BROKER_MSGF_CLOSE): sends one message on its stream and closes it. */
+int broker_reply(broker_t *b, const broker_msg_t *req, const void *data,
+                 size_t len, const int *fds, unsigned nfds);
+
+/* ---- streams ---------------------------------------------------------- */
+
+/* Open a stream to a name (or, with name NULL, to client id `id`).  The
+ * stream exists at the peer once the first write arrives. */
+int broker_stream_open(broker_t *b, const char *name, uint64_t id,
+                       uint32_t *stream);
+/* Send one message on a stream (ours or one a peer opened to us). */
+int broker_stream_write(broker_t *b, uint32_t stream, const void *data,
+                        size_t len, const int *fds, unsigned nfds);
+/* Close a stream; the peer gets a BROKER_MSG_CLOSE event. */
+int broker_stream_close(broker_t *b, uint32_t stream);
+
+/* ---- async API on the caller's libuv loop ---------------------------- */
+
+struct uv_loop_s;
+
+typedef struct broker_callbacks {
+    /* A message or event; the callee owns msg (broker_msg_free). */
+    void (*on_message)(broker_t *b, broker_msg_t *msg, void *userdata);
+    /* The connection failed (err < 0); the broker_t must be closed. */
+    void (*on_disconnect)(broker_t *b, int err, void *userdata);
+} broker_callbacks_t;
+
+typedef void (*broker_reply_cb)(broker_t *b, int err, broker_msg_t *reply,
+                                void *userdata);
+
+/* Attach a connected broker_t to a loop.  From then on, sends queue without
+ * blocking and are flushed by the loop; received messages go to the
+ * callbacks; the blocking receive calls return -EBUSY.  broker_close()
+ * detaches (it must be called from the loop thread; the loop must run once
+ * more for libuv to release its handle). */
+int broker_attach(broker_t *b, struct uv_loop_s *loop,
+                  const broker_callbacks_t *cbs, void *userdata);
+/* Request/reply without blocking: cb runs once with the reply, an error or
+ * -ETIMEDOUT (timeout_ms < 0: none).  The callee owns reply. */
+int broker_call_async(broker_t *b, const char *name, const void *data,
+                      size_t len, int timeout_ms, broker_reply_cb cb,
+                      void *userdata);
+/* Bytes queued in the library and not yet written to the socket. */
+size_t broker_pending(const broker_t *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

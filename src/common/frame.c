@@ -1,0 +1,206 @@
+/*
+ * frame.c - frame codec and validation.
+ */
+#include <errno.h>
+#include <string.h>
+#include "frame.h"
+
+void bk_hdr_encode(const bk_hdr_t *h, uint8_t out[BK_HDR_SIZE])
+{
+    out[0] = h->version;
+    out[1] = h->type;
+    out[2] = h->flags;
+    out[3] = h->nfds;
+    bk_put32(out + 4, h->length);
+    bk_put32(out + 8, h->stream);
+    bk_put32(out + 12, h->aux);
+    bk_put64(out + 16, h->source);
+    bk_put64(out + 24, h->dest);
+}
+
+void bk_hdr_decode(const uint8_t in[BK_HDR_SIZE], bk_hdr_t *h)
+{
+    h->version = in[0];
+    h->type = in[1];
+    h->flags = in[2];
+    h->nfds = in[3];
+    h->length = bk_get32(in + 4);
+    h->stream = bk_get32(in + 8);
+    h->aux = bk_get32(in + 12);
+    h->source = bk_get64(in + 16);
+    h->dest = bk_get64(in + 24);
+}
+
+int bk_pkt_next(const uint8_t *pkt, size_t len, size_t *off, bk_hdr_t *h,
+                const uint8_t **payload)
+{
+    size_t rest;
+
+    if (*off == len)
+        return 0;
+    if (*off > len)
+        return -EPROTO;
+    rest = len - *off;
+    if (rest < BK_HDR_SIZE)
+        return -EPROTO;
+    bk_hdr_decode(pkt + *off, h);
+    if (h->length > rest - BK_HDR_SIZE)
+        return -EPROTO;
+    *payload = pkt + *off + BK_HDR_SIZE;
+    *off += BK_HDR_SIZE + (size_t)h->length;
+    return 1;
+}
+
+bool bk_name_valid(const char *name, size_t len, size_t max)
+{
+    if (len == 0 || len > max || name[0] == ':')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+            c == ':' || c == '/')
+            continue;
+        return false;
+    }
+    return true;
+}
+
+/* DATA frame rules shared by both directions; `to_broker` selects the
+ * rules on addressing fields that differ. */
+static int check_data(const bk_hdr_t *h, const uint8_t *payload,
+                      const bk_limits_t *lim, bool to_broker)
+{
+    bool cont = h->flags & BK_F_CONT;
+    bool open = h->flags & BK_F_OPEN;
+    bool named = h->flags & BK_F_NAME;
+
+    if (h->stream == 0)
+        return -EPROTO;
+    if ((h->flags & BK_F_CLOSE) && (h->flags & BK_F_MORE))
+        return -EPROTO;
+    if (h->nfds > lim->max_fds)
+        return -EPROTO;
+    if (cont) {
+        if (open || named || h->nfds || h->aux)
+            return -EPROTO;
+        if (to_broker && h->dest)
+            return -EPROTO;
+        return 0;
+    }
+    if (named && !open)
+        return -EPROTO;
+    if (named) {
+        if (h->aux == 0 || h->aux > h->length)
+            return -EPROTO;
+        if (!bk_name_valid((const char *)payload, h->aux, lim->max_name))
+            return -EINVAL;
+        if (to_broker && h->dest)
+            return -EPROTO;
+    } else if (h->aux) {
+        return -EPROTO;
+    }
+    if (to_broker) {
+        if (open && !named && h->dest == 0)
+            return -EPROTO;
+        if (!open && h->dest)
+            return -EPROTO;
+        if (open && h->stream > BK_SID_MAX_LOCAL)
+            return -EPROTO;
+    }
+    return 0;
+}
+
+static int check_common(const bk_hdr_t *h, const bk_limits_t *lim)
+{
+    if (h->version != BK_PROTO_VERSION)
+        return -EPROTONOSUPPORT;
+    if (h->type == 0 || h->type > BK_T_MAX_)
+        return -EPROTO;
+    if (h->flags & ~BK_F_ALL_)
+        return -EPROTO;
+    if ((uint64_t)h->length + BK_HDR_SIZE > lim->max_packet)
+        return -EMSGSIZE;
+    if (h->type != BK_T_DATA && (h->flags || h->nfds))
+        return -EPROTO;
+    return 0;
+}
+
+int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
+                               const bk_limits_t *lim)
+{
+    int r = check_common(h, lim);
+
+    if (r < 0)
+        return r;
+    if (h->source != 0)
+        return -EPROTO;
+    switch (h->type) {
+    case BK_T_HELLO:
+        if (h->length < 4 || h->length > 4 + BK_MAX_HELLO_DESC ||
+            h->stream || h->aux || h->dest)
+            return -EPROTO;
+        return 0;
+    case BK_T_DATA:
+        return check_data(h, payload, lim, true);
+    case BK_T_CLOSE:
+        if (h->stream == 0 || h->dest || h->length > BK_MAX_TEXT)
+            return -EPROTO;
+        return 0;
+    case BK_T_CTRL:
+        if (h->aux == 0 || h->aux > BK_OP_MAX_ || h->dest ||
+            h->length > lim->max_name)
+            return -EPROTO;
+        return 0;
+    default:
+        return -EPROTO;      /* broker-only types */
+    }
+}
+
+int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
+                               const bk_limits_t *lim)
+{
+    int r = check_common(h, lim);
+
+    if (r < 0)
+        return r;
+    switch (h->type) {
+    case BK_T_WELCOME:
+        return h->length >= BK_WELCOME_SIZE ? 0 : -EPROTO;
+    case BK_T_DATA:
+        if (h->source == 0)
+            return -EPROTO;
+        return check_data(h, payload, lim, false);
+    case BK_T_CLOSE:
+        return h->stream ? 0 : -EPROTO;
+    case BK_T_ERROR:          /* stream 0: the connection as a whole */
+        return 0;
+    case BK_T_CTRL_REPLY:
+    case BK_T_BYE:
+        return 0;
+    default:
+        return -EPROTO;
+    }
+}
+
+void bk_welcome_encode(const bk_welcome_t *w, uint8_t out[BK_WELCOME_SIZE])
+{
+    bk_put64(out, w->client_id);
+    bk_put32(out + 8, w->max_packet);
+    bk_put32(out + 12, w->max_fds);
+    bk_put64(out + 16, w->max_msg);
+    bk_put32(out + 24, w->max_name);
+    bk_put32(out + 28, w->max_streams);
+    bk_put64(out + 32, w->queue_limit);
+}
+
+void bk_welcome_decode(const uint8_t in[BK_WELCOME_SIZE], bk_welcome_t *w)
+{
+    w->client_id = bk_get64(in);
+    w->max_packet = bk_get32(in + 8);
+    w->max_fds = bk_get32(in + 12);
+    w->max_msg = bk_get64(in + 16);
+    w->max_name = bk_get32(in + 24);
+    w->max_streams = bk_get32(in + 28);
+    w->queue_limit = bk_get64(in + 32);
+}
