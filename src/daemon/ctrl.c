@@ -1,0 +1,132 @@
+/*
+ * ctrl.c - PING, REGISTER, RELEASE, RESOLVE and STATUS.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "ctrl.h"
+#include "frame.h"
+#include "log.h"
+#include "server.h"
+
+static void reply(bk_port_t *p, const bk_hdr_t *req, int code,
+                  const void *payload, size_t len)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_CTRL_REPLY,
+        .stream = req->stream, .aux = (uint32_t)code, .dest = p->id,
+        .length = (uint32_t)len,
+    };
+
+    bk_port_send(p, &h, payload, NULL, 0, p);
+}
+
+static int check_name(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
+{
+    return bk_name_valid((const char *)name, h->length,
+                         p->srv->cfg->max_name) ? 0 : EINVAL;
+}
+
+static void do_register(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
+{
+    bk_server_t *srv = p->srv;
+    int r = check_name(p, h, name);
+
+    if (!r)
+        r = -bk_names_register(&srv->names, (const char *)name, h->length,
+                               p->id, &p->names, srv->cfg->max_names,
+                               bk_now_ms());
+    if (!r)
+        bk_info("client %" PRIu64 " (%s) owns '%.*s'", p->id, p->comm,
+                (int)h->length, (const char *)name);
+    reply(p, h, r, "", 0);
+}
+
+static void do_release(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
+{
+    int r = check_name(p, h, name);
+
+    if (!r)
+        r = -bk_names_release(&p->srv->names, (const char *)name, h->length,
+                              p->id, &p->names);
+    reply(p, h, r, "", 0);
+}
+
+static void do_resolve(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
+{
+    uint8_t out[8];
+    uint64_t id;
+    int r = check_name(p, h, name);
+
+    if (r) {
+        reply(p, h, r, "", 0);
+        return;
+    }
+    id = bk_names_lookup(&p->srv->names, (const char *)name, h->length);
+    if (!id) {
+        reply(p, h, ENOENT, "", 0);
+        return;
+    }
+    bk_put64(out, id);
+    reply(p, h, 0, out, sizeof(out));
+}
+
+static void do_status(bk_port_t *p, const bk_hdr_t *h)
+{
+    bk_server_t *srv = p->srv;
+    const bk_config_t *c = srv->cfg;
+    uint64_t queued = 0;
+    char buf[1024];
+    int n;
+
+    for (bk_hnode_t *e = bk_ht_next(&srv->clients, NULL); e;
+         e = bk_ht_next(&srv->clients, e))
+        queued += bk_container_of(e, bk_port_t, node)->queued_bytes;
+    n = snprintf(buf, sizeof(buf),
+                 "version=%s\npid=%d\nuptime_ms=%" PRIu64 "\nsocket=%s\n"
+                 "clients=%u\nnames=%zu\nstreams=%" PRIu64 "\n"
+                 "msgs_in=%" PRIu64 "\nmsgs_out=%" PRIu64 "\n"
+                 "bytes_in=%" PRIu64 "\nbytes_out=%" PRIu64 "\n"
+                 "queued_bytes=%" PRIu64 "\nclients_total=%" PRIu64 "\n"
+                 "protocol_errors=%" PRIu64 "\n"
+                 "max_packet=%u\nmax_fds=%u\nmax_msg=%" PRIu64 "\n"
+                 "queue_limit=%" PRIu64 "\nmax_streams=%u\nmax_names=%u\n"
+                 "max_clients=%u\n",
+                 BROKER_VERSION, (int)getpid(), bk_now_ms() - srv->start_ms,
+                 c->socket_path, srv->nclients, bk_names_count(&srv->names),
+                 srv->streams.streams, srv->stats.msgs_in,
+                 srv->stats.msgs_out, srv->stats.bytes_in,
+                 srv->stats.bytes_out, queued, srv->stats.clients_total,
+                 srv->stats.protocol_errors, c->max_packet, c->max_fds,
+                 c->max_msg, c->queue_limit, c->max_streams, c->max_names,
+                 c->max_clients);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        n = (int)strlen(buf);
+    reply(p, h, 0, buf, (size_t)n);
+}
+
+void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
+{
+    switch (h->aux) {
+    case BK_OP_PING:
+        reply(p, h, 0, payload, h->length);
+        break;
+    case BK_OP_REGISTER:
+        do_register(p, h, payload);
+        break;
+    case BK_OP_RELEASE:
+        do_release(p, h, payload);
+        break;
+    case BK_OP_RESOLVE:
+        do_resolve(p, h, payload);
+        break;
+    case BK_OP_STATUS:
+        do_status(p, h);
+        break;
+    default:                    /* bk_frame_check_from_client rejects it */
+        reply(p, h, EINVAL, "", 0);
+        break;
+    }
+}

@@ -1,0 +1,13 @@
+/*
+ * ctrl.h - control requests a client sends to the broker itself
+ * (prefix bk_ctrl_).
+ */
+#ifndef BK_CTRL_H
+#define BK_CTRL_H
+
+#include "port.h"
+
+/* Handle one validated CTRL frame and send its CTRL_REPLY. */
+void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload);
+
+#endif

@@ -1,0 +1,27 @@
+/*
+ * log.h - levelled logging to stderr or syslog (prefix bk_log).
+ */
+#ifndef BK_LOG_H
+#define BK_LOG_H
+
+enum bk_log_level {
+    BK_LOG_ERROR = 0,
+    BK_LOG_WARN = 1,
+    BK_LOG_INFO = 2,
+    BK_LOG_DEBUG = 3,
+};
+
+/* Parse "error", "warn", "info" or "debug"; returns the level or -EINVAL. */
+int bk_log_parse_level(const char *s);
+void bk_log_init(int level, int use_syslog);
+int bk_log_enabled(int level);
+void bk_log(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define bk_err(...)   bk_log(BK_LOG_ERROR, __VA_ARGS__)
+#define bk_warn(...)  bk_log(BK_LOG_WARN, __VA_ARGS__)
+#define bk_info(...)  bk_log(BK_LOG_INFO, __VA_ARGS__)
+#define bk_debug(...) \
+    do { if (bk_log_enabled(BK_LOG_DEBUG)) bk_log(BK_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * main.c - brokerd: command line, daemonizing, the event loop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+/* Make a relative socket path absolute, since the daemon leaves its
+ * working directory. */
+static int absolute_path(bk_config_t *c)
+{
+    char cwd[4096], buf[sizeof(c->socket_path)];
+    int n;
+
+    if (c->socket_path[0] == '/')
+        return 0;
+    if (!getcwd(cwd, sizeof(cwd)))
+        return -errno;
+    n = snprintf(buf, sizeof(buf), "%s/%s", cwd, c->socket_path);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    strcpy(c->socket_path, buf);
+    return 0;
+}
+
+/* Fork into the background.  The parent waits until the child reports
+ * that it listens (exit 0) or failed (exit 1), so `brokerd && client`
+ * works.  Returns the write end of the report pipe in the child. */
+static int daemonize(void)
+{
+    int pfd[2];
+    pid_t pid;
+    char c;
+
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        perror("brokerd: pipe");
+        exit(1);
+    }
+    pid = fork();
+    if (pid < 0) {
+        perror("brokerd: fork");
+        exit(1);
+    }
+    if (pid > 0) {
+        close(pfd[1]);
+        while (read(pfd[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        _exit(c == 'R' ? 0 : 1);
+    }
+    close(pfd[0]);
+    setsid();
+    return pfd[1];
+}
+
+static void detach_stdio(void)
+{
+    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+    if (fd < 0)
+        return;
+    dup2(fd, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    if (fd > 2)
+        close(fd);
+}
+
+static void write_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "we");
+
+    if (!f) {
+        bk_warn("cannot write pidfile %s: %s", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    bk_config_t cfg;
+    bk_server_t srv;
+    uv_loop_t loop;
+    int report = -1, r;
+
+    bk_config_defaults(&cfg);
+    r = bk_config_parse_args(&cfg, argc, argv);
+    if (r > 0)
+        return 0;
+    if (r < 0)
+        return 2;
+    if (absolute_path(&cfg) < 0) {
+        fprintf(stderr, "brokerd: socket path too long once made absolute\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    bk_log_init(cfg.log_level, 0);
+    if (!cfg.foreground)
+        report = daemonize();
+    if (uv_loop_init(&loop) < 0) {
+        bk_err("cannot create the event loop");
+        return 1;
+    }
+    if (bk_server_init(&srv, &loop, &cfg) < 0) {
+        bk_server_fini(&srv);
+        uv_loop_close(&loop);
+        return 1;               /* the parent sees EOF and exits 1 */
+    }
+    if (cfg.pidfile)
+        write_pidfile(cfg.pidfile);
+    if (report >= 0) {
+        if (chdir("/") < 0)
+            bk_warn("chdir /: %s", strerror(errno));
+        bk_log_init(cfg.log_level, 1);
+        detach_stdio();
+        if (write(report, "R", 1) < 0)
+            bk_warn("cannot report readiness: %s", strerror(errno));
+        close(report);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    bk_server_fini(&srv);
+    uv_loop_close(&loop);
+    if (cfg.pidfile)
+        unlink(cfg.pidfile);
+    bk_info("stopped");
+    return 0;
+}

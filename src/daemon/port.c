@@ -1,0 +1,674 @@
+/*
+ * port.c - one connected client: reading packets, writing frames through
+ * per-stream queues, pausing senders of a full receiver.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include "ctrl.h"
+#include "frame.h"
+#include "log.h"
+#include "port.h"
+#include "router.h"
+#include "server.h"
+#include "sockio.h"
+
+/* Packets read from one client per wakeup, so busy clients take turns. */
+#define READ_BURST 32
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* ---- poll interest ---------------------------------------------------- */
+
+static void update_poll(bk_port_t *p)
+{
+    int want = 0;
+
+    if (p->state == BK_PORT_CLOSING && p->failed)
+        return;
+    if (p->state != BK_PORT_CLOSING && p->paused == 0)
+        want |= UV_READABLE;
+    if (p->queued_frames)
+        want |= UV_WRITABLE;
+    if (want == p->events)
+        return;
+    p->events = want;
+    if (want)
+        uv_poll_start(&p->poll, want, on_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+/* ---- construction ------------------------------------------------------ */
+
+static void read_comm(bk_port_t *p)
+{
+    char path[64];
+    int fd;
+    ssize_t n;
+
+    strcpy(p->comm, "?");
+    if (p->pid <= 0)
+        return;
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)p->pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    n = read(fd, p->comm, sizeof(p->comm) - 1);
+    close(fd);
+    if (n <= 0) {
+        strcpy(p->comm, "?");
+        return;
+    }
+    p->comm[n] = '\0';
+    p->comm[strcspn(p->comm, "\n")] = '\0';
+}
+
+bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
+{
+    bk_port_t *p = calloc(1, sizeof(*p));
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (!p || !(p->rbuf = malloc(srv->cfg->max_packet))) {
+        free(p);
+        close(fd);
+        return NULL;
+    }
+    p->srv = srv;
+    p->fd = fd;
+    p->id = id;
+    p->state = BK_PORT_HELLO;
+    p->pid = -1;
+    p->uid = (uid_t)-1;
+    p->gid = (gid_t)-1;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        p->pid = cred.pid;
+        p->uid = cred.uid;
+        p->gid = cred.gid;
+    }
+    read_comm(p);
+    p->connected_ms = bk_now_ms();
+    bk_ht_init(&p->oqs);
+    p->ctrl.ring_next = p->ctrl.ring_prev = NULL;
+    p->next_psid = 1;
+    bk_put64(p->idkey, id);
+    p->node.key = p->idkey;
+    p->node.keylen = sizeof(p->idkey);
+    if (uv_poll_init(srv->loop, &p->poll, fd) < 0) {
+        free(p->rbuf);
+        free(p);
+        close(fd);
+        return NULL;
+    }
+    p->poll.data = p;
+    update_poll(p);
+    return p;
+}
+
+uint32_t bk_port_alloc_sid(bk_port_t *p)
+{
+    for (;;) {
+        uint32_t n = p->next_psid++ & BK_SID_MAX_LOCAL;
+        uint32_t sid = BK_SID_PEER_BIT | n;
+        if (n && !bk_st_find(&p->srv->streams, p->id, sid))
+            return sid;
+    }
+}
+
+/* ---- output queues ------------------------------------------------------ */
+
+static void frame_free(bk_oframe_t *f)
+{
+    if (f->nfds) {
+        bk_close_fds(f->fds, f->nfds);
+        free(f->fds);
+    }
+    free(f);
+}
+
+static bk_oq_t *oq_get(bk_port_t *p, uint32_t sid)
+{
+    uint8_t key[4];
+    bk_hnode_t *n;
+    bk_oq_t *q;
+
+    if (sid == 0)
+        return &p->ctrl;
+    bk_put32(key, sid);
+    n = bk_ht_find(&p->oqs, key, sizeof(key));
+    if (n)
+        return bk_container_of(n, bk_oq_t, node);
+    q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    q->sid = sid;
+    memcpy(q->key, key, sizeof(key));
+    q->node.key = q->key;
+    q->node.keylen = sizeof(q->key);
+    if (bk_ht_insert(&p->oqs, &q->node) < 0) {
+        free(q);
+        return NULL;
+    }
+    if (!p->ring) {
+        q->ring_next = q->ring_prev = q;
+        p->ring = q;
+    } else {                    /* join just before the next one served */
+        q->ring_next = p->ring;
+        q->ring_prev = p->ring->ring_prev;
+        q->ring_prev->ring_next = q;
+        p->ring->ring_prev = q;
+    }
+    return q;
+}
+
+static void oq_drop(bk_port_t *p, bk_oq_t *q)
+{
+    if (q == &p->ctrl)
+        return;
+    if (q->ring_next == q) {
+        p->ring = NULL;
+    } else {
+        q->ring_prev->ring_next = q->ring_next;
+        q->ring_next->ring_prev = q->ring_prev;
+        if (p->ring == q)
+            p->ring = q->ring_next;
+    }
+    bk_ht_remove(&p->oqs, &q->node);
+    free(q);
+}
+
+/* Which queue a frame belongs to: stream frames keep their order with the
+ * rest of their stream; only frames of no stream go to the control queue. */
+static uint32_t queue_sid(const bk_hdr_t *h)
+{
+    switch (h->type) {
+    case BK_T_DATA:
+    case BK_T_CLOSE:
+    case BK_T_ERROR:
+        return h->stream;
+    default:
+        return 0;
+    }
+}
+
+static void pause_sender(bk_port_t *to, bk_port_t *cause)
+{
+    if (cause->state == BK_PORT_CLOSING)
+        return;
+    for (uint32_t i = 0; i < to->nwaiters; i++)
+        if (to->waiters[i] == cause->id)
+            return;
+    if (to->nwaiters == to->capwaiters) {
+        uint32_t cap = to->capwaiters ? to->capwaiters * 2 : 4;
+        uint64_t *w = realloc(to->waiters, cap * sizeof(*w));
+        if (!w)
+            return;             /* not pausing is safe, only less strict */
+        to->waiters = w;
+        to->capwaiters = cap;
+    }
+    to->waiters[to->nwaiters++] = cause->id;
+    cause->paused++;
+    update_poll(cause);
+    bk_debug("client %llu paused: client %llu has %llu bytes queued",
+             (unsigned long long)cause->id, (unsigned long long)to->id,
+             (unsigned long long)to->queued_bytes);
+}
+
+static void resume_waiters(bk_port_t *p)
+{
+    uint32_t n = p->nwaiters;
+
+    p->nwaiters = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        bk_port_t *w = bk_server_find(p->srv, p->waiters[i]);
+        if (!w || w->paused == 0)
+            continue;
+        w->paused--;
+        update_poll(w);
+    }
+}
+
+static void count_out(bk_port_t *p, const bk_hdr_t *h)
+{
+    if (h->type != BK_T_DATA)
+        return;
+    p->bytes_out += h->length;
+    p->srv->stats.bytes_out += h->length;
+    if (!(h->flags & BK_F_MORE)) {
+        p->msgs_out++;
+        p->srv->stats.msgs_out++;
+    }
+}
+
+static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                   int *fds, unsigned nfds, bk_port_t *cause,
+                   bk_oframe_t **out)
+{
+    bk_oq_t *q = oq_get(to, queue_sid(h));
+    bk_oframe_t *f = q ? malloc(sizeof(*f) + h->length) : NULL;
+
+    if (!f) {
+        if (q && q != &to->ctrl && !q->head)
+            oq_drop(to, q);
+        bk_close_fds(fds, nfds);
+        return -ENOMEM;
+    }
+    bk_hdr_encode(h, f->hdr);
+    f->len = h->length;
+    memcpy(f->data, payload, h->length);
+    f->nfds = nfds;
+    f->fds = NULL;
+    f->oneway_first = false;
+    f->next = NULL;
+    if (nfds) {
+        f->fds = malloc(nfds * sizeof(int));
+        if (!f->fds) {
+            free(f);
+            if (q != &to->ctrl && !q->head)
+                oq_drop(to, q);
+            bk_close_fds(fds, nfds);
+            return -ENOMEM;
+        }
+        memcpy(f->fds, fds, nfds * sizeof(int));
+    }
+    if (q->tail)
+        q->tail->next = f;
+    else
+        q->head = f;
+    q->tail = f;
+    to->queued_bytes += BK_HDR_SIZE + h->length;
+    to->queued_frames++;
+    if (cause && to->queued_bytes > to->srv->cfg->queue_limit)
+        pause_sender(to, cause);
+    update_poll(to);
+    *out = f;
+    return 0;
+}
+
+static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                      int *fds, unsigned nfds, bk_port_t *cause,
+                      bk_oframe_t **queued)
+{
+    uint8_t hdr[BK_HDR_SIZE];
+    struct iovec iov[2];
+    int r;
+
+    *queued = NULL;
+    if (to->failed || to->fd < 0) {
+        bk_close_fds(fds, nfds);
+        return -ECONNRESET;
+    }
+    if (to->queued_frames == 0) {
+        bk_hdr_encode(h, hdr);
+        iov[0] = (struct iovec){ hdr, BK_HDR_SIZE };
+        iov[1] = (struct iovec){ (void *)payload, h->length };
+        r = bk_sock_send(to->fd, iov, h->length ? 2 : 1, fds, nfds);
+        if (r == 0) {
+            bk_close_fds(fds, nfds);
+            count_out(to, h);
+            return 0;
+        }
+        if (r != -EAGAIN) {
+            bk_close_fds(fds, nfds);
+            bk_port_fail(to, r);
+            return r;
+        }
+    }
+    return enqueue(to, h, payload, fds, nfds, cause, queued);
+}
+
+int bk_port_send(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                 int *fds, unsigned nfds, bk_port_t *cause)
+{
+    bk_oframe_t *f;
+
+    return send_frame(to, h, payload, fds, nfds, cause, &f);
+}
+
+int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                        int *fds, unsigned nfds, bk_port_t *cause,
+                        uint32_t src_sid)
+{
+    bk_oframe_t *f;
+    int r = send_frame(to, h, payload, fds, nfds, cause, &f);
+
+    if (f) {
+        f->oneway_first = true;
+        f->src = h->source;
+        f->src_sid = src_sid;
+    }
+    return r;
+}
+
+void bk_port_error(bk_port_t *to, uint32_t stream, int code,
+                   const char *text, bk_port_t *cause)
+{
+    size_t len = text ? strlen(text) : 0;
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+        .stream = stream, .aux = (uint32_t)code, .dest = to->id,
+        .length = (uint32_t)(len > BK_MAX_TEXT ? BK_MAX_TEXT : len),
+    };
+
+    to->errors++;
+    bk_port_send(to, &h, text ? text : "", NULL, 0, cause);
+}
+
+/* Write queued frames until the socket is full or the queue is empty. */
+static void flush(bk_port_t *p)
+{
+    uint64_t limit = p->srv->cfg->queue_limit;
+
+    while (p->queued_frames) {
+        bk_oq_t *q = p->ctrl.head ? &p->ctrl : p->ring;
+        bk_oframe_t *f = q->head;
+        struct iovec iov[2] = {
+            { f->hdr, BK_HDR_SIZE }, { f->data, f->len },
+        };
+        bk_hdr_t h;
+        int r = bk_sock_send(p->fd, iov, f->len ? 2 : 1, f->fds, f->nfds);
+
+        if (r == -EAGAIN)
+            break;
+        if (r < 0) {
+            bk_port_fail(p, r);
+            return;
+        }
+        bk_hdr_decode(f->hdr, &h);
+        count_out(p, &h);
+        q->head = f->next;
+        if (!q->head)
+            q->tail = NULL;
+        p->queued_bytes -= BK_HDR_SIZE + f->len;
+        p->queued_frames--;
+        frame_free(f);
+        if (q != &p->ctrl) {
+            if (!q->head)
+                oq_drop(p, q);
+            else
+                p->ring = q->ring_next;
+        }
+    }
+    if (p->nwaiters && p->queued_bytes <= limit / 2)
+        resume_waiters(p);
+    update_poll(p);
+    if (!p->queued_frames && p->srv->stopping && !p->failed)
+        bk_server_port_drained(p->srv);
+}
+
+/* ---- input ----------------------------------------------------------------- */
+
+static void protocol_error(bk_port_t *p, int err, uint32_t stream,
+                           const char *what)
+{
+    char text[160];
+
+    p->srv->stats.protocol_errors++;
+    snprintf(text, sizeof(text), "protocol error: %s", what);
+    bk_warn("client %llu (pid %d, %s): %s; disconnecting",
+            (unsigned long long)p->id, (int)p->pid, p->comm, text);
+    bk_port_error(p, stream, -err, text, NULL);
+    bk_port_fail(p, err);
+}
+
+static void welcome(bk_port_t *p)
+{
+    const bk_config_t *c = p->srv->cfg;
+    bk_welcome_t w = {
+        .client_id = p->id, .max_packet = c->max_packet,
+        .max_fds = c->max_fds, .max_msg = c->max_msg,
+        .max_name = c->max_name, .max_streams = c->max_streams,
+        .queue_limit = c->queue_limit,
+    };
+    uint8_t buf[BK_WELCOME_SIZE];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_WELCOME,
+        .length = BK_WELCOME_SIZE, .dest = p->id,
+    };
+
+    bk_welcome_encode(&w, buf);
+    if (bk_ht_insert(&p->srv->clients, &p->node) < 0) {
+        bk_port_fail(p, -ENOMEM);
+        return;
+    }
+    p->in_table = true;
+    p->srv->nclients++;
+    p->state = BK_PORT_READY;
+    bk_port_send(p, &h, buf, NULL, 0, NULL);
+    bk_info("client %llu connected (pid %d, uid %d, %s)",
+            (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
+}
+
+static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
+{
+    uint32_t version = bk_get32(payload);
+
+    if (version != BK_PROTO_VERSION) {
+        char text[96];
+        snprintf(text, sizeof(text),
+                 "protocol version %u not supported (broker speaks %u)",
+                 version, BK_PROTO_VERSION);
+        bk_port_error(p, 0, EPROTONOSUPPORT, text, NULL);
+        bk_port_fail(p, -EPROTONOSUPPORT);
+        return;
+    }
+    welcome(p);
+}
+
+static void dispatch(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
+                     int *fds)
+{
+    if (p->state == BK_PORT_HELLO) {
+        if (h->type != BK_T_HELLO) {
+            bk_close_fds(fds, h->nfds);
+            protocol_error(p, -EPROTO, 0, "the first frame must be HELLO");
+            return;
+        }
+        hello(p, h, payload);
+        return;
+    }
+    p->msgs_in += h->type == BK_T_DATA && !(h->flags & BK_F_MORE);
+    p->bytes_in += h->type == BK_T_DATA ? h->length : 0;
+    switch (h->type) {
+    case BK_T_DATA:
+    case BK_T_CLOSE:
+        bk_router_frame(p, h, payload, fds, h->nfds);
+        return;
+    case BK_T_CTRL:
+        bk_ctrl_handle(p, h, payload);
+        return;
+    default:
+        protocol_error(p, -EPROTO, 0, "HELLO after the handshake");
+        return;
+    }
+}
+
+static const char *check_text(int err)
+{
+    switch (err) {
+    case -EPROTONOSUPPORT: return "unsupported protocol version";
+    case -EMSGSIZE: return "frame larger than the packet limit";
+    case -EINVAL: return "invalid destination name";
+    default: return "malformed frame header or flag combination";
+    }
+}
+
+/* Validate the whole packet before acting on any of it, so a bad packet
+ * has no partial effect and the fds add up. */
+static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
+{
+    const bk_config_t *c = p->srv->cfg;
+    bk_limits_t lim = { c->max_packet, c->max_fds, c->max_name };
+    const uint8_t *payload;
+    size_t off = 0;
+    unsigned want = 0, used = 0;
+    bk_hdr_t h;
+    int r;
+
+    while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
+        int e = bk_frame_check_from_client(&h, payload, &lim);
+        if (e < 0) {
+            bk_close_fds(fds, nfds);
+            protocol_error(p, e, 0, check_text(e));
+            return;
+        }
+        want += h.nfds;
+    }
+    if (r < 0 || want != nfds) {
+        bk_close_fds(fds, nfds);
+        protocol_error(p, -EPROTO, 0, r < 0 ? "truncated frame in packet"
+                       : "fd count does not match the frames' nfds");
+        return;
+    }
+    off = 0;
+    while (bk_pkt_next(p->rbuf, n, &off, &h, &payload) == 1) {
+        if (p->state == BK_PORT_CLOSING || p->failed) {
+            bk_close_fds(fds + used, nfds - used);
+            return;
+        }
+        dispatch(p, &h, payload, fds + used);
+        used += h.nfds;
+    }
+}
+
+static void read_packets(bk_port_t *p)
+{
+    int fds[BK_MAX_FDS_HARD];
+
+    for (int i = 0; i < READ_BURST; i++) {
+        unsigned nfds = 0;
+        ssize_t n;
+
+        if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
+            return;
+        n = bk_sock_recv(p->fd, p->rbuf, p->srv->cfg->max_packet, fds,
+                         &nfds, BK_MAX_FDS_HARD);
+        if (n == -EAGAIN)
+            return;
+        if (n == 0) {
+            bk_port_fail(p, 0);
+            return;
+        }
+        if (n == -EPROTO) {
+            protocol_error(p, -EPROTO, 0, "packet or its control data "
+                           "truncated (too large, or too many fds)");
+            return;
+        }
+        if (n < 0) {
+            bk_port_fail(p, (int)n);
+            return;
+        }
+        process_packet(p, (size_t)n, fds, nfds);
+    }
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events)
+{
+    bk_port_t *p = handle->data;
+
+    if (status < 0) {
+        bk_port_fail(p, status == UV_EBADF ? -EBADF : -EIO);
+    } else {
+        if (events & UV_WRITABLE)
+            flush(p);
+        if (events & (UV_READABLE | UV_DISCONNECT))
+            read_packets(p);
+    }
+    bk_server_reap(p->srv);
+}
+
+/* ---- teardown ---------------------------------------------------------------- */
+
+void bk_port_fail(bk_port_t *p, int err)
+{
+    if (p->failed)
+        return;
+    p->failed = true;
+    p->fail_err = err;
+    p->reap_next = p->srv->reap;
+    p->srv->reap = p;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    bk_port_t *p = h->data;
+
+    bk_ht_fini(&p->oqs);
+    free(p->waiters);
+    free(p->rbuf);
+    free(p);
+}
+
+/* Drop every queued frame; senders of lost one-way messages hear of it. */
+static void drop_queue(bk_port_t *p)
+{
+    bk_oq_t *q = &p->ctrl;
+
+    while (q) {
+        while (q->head) {
+            bk_oframe_t *f = q->head;
+            q->head = f->next;
+            if (f->oneway_first && !p->srv->stopping) {
+                bk_port_t *src = bk_server_find(p->srv, f->src);
+                if (src && src != p)
+                    bk_port_error(src, f->src_sid, ECONNRESET,
+                                  "receiver disconnected before reading "
+                                  "the message", NULL);
+            }
+            frame_free(f);
+        }
+        q->tail = NULL;
+        if (q != &p->ctrl)
+            oq_drop(p, q);
+        q = p->ring;
+    }
+    p->queued_bytes = 0;
+    p->queued_frames = 0;
+}
+
+void bk_port_close(bk_port_t *p)
+{
+    bk_server_t *srv = p->srv;
+
+    if (p->fd < 0)
+        return;
+    p->state = BK_PORT_CLOSING;
+    if (p->fail_err != -EPIPE && p->fail_err != -ECONNRESET)
+        flush(p);               /* last words, e.g. an ERROR frame */
+    if (p->in_table) {
+        bk_ht_remove(&srv->clients, &p->node);
+        p->in_table = false;
+        srv->nclients--;
+        if (p->fail_err && p->fail_err != -ECONNRESET && p->fail_err != -EPIPE)
+            bk_info("client %llu (pid %d, %s) disconnected: %s",
+                    (unsigned long long)p->id, (int)p->pid, p->comm,
+                    strerror(-p->fail_err));
+        else
+            bk_info("client %llu (pid %d, %s) disconnected",
+                    (unsigned long long)p->id, (int)p->pid, p->comm);
+    }
+    bk_router_port_gone(p);
+    bk_names_release_all(&srv->names, &p->names);
+    drop_queue(p);
+    resume_waiters(p);
+    uv_close((uv_handle_t *)&p->poll, on_closed);
+    close(p->fd);
+    p->fd = -1;
+}
+
+void bk_port_shutdown(bk_port_t *p)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_BYE, .dest = p->id,
+        .aux = ESHUTDOWN,
+    };
+
+    p->state = BK_PORT_CLOSING;
+    bk_port_send(p, &h, "", NULL, 0, NULL);
+    update_poll(p);
+}

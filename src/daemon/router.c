@@ -1,0 +1,329 @@
+/*
+ * router.c - where DATA and CLOSE frames go: opening streams to a name or a
+ * client id, forwarding fragments as they arrive, closing streams, and
+ * telling the survivors when a client disappears.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include "log.h"
+#include "port.h"
+#include "router.h"
+#include "server.h"
+#include "sockio.h"
+
+/* Tombstones may exceed the stream limit by this factor before the client
+ * is cut off: they only live until the failed message's last fragment. */
+#define TOMBSTONE_SLACK 2
+
+static bk_st_table_t *table(bk_port_t *p)
+{
+    return &p->srv->streams;
+}
+
+/* The payload bytes of a DATA frame that belong to the message. */
+static uint64_t data_bytes(const bk_hdr_t *h)
+{
+    return h->flags & BK_F_NAME ? h->length - h->aux : h->length;
+}
+
+static void fatal(bk_port_t *p, int err, uint32_t sid, const char *what)
+{
+    char text[160];
+
+    p->srv->stats.protocol_errors++;
+    snprintf(text, sizeof(text), "protocol error: %s", what);
+    bk_warn("client %" PRIu64 " (pid %d, %s): %s; disconnecting", p->id,
+            (int)p->pid, p->comm, text);
+    bk_port_error(p, sid, err, text, NULL);
+    bk_port_fail(p, -err);
+}
+
+/* A message failed at its first fragment: report it, and if fragments are
+ * still to come, leave a tombstone that swallows them. */
+static void reject(bk_port_t *from, const bk_hdr_t *h, int code,
+                   const char *text)
+{
+    bk_stream_t *s;
+
+    bk_port_error(from, h->stream, code, text, from);
+    if (!(h->flags & BK_F_MORE))
+        return;
+    if (from->streams.count >=
+        from->srv->cfg->max_streams * TOMBSTONE_SLACK) {
+        fatal(from, ENOSR, h->stream, "too many failed messages in flight");
+        return;
+    }
+    if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
+                   NULL, 0, 0, NULL, &s) < 0) {
+        fatal(from, ENOMEM, h->stream, "out of memory");
+        return;
+    }
+    s->end[0].in_msg = true;
+    s->end[0].discard = true;
+}
+
+static bk_port_t *resolve(bk_port_t *from, const bk_hdr_t *h,
+                          const uint8_t *payload, char *why, size_t whylen)
+{
+    bk_server_t *srv = from->srv;
+    uint64_t id = h->dest;
+    bk_port_t *to;
+
+    if (h->flags & BK_F_NAME) {
+        id = bk_names_lookup(&srv->names, (const char *)payload, h->aux);
+        if (!id) {
+            snprintf(why, whylen, "no client owns the name '%.*s'",
+                     (int)h->aux, (const char *)payload);
+            return NULL;
+        }
+    }
+    to = bk_server_find(srv, id);
+    if (!to || to->failed)
+        snprintf(why, whylen, "no client with id %" PRIu64, id);
+    return to && !to->failed ? to : NULL;
+}
+
+static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
+                   const bk_hdr_t *h, const uint8_t *payload, int *fds)
+{
+    bk_hdr_t o = *h;
+
+    o.source = from->id;
+    o.dest = to->id;
+    o.stream = to_sid;
+    from->srv->stats.bytes_in += data_bytes(h);
+    if (!(h->flags & BK_F_MORE))
+        from->srv->stats.msgs_in++;
+    return bk_port_send(to, &o, payload, fds, h->nfds, from);
+}
+
+static bool over_limit(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
+{
+    e->msg_bytes += data_bytes(h);
+    return e->msg_bytes > from->srv->cfg->max_msg;
+}
+
+/* The sender's message grew past max_msg: the sender is told, the receiver
+ * sees the stream closed, the rest of the message is swallowed. */
+static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
+{
+    bk_st_end_t *peer = bk_st_peer(e);
+    char text[96];
+
+    snprintf(text, sizeof(text), "message exceeds the broker's limit of %"
+             PRIu64 " bytes", from->srv->cfg->max_msg);
+    bk_port_error(from, e->sid, EMSGSIZE, text, from);
+    if (peer && !peer->discard) {
+        bk_hdr_t c = {
+            .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
+            .stream = peer->sid, .aux = EMSGSIZE, .source = from->id,
+            .dest = peer->client, .length = (uint32_t)strlen(text),
+        };
+        bk_port_send(peer->owner, &c, text, NULL, 0, from);
+    }
+    if (peer) {
+        if (peer->in_msg)
+            peer->discard = true;
+        else
+            bk_st_remove_end(table(from), peer);
+    }
+    if (h->flags & BK_F_MORE) {
+        e->in_msg = true;
+        e->discard = true;
+    } else {
+        bk_st_remove_end(table(from), e);
+    }
+}
+
+/* First fragment with OPEN: a new stream to a name or a client id. */
+static void open_stream(bk_port_t *from, const bk_hdr_t *h,
+                        const uint8_t *payload, int *fds)
+{
+    const bk_config_t *cfg = from->srv->cfg;
+    char why[BK_MAX_NAME + 64];
+    bk_port_t *to;
+    bk_stream_t *s;
+    uint32_t to_sid;
+
+    if (bk_st_find(table(from), from->id, h->stream)) {
+        bk_close_fds(fds, h->nfds);
+        fatal(from, EPROTO, h->stream, "OPEN on a stream id already in use");
+        return;
+    }
+    to = resolve(from, h, payload, why, sizeof(why));
+    if (!to) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, ENOENT, why);
+        return;
+    }
+    if (data_bytes(h) > cfg->max_msg) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, EMSGSIZE, "message exceeds the broker's limit");
+        return;
+    }
+    to_sid = bk_port_alloc_sid(to);
+    if ((h->flags & BK_F_CLOSE) && !(h->flags & BK_F_MORE)) {
+        /* a whole one-way message: no stream outlives it */
+        bk_hdr_t o = *h;
+        o.source = from->id;
+        o.dest = to->id;
+        o.stream = to_sid;
+        from->srv->stats.bytes_in += data_bytes(h);
+        from->srv->stats.msgs_in++;
+        bk_port_send_oneway(to, &o, payload, fds, h->nfds, from, h->stream);
+        return;
+    }
+    if (from->streams.count >= cfg->max_streams ||
+        to->streams.count >= cfg->max_streams) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, ENOSR, from->streams.count >= cfg->max_streams ?
+               "too many open streams" :
+               "the receiver has too many open streams");
+        return;
+    }
+    if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
+                   to, to->id, to_sid, &to->streams, &s) < 0) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, ENOMEM, "out of memory");
+        return;
+    }
+    s->opened_ms = bk_now_ms();
+    s->end[0].in_msg = h->flags & BK_F_MORE;
+    s->end[0].msg_bytes = data_bytes(h);
+    s->end[0].bytes += data_bytes(h);
+    forward(from, to, to_sid, h, payload, fds);
+}
+
+/* The end of a message with CLOSE ends the stream. */
+static void after_message(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
+{
+    e->in_msg = false;
+    if (h->flags & BK_F_CLOSE)
+        bk_st_close(table(from), e);
+}
+
+/* First fragment of a further message on an existing stream. */
+static void next_message(bk_port_t *from, const bk_hdr_t *h,
+                         const uint8_t *payload, int *fds)
+{
+    bk_st_end_t *e = bk_st_find(table(from), from->id, h->stream);
+    bk_st_end_t *peer;
+
+    if (e && e->in_msg) {
+        bk_close_fds(fds, h->nfds);
+        fatal(from, EPROTO, h->stream,
+              "first fragment while the previous message is unfinished");
+        return;
+    }
+    peer = e ? bk_st_peer(e) : NULL;
+    if (!peer || peer->discard) {
+        bk_close_fds(fds, h->nfds);
+        if (e)
+            bk_st_remove_end(table(from), e);
+        reject(from, h, ENOENT, "no such stream (closed, or never opened)");
+        return;
+    }
+    e->msg_bytes = 0;
+    if (over_limit(from, e, h)) {
+        bk_close_fds(fds, h->nfds);
+        too_big(from, e, h);
+        return;
+    }
+    e->bytes += data_bytes(h);
+    forward(from, peer->owner, peer->sid, h, payload, fds);
+    if (h->flags & BK_F_MORE)
+        e->in_msg = true;
+    else
+        after_message(from, e, h);
+}
+
+static void continuation(bk_port_t *from, const bk_hdr_t *h,
+                         const uint8_t *payload)
+{
+    bk_st_end_t *e = bk_st_find(table(from), from->id, h->stream);
+    bk_st_end_t *peer;
+
+    if (!e || !e->in_msg) {
+        fatal(from, EPROTO, h->stream,
+              "continuation fragment without a first fragment");
+        return;
+    }
+    if (e->discard) {
+        if (!(h->flags & BK_F_MORE))
+            bk_st_remove_end(table(from), e);
+        return;
+    }
+    peer = bk_st_peer(e);
+    if (!peer) {                /* cannot happen: a lone end is a tombstone */
+        bk_st_remove_end(table(from), e);
+        return;
+    }
+    if (over_limit(from, e, h)) {
+        too_big(from, e, h);
+        return;
+    }
+    e->bytes += h->length;
+    forward(from, peer->owner, peer->sid, h, payload, NULL);
+    if (!(h->flags & BK_F_MORE))
+        after_message(from, e, h);
+}
+
+static void close_stream(bk_port_t *from, const bk_hdr_t *h,
+                         const uint8_t *payload)
+{
+    bk_st_end_t *e = bk_st_find(table(from), from->id, h->stream);
+    bk_st_end_t *peer;
+
+    /* Closing a stream the peer already closed is a harmless race. */
+    if (!e || e->discard)
+        return;
+    peer = bk_st_peer(e);
+    if (peer && !peer->discard) {
+        bk_hdr_t c = *h;
+        c.source = from->id;
+        c.dest = peer->client;
+        c.stream = peer->sid;
+        bk_port_send(peer->owner, &c, payload, NULL, 0, from);
+    }
+    bk_st_close(table(from), e);
+}
+
+void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
+                     const uint8_t *payload, int *fds, unsigned nfds)
+{
+    (void)nfds;
+    if (h->type == BK_T_CLOSE)
+        close_stream(from, h, payload);
+    else if (h->flags & BK_F_CONT)
+        continuation(from, h, payload);
+    else if (h->flags & BK_F_OPEN)
+        open_stream(from, h, payload, fds);
+    else
+        next_message(from, h, payload, fds);
+}
+
+void bk_router_port_gone(bk_port_t *p)
+{
+    bk_st_table_t *t = table(p);
+
+    while (p->streams.head) {
+        bk_st_end_t *e = p->streams.head;
+        bk_st_end_t *peer = bk_st_peer(e);
+
+        if (peer && !peer->discard && !p->srv->stopping) {
+            bk_port_t *op = peer->owner;
+            bk_hdr_t h = {
+                .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+                .stream = peer->sid, .aux = ECONNRESET, .source = p->id,
+                .dest = op->id,
+            };
+            static const char text[] = "peer disconnected";
+            h.length = sizeof(text) - 1;
+            op->errors++;
+            bk_port_send(op, &h, text, NULL, 0, NULL);
+        }
+        bk_st_close(t, e);
+    }
+}

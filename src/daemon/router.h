@@ -1,0 +1,19 @@
+/*
+ * router.h - routing of DATA and CLOSE frames between clients
+ * (prefix bk_router_).
+ */
+#ifndef BK_ROUTER_H
+#define BK_ROUTER_H
+
+#include "port.h"
+
+/* Route one validated DATA or CLOSE frame from `from`.  Takes ownership of
+ * fds[0..nfds): they are forwarded with the frame or closed. */
+void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
+                     const uint8_t *payload, int *fds, unsigned nfds);
+
+/* `p` is going away: every stream it has ends, and each peer gets an
+ * ERROR (ECONNRESET) on its side of the stream. */
+void bk_router_port_gone(bk_port_t *p);
+
+#endif

@@ -1,0 +1,348 @@
+/*
+ * server.c - listening socket, client table, signals, orderly shutdown.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include "frame.h"
+#include "log.h"
+#include "port.h"
+#include "router.h"
+#include "server.h"
+#include "sockio.h"
+
+#define ACCEPT_BURST 64
+
+uint64_t bk_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+bk_port_t *bk_server_find(const bk_server_t *s, uint64_t id)
+{
+    uint8_t key[8];
+    bk_hnode_t *n;
+
+    bk_put64(key, id);
+    n = bk_ht_find(&s->clients, key, sizeof(key));
+    return n ? bk_container_of(n, bk_port_t, node) : NULL;
+}
+
+/* ---- ports ------------------------------------------------------------------ */
+
+static void link_port(bk_server_t *s, bk_port_t *p)
+{
+    p->all_prev = NULL;
+    p->all_next = s->all;
+    if (s->all)
+        s->all->all_prev = p;
+    s->all = p;
+}
+
+static void unlink_port(bk_server_t *s, bk_port_t *p)
+{
+    if (p->all_prev)
+        p->all_prev->all_next = p->all_next;
+    else
+        s->all = p->all_next;
+    if (p->all_next)
+        p->all_next->all_prev = p->all_prev;
+}
+
+void bk_server_reap(bk_server_t *s)
+{
+    while (s->reap) {
+        bk_port_t *p = s->reap;
+        s->reap = p->reap_next;
+        unlink_port(s, p);
+        bk_port_close(p);
+    }
+}
+
+/* ---- accepting -------------------------------------------------------------- */
+
+static void refuse(int fd, int code, const char *text)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR, .aux = (uint32_t)code,
+        .length = (uint32_t)strlen(text),
+    };
+    uint8_t hdr[BK_HDR_SIZE];
+    struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)text, h.length } };
+
+    bk_hdr_encode(&h, hdr);
+    bk_sock_send(fd, iov, 2, NULL, 0);
+    close(fd);
+}
+
+/* Out of fds: accept and drop one connection using the spare fd, so the
+ * client sees a closed socket instead of waiting forever. */
+static void shed(bk_server_t *s)
+{
+    int fd;
+
+    if (s->reserve_fd < 0)
+        return;
+    close(s->reserve_fd);
+    fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0)
+        refuse(fd, EMFILE, "broker is out of file descriptors");
+    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    bk_warn("out of file descriptors; refused a connection");
+}
+
+static void on_accept(uv_poll_t *h, int status, int events)
+{
+    bk_server_t *s = h->data;
+
+    (void)events;
+    if (status < 0)
+        return;
+    for (int i = 0; i < ACCEPT_BURST && !s->stopping; i++) {
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        bk_port_t *p;
+
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE)
+                shed(s);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
+                bk_warn("accept: %s", strerror(errno));
+            break;
+        }
+        if (s->nclients >= s->cfg->max_clients) {
+            refuse(fd, ENOSR, "too many clients");
+            continue;
+        }
+        p = bk_port_new(s, fd, s->next_client_id++);
+        if (!p) {
+            bk_warn("out of memory for a new client");
+            continue;
+        }
+        link_port(s, p);
+        s->stats.clients_total++;
+    }
+    bk_server_reap(s);
+}
+
+/* ---- the socket ------------------------------------------------------------- */
+
+static int take_lock(bk_server_t *s, const char *path)
+{
+    snprintf(s->lockpath, sizeof(s->lockpath), "%s.lock", path);
+    s->lockfd = open(s->lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lockfd < 0) {
+        int e = errno;
+        bk_err("cannot create %s: %s", s->lockpath, strerror(e));
+        return -e;
+    }
+    if (flock(s->lockfd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(s->lockfd);
+        s->lockfd = -1;
+        if (e == EWOULDBLOCK) {
+            bk_err("another broker is listening on %s", path);
+            return -EADDRINUSE;
+        }
+        bk_err("cannot lock %s: %s", s->lockpath, strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+/* A socket file left by a broker that died is replaced; a live one never. */
+static int clear_stale(const char *path)
+{
+    struct stat st;
+    int fd;
+
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode)) {
+        bk_err("%s exists and is not a socket; not replacing it", path);
+        return -EEXIST;
+    }
+    fd = bk_sock_connect(path);
+    if (fd >= 0) {
+        close(fd);
+        bk_err("another broker is listening on %s", path);
+        return -EADDRINUSE;
+    }
+    if (fd != -ECONNREFUSED && fd != -ENOENT) {
+        bk_err("cannot check %s: %s", path, strerror(-fd));
+        return fd;
+    }
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -errno;
+    bk_info("replaced stale socket %s", path);
+    return 0;
+}
+
+/* Create the socket's directory if it is missing (one level, mode 0700). */
+static void make_dir(const char *path)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char *slash;
+
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return;
+    *slash = '\0';
+    if (mkdir(dir, 0700) == 0)
+        bk_info("created %s", dir);
+}
+
+static int listen_on(bk_server_t *s, const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd, e;
+
+    make_dir(path);
+    if ((e = take_lock(s, path)) < 0)
+        return e;
+    if ((e = clear_stale(path)) < 0)
+        return e;
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
+        e = errno;
+        bk_err("cannot listen on %s: %s", path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    s->lfd = fd;
+    return 0;
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+static void finish(bk_server_t *s);
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    bk_server_t *s = h->data;
+
+    if (s->stopping) {
+        bk_info("second signal %d: closing now", signum);
+        finish(s);
+        return;
+    }
+    bk_info("signal %d: shutting down", signum);
+    bk_server_stop(s);
+}
+
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg)
+{
+    int r;
+
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->cfg = cfg;
+    s->lfd = s->lockfd = s->reserve_fd = -1;
+    s->next_client_id = 1;
+    s->start_ms = bk_now_ms();
+    bk_ht_init(&s->clients);
+    bk_names_init(&s->names);
+    bk_st_init(&s->streams);
+    r = listen_on(s, cfg->socket_path);
+    if (r < 0)
+        return r;
+    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uv_poll_init(loop, &s->lpoll, s->lfd);
+    s->lpoll.data = s;
+    uv_poll_start(&s->lpoll, UV_READABLE, on_accept);
+    uv_signal_init(loop, &s->sigint);
+    uv_signal_init(loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_timer_init(loop, &s->grace);
+    s->grace.data = s;
+    s->listening = true;
+    bk_info("listening on %s (protocol %u, max packet %u, queue limit %" PRIu64
+            ")", cfg->socket_path, BK_PROTO_VERSION, cfg->max_packet,
+            cfg->queue_limit);
+    return 0;
+}
+
+static void finish(bk_server_t *s)
+{
+    if (s->finished)
+        return;
+    s->finished = true;
+    for (bk_port_t *p = s->all; p; p = p->all_next)
+        bk_port_fail(p, -ESHUTDOWN);
+    bk_server_reap(s);
+    uv_close((uv_handle_t *)&s->grace, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    bk_server_t *s = t->data;
+
+    bk_warn("shutdown: some clients did not read their last frames");
+    finish(s);
+}
+
+void bk_server_port_drained(bk_server_t *s)
+{
+    if (!s->stopping || s->finished)
+        return;
+    for (bk_port_t *p = s->all; p; p = p->all_next)
+        if (p->queued_frames && !p->failed)
+            return;
+    finish(s);
+}
+
+void bk_server_stop(bk_server_t *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    if (s->listening) {
+        uv_close((uv_handle_t *)&s->lpoll, NULL);
+        close(s->lfd);
+        s->lfd = -1;
+        unlink(s->cfg->socket_path);
+        unlink(s->lockpath);
+        s->listening = false;
+    }
+    for (bk_port_t *p = s->all; p; p = p->all_next)
+        if (!p->failed)
+            bk_port_shutdown(p);
+    bk_server_reap(s);
+    uv_timer_start(&s->grace, on_grace, s->cfg->shutdown_grace_ms, 0);
+    bk_server_port_drained(s);
+}
+
+void bk_server_fini(bk_server_t *s)
+{
+    bk_st_fini(&s->streams);
+    bk_names_fini(&s->names);
+    bk_ht_fini(&s->clients);
+    if (s->reserve_fd >= 0)
+        close(s->reserve_fd);
+    if (s->lockfd >= 0)
+        close(s->lockfd);
+    if (s->lfd >= 0)
+        close(s->lfd);
+}

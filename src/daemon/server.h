@@ -1,0 +1,64 @@
+/*
+ * server.h - the broker as a whole: listening socket, client table, names,
+ * streams, counters, signals and shutdown (prefix bk_server_).
+ */
+#ifndef BK_SERVER_H
+#define BK_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+#include "config.h"
+#include "htable.h"
+#include "names.h"
+#include "streams.h"
+
+struct bk_port;
+
+typedef struct bk_stats {
+    uint64_t msgs_in, msgs_out;
+    uint64_t bytes_in, bytes_out;
+    uint64_t clients_total;
+    uint64_t protocol_errors;
+} bk_stats_t;
+
+typedef struct bk_server {
+    uv_loop_t *loop;
+    const bk_config_t *cfg;
+    int lfd;                    /* listening socket */
+    int lockfd;                 /* flock()ed PATH.lock */
+    int reserve_fd;             /* spare fd for EMFILE at accept */
+    char lockpath[sizeof(((bk_config_t *)0)->socket_path) + 8];
+    uv_poll_t lpoll;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t grace;
+    bk_htable_t clients;        /* id -> bk_port */
+    uint32_t nclients;
+    bk_names_t names;
+    bk_st_table_t streams;
+    uint64_t next_client_id;
+    uint64_t start_ms;
+    bk_stats_t stats;
+    struct bk_port *reap;       /* ports failed during this callback */
+    struct bk_port *all;        /* every port, handshaking or not */
+    bool stopping;
+    bool finished;
+    bool listening;
+} bk_server_t;
+
+/* Set up: lock, stale-socket check, bind, listen, signal handlers.
+ * Returns 0 or a negative errno after logging why. */
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg);
+/* Begin an orderly shutdown (also what SIGINT/SIGTERM do). */
+void bk_server_stop(bk_server_t *s);
+/* Release what init took that outlives the loop. */
+void bk_server_fini(bk_server_t *s);
+
+struct bk_port *bk_server_find(const bk_server_t *s, uint64_t id);
+/* Close every port marked failed during the current callback. */
+void bk_server_reap(bk_server_t *s);
+/* Called by a port when its queue became empty (shutdown progress). */
+void bk_server_port_drained(bk_server_t *s);
+uint64_t bk_now_ms(void);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * streams.c - the broker's stream table.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "frame.h"
+#include "streams.h"
+
+void bk_st_init(bk_st_table_t *t)
+{
+    bk_ht_init(&t->ht);
+    t->streams = 0;
+}
+
+static void make_key(uint8_t key[12], uint64_t client, uint32_t sid)
+{
+    bk_put64(key, client);
+    bk_put32(key + 8, sid);
+}
+
+static void list_add(bk_st_end_t *e)
+{
+    e->prev = NULL;
+    e->next = e->list->head;
+    if (e->next)
+        e->next->prev = e;
+    e->list->head = e;
+    e->list->count++;
+}
+
+static void list_del(bk_st_end_t *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        e->list->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    e->list->count--;
+    e->prev = e->next = NULL;
+}
+
+static int link_end(bk_st_table_t *t, bk_st_end_t *e, bk_stream_t *s,
+                    void *owner, uint64_t client, uint32_t sid,
+                    bk_st_list_t *list)
+{
+    int r;
+
+    e->stream = s;
+    e->owner = owner;
+    e->client = client;
+    e->sid = sid;
+    e->list = list;
+    make_key(e->key, client, sid);
+    e->node.key = e->key;
+    e->node.keylen = sizeof(e->key);
+    r = bk_ht_insert(&t->ht, &e->node);
+    if (r < 0)
+        return r;
+    e->linked = true;
+    list_add(e);
+    return 0;
+}
+
+int bk_st_open(bk_st_table_t *t, void *a_owner, uint64_t a, uint32_t a_sid,
+               bk_st_list_t *a_list, void *b_owner, uint64_t b,
+               uint32_t b_sid, bk_st_list_t *b_list, bk_stream_t **out)
+{
+    bk_stream_t *s = calloc(1, sizeof(*s));
+    int r;
+
+    if (!s)
+        return -ENOMEM;
+    r = link_end(t, &s->end[0], s, a_owner, a, a_sid, a_list);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    if (b_owner) {
+        r = link_end(t, &s->end[1], s, b_owner, b, b_sid, b_list);
+        if (r < 0) {
+            bk_ht_remove(&t->ht, &s->end[0].node);
+            list_del(&s->end[0]);
+            free(s);
+            return r;
+        }
+    }
+    t->streams++;
+    *out = s;
+    return 0;
+}
+
+bk_st_end_t *bk_st_find(const bk_st_table_t *t, uint64_t client,
+                        uint32_t sid)
+{
+    uint8_t key[12];
+    bk_hnode_t *n;
+
+    make_key(key, client, sid);
+    n = bk_ht_find(&t->ht, key, sizeof(key));
+    return n ? bk_container_of(n, bk_st_end_t, node) : NULL;
+}
+
+bk_st_end_t *bk_st_peer(const bk_st_end_t *e)
+{
+    bk_stream_t *s = e->stream;
+    bk_st_end_t *p = (e == &s->end[0]) ? &s->end[1] : &s->end[0];
+
+    return p->linked ? p : NULL;
+}
+
+void bk_st_remove_end(bk_st_table_t *t, bk_st_end_t *e)
+{
+    bk_stream_t *s = e->stream;
+
+    if (e->linked) {
+        bk_ht_remove(&t->ht, &e->node);
+        list_del(e);
+        e->linked = false;
+    }
+    if (!s->end[0].linked && !s->end[1].linked) {
+        t->streams--;
+        free(s);
+    }
+}
+
+void bk_st_close(bk_st_table_t *t, bk_st_end_t *from)
+{
+    bk_st_end_t *peer = bk_st_peer(from);
+
+    if (peer) {
+        if (peer->in_msg && !peer->discard)
+            peer->discard = true;
+        else if (!peer->in_msg)
+            bk_st_remove_end(t, peer);
+    }
+    bk_st_remove_end(t, from);
+}
+
+void bk_st_fini(bk_st_table_t *t)
+{
+    bk_hnode_t *n = bk_ht_next(&t->ht, NULL);
+
+    while (n) {
+        bk_hnode_t *next = bk_ht_next(&t->ht, n);
+        bk_st_end_t *e = bk_container_of(n, bk_st_end_t, node);
+        bk_ht_remove(&t->ht, n);
+        e->linked = false;
+        list_del(e);
+        bk_stream_t *s = e->stream;
+        if (!s->end[0].linked && !s->end[1].linked) {
+            t->streams--;
+            free(s);
+        }
+        n = next;
+    }
+    bk_ht_fini(&t->ht);
+}

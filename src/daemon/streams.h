@@ -1,0 +1,76 @@
+/*
+ * streams.h - the broker's stream table (prefix bk_st_).
+ *
+ * A stream joins two ends; each end is (client id, stream id local to that
+ * client) and is linked in the table under its own 12-byte key, so a frame
+ * from either side finds the stream by the id its sender uses.  Every end is
+ * also on its owner's list, so a departing client finds all its streams.
+ *
+ * An end may outlive its peer as a tombstone (`discard`): the rest of the
+ * message that end was sending is swallowed, then the end goes away.
+ */
+#ifndef BK_STREAMS_H
+#define BK_STREAMS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "htable.h"
+
+typedef struct bk_stream bk_stream_t;
+typedef struct bk_st_end bk_st_end_t;
+
+/* Per-owner list of ends (embedded in the owner, e.g. a port). */
+typedef struct bk_st_list {
+    bk_st_end_t *head;
+    uint32_t count;
+} bk_st_list_t;
+
+struct bk_st_end {
+    bk_hnode_t node;
+    uint8_t key[12];            /* client id (LE u64) + local id (LE u32) */
+    uint64_t client;
+    uint32_t sid;
+    void *owner;                /* the owning port */
+    bk_st_list_t *list;
+    bk_st_end_t *prev, *next;   /* on list */
+    bk_stream_t *stream;
+    bool linked;
+    bool in_msg;                /* this end is in the middle of a message */
+    bool discard;               /* swallow the rest of the current message */
+    uint64_t msg_bytes;         /* bytes of the current message so far */
+    uint64_t bytes;             /* payload bytes sent by this end */
+};
+
+struct bk_stream {
+    bk_st_end_t end[2];         /* [0] opener, [1] acceptor */
+    uint64_t opened_ms;
+};
+
+typedef struct bk_st_table {
+    bk_htable_t ht;
+    uint64_t streams;           /* live stream objects */
+} bk_st_table_t;
+
+void bk_st_init(bk_st_table_t *t);
+/* Frees every stream still present. */
+void bk_st_fini(bk_st_table_t *t);
+
+/* Create a stream between (a, a_sid) and (b, b_sid); b may be NULL owner
+ * for a tombstone (only end[0] is linked then).  Returns 0, -EEXIST if an
+ * end's key is taken, -ENOMEM. */
+int bk_st_open(bk_st_table_t *t, void *a_owner, uint64_t a, uint32_t a_sid,
+               bk_st_list_t *a_list, void *b_owner, uint64_t b,
+               uint32_t b_sid, bk_st_list_t *b_list, bk_stream_t **out);
+
+bk_st_end_t *bk_st_find(const bk_st_table_t *t, uint64_t client,
+                        uint32_t sid);
+/* The other end, or NULL if it is gone. */
+bk_st_end_t *bk_st_peer(const bk_st_end_t *e);
+/* Unlink one end; frees the stream once neither end is linked. */
+void bk_st_remove_end(bk_st_table_t *t, bk_st_end_t *e);
+/* Close the stream as seen from `from`: `from` goes away; the peer goes
+ * away too unless it is mid-message, in which case it becomes a tombstone
+ * that swallows the rest of that message. */
+void bk_st_close(bk_st_table_t *t, bk_st_end_t *from);
+
+#endif
