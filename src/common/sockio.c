@@ -2,6 +2,7 @@
  * sockio.c - packet I/O with fd passing, socket path resolution.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,7 +140,9 @@ int bk_sock_connect(const char *path)
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    /* connect blocking, so a full backlog waits instead of failing */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
         int e = errno;
         close(fd);
         return -e;

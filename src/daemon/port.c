@@ -131,6 +131,36 @@ static void frame_free(bk_oframe_t *f)
     free(f);
 }
 
+static void ring_join(bk_port_t *p, bk_oq_t *q)
+{
+    if (!p->ring) {
+        q->ring_next = q->ring_prev = q;
+        p->ring = q;
+    } else {                    /* join just before the next one served */
+        q->ring_next = p->ring;
+        q->ring_prev = p->ring->ring_prev;
+        q->ring_prev->ring_next = q;
+        p->ring->ring_prev = q;
+    }
+}
+
+static void ring_leave(bk_port_t *p, bk_oq_t *q)
+{
+    if (q->ring_next == q) {
+        p->ring = NULL;
+    } else {
+        q->ring_prev->ring_next = q->ring_next;
+        q->ring_next->ring_prev = q->ring_prev;
+        if (p->ring == q)
+            p->ring = q->ring_next;
+    }
+    q->ring_next = q->ring_prev = NULL;
+}
+
+/* sid: the receiver's stream id, 0 for no stream, DGRAM_SID for a whole
+ * one-way message. */
+#define DGRAM_SID UINT32_MAX
+
 static bk_oq_t *oq_get(bk_port_t *p, uint32_t sid)
 {
     uint8_t key[4];
@@ -139,6 +169,11 @@ static bk_oq_t *oq_get(bk_port_t *p, uint32_t sid)
 
     if (sid == 0)
         return &p->ctrl;
+    if (sid == DGRAM_SID) {
+        if (!p->dgram.ring_next)
+            ring_join(p, &p->dgram);
+        return &p->dgram;
+    }
     bk_put32(key, sid);
     n = bk_ht_find(&p->oqs, key, sizeof(key));
     if (n)
@@ -154,43 +189,39 @@ static bk_oq_t *oq_get(bk_port_t *p, uint32_t sid)
         free(q);
         return NULL;
     }
-    if (!p->ring) {
-        q->ring_next = q->ring_prev = q;
-        p->ring = q;
-    } else {                    /* join just before the next one served */
-        q->ring_next = p->ring;
-        q->ring_prev = p->ring->ring_prev;
-        q->ring_prev->ring_next = q;
-        p->ring->ring_prev = q;
-    }
+    ring_join(p, q);
     return q;
 }
 
+/* An emptied queue leaves the ring (and is freed if it is a stream's). */
 static void oq_drop(bk_port_t *p, bk_oq_t *q)
 {
     if (q == &p->ctrl)
         return;
-    if (q->ring_next == q) {
-        p->ring = NULL;
-    } else {
-        q->ring_prev->ring_next = q->ring_next;
-        q->ring_next->ring_prev = q->ring_prev;
-        if (p->ring == q)
-            p->ring = q->ring_next;
-    }
+    if (q->ring_next)
+        ring_leave(p, q);
+    if (q == &p->dgram)
+        return;
     bk_ht_remove(&p->oqs, &q->node);
     free(q);
 }
 
-/* Which queue a frame belongs to: stream frames keep their order with the
- * rest of their stream; only frames of no stream go to the control queue. */
+/* Which queue a frame belongs to: frames relayed from a peer keep their
+ * order with the rest of their stream; the broker's own frames (source 0:
+ * replies, rejections, BYE) keep their order among themselves in the
+ * control queue, so a PING after a send is a barrier for its errors. */
 static uint32_t queue_sid(const bk_hdr_t *h)
 {
+    const uint8_t whole = BK_F_OPEN | BK_F_CLOSE;
+
     switch (h->type) {
     case BK_T_DATA:
+        if ((h->flags & (whole | BK_F_MORE | BK_F_CONT)) == whole)
+            return DGRAM_SID;
+        return h->stream;
     case BK_T_CLOSE:
     case BK_T_ERROR:
-        return h->stream;
+        return h->source ? h->stream : 0;
     default:
         return 0;
     }
@@ -253,7 +284,7 @@ static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     bk_oframe_t *f = q ? malloc(sizeof(*f) + h->length) : NULL;
 
     if (!f) {
-        if (q && q != &to->ctrl && !q->head)
+        if (q && !q->head)
             oq_drop(to, q);
         bk_close_fds(fds, nfds);
         return -ENOMEM;
@@ -269,7 +300,7 @@ static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         f->fds = malloc(nfds * sizeof(int));
         if (!f->fds) {
             free(f);
-            if (q != &to->ctrl && !q->head)
+            if (!q->head)
                 oq_drop(to, q);
             bk_close_fds(fds, nfds);
             return -ENOMEM;
@@ -359,19 +390,60 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int code,
     bk_port_send(to, &h, text ? text : "", NULL, 0, cause);
 }
 
+/* Frames packed into one packet at most. */
+#define PACK_MAX 64
+
+/* Gather the head frames of q that fit one packet: only the first may carry
+ * fds.  Returns how many; iov gets two entries per frame. */
+static int gather(bk_port_t *p, bk_oq_t *q, struct iovec *iov)
+{
+    size_t room = p->srv->cfg->max_packet;
+    int n = 0;
+
+    for (bk_oframe_t *f = q->head; f && n < PACK_MAX; f = f->next) {
+        size_t sz = BK_HDR_SIZE + (size_t)f->len;
+        if (n && (sz > room || f->nfds))
+            break;
+        iov[2 * n] = (struct iovec){ f->hdr, BK_HDR_SIZE };
+        iov[2 * n + 1] = (struct iovec){ f->data, f->len };
+        room -= sz < room ? sz : room;
+        n++;
+    }
+    return n;
+}
+
+static void pop_sent(bk_port_t *p, bk_oq_t *q, int n)
+{
+    for (int i = 0; i < n; i++) {
+        bk_oframe_t *f = q->head;
+        bk_hdr_t h;
+
+        bk_hdr_decode(f->hdr, &h);
+        count_out(p, &h);
+        q->head = f->next;
+        p->queued_bytes -= BK_HDR_SIZE + f->len;
+        p->queued_frames--;
+        frame_free(f);
+    }
+    if (!q->head) {
+        q->tail = NULL;
+        oq_drop(p, q);
+    } else if (q != &p->ctrl) {
+        p->ring = q->ring_next;
+    }
+}
+
 /* Write queued frames until the socket is full or the queue is empty. */
 static void flush(bk_port_t *p)
 {
     uint64_t limit = p->srv->cfg->queue_limit;
+    struct iovec iov[2 * PACK_MAX];
 
     while (p->queued_frames) {
         bk_oq_t *q = p->ctrl.head ? &p->ctrl : p->ring;
-        bk_oframe_t *f = q->head;
-        struct iovec iov[2] = {
-            { f->hdr, BK_HDR_SIZE }, { f->data, f->len },
-        };
-        bk_hdr_t h;
-        int r = bk_sock_send(p->fd, iov, f->len ? 2 : 1, f->fds, f->nfds);
+        int n = gather(p, q, iov);
+        int r = bk_sock_send(p->fd, iov, 2 * n, q->head->fds,
+                             q->head->nfds);
 
         if (r == -EAGAIN)
             break;
@@ -379,20 +451,7 @@ static void flush(bk_port_t *p)
             bk_port_fail(p, r);
             return;
         }
-        bk_hdr_decode(f->hdr, &h);
-        count_out(p, &h);
-        q->head = f->next;
-        if (!q->head)
-            q->tail = NULL;
-        p->queued_bytes -= BK_HDR_SIZE + f->len;
-        p->queued_frames--;
-        frame_free(f);
-        if (q != &p->ctrl) {
-            if (!q->head)
-                oq_drop(p, q);
-            else
-                p->ring = q->ring_next;
-        }
+        pop_sent(p, q, n);
     }
     if (p->nwaiters && p->queued_bytes <= limit / 2)
         resume_waiters(p);
@@ -623,8 +682,7 @@ static void drop_queue(bk_port_t *p)
             frame_free(f);
         }
         q->tail = NULL;
-        if (q != &p->ctrl)
-            oq_drop(p, q);
+        oq_drop(p, q);
         q = p->ring;
     }
     p->queued_bytes = 0;

@@ -3,9 +3,12 @@
  * and flow control (prefix bk_port_).
  *
  * Output: frames towards the client wait in per-stream queues (keyed by
- * the client's local stream id) served round-robin, plus a queue for frames
- * that belong to no stream.  A frame is written straight to the socket,
- * without copying, when nothing is queued.
+ * the client's local stream id) served round-robin, one packet per queue
+ * per turn; whole one-way messages share one queue on the same ring, which
+ * keeps their order; frames of no stream have a queue served first.
+ * Consecutive small frames of one queue are packed into one packet.  A
+ * frame is written straight to the socket, without copying, when nothing
+ * is queued.
  *
  * Flow control: when a frame caused by sender S lands in this port's queue
  * and the queue holds more than queue_limit bytes, S is paused (its socket
@@ -50,7 +53,7 @@ typedef struct bk_oq {
     uint32_t sid;
     uint8_t key[4];
     bk_oframe_t *head, *tail;
-    struct bk_oq *ring_next, *ring_prev;
+    struct bk_oq *ring_next, *ring_prev;    /* NULL when not on the ring */
 } bk_oq_t;
 
 typedef struct bk_port {
@@ -77,6 +80,7 @@ typedef struct bk_port {
 
     /* output */
     bk_oq_t ctrl;               /* stream-less frames, served first */
+    bk_oq_t dgram;              /* whole one-way messages, in order */
     bk_htable_t oqs;            /* sid -> bk_oq */
     bk_oq_t *ring;              /* next stream queue to serve */
     uint64_t queued_bytes;

@@ -277,8 +277,14 @@ static void close_stream(bk_port_t *from, const bk_hdr_t *h,
     bk_st_end_t *peer;
 
     /* Closing a stream the peer already closed is a harmless race. */
-    if (!e || e->discard)
+    if (!e)
         return;
+    /* A sender that gives up a message the peer no longer wants ends it
+     * with CLOSE instead of a last fragment: the tombstone goes. */
+    if (e->discard) {
+        bk_st_remove_end(table(from), e);
+        return;
+    }
     peer = bk_st_peer(e);
     if (peer && !peer->discard) {
         bk_hdr_t c = *h;
