@@ -44,6 +44,7 @@ bk_port_t *bk_server_find(const bk_server_t *s, uint64_t id)
 
 static void link_port(bk_server_t *s, bk_port_t *p)
 {
+    s->nports++;
     p->all_prev = NULL;
     p->all_next = s->all;
     if (s->all)
@@ -53,6 +54,7 @@ static void link_port(bk_server_t *s, bk_port_t *p)
 
 static void unlink_port(bk_server_t *s, bk_port_t *p)
 {
+    s->nports--;
     if (p->all_prev)
         p->all_prev->all_next = p->all_next;
     else
@@ -123,7 +125,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
                 bk_warn("accept: %s", strerror(errno));
             break;
         }
-        if (s->nclients >= s->cfg->max_clients) {
+        if (s->nports >= s->cfg->max_clients) {
             refuse(fd, ENOSR, "too many clients");
             continue;
         }

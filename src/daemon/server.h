@@ -33,7 +33,8 @@ typedef struct bk_server {
     uv_signal_t sigint, sigterm;
     uv_timer_t grace;
     bk_htable_t clients;        /* id -> bk_port */
-    uint32_t nclients;
+    uint32_t nclients;          /* past the handshake */
+    uint32_t nports;            /* every connection, handshaking or not */
     bk_names_t names;
     bk_st_table_t streams;
     uint64_t next_client_id;
