@@ -74,7 +74,9 @@ void broker_close(broker_t *b);
 
 uint64_t broker_client_id(const broker_t *b);
 const broker_limits_t *broker_limits(const broker_t *b);
-/* The socket fd, for callers that poll it themselves. */
+/* The socket fd, for callers that poll it themselves.  When it polls
+ * readable, call broker_recv(b, &msg, 0) until it returns -ETIMEDOUT:
+ * the library may already hold messages it read while it was blocked. */
 int broker_fd(const broker_t *b);
 
 /* Options. */
@@ -123,7 +125,10 @@ int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms);
 
 /* Request/reply: send a request to a name and wait for the reply.  Other
  * messages that arrive meanwhile are queued for broker_recv().  Returns 0
- * and *reply, -ETIMEDOUT, or the error the broker or peer reported. */
+ * and *reply, -ETIMEDOUT, the error the broker or peer reported, or
+ * -ENODATA if the peer closed the stream without replying.  On timeout the
+ * stream is closed.  A reply without BROKER_MSGF_CLOSE leaves the stream
+ * open (reply->stream) until either side closes it. */
 int broker_call(broker_t *b, const char *name, const void *data, size_t len,
                 broker_msg_t **reply, int timeout_ms);
 int broker_call_fds(broker_t *b, const char *name, const void *data,
@@ -168,8 +173,10 @@ typedef void (*broker_reply_cb)(broker_t *b, int err, broker_msg_t *reply,
  * more for libuv to release its handle). */
 int broker_attach(broker_t *b, struct uv_loop_s *loop,
                   const broker_callbacks_t *cbs, void *userdata);
-/* Request/reply without blocking: cb runs once with the reply, an error or
- * -ETIMEDOUT (timeout_ms < 0: none).  The callee owns reply. */
+/* Request/reply without blocking (attached connections only, else
+ * -EINVAL): cb runs once with the reply, an error or -ETIMEDOUT
+ * (timeout_ms < 0: none), or -ECANCELED if broker_close() runs first.
+ * The callee owns reply. */
 int broker_call_async(broker_t *b, const char *name, const void *data,
                       size_t len, int timeout_ms, broker_reply_cb cb,
                       void *userdata);

@@ -1,0 +1,58 @@
+/*
+ * error.c - broker_strerror(): error codes as the broker means them.
+ *
+ * Part of libbkcommon so brokerd, brokerctl and libbroker share the same
+ * wording; exported from libbroker (which is built with hidden visibility).
+ */
+#include "config.h"
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BK_EXPORT __attribute__((visibility("default")))
+
+const char *broker_strerror(int err);
+
+static const char *known(int e)
+{
+    switch (e) {
+    case 0:               return "success";
+    case ENOENT:          return "no such name, client or stream";
+    case EEXIST:          return "name already owned or stream id in use";
+    case EINVAL:          return "invalid argument or name";
+    case EPROTO:          return "protocol violation";
+    case EMSGSIZE:        return "message too large";
+    case ECONNRESET:      return "peer disconnected";
+    case EPERM:           return "not the owner of this name";
+    case ENOSR:           return "too many streams or names";
+    case EPROTONOSUPPORT: return "protocol version not supported";
+    case ESHUTDOWN:       return "broker is shutting down";
+    case ETIMEDOUT:       return "timed out";
+    case ENOBUFS:         return "too many partial messages or queue full";
+    case ENOMEM:          return "out of memory";
+    case EBUSY:           return "not allowed while attached to an event loop";
+    case ENODATA:         return "stream closed without a reply";
+    case ECANCELED:       return "cancelled: connection closed";
+    case ECONNREFUSED:    return "no broker is listening on the socket";
+    case ENAMETOOLONG:    return "socket path too long";
+    case EPIPE:           return "connection to the broker lost";
+    default:              return NULL;
+    }
+}
+
+BK_EXPORT const char *broker_strerror(int err)
+{
+    static _Thread_local char buf[96];
+    int e = err == INT_MIN ? INT_MAX : (err < 0 ? -err : err);
+    const char *s = known(e);
+    const char *sys;
+
+    if (s)
+        return s;
+    sys = strerror_r(e, buf, sizeof(buf));
+    if (sys != buf)
+        snprintf(buf, sizeof(buf), "%s", sys);
+    return buf;
+}
