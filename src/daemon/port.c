@@ -276,6 +276,15 @@ static void count_out(bk_port_t *p, const bk_hdr_t *h)
     }
 }
 
+static void mark_dirty(bk_port_t *p)
+{
+    if (p->dirty)
+        return;
+    p->dirty = true;
+    p->dirty_next = p->srv->dirty;
+    p->srv->dirty = p;
+}
+
 static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                    int *fds, unsigned nfds, bk_port_t *cause,
                    bk_oframe_t **out)
@@ -316,7 +325,8 @@ static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     to->queued_frames++;
     if (cause && to->queued_bytes > to->srv->cfg->queue_limit)
         pause_sender(to, cause);
-    update_poll(to);
+    if (!(to->events & UV_WRITABLE))
+        mark_dirty(to);         /* else the socket is full: poll flushes */
     *out = f;
     return 0;
 }
@@ -334,7 +344,7 @@ static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
-    if (to->queued_frames == 0) {
+    if (to->queued_frames == 0 && h->length > to->srv->cfg->max_packet / 2) {
         bk_hdr_encode(h, hdr);
         iov[0] = (struct iovec){ hdr, BK_HDR_SIZE };
         iov[1] = (struct iovec){ (void *)payload, h->length };
@@ -458,6 +468,17 @@ static void flush(bk_port_t *p)
     update_poll(p);
     if (!p->queued_frames && p->srv->stopping && !p->failed)
         bk_server_port_drained(p->srv);
+}
+
+void bk_port_flush_dirty(bk_server_t *srv)
+{
+    while (srv->dirty) {
+        bk_port_t *p = srv->dirty;
+        srv->dirty = p->dirty_next;
+        p->dirty = false;
+        if (!p->failed && p->fd >= 0)
+            flush(p);
+    }
 }
 
 /* ---- input ----------------------------------------------------------------- */
@@ -631,7 +652,10 @@ static void on_poll(uv_poll_t *handle, int status, int events)
     bk_port_t *p = handle->data;
 
     if (status < 0) {
-        bk_port_fail(p, status == UV_EBADF ? -EBADF : -EIO);
+        /* libuv reports any socket error as UV_EBADF: reading tells the
+         * real cause (usually the peer's reset or EOF) */
+        read_packets(p);
+        bk_port_fail(p, -ECONNRESET);
     } else {
         if (events & UV_WRITABLE)
             flush(p);

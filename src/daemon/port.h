@@ -7,8 +7,10 @@
  * per turn; whole one-way messages share one queue on the same ring, which
  * keeps their order; frames of no stream have a queue served first.
  * Consecutive small frames of one queue are packed into one packet.  A
- * frame is written straight to the socket, without copying, when nothing
- * is queued.
+ * large frame is written straight to the socket, without copying, when
+ * nothing is queued; small frames are queued and the port is flushed once
+ * at the end of the current event callback (bk_port_flush_dirty), so a
+ * burst of small messages leaves in few packets.
  *
  * Flow control: when a frame caused by sender S lands in this port's queue
  * and the queue holds more than queue_limit bytes, S is paused (its socket
@@ -75,6 +77,8 @@ typedef struct bk_port {
     int fail_err;
     struct bk_port *reap_next;
     struct bk_port *all_prev, *all_next;    /* srv->all: every port */
+    bool dirty;                 /* frames queued this callback, unflushed */
+    struct bk_port *dirty_next;
 
     uint8_t *rbuf;              /* one packet */
 
@@ -128,6 +132,9 @@ void bk_port_fail(bk_port_t *p, int err);
 void bk_port_close(bk_port_t *p);
 /* Stop reading (shutdown) and send BYE. */
 void bk_port_shutdown(bk_port_t *p);
+
+/* Flush every port that got frames during this callback. */
+void bk_port_flush_dirty(struct bk_server *srv);
 
 /* Allocate a local stream id for a stream this client accepts. */
 uint32_t bk_port_alloc_sid(bk_port_t *p);

@@ -63,13 +63,20 @@ static void unlink_port(bk_server_t *s, bk_port_t *p)
         p->all_next->all_prev = p->all_prev;
 }
 
+/* End of every callback: write what was queued, close what failed;
+ * closing tells peers, which queues more, so repeat until both are done. */
 void bk_server_reap(bk_server_t *s)
 {
-    while (s->reap) {
-        bk_port_t *p = s->reap;
-        s->reap = p->reap_next;
-        unlink_port(s, p);
-        bk_port_close(p);
+    for (;;) {
+        bk_port_flush_dirty(s);
+        if (!s->reap)
+            return;
+        while (s->reap) {
+            bk_port_t *p = s->reap;
+            s->reap = p->reap_next;
+            unlink_port(s, p);
+            bk_port_close(p);
+        }
     }
 }
 

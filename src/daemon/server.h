@@ -42,6 +42,7 @@ typedef struct bk_server {
     bk_stats_t stats;
     struct bk_port *reap;       /* ports failed during this callback */
     struct bk_port *all;        /* every port, handshaking or not */
+    struct bk_port *dirty;      /* ports with frames to flush */
     bool stopping;
     bool finished;
     bool listening;
@@ -56,7 +57,8 @@ void bk_server_stop(bk_server_t *s);
 void bk_server_fini(bk_server_t *s);
 
 struct bk_port *bk_server_find(const bk_server_t *s, uint64_t id);
-/* Close every port marked failed during the current callback. */
+/* Flush ports with newly queued frames and close every port marked
+ * failed during the current callback. */
 void bk_server_reap(bk_server_t *s);
 /* Called by a port when its queue became empty (shutdown progress). */
 void bk_server_port_drained(bk_server_t *s);
