@@ -207,12 +207,6 @@ dev_test() {
         *) die "unknown test option '$1' (try: test --sanitize)" ;;
     esac
     dev_build "$dir" "${conf[@]}"
-    if [ ${#conf[@]} -gt 0 ]; then
-        # libcriterion's runner leaks a small block of its own in some
-        # binaries; LeakSanitizer must not blame the tests for it.
-        printf 'leak:libcriterion.so\n' >"$dir/lsan.supp"
-        export LSAN_OPTIONS="suppressions=$dir/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-    fi
     # Old results must not count if this run stops before a test runs.
     local t
     for t in $(dev_tests_list "$dir"); do
