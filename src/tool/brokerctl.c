@@ -370,7 +370,9 @@ static int ctl_listen_msg(broker_t *b, broker_msg_t *m)
     }
 }
 
-static int ctl_run_listen(const ctl_opts_t *o)
+/* Own NAME and hand every message to `handle` until a signal or BYE. */
+static int ctl_own_and_loop(const ctl_opts_t *o, const char *verb,
+                            int (*handle)(broker_t *, broker_msg_t *))
 {
     char path[CTL_PATH_MAX];
     const char *name = o->args[0];
@@ -388,14 +390,19 @@ static int ctl_run_listen(const ctl_opts_t *o)
         broker_close(b);
         return CTL_EXIT_RUNTIME;
     }
-    r = ctl_event_loop(b, ctl_listen_msg);
+    r = ctl_event_loop(b, handle);
     broker_close(b);
     if (r < 0) {
-        ctl_err("listen '%s': %s", name, r == -ECONNRESET ?
+        ctl_err("%s '%s': %s", verb, name, r == -ECONNRESET ?
                 "lost the connection to brokerd" : broker_strerror(r));
         return CTL_EXIT_RUNTIME;
     }
     return CTL_EXIT_OK;
+}
+
+static int ctl_run_listen(const ctl_opts_t *o)
+{
+    return ctl_own_and_loop(o, "listen", ctl_listen_msg);
 }
 
 /* ---- serve --echo --------------------------------------------------------- */
@@ -416,32 +423,9 @@ static int ctl_echo_msg(broker_t *b, broker_msg_t *m)
 
 static int ctl_run_serve(const ctl_opts_t *o)
 {
-    char path[CTL_PATH_MAX];
-    const char *name = o->args[0];
-    broker_t *b;
-    int r;
-
     if (!o->echo)
         return ctl_usage_error("serve needs a mode: --echo");
-    if ((r = ctl_signals_init()) < 0) {
-        ctl_err("signals: %s", broker_strerror(r));
-        return CTL_EXIT_RUNTIME;
-    }
-    if (!(b = ctl_connect(o, path, sizeof(path))))
-        return CTL_EXIT_RUNTIME;
-    if ((r = broker_register(b, name)) < 0) {
-        ctl_err("register '%s': %s", name, broker_strerror(r));
-        broker_close(b);
-        return CTL_EXIT_RUNTIME;
-    }
-    r = ctl_event_loop(b, ctl_echo_msg);
-    broker_close(b);
-    if (r < 0) {
-        ctl_err("serve '%s': %s", name, r == -ECONNRESET ?
-                "lost the connection to brokerd" : broker_strerror(r));
-        return CTL_EXIT_RUNTIME;
-    }
-    return CTL_EXIT_OK;
+    return ctl_own_and_loop(o, "serve", ctl_echo_msg);
 }
 
 /* ---- ping ---------------------------------------------------------------- */

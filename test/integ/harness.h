@@ -185,4 +185,14 @@ void th_output_free(th_output_t *out);
 pid_t th_run_bg(const char *const *argv, const char *const *env,
                 const char *log);
 
+
+/* A suite whose every test gets its own broker with default options:
+ * defines `br` (the running broker) and the fixture. */
+#define TH_BROKER_SUITE(suite, seconds)                                   \
+    static th_broker_t br;                                                \
+    static void th_suite_setup(void) { th_broker_start(&br, NULL); }      \
+    static void th_suite_teardown(void) { th_broker_cleanup(&br); }       \
+    TestSuite(suite, .init = th_suite_setup, .fini = th_suite_teardown,   \
+              .timeout = seconds)
+
 #endif

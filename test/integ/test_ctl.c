@@ -20,19 +20,7 @@
 #include <criterion/criterion.h>
 #include "harness.h"
 
-static th_broker_t br;
-
-static void setup(void)
-{
-    th_broker_start(&br, NULL);
-}
-
-static void teardown(void)
-{
-    th_broker_cleanup(&br);
-}
-
-TestSuite(ctl, .init = setup, .fini = teardown, .timeout = 180);
+TH_BROKER_SUITE(ctl, 180);
 
 static const char *ctl_path(void)
 {

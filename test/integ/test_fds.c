@@ -15,19 +15,7 @@
 #include <criterion/criterion.h>
 #include "harness.h"
 
-static th_broker_t br;
-
-static void setup(void)
-{
-    th_broker_start(&br, NULL);
-}
-
-static void teardown(void)
-{
-    th_broker_cleanup(&br);
-}
-
-TestSuite(fds, .init = setup, .fini = teardown, .timeout = 180);
+TH_BROKER_SUITE(fds, 180);
 
 /* A pipe's read end holding `text`, its write end closed: reading it to
  * EOF proves which pipe a descriptor is. */

@@ -16,19 +16,7 @@
 
 #define MiB (UINT64_C(1) << 20)
 
-static th_broker_t br;
-
-static void setup(void)
-{
-    th_broker_start(&br, NULL);
-}
-
-static void teardown(void)
-{
-    th_broker_cleanup(&br);
-}
-
-TestSuite(frag, .init = setup, .fini = teardown, .timeout = 300);
+TH_BROKER_SUITE(frag, 300);
 
 static uint8_t *alloc_pattern(size_t len, uint64_t seed)
 {

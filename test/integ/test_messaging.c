@@ -13,19 +13,7 @@
 #include "frame.h"
 #include "harness.h"
 
-static th_broker_t br;
-
-static void setup(void)
-{
-    th_broker_start(&br, NULL);
-}
-
-static void teardown(void)
-{
-    th_broker_cleanup(&br);
-}
-
-TestSuite(msg, .init = setup, .fini = teardown, .timeout = 180);
+TH_BROKER_SUITE(msg, 180);
 
 /* ---- unicast ------------------------------------------------------------- */
 

@@ -13,19 +13,7 @@
 #include <criterion/criterion.h>
 #include "harness.h"
 
-static th_broker_t br;
-
-static void setup(void)
-{
-    th_broker_start(&br, NULL);
-}
-
-static void teardown(void)
-{
-    th_broker_cleanup(&br);
-}
-
-TestSuite(names, .init = setup, .fini = teardown, .timeout = 180);
+TH_BROKER_SUITE(names, 180);
 
 static uint64_t resolve_ok(broker_t *b, const char *name)
 {

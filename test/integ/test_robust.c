@@ -22,19 +22,7 @@
 #include "sockio.h"
 #include "harness.h"
 
-static th_broker_t br;
-
-static void setup(void)
-{
-    th_broker_start(&br, NULL);
-}
-
-static void teardown(void)
-{
-    th_broker_cleanup(&br);
-}
-
-TestSuite(robust, .init = setup, .fini = teardown, .timeout = 300);
+TH_BROKER_SUITE(robust, 300);
 
 /* ---- peers killed ------------------------------------------------------ */
 
