@@ -6,6 +6,8 @@
 #                                        "N passed, N failed"
 #   bash contrib/dev.sh test --sanitize  the same in build-san/, configured
 #                                        with --enable-sanitizers
+#   bash contrib/dev.sh test --valgrind  the integration tests (scaled down)
+#                                        with brokerd under valgrind
 #
 # Meant for Debian 12 as root: missing build dependencies are installed
 # with apt-get.  The build happens in build/ (or build-san/) under the
@@ -26,8 +28,13 @@ usage() {
 # ---- dependencies and build ------------------------------------------------
 
 dev_install_deps() {
+    dev_install "${DEV_PACKAGES[@]}"
+}
+
+# dev_install PKG...: apt-get install the packages that are missing.
+dev_install() {
     local missing=() pkg
-    for pkg in "${DEV_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |
                 grep -q 'install ok installed'; then
             missing+=("$pkg")
@@ -166,8 +173,9 @@ EOF
 # failed after an all-passing summary (sanitizer report at exit).
 dev_count() {
     local dir=$1 t log syn passing failing crashing result
+    local tests=${2:-$(dev_tests_list "$dir")}
     PASSED=0 FAILED=0
-    for t in $(dev_tests_list "$dir"); do
+    for t in $tests; do
         log=$dir/$t.log
         if [ ! -f "$dir/$t.trs" ] || [ ! -f "$log" ]; then
             printf 'dev.sh: %s did not run\n' "$t" >&2
@@ -199,23 +207,34 @@ dev_count() {
     done
 }
 
+# Valgrind's verdict on brokerd reaches the tests as its exit status.
+DEV_VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full"
+DEV_VALGRIND+=" --errors-for-leak-kinds=definite,indirect"
+
 dev_test() {
-    local dir=$DEV_ROOT/build conf=()
-    case "${1:-}" in
+    local dir=$DEV_ROOT/build conf=() tests="" mode=${1:-}
+    case "$mode" in
         "") ;;
         --sanitize) dir=$DEV_ROOT/build-san; conf=(--enable-sanitizers) ;;
-        *) die "unknown test option '$1' (try: test --sanitize)" ;;
+        --valgrind) dir=$DEV_ROOT/build-vg
+                    dev_install valgrind ;;
+        *) die "unknown test option '$1' (try: test --sanitize|--valgrind)" ;;
     esac
     dev_build "$dir" "${conf[@]}"
+    tests=$(dev_tests_list "$dir")
+    if [ "$mode" = --valgrind ]; then
+        tests=$(printf '%s\n' $tests | grep '/integ/' | tr '\n' ' ')
+        export BROKERD_WRAPPER=$DEV_VALGRIND BROKER_TEST_SCALE=0.1
+    fi
     # Old results must not count if this run stops before a test runs.
     local t
-    for t in $(dev_tests_list "$dir"); do
+    for t in $tests; do
         rm -f "$dir/$t.log" "$dir/$t.trs"
     done
-    say "make check in ${dir#"$DEV_ROOT"/}"
+    say "make check in ${dir#"$DEV_ROOT"/}${BROKERD_WRAPPER:+ (brokerd under valgrind)}"
     local rc=0
-    make -C "$dir" -j2 check || rc=$?
-    dev_count "$dir"
+    make -C "$dir" -j2 check TESTS="$tests" || rc=$?
+    dev_count "$dir" "$tests"
     if [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
         printf 'dev.sh: make check failed (status %s)\n' "$rc" >&2
         FAILED=1
@@ -238,7 +257,7 @@ main() {
             dev_install_deps
             dev_demo ;;
         test)
-            [ $# -le 1 ] || die "usage: dev.sh test [--sanitize]"
+            [ $# -le 1 ] || die "usage: dev.sh test [--sanitize|--valgrind]"
             dev_install_deps
             dev_test "$@" ;;
         -h|--help|help)

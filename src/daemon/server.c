@@ -270,13 +270,8 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg)
     bk_ht_init(&s->clients);
     bk_names_init(&s->names);
     bk_st_init(&s->streams);
-    r = listen_on(s, cfg->socket_path);
-    if (r < 0)
-        return r;
-    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    uv_poll_init(loop, &s->lpoll, s->lfd);
-    s->lpoll.data = s;
-    uv_poll_start(&s->lpoll, UV_READABLE, on_accept);
+    /* Signals first: a client may connect (and a test may SIGTERM us) as
+     * soon as listen() returns. */
     uv_signal_init(loop, &s->sigint);
     uv_signal_init(loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
@@ -284,6 +279,18 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg)
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &s->grace);
     s->grace.data = s;
+    r = listen_on(s, cfg->socket_path);
+    if (r < 0) {
+        uv_close((uv_handle_t *)&s->sigint, NULL);
+        uv_close((uv_handle_t *)&s->sigterm, NULL);
+        uv_close((uv_handle_t *)&s->grace, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        return r;
+    }
+    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uv_poll_init(loop, &s->lpoll, s->lfd);
+    s->lpoll.data = s;
+    uv_poll_start(&s->lpoll, UV_READABLE, on_accept);
     s->listening = true;
     bk_info("listening on %s (protocol %u, max packet %u, queue limit %" PRIu64
             ")", cfg->socket_path, BK_PROTO_VERSION, cfg->max_packet,
