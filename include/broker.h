@@ -34,6 +34,9 @@ typedef enum broker_kind {
 #define BROKER_MSGF_CLOSE  0x02u  /* last message: the stream is closed */
 #define BROKER_MSGF_CHUNK  0x04u  /* chunked mode: a piece of a message */
 #define BROKER_MSGF_LAST   0x08u  /* chunked mode: the message's last piece */
+#define BROKER_MSGF_SHM    0x10u  /* data is a read-only view of the sender's
+                                     shared memory, released by
+                                     broker_msg_free() */
 
 typedef struct broker_msg {
     broker_kind_t kind;
@@ -61,6 +64,8 @@ typedef struct broker_limits {
     uint32_t max_name;
     uint32_t max_streams;
     uint64_t queue_limit;
+    uint32_t max_segments;  /* shared-memory segments per client */
+    uint64_t max_shm;       /* bytes of shared memory per client */
 } broker_limits_t;
 
 /* ---- connection ------------------------------------------------------ */
@@ -93,6 +98,19 @@ typedef enum broker_opt {
     /* Milliseconds a partial message may wait for its next fragment before
      * it is dropped with an ERROR event (-ETIMEDOUT) (default 30000). */
     BROKER_OPT_PARTIAL_TIMEOUT = 4,
+    /* Messages of at least this many bytes sent with broker_send*() go
+     * through shared memory (one copy into the pool instead of two
+     * through sockets); 0 turns it off (default 262144). */
+    BROKER_OPT_SHM_THRESHOLD = 5,
+    /* Size of each pool segment (default 64 MiB); a larger buffer gets a
+     * segment of its own. */
+    BROKER_OPT_SHM_SEGMENT_SIZE = 6,
+    /* Most bytes of segments this connection creates (default: the
+     * broker's max_shm). */
+    BROKER_OPT_SHM_POOL_MAX = 7,
+    /* 1 (default): when the pool is full, broker_send*() falls back to the
+     * socket path instead of waiting for buffers to be released. */
+    BROKER_OPT_SHM_FALLBACK = 8,
 } broker_opt_t;
 int broker_set_option(broker_t *b, broker_opt_t opt, uint64_t value);
 
@@ -139,6 +157,42 @@ int broker_call_fds(broker_t *b, const char *name, const void *data,
  * BROKER_MSGF_CLOSE): sends one message on its stream and closes it. */
 int broker_reply(broker_t *b, const broker_msg_t *req, const void *data,
                  size_t len, const int *fds, unsigned nfds);
+
+/* ---- shared memory (zero copy) ------------------------------------------ */
+
+/* A buffer in this connection's shared-memory pool.  Write the payload
+ * into data[0..size), then send it to one or more destinations: every
+ * receiver gets a read-only view of the same memory.  The memory returns
+ * to the pool once broker_buf_free() was called and every receiver
+ * released its view (broker_msg_free). */
+typedef struct broker_buf {
+    void *data;
+    size_t size;
+} broker_buf_t;
+
+/* Allocate a buffer of at least `size` bytes.  Blocking mode: waits for
+ * releases while the pool is full (timeout_ms, -1 forever); attached mode
+ * or timeout_ms 0: -EAGAIN when full. */
+int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
+                     int timeout_ms);
+/* Send the first `len` bytes of buf as a one-way message (the buffer stays
+ * the caller's: send it again, or free it). */
+int broker_buf_send(broker_t *b, const char *name, broker_buf_t *buf,
+                    size_t len);
+int broker_buf_send_id(broker_t *b, uint64_t id, broker_buf_t *buf,
+                       size_t len);
+/* Drop the caller's reference; NULL is allowed. */
+void broker_buf_free(broker_t *b, broker_buf_t *buf);
+
+/* Pool usage: bytes of segments mapped, and bytes of chunks in use
+ * (allocated or still held by a receiver). */
+typedef struct broker_shm_stats {
+    uint32_t segments;
+    uint64_t mapped;
+    uint64_t in_use;
+    uint64_t buffers;       /* buffers not yet back in the pool */
+} broker_shm_stats_t;
+void broker_shm_stats(const broker_t *b, broker_shm_stats_t *st);
 
 /* ---- streams ---------------------------------------------------------- */
 

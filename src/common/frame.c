@@ -74,15 +74,18 @@ static int check_data(const bk_hdr_t *h, const uint8_t *payload,
     bool cont = h->flags & BK_F_CONT;
     bool open = h->flags & BK_F_OPEN;
     bool named = h->flags & BK_F_NAME;
+    bool shm = h->flags & BK_F_SHM;
 
     if (h->stream == 0)
+        return -EPROTO;
+    if (shm && (cont || (h->flags & BK_F_MORE) || h->nfds))
         return -EPROTO;
     if ((h->flags & BK_F_CLOSE) && (h->flags & BK_F_MORE))
         return -EPROTO;
     if (h->nfds > lim->max_fds)
         return -EPROTO;
     if (cont) {
-        if (open || named || h->nfds || h->aux)
+        if (open || named || shm || h->nfds || h->aux)
             return -EPROTO;
         if (to_broker && h->dest)
             return -EPROTO;
@@ -100,6 +103,8 @@ static int check_data(const bk_hdr_t *h, const uint8_t *payload,
     } else if (h->aux) {
         return -EPROTO;
     }
+    if (shm && h->length - (named ? h->aux : 0) != BK_SHM_DESC_SIZE)
+        return -EPROTO;
     if (to_broker) {
         if (open && !named && h->dest == 0)
             return -EPROTO;
@@ -121,7 +126,32 @@ static int check_common(const bk_hdr_t *h, const bk_limits_t *lim)
         return -EPROTO;
     if ((uint64_t)h->length + BK_HDR_SIZE > lim->max_packet)
         return -EMSGSIZE;
-    if (h->type != BK_T_DATA && (h->flags || h->nfds))
+    if (h->type == BK_T_DATA)
+        return 0;
+    if (h->flags)
+        return -EPROTO;
+    /* Only segment frames carry an fd outside DATA: exactly one. */
+    if ((h->type == BK_T_CTRL && h->aux == BK_OP_SEGMENT) ||
+        h->type == BK_T_SEGMENT)
+        return h->nfds == 1 ? 0 : -EPROTO;
+    return h->nfds ? -EPROTO : 0;
+}
+
+/* Payload of CTRL SEGMENT and SEGMENT: a segment id and a size. */
+static int check_seg_reg(const bk_hdr_t *h, const uint8_t *payload)
+{
+    if (h->length != BK_SEG_REG_SIZE)
+        return -EPROTO;
+    if (bk_get32(payload) == 0 || bk_get32(payload) > BK_SEGID_MAX ||
+        bk_get32(payload + 4) != 0 || bk_get64(payload + 8) == 0)
+        return -EPROTO;
+    return 0;
+}
+
+static int check_release(const bk_hdr_t *h)
+{
+    if (h->length == 0 || h->length % BK_RELEASE_SIZE || h->stream ||
+        h->aux)
         return -EPROTO;
     return 0;
 }
@@ -148,10 +178,13 @@ int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
             return -EPROTO;
         return 0;
     case BK_T_CTRL:
-        if (h->aux == 0 || h->aux > BK_OP_MAX_ || h->dest ||
-            h->length > lim->max_name)
+        if (h->aux == 0 || h->aux > BK_OP_MAX_ || h->dest)
             return -EPROTO;
-        return 0;
+        if (h->aux == BK_OP_SEGMENT)
+            return check_seg_reg(h, payload);
+        return h->length > lim->max_name ? -EPROTO : 0;
+    case BK_T_RELEASE:
+        return h->dest ? -EPROTO : check_release(h);
     default:
         return -EPROTO;      /* broker-only types */
     }
@@ -178,6 +211,12 @@ int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
     case BK_T_CTRL_REPLY:
     case BK_T_BYE:
         return 0;
+    case BK_T_SEGMENT:
+        return h->source ? check_seg_reg(h, payload) : -EPROTO;
+    case BK_T_RELEASE:
+        return check_release(h);
+    case BK_T_SEG_DROP:
+        return h->source && h->length == BK_SEG_DROP_SIZE ? 0 : -EPROTO;
     default:
         return -EPROTO;
     }
@@ -192,6 +231,9 @@ void bk_welcome_encode(const bk_welcome_t *w, uint8_t out[BK_WELCOME_SIZE])
     bk_put32(out + 24, w->max_name);
     bk_put32(out + 28, w->max_streams);
     bk_put64(out + 32, w->queue_limit);
+    bk_put32(out + 40, w->max_segments);
+    bk_put32(out + 44, 0);
+    bk_put64(out + 48, w->max_shm);
 }
 
 void bk_welcome_decode(const uint8_t in[BK_WELCOME_SIZE], bk_welcome_t *w)
@@ -203,4 +245,30 @@ void bk_welcome_decode(const uint8_t in[BK_WELCOME_SIZE], bk_welcome_t *w)
     w->max_name = bk_get32(in + 24);
     w->max_streams = bk_get32(in + 28);
     w->queue_limit = bk_get64(in + 32);
+    w->max_segments = bk_get32(in + 40);
+    w->reserved = 0;
+    w->max_shm = bk_get64(in + 48);
+}
+
+void bk_shm_desc_encode(const bk_shm_desc_t *d, uint8_t out[BK_SHM_DESC_SIZE])
+{
+    bk_put32(out, d->segid);
+    bk_put32(out + 4, 0);
+    bk_put64(out + 8, d->offset);
+    bk_put64(out + 16, d->length);
+}
+
+int bk_shm_desc_decode(const uint8_t in[BK_SHM_DESC_SIZE], bk_shm_desc_t *d)
+{
+    d->segid = bk_get32(in);
+    d->offset = bk_get64(in + 8);
+    d->length = bk_get64(in + 16);
+    if (d->segid == 0 || d->segid > BK_SEGID_MAX || bk_get32(in + 4))
+        return -EPROTO;
+    return 0;
+}
+
+bool bk_shm_desc_fits(const bk_shm_desc_t *d, uint64_t seg_size)
+{
+    return d->offset <= seg_size && d->length <= seg_size - d->offset;
 }

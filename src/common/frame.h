@@ -42,6 +42,12 @@ int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
 /* A name is 1..max bytes of [A-Za-z0-9._:/-] and does not start with ':'. */
 bool bk_name_valid(const char *name, size_t len, size_t max);
 
+/* Shared-memory descriptors: decode checks the reserved field and the
+ * segment id range; fits() checks the range lies inside a segment. */
+void bk_shm_desc_encode(const bk_shm_desc_t *d, uint8_t out[BK_SHM_DESC_SIZE]);
+int bk_shm_desc_decode(const uint8_t in[BK_SHM_DESC_SIZE], bk_shm_desc_t *d);
+bool bk_shm_desc_fits(const bk_shm_desc_t *d, uint64_t seg_size);
+
 void bk_welcome_encode(const bk_welcome_t *w, uint8_t out[BK_WELCOME_SIZE]);
 void bk_welcome_decode(const uint8_t in[BK_WELCOME_SIZE], bk_welcome_t *w);
 

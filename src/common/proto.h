@@ -27,7 +27,10 @@ enum bk_type {
     BK_T_CTRL       = 6,  /* client -> broker: control request */
     BK_T_CTRL_REPLY = 7,  /* broker -> client: control answer */
     BK_T_BYE        = 8,  /* broker -> client: broker shutting down */
-    BK_T_MAX_       = 8
+    BK_T_SEGMENT    = 9,  /* broker -> client: a sender's segment (1 fd) */
+    BK_T_RELEASE    = 10, /* both ways: shared-memory buffers released */
+    BK_T_SEG_DROP   = 11, /* broker -> client: a segment's owner is gone */
+    BK_T_MAX_       = 11
 };
 
 /* Frame flags. */
@@ -37,7 +40,8 @@ enum bk_flag {
     BK_F_OPEN  = 0x04,    /* first fragment opens a new stream */
     BK_F_CLOSE = 0x08,    /* the stream ends with this message */
     BK_F_NAME  = 0x10,    /* payload starts with `aux` bytes of dest name */
-    BK_F_ALL_  = 0x1f
+    BK_F_SHM   = 0x20,    /* payload (after the name) is a shm descriptor */
+    BK_F_ALL_  = 0x3f
 };
 
 /* Control operations (CTRL frame, in `aux`). */
@@ -47,8 +51,24 @@ enum bk_op {
     BK_OP_RELEASE  = 3,
     BK_OP_RESOLVE  = 4,
     BK_OP_STATUS   = 5,
-    BK_OP_MAX_     = 5
+    BK_OP_SEGMENT  = 6,   /* register a shared-memory segment (1 fd) */
+    BK_OP_MAX_     = 6
 };
+
+/* Shared memory.  A segment is a sealed memfd (F_SEAL_SHRINK|F_SEAL_GROW)
+ * registered by its owner with CTRL SEGMENT; the broker forwards it to
+ * each receiver once (SEGMENT frame, read-only fd) before the first
+ * descriptor that points into it.  All little-endian. */
+#define BK_SEG_REG_SIZE   16u   /* CTRL SEGMENT and SEGMENT payload:
+                                   u32 segid, u32 0, u64 size */
+#define BK_SHM_DESC_SIZE  24u   /* DATA+SHM payload after the name:
+                                   u32 segid, u32 0, u64 offset, u64 len */
+#define BK_RELEASE_SIZE   24u   /* each RELEASE record: u64 peer,
+                                   u32 segid, u32 count, u64 offset */
+#define BK_SEG_DROP_SIZE  8u    /* SEG_DROP payload: u32 segid, u32 0 */
+#define BK_SEGID_MAX      0x7fffffffu
+#define BK_DEF_MAX_SEGMENTS 64u
+#define BK_DEF_MAX_SHM    (UINT64_C(2) << 30)
 
 /* Stream ids: clients choose ids with bit 31 clear; the broker assigns the
  * accepting side's ids with bit 31 set. */
@@ -82,8 +102,8 @@ typedef struct bk_hdr {
     uint64_t dest;
 } bk_hdr_t;
 
-/* WELCOME payload (encoded little-endian, 40 bytes). */
-#define BK_WELCOME_SIZE 40u
+/* WELCOME payload (encoded little-endian, 56 bytes). */
+#define BK_WELCOME_SIZE 56u
 typedef struct bk_welcome {
     uint64_t client_id;
     uint32_t max_packet;
@@ -92,6 +112,16 @@ typedef struct bk_welcome {
     uint32_t max_name;
     uint32_t max_streams;
     uint64_t queue_limit;
+    uint32_t max_segments;      /* shared-memory segments per client */
+    uint32_t reserved;          /* 0 */
+    uint64_t max_shm;           /* bytes of segments per client */
 } bk_welcome_t;
+
+/* A shared-memory descriptor, decoded. */
+typedef struct bk_shm_desc {
+    uint32_t segid;
+    uint64_t offset;
+    uint64_t length;
+} bk_shm_desc_t;
 
 #endif

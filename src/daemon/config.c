@@ -23,6 +23,8 @@ void bk_config_defaults(bk_config_t *c)
     c->max_clients = 4096;
     c->max_msg = BK_DEF_MAX_MSG;
     c->queue_limit = BK_DEF_QUEUE_LIMIT;
+    c->max_segments = BK_DEF_MAX_SEGMENTS;
+    c->max_shm = BK_DEF_MAX_SHM;
     c->shutdown_grace_ms = 2000;
 }
 
@@ -75,6 +77,8 @@ static void usage(FILE *f)
 "      --max-streams N     open streams per client (default 4096)\n"
 "      --max-names N       names per client (default 256)\n"
 "      --max-clients N     connected clients (default 4096)\n"
+"      --max-segments N    shared-memory segments per client (default 64)\n"
+"      --max-shm SIZE      bytes of shared memory per client (default 2G)\n"
 "      --version           print the version and exit\n"
 "  -h, --help              print this help and exit\n");
 }
@@ -106,7 +110,7 @@ static int parse_u32(const char *opt, const char *val, uint64_t min,
 enum {
     OPT_LOG_LEVEL = 256, OPT_PIDFILE, OPT_QUEUE_LIMIT, OPT_MAX_PACKET,
     OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES,
-    OPT_MAX_CLIENTS, OPT_VERSION,
+    OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
 };
 
 static int apply(bk_config_t *c, int opt, const char *arg)
@@ -150,6 +154,13 @@ static int apply(bk_config_t *c, int opt, const char *arg)
         return parse_u32("--max-names", arg, 1, 1u << 16, &c->max_names);
     case OPT_MAX_CLIENTS:
         return parse_u32("--max-clients", arg, 1, 1u << 20, &c->max_clients);
+    case OPT_MAX_SEGMENTS:
+        return parse_u32("--max-segments", arg, 0, 1u << 16,
+                         &c->max_segments);
+    case OPT_MAX_SHM:
+        if (bk_config_parse_size(arg, &c->max_shm) < 0)
+            return bad("--max-shm", arg, "not a size");
+        return 0;
     }
     return -EINVAL;
 }
@@ -168,6 +179,8 @@ int bk_config_parse_args(bk_config_t *c, int argc, char **argv)
         { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
         { "max-names", required_argument, NULL, OPT_MAX_NAMES },
         { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+        { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
+        { "max-shm", required_argument, NULL, OPT_MAX_SHM },
         { "version", no_argument, NULL, OPT_VERSION },
         { "help", no_argument, NULL, 'h' },
         { 0 }

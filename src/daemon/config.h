@@ -22,6 +22,8 @@ typedef struct bk_config {
     uint32_t max_clients;
     uint64_t max_msg;
     uint64_t queue_limit;       /* bytes queued towards one client */
+    uint32_t max_segments;      /* shared-memory segments per client */
+    uint64_t max_shm;           /* bytes of segments per client */
     uint32_t shutdown_grace_ms;
 } bk_config_t;
 

@@ -10,6 +10,7 @@
 #include "frame.h"
 #include "log.h"
 #include "server.h"
+#include "shm.h"
 
 static void reply(bk_port_t *p, const bk_hdr_t *req, int code,
                   const void *payload, size_t len)
@@ -78,7 +79,7 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
     bk_server_t *srv = p->srv;
     const bk_config_t *c = srv->cfg;
     uint64_t queued = 0;
-    char buf[1024];
+    char buf[2048];
     int n;
 
     for (bk_hnode_t *e = bk_ht_next(&srv->clients, NULL); e;
@@ -90,6 +91,8 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  "msgs_in=%" PRIu64 "\nmsgs_out=%" PRIu64 "\n"
                  "bytes_in=%" PRIu64 "\nbytes_out=%" PRIu64 "\n"
                  "queued_bytes=%" PRIu64 "\nclients_total=%" PRIu64 "\n"
+                 "shm_segments=%" PRIu64 "\nshm_bytes=%" PRIu64 "\n"
+                 "shm_held=%" PRIu64 "\nmax_segments=%u\nmax_shm=%" PRIu64 "\n"
                  "protocol_errors=%" PRIu64 "\n"
                  "max_packet=%u\nmax_fds=%u\nmax_msg=%" PRIu64 "\n"
                  "queue_limit=%" PRIu64 "\nmax_streams=%u\nmax_names=%u\n"
@@ -99,6 +102,8 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  srv->streams.streams, srv->stats.msgs_in,
                  srv->stats.msgs_out, srv->stats.bytes_in,
                  srv->stats.bytes_out, queued, srv->stats.clients_total,
+                 srv->stats.shm_segments, srv->stats.shm_bytes,
+                 srv->stats.shm_held, c->max_segments, c->max_shm,
                  srv->stats.protocol_errors, c->max_packet, c->max_fds,
                  c->max_msg, c->queue_limit, c->max_streams, c->max_names,
                  c->max_clients);
@@ -107,9 +112,13 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
     reply(p, h, 0, buf, (size_t)n);
 }
 
-void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
+void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
+                    int *fds)
 {
     switch (h->aux) {
+    case BK_OP_SEGMENT:         /* validated: exactly one fd */
+        reply(p, h, bk_shm_register(p, payload, fds[0]), "", 0);
+        break;
     case BK_OP_PING:
         reply(p, h, 0, payload, h->length);
         break;

@@ -8,6 +8,8 @@
 #include "port.h"
 
 /* Handle one validated CTRL frame and send its CTRL_REPLY. */
-void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload);
+/* fds: the frame's fds (one for SEGMENT, none otherwise); taken. */
+void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
+                    int *fds);
 
 #endif

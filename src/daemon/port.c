@@ -94,6 +94,7 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     read_comm(p);
     p->connected_ms = bk_now_ms();
     bk_ht_init(&p->oqs);
+    bk_shm_port_init(&p->shm);
     p->ctrl.ring_next = p->ctrl.ring_prev = NULL;
     p->next_psid = 1;
     bk_put64(p->idkey, id);
@@ -503,7 +504,8 @@ static void welcome(bk_port_t *p)
         .client_id = p->id, .max_packet = c->max_packet,
         .max_fds = c->max_fds, .max_msg = c->max_msg,
         .max_name = c->max_name, .max_streams = c->max_streams,
-        .queue_limit = c->queue_limit,
+        .queue_limit = c->queue_limit, .max_segments = c->max_segments,
+        .max_shm = c->max_shm,
     };
     uint8_t buf[BK_WELCOME_SIZE];
     bk_hdr_t h = {
@@ -560,8 +562,14 @@ static void dispatch(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
         bk_router_frame(p, h, payload, fds, h->nfds);
         return;
     case BK_T_CTRL:
-        bk_ctrl_handle(p, h, payload);
+        bk_ctrl_handle(p, h, payload, fds);
         return;
+    case BK_T_RELEASE: {
+        const char *why = NULL;
+        if (bk_shm_release(p, payload, h->length, &why) < 0)
+            protocol_error(p, -EPROTO, 0, why);
+        return;
+    }
     default:
         protocol_error(p, -EPROTO, 0, "HELLO after the handshake");
         return;
@@ -737,6 +745,7 @@ void bk_port_close(bk_port_t *p)
     bk_router_port_gone(p);
     bk_names_release_all(&srv->names, &p->names);
     drop_queue(p);
+    bk_shm_port_gone(p);
     resume_waiters(p);
     uv_close((uv_handle_t *)&p->poll, on_closed);
     close(p->fd);

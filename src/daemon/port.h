@@ -26,6 +26,7 @@
 #include "htable.h"
 #include "names.h"
 #include "proto.h"
+#include "shm.h"
 #include "streams.h"
 
 struct bk_server;
@@ -95,6 +96,7 @@ typedef struct bk_port {
     uint64_t *waiters;          /* ids of senders paused on this port */
     uint32_t nwaiters, capwaiters;
 
+    bk_shm_port_t shm;          /* segments, references held */
     bk_st_list_t streams;       /* ends owned by this client */
     bk_name_list_t names;
     uint32_t next_psid;

@@ -11,6 +11,7 @@
 #include "port.h"
 #include "router.h"
 #include "server.h"
+#include "shm.h"
 #include "sockio.h"
 
 /* Tombstones may exceed the stream limit by this factor before the client
@@ -20,6 +21,12 @@
 static bk_st_table_t *table(bk_port_t *p)
 {
     return &p->srv->streams;
+}
+
+/* The shared-memory descriptor of a DATA frame with BK_F_SHM. */
+static const uint8_t *shm_desc(const bk_hdr_t *h, const uint8_t *payload)
+{
+    return payload + (h->flags & BK_F_NAME ? h->aux : 0);
 }
 
 /* The payload bytes of a DATA frame that belong to the message. */
@@ -42,12 +49,14 @@ static void fatal(bk_port_t *p, int err, uint32_t sid, const char *what)
 
 /* A message failed at its first fragment: report it, and if fragments are
  * still to come, leave a tombstone that swallows them. */
-static void reject(bk_port_t *from, const bk_hdr_t *h, int code,
-                   const char *text)
+static void reject(bk_port_t *from, const bk_hdr_t *h, const uint8_t *payload,
+                   int code, const char *text)
 {
     bk_stream_t *s;
 
     bk_port_error(from, h->stream, code, text, from);
+    if (h->flags & BK_F_SHM)
+        bk_shm_undelivered(from, shm_desc(h, payload));
     if (!(h->flags & BK_F_MORE))
         return;
     if (from->streams.count >=
@@ -85,11 +94,31 @@ static bk_port_t *resolve(bk_port_t *from, const bk_hdr_t *h,
     return to && !to->failed ? to : NULL;
 }
 
+/* Count the reference `to` will hold (and introduce the segment) before
+ * the descriptor is queued; on failure the sender hears and gets the
+ * reference back. */
+static int deliver_shm(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
+                       const uint8_t *payload)
+{
+    if (!(h->flags & BK_F_SHM))
+        return 0;
+    if (bk_shm_deliver(from, to, shm_desc(h, payload)) == 0)
+        return 0;
+    bk_port_error(from, h->stream, ENOMEM,
+                  "broker out of memory or fds for shared memory", from);
+    bk_shm_undelivered(from, shm_desc(h, payload));
+    return -ENOMEM;
+}
+
 static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
                    const bk_hdr_t *h, const uint8_t *payload, int *fds)
 {
     bk_hdr_t o = *h;
 
+    if (deliver_shm(from, to, h, payload) < 0) {
+        bk_close_fds(fds, h->nfds);
+        return -ENOMEM;
+    }
     o.source = from->id;
     o.dest = to->id;
     o.stream = to_sid;
@@ -155,12 +184,13 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     to = resolve(from, h, payload, why, sizeof(why));
     if (!to) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, ENOENT, why);
+        reject(from, h, payload, ENOENT, why);
         return;
     }
     if (data_bytes(h) > cfg->max_msg) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, EMSGSIZE, "message exceeds the broker's limit");
+        reject(from, h, payload, EMSGSIZE,
+               "message exceeds the broker's limit");
         return;
     }
     to_sid = bk_port_alloc_sid(to);
@@ -172,13 +202,18 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
         o.stream = to_sid;
         from->srv->stats.bytes_in += data_bytes(h);
         from->srv->stats.msgs_in++;
+        if (deliver_shm(from, to, h, payload) < 0) {
+            bk_close_fds(fds, h->nfds);
+            return;
+        }
         bk_port_send_oneway(to, &o, payload, fds, h->nfds, from, h->stream);
         return;
     }
     if (from->streams.count >= cfg->max_streams ||
         to->streams.count >= cfg->max_streams) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, ENOSR, from->streams.count >= cfg->max_streams ?
+        reject(from, h, payload, ENOSR,
+               from->streams.count >= cfg->max_streams ?
                "too many open streams" :
                "the receiver has too many open streams");
         return;
@@ -186,7 +221,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
                    to, to->id, to_sid, &to->streams, &s) < 0) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, ENOMEM, "out of memory");
+        reject(from, h, payload, ENOMEM, "out of memory");
         return;
     }
     s->opened_ms = bk_now_ms();
@@ -222,7 +257,8 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
         bk_close_fds(fds, h->nfds);
         if (e)
             bk_st_remove_end(table(from), e);
-        reject(from, h, ENOENT, "no such stream (closed, or never opened)");
+        reject(from, h, payload, ENOENT,
+               "no such stream (closed, or never opened)");
         return;
     }
     e->msg_bytes = 0;
@@ -299,7 +335,14 @@ static void close_stream(bk_port_t *from, const bk_hdr_t *h,
 void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
                      const uint8_t *payload, int *fds, unsigned nfds)
 {
+    const char *why;
+
     (void)nfds;
+    if (h->type == BK_T_DATA && (h->flags & BK_F_SHM) &&
+        bk_shm_check(from, shm_desc(h, payload), &why) < 0) {
+        fatal(from, EPROTO, h->stream, why);
+        return;
+    }
     if (h->type == BK_T_CLOSE)
         close_stream(from, h, payload);
     else if (h->flags & BK_F_CONT)

@@ -20,6 +20,9 @@ typedef struct bk_stats {
     uint64_t bytes_in, bytes_out;
     uint64_t clients_total;
     uint64_t protocol_errors;
+    uint64_t shm_segments;      /* registered */
+    uint64_t shm_bytes;         /* registered */
+    uint64_t shm_held;          /* descriptors delivered, not released */
 } bk_stats_t;
 
 typedef struct bk_server {

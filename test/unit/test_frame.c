@@ -360,7 +360,8 @@ Test(check_common, bad_type)
 
 Test(check_common, unknown_flag_bits)
 {
-    static const uint8_t bad[] = { 0x20, 0x40, 0x80, 0xe0 };
+    /* 0x20 is BK_F_SHM now: only bits above BK_F_ALL_ are unknown. */
+    static const uint8_t bad[] = { 0x40, 0x80, 0xc0, 0xff };
 
     for (unsigned i = 0; i < sizeof(bad); i++) {
         bk_hdr_t h = cdata();
@@ -400,17 +401,23 @@ Test(check_common, frame_larger_than_max_packet)
 
 Test(check_common, flags_or_fds_only_on_data)
 {
-    static const uint8_t ctypes[] = { BK_T_HELLO, BK_T_CLOSE, BK_T_CTRL };
+    static const uint8_t ctypes[] = { BK_T_HELLO, BK_T_CLOSE, BK_T_CTRL,
+                                      BK_T_RELEASE };
     static const uint8_t btypes[] = { BK_T_WELCOME, BK_T_CLOSE, BK_T_ERROR,
-                                      BK_T_CTRL_REPLY, BK_T_BYE };
+                                      BK_T_CTRL_REPLY, BK_T_BYE,
+                                      BK_T_RELEASE, BK_T_SEG_DROP };
 
     for (unsigned i = 0; i < sizeof(ctypes); i++) {
         bk_hdr_t h = hdr(ctypes[i]);
-        h.stream = ctypes[i] == BK_T_HELLO ? 0 : 1;
+        h.stream = (ctypes[i] == BK_T_HELLO || ctypes[i] == BK_T_RELEASE)
+                   ? 0 : 1;
         h.aux = ctypes[i] == BK_T_CTRL ? BK_OP_PING : 0;
-        h.length = ctypes[i] == BK_T_HELLO ? 4 : 0;
+        h.length = ctypes[i] == BK_T_HELLO ? 4 :
+                   ctypes[i] == BK_T_RELEASE ? BK_RELEASE_SIZE : 0;
         CLIENT(h, 0);
         h.flags = BK_F_MORE;
+        CLIENT(h, -EPROTO);
+        h.flags = BK_F_SHM;
         CLIENT(h, -EPROTO);
         h.flags = 0;
         h.nfds = 1;
@@ -418,13 +425,20 @@ Test(check_common, flags_or_fds_only_on_data)
     }
     for (unsigned i = 0; i < sizeof(btypes); i++) {
         bk_hdr_t h = hdr(btypes[i]);
-        h.stream = 1;
-        h.length = btypes[i] == BK_T_WELCOME ? BK_WELCOME_SIZE : 0;
+        h.stream = btypes[i] == BK_T_RELEASE ? 0 : 1;
+        h.source = btypes[i] == BK_T_SEG_DROP ? 3 : 0;
+        h.length = btypes[i] == BK_T_WELCOME ? BK_WELCOME_SIZE :
+                   btypes[i] == BK_T_RELEASE ? BK_RELEASE_SIZE :
+                   btypes[i] == BK_T_SEG_DROP ? BK_SEG_DROP_SIZE : 0;
         BROKER(h, 0);
         h.flags = BK_F_CLOSE;
         BROKER(h, -EPROTO);
+        h.flags = BK_F_SHM;
+        BROKER(h, -EPROTO);
         h.flags = 0;
         h.nfds = 2;
+        BROKER(h, -EPROTO);
+        h.nfds = 1;
         BROKER(h, -EPROTO);
     }
 }
@@ -451,12 +465,13 @@ Test(from_client, forged_source)
 Test(from_client, broker_only_types)
 {
     static const uint8_t t[] = { BK_T_WELCOME, BK_T_ERROR, BK_T_CTRL_REPLY,
-                                 BK_T_BYE };
+                                 BK_T_BYE, BK_T_SEG_DROP };
 
     for (unsigned i = 0; i < sizeof(t); i++) {
         bk_hdr_t h = hdr(t[i]);
         h.stream = 1;
-        h.length = t[i] == BK_T_WELCOME ? BK_WELCOME_SIZE : 0;
+        h.length = t[i] == BK_T_WELCOME ? BK_WELCOME_SIZE :
+                   t[i] == BK_T_SEG_DROP ? BK_SEG_DROP_SIZE : 0;
         CLIENT(h, -EPROTO);
     }
 }
@@ -697,7 +712,10 @@ Test(from_client, ctrl_frame)
 {
     bk_hdr_t h = hdr(BK_T_CTRL);
 
+    /* Every op but SEGMENT (its own rules, below) takes an optional name. */
     for (uint32_t op = 1; op <= BK_OP_MAX_; op++) {
+        if (op == BK_OP_SEGMENT)
+            continue;
         h.aux = op;
         CLIENT(h, 0);
     }
@@ -731,6 +749,8 @@ Test(from_broker, welcome)
     h.length = BK_WELCOME_SIZE + 8;             /* room to grow */
     BROKER(h, 0);
     h.length = BK_WELCOME_SIZE - 1;
+    BROKER(h, -EPROTO);
+    h.length = 40;                              /* the old, pre-shm size */
     BROKER(h, -EPROTO);
     h.length = 0;
     BROKER(h, -EPROTO);
@@ -837,6 +857,551 @@ Test(from_broker, close_error_reply_bye)
     BROKER(h, 0);
 }
 
+/* ---- shared memory: wire constants -------------------------------------- */
+
+Test(shm_wire, constants_are_the_documented_numbers)
+{
+    cr_expect_eq(BK_T_SEGMENT, 9);
+    cr_expect_eq(BK_T_RELEASE, 10);
+    cr_expect_eq(BK_T_SEG_DROP, 11);
+    cr_expect_eq(BK_T_MAX_, 11);
+    cr_expect_eq(BK_F_SHM, 0x20);
+    cr_expect_eq(BK_F_ALL_, 0x3f);
+    cr_expect_eq(BK_OP_SEGMENT, 6);
+    cr_expect_eq(BK_OP_MAX_, 6);
+    cr_expect_eq(BK_SEG_REG_SIZE, 16);
+    cr_expect_eq(BK_SHM_DESC_SIZE, 24);
+    cr_expect_eq(BK_RELEASE_SIZE, 24);
+    cr_expect_eq(BK_SEG_DROP_SIZE, 8);
+    cr_expect_eq(BK_WELCOME_SIZE, 56);
+    cr_expect_eq(BK_SEGID_MAX, 0x7fffffffu);
+}
+
+/* ---- shared memory: DATA with BK_F_SHM ------------------------------------ */
+
+/* A valid one-way shm message from a client to client 7: the payload is
+ * exactly one descriptor. */
+static bk_hdr_t cshm(void)
+{
+    bk_hdr_t h = cdata();
+    h.flags = BK_F_OPEN | BK_F_CLOSE | BK_F_SHM;
+    h.length = BK_SHM_DESC_SIZE;
+    return h;
+}
+
+/* The same message as the receiver gets it. */
+static bk_hdr_t bshm(void)
+{
+    bk_hdr_t h = bdata();
+    h.flags = BK_F_OPEN | BK_F_CLOSE | BK_F_SHM;
+    h.length = BK_SHM_DESC_SIZE;
+    return h;
+}
+
+Test(shm_data, accepted_shapes)
+{
+    bk_hdr_t h = cshm();
+
+    CLIENT(h, 0);                               /* one-way to an id */
+    h.flags = BK_F_OPEN | BK_F_SHM;             /* request */
+    CLIENT(h, 0);
+    h.flags = BK_F_SHM;                         /* later message, own id */
+    h.dest = 0;
+    CLIENT(h, 0);
+    h.stream = BK_SID_PEER_BIT | 9;             /* reply on a peer's stream */
+    h.flags = BK_F_CLOSE | BK_F_SHM;
+    CLIENT(h, 0);
+
+    h = cshm();                                 /* one-way to a name */
+    h.flags = BK_F_OPEN | BK_F_CLOSE | BK_F_NAME | BK_F_SHM;
+    h.dest = 0;
+    h.aux = 8;                                  /* "svc.echo" */
+    h.length = 8 + BK_SHM_DESC_SIZE;
+    CLIENT(h, 0);
+
+    h = bshm();
+    BROKER(h, 0);
+    h.flags = BK_F_OPEN | BK_F_CLOSE | BK_F_NAME | BK_F_SHM;
+    h.aux = 8;
+    h.length = 8 + BK_SHM_DESC_SIZE;
+    BROKER(h, 0);
+    h = bshm();
+    h.flags = BK_F_CLOSE | BK_F_SHM;            /* a reply */
+    BROKER(h, 0);
+}
+
+Test(shm_data, never_fragmented)
+{
+    bk_hdr_t h;
+
+    h = cshm();
+    h.flags = BK_F_OPEN | BK_F_SHM | BK_F_MORE;
+    CLIENT(h, -EPROTO);
+    h = cshm();
+    h.flags = BK_F_CONT | BK_F_SHM;
+    h.dest = 0;
+    CLIENT(h, -EPROTO);
+    h.flags = BK_F_CONT | BK_F_SHM | BK_F_MORE;
+    CLIENT(h, -EPROTO);
+    h.flags = BK_F_CONT | BK_F_SHM | BK_F_CLOSE;
+    CLIENT(h, -EPROTO);
+
+    h = bshm();
+    h.flags = BK_F_OPEN | BK_F_SHM | BK_F_MORE;
+    BROKER(h, -EPROTO);
+    h.flags = BK_F_CONT | BK_F_SHM;
+    BROKER(h, -EPROTO);
+    h.flags = BK_F_CONT | BK_F_SHM | BK_F_MORE;
+    BROKER(h, -EPROTO);
+}
+
+Test(shm_data, no_fds)
+{
+    bk_hdr_t h = cshm();
+
+    h.nfds = 1;
+    CLIENT(h, -EPROTO);
+    h.nfds = (uint8_t)lim.max_fds;
+    CLIENT(h, -EPROTO);
+    h = bshm();
+    h.nfds = 1;
+    BROKER(h, -EPROTO);
+}
+
+Test(shm_data, payload_is_exactly_one_descriptor)
+{
+    static const uint32_t bad[] = { 0, 1, BK_SHM_DESC_SIZE - 1,
+                                    BK_SHM_DESC_SIZE + 1,
+                                    2 * BK_SHM_DESC_SIZE, 4096 };
+
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        bk_hdr_t h = cshm();
+        h.length = bad[i];
+        CLIENT(h, -EPROTO);
+        h = bshm();
+        h.length = bad[i];
+        BROKER(h, -EPROTO);
+
+        /* With a name: exactly one descriptor after the name. */
+        h = cshm();
+        h.flags |= BK_F_NAME;
+        h.dest = 0;
+        h.aux = 8;
+        h.length = 8 + bad[i];
+        CLIENT(h, -EPROTO);
+        h = bshm();
+        h.flags |= BK_F_NAME;
+        h.aux = 8;
+        h.length = 8 + bad[i];
+        BROKER(h, -EPROTO);
+    }
+}
+
+Test(shm_data, name_rules_still_apply)
+{
+    bk_hdr_t h = cshm();
+    uint8_t buf[8 + BK_SHM_DESC_SIZE];
+
+    h.flags = BK_F_OPEN | BK_F_CLOSE | BK_F_NAME | BK_F_SHM;
+    h.dest = 0;
+    h.aux = 8;
+    h.length = 8 + BK_SHM_DESC_SIZE;
+    memset(buf, 0, sizeof(buf));
+    memcpy(buf, "svc echo", 8);                 /* invalid name */
+    cr_expect_eq(bk_frame_check_from_client(&h, buf, &lim), -EINVAL);
+    {
+        bk_hdr_t b = h;
+        b.source = 3;
+        b.dest = 7;
+        cr_expect_eq(bk_frame_check_from_broker(&b, buf, &lim), -EINVAL);
+    }
+    h.aux = h.length + 1;                       /* name beyond payload */
+    CLIENT(h, -EPROTO);
+    h.aux = 8;
+    h.dest = 7;                                 /* name and id */
+    CLIENT(h, -EPROTO);
+    h.dest = 0;
+    h.flags = BK_F_CLOSE | BK_F_NAME | BK_F_SHM; /* NAME without OPEN */
+    CLIENT(h, -EPROTO);
+}
+
+Test(shm_data, addressing_rules_still_apply)
+{
+    bk_hdr_t h = cshm();
+
+    h.dest = 0;                                 /* OPEN with no target */
+    CLIENT(h, -EPROTO);
+    h = cshm();
+    h.flags = BK_F_SHM;                         /* dest on an open stream */
+    CLIENT(h, -EPROTO);
+    h = cshm();
+    h.stream = 0;
+    CLIENT(h, -EPROTO);
+    h = cshm();
+    h.aux = 1;                                  /* aux without NAME */
+    CLIENT(h, -EPROTO);
+    h = cshm();
+    h.source = 7;                               /* forged source */
+    CLIENT(h, -EPROTO);
+    h = bshm();
+    h.source = 0;                               /* unstamped delivery */
+    BROKER(h, -EPROTO);
+    h = bshm();
+    h.stream = 0;
+    BROKER(h, -EPROTO);
+}
+
+/* ---- shared memory: CTRL SEGMENT (client) and SEGMENT (broker) -------------- */
+
+static void put_seg_reg(uint8_t *p, uint32_t segid, uint32_t reserved,
+                        uint64_t size)
+{
+    bk_put32(p, segid);
+    bk_put32(p + 4, reserved);
+    bk_put64(p + 8, size);
+}
+
+static bk_hdr_t ctrl_segment(void)
+{
+    bk_hdr_t h = hdr(BK_T_CTRL);
+    h.aux = BK_OP_SEGMENT;
+    h.stream = 77;                              /* request id */
+    h.nfds = 1;
+    h.length = BK_SEG_REG_SIZE;
+    return h;
+}
+
+static bk_hdr_t segment_frame(void)
+{
+    bk_hdr_t h = hdr(BK_T_SEGMENT);
+    h.source = 3;                               /* the owner */
+    h.dest = 7;
+    h.nfds = 1;
+    h.length = BK_SEG_REG_SIZE;
+    return h;
+}
+
+static int seg_client(const bk_hdr_t *h, const uint8_t *p)
+{
+    return bk_frame_check_from_client(h, p, &lim);
+}
+
+static int seg_broker(const bk_hdr_t *h, const uint8_t *p)
+{
+    return bk_frame_check_from_broker(h, p, &lim);
+}
+
+Test(shm_segment, valid_registration)
+{
+    uint8_t p[BK_SEG_REG_SIZE];
+    bk_hdr_t c = ctrl_segment(), b = segment_frame();
+
+    put_seg_reg(p, 1, 0, 4096);
+    cr_expect_eq(seg_client(&c, p), 0);
+    cr_expect_eq(seg_broker(&b, p), 0);
+    put_seg_reg(p, BK_SEGID_MAX, 0, 1);
+    cr_expect_eq(seg_client(&c, p), 0);
+    cr_expect_eq(seg_broker(&b, p), 0);
+    /* Sizes are bounded by the broker's limits, not by the codec. */
+    put_seg_reg(p, 5, 0, UINT64_MAX);
+    cr_expect_eq(seg_client(&c, p), 0);
+    cr_expect_eq(seg_broker(&b, p), 0);
+    c.stream = 0;                               /* request id: any value */
+    cr_expect_eq(seg_client(&c, p), 0);
+    c.stream = UINT32_MAX;
+    cr_expect_eq(seg_client(&c, p), 0);
+}
+
+Test(shm_segment, exactly_one_fd)
+{
+    uint8_t p[BK_SEG_REG_SIZE];
+    bk_hdr_t c = ctrl_segment(), b = segment_frame();
+    static const uint8_t bad[] = { 0, 2, 3, BK_DEF_MAX_FDS, 0xff };
+
+    put_seg_reg(p, 1, 0, 4096);
+    for (unsigned i = 0; i < sizeof(bad); i++) {
+        c.nfds = bad[i];
+        b.nfds = bad[i];
+        cr_expect_eq(seg_client(&c, p), -EPROTO, "CTRL SEGMENT nfds %u",
+                     bad[i]);
+        cr_expect_eq(seg_broker(&b, p), -EPROTO, "SEGMENT nfds %u", bad[i]);
+    }
+    /* Other control ops carry no fd. */
+    for (uint32_t op = 1; op <= BK_OP_MAX_; op++) {
+        bk_hdr_t h = hdr(BK_T_CTRL);
+        if (op == BK_OP_SEGMENT)
+            continue;
+        h.aux = op;
+        h.nfds = 1;
+        CLIENT(h, -EPROTO);
+    }
+}
+
+Test(shm_segment, payload_size)
+{
+    uint8_t p[64];
+    static const uint32_t bad[] = { 0, 8, BK_SEG_REG_SIZE - 1,
+                                    BK_SEG_REG_SIZE + 1, 24, 32 };
+
+    memset(p, 0, sizeof(p));
+    put_seg_reg(p, 1, 0, 4096);
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        bk_hdr_t c = ctrl_segment(), b = segment_frame();
+        c.length = b.length = bad[i];
+        cr_expect_eq(seg_client(&c, p), -EPROTO, "length %u", bad[i]);
+        cr_expect_eq(seg_broker(&b, p), -EPROTO, "length %u", bad[i]);
+    }
+}
+
+Test(shm_segment, payload_fields)
+{
+    static const struct { uint32_t segid, reserved; uint64_t size; } bad[] = {
+        { 0, 0, 4096 },                         /* segid 0 */
+        { BK_SEGID_MAX + 1, 0, 4096 },          /* the broker's id space */
+        { UINT32_MAX, 0, 4096 },
+        { 1, 1, 4096 },                         /* reserved must be 0 */
+        { 1, 0x80000000u, 4096 },
+        { 1, 0x00010000u, 4096 },
+        { 1, 0, 0 },                            /* empty segment */
+    };
+    uint8_t p[BK_SEG_REG_SIZE];
+
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        bk_hdr_t c = ctrl_segment(), b = segment_frame();
+        put_seg_reg(p, bad[i].segid, bad[i].reserved, bad[i].size);
+        cr_expect_eq(seg_client(&c, p), -EPROTO, "case %u", i);
+        cr_expect_eq(seg_broker(&b, p), -EPROTO, "case %u", i);
+    }
+}
+
+Test(shm_segment, header_fields)
+{
+    uint8_t p[BK_SEG_REG_SIZE];
+    bk_hdr_t h;
+
+    put_seg_reg(p, 1, 0, 4096);
+    h = ctrl_segment();
+    h.dest = 1;
+    cr_expect_eq(seg_client(&h, p), -EPROTO, "CTRL SEGMENT with dest");
+    h = ctrl_segment();
+    h.source = 1;
+    cr_expect_eq(seg_client(&h, p), -EPROTO, "forged source");
+    h = ctrl_segment();
+    h.flags = BK_F_SHM;
+    cr_expect_eq(seg_client(&h, p), -EPROTO, "flags on CTRL");
+    h = ctrl_segment();
+    h.length = lim.max_packet - BK_HDR_SIZE + 1;
+    cr_expect_eq(seg_client(&h, p), -EMSGSIZE);
+
+    h = segment_frame();
+    h.source = 0;                               /* the owner must be named */
+    cr_expect_eq(seg_broker(&h, p), -EPROTO);
+    h = segment_frame();
+    h.flags = BK_F_OPEN;
+    cr_expect_eq(seg_broker(&h, p), -EPROTO);
+}
+
+Test(shm_segment, direction)
+{
+    uint8_t p[BK_SEG_REG_SIZE];
+    bk_hdr_t h;
+
+    put_seg_reg(p, 1, 0, 4096);
+    h = segment_frame();                        /* broker-only */
+    h.source = 0;
+    h.dest = 0;
+    cr_expect_eq(seg_client(&h, p), -EPROTO);
+    h = ctrl_segment();                         /* client-only */
+    cr_expect_eq(seg_broker(&h, p), -EPROTO);
+}
+
+/* ---- shared memory: RELEASE and SEG_DROP ----------------------------------- */
+
+static bk_hdr_t release_frame(uint32_t records)
+{
+    bk_hdr_t h = hdr(BK_T_RELEASE);
+    h.length = records * BK_RELEASE_SIZE;
+    return h;
+}
+
+Test(shm_release, record_count)
+{
+    uint32_t most = (lim.max_packet - BK_HDR_SIZE) / BK_RELEASE_SIZE;
+    bk_hdr_t h;
+
+    for (uint32_t n = 1; n <= 3; n++) {
+        h = release_frame(n);
+        BOTH(h, 0);
+    }
+    h = release_frame(most);
+    BOTH(h, 0);
+    h = release_frame(most + 1);
+    BOTH(h, -EMSGSIZE);
+    h = release_frame(0);
+    BOTH(h, -EPROTO);
+    static const uint32_t partial[] = { 1, BK_RELEASE_SIZE - 1,
+                                        BK_RELEASE_SIZE + 1,
+                                        2 * BK_RELEASE_SIZE - 1, 16 };
+    for (unsigned i = 0; i < sizeof(partial) / sizeof(partial[0]); i++) {
+        h = release_frame(0);
+        h.length = partial[i];
+        BOTH(h, -EPROTO);
+    }
+}
+
+Test(shm_release, header_fields)
+{
+    bk_hdr_t h;
+
+    h = release_frame(1);
+    h.stream = 1;
+    BOTH(h, -EPROTO);
+    h = release_frame(1);
+    h.aux = 1;
+    BOTH(h, -EPROTO);
+    h = release_frame(1);
+    h.nfds = 1;
+    BOTH(h, -EPROTO);
+    h = release_frame(1);
+    h.flags = BK_F_SHM;
+    BOTH(h, -EPROTO);
+    h = release_frame(1);
+    h.dest = 5;                                 /* releases go to the broker */
+    CLIENT(h, -EPROTO);
+    h = release_frame(1);
+    h.source = 5;
+    CLIENT(h, -EPROTO);
+}
+
+Test(shm_seg_drop, frame)
+{
+    bk_hdr_t h = hdr(BK_T_SEG_DROP);
+
+    h.source = 3;
+    h.length = BK_SEG_DROP_SIZE;
+    BROKER(h, 0);
+    h.source = 0;                               /* whose segment? */
+    BROKER(h, -EPROTO);
+    static const uint32_t bad[] = { 0, 4, BK_SEG_DROP_SIZE - 1,
+                                    BK_SEG_DROP_SIZE + 1, 16 };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        h.source = 3;
+        h.length = bad[i];
+        BROKER(h, -EPROTO);
+    }
+    h.length = BK_SEG_DROP_SIZE;
+    h.nfds = 1;
+    BROKER(h, -EPROTO);
+    h.nfds = 0;
+    h.source = 0;
+    CLIENT(h, -EPROTO);                         /* broker-only */
+}
+
+/* ---- shared memory: descriptor codec ---------------------------------------- */
+
+Test(shm_desc, encode_layout)
+{
+    bk_shm_desc_t d = {
+        .segid = 0x14131211u,
+        .offset = UINT64_C(0x2827262524232221),
+        .length = UINT64_C(0x3837363534333231),
+    };
+    static const uint8_t want[BK_SHM_DESC_SIZE] = {
+        0x11, 0x12, 0x13, 0x14,
+        0x00, 0x00, 0x00, 0x00,
+        0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28,
+        0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38,
+    };
+    uint8_t out[BK_SHM_DESC_SIZE];
+    bk_shm_desc_t back;
+
+    memset(out, 0xee, sizeof(out));
+    bk_shm_desc_encode(&d, out);
+    for (unsigned i = 0; i < BK_SHM_DESC_SIZE; i++)
+        cr_expect_eq(out[i], want[i], "byte %u: 0x%02x want 0x%02x", i,
+                     out[i], want[i]);
+    memset(&back, 0x5a, sizeof(back));
+    cr_assert_eq(bk_shm_desc_decode(want, &back), 0);
+    cr_expect_eq(back.segid, d.segid);
+    cr_expect_eq(back.offset, d.offset);
+    cr_expect_eq(back.length, d.length);
+}
+
+Test(shm_desc, roundtrip_extremes)
+{
+    bk_shm_desc_t in[] = {
+        { 1, 0, 0 },
+        { BK_SEGID_MAX, UINT64_MAX, UINT64_MAX },
+        { 0x40000000u, UINT64_C(1) << 63, UINT64_C(1) << 32 },
+    };
+
+    for (unsigned i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+        uint8_t wire[BK_SHM_DESC_SIZE];
+        bk_shm_desc_t out;
+        bk_shm_desc_encode(&in[i], wire);
+        memset(&out, 0, sizeof(out));
+        cr_assert_eq(bk_shm_desc_decode(wire, &out), 0, "case %u", i);
+        cr_assert_eq(out.segid, in[i].segid);
+        cr_assert_eq(out.offset, in[i].offset);
+        cr_assert_eq(out.length, in[i].length);
+    }
+}
+
+Test(shm_desc, decode_rejects)
+{
+    bk_shm_desc_t d = { 1, 4096, 100 }, out;
+    uint8_t wire[BK_SHM_DESC_SIZE];
+
+    bk_shm_desc_encode(&d, wire);
+    bk_put32(wire, 0);
+    cr_expect_eq(bk_shm_desc_decode(wire, &out), -EPROTO, "segid 0");
+    bk_put32(wire, BK_SEGID_MAX + 1);
+    cr_expect_eq(bk_shm_desc_decode(wire, &out), -EPROTO, "segid 2^31");
+    bk_put32(wire, UINT32_MAX);
+    cr_expect_eq(bk_shm_desc_decode(wire, &out), -EPROTO, "segid ~0");
+    /* Each byte of the reserved word on its own. */
+    for (int i = 4; i < 8; i++) {
+        bk_shm_desc_encode(&d, wire);
+        wire[i] = 0x01;
+        cr_expect_eq(bk_shm_desc_decode(wire, &out), -EPROTO,
+                     "reserved byte %d", i);
+    }
+}
+
+Test(shm_desc, fits)
+{
+    static const struct {
+        uint64_t offset, length, size;
+        bool fits;
+    } c[] = {
+        { 0, 4096, 4096, true },                /* the whole segment */
+        { 0, 4097, 4096, false },
+        { 4000, 96, 4096, true },               /* ends at the end */
+        { 4000, 97, 4096, false },              /* one byte past */
+        { 4096, 0, 4096, true },                /* empty, at the end */
+        { 4096, 1, 4096, false },
+        { 4097, 0, 4096, false },               /* starts past the end */
+        { 0, 0, 0, true },
+        { 8, UINT64_MAX - 4, 4096, false },     /* offset + length wraps */
+        { UINT64_MAX, 2, 4096, false },
+        { UINT64_MAX, UINT64_MAX, UINT64_MAX, false },
+        { 1, UINT64_MAX, UINT64_MAX, false },
+        { 0, UINT64_MAX, UINT64_MAX, true },
+        { UINT64_MAX, 0, UINT64_MAX, true },
+        { UINT64_MAX - 10, 10, UINT64_MAX, true },
+        { UINT64_MAX - 10, 11, UINT64_MAX, false },
+    };
+
+    for (unsigned i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        bk_shm_desc_t d = { 1, c[i].offset, c[i].length };
+        cr_expect_eq(bk_shm_desc_fits(&d, c[i].size), c[i].fits,
+                     "case %u: offset %llu length %llu in %llu", i,
+                     (unsigned long long)c[i].offset,
+                     (unsigned long long)c[i].length,
+                     (unsigned long long)c[i].size);
+    }
+}
+
 /* ---- names ------------------------------------------------------------- */
 
 static bool nv(const char *s)
@@ -908,6 +1473,9 @@ Test(welcome, encode_layout)
         .max_name = 0x44434241u,
         .max_streams = 0x54535251u,
         .queue_limit = UINT64_C(0x6867666564636261),
+        .max_segments = 0x74737271u,
+        .reserved = 0xdeadbeefu,                /* never goes on the wire */
+        .max_shm = UINT64_C(0x9897969594939291),
     };
     static const uint8_t want[BK_WELCOME_SIZE] = {
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
@@ -917,6 +1485,9 @@ Test(welcome, encode_layout)
         0x41, 0x42, 0x43, 0x44,
         0x51, 0x52, 0x53, 0x54,
         0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68,
+        0x71, 0x72, 0x73, 0x74,                 /* 40: max_segments */
+        0x00, 0x00, 0x00, 0x00,                 /* 44: reserved */
+        0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, /* 48: max_shm */
     };
     uint8_t out[BK_WELCOME_SIZE];
     bk_welcome_t back;
@@ -936,15 +1507,33 @@ Test(welcome, encode_layout)
     cr_expect_eq(back.max_name, w.max_name);
     cr_expect_eq(back.max_streams, w.max_streams);
     cr_expect_eq(back.queue_limit, w.queue_limit);
+    cr_expect_eq(back.max_segments, w.max_segments);
+    cr_expect_eq(back.max_shm, w.max_shm);
+    cr_expect_eq(back.reserved, 0);
+}
+
+Test(welcome, reserved_field_is_ignored_on_decode)
+{
+    uint8_t wire[BK_WELCOME_SIZE];
+    bk_welcome_t w = { .max_segments = 5, .max_shm = 1234 }, back;
+
+    bk_welcome_encode(&w, wire);
+    memset(wire + 44, 0xff, 4);         /* a newer broker's use of it */
+    memset(&back, 0x5a, sizeof(back));
+    bk_welcome_decode(wire, &back);
+    cr_expect_eq(back.reserved, 0);
+    cr_expect_eq(back.max_segments, 5);
+    cr_expect_eq(back.max_shm, 1234);
 }
 
 Test(welcome, roundtrip_defaults_and_extremes)
 {
     bk_welcome_t in[2] = {
         { 1, BK_DEF_MAX_PACKET, BK_DEF_MAX_FDS, BK_DEF_MAX_MSG, BK_MAX_NAME,
-          BK_DEF_MAX_STREAMS, BK_DEF_QUEUE_LIMIT },
+          BK_DEF_MAX_STREAMS, BK_DEF_QUEUE_LIMIT, BK_DEF_MAX_SEGMENTS, 0,
+          BK_DEF_MAX_SHM },
         { UINT64_MAX, UINT32_MAX, UINT32_MAX, UINT64_MAX, UINT32_MAX,
-          UINT32_MAX, UINT64_MAX },
+          UINT32_MAX, UINT64_MAX, UINT32_MAX, 0, UINT64_MAX },
     };
 
     for (int i = 0; i < 2; i++) {
@@ -960,5 +1549,7 @@ Test(welcome, roundtrip_defaults_and_extremes)
         cr_assert_eq(out.max_name, in[i].max_name);
         cr_assert_eq(out.max_streams, in[i].max_streams);
         cr_assert_eq(out.queue_limit, in[i].queue_limit);
+        cr_assert_eq(out.max_segments, in[i].max_segments);
+        cr_assert_eq(out.max_shm, in[i].max_shm);
     }
 }

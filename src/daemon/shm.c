@@ -1,0 +1,433 @@
+/*
+ * shm.c - shared-memory bookkeeping: segment registration, descriptor
+ * checks, delivery of segment fds, references held and released.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include "frame.h"
+#include "log.h"
+#include "port.h"
+#include "server.h"
+#include "shm.h"
+
+typedef struct bk_segment {
+    bk_hnode_t node;
+    uint8_t key[4];
+    uint32_t segid;
+    uint64_t size;
+    int rofd;                   /* read-only reopen, forwarded to receivers */
+    uint64_t *sent_to;          /* client ids that were sent rofd */
+    uint32_t nsent, capsent;
+} bk_segment_t;
+
+typedef struct bk_known {
+    bk_hnode_t node;
+    uint8_t key[12];            /* owner id, segid */
+    uint64_t refs;              /* references into it held or in flight */
+    bool owner_gone;
+} bk_known_t;
+
+typedef struct bk_held {
+    bk_hnode_t node;
+    uint8_t key[20];            /* owner id, segid, offset */
+    uint64_t count;
+} bk_held_t;
+
+void bk_shm_port_init(bk_shm_port_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    bk_ht_init(&s->segs);
+    bk_ht_init(&s->known);
+    bk_ht_init(&s->held);
+}
+
+/* ---- keys and lookups --------------------------------------------------- */
+
+static void known_key(uint8_t k[12], uint64_t owner, uint32_t segid)
+{
+    bk_put64(k, owner);
+    bk_put32(k + 8, segid);
+}
+
+static void held_key(uint8_t k[20], uint64_t owner, uint32_t segid,
+                     uint64_t offset)
+{
+    bk_put64(k, owner);
+    bk_put32(k + 8, segid);
+    bk_put64(k + 12, offset);
+}
+
+static bk_segment_t *seg_find(bk_port_t *p, uint32_t segid)
+{
+    uint8_t k[4];
+    bk_hnode_t *n;
+
+    bk_put32(k, segid);
+    n = bk_ht_find(&p->shm.segs, k, sizeof(k));
+    return n ? bk_container_of(n, bk_segment_t, node) : NULL;
+}
+
+static bk_known_t *known_find(bk_port_t *p, uint64_t owner, uint32_t segid)
+{
+    uint8_t k[12];
+    bk_hnode_t *n;
+
+    known_key(k, owner, segid);
+    n = bk_ht_find(&p->shm.known, k, sizeof(k));
+    return n ? bk_container_of(n, bk_known_t, node) : NULL;
+}
+
+static bk_held_t *held_find(bk_port_t *p, uint64_t owner, uint32_t segid,
+                            uint64_t offset)
+{
+    uint8_t k[20];
+    bk_hnode_t *n;
+
+    held_key(k, owner, segid, offset);
+    n = bk_ht_find(&p->shm.held, k, sizeof(k));
+    return n ? bk_container_of(n, bk_held_t, node) : NULL;
+}
+
+/* ---- frames the broker sends ------------------------------------------- */
+
+static void send_release(bk_port_t *owner, uint64_t peer, uint32_t segid,
+                         uint64_t count, uint64_t offset, bk_port_t *cause)
+{
+    uint8_t rec[BK_RELEASE_SIZE];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_RELEASE,
+        .length = BK_RELEASE_SIZE, .dest = owner->id,
+    };
+
+    /* counts beyond 32 bits are split into several records */
+    while (count) {
+        uint32_t c = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
+        bk_put64(rec, peer);
+        bk_put32(rec + 8, segid);
+        bk_put32(rec + 12, c);
+        bk_put64(rec + 16, offset);
+        bk_port_send(owner, &h, rec, NULL, 0, cause);
+        count -= c;
+    }
+}
+
+static void send_seg_drop(bk_port_t *to, uint64_t owner, uint32_t segid)
+{
+    uint8_t buf[BK_SEG_DROP_SIZE];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_SEG_DROP,
+        .length = BK_SEG_DROP_SIZE, .source = owner, .dest = to->id,
+    };
+
+    bk_put32(buf, segid);
+    bk_put32(buf + 4, 0);
+    bk_port_send(to, &h, buf, NULL, 0, NULL);
+}
+
+/* ---- registration --------------------------------------------------------- */
+
+static int check_memfd(int fd, uint64_t size)
+{
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+
+    if (seals < 0)
+        return EINVAL;          /* not a memfd (or sealing not allowed) */
+    if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
+        (F_SEAL_SHRINK | F_SEAL_GROW))
+        return EINVAL;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size != size)
+        return EINVAL;
+    return 0;
+}
+
+/* A new open file description of the same memfd, read-only: what
+ * receivers get, so they cannot map the sender's memory writable. */
+static int reopen_ro(int fd)
+{
+    char path[64];
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
+{
+    const bk_config_t *cfg = p->srv->cfg;
+    uint32_t segid = bk_get32(payload);
+    uint64_t size = bk_get64(payload + 8);
+    bk_segment_t *seg;
+    int r = check_memfd(fd, size), rofd;
+
+    if (!r && seg_find(p, segid))
+        r = EEXIST;
+    if (!r && p->shm.nsegs >= cfg->max_segments)
+        r = ENOSR;
+    if (!r && size > cfg->max_shm - p->shm.bytes)
+        r = ENOSPC;
+    if (r) {
+        close(fd);
+        return r;
+    }
+    rofd = reopen_ro(fd);
+    close(fd);
+    if (rofd < 0)
+        return -rofd;
+    seg = calloc(1, sizeof(*seg));
+    if (!seg) {
+        close(rofd);
+        return ENOMEM;
+    }
+    seg->segid = segid;
+    seg->size = size;
+    seg->rofd = rofd;
+    bk_put32(seg->key, segid);
+    seg->node.key = seg->key;
+    seg->node.keylen = sizeof(seg->key);
+    if (bk_ht_insert(&p->shm.segs, &seg->node) < 0) {
+        close(rofd);
+        free(seg);
+        return ENOMEM;
+    }
+    p->shm.nsegs++;
+    p->shm.bytes += size;
+    p->srv->stats.shm_segments++;
+    p->srv->stats.shm_bytes += size;
+    bk_debug("client %" PRIu64 " registered segment %" PRIu32 " (%" PRIu64
+             " bytes)", p->id, segid, size);
+    return 0;
+}
+
+/* ---- descriptors -------------------------------------------------------- */
+
+int bk_shm_check(bk_port_t *from, const uint8_t *desc, const char **why)
+{
+    bk_shm_desc_t d;
+    bk_segment_t *seg;
+
+    if (bk_shm_desc_decode(desc, &d) < 0) {
+        *why = "malformed shared-memory descriptor";
+        return -EPROTO;
+    }
+    seg = seg_find(from, d.segid);
+    if (!seg) {
+        *why = "descriptor names a segment that is not registered";
+        return -EPROTO;
+    }
+    if (!bk_shm_desc_fits(&d, seg->size)) {
+        *why = "descriptor points outside its segment";
+        return -EPROTO;
+    }
+    return 0;
+}
+
+static int remember_receiver(bk_segment_t *seg, uint64_t id)
+{
+    if (seg->nsent == seg->capsent) {
+        uint32_t cap = seg->capsent ? seg->capsent * 2 : 4;
+        uint64_t *v = realloc(seg->sent_to, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        seg->sent_to = v;
+        seg->capsent = cap;
+    }
+    seg->sent_to[seg->nsent++] = id;
+    return 0;
+}
+
+/* Send `to` the segment's fd once, before the first descriptor into it. */
+static bk_known_t *introduce(bk_port_t *from, bk_port_t *to,
+                             bk_segment_t *seg)
+{
+    uint8_t buf[BK_SEG_REG_SIZE];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_SEGMENT, .nfds = 1,
+        .length = BK_SEG_REG_SIZE, .source = from->id, .dest = to->id,
+    };
+    bk_known_t *k = calloc(1, sizeof(*k));
+    int fd;
+
+    if (!k)
+        return NULL;
+    known_key(k->key, from->id, seg->segid);
+    k->node.key = k->key;
+    k->node.keylen = sizeof(k->key);
+    fd = fcntl(seg->rofd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0 || remember_receiver(seg, to->id) < 0 ||
+        bk_ht_insert(&to->shm.known, &k->node) < 0) {
+        if (fd >= 0)
+            close(fd);
+        free(k);
+        return NULL;
+    }
+    bk_put32(buf, seg->segid);
+    bk_put32(buf + 4, 0);
+    bk_put64(buf + 8, seg->size);
+    bk_port_send(to, &h, buf, &fd, 1, from);
+    return k;
+}
+
+int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc)
+{
+    bk_shm_desc_t d;
+    bk_segment_t *seg;
+    bk_known_t *k;
+    bk_held_t *held;
+
+    if (bk_shm_desc_decode(desc, &d) < 0 || !(seg = seg_find(from, d.segid)))
+        return -EPROTO;         /* bk_shm_check ran first: cannot happen */
+    k = known_find(to, from->id, d.segid);
+    if (!k && !(k = introduce(from, to, seg)))
+        return -ENOMEM;
+    held = held_find(to, from->id, d.segid, d.offset);
+    if (!held) {
+        held = calloc(1, sizeof(*held));
+        if (!held)
+            return -ENOMEM;
+        held_key(held->key, from->id, d.segid, d.offset);
+        held->node.key = held->key;
+        held->node.keylen = sizeof(held->key);
+        if (bk_ht_insert(&to->shm.held, &held->node) < 0) {
+            free(held);
+            return -ENOMEM;
+        }
+    }
+    held->count++;
+    k->refs++;
+    to->shm.nheld++;
+    to->srv->stats.shm_held++;
+    return 0;
+}
+
+void bk_shm_undelivered(bk_port_t *from, const uint8_t *desc)
+{
+    bk_shm_desc_t d;
+
+    if (bk_shm_desc_decode(desc, &d) == 0)
+        send_release(from, 0, d.segid, 1, d.offset, from);
+}
+
+/* ---- release --------------------------------------------------------------- */
+
+/* `p` no longer holds `count` references into (owner, segid). */
+static void drop_known_refs(bk_port_t *p, uint64_t owner, uint32_t segid,
+                            uint64_t count)
+{
+    bk_known_t *k = known_find(p, owner, segid);
+
+    if (!k)
+        return;
+    k->refs -= count < k->refs ? count : k->refs;
+    if (k->owner_gone && k->refs == 0) {
+        bk_ht_remove(&p->shm.known, &k->node);
+        free(k);
+        send_seg_drop(p, owner, segid);
+    }
+}
+
+int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
+                   const char **why)
+{
+    for (uint32_t off = 0; off < len; off += BK_RELEASE_SIZE) {
+        const uint8_t *r = payload + off;
+        uint64_t owner = bk_get64(r), offset = bk_get64(r + 16);
+        uint32_t segid = bk_get32(r + 8), count = bk_get32(r + 12);
+        bk_held_t *held = held_find(p, owner, segid, offset);
+        bk_port_t *op;
+
+        if (!held || count == 0 || count > held->count) {
+            *why = "release of a shared-memory buffer it does not hold";
+            return -EPROTO;
+        }
+        held->count -= count;
+        p->shm.nheld -= count;
+        p->srv->stats.shm_held -= count;
+        if (!held->count) {
+            bk_ht_remove(&p->shm.held, &held->node);
+            free(held);
+        }
+        drop_known_refs(p, owner, segid, count);
+        op = bk_server_find(p->srv, owner);
+        if (op)
+            send_release(op, p->id, segid, count, offset, p);
+    }
+    return 0;
+}
+
+/* ---- departure --------------------------------------------------------------- */
+
+/* Give every reference `p` holds back to its owner. */
+static void return_held(bk_port_t *p)
+{
+    bk_hnode_t *n, *next;
+
+    for (n = bk_ht_next(&p->shm.held, NULL); n; n = next) {
+        bk_held_t *held = bk_container_of(n, bk_held_t, node);
+        uint64_t owner = bk_get64(held->key);
+        bk_port_t *op = bk_server_find(p->srv, owner);
+
+        next = bk_ht_next(&p->shm.held, n);
+        if (op && op != p)
+            send_release(op, p->id, bk_get32(held->key + 8), held->count,
+                         bk_get64(held->key + 12), NULL);
+        p->srv->stats.shm_held -= held->count;
+        free(held);
+    }
+    bk_ht_fini(&p->shm.held);
+    p->shm.nheld = 0;
+    for (n = bk_ht_next(&p->shm.known, NULL); n; n = next) {
+        next = bk_ht_next(&p->shm.known, n);
+        free(bk_container_of(n, bk_known_t, node));
+    }
+    bk_ht_fini(&p->shm.known);
+}
+
+/* The owner of `seg` is gone: each receiver hears it once it holds no
+ * reference into the segment, so the news never overtakes a descriptor. */
+static void retire(bk_port_t *p, bk_segment_t *seg)
+{
+    for (uint32_t i = 0; i < seg->nsent; i++) {
+        bk_port_t *r = bk_server_find(p->srv, seg->sent_to[i]);
+        bk_known_t *k;
+
+        if (!r || r == p || !(k = known_find(r, p->id, seg->segid)))
+            continue;
+        if (k->refs) {
+            k->owner_gone = true;
+            continue;
+        }
+        bk_ht_remove(&r->shm.known, &k->node);
+        free(k);
+        send_seg_drop(r, p->id, seg->segid);
+    }
+    close(seg->rofd);
+    free(seg->sent_to);
+}
+
+void bk_shm_port_gone(bk_port_t *p)
+{
+    bk_hnode_t *n, *next;
+
+    return_held(p);
+    for (n = bk_ht_next(&p->shm.segs, NULL); n; n = next) {
+        bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+
+        next = bk_ht_next(&p->shm.segs, n);
+        retire(p, seg);
+        p->srv->stats.shm_segments--;
+        p->srv->stats.shm_bytes -= seg->size;
+        free(seg);
+    }
+    bk_ht_fini(&p->shm.segs);
+    p->shm.nsegs = 0;
+    p->shm.bytes = 0;
+}

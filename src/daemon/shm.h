@@ -1,0 +1,59 @@
+/*
+ * shm.h - the broker's shared-memory bookkeeping (prefix bk_shm_).
+ *
+ * The broker never maps a payload.  It keeps, per client:
+ *   - the segments the client owns: a read-only reopen of each sealed memfd
+ *     (forwarded to receivers) and the ids of the clients it went to;
+ *   - the segments the client was sent ("known"), with how many references
+ *     into each it holds, so the owner's departure is announced only once
+ *     every descriptor it sent there has been released;
+ *   - the references it holds, by (owner, segment, offset), so releases
+ *     are checked and a departing receiver's references go back to their
+ *     owners.
+ */
+#ifndef BK_SHM_H
+#define BK_SHM_H
+
+#include <stdint.h>
+#include "htable.h"
+#include "proto.h"
+
+struct bk_port;
+
+typedef struct bk_shm_port {
+    bk_htable_t segs;           /* owned: segid -> bk_segment */
+    uint32_t nsegs;
+    uint64_t bytes;
+    bk_htable_t known;          /* received: (owner, segid) -> bk_known */
+    bk_htable_t held;           /* (owner, segid, offset) -> bk_held */
+    uint64_t nheld;             /* references held */
+} bk_shm_port_t;
+
+void bk_shm_port_init(bk_shm_port_t *s);
+
+/* CTRL SEGMENT: check and register the memfd `fd` (ownership taken).
+ * Returns 0 or a positive errno for the CTRL_REPLY. */
+int bk_shm_register(struct bk_port *p, const uint8_t *payload, int fd);
+
+/* A DATA frame with BK_F_SHM from `from`: 0 if its descriptor names one of
+ * from's segments and lies inside it, else -EPROTO with *why set. */
+int bk_shm_check(struct bk_port *from, const uint8_t *desc, const char **why);
+
+/* The descriptor is about to be queued for `to`: send `to` the segment
+ * first if it never got it, and count the reference `to` now holds. */
+int bk_shm_deliver(struct bk_port *from, struct bk_port *to,
+                   const uint8_t *desc);
+
+/* The descriptor was not delivered: give the reference back to `from`. */
+void bk_shm_undelivered(struct bk_port *from, const uint8_t *desc);
+
+/* A RELEASE frame from `p`.  Returns 0 or -EPROTO (releases a reference
+ * it does not hold) with *why set. */
+int bk_shm_release(struct bk_port *p, const uint8_t *payload, uint32_t len,
+                   const char **why);
+
+/* `p` is going away: its references go back to their owners, its segments
+ * are closed and announced gone to those who got them. */
+void bk_shm_port_gone(struct bk_port *p);
+
+#endif
