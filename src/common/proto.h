@@ -12,6 +12,7 @@
 #ifndef BK_PROTO_H
 #define BK_PROTO_H
 
+#include <fcntl.h>
 #include <stdint.h>
 
 #define BK_PROTO_VERSION    1u
@@ -67,6 +68,13 @@ enum bk_op {
                                    u32 segid, u32 count, u64 offset */
 #define BK_SEG_DROP_SIZE  8u    /* SEG_DROP payload: u32 segid, u32 0 */
 #define BK_SEGID_MAX      0x7fffffffu
+/* Seals every segment must carry before it is registered.  FUTURE_WRITE
+ * (added after the owner mapped it read-write) stops everyone else from
+ * writing, even through a read-write reopen of /proc/self/fd. */
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#define BK_SEALS_REQUIRED (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
 #define BK_DEF_MAX_SEGMENTS 64u
 #define BK_DEF_MAX_SHM    (UINT64_C(2) << 30)
 

@@ -140,8 +140,7 @@ static int check_memfd(int fd, uint64_t size)
 
     if (seals < 0)
         return EINVAL;          /* not a memfd (or sealing not allowed) */
-    if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
-        (F_SEAL_SHRINK | F_SEAL_GROW))
+    if ((seals & BK_SEALS_REQUIRED) != BK_SEALS_REQUIRED)
         return EINVAL;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
         (uint64_t)st.st_size != size)

@@ -360,7 +360,7 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
     s->acall = ac;
     calls_link(b->as, ac);
     r = bk_send_queued(b, sid, BK_F_OPEN | BK_F_NAME, name, 0, data, len,
-                       NULL, 0);
+                       NULL, 0, NULL);
     if (r < 0 && !ac->linked) {
         /* answered while the send failed: the callback reports it */
         update(b);

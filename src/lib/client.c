@@ -255,6 +255,8 @@ void bk_lmsg_free(struct bk_lmsg *m)
 {
     if (!m)
         return;
+    if (m->view)
+        bk_shm_view_put(m->view, m->view_off, false);
     for (unsigned i = 0; i < m->pub.nfds; i++)
         if (m->pub.fds && m->pub.fds[i] >= 0)
             close(m->pub.fds[i]);
@@ -264,8 +266,16 @@ void bk_lmsg_free(struct bk_lmsg *m)
 
 BROKER_API void broker_msg_free(broker_msg_t *msg)
 {
-    if (msg)
-        bk_lmsg_free(bk_container_of(msg, struct bk_lmsg, pub));
+    struct bk_lmsg *m;
+
+    if (!msg)
+        return;
+    m = bk_container_of(msg, struct bk_lmsg, pub);
+    if (m->view) {
+        bk_shm_view_put(m->view, m->view_off, true);
+        m->view = NULL;
+    }
+    bk_lmsg_free(m);
 }
 
 void bk_watch_begin(broker_t *b, uint32_t sid, bool data)
@@ -273,6 +283,12 @@ void bk_watch_begin(broker_t *b, uint32_t sid, bool data)
     b->watch_sid = sid;
     b->watch_data = data;
     b->watch_msg = NULL;
+}
+
+/* The watched stream was closed or failed while a blocking send ran. */
+bool bk_watch_aborted(const broker_t *b)
+{
+    return b->watch_msg && b->watch_msg->pub.kind != BROKER_MSG_DATA;
 }
 
 struct bk_lmsg *bk_watch_end(broker_t *b)
@@ -307,6 +323,10 @@ static broker_t *broker_new(int fd)
     b->opt_max_msg = BK_DEF_LIB_MAX_MSG;
     b->opt_max_partial = BK_DEF_LIB_MAX_PARTIAL;
     b->opt_timeout_ms = BK_DEF_LIB_TIMEOUT_MS;
+    b->opt_shm_threshold = BK_DEF_SHM_THRESHOLD;
+    b->opt_shm_seg_size = BK_DEF_SHM_SEGMENT;
+    b->opt_shm_pool_max = UINT64_MAX;
+    b->opt_shm_fallback = true;
     b->flim.max_packet = BK_MIN_MAX_PACKET;
     b->flim.max_fds = BK_MAX_FDS_HARD;
     b->flim.max_name = BK_MAX_NAME;
@@ -319,7 +339,7 @@ static broker_t *broker_new(int fd)
     b->rbuf_len = BK_MIN_MAX_PACKET;
     b->rbuf = malloc(b->rbuf_len);
     b->sbuf = malloc(BK_MIN_MAX_PACKET);
-    if (!b->rbuf || !b->sbuf) {
+    if (!b->rbuf || !b->sbuf || bk_shm_create(b) < 0) {
         free(b->rbuf);
         free(b->sbuf);
         bk_reasm_fini(&b->reasm);
@@ -421,6 +441,7 @@ void bk_free(broker_t *b)
     struct bk_lmsg *m;
     bk_hnode_t *n;
 
+    bk_shm_close_rx(b);
     for (n = bk_ht_next(&b->streams, NULL); n; ) {
         struct bk_stream *s = bk_container_of(n, struct bk_stream, node);
         n = bk_ht_next(&b->streams, n);
@@ -443,6 +464,7 @@ void bk_free(broker_t *b)
     free(b->ctrl_payload);
     free(b->rbuf);
     free(b->sbuf);
+    bk_shm_destroy(b);
     if (b->fd >= 0)
         close(b->fd);
     free(b);
@@ -502,6 +524,22 @@ BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
             return -EINVAL;
         b->opt_timeout_ms = value;
         break;
+    case BROKER_OPT_SHM_THRESHOLD:
+        b->opt_shm_threshold = value;
+        break;
+    case BROKER_OPT_SHM_SEGMENT_SIZE:
+        if (value == 0 || value > BK_MAX_SHM_SEGMENT)
+            return -EINVAL;
+        b->opt_shm_seg_size = value;
+        break;
+    case BROKER_OPT_SHM_POOL_MAX:
+        b->opt_shm_pool_max = value;
+        break;
+    case BROKER_OPT_SHM_FALLBACK:
+        if (value > 1)
+            return -EINVAL;
+        b->opt_shm_fallback = value;
+        break;
     default:
         return -EINVAL;
     }
@@ -517,9 +555,11 @@ BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
 /* Attached mode: queue the request in the ring and write until it is out
  * (reading meanwhile). */
 static int ctrl_send_queued(broker_t *b, uint32_t id, uint32_t op,
-                            const char *arg, size_t len, int64_t deadline)
+                            const void *arg, size_t len, int fd,
+                            int64_t deadline)
 {
-    int r = bk_queue_ctrl(b, id, op, arg, len);
+    int r = bk_queue_ctrl(b, id, op, arg, len, fd >= 0 ? &fd : NULL,
+                          fd >= 0);
 
     if (r < 0)
         return r;
@@ -537,16 +577,16 @@ static int ctrl_send_queued(broker_t *b, uint32_t id, uint32_t op,
     return b->err;
 }
 
-/* Send a CTRL request and wait for its reply.  Returns the broker's answer
- * (0 or a negative errno) and, when asked for, the reply payload (malloc,
- * owned by the caller). */
-static int ctrl_call(broker_t *b, uint32_t op, const char *arg, size_t len,
-                     int timeout_ms, uint8_t **payload, size_t *plen)
+/* Send a CTRL request (with fd attached unless it is -1; the caller
+ * keeps it) and wait for its reply.  Returns the broker's answer (0 or a
+ * negative errno) and, when asked for, the reply payload (malloc, owned
+ * by the caller). */
+int bk_ctrl_call(broker_t *b, uint32_t op, const void *arg, size_t len,
+                 int fd, int64_t deadline, uint8_t **payload, size_t *plen)
 {
     uint8_t hdr[BK_HDR_SIZE];
-    int64_t deadline = bk_deadline(timeout_ms);
     bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_CTRL,
-                   .length = (uint32_t)len, .aux = op };
+                   .length = (uint32_t)len, .aux = op, .nfds = fd >= 0 };
     struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)arg, len } };
     int r = bk_usable(b);
 
@@ -562,9 +602,10 @@ static int ctrl_call(broker_t *b, uint32_t op, const char *arg, size_t len,
     b->ctrl_done = false;
     b->ctrl_id = h.stream;
     if (b->as)
-        r = ctrl_send_queued(b, h.stream, op, arg, len, deadline);
+        r = ctrl_send_queued(b, h.stream, op, arg, len, fd, deadline);
     else
-        r = bk_send_direct(b, iov, len ? 2 : 1, NULL, 0, deadline);
+        r = bk_send_direct(b, iov, len ? 2 : 1, fd >= 0 ? &fd : NULL,
+                           fd >= 0, deadline);
     while (r == 0 && !b->ctrl_done)
         r = bk_wait(b, false, deadline);
     b->ctrl_id = 0;
@@ -581,6 +622,13 @@ static int ctrl_call(broker_t *b, uint32_t op, const char *arg, size_t len,
     if (b->as)
         bk_async_kick(b);
     return r;
+}
+
+static int ctrl_call(broker_t *b, uint32_t op, const char *arg, size_t len,
+                     int timeout_ms, uint8_t **payload, size_t *plen)
+{
+    return bk_ctrl_call(b, op, arg, len, -1, bk_deadline(timeout_ms),
+                        payload, plen);
 }
 
 static int name_op(broker_t *b, uint32_t op, const char *name,

@@ -34,12 +34,21 @@
 #define BK_FLUSH_BUDGET         64u     /* packets written per wake-up */
 #define BK_MIN_FRAG             512u    /* smallest fragment worth packing */
 #define BK_MAX_SPARE            16u     /* stream entries kept for reuse */
+#define BK_DEF_SHM_THRESHOLD    262144u
+#define BK_DEF_SHM_SEGMENT      (UINT64_C(64) << 20)
+#define BK_MAX_SHM_SEGMENT      (UINT64_C(1) << 40)
+
+struct bk_sbuf;                 /* a buffer of our shared-memory pool */
+struct bk_rseg;                 /* a segment another client shared with us */
+struct bk_shm;
 
 /* A received message or event. */
 struct bk_lmsg {
     struct bk_lmsg *next;
     struct bk_acall *acall;     /* async call it answers, or NULL */
     void *own_data;             /* payload allocated apart, or NULL */
+    struct bk_rseg *view;       /* BROKER_MSGF_SHM: the segment data is in */
+    uint64_t view_off;          /* and the descriptor's offset */
     broker_msg_t pub;
 };
 
@@ -60,6 +69,8 @@ struct bk_omsg {
     size_t off;                 /* data bytes already framed */
     const int *fds;
     unsigned nfds;
+    struct bk_sbuf *shm;        /* descriptor of a pool buffer not yet
+                                   staged: its reference */
 };
 
 struct bk_oqueue {
@@ -101,6 +112,10 @@ struct broker {
     bool opt_chunked;
     uint32_t opt_max_partial;
     uint64_t opt_timeout_ms;
+    uint64_t opt_shm_threshold;
+    uint64_t opt_shm_seg_size;
+    uint64_t opt_shm_pool_max;
+    bool opt_shm_fallback;
 
     /* input */
     uint8_t *rbuf;
@@ -143,6 +158,7 @@ struct broker {
     size_t queued_bytes;        /* payload not yet staged */
 
     struct bk_async *as;        /* non-NULL once attached */
+    struct bk_shm *shm;         /* pool, mapped segments, releases */
 };
 
 /* ---- client.c ---------------------------------------------------------- */
@@ -168,6 +184,9 @@ struct bk_lmsg *bk_lmsg_from_out(bk_reasm_out_t *o);
 void bk_lmsg_free(struct bk_lmsg *m);
 void bk_watch_begin(broker_t *b, uint32_t sid, bool data);
 struct bk_lmsg *bk_watch_end(broker_t *b);
+bool bk_watch_aborted(const broker_t *b);
+int bk_ctrl_call(broker_t *b, uint32_t op, const void *arg, size_t len,
+                 int fd, int64_t deadline, uint8_t **payload, size_t *plen);
 
 /* ---- send.c ------------------------------------------------------------ */
 bool bk_out_pending(const broker_t *b);
@@ -179,8 +198,8 @@ int bk_queue_close(broker_t *b, uint32_t stream, uint32_t aux,
                    struct bk_stream *s);
 void bk_stream_drop_output(broker_t *b, struct bk_stream *s);
 int bk_queue_terminator(broker_t *b, uint32_t stream, uint8_t flags);
-int bk_queue_ctrl(broker_t *b, uint32_t id, uint32_t op, const char *arg,
-                  size_t len);
+int bk_queue_ctrl(broker_t *b, uint32_t id, uint32_t op, const void *arg,
+                  size_t len, const int *fds, unsigned nfds);
 void bk_unqueue_ctrl(broker_t *b);
 void bk_stream_ended(broker_t *b, struct bk_stream *s);
 void bk_oqueue_free(struct bk_oqueue *q);
@@ -188,10 +207,14 @@ void bk_stream_abort(broker_t *b, uint32_t sid, int err);
 int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
                      const char *name, uint64_t dest, const void *data,
                      size_t len, const int *fds, unsigned nfds,
-                     int64_t deadline);
+                     int64_t deadline, struct bk_sbuf *sb);
 int bk_send_queued(broker_t *b, uint32_t sid, uint8_t flags,
                    const char *name, uint64_t dest, const void *data,
-                   size_t len, const int *fds, unsigned nfds);
+                   size_t len, const int *fds, unsigned nfds,
+                   struct bk_sbuf *sb);
+int bk_send_oneway(broker_t *b, uint8_t flags, const char *name,
+                   uint64_t dest, const void *data, size_t len,
+                   struct bk_sbuf *sb);
 void bk_ring_remove(broker_t *b, struct bk_stream *s);
 int bk_check_send(const broker_t *b, const void *data, size_t len,
                   const int *fds, unsigned nfds);
@@ -202,6 +225,31 @@ int bk_wait(broker_t *b, bool want_write, int64_t deadline);
 void bk_deliver(broker_t *b, struct bk_lmsg *m);
 void bk_run_expiry(broker_t *b);
 void bk_reasm_limits_of(const broker_t *b, bk_reasm_limits_t *lim);
+
+/* ---- shm.c -------------------------------------------------------------
+ * The sb argument of the send functions above: a descriptor of a pool
+ * buffer (data/len are its encoded form) whose reference the call takes
+ * over, giving it back if the descriptor is never sent.  With sb NULL,
+ * large messages may take the automatic shared-memory path. */
+int bk_shm_create(broker_t *b);
+void bk_shm_close_rx(broker_t *b);
+void bk_shm_destroy(broker_t *b);
+int bk_shm_auto(broker_t *b, const void *data, size_t len, unsigned nfds,
+                int64_t deadline, struct bk_sbuf **out,
+                uint8_t desc[BK_SHM_DESC_SIZE]);
+void bk_shm_unsent(struct bk_sbuf *sb);
+int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p);
+int bk_shm_on_segment(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
+                      int fd);
+int bk_shm_on_seg_drop(broker_t *b, const bk_hdr_t *h, const uint8_t *p);
+int bk_shm_lookup(broker_t *b, uint64_t owner, const bk_shm_desc_t *d,
+                  struct bk_rseg **out);
+void *bk_shm_view_get(struct bk_rseg *seg, uint64_t off);
+void bk_shm_view_put(struct bk_rseg *seg, uint64_t off, bool flush);
+void bk_shm_release(broker_t *b, uint64_t owner, uint32_t segid,
+                    uint64_t off);
+bool bk_shm_release_pending(const broker_t *b);
+size_t bk_shm_stage_release(broker_t *b, uint8_t *out, size_t room);
 
 /* ---- async.c ----------------------------------------------------------- */
 void bk_async_settle(broker_t *b, struct bk_acall *ac);

@@ -97,6 +97,74 @@ void bk_run_expiry(broker_t *b)
         bk_reasm_expire(&b->reasm, now, on_expired, b);
 }
 
+/* ---- shared-memory messages ------------------------------------------------ */
+
+/* A descriptor we will not deliver: its reference goes back at once. */
+static void shm_return(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+{
+    size_t nl = (h->flags & BK_F_NAME) ? h->aux : 0;
+    bk_shm_desc_t d;
+
+    if (bk_shm_desc_decode(p + nl, &d) == 0)
+        bk_shm_release(b, h->source, d.segid, d.offset);
+}
+
+/* DATA with BK_F_SHM (one whole message, its stream already checked):
+ * deliver a message whose data is a view into the sender's segment.  The
+ * name and flags go through the reassembly table like any one-fragment
+ * message, so a key still busy with fragments is caught the same way. */
+static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+{
+    size_t nl = (h->flags & BK_F_NAME) ? h->aux : 0;
+    bool ends = h->flags & BK_F_CLOSE;
+    bk_hdr_t fh = *h;
+    bk_reasm_result_t res;
+    struct bk_rseg *seg = NULL;
+    struct bk_stream *s;
+    struct bk_lmsg *m;
+    bk_shm_desc_t d;
+    int r;
+
+    r = bk_shm_desc_decode(p + nl, &d);
+    if (r == 0) {
+        r = bk_shm_lookup(b, h->source, &d, &seg);
+        if (r < 0)
+            bk_shm_release(b, h->source, d.segid, d.offset);
+    }
+    if (r < 0) {
+        refuse(b, h->source, h->stream, r, !ends);
+        return 0;
+    }
+    fh.flags &= (uint8_t)~BK_F_SHM;
+    fh.length = (uint32_t)nl;
+    r = bk_reasm_feed(&b->reasm, &fh, p, NULL, bk_now_ms(), &res);
+    if (r != 1) {
+        if (r > 0)
+            for (int i = 0; i < r; i++)
+                bk_reasm_out_release(&res.out[i]);
+        bk_shm_release(b, h->source, d.segid, d.offset);
+        if (r == -EPROTO)
+            return -EPROTO;
+        refuse(b, h->source, h->stream, r < 0 ? r : -EPROTO, !ends);
+        return 0;
+    }
+    m = bk_lmsg_from_out(&res.out[0]);
+    if (!m) {
+        bk_reasm_out_release(&res.out[0]);
+        bk_shm_release(b, h->source, d.segid, d.offset);
+        return -ENOMEM;
+    }
+    m->pub.data = bk_shm_view_get(seg, d.offset);
+    m->pub.len = (size_t)d.length;
+    m->pub.flags |= BROKER_MSGF_SHM;
+    m->view = seg;
+    m->view_off = d.offset;
+    bk_deliver(b, m);
+    if (ends && (s = bk_stream_find(b, h->stream)))
+        bk_stream_ended(b, s);
+    return 0;
+}
+
 /* ---- frames --------------------------------------------------------------- */
 
 static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
@@ -104,6 +172,7 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
 {
     struct bk_stream *s = bk_stream_find(b, h->stream);
     bool ends = (h->flags & BK_F_CLOSE) && !(h->flags & BK_F_MORE);
+    bool shm = h->flags & BK_F_SHM;
     bk_reasm_result_t res;
     int r;
 
@@ -117,6 +186,8 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
             if (!s) {
                 if (fds)
                     bk_close_fds(fds, h->nfds);
+                if (shm)
+                    shm_return(b, h, p);
                 refuse(b, h->source, h->stream, -ENOMEM, !ends);
                 return 0;
             }
@@ -126,8 +197,12 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
         /* a late fragment of a stream already closed on our side */
         if (fds)
             bk_close_fds(fds, h->nfds);
+        if (shm)
+            shm_return(b, h, p);
         return 0;
     }
+    if (shm)
+        return handle_shm(b, h, p);
     r = bk_reasm_feed(&b->reasm, h, p, fds, bk_now_ms(), &res);
     if (r == -EPROTO)
         return -EPROTO;
@@ -210,6 +285,8 @@ static int handle_welcome(broker_t *b, const uint8_t *p)
     b->lim.max_name = w.max_name;
     b->lim.max_streams = w.max_streams;
     b->lim.queue_limit = w.queue_limit;
+    b->lim.max_segments = w.max_segments;
+    b->lim.max_shm = w.max_shm;
     b->flim.max_packet = w.max_packet;
     b->flim.max_fds = w.max_fds;
     b->flim.max_name = w.max_name;
@@ -249,6 +326,12 @@ static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     case BK_T_BYE:
         b->bye = true;
         return 0;
+    case BK_T_SEGMENT:
+        return bk_shm_on_segment(b, h, p, fds[0]);
+    case BK_T_RELEASE:
+        return bk_shm_on_release(b, h, p);
+    case BK_T_SEG_DROP:
+        return bk_shm_on_seg_drop(b, h, p);
     default:
         return -EPROTO;
     }
@@ -413,6 +496,8 @@ BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
         int r;
 
         if (m) {
+            if (bk_shm_release_pending(b) && !b->err)
+                bk_out_flush(b, false, BK_FLUSH_BUDGET);
             *msg = &m->pub;
             return 0;
         }
@@ -462,7 +547,7 @@ BROKER_API int broker_call_fds(broker_t *b, const char *name,
     s->opened = true;
     bk_watch_begin(b, sid, true);
     r = bk_send_blocking(b, sid, BK_F_OPEN | BK_F_NAME, name, 0, data, len,
-                         fds, nfds, deadline);
+                         fds, nfds, deadline, NULL);
     if (r == -ECANCELED)
         r = 0;
     while (r == 0 && !b->watch_msg)

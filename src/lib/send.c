@@ -31,6 +31,7 @@ static bool frag_plan(const struct bk_omsg *m, size_t room, bool packing,
     if (m->type != BK_T_DATA) {
         if (room < BK_HDR_SIZE + m->len)
             return false;
+        h->nfds = first ? (uint8_t)m->nfds : 0;
         h->aux = m->aux;
         h->length = (uint32_t)m->len;
         *chunk = m->len;
@@ -44,7 +45,8 @@ static bool frag_plan(const struct bk_omsg *m, size_t room, bool packing,
     if (packing && rest > max && max < BK_MIN_FRAG)
         return false;
     c = rest < max ? rest : max;
-    h->flags = first ? (m->flags & (BK_F_OPEN | BK_F_NAME)) : BK_F_CONT;
+    h->flags = first ? (m->flags & (BK_F_OPEN | BK_F_NAME | BK_F_SHM))
+                     : BK_F_CONT;
     h->flags |= c == rest ? (m->flags & BK_F_CLOSE) : BK_F_MORE;
     if (first) {
         h->nfds = (uint8_t)m->nfds;
@@ -94,6 +96,8 @@ static void omsg_free(struct bk_omsg *m)
 {
     if (m->owned && m->nfds)
         bk_close_fds((int *)m->fds, m->nfds);
+    if (m->shm)
+        bk_shm_unsent(m->shm);
     free(m);
 }
 
@@ -274,11 +278,11 @@ void bk_stream_ended(broker_t *b, struct bk_stream *s)
 /* Attached mode: a control request takes its turn in the ring, so it
  * reaches the broker after the first frame of every message queued before
  * it (those streams are open by then) without waiting for their tails. */
-int bk_queue_ctrl(broker_t *b, uint32_t id, uint32_t op, const char *arg,
-                  size_t len)
+int bk_queue_ctrl(broker_t *b, uint32_t id, uint32_t op, const void *arg,
+                  size_t len, const int *fds, unsigned nfds)
 {
     struct bk_omsg *m;
-    int r = omsg_copy(BK_T_CTRL, 0, id, op, 0, NULL, 0, arg, len, NULL, 0,
+    int r = omsg_copy(BK_T_CTRL, 0, id, op, 0, NULL, 0, arg, len, fds, nfds,
                       &m);
 
     if (r < 0)
@@ -336,6 +340,7 @@ static bool stage_stream_frame(broker_t *b, size_t *used, unsigned *nfds)
         *nfds += h.nfds;
         m->nfds = 0;
     }
+    m->shm = NULL;
     if (h.type == BK_T_DATA)
         b->queued_bytes -= h.length;
     else if (h.type == BK_T_CTRL && h.stream == b->ctrl_id)
@@ -373,6 +378,7 @@ static bool stage(broker_t *b, bool all)
         oq_pop(&b->urgent);
         omsg_free(m);
     }
+    used += bk_shm_stage_release(b, b->sbuf + used, b->pkt_cap - used);
     while (all && b->ring && stage_stream_frame(b, &used, &nfds))
         ;
     b->st_len = used;
@@ -382,7 +388,8 @@ static bool stage(broker_t *b, bool all)
 
 static bool out_needed(const broker_t *b, bool all)
 {
-    return b->st_len || b->urgent.head || (all && b->ring);
+    return b->st_len || b->urgent.head || bk_shm_release_pending(b) ||
+           (all && b->ring);
 }
 
 bool bk_out_pending(const broker_t *b)
@@ -436,11 +443,6 @@ int bk_send_failed(broker_t *b, int err)
 
 /* ---- blocking sends -------------------------------------------------------- */
 
-static bool watch_aborted(const broker_t *b)
-{
-    return b->watch_msg && b->watch_msg->pub.kind != BROKER_MSG_DATA;
-}
-
 /* Send one packet from the caller's memory, after any library frames.
  * While the socket is full, keep reading so the peer can make progress.
  * Returns 0, -ETIMEDOUT, -ECANCELED (the watched stream was closed or
@@ -453,7 +455,7 @@ int bk_send_direct(broker_t *b, const struct iovec *iov, int iovcnt,
 
         if (b->err)
             return b->err;
-        if (watch_aborted(b))
+        if (bk_watch_aborted(b))
             return -ECANCELED;
         r = bk_out_flush(b, false, UINT32_MAX);
         if (r == 0) {
@@ -475,10 +477,10 @@ int bk_send_direct(broker_t *b, const struct iovec *iov, int iovcnt,
  * the broker ended the stream (-ECANCELED), an empty last fragment tells
  * the broker the message is over; after any other failure a CLOSE ends the
  * stream so the receiver drops the partial message. */
-int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
-                     const char *name, uint64_t dest, const void *data,
-                     size_t len, const int *fds, unsigned nfds,
-                     int64_t deadline)
+static int send_frames(broker_t *b, uint32_t sid, uint8_t flags,
+                       const char *name, uint64_t dest, const void *data,
+                       size_t len, const int *fds, unsigned nfds,
+                       int64_t deadline)
 {
     struct bk_omsg m = {
         .type = BK_T_DATA, .flags = flags, .stream = sid, .dest = dest,
@@ -519,15 +521,44 @@ int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
     return r;
 }
 
+/* Send a message now: the caller's bytes (through the pool when they are
+ * large enough), or the descriptor of sb.  A shared-memory message is one
+ * frame, so when this fails the descriptor was never sent. */
+int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
+                     const char *name, uint64_t dest, const void *data,
+                     size_t len, const int *fds, unsigned nfds,
+                     int64_t deadline, struct bk_sbuf *sb)
+{
+    uint8_t desc[BK_SHM_DESC_SIZE];
+    int r;
+
+    if (!sb && !(flags & BK_F_SHM)) {
+        r = bk_shm_auto(b, data, len, nfds, deadline, &sb, desc);
+        if (r < 0)
+            return r;
+        if (r == 1) {
+            flags |= BK_F_SHM;
+            data = desc;
+            len = sizeof(desc);
+        }
+    }
+    r = send_frames(b, sid, flags, name, dest, data, len, fds, nfds,
+                    deadline);
+    if (r < 0 && sb)
+        bk_shm_unsent(sb);
+    return r;
+}
+
 /* ---- attached mode ------------------------------------------------------- */
 
 /* Send a message without blocking: directly if it is one frame and
  * nothing else waits, else as a copy queued on its stream (the entry is
  * created if needed).  Returns 0 when sent, 1 when queued, or a negative
  * errno. */
-int bk_send_queued(broker_t *b, uint32_t sid, uint8_t flags,
-                   const char *name, uint64_t dest, const void *data,
-                   size_t len, const int *fds, unsigned nfds)
+static int queue_msg(broker_t *b, uint32_t sid, uint8_t flags,
+                     const char *name, uint64_t dest, const void *data,
+                     size_t len, const int *fds, unsigned nfds,
+                     struct bk_sbuf *sb)
 {
     struct bk_omsg tmp = {
         .type = BK_T_DATA, .flags = flags, .stream = sid, .dest = dest,
@@ -569,11 +600,38 @@ int bk_send_queued(broker_t *b, uint32_t sid, uint8_t flags,
             bk_stream_forget(b, s);
         return r;
     }
+    m->shm = sb;
     oq_push(&s->q, m);
     ring_add(b, s);
     s->opened = true;
     b->queued_bytes += omsg_pending(m);
     return 1;
+}
+
+/* bk_send_queued with the shared-memory choices of bk_send_blocking; a
+ * queued descriptor keeps its reference until it is staged or dropped. */
+int bk_send_queued(broker_t *b, uint32_t sid, uint8_t flags,
+                   const char *name, uint64_t dest, const void *data,
+                   size_t len, const int *fds, unsigned nfds,
+                   struct bk_sbuf *sb)
+{
+    uint8_t desc[BK_SHM_DESC_SIZE];
+    int r;
+
+    if (!sb && !(flags & BK_F_SHM)) {
+        r = bk_shm_auto(b, data, len, nfds, -1, &sb, desc);
+        if (r < 0)
+            return r;
+        if (r == 1) {
+            flags |= BK_F_SHM;
+            data = desc;
+            len = sizeof(desc);
+        }
+    }
+    r = queue_msg(b, sid, flags, name, dest, data, len, fds, nfds, sb);
+    if (r < 0 && sb)
+        bk_shm_unsent(sb);
+    return r;
 }
 
 /* End a stream of ours after a failure or a timeout: tell the broker if
@@ -629,15 +687,19 @@ static int send_finish(broker_t *b, int r)
 /* A one-way message on a fresh stream (OPEN and CLOSE on one message). */
 static int send_oneway(broker_t *b, uint8_t flags, const char *name,
                        uint64_t dest, const void *data, size_t len,
-                       const int *fds, unsigned nfds)
+                       const int *fds, unsigned nfds, struct bk_sbuf *sb)
 {
     uint32_t sid;
     int r = bk_sid_alloc(b, &sid);
 
-    if (r < 0)
+    if (r < 0) {
+        if (sb)
+            bk_shm_unsent(sb);
         return r;
+    }
     if (b->as) {
-        r = bk_send_queued(b, sid, flags, name, dest, data, len, fds, nfds);
+        r = bk_send_queued(b, sid, flags, name, dest, data, len, fds, nfds,
+                           sb);
         if (r == 1)
             bk_stream_find(b, sid)->closing = true;
         bk_async_kick(b);
@@ -645,8 +707,16 @@ static int send_oneway(broker_t *b, uint8_t flags, const char *name,
     }
     bk_watch_begin(b, sid, false);
     r = bk_send_blocking(b, sid, flags, name, dest, data, len, fds, nfds,
-                         -1);
+                         -1, sb);
     return send_finish(b, r);
+}
+
+/* A descriptor of sb as a one-way message (flags include BK_F_SHM). */
+int bk_send_oneway(broker_t *b, uint8_t flags, const char *name,
+                   uint64_t dest, const void *data, size_t len,
+                   struct bk_sbuf *sb)
+{
+    return send_oneway(b, flags, name, dest, data, len, NULL, 0, sb);
 }
 
 BROKER_API int broker_send(broker_t *b, const char *name, const void *data,
@@ -660,7 +730,7 @@ BROKER_API int broker_send(broker_t *b, const char *name, const void *data,
     if (!bk_name_ok(b, name, &nl))
         return -EINVAL;
     return send_oneway(b, BK_F_OPEN | BK_F_NAME | BK_F_CLOSE, name, 0, data,
-                       len, fds, nfds);
+                       len, fds, nfds, NULL);
 }
 
 BROKER_API int broker_send_id(broker_t *b, uint64_t id, const void *data,
@@ -673,7 +743,7 @@ BROKER_API int broker_send_id(broker_t *b, uint64_t id, const void *data,
     if (id == 0)
         return -EINVAL;
     return send_oneway(b, BK_F_OPEN | BK_F_CLOSE, NULL, id, data, len, fds,
-                       nfds);
+                       nfds, NULL);
 }
 
 BROKER_API int broker_stream_open(broker_t *b, const char *name, uint64_t id,
@@ -732,13 +802,13 @@ BROKER_API int broker_stream_write(broker_t *b, uint32_t stream,
     dest = s->dest;
     if (b->as) {
         r = bk_send_queued(b, stream, flags, s->name ? name : NULL, dest,
-                           data, len, fds, nfds);
+                           data, len, fds, nfds, NULL);
         bk_async_kick(b);
         return r < 0 ? r : 0;
     }
     bk_watch_begin(b, stream, false);
     r = bk_send_blocking(b, stream, flags, s->name ? name : NULL, dest,
-                         data, len, fds, nfds, -1);
+                         data, len, fds, nfds, -1, NULL);
     return send_finish(b, r);
 }
 
@@ -799,7 +869,7 @@ BROKER_API int broker_reply(broker_t *b, const broker_msg_t *req,
         return -ENOENT;
     if (b->as) {
         r = bk_send_queued(b, sid, BK_F_CLOSE, NULL, 0, data, len, fds,
-                           nfds);
+                           nfds, NULL);
         s = bk_stream_find(b, sid);
         if (r == 0 && s)
             bk_stream_forget(b, s);
@@ -810,7 +880,7 @@ BROKER_API int broker_reply(broker_t *b, const broker_msg_t *req,
     }
     bk_watch_begin(b, sid, false);
     r = bk_send_blocking(b, sid, BK_F_CLOSE, NULL, 0, data, len, fds, nfds,
-                         -1);
+                         -1, NULL);
     if (r == 0 && (s = bk_stream_find(b, sid)))
         bk_stream_forget(b, s);
     return send_finish(b, r);

@@ -105,6 +105,8 @@ static int big_sender(void *p)
     broker_t *b = th_connect(&br);
     uint8_t *data = alloc_pattern(a->big_len, 0xb16);
 
+    /* this test is about the socket path: no shared memory */
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_THRESHOLD, 0));
     th_barrier_signal(&a->ready, broker_client_id(b));
     th_barrier_signal(&a->big_started, 1);
     int r = broker_send(b, "svc.c", data, a->big_len, NULL, 0);
@@ -216,6 +218,8 @@ static int oversize_sender(void *p)
     uint8_t *data = alloc_pattern(a->len, 7);
     broker_msg_t *m;
 
+    /* this test is about the socket path: no shared memory */
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_THRESHOLD, 0));
     th_barrier_wait(&a->ready);
     int r = broker_send(b, "svc.limited", data, a->len, NULL, 0);
     if (r == 0) {
@@ -284,6 +288,8 @@ static int chunk_sender(void *p)
     broker_t *b = th_connect(&br);
     uint8_t *data = alloc_pattern(a->len, 0xc4);
 
+    /* this test is about the socket path: no shared memory */
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_THRESHOLD, 0));
     th_barrier_wait(&a->ready);
     TH_OK(broker_send(b, "svc.chunked", data, a->len, NULL, 0));
     TH_OK(broker_send(b, "svc.chunked", "tail", 4, NULL, 0));

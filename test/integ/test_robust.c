@@ -120,6 +120,8 @@ static int big_sender(void *p)
     uint8_t *data = malloc(a->big);
 
     TH_CHECK(data != NULL, "oom");
+    /* this test is about the socket path: no shared memory */
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_THRESHOLD, 0));
     th_pattern(data, a->big, 5, 0);
     th_barrier_signal(&a->ready, broker_client_id(b));
     (void)broker_send(b, "svc.rx", data, a->big, NULL, 0);

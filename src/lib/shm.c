@@ -1,0 +1,792 @@
+/*
+ * shm.c - libbroker shared memory: the sender's pool of sealed memfd
+ * segments and its buffers, and the receiver's table of mapped segments.
+ *
+ * Pool.  Every segment is a memfd (sealed against shrinking and growing)
+ * mapped read-write once and registered with the broker (CTRL SEGMENT);
+ * the broker offers no way to unregister one, so segments live as long as
+ * the connection and the pool only grows, up to BROKER_OPT_SHM_POOL_MAX
+ * bytes (default and ceiling: the broker's max_shm) and the broker's
+ * max_segments.  A new segment has BROKER_OPT_SHM_SEGMENT_SIZE bytes, or
+ * the request's size if that is larger, or whatever the byte limit still
+ * allows if that is smaller and still enough for the request.
+ *
+ * Allocator.  A segment is cut into 64 KiB chunks and a buffer is a run
+ * of contiguous chunks, found first-fit in a bitmap (one bit per chunk,
+ * shmalloc.c), trying the segments in the order they were created.  The
+ * chunk size keeps the bitmap tiny (128 bytes for a 64 MiB segment) and
+ * makes a scan cheap; the price is that a small buffer takes a whole
+ * chunk, which is why the automatic path only handles large messages.
+ * The bitmaps and the buffers' reference counts are private heap memory:
+ * a receiver can read the segment but nothing in it steers the sender.
+ *
+ * References.  A buffer holds one reference for the application (dropped
+ * by broker_buf_free) plus one per descriptor sent and not yet released
+ * (RELEASE records from the broker, keyed by segment id and the buffer's
+ * offset).  Its chunks go back to the bitmap when both are gone.  A
+ * descriptor that never left the library (the send failed, or its queued
+ * copy was dropped) gives its reference back at once.
+ *
+ * Receiving.  A SEGMENT frame brings a read-only fd of another client's
+ * segment: it is checked (seals, size), mapped PROT_READ once and closed.
+ * The table is keyed by (owner id, segment id).  A DATA frame with
+ * BK_F_SHM becomes an ordinary message whose data points into the mapping;
+ * the message counts as a view of the segment, and freeing it queues a
+ * RELEASE record for the broker.  A segment whose owner is gone (SEG_DROP)
+ * or whose connection is closed is unmapped when its last view goes, so
+ * messages stay readable until they are freed.
+ */
+#include "config.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include "client.h"
+#include "shmalloc.h"
+
+#define BK_SHM_MAX_RX_SEGS  65536u  /* segments mapped from other clients */
+#define BK_REL_COALESCE     8u      /* pending records searched for a twin */
+
+/* A segment of our pool. */
+struct bk_pseg {
+    struct bk_pseg *next;
+    uint32_t segid;
+    uint8_t *map;
+    uint64_t size;
+    bk_shma_t alloc;
+};
+
+/* A buffer handed out by broker_buf_alloc or used by the automatic path. */
+struct bk_sbuf {
+    broker_buf_t pub;
+    bk_hnode_t node;
+    uint8_t key[12];            /* segid, offset */
+    struct bk_shm *shm;
+    struct bk_pseg *seg;
+    uint64_t off;
+    uint32_t first, nchunks;
+    uint32_t sent;              /* descriptors not yet released */
+    bool owned;                 /* the application's reference */
+};
+
+/* A segment another client shared with us. */
+struct bk_rseg {
+    bk_hnode_t node;
+    uint8_t key[12];            /* owner id, segid */
+    struct bk_shm *shm;         /* NULL once the connection is gone */
+    uint64_t owner;
+    uint32_t segid;
+    const uint8_t *map;         /* NULL when bad */
+    uint64_t size;
+    uint64_t views;             /* messages pointing into it */
+    bool bad;                   /* failed the checks: never mapped */
+    bool dropped;               /* the owner is gone */
+};
+
+struct bk_relrec {
+    uint64_t peer;
+    uint32_t segid;
+    uint32_t count;
+    uint64_t off;
+};
+
+struct bk_shm {
+    broker_t *b;
+    /* sender */
+    struct bk_pseg *segs, *segs_tail;
+    uint32_t nsegs;
+    uint32_t segid_next;
+    bool no_grow;               /* the broker refused a segment for limits */
+    uint64_t mapped;
+    uint64_t in_use;
+    uint64_t nbufs;
+    bk_htable_t bufs;
+    /* receiver */
+    bk_htable_t rx;
+    struct bk_relrec *rel;      /* RELEASE records not yet written */
+    size_t nrel, relcap;
+};
+
+/* ---- setup and teardown -------------------------------------------------- */
+
+int bk_shm_create(broker_t *b)
+{
+    struct bk_shm *shm = calloc(1, sizeof(*shm));
+
+    if (!shm)
+        return -ENOMEM;
+    shm->b = b;
+    shm->segid_next = 1;
+    bk_ht_init(&shm->bufs);
+    bk_ht_init(&shm->rx);
+    b->shm = shm;
+    return 0;
+}
+
+static void rseg_destroy(struct bk_rseg *seg)
+{
+    if (seg->map)
+        munmap((void *)seg->map, seg->size);
+    free(seg);
+}
+
+/* The connection is closing: segments nobody looks at are unmapped now,
+ * the others once their last message is freed.  No release is sent any
+ * more (the broker releases everything a departing client held). */
+void bk_shm_close_rx(broker_t *b)
+{
+    struct bk_shm *shm = b->shm;
+    bk_hnode_t *n;
+
+    if (!shm)
+        return;
+    for (n = bk_ht_next(&shm->rx, NULL); n; ) {
+        struct bk_rseg *seg = bk_container_of(n, struct bk_rseg, node);
+
+        n = bk_ht_next(&shm->rx, n);
+        bk_ht_remove(&shm->rx, &seg->node);
+        seg->shm = NULL;
+        if (!seg->views)
+            rseg_destroy(seg);
+    }
+    bk_ht_fini(&shm->rx);
+    free(shm->rel);
+    shm->rel = NULL;
+    shm->nrel = shm->relcap = 0;
+}
+
+void bk_shm_destroy(broker_t *b)
+{
+    struct bk_shm *shm = b->shm;
+    bk_hnode_t *n;
+
+    if (!shm)
+        return;
+    bk_shm_close_rx(b);
+    for (n = bk_ht_next(&shm->bufs, NULL); n; ) {
+        struct bk_sbuf *sb = bk_container_of(n, struct bk_sbuf, node);
+
+        n = bk_ht_next(&shm->bufs, n);
+        bk_ht_remove(&shm->bufs, &sb->node);
+        free(sb);
+    }
+    bk_ht_fini(&shm->bufs);
+    while (shm->segs) {
+        struct bk_pseg *seg = shm->segs;
+
+        shm->segs = seg->next;
+        munmap(seg->map, seg->size);
+        bk_shma_fini(&seg->alloc);
+        free(seg);
+    }
+    free(shm);
+    b->shm = NULL;
+}
+
+/* ---- pool: segments ---------------------------------------------------------- */
+
+static bool shm_supported(const broker_t *b)
+{
+    return b->lim.max_shm > 0 && b->lim.max_segments > 0;
+}
+
+static uint64_t pool_limit(const broker_t *b)
+{
+    return b->opt_shm_pool_max < b->lim.max_shm ? b->opt_shm_pool_max
+                                                 : b->lim.max_shm;
+}
+
+/* A sealed memfd of `size` bytes, mapped read-write at *map. */
+static int memfd_make(uint64_t size, uint8_t **map)
+{
+    int fd = memfd_create("libbroker-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    void *p;
+    int e;
+
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+        goto fail;
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        goto fail;
+    /* our mapping stays writable; no one can make a new writable one */
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
+        e = errno;
+        munmap(p, size);
+        close(fd);
+        return -e;
+    }
+    *map = p;
+    return fd;
+fail:
+    e = errno;
+    close(fd);
+    return -e;
+}
+
+/* Create, map and register a segment of nchunks chunks. */
+static int pseg_new(broker_t *b, uint32_t nchunks, int64_t deadline,
+                    struct bk_pseg **out)
+{
+    struct bk_shm *shm = b->shm;
+    uint64_t size = (uint64_t)nchunks * BK_SHMA_CHUNK;
+    uint8_t reg[BK_SEG_REG_SIZE];
+    struct bk_pseg *seg;
+    int fd, r;
+
+    if (shm->segid_next > BK_SEGID_MAX)
+        return -ENOSR;
+    if (size > SIZE_MAX || size > (uint64_t)INT64_MAX)
+        return -ENOMEM;
+    seg = calloc(1, sizeof(*seg));
+    if (!seg)
+        return -ENOMEM;
+    r = bk_shma_init(&seg->alloc, nchunks);
+    if (r < 0) {
+        free(seg);
+        return r;
+    }
+    fd = memfd_make(size, &seg->map);
+    if (fd < 0) {
+        bk_shma_fini(&seg->alloc);
+        free(seg);
+        return fd;
+    }
+    seg->size = size;
+    seg->segid = shm->segid_next++;
+    bk_put32(reg, seg->segid);
+    bk_put32(reg + 4, 0);
+    bk_put64(reg + 8, size);
+    r = bk_ctrl_call(b, BK_OP_SEGMENT, reg, sizeof(reg), fd, deadline, NULL,
+                     NULL);
+    close(fd);
+    if (r < 0) {
+        munmap(seg->map, size);
+        bk_shma_fini(&seg->alloc);
+        free(seg);
+        return r;
+    }
+    if (shm->segs_tail)
+        shm->segs_tail->next = seg;
+    else
+        shm->segs = seg;
+    shm->segs_tail = seg;
+    shm->nsegs++;
+    shm->mapped += size;
+    *out = seg;
+    return 0;
+}
+
+/* ---- pool: buffers ------------------------------------------------------------ */
+
+static struct bk_sbuf *sbuf_find(struct bk_shm *shm, uint32_t segid,
+                                 uint64_t off)
+{
+    uint8_t key[12];
+    bk_hnode_t *n;
+
+    bk_put32(key, segid);
+    bk_put64(key + 4, off);
+    n = bk_ht_find(&shm->bufs, key, sizeof(key));
+    return n ? bk_container_of(n, struct bk_sbuf, node) : NULL;
+}
+
+/* Take a run of chunks from seg for a buffer of `size` bytes. */
+static int sbuf_carve(struct bk_shm *shm, struct bk_pseg *seg,
+                      uint32_t need, size_t size, struct bk_sbuf **out)
+{
+    struct bk_sbuf *sb;
+    int64_t first = bk_shma_alloc(&seg->alloc, need);
+
+    if (first < 0)
+        return (int)first;
+    sb = calloc(1, sizeof(*sb));
+    if (!sb) {
+        bk_shma_free(&seg->alloc, (uint32_t)first, need);
+        return -ENOMEM;
+    }
+    sb->shm = shm;
+    sb->seg = seg;
+    sb->first = (uint32_t)first;
+    sb->nchunks = need;
+    sb->off = (uint64_t)first * BK_SHMA_CHUNK;
+    sb->owned = true;
+    sb->pub.data = seg->map + sb->off;
+    sb->pub.size = size;
+    bk_put32(sb->key, seg->segid);
+    bk_put64(sb->key + 4, sb->off);
+    sb->node.key = sb->key;
+    sb->node.keylen = sizeof(sb->key);
+    if (bk_ht_insert(&shm->bufs, &sb->node) < 0) {
+        bk_shma_free(&seg->alloc, sb->first, need);
+        free(sb);
+        return -ENOMEM;
+    }
+    shm->in_use += (uint64_t)need * BK_SHMA_CHUNK;
+    shm->nbufs++;
+    *out = sb;
+    return 0;
+}
+
+/* Back to the pool once nobody references the buffer. */
+static void sbuf_maybe_free(struct bk_sbuf *sb)
+{
+    struct bk_shm *shm = sb->shm;
+
+    if (sb->owned || sb->sent)
+        return;
+    bk_ht_remove(&shm->bufs, &sb->node);
+    bk_shma_free(&sb->seg->alloc, sb->first, sb->nchunks);
+    shm->in_use -= (uint64_t)sb->nchunks * BK_SHMA_CHUNK;
+    shm->nbufs--;
+    free(sb);
+}
+
+/* Get a buffer without waiting for releases (a new segment may need a
+ * round trip to the broker, bounded by deadline).  Returns 0, -EAGAIN if
+ * it will fit once buffers are released, -ENOSPC if it never can, or
+ * another negative errno. */
+static int pool_get(broker_t *b, size_t size, int64_t deadline,
+                    struct bk_sbuf **out)
+{
+    struct bk_shm *shm = b->shm;
+    uint32_t need = bk_shma_chunks_for(size);
+    struct bk_pseg *seg;
+    int r;
+
+    if (need == 0)
+        return -ENOSPC;
+    for (seg = shm->segs; seg; seg = seg->next) {
+        if (seg->alloc.nfree < need)
+            continue;
+        r = sbuf_carve(shm, seg, need, size, out);
+        if (r != -ENOSPC)
+            return r;
+    }
+    if (!shm->no_grow && shm->nsegs < b->lim.max_segments) {
+        uint64_t limit = pool_limit(b);
+        uint64_t left = limit > shm->mapped ?
+                        (limit - shm->mapped) / BK_SHMA_CHUNK : 0;
+        uint32_t seg_chunks = bk_shma_chunks_for(b->opt_shm_seg_size);
+        uint32_t n = bk_shma_plan(need, seg_chunks ? seg_chunks : need, left);
+
+        if (n) {
+            r = pseg_new(b, n, deadline, &seg);
+            if (r == 0)
+                return sbuf_carve(shm, seg, need, size, out);
+            if (r != -ENOSR && r != -ENOSPC)
+                return r;
+            shm->no_grow = true;
+        }
+    }
+    for (seg = shm->segs; seg; seg = seg->next)
+        if (seg->alloc.nchunks >= need)
+            return -EAGAIN;
+    return -ENOSPC;
+}
+
+/* The automatic path: should this message travel through the pool?
+ * Returns 0 (use the socket), or 1 with *out holding a buffer with the
+ * data copied in and one reference for the descriptor encoded in desc;
+ * or a negative errno.  Blocking mode with fallback off waits for
+ * releases until deadline. */
+int bk_shm_auto(broker_t *b, const void *data, size_t len, unsigned nfds,
+                int64_t deadline, struct bk_sbuf **out,
+                uint8_t desc[BK_SHM_DESC_SIZE])
+{
+    struct bk_sbuf *sb = NULL;
+    bk_shm_desc_t d;
+    int r;
+
+    *out = NULL;
+    if (nfds || !b->opt_shm_threshold || len < b->opt_shm_threshold ||
+        !shm_supported(b))
+        return 0;
+    for (;;) {
+        r = pool_get(b, len, deadline, &sb);
+        if (r == 0)
+            break;
+        if (r == -ENOSPC || (b->opt_shm_fallback && !b->err &&
+                             r != -ECANCELED && r != -ETIMEDOUT))
+            return 0;
+        if (r != -EAGAIN)
+            return r;
+        if (b->as)
+            return -EAGAIN;
+        if (bk_watch_aborted(b))
+            return -ECANCELED;
+        r = bk_wait(b, false, deadline);
+        if (r < 0)
+            return r;
+    }
+    memcpy(sb->pub.data, data, len);
+    sb->owned = false;
+    sb->sent = 1;
+    d.segid = sb->seg->segid;
+    d.offset = sb->off;
+    d.length = len;
+    bk_shm_desc_encode(&d, desc);
+    *out = sb;
+    return 1;
+}
+
+/* A descriptor's reference that never reached the broker. */
+void bk_shm_unsent(struct bk_sbuf *sb)
+{
+    if (sb->sent)
+        sb->sent--;
+    sbuf_maybe_free(sb);
+}
+
+/* RELEASE from the broker: receivers are done with our buffers. */
+int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+{
+    for (uint32_t i = 0; i + BK_RELEASE_SIZE <= h->length;
+         i += BK_RELEASE_SIZE) {
+        const uint8_t *rec = p + i;
+        uint32_t count = bk_get32(rec + 12);
+        struct bk_sbuf *sb = sbuf_find(b->shm, bk_get32(rec + 8),
+                                       bk_get64(rec + 16));
+
+        if (!sb)
+            continue;
+        sb->sent -= count < sb->sent ? count : sb->sent;
+        sbuf_maybe_free(sb);
+    }
+    return 0;
+}
+
+/* ---- receiver: segments ------------------------------------------------------- */
+
+static void rseg_key(uint8_t key[12], uint64_t owner, uint32_t segid)
+{
+    bk_put64(key, owner);
+    bk_put32(key + 8, segid);
+}
+
+static struct bk_rseg *rseg_find(struct bk_shm *shm, uint64_t owner,
+                                 uint32_t segid)
+{
+    uint8_t key[12];
+    bk_hnode_t *n;
+
+    rseg_key(key, owner, segid);
+    n = bk_ht_find(&shm->rx, key, sizeof(key));
+    return n ? bk_container_of(n, struct bk_rseg, node) : NULL;
+}
+
+/* Check a received segment fd and map it read-only.  NULL if it is not a
+ * sealed memfd at least `size` bytes long or cannot be mapped.  Only
+ * ordinary (tmpfs) memfds are taken: reading a hugetlbfs one raises
+ * SIGBUS when the huge page pool runs dry. */
+static const uint8_t *rseg_map(int fd, uint64_t size)
+{
+    int need = BK_SEALS_REQUIRED;
+    int seals = fcntl(fd, F_GET_SEALS);
+    struct statfs sfs;
+    struct stat st;
+    void *p;
+
+    if (seals < 0 || (seals & need) != need)
+        return NULL;
+    if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
+        return NULL;
+    if (fstat(fd, &st) < 0 || st.st_size < 0 ||
+        (uint64_t)st.st_size < size || size > SIZE_MAX)
+        return NULL;
+    p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* SEGMENT: another client's segment, announced before its first
+ * descriptor.  Takes fd.  A segment that fails the checks is remembered
+ * as bad: descriptors into it are released and reported. */
+int bk_shm_on_segment(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
+                      int fd)
+{
+    struct bk_shm *shm = b->shm;
+    uint32_t segid = bk_get32(p);
+    struct bk_rseg *seg;
+
+    if (rseg_find(shm, h->source, segid) ||
+        shm->rx.count >= BK_SHM_MAX_RX_SEGS) {
+        close(fd);
+        return 0;
+    }
+    seg = calloc(1, sizeof(*seg));
+    if (!seg) {
+        close(fd);
+        return -ENOMEM;
+    }
+    seg->shm = shm;
+    seg->owner = h->source;
+    seg->segid = segid;
+    seg->size = bk_get64(p + 8);
+    seg->map = rseg_map(fd, seg->size);
+    seg->bad = !seg->map;
+    close(fd);
+    rseg_key(seg->key, seg->owner, segid);
+    seg->node.key = seg->key;
+    seg->node.keylen = sizeof(seg->key);
+    if (bk_ht_insert(&shm->rx, &seg->node) < 0) {
+        rseg_destroy(seg);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* SEG_DROP: the owner is gone.  Messages still pointing into the segment
+ * keep it mapped until they are freed. */
+int bk_shm_on_seg_drop(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+{
+    struct bk_rseg *seg = rseg_find(b->shm, h->source, bk_get32(p));
+
+    if (!seg)
+        return 0;
+    seg->dropped = true;
+    if (!seg->views) {
+        bk_ht_remove(&b->shm->rx, &seg->node);
+        rseg_destroy(seg);
+    }
+    return 0;
+}
+
+/* Find the segment a descriptor from `owner` points into.  Returns 0,
+ * -EBADMSG (the segment failed its checks) or -EPROTO (unknown segment,
+ * or the range does not fit). */
+int bk_shm_lookup(broker_t *b, uint64_t owner, const bk_shm_desc_t *d,
+                  struct bk_rseg **out)
+{
+    struct bk_rseg *seg = rseg_find(b->shm, owner, d->segid);
+
+    if (!seg || seg->dropped)
+        return -EPROTO;
+    if (seg->bad)
+        return -EBADMSG;
+    if (!bk_shm_desc_fits(d, seg->size))
+        return -EPROTO;
+    *out = seg;
+    return 0;
+}
+
+/* A message now points into seg at off. */
+void *bk_shm_view_get(struct bk_rseg *seg, uint64_t off)
+{
+    seg->views++;
+    return (void *)(seg->map + off);
+}
+
+/* ---- receiver: releases ------------------------------------------------------- */
+
+/* Queue a RELEASE record for one descriptor of `owner`. */
+void bk_shm_release(broker_t *b, uint64_t owner, uint32_t segid,
+                    uint64_t off)
+{
+    struct bk_shm *shm = b->shm;
+    size_t lo = shm->nrel > BK_REL_COALESCE ? shm->nrel - BK_REL_COALESCE
+                                             : 0;
+    struct bk_relrec *r;
+
+    for (size_t i = shm->nrel; i-- > lo; ) {
+        r = &shm->rel[i];
+        if (r->peer == owner && r->segid == segid && r->off == off &&
+            r->count < UINT32_MAX) {
+            r->count++;
+            return;
+        }
+    }
+    if (shm->nrel == shm->relcap) {
+        size_t cap = shm->relcap ? shm->relcap * 2 : 16;
+        struct bk_relrec *n = realloc(shm->rel, cap * sizeof(*n));
+
+        if (!n) {
+            bk_set_fatal(b, -ENOMEM);
+            return;
+        }
+        shm->rel = n;
+        shm->relcap = cap;
+    }
+    shm->rel[shm->nrel++] = (struct bk_relrec){
+        .peer = owner, .segid = segid, .count = 1, .off = off,
+    };
+}
+
+bool bk_shm_release_pending(const broker_t *b)
+{
+    return b->shm && b->shm->nrel > 0;
+}
+
+/* Write one RELEASE frame with as many pending records as fit in room
+ * bytes at out.  Returns the bytes written (0: nothing pending or no
+ * room). */
+size_t bk_shm_stage_release(broker_t *b, uint8_t *out, size_t room)
+{
+    struct bk_shm *shm = b->shm;
+    bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_RELEASE };
+    size_t k;
+
+    if (!shm || !shm->nrel || room < BK_HDR_SIZE + BK_RELEASE_SIZE)
+        return 0;
+    k = (room - BK_HDR_SIZE) / BK_RELEASE_SIZE;
+    if (k > shm->nrel)
+        k = shm->nrel;
+    h.length = (uint32_t)(k * BK_RELEASE_SIZE);
+    bk_hdr_encode(&h, out);
+    for (size_t i = 0; i < k; i++) {
+        uint8_t *rec = out + BK_HDR_SIZE + i * BK_RELEASE_SIZE;
+
+        bk_put64(rec, shm->rel[i].peer);
+        bk_put32(rec + 8, shm->rel[i].segid);
+        bk_put32(rec + 12, shm->rel[i].count);
+        bk_put64(rec + 16, shm->rel[i].off);
+    }
+    shm->nrel -= k;
+    memmove(shm->rel, shm->rel + k, shm->nrel * sizeof(*shm->rel));
+    return BK_HDR_SIZE + h.length;
+}
+
+/* A message viewing seg at off is freed.  flush: we run on the
+ * application's behalf (not inside the library's I/O), so the record may
+ * be written right away. */
+void bk_shm_view_put(struct bk_rseg *seg, uint64_t off, bool flush)
+{
+    struct bk_shm *shm = seg->shm;
+
+    seg->views--;
+    if (shm) {
+        broker_t *b = shm->b;
+
+        bk_shm_release(b, seg->owner, seg->segid, off);
+        if (seg->dropped && !seg->views) {
+            bk_ht_remove(&shm->rx, &seg->node);
+            rseg_destroy(seg);
+        }
+        if (flush && !b->err && !b->closing) {
+            bk_out_flush(b, false, BK_FLUSH_BUDGET);
+            if (b->as)
+                bk_async_kick(b);
+        }
+    } else if (!seg->views) {
+        rseg_destroy(seg);
+    }
+}
+
+/* ---- public API ------------------------------------------------------------- */
+
+BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
+                                int timeout_ms)
+{
+    int64_t deadline = bk_deadline(timeout_ms);
+    struct bk_sbuf *sb = NULL;
+    bool nowait;
+    int r;
+
+    if (!buf)
+        return -EINVAL;
+    *buf = NULL;
+    if (!b || size == 0)
+        return -EINVAL;
+    r = bk_usable(b);
+    if (r < 0)
+        return r;
+    if (!shm_supported(b))
+        return -EOPNOTSUPP;
+    nowait = b->as || timeout_ms == 0;
+    for (;;) {
+        r = pool_get(b, size, nowait ? -1 : deadline, &sb);
+        if (r != -EAGAIN)
+            break;
+        if (nowait)
+            return -EAGAIN;
+        r = bk_wait(b, false, deadline);
+        if (r < 0)
+            return r;
+    }
+    if (r < 0)
+        return r;
+    *buf = &sb->pub;
+    return 0;
+}
+
+static int buf_send(broker_t *b, uint8_t flags, const char *name,
+                    uint64_t dest, broker_buf_t *buf, size_t len)
+{
+    struct bk_sbuf *sb;
+    uint8_t desc[BK_SHM_DESC_SIZE];
+    bk_shm_desc_t d;
+    int r;
+
+    if (!b || !buf)
+        return -EINVAL;
+    r = bk_usable(b);
+    if (r < 0)
+        return r;
+    sb = bk_container_of(buf, struct bk_sbuf, pub);
+    if (sb->shm != b->shm || !sb->owned || len > buf->size)
+        return -EINVAL;
+    if (len > b->lim.max_msg)
+        return -EMSGSIZE;
+    if (sb->sent == UINT32_MAX)
+        return -ENOBUFS;
+    d.segid = sb->seg->segid;
+    d.offset = sb->off;
+    d.length = len;
+    bk_shm_desc_encode(&d, desc);
+    sb->sent++;
+    return bk_send_oneway(b, flags | BK_F_SHM, name, dest, desc,
+                          sizeof(desc), sb);
+}
+
+BROKER_API int broker_buf_send(broker_t *b, const char *name,
+                               broker_buf_t *buf, size_t len)
+{
+    size_t nl;
+
+    if (b && !bk_name_ok(b, name, &nl))
+        return -EINVAL;
+    return buf_send(b, BK_F_OPEN | BK_F_NAME | BK_F_CLOSE, name, 0, buf,
+                    len);
+}
+
+BROKER_API int broker_buf_send_id(broker_t *b, uint64_t id,
+                                  broker_buf_t *buf, size_t len)
+{
+    if (id == 0)
+        return -EINVAL;
+    return buf_send(b, BK_F_OPEN | BK_F_CLOSE, NULL, id, buf, len);
+}
+
+BROKER_API void broker_buf_free(broker_t *b, broker_buf_t *buf)
+{
+    struct bk_sbuf *sb;
+
+    if (!b || !buf)
+        return;
+    sb = bk_container_of(buf, struct bk_sbuf, pub);
+    if (sb->shm != b->shm || !sb->owned)
+        return;
+    sb->owned = false;
+    sbuf_maybe_free(sb);
+}
+
+BROKER_API void broker_shm_stats(const broker_t *b, broker_shm_stats_t *st)
+{
+    const struct bk_shm *shm;
+
+    if (!st)
+        return;
+    memset(st, 0, sizeof(*st));
+    if (!b || !(shm = b->shm))
+        return;
+    st->segments = shm->nsegs;
+    st->mapped = shm->mapped;
+    st->in_use = shm->in_use;
+    st->buffers = shm->nbufs;
+}

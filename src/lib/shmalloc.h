@@ -1,0 +1,50 @@
+/*
+ * shmalloc.h - the chunk allocator of libbroker's shared-memory pool
+ * (prefix bk_shma_), kept apart from the I/O in shm.c so that it can be
+ * unit-tested.  Not installed.
+ *
+ * A segment is cut into chunks of BK_SHMA_CHUNK bytes; a buffer is a run
+ * of contiguous chunks.  The state is a bitmap in private memory (one bit
+ * per chunk, set = in use); nothing is ever stored in the segment itself.
+ */
+#ifndef BK_SHMALLOC_H
+#define BK_SHMALLOC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define BK_SHMA_CHUNK       (UINT64_C(64) << 10)
+#define BK_SHMA_MAX_CHUNKS  (UINT32_C(1) << 26)     /* 4 TiB per segment */
+
+typedef struct bk_shma {
+    uint64_t *bits;         /* nchunks bits, padding bits set */
+    uint32_t nchunks;
+    uint32_t nfree;
+    uint32_t hint;          /* every chunk below it is in use */
+} bk_shma_t;
+
+/* Chunks needed for `bytes` (at least 1), or 0 if that is more than
+ * BK_SHMA_MAX_CHUNKS. */
+uint32_t bk_shma_chunks_for(uint64_t bytes);
+
+/* A segment of nchunks (1..BK_SHMA_MAX_CHUNKS), all free.  Returns 0,
+ * -EINVAL or -ENOMEM. */
+int bk_shma_init(bk_shma_t *a, uint32_t nchunks);
+void bk_shma_fini(bk_shma_t *a);
+
+/* First fit: the lowest-numbered run of n free chunks is marked in use.
+ * Returns its first chunk index, or -ENOSPC (also for n == 0). */
+int64_t bk_shma_alloc(bk_shma_t *a, uint32_t n);
+
+/* Give back the run [first, first + n), which must be in use. */
+void bk_shma_free(bk_shma_t *a, uint32_t first, uint32_t n);
+
+bool bk_shma_in_use(const bk_shma_t *a, uint32_t chunk);
+
+/* Size in chunks of a new pool segment for a request of `need` chunks:
+ * the configured size (seg_chunks), or the request if it is larger, but
+ * no more than the `left` chunks the pool limit still allows.  0 if even
+ * the request does not fit in `left`. */
+uint32_t bk_shma_plan(uint32_t need, uint32_t seg_chunks, uint64_t left);
+
+#endif
