@@ -11,6 +11,7 @@
 #include <uv.h>
 #include "config.h"
 #include "log.h"
+#include "sdaemon.h"
 #include "server.h"
 
 /* Make a relative socket path absolute, since the daemon leaves its
@@ -90,7 +91,7 @@ int main(int argc, char **argv)
     bk_config_t cfg;
     bk_server_t srv;
     uv_loop_t loop;
-    int report = -1, r;
+    int report = -1, lfd, r;
 
     bk_config_defaults(&cfg);
     r = bk_config_parse_args(&cfg, argc, argv);
@@ -104,13 +105,17 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     bk_log_init(cfg.log_level, 0);
+    /* Before daemonize(): LISTEN_PID names this process, not a child. */
+    lfd = bk_sd_listen_fd(cfg.socket_path, sizeof(cfg.socket_path));
+    if (lfd < 0)
+        return 1;
     if (!cfg.foreground)
         report = daemonize();
     if (uv_loop_init(&loop) < 0) {
         bk_err("cannot create the event loop");
         return 1;
     }
-    if (bk_server_init(&srv, &loop, &cfg) < 0) {
+    if (bk_server_init(&srv, &loop, &cfg, lfd > 0 ? lfd : -1) < 0) {
         bk_server_fini(&srv);
         uv_loop_close(&loop);
         return 1;               /* the parent sees EOF and exits 1 */
@@ -126,6 +131,7 @@ int main(int argc, char **argv)
             bk_warn("cannot report readiness: %s", strerror(errno));
         close(report);
     }
+    bk_sd_notify_ready();
     uv_run(&loop, UV_RUN_DEFAULT);
     bk_server_fini(&srv);
     uv_loop_close(&loop);

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "port.h"
 #include "router.h"
+#include "sdaemon.h"
 #include "server.h"
 #include "sockio.h"
 
@@ -257,7 +258,8 @@ static void on_signal(uv_signal_t *h, int signum)
     bk_server_stop(s);
 }
 
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg)
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg,
+                   int lfd)
 {
     int r;
 
@@ -279,7 +281,13 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg)
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &s->grace);
     s->grace.data = s;
-    r = listen_on(s, cfg->socket_path);
+    if (lfd >= 0) {
+        s->lfd = lfd;
+        s->activated = true;
+        r = 0;
+    } else {
+        r = listen_on(s, cfg->socket_path);
+    }
     if (r < 0) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -292,8 +300,9 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg)
     s->lpoll.data = s;
     uv_poll_start(&s->lpoll, UV_READABLE, on_accept);
     s->listening = true;
-    bk_info("listening on %s (protocol %u, max packet %u, queue limit %" PRIu64
-            ")", cfg->socket_path, BK_PROTO_VERSION, cfg->max_packet,
+    bk_info("listening on %s%s (protocol %u, max packet %u, queue limit %" PRIu64
+            ")", cfg->socket_path, s->activated ? " (socket activation)" : "",
+            BK_PROTO_VERSION, cfg->max_packet,
             cfg->queue_limit);
     return 0;
 }
@@ -334,12 +343,15 @@ void bk_server_stop(bk_server_t *s)
     if (s->stopping)
         return;
     s->stopping = true;
+    bk_sd_notify("STOPPING=1");
     if (s->listening) {
         uv_close((uv_handle_t *)&s->lpoll, NULL);
         close(s->lfd);
         s->lfd = -1;
-        unlink(s->cfg->socket_path);
-        unlink(s->lockpath);
+        if (!s->activated) {    /* else the service manager owns the path */
+            unlink(s->cfg->socket_path);
+            unlink(s->lockpath);
+        }
         s->listening = false;
     }
     for (bk_port_t *p = s->all; p; p = p->all_next)

@@ -49,11 +49,15 @@ typedef struct bk_server {
     bool stopping;
     bool finished;
     bool listening;
+    bool activated;             /* lfd came from the service manager */
 } bk_server_t;
 
 /* Set up: lock, stale-socket check, bind, listen, signal handlers.
- * Returns 0 or a negative errno after logging why. */
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg);
+ * With lfd >= 0 (a listening socket from socket activation, owned by the
+ * server from now on) there is no lock, bind or unlink: the service
+ * manager owns the path.  Returns 0 or a negative errno after logging. */
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg,
+                   int lfd);
 /* Begin an orderly shutdown (also what SIGINT/SIGTERM do). */
 void bk_server_stop(bk_server_t *s);
 /* Release what init took that outlives the loop. */
