@@ -126,6 +126,42 @@ int broker_ping(broker_t *b, int timeout_ms);
 /* Broker status as text, "key=value" lines; free() the result. */
 int broker_status(broker_t *b, char **text);
 
+/* ---- operator control (brokerctl) --------------------------------------- */
+
+/* Control operation numbers (the CTRL frame's `aux`, broker-protocol(7)).
+ * The LIST ops, KICK and SHUTDOWN are privileged: the broker answers
+ * -EPERM unless the caller's uid is 0 or the broker's own uid. */
+enum broker_ctrl_op {
+    BROKER_CTRL_PING         = 1,
+    BROKER_CTRL_REGISTER     = 2,
+    BROKER_CTRL_RELEASE      = 3,
+    BROKER_CTRL_RESOLVE      = 4,
+    BROKER_CTRL_STATUS       = 5,
+    BROKER_CTRL_LIST_CLIENTS = 7,
+    BROKER_CTRL_LIST_NAMES   = 8,
+    BROKER_CTRL_LIST_STREAMS = 9,
+    BROKER_CTRL_LIST_SHM     = 10,
+    BROKER_CTRL_KICK         = 11,
+    BROKER_CTRL_SHUTDOWN     = 12,
+};
+
+/* Send one raw CTRL request `op` with `len` bytes of `req` (len at most
+ * the broker's max_name, 255 by default) and wait for its answer.
+ * Returns 0 or the broker's error negated (-EPERM, -ENOENT, ...) or a
+ * local error; on 0, *reply (malloc'd, NUL-terminated after *reply_len
+ * bytes, free() it) holds the reply payload.  reply may be NULL to drop
+ * it.  Ops that need file descriptors are refused with -EINVAL. */
+int broker_ctrl(broker_t *b, uint32_t op, const void *req, size_t len,
+                void **reply, size_t *reply_len);
+/* A complete listing (op: BROKER_CTRL_LIST_*), fetched page by page:
+ * records one per line, `key=value` pairs separated by spaces, values
+ * percent-escaped; the paging trailer lines are removed.  free() *text. */
+int broker_list(broker_t *b, uint32_t op, char **text, size_t *len);
+/* Disconnect client `id` (it gets an ERROR frame); -ENOENT if unknown. */
+int broker_kick(broker_t *b, uint64_t id);
+/* Ask the broker to shut down as on SIGTERM; 0 once it has agreed. */
+int broker_shutdown(broker_t *b);
+
 /* ---- messages (blocking) ---------------------------------------------- */
 
 /* One-way message to a name or a client id.  fds are duplicated by the

@@ -148,6 +148,17 @@ static int check_seg_reg(const bk_hdr_t *h, const uint8_t *payload)
     return 0;
 }
 
+/* Request payload of a CTRL frame: SEGMENT has its own layout; every
+ * other op carries at most max_name bytes (a name, a u32 LIST start index
+ * or a u64 KICK id; ctrl.c checks each op's exact size and answers EINVAL). */
+static int check_ctrl(const bk_hdr_t *h, const uint8_t *payload,
+                      const bk_limits_t *lim)
+{
+    if (h->aux == BK_OP_SEGMENT)
+        return check_seg_reg(h, payload);
+    return h->length > lim->max_name ? -EPROTO : 0;
+}
+
 static int check_release(const bk_hdr_t *h)
 {
     if (h->length == 0 || h->length % BK_RELEASE_SIZE || h->stream ||
@@ -180,9 +191,7 @@ int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
     case BK_T_CTRL:
         if (h->aux == 0 || h->aux > BK_OP_MAX_ || h->dest)
             return -EPROTO;
-        if (h->aux == BK_OP_SEGMENT)
-            return check_seg_reg(h, payload);
-        return h->length > lim->max_name ? -EPROTO : 0;
+        return check_ctrl(h, payload, lim);
     case BK_T_RELEASE:
         return h->dest ? -EPROTO : check_release(h);
     default:

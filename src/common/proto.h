@@ -53,8 +53,19 @@ enum bk_op {
     BK_OP_RESOLVE  = 4,
     BK_OP_STATUS   = 5,
     BK_OP_SEGMENT  = 6,   /* register a shared-memory segment (1 fd) */
-    BK_OP_MAX_     = 6
+    /* Privileged (requester uid 0 or brokerd's euid, else EPERM).  The
+     * LIST ops take an optional u32 start index and answer one page of
+     * text records; see man/broker-protocol.7 "Listings". */
+    BK_OP_LIST_CLIENTS = 7,
+    BK_OP_LIST_NAMES   = 8,
+    BK_OP_LIST_STREAMS = 9,
+    BK_OP_LIST_SHM     = 10,
+    BK_OP_KICK         = 11,  /* payload: u64 client id */
+    BK_OP_SHUTDOWN     = 12,  /* no payload */
+    BK_OP_MAX_         = 12
 };
+#define BK_LIST_REQ_SIZE  4u    /* LIST request payload: u32 start (or empty) */
+#define BK_KICK_REQ_SIZE  8u    /* KICK request payload: u64 client id */
 
 /* Shared memory.  A segment is a sealed memfd (F_SEAL_SHRINK|F_SEAL_GROW)
  * registered by its owner with CTRL SEGMENT; the broker forwards it to

@@ -1,13 +1,16 @@
 /*
- * ctrl.c - PING, REGISTER, RELEASE, RESOLVE and STATUS.
+ * ctrl.c - PING, REGISTER, RELEASE, RESOLVE and STATUS; the privileged
+ * LIST_* (built by inspect.c), KICK and SHUTDOWN.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "ctrl.h"
 #include "frame.h"
+#include "inspect.h"
 #include "log.h"
 #include "server.h"
 #include "shm.h"
@@ -112,6 +115,75 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
     reply(p, h, 0, buf, (size_t)n);
 }
 
+/* LIST_*: payload empty (start at 0) or a u32 start index. */
+static void do_list(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
+{
+    size_t room = p->srv->cfg->max_packet - BK_HDR_SIZE, len = 0;
+    char *text = NULL;
+    uint32_t start = 0;
+    int r;
+
+    if (h->length != 0 && h->length != BK_LIST_REQ_SIZE) {
+        reply(p, h, EINVAL, "", 0);
+        return;
+    }
+    if (h->length)
+        start = bk_get32(payload);
+    r = bk_inspect_list(p, h->aux, start, room, &text, &len);
+    reply(p, h, -r, r ? "" : text, r ? 0 : len);
+    free(text);
+}
+
+/* KICK: the target hears an ERROR (ECONNABORTED) and is disconnected. */
+static void do_kick(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
+{
+    bk_port_t *t;
+    char why[64];
+
+    if (h->length != BK_KICK_REQ_SIZE) {
+        reply(p, h, EINVAL, "", 0);
+        return;
+    }
+    t = bk_server_find(p->srv, bk_get64(payload));
+    if (!t || t->failed) {
+        reply(p, h, ENOENT, "", 0);
+        return;
+    }
+    reply(p, h, 0, "", 0);
+    bk_info("client %" PRIu64 " (%s) kicks client %" PRIu64 " (%s)", p->id,
+            p->comm, t->id, t->comm);
+    snprintf(why, sizeof(why), "disconnected by client %" PRIu64, p->id);
+    bk_port_error(t, 0, ECONNABORTED, why, NULL);
+    bk_port_fail(t, -ECONNABORTED);
+}
+
+static void do_shutdown(bk_port_t *p, const bk_hdr_t *h)
+{
+    if (h->length) {
+        reply(p, h, EINVAL, "", 0);
+        return;
+    }
+    reply(p, h, 0, "", 0);
+    bk_info("client %" PRIu64 " (pid %d, %s) asks for shutdown", p->id,
+            (int)p->pid, p->comm);
+    bk_server_stop(p->srv);
+}
+
+/* The privileged operations, once the requester is known to be allowed. */
+static void do_admin(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
+{
+    if (!bk_inspect_allowed(p)) {
+        reply(p, h, EPERM, "", 0);
+        return;
+    }
+    if (h->aux == BK_OP_KICK)
+        do_kick(p, h, payload);
+    else if (h->aux == BK_OP_SHUTDOWN)
+        do_shutdown(p, h);
+    else
+        do_list(p, h, payload);
+}
+
 void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
                     int *fds)
 {
@@ -133,6 +205,14 @@ void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
         break;
     case BK_OP_STATUS:
         do_status(p, h);
+        break;
+    case BK_OP_LIST_CLIENTS:
+    case BK_OP_LIST_NAMES:
+    case BK_OP_LIST_STREAMS:
+    case BK_OP_LIST_SHM:
+    case BK_OP_KICK:
+    case BK_OP_SHUTDOWN:
+        do_admin(p, h, payload);
         break;
     default:                    /* bk_frame_check_from_client rejects it */
         reply(p, h, EINVAL, "", 0);

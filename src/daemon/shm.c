@@ -40,6 +40,16 @@ typedef struct bk_held {
     uint64_t count;
 } bk_held_t;
 
+void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
+                     uint32_t *nreceivers)
+{
+    const bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+
+    *segid = seg->segid;
+    *size = seg->size;
+    *nreceivers = seg->nsent;
+}
+
 void bk_shm_port_init(bk_shm_port_t *s)
 {
     memset(s, 0, sizeof(*s));

@@ -52,6 +52,10 @@ void bk_shm_undelivered(struct bk_port *from, const uint8_t *desc);
 int bk_shm_release(struct bk_port *p, const uint8_t *payload, uint32_t len,
                    const char **why);
 
+/* For listings: the segment behind a node of bk_shm_port_t.segs. */
+void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
+                     uint32_t *nreceivers);
+
 /* `p` is going away: its references go back to their owners, its segments
  * are closed and announced gone to those who got them. */
 void bk_shm_port_gone(struct bk_port *p);

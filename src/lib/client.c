@@ -706,3 +706,129 @@ BROKER_API int broker_status(broker_t *b, char **text)
     *text = t;
     return 0;
 }
+
+/* ---- operator control ------------------------------------------------------ */
+
+BROKER_API int broker_ctrl(broker_t *b, uint32_t op, const void *req,
+                           size_t len, void **reply, size_t *reply_len)
+{
+    uint8_t *p = NULL, *t;
+    size_t plen = 0;
+    int r;
+
+    if (reply)
+        *reply = NULL;
+    if (reply_len)
+        *reply_len = 0;
+    if (!b || op == 0 || op == BK_OP_SEGMENT || (len && !req) ||
+        len > b->lim.max_name)
+        return -EINVAL;
+    r = ctrl_call(b, op, req, len, -1, &p, &plen);
+    if (r < 0 || !reply) {
+        free(p);
+        return r;
+    }
+    t = malloc(plen + 1);
+    if (!t) {
+        free(p);
+        return -ENOMEM;
+    }
+    if (plen)
+        memcpy(t, p, plen);
+    t[plen] = '\0';
+    free(p);
+    *reply = t;
+    if (reply_len)
+        *reply_len = plen;
+    return 0;
+}
+
+/* Split a LIST page into its records and the `next=N` trailer (the last
+ * line).  Returns the length of the records part or -EPROTO. */
+static ssize_t list_page_split(const char *page, size_t len, uint32_t *next)
+{
+    size_t i;
+    char *end;
+    unsigned long v;
+
+    if (len < 7 || page[len - 1] != '\n')
+        return -EPROTO;
+    i = len - 1;
+    while (i > 0 && page[i - 1] != '\n')
+        i--;
+    if (strncmp(page + i, "next=", 5) != 0)
+        return -EPROTO;
+    errno = 0;
+    v = strtoul(page + i + 5, &end, 10);
+    if (errno || end != page + len - 1 || v > UINT32_MAX ||
+        page[i + 5] < '0' || page[i + 5] > '9')
+        return -EPROTO;
+    *next = (uint32_t)v;
+    return (ssize_t)i;
+}
+
+static int list_append(char **text, size_t *len, const char *add, size_t n)
+{
+    char *t = realloc(*text, *len + n + 1);
+
+    if (!t)
+        return -ENOMEM;
+    memcpy(t + *len, add, n);
+    *len += n;
+    t[*len] = '\0';
+    *text = t;
+    return 0;
+}
+
+BROKER_API int broker_list(broker_t *b, uint32_t op, char **text, size_t *len)
+{
+    uint32_t start = 0, next;
+    size_t total = 0;
+    char *all = NULL;
+    int r;
+
+    if (!b || !text || op < BK_OP_LIST_CLIENTS || op > BK_OP_LIST_SHM)
+        return -EINVAL;
+    r = list_append(&all, &total, "", 0);
+    while (r == 0) {
+        uint8_t req[BK_LIST_REQ_SIZE];
+        void *page = NULL;
+        size_t plen = 0;
+        ssize_t rec;
+
+        bk_put32(req, start);
+        r = broker_ctrl(b, op, req, sizeof(req), &page, &plen);
+        if (r < 0)
+            break;
+        rec = list_page_split(page, plen, &next);
+        if (rec < 0 || (next != 0 && next <= start))
+            r = -EPROTO;
+        else
+            r = list_append(&all, &total, page, (size_t)rec);
+        free(page);
+        if (r < 0 || next == 0)
+            break;
+        start = next;
+    }
+    if (r < 0) {
+        free(all);
+        return r;
+    }
+    *text = all;
+    if (len)
+        *len = total;
+    return 0;
+}
+
+BROKER_API int broker_kick(broker_t *b, uint64_t id)
+{
+    uint8_t req[BK_KICK_REQ_SIZE];
+
+    bk_put64(req, id);
+    return broker_ctrl(b, BK_OP_KICK, req, sizeof(req), NULL, NULL);
+}
+
+BROKER_API int broker_shutdown(broker_t *b)
+{
+    return broker_ctrl(b, BK_OP_SHUTDOWN, NULL, 0, NULL, NULL);
+}

@@ -45,7 +45,10 @@
 typedef struct ctl_opts {
     const char *socket;     /* -s PATH, or NULL for the default path */
     int timeout_ms;         /* -1 = wait forever */
-    bool json;              /* status --json */
+    int json;               /* --json: CTL_JSON_* */
+    bool no_legend;         /* --no-legend: tables without a header */
+    const char *sort;       /* --sort FIELD (list commands) */
+    long top;               /* --top N, -1: all rows */
     bool echo;              /* serve --echo */
     const char *cmd;
     char **args;            /* positional arguments after the command */
@@ -57,7 +60,10 @@ typedef struct ctl_opts {
 enum {
     CTL_ACCEPT_JSON = 0x1,
     CTL_ACCEPT_ECHO = 0x2,
+    CTL_ACCEPT_LIST = 0x4,      /* --no-legend, --sort, --top */
 };
+
+enum { CTL_JSON_OFF = 0, CTL_JSON_SHORT, CTL_JSON_PRETTY };
 
 typedef struct ctl_cmd {
     const char *name;
@@ -66,12 +72,16 @@ typedef struct ctl_cmd {
     int (*run)(const ctl_opts_t *o);
 } ctl_cmd_t;
 
-enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION };
+enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
+       CTL_OPT_NO_LEGEND, CTL_OPT_SORT, CTL_OPT_TOP };
 
 static const struct option ctl_long_opts[] = {
     { "socket",  required_argument, NULL, 's' },
     { "timeout", required_argument, NULL, CTL_OPT_TIMEOUT },
-    { "json",    no_argument,       NULL, CTL_OPT_JSON },
+    { "json",    optional_argument, NULL, CTL_OPT_JSON },
+    { "no-legend", no_argument,     NULL, CTL_OPT_NO_LEGEND },
+    { "sort",    required_argument, NULL, CTL_OPT_SORT },
+    { "top",     required_argument, NULL, CTL_OPT_TOP },
     { "echo",    no_argument,       NULL, CTL_OPT_ECHO },
     { "version", no_argument,       NULL, CTL_OPT_VERSION },
     { "help",    no_argument,       NULL, 'h' },
@@ -118,19 +128,29 @@ static void ctl_help(void)
 "                      for root, else /tmp/brokerd-$UID/brokerd.sock)\n"
 "      --timeout MS    how long ping, call and send's delivery check\n"
 "                      wait, in milliseconds (default %d, -1: no limit)\n"
+"      --json[=short|pretty]  JSON output (status and the lists)\n"
+"      --no-legend     tables without their header line\n"
 "      --version       print the version and exit\n"
 "  -h, --help          print this help and exit\n"
 "\n"
 "Commands:\n"
 "  ping                     round trip to the broker\n"
 "  status [--json]          broker counters and limits\n"
+"  clients, names, streams, shm [--sort FIELD] [--top N]\n"
+"                           list connected clients, owned names, open\n"
+"                           streams, shared-memory segments (needs root\n"
+"                           or the broker's user)\n"
+"  kick ID                  disconnect client ID\n"
+"  shutdown                 stop the broker as SIGTERM would\n"
 "  send NAME [DATA|-]       one-way message (no DATA or '-': read stdin)\n"
 "  call NAME [DATA|-]       request; the reply is written to stdout\n"
 "  listen NAME              register NAME and print every message\n"
 "  serve NAME --echo        register NAME and answer requests with\n"
 "                           their own payload\n"
 "\n"
-"-s and --timeout may also follow the command.  listen and serve run\n"
+"-s, --timeout, --json and --no-legend may also follow the command.\n"
+"--sort takes a field (JSON key) of the list; numbers sort largest first,\n"
+"text in byte order.  listen and serve run\n"
 "until SIGINT/SIGTERM or broker shutdown.\n"
 "Exit status: 0 success, 1 runtime error, 2 usage error.\n",
            CTL_DEF_TIMEOUT_MS);
@@ -547,20 +567,22 @@ static void ctl_json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void ctl_status_json(char **keys, char **vals, size_t n)
+static void ctl_status_json(char **keys, char **vals, size_t n, int mode)
 {
     putchar('{');
     for (size_t i = 0; i < n; i++) {
         if (i)
             putchar(',');
+        if (mode == CTL_JSON_PRETTY)
+            fputs("\n  ", stdout);
         ctl_json_string(stdout, keys[i]);
-        putchar(':');
+        fputs(mode == CTL_JSON_PRETTY ? ": " : ":", stdout);
         if (ctl_is_json_int(vals[i]))
             fputs(vals[i], stdout);
         else
             ctl_json_string(stdout, vals[i]);
     }
-    puts("}");
+    puts(mode == CTL_JSON_PRETTY && n ? "\n}" : "}");
 }
 
 static void ctl_status_text(char **keys, char **vals, size_t n)
@@ -598,11 +620,402 @@ static int ctl_run_status(const ctl_opts_t *o)
     }
     n = ctl_status_parse(text, keys, vals, CTL_STATUS_MAX_KEYS);
     if (o->json)
-        ctl_status_json(keys, vals, n);
+        ctl_status_json(keys, vals, n, o->json);
     else
         ctl_status_text(keys, vals, n);
     free(text);
     return fflush(stdout) == EOF ? CTL_EXIT_RUNTIME : CTL_EXIT_OK;
+}
+
+/* ---- listings (clients, names, streams, shm) ------------------------------ */
+
+/* One listing: which op, which wire keys its table shows, which keys are
+ * text (JSON strings) and which one is a comma-separated list. */
+typedef struct ctl_list_kind {
+    const char *cmd;
+    uint32_t op;
+    const char *const *cols;    /* table columns, NULL-terminated */
+} ctl_list_kind_t;
+
+static const char *const ctl_cols_clients[] = {
+    "id", "pid", "uid", "comm", "names", "queued_bytes", "msgs_in",
+    "msgs_out", "streams", "shm_segments", "age_ms", NULL };
+static const char *const ctl_cols_names[] = {
+    "name", "owner", "pid", "comm", "age_ms", NULL };
+static const char *const ctl_cols_streams[] = {
+    "opener", "opener_sid", "acceptor", "acceptor_sid", "opener_bytes",
+    "acceptor_bytes", "age_ms", NULL };
+static const char *const ctl_cols_shm[] = {
+    "owner", "segid", "size", "receivers", NULL };
+
+static const ctl_list_kind_t ctl_lists[] = {
+    { "clients", BROKER_CTRL_LIST_CLIENTS, ctl_cols_clients },
+    { "names",   BROKER_CTRL_LIST_NAMES,   ctl_cols_names },
+    { "streams", BROKER_CTRL_LIST_STREAMS, ctl_cols_streams },
+    { "shm",     BROKER_CTRL_LIST_SHM,     ctl_cols_shm },
+};
+
+static bool ctl_key_is_text(const char *key)
+{
+    return !strcmp(key, "comm") || !strcmp(key, "name");
+}
+
+static bool ctl_key_is_list(const char *key)
+{
+    return !strcmp(key, "names");
+}
+
+#define CTL_REC_MAX_KEYS 32
+
+/* One record; keys and raw (still escaped) values point into the text. */
+typedef struct ctl_rec {
+    char *keys[CTL_REC_MAX_KEYS];
+    char *vals[CTL_REC_MAX_KEYS];
+    size_t n;
+} ctl_rec_t;
+
+static int ctl_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decode n bytes of s into a new string (NULL on no memory). */
+static char *ctl_unescape(const char *s, size_t n)
+{
+    char *out = malloc(n + 1), *d = out;
+
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = ctl_hexval(s[i + 1])) >= 0 &&
+            (lo = ctl_hexval(s[i + 2])) >= 0) {
+            *d++ = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            *d++ = s[i];
+        }
+    }
+    *d = '\0';
+    return out;
+}
+
+/* Split the listing text into records, in place.  Returns how many, or
+ * -ENOMEM; *out is malloc'd. */
+static ssize_t ctl_records(char *text, ctl_rec_t **out)
+{
+    ctl_rec_t *recs = NULL;
+    size_t n = 0, cap = 0;
+    char *save = NULL;
+
+    for (char *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *fsave = NULL;
+        ctl_rec_t *r;
+
+        if (n == cap) {
+            ctl_rec_t *t = realloc(recs, (cap = cap ? cap * 2 : 64) *
+                                   sizeof(*recs));
+            if (!t) {
+                free(recs);
+                return -ENOMEM;
+            }
+            recs = t;
+        }
+        r = &recs[n++];
+        r->n = 0;
+        for (char *f = strtok_r(line, " ", &fsave);
+             f && r->n < CTL_REC_MAX_KEYS; f = strtok_r(NULL, " ", &fsave)) {
+            char *eq = strchr(f, '=');
+            if (!eq || eq == f)
+                continue;
+            *eq = '\0';
+            r->keys[r->n] = f;
+            r->vals[r->n++] = eq + 1;
+        }
+    }
+    *out = recs;
+    return (ssize_t)n;
+}
+
+static const char *ctl_rec_get(const ctl_rec_t *r, const char *key)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (!strcmp(r->keys[i], key))
+            return r->vals[i];
+    return NULL;
+}
+
+/* ---- sorting ---- */
+
+static const char *ctl_sort_key;
+static bool ctl_sort_desc;      /* numbers: largest first */
+
+static bool ctl_all_digits(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+static int ctl_rec_cmp(const void *a, const void *b)
+{
+    const char *x = ctl_rec_get(a, ctl_sort_key);
+    const char *y = ctl_rec_get(b, ctl_sort_key);
+    int c;
+
+    if (!x || !y)
+        return !x - !y;
+    if (ctl_all_digits(x) && ctl_all_digits(y)) {
+        unsigned long long u = strtoull(x, NULL, 10);
+        unsigned long long v = strtoull(y, NULL, 10);
+        c = (u > v) - (u < v);
+        return ctl_sort_desc ? -c : c;
+    }
+    return strcmp(x, y);
+}
+
+static bool ctl_list_has_key(const ctl_list_kind_t *k, const ctl_rec_t *recs,
+                             size_t n, const char *key)
+{
+    for (size_t i = 0; k->cols[i]; i++)
+        if (!strcmp(k->cols[i], key))
+            return true;
+    for (size_t i = 0; i < n; i++)
+        if (ctl_rec_get(&recs[i], key))
+            return true;
+    return false;
+}
+
+/* ---- JSON ---- */
+
+static void ctl_json_value(const char *key, const char *raw)
+{
+    char *v;
+
+    if (ctl_key_is_list(key)) {
+        const char *p = raw;
+        putchar('[');
+        for (bool first = true; *raw; first = false) {
+            size_t len = strcspn(p, ",");
+            if (!first)
+                putchar(',');
+            v = ctl_unescape(p, len);
+            ctl_json_string(stdout, v ? v : "");
+            free(v);
+            if (!p[len])
+                break;
+            p += len + 1;
+        }
+        putchar(']');
+        return;
+    }
+    v = ctl_unescape(raw, strlen(raw));
+    if (!ctl_key_is_text(key) && v && ctl_is_json_int(v))
+        fputs(v, stdout);
+    else
+        ctl_json_string(stdout, v ? v : "");
+    free(v);
+}
+
+static void ctl_list_json(const ctl_rec_t *recs, size_t n, int mode)
+{
+    bool pretty = mode == CTL_JSON_PRETTY;
+
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? "," : "", stdout);
+        fputs(pretty ? "\n  {" : "{", stdout);
+        for (size_t j = 0; j < recs[i].n; j++) {
+            fputs(j ? "," : "", stdout);
+            if (pretty)
+                fputs("\n    ", stdout);
+            ctl_json_string(stdout, recs[i].keys[j]);
+            fputs(pretty ? ": " : ":", stdout);
+            ctl_json_value(recs[i].keys[j], recs[i].vals[j]);
+        }
+        fputs(pretty && recs[i].n ? "\n  }" : "}", stdout);
+    }
+    puts(pretty && n ? "\n]" : "]");
+}
+
+/* ---- tables ---- */
+
+/* Display form of a value: unescaped, control bytes shown as '?'. */
+static char *ctl_cell(const char *raw)
+{
+    char *v = ctl_unescape(raw ? raw : "", raw ? strlen(raw) : 0);
+
+    for (char *p = v; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return v;
+}
+
+static void ctl_list_table(const ctl_list_kind_t *k, const ctl_rec_t *recs,
+                           size_t n, bool legend)
+{
+    size_t ncols = 0, width[CTL_REC_MAX_KEYS];
+    bool num[CTL_REC_MAX_KEYS];
+    bool tty = isatty(STDOUT_FILENO);
+
+    while (k->cols[ncols])
+        ncols++;
+    for (size_t c = 0; c < ncols; c++) {
+        width[c] = legend ? strlen(k->cols[c]) : 0;
+        num[c] = !ctl_key_is_text(k->cols[c]) && !ctl_key_is_list(k->cols[c]);
+        for (size_t i = 0; i < n; i++) {
+            char *v = ctl_cell(ctl_rec_get(&recs[i], k->cols[c]));
+            size_t w = v ? strlen(v) : 0;
+            free(v);
+            if (w > width[c])
+                width[c] = w;
+        }
+    }
+    if (legend) {
+        fputs(tty ? "\033[1m" : "", stdout);
+        for (size_t c = 0; c < ncols; c++) {
+            char head[64];
+            size_t j = 0;
+            for (; k->cols[c][j] && j < sizeof(head) - 1; j++)
+                head[j] = (char)(k->cols[c][j] >= 'a' && k->cols[c][j] <= 'z'
+                                 ? k->cols[c][j] - 'a' + 'A' : k->cols[c][j]);
+            head[j] = '\0';
+            printf(num[c] ? "%s%*s" : "%s%-*s", c ? "  " : "",
+                   c + 1 == ncols && !num[c] ? 0 : (int)width[c], head);
+        }
+        fputs(tty ? "\033[0m\n" : "\n", stdout);
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t c = 0; c < ncols; c++) {
+            char *v = ctl_cell(ctl_rec_get(&recs[i], k->cols[c]));
+            printf(num[c] ? "%s%*s" : "%s%-*s", c ? "  " : "",
+                   c + 1 == ncols && !num[c] ? 0 : (int)width[c],
+                   v ? v : "");
+            free(v);
+        }
+        putchar('\n');
+    }
+}
+
+/* Errors of the privileged operations, EPERM spelled out. */
+static const char *ctl_admin_strerror(int r)
+{
+    if (r == -EPERM)
+        return "permission denied (needs root or the broker's user)";
+    return broker_strerror(r);
+}
+
+static const ctl_list_kind_t *ctl_list_kind(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof(ctl_lists) / sizeof(ctl_lists[0]); i++)
+        if (!strcmp(ctl_lists[i].cmd, cmd))
+            return &ctl_lists[i];
+    return NULL;
+}
+
+/* Sort (default: by the first column, ascending) and print. */
+static int ctl_list_print(const ctl_opts_t *o, const ctl_list_kind_t *k,
+                          ctl_rec_t *recs, size_t n)
+{
+    if (o->sort && !ctl_list_has_key(k, recs, n, o->sort))
+        return ctl_usage_error("unknown field '%s' for '%s'", o->sort,
+                               k->cmd);
+    ctl_sort_key = o->sort ? o->sort : k->cols[0];
+    ctl_sort_desc = o->sort != NULL;
+    if (n > 1)
+        qsort(recs, n, sizeof(*recs), ctl_rec_cmp);
+    if (o->top >= 0 && (size_t)o->top < n)
+        n = (size_t)o->top;
+    if (o->json)
+        ctl_list_json(recs, n, o->json);
+    else
+        ctl_list_table(k, recs, n, !o->no_legend);
+    return fflush(stdout) == EOF ? CTL_EXIT_RUNTIME : CTL_EXIT_OK;
+}
+
+static int ctl_run_list(const ctl_opts_t *o)
+{
+    const ctl_list_kind_t *k = ctl_list_kind(o->cmd);
+    char path[CTL_PATH_MAX];
+    ctl_rec_t *recs = NULL;
+    char *text = NULL;
+    broker_t *b;
+    ssize_t n;
+    int r;
+
+    if (o->sort && !*o->sort)
+        return ctl_usage_error("--sort needs a field name");
+    if (!(b = ctl_connect(o, path, sizeof(path))))
+        return CTL_EXIT_RUNTIME;
+    r = broker_list(b, k->op, &text, NULL);
+    broker_close(b);
+    if (r < 0) {
+        ctl_err("%s %s: %s", k->cmd, path, ctl_admin_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    n = ctl_records(text, &recs);
+    if (n < 0) {
+        ctl_err("%s: %s", k->cmd, broker_strerror((int)n));
+        r = CTL_EXIT_RUNTIME;
+    } else {
+        r = ctl_list_print(o, k, recs, (size_t)n);
+    }
+    free(recs);
+    free(text);
+    return r;
+}
+
+/* ---- kick / shutdown --------------------------------------------------------- */
+
+static int ctl_run_kick(const ctl_opts_t *o)
+{
+    char path[CTL_PATH_MAX], *end;
+    unsigned long long id;
+    broker_t *b;
+    int r;
+
+    errno = 0;
+    id = strtoull(o->args[0], &end, 10);
+    if (errno || end == o->args[0] || *end || id == 0 ||
+        o->args[0][0] == '-')
+        return ctl_usage_error("invalid client id '%s'", o->args[0]);
+    if (!(b = ctl_connect(o, path, sizeof(path))))
+        return CTL_EXIT_RUNTIME;
+    r = broker_kick(b, (uint64_t)id);
+    broker_close(b);
+    if (r < 0) {
+        ctl_err("kick %llu: %s", id, r == -ENOENT ? "no such client" :
+                ctl_admin_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    return CTL_EXIT_OK;
+}
+
+static int ctl_run_shutdown(const ctl_opts_t *o)
+{
+    char path[CTL_PATH_MAX];
+    broker_t *b;
+    int r;
+
+    if (!(b = ctl_connect(o, path, sizeof(path))))
+        return CTL_EXIT_RUNTIME;
+    r = broker_shutdown(b);
+    broker_close(b);
+    if (r < 0) {
+        ctl_err("shutdown %s: %s", path, ctl_admin_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    return CTL_EXIT_OK;
 }
 
 /* ---- send / call ----------------------------------------------------------- */
@@ -699,6 +1112,12 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "call",   1, 2, 0,               ctl_run_call },
     { "listen", 1, 1, 0,               ctl_run_listen },
     { "serve",  1, 1, CTL_ACCEPT_ECHO, ctl_run_serve },
+    { "clients", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, ctl_run_list },
+    { "names",   0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, ctl_run_list },
+    { "streams", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, ctl_run_list },
+    { "shm",     0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, ctl_run_list },
+    { "kick",    1, 1, 0, ctl_run_kick },
+    { "shutdown", 0, 0, 0, ctl_run_shutdown },
 };
 
 static const ctl_cmd_t *ctl_find_cmd(const char *name)
@@ -707,6 +1126,19 @@ static const ctl_cmd_t *ctl_find_cmd(const char *name)
         if (strcmp(ctl_cmds[i].name, name) == 0)
             return &ctl_cmds[i];
     return NULL;
+}
+
+static int ctl_parse_top(const char *s, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0)
+        return -EINVAL;
+    *out = v;
+    return 0;
 }
 
 static int ctl_parse_timeout(const char *s, int *out)
@@ -745,8 +1177,32 @@ static int ctl_take_opt(int c, ctl_opts_t *o, const ctl_cmd_t *cmd,
                                    "or -1 for none)", optarg);
         return -1;
     case CTL_OPT_JSON:
-        o->json = true;
+        if (!optarg || !strcmp(optarg, "short"))
+            o->json = CTL_JSON_SHORT;
+        else if (!strcmp(optarg, "pretty"))
+            o->json = CTL_JSON_PRETTY;
+        else
+            return ctl_usage_error("invalid --json mode '%s' (short or "
+                                   "pretty)", optarg);
+        if (!cmd)
+            return -1;          /* global: before the command */
         need = CTL_ACCEPT_JSON;
+        break;
+    case CTL_OPT_NO_LEGEND:
+        o->no_legend = true;
+        if (!cmd)
+            return -1;
+        need = CTL_ACCEPT_LIST;
+        break;
+    case CTL_OPT_SORT:
+        o->sort = optarg;
+        need = CTL_ACCEPT_LIST;
+        break;
+    case CTL_OPT_TOP:
+        if (ctl_parse_top(optarg, &o->top) < 0)
+            return ctl_usage_error("invalid --top '%s' (a count >= 0)",
+                                   optarg);
+        need = CTL_ACCEPT_LIST;
         break;
     case CTL_OPT_ECHO:
         o->echo = true;
@@ -767,9 +1223,11 @@ static int ctl_take_opt(int c, ctl_opts_t *o, const ctl_cmd_t *cmd,
         return ctl_usage_error("unknown option '%s'",
                                ctl_bad_opt(argv, optind));
     }
-    /* --json and --echo belong to their command. */
+    /* --echo, --sort and --top belong to their command. */
     if (!cmd)
         return ctl_usage_error("option '%s' must follow its command",
+                               c == CTL_OPT_SORT ? "--sort" :
+                               c == CTL_OPT_TOP ? "--top" :
                                ctl_bad_opt(argv, optind));
     if (cmd && !(cmd->accepts & need))
         return ctl_usage_error("option '%s' is not valid for '%s'",
@@ -814,6 +1272,7 @@ static int ctl_parse(int argc, char **argv, ctl_opts_t *o,
     o->args = sub_argv + 1;
     if (o->nargs < cmd->min_args)
         return ctl_usage_error("'%s' needs %s", cmd->name,
+                               !strcmp(cmd->name, "kick") ? "a client ID" :
                                cmd->min_args == 1 ? "a NAME" : "arguments");
     if (o->nargs > cmd->max_args)
         return ctl_usage_error("too many arguments for '%s'", cmd->name);
@@ -823,7 +1282,7 @@ static int ctl_parse(int argc, char **argv, ctl_opts_t *o,
 
 int main(int argc, char **argv)
 {
-    ctl_opts_t o = { .timeout_ms = CTL_DEF_TIMEOUT_MS };
+    ctl_opts_t o = { .timeout_ms = CTL_DEF_TIMEOUT_MS, .top = -1 };
     const ctl_cmd_t *cmd = NULL;
     int r = ctl_parse(argc, argv, &o, &cmd);
 
