@@ -129,7 +129,7 @@ int broker_status(broker_t *b, char **text);
 /* ---- operator control (brokerctl) --------------------------------------- */
 
 /* Control operation numbers (the CTRL frame's `aux`, broker-protocol(7)).
- * The LIST ops, KICK and SHUTDOWN are privileged: the broker answers
+ * The LIST ops, KICK, SHUTDOWN and RELOAD are privileged: the broker answers
  * -EPERM unless the caller's uid is 0 or the broker's own uid. */
 enum broker_ctrl_op {
     BROKER_CTRL_PING         = 1,
@@ -143,14 +143,16 @@ enum broker_ctrl_op {
     BROKER_CTRL_LIST_SHM     = 10,
     BROKER_CTRL_KICK         = 11,
     BROKER_CTRL_SHUTDOWN     = 12,
+    BROKER_CTRL_RELOAD       = 13,
 };
 
 /* Send one raw CTRL request `op` with `len` bytes of `req` (len at most
  * the broker's max_name, 255 by default) and wait for its answer.
  * Returns 0 or the broker's error negated (-EPERM, -ENOENT, ...) or a
- * local error; on 0, *reply (malloc'd, NUL-terminated after *reply_len
- * bytes, free() it) holds the reply payload.  reply may be NULL to drop
- * it.  Ops that need file descriptors are refused with -EINVAL. */
+ * local error; *reply (malloc'd, NUL-terminated after *reply_len bytes,
+ * free() it) holds the reply payload, also on an error when the broker
+ * explained it (else NULL).  reply may be NULL to drop it.  Ops that need
+ * file descriptors are refused with -EINVAL. */
 int broker_ctrl(broker_t *b, uint32_t op, const void *req, size_t len,
                 void **reply, size_t *reply_len);
 /* A complete listing (op: BROKER_CTRL_LIST_*), fetched page by page:

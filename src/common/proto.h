@@ -62,7 +62,8 @@ enum bk_op {
     BK_OP_LIST_SHM     = 10,
     BK_OP_KICK         = 11,  /* payload: u64 client id */
     BK_OP_SHUTDOWN     = 12,  /* no payload */
-    BK_OP_MAX_         = 12
+    BK_OP_RELOAD       = 13,  /* no payload; error text in the reply */
+    BK_OP_MAX_         = 13
 };
 #define BK_LIST_REQ_SIZE  4u    /* LIST request payload: u32 start (or empty) */
 #define BK_KICK_REQ_SIZE  8u    /* KICK request payload: u64 client id */

@@ -3,6 +3,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,17 @@ void bk_config_defaults(bk_config_t *c)
     c->max_segments = BK_DEF_MAX_SEGMENTS;
     c->max_shm = BK_DEF_MAX_SHM;
     c->shutdown_grace_ms = 2000;
+    c->socket_mode = 0600;
+    bk_policy_init(&c->policy);
+}
+
+void bk_config_free(bk_config_t *c)
+{
+    free(c->pidfile);
+    c->pidfile = NULL;
+    free(c->confpath);
+    c->confpath = NULL;
+    bk_policy_free(&c->policy);
 }
 
 int bk_config_parse_size(const char *s, uint64_t *out)
@@ -66,6 +79,8 @@ static void usage(FILE *f)
 "  -s, --socket PATH       listen on PATH (default: $BROKER_SOCKET,\n"
 "                          $XDG_RUNTIME_DIR/brokerd.sock, /run/brokerd.sock\n"
 "                          for root, else /tmp/brokerd-$UID/brokerd.sock)\n"
+"  -c, --config FILE       read settings from FILE (key = value lines);\n"
+"                          options given here override it\n"
 "  -f, --foreground        stay in the foreground and log to stderr\n"
 "      --log-level LEVEL   error, warn, info (default) or debug\n"
 "      --pidfile FILE      write the daemon's pid to FILE\n"
@@ -79,31 +94,70 @@ static void usage(FILE *f)
 "      --max-clients N     connected clients (default 4096)\n"
 "      --max-segments N    shared-memory segments per client (default 64)\n"
 "      --max-shm SIZE      bytes of shared memory per client (default 2G)\n"
+"      --socket-mode MODE  permissions of the socket file (default 0600)\n"
+"      --socket-group GROUP  group of the socket file (name or gid)\n"
 "      --version           print the version and exit\n"
 "  -h, --help              print this help and exit\n");
 }
 
-static int bad(const char *opt, const char *val, const char *why)
+static int bad(char *err, size_t errlen, const char *opt, const char *val,
+               const char *why)
 {
-    fprintf(stderr, "brokerd: invalid value '%s' for %s: %s\n", val, opt,
-            why);
+    snprintf(err, errlen, "invalid value '%s' for %s: %s", val, opt, why);
     return -EINVAL;
 }
 
-static int parse_u32(const char *opt, const char *val, uint64_t min,
-                     uint64_t max, uint32_t *out)
+static int parse_u32(char *err, size_t errlen, const char *opt,
+                     const char *val, uint64_t min, uint64_t max,
+                     uint32_t *out)
 {
     uint64_t v;
 
     if (bk_config_parse_size(val, &v) < 0)
-        return bad(opt, val, "not a number");
+        return bad(err, errlen, opt, val, "not a number");
     if (v < min || v > max) {
         char why[64];
         snprintf(why, sizeof(why), "must be between %llu and %llu",
                  (unsigned long long)min, (unsigned long long)max);
-        return bad(opt, val, why);
+        return bad(err, errlen, opt, val, why);
     }
     *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_mode(const char *val, unsigned *out)
+{
+    char *end;
+    unsigned long v;
+
+    if (*val < '0' || *val > '7')
+        return -EINVAL;
+    errno = 0;
+    v = strtoul(val, &end, 8);
+    if (errno || *end || v > 07777)
+        return -EINVAL;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int parse_group(const char *val, gid_t *out)
+{
+    struct group *gr;
+    char *end;
+    unsigned long v;
+
+    if (*val >= '0' && *val <= '9') {
+        errno = 0;
+        v = strtoul(val, &end, 10);
+        if (errno || *end || v >= (unsigned long)(gid_t)-1)
+            return -EINVAL;
+        *out = (gid_t)v;
+        return 0;
+    }
+    gr = *val ? getgrnam(val) : NULL;
+    if (!gr)
+        return -EINVAL;
+    *out = gr->gr_gid;
     return 0;
 }
 
@@ -111,85 +165,139 @@ enum {
     OPT_LOG_LEVEL = 256, OPT_PIDFILE, OPT_QUEUE_LIMIT, OPT_MAX_PACKET,
     OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES,
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
+    OPT_SOCKET_MODE, OPT_SOCKET_GROUP,
 };
 
-static int apply(bk_config_t *c, int opt, const char *arg)
+static const struct option opts[] = {
+    { "socket", required_argument, NULL, 's' },
+    { "foreground", no_argument, NULL, 'f' },
+    { "config", required_argument, NULL, 'c' },
+    { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { "queue-limit", required_argument, NULL, OPT_QUEUE_LIMIT },
+    { "max-packet", required_argument, NULL, OPT_MAX_PACKET },
+    { "max-msg", required_argument, NULL, OPT_MAX_MSG },
+    { "max-fds", required_argument, NULL, OPT_MAX_FDS },
+    { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
+    { "max-names", required_argument, NULL, OPT_MAX_NAMES },
+    { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+    { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
+    { "max-shm", required_argument, NULL, OPT_MAX_SHM },
+    { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+    { "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
+    { "version", no_argument, NULL, OPT_VERSION },
+    { "help", no_argument, NULL, 'h' },
+    { 0 }
+};
+
+/* Set option `opt` from `arg`; `name` is how messages call it. */
+static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
+                 char *err, size_t el)
 {
     int lvl;
 
     switch (opt) {
     case 's':
         if (strlen(arg) >= sizeof(c->socket_path) || !*arg)
-            return bad("--socket", arg, "path empty or too long");
+            return bad(err, el, name, arg, "path empty or too long");
         strcpy(c->socket_path, arg);
-        return 0;
-    case 'f':
-        c->foreground = true;
         return 0;
     case OPT_LOG_LEVEL:
         if ((lvl = bk_log_parse_level(arg)) < 0)
-            return bad("--log-level", arg, "use error, warn, info or debug");
+            return bad(err, el, name, arg, "use error, warn, info or debug");
         c->log_level = lvl;
         return 0;
-    case OPT_PIDFILE:
-        c->pidfile = arg;
+    case OPT_PIDFILE: {
+        char *copy = *arg ? strdup(arg) : NULL;
+        if (!copy)
+            return bad(err, el, name, arg, "empty or out of memory");
+        free(c->pidfile);
+        c->pidfile = copy;
         return 0;
+    }
     case OPT_QUEUE_LIMIT:
         if (bk_config_parse_size(arg, &c->queue_limit) < 0 ||
             c->queue_limit < 4096)
-            return bad("--queue-limit", arg, "a size of at least 4K");
+            return bad(err, el, name, arg, "a size of at least 4K");
         return 0;
     case OPT_MAX_MSG:
         if (bk_config_parse_size(arg, &c->max_msg) < 0 || c->max_msg == 0)
-            return bad("--max-msg", arg, "a size of at least 1");
+            return bad(err, el, name, arg, "a size of at least 1");
         return 0;
     case OPT_MAX_PACKET:
-        return parse_u32("--max-packet", arg, BK_MIN_MAX_PACKET,
+        return parse_u32(err, el, name, arg, BK_MIN_MAX_PACKET,
                          BK_MAX_MAX_PACKET, &c->max_packet);
     case OPT_MAX_FDS:
-        return parse_u32("--max-fds", arg, 0, BK_MAX_FDS_HARD, &c->max_fds);
+        return parse_u32(err, el, name, arg, 0, BK_MAX_FDS_HARD,
+                         &c->max_fds);
     case OPT_MAX_STREAMS:
-        return parse_u32("--max-streams", arg, 1, 1u << 20, &c->max_streams);
+        return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_streams);
     case OPT_MAX_NAMES:
-        return parse_u32("--max-names", arg, 1, 1u << 16, &c->max_names);
+        return parse_u32(err, el, name, arg, 1, 1u << 16, &c->max_names);
     case OPT_MAX_CLIENTS:
-        return parse_u32("--max-clients", arg, 1, 1u << 20, &c->max_clients);
+        return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_clients);
     case OPT_MAX_SEGMENTS:
-        return parse_u32("--max-segments", arg, 0, 1u << 16,
-                         &c->max_segments);
+        return parse_u32(err, el, name, arg, 0, 1u << 16, &c->max_segments);
     case OPT_MAX_SHM:
         if (bk_config_parse_size(arg, &c->max_shm) < 0)
-            return bad("--max-shm", arg, "not a size");
+            return bad(err, el, name, arg, "not a size");
+        return 0;
+    case OPT_SOCKET_MODE:
+        if (parse_mode(arg, &c->socket_mode) < 0)
+            return bad(err, el, name, arg, "an octal mode such as 0660");
+        return 0;
+    case OPT_SOCKET_GROUP:
+        if (parse_group(arg, &c->socket_group) < 0)
+            return bad(err, el, name, arg, "not a group name or gid");
+        c->socket_group_set = true;
         return 0;
     }
+    snprintf(err, el, "%s cannot be set here", name);
     return -EINVAL;
+}
+
+int bk_config_set(bk_config_t *c, const char *key, const char *value,
+                  bool *scalar, char *err, size_t errlen)
+{
+    int opt = 0;
+
+    *scalar = false;
+    if (!strcmp(key, "allow-connect"))
+        return bk_policy_add_connect(&c->policy, value, err, errlen);
+    if (!strcmp(key, "allow-own"))
+        return bk_policy_add_own(&c->policy, value, err, errlen);
+    if (!strcmp(key, "allow-send"))
+        return bk_policy_add_send(&c->policy, value, err, errlen);
+    for (const struct option *o = opts; o->name; o++)
+        if (o->has_arg == required_argument && !strcmp(o->name, key) &&
+            o->val != 'c')
+            opt = o->val;
+    if (!opt) {
+        snprintf(err, errlen, "unknown key '%s'", key);
+        return -ENOENT;
+    }
+    *scalar = true;
+    return apply(c, opt, value, key, err, errlen);
+}
+
+static const char *opt_name(int opt, char *buf, size_t len)
+{
+    for (const struct option *o = opts; o->name; o++)
+        if (o->val == opt) {
+            snprintf(buf, len, "--%s", o->name);
+            return buf;
+        }
+    return "option";
 }
 
 int bk_config_parse_args(bk_config_t *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "socket", required_argument, NULL, 's' },
-        { "foreground", no_argument, NULL, 'f' },
-        { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-        { "pidfile", required_argument, NULL, OPT_PIDFILE },
-        { "queue-limit", required_argument, NULL, OPT_QUEUE_LIMIT },
-        { "max-packet", required_argument, NULL, OPT_MAX_PACKET },
-        { "max-msg", required_argument, NULL, OPT_MAX_MSG },
-        { "max-fds", required_argument, NULL, OPT_MAX_FDS },
-        { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
-        { "max-names", required_argument, NULL, OPT_MAX_NAMES },
-        { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
-        { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
-        { "max-shm", required_argument, NULL, OPT_MAX_SHM },
-        { "version", no_argument, NULL, OPT_VERSION },
-        { "help", no_argument, NULL, 'h' },
-        { 0 }
-    };
+    char err[256], name[32];
     int opt;
 
     opterr = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, ":s:fh", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":s:c:fh", opts, NULL)) != -1) {
         switch (opt) {
         case 'h':
             usage(stdout);
@@ -206,9 +314,19 @@ int bk_config_parse_args(bk_config_t *c, int argc, char **argv)
             fprintf(stderr, "brokerd: unknown option '%s' "
                     "(see brokerd --help)\n", argv[optind - 1]);
             return -EINVAL;
+        case 'f':
+            c->foreground = true;
+            break;
+        case 'c':
+            c->conffile = optarg;
+            break;
         default:
-            if (apply(c, opt, optarg) < 0)
+            if (apply(c, opt, optarg, opt_name(opt, name, sizeof(name)),
+                      err, sizeof(err)) < 0) {
+                fprintf(stderr, "brokerd: %s\n", err);
                 return -EINVAL;
+            }
+            c->socket_cli |= opt == 's';
         }
     }
     if (optind < argc) {
@@ -224,5 +342,88 @@ int bk_config_parse_args(bk_config_t *c, int argc, char **argv)
                 "use --socket\n");
         return -EINVAL;
     }
+    return 0;
+}
+
+int bk_config_load(bk_config_t *c, int argc, char **argv)
+{
+    char err[PATH_MAX + 256], *abs;
+    int r;
+
+    bk_config_defaults(c);
+    c->argc = argc;
+    c->argv = argv;
+    r = bk_config_parse_args(c, argc, argv);
+    if (r != 0 || !c->conffile)
+        return r;
+    abs = realpath(c->conffile, NULL);
+    if (!abs) {
+        fprintf(stderr, "brokerd: %s: %s\n", c->conffile, strerror(errno));
+        return -EINVAL;
+    }
+    bk_config_free(c);
+    bk_config_defaults(c);
+    c->argc = argc;
+    c->argv = argv;
+    c->confpath = abs;
+    if (bk_config_read_file(c, abs, err, sizeof(err)) < 0) {
+        fprintf(stderr, "brokerd: %s\n", err);
+        return -EINVAL;
+    }
+    return bk_config_parse_args(c, argc, argv);
+}
+
+/* Settings fixed at startup: warn when the file now says otherwise. */
+static void restart_warnings(const bk_config_t *live, const bk_config_t *n)
+{
+    const char *what[6];
+    int k = 0;
+
+    if (!live->socket_cli && strcmp(live->socket_path, n->socket_path))
+        what[k++] = "socket";
+    if (live->socket_mode != n->socket_mode)
+        what[k++] = "socket-mode";
+    if (live->socket_group_set != n->socket_group_set ||
+        live->socket_group != n->socket_group)
+        what[k++] = "socket-group";
+    if (live->max_packet != n->max_packet)
+        what[k++] = "max-packet";
+    if (live->max_fds != n->max_fds)
+        what[k++] = "max-fds";
+    if (live->max_msg != n->max_msg)
+        what[k++] = "max-msg";
+    for (int i = 0; i < k; i++)
+        bk_warn("reload: %s changed; it takes effect only after a restart",
+                what[i]);
+}
+
+int bk_config_reload(bk_config_t *live, char *err, size_t errlen)
+{
+    bk_config_t n;
+
+    if (!live->confpath) {
+        snprintf(err, errlen, "brokerd was started without a "
+                 "configuration file (-c)");
+        return -EINVAL;
+    }
+    bk_config_defaults(&n);
+    if (bk_config_read_file(&n, live->confpath, err, errlen) < 0 ||
+        bk_config_parse_args(&n, live->argc, live->argv) != 0) {
+        bk_config_free(&n);
+        return -EINVAL;
+    }
+    restart_warnings(live, &n);
+    live->log_level = n.log_level;
+    live->queue_limit = n.queue_limit < live->max_packet ?
+                        live->max_packet : n.queue_limit;
+    live->max_streams = n.max_streams;
+    live->max_names = n.max_names;
+    live->max_clients = n.max_clients;
+    live->max_segments = n.max_segments;
+    live->max_shm = n.max_shm;
+    bk_policy_free(&live->policy);
+    live->policy = n.policy;
+    bk_policy_init(&n.policy);
+    bk_config_free(&n);
     return 0;
 }

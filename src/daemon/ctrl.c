@@ -1,6 +1,6 @@
 /*
  * ctrl.c - PING, REGISTER, RELEASE, RESOLVE and STATUS; the privileged
- * LIST_* (built by inspect.c), KICK and SHUTDOWN.
+ * LIST_* (built by inspect.c), KICK, SHUTDOWN and RELOAD.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -38,6 +38,13 @@ static void do_register(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
     bk_server_t *srv = p->srv;
     int r = check_name(p, h, name);
 
+    if (!r && !bk_policy_may_own(&srv->cfg->policy,
+                                 &(bk_policy_peer_t){ p->uid, p->gid },
+                                 (const char *)name, h->length)) {
+        bk_info("client %" PRIu64 " (uid %d, %s) may not own '%.*s'", p->id,
+                (int)p->uid, p->comm, (int)h->length, (const char *)name);
+        r = EACCES;
+    }
     if (!r)
         r = -bk_names_register(&srv->names, (const char *)name, h->length,
                                p->id, &p->names, srv->cfg->max_names,
@@ -169,6 +176,24 @@ static void do_shutdown(bk_port_t *p, const bk_hdr_t *h)
     bk_server_stop(p->srv);
 }
 
+/* RELOAD: re-read the configuration file; on failure the reply carries
+ * "FILE:LINE: reason". */
+static void do_reload(bk_port_t *p, const bk_hdr_t *h)
+{
+    char err[512];
+
+    if (h->length) {
+        reply(p, h, EINVAL, "", 0);
+        return;
+    }
+    bk_info("client %" PRIu64 " (pid %d, %s) asks for a reload", p->id,
+            (int)p->pid, p->comm);
+    if (bk_server_reload(p->srv, err, sizeof(err)) < 0)
+        reply(p, h, EINVAL, err, strlen(err));
+    else
+        reply(p, h, 0, "", 0);
+}
+
 /* The privileged operations, once the requester is known to be allowed. */
 static void do_admin(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
 {
@@ -180,6 +205,8 @@ static void do_admin(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         do_kick(p, h, payload);
     else if (h->aux == BK_OP_SHUTDOWN)
         do_shutdown(p, h);
+    else if (h->aux == BK_OP_RELOAD)
+        do_reload(p, h);
     else
         do_list(p, h, payload);
 }
@@ -212,6 +239,7 @@ void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
     case BK_OP_LIST_SHM:
     case BK_OP_KICK:
     case BK_OP_SHUTDOWN:
+    case BK_OP_RELOAD:
         do_admin(p, h, payload);
         break;
     default:                    /* bk_frame_check_from_client rejects it */

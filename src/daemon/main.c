@@ -93,12 +93,11 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     int report = -1, lfd, r;
 
-    bk_config_defaults(&cfg);
-    r = bk_config_parse_args(&cfg, argc, argv);
-    if (r > 0)
-        return 0;
-    if (r < 0)
-        return 2;
+    r = bk_config_load(&cfg, argc, argv);
+    if (r != 0) {
+        bk_config_free(&cfg);
+        return r > 0 ? 0 : 2;
+    }
     if (absolute_path(&cfg) < 0) {
         fprintf(stderr, "brokerd: socket path too long once made absolute\n");
         return 2;
@@ -138,5 +137,6 @@ int main(int argc, char **argv)
     if (cfg.pidfile)
         unlink(cfg.pidfile);
     bk_info("stopped");
+    bk_config_free(&cfg);
     return 0;
 }

@@ -529,6 +529,7 @@ static void welcome(bk_port_t *p)
 static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
 {
     uint32_t version = bk_get32(payload);
+    bk_policy_peer_t who = { .uid = p->uid, .gid = p->gid };
 
     if (version != BK_PROTO_VERSION) {
         char text[96];
@@ -537,6 +538,13 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
                  version, BK_PROTO_VERSION);
         bk_port_error(p, 0, EPROTONOSUPPORT, text, NULL);
         bk_port_fail(p, -EPROTONOSUPPORT);
+        return;
+    }
+    if (!bk_policy_may_connect(&p->srv->cfg->policy, &who)) {
+        bk_warn("client %llu (pid %d, uid %d, %s): refused by allow-connect",
+                (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
+        bk_port_error(p, 0, EACCES, "not allowed to connect", NULL);
+        bk_port_fail(p, -EACCES);
         return;
     }
     welcome(p);

@@ -166,6 +166,26 @@ static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
     }
 }
 
+/* allow-send: a name is checked as given; a client id passes if the
+ * sender may send to one of the names the target owns (or it owns none). */
+static bool may_send(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
+                     const uint8_t *payload)
+{
+    const bk_policy_t *pol = &from->srv->cfg->policy;
+    bk_policy_peer_t who = { .uid = from->uid, .gid = from->gid };
+
+    if (!bk_policy_has_send_rules(pol))
+        return true;
+    if (h->flags & BK_F_NAME)
+        return bk_policy_may_send(pol, &who, (const char *)payload, h->aux);
+    if (!to->names.head)
+        return true;
+    for (const bk_name_t *n = to->names.head; n; n = n->next_owned)
+        if (bk_policy_may_send(pol, &who, n->name, n->len))
+            return true;
+    return false;
+}
+
 /* First fragment with OPEN: a new stream to a name or a client id. */
 static void open_stream(bk_port_t *from, const bk_hdr_t *h,
                         const uint8_t *payload, int *fds)
@@ -185,6 +205,14 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (!to) {
         bk_close_fds(fds, h->nfds);
         reject(from, h, payload, ENOENT, why);
+        return;
+    }
+    if (!may_send(from, to, h, payload)) {
+        bk_close_fds(fds, h->nfds);
+        bk_info("client %" PRIu64 " (uid %d, %s) may not send to client %"
+                PRIu64 " (%s)", from->id, (int)from->uid, from->comm, to->id,
+                to->comm);
+        reject(from, h, payload, EACCES, "not allowed to send there");
         return;
     }
     if (data_bytes(h) > cfg->max_msg) {

@@ -216,6 +216,15 @@ static void make_dir(const char *path)
         bk_info("created %s", dir);
 }
 
+/* Mode and group of the socket file, set before listen() so nobody
+ * connects through looser permissions. */
+static int set_perms(const bk_config_t *c, const char *path)
+{
+    if (c->socket_group_set && chown(path, (uid_t)-1, c->socket_group) < 0)
+        return -1;
+    return chmod(path, c->socket_mode);
+}
+
 static int listen_on(bk_server_t *s, const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -231,7 +240,7 @@ static int listen_on(bk_server_t *s, const char *path)
     if (fd < 0)
         return -errno;
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        listen(fd, SOMAXCONN) < 0) {
+        set_perms(s->cfg, path) < 0 || listen(fd, SOMAXCONN) < 0) {
         e = errno;
         bk_err("cannot listen on %s: %s", path, strerror(e));
         close(fd);
@@ -258,7 +267,33 @@ static void on_signal(uv_signal_t *h, int signum)
     bk_server_stop(s);
 }
 
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg,
+int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
+{
+    bk_config_t *c = s->cfg;
+
+    if (bk_config_reload(c, err, errlen) < 0) {
+        bk_err("reload failed, configuration unchanged: %s", err);
+        return -EINVAL;
+    }
+    bk_log_init(c->log_level, !c->foreground);
+    bk_info("reloaded %s (queue limit %" PRIu64 ", max clients %u, max "
+            "streams %u, max names %u; %zu connect, %zu own, %zu send rules)",
+            c->confpath, c->queue_limit, c->max_clients, c->max_streams,
+            c->max_names, c->policy.connect.n, c->policy.own.n,
+            c->policy.send.n);
+    return 0;
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    char err[512];
+
+    (void)signum;
+    bk_info("SIGHUP: reloading the configuration");
+    bk_server_reload(h->data, err, sizeof(err));
+}
+
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
                    int lfd)
 {
     int r;
@@ -276,7 +311,9 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg,
      * soon as listen() returns. */
     uv_signal_init(loop, &s->sigint);
     uv_signal_init(loop, &s->sigterm);
-    s->sigint.data = s->sigterm.data = s;
+    uv_signal_init(loop, &s->sighup);
+    s->sigint.data = s->sigterm.data = s->sighup.data = s;
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &s->grace);
@@ -291,6 +328,7 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg,
     if (r < 0) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
+        uv_close((uv_handle_t *)&s->sighup, NULL);
         uv_close((uv_handle_t *)&s->grace, NULL);
         uv_run(loop, UV_RUN_NOWAIT);
         return r;
@@ -318,6 +356,7 @@ static void finish(bk_server_t *s)
     uv_close((uv_handle_t *)&s->grace, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 static void on_grace(uv_timer_t *t)

@@ -27,13 +27,13 @@ typedef struct bk_stats {
 
 typedef struct bk_server {
     uv_loop_t *loop;
-    const bk_config_t *cfg;
+    bk_config_t *cfg;           /* main's; reload changes it */
     int lfd;                    /* listening socket */
     int lockfd;                 /* flock()ed PATH.lock */
     int reserve_fd;             /* spare fd for EMFILE at accept */
     char lockpath[sizeof(((bk_config_t *)0)->socket_path) + 8];
     uv_poll_t lpoll;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
     bk_htable_t clients;        /* id -> bk_port */
     uint32_t nclients;          /* past the handshake */
@@ -56,8 +56,11 @@ typedef struct bk_server {
  * With lfd >= 0 (a listening socket from socket activation, owned by the
  * server from now on) there is no lock, bind or unlink: the service
  * manager owns the path.  Returns 0 or a negative errno after logging. */
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, const bk_config_t *cfg,
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
                    int lfd);
+/* Re-read the configuration file (SIGHUP, CTRL RELOAD).  Returns 0, or
+ * -EINVAL with "FILE:LINE: reason" in err (logged; nothing changed). */
+int bk_server_reload(bk_server_t *s, char *err, size_t errlen);
 /* Begin an orderly shutdown (also what SIGINT/SIGTERM do). */
 void bk_server_stop(bk_server_t *s);
 /* Release what init took that outlives the loop. */

@@ -724,14 +724,15 @@ BROKER_API int broker_ctrl(broker_t *b, uint32_t op, const void *req,
         len > b->lim.max_name)
         return -EINVAL;
     r = ctrl_call(b, op, req, len, -1, &p, &plen);
-    if (r < 0 || !reply) {
+    /* on an error too, the broker may explain itself in the payload */
+    if (!reply || (r < 0 && !plen)) {
         free(p);
         return r;
     }
     t = malloc(plen + 1);
     if (!t) {
         free(p);
-        return -ENOMEM;
+        return r < 0 ? r : -ENOMEM;
     }
     if (plen)
         memcpy(t, p, plen);
@@ -740,7 +741,7 @@ BROKER_API int broker_ctrl(broker_t *b, uint32_t op, const void *req,
     *reply = t;
     if (reply_len)
         *reply_len = plen;
-    return 0;
+    return r;
 }
 
 /* Split a LIST page into its records and the `next=N` trailer (the last

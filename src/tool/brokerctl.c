@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 
 #include "broker.h"
 
@@ -50,6 +51,8 @@ typedef struct ctl_opts {
     const char *sort;       /* --sort FIELD (list commands) */
     long top;               /* --top N, -1: all rows */
     bool echo;              /* serve --echo */
+    int interval_ms;        /* top --interval MS */
+    long iterations;        /* top --iterations N, 0: until a signal */
     const char *cmd;
     char **args;            /* positional arguments after the command */
     int nargs;
@@ -61,6 +64,7 @@ enum {
     CTL_ACCEPT_JSON = 0x1,
     CTL_ACCEPT_ECHO = 0x2,
     CTL_ACCEPT_LIST = 0x4,      /* --no-legend, --sort, --top */
+    CTL_ACCEPT_TOP = 0x8,       /* --interval, --iterations */
 };
 
 enum { CTL_JSON_OFF = 0, CTL_JSON_SHORT, CTL_JSON_PRETTY };
@@ -73,7 +77,8 @@ typedef struct ctl_cmd {
 } ctl_cmd_t;
 
 enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
-       CTL_OPT_NO_LEGEND, CTL_OPT_SORT, CTL_OPT_TOP };
+       CTL_OPT_NO_LEGEND, CTL_OPT_SORT, CTL_OPT_TOP, CTL_OPT_INTERVAL,
+       CTL_OPT_ITERATIONS };
 
 static const struct option ctl_long_opts[] = {
     { "socket",  required_argument, NULL, 's' },
@@ -83,6 +88,8 @@ static const struct option ctl_long_opts[] = {
     { "sort",    required_argument, NULL, CTL_OPT_SORT },
     { "top",     required_argument, NULL, CTL_OPT_TOP },
     { "echo",    no_argument,       NULL, CTL_OPT_ECHO },
+    { "interval", required_argument, NULL, CTL_OPT_INTERVAL },
+    { "iterations", required_argument, NULL, CTL_OPT_ITERATIONS },
     { "version", no_argument,       NULL, CTL_OPT_VERSION },
     { "help",    no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
@@ -140,8 +147,12 @@ static void ctl_help(void)
 "                           list connected clients, owned names, open\n"
 "                           streams, shared-memory segments (needs root\n"
 "                           or the broker's user)\n"
+"  top [--sort FIELD] [--top N] [--interval MS] [--iterations N]\n"
+"                           live view of the busiest clients: rates per\n"
+"                           second, refreshed every MS (default 1000)\n"
 "  kick ID                  disconnect client ID\n"
 "  shutdown                 stop the broker as SIGTERM would\n"
+"  reload                   re-read the broker's configuration file (-c)\n"
 "  send NAME [DATA|-]       one-way message (no DATA or '-': read stdin)\n"
 "  call NAME [DATA|-]       request; the reply is written to stdout\n"
 "  listen NAME              register NAME and print every message\n"
@@ -1018,6 +1029,32 @@ static int ctl_run_shutdown(const ctl_opts_t *o)
     return CTL_EXIT_OK;
 }
 
+static int ctl_run_reload(const ctl_opts_t *o)
+{
+    char path[CTL_PATH_MAX];
+    void *why = NULL;
+    broker_t *b;
+    int r;
+
+    if (!(b = ctl_connect(o, path, sizeof(path))))
+        return CTL_EXIT_RUNTIME;
+    r = broker_ctrl(b, BROKER_CTRL_RELOAD, NULL, 0, &why, NULL);
+    broker_close(b);
+    if (r == -EINVAL) {
+        ctl_err("reload %s: configuration not changed: %s", path,
+                why && *(char *)why ? (char *)why
+                : "brokerd was started without -c");
+        free(why);
+        return CTL_EXIT_RUNTIME;
+    }
+    free(why);
+    if (r < 0) {
+        ctl_err("reload %s: %s", path, ctl_admin_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    return CTL_EXIT_OK;
+}
+
 /* ---- send / call ----------------------------------------------------------- */
 
 /* After a one-way send: a ping round trip proves the broker has routed
@@ -1103,6 +1140,391 @@ static int ctl_run_call(const ctl_opts_t *o)
     return CTL_EXIT_OK;
 }
 
+/* ---- top ------------------------------------------------------------------ */
+
+/* A live view of the busiest clients: every interval a LIST_CLIENTS and a
+ * STATUS snapshot; rates are the counters' deltas over the time between
+ * two snapshots. */
+
+#define CTL_TOP_DEF_INTERVAL_MS 1000
+#define CTL_TOP_DEF_ROWS        20      /* when stdout is not a terminal */
+#define CTL_TOP_HEADER_LINES    3       /* status line, blank, legend */
+
+/* Counters of one client, kept from one snapshot to the next. */
+typedef struct ctl_top_prev {
+    uint64_t id;
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+} ctl_top_prev_t;
+
+/* The broker-wide counters of STATUS. */
+typedef struct ctl_top_status {
+    uint64_t uptime_ms, clients, names;
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+} ctl_top_status_t;
+
+/* One displayed row: rates, and the cell text the table shows. */
+enum { CTL_TOP_MSGS, CTL_TOP_MSGS_IN, CTL_TOP_MSGS_OUT, CTL_TOP_BYTES,
+       CTL_TOP_BYTES_IN, CTL_TOP_BYTES_OUT, CTL_TOP_NRATES };
+
+typedef struct ctl_top_row {
+    const ctl_rec_t *src;       /* the client's record in the listing */
+    uint64_t id;
+    uint64_t rate[CTL_TOP_NRATES];  /* per second */
+    char cell[CTL_TOP_NRATES][24];
+} ctl_top_row_t;
+
+/* The --sort fields of top: the rates, or a key of the client record. */
+static const char *const ctl_top_rate_keys[CTL_TOP_NRATES] = {
+    "msgs", "msgs_in", "msgs_out", "bytes", "bytes_in", "bytes_out" };
+static const char *const ctl_top_rec_keys[] = {
+    "id", "pid", "uid", "comm", "queued_bytes", "streams", "age_ms", NULL };
+
+static const char *const ctl_cols_top[] = {
+    "id", "pid", "comm", "msgs/s", "msgs_in/s", "msgs_out/s", "bytes_in/s",
+    "bytes_out/s", "queued_bytes", "names", NULL };
+static const ctl_list_kind_t ctl_top_kind = {
+    "top", BROKER_CTRL_LIST_CLIENTS, ctl_cols_top };
+
+static int ctl_top_sort_rate = CTL_TOP_MSGS;  /* -1: ctl_sort_key */
+
+/* Validate --sort: a rate name or a client field.  Returns 0 or -EINVAL. */
+static int ctl_top_set_sort(const char *field)
+{
+    ctl_top_sort_rate = CTL_TOP_MSGS;
+    if (!field)
+        return 0;
+    for (int i = 0; i < CTL_TOP_NRATES; i++)
+        if (!strcmp(field, ctl_top_rate_keys[i])) {
+            ctl_top_sort_rate = i;
+            return 0;
+        }
+    for (size_t i = 0; ctl_top_rec_keys[i]; i++)
+        if (!strcmp(field, ctl_top_rec_keys[i])) {
+            ctl_top_sort_rate = -1;
+            ctl_sort_key = field;
+            ctl_sort_desc = true;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+/* Busiest first; ties by client id so the order is stable. */
+static int ctl_top_row_cmp(const void *a, const void *b)
+{
+    const ctl_top_row_t *x = a, *y = b;
+    int c;
+
+    if (ctl_top_sort_rate >= 0) {
+        uint64_t u = x->rate[ctl_top_sort_rate];
+        uint64_t v = y->rate[ctl_top_sort_rate];
+        c = (u < v) - (u > v);
+    } else {
+        c = ctl_rec_cmp(x->src, y->src);
+    }
+    if (c)
+        return c;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static uint64_t ctl_top_u64(const char *s)
+{
+    return s && ctl_all_digits(s) ? strtoull(s, NULL, 10) : 0;
+}
+
+/* Counters that went backwards (a restarted broker) count as 0. */
+static uint64_t ctl_top_rate(uint64_t now, uint64_t before, uint64_t ns)
+{
+    if (now <= before || ns == 0)
+        return 0;
+    return (uint64_t)((double)(now - before) * 1e9 / (double)ns + 0.5);
+}
+
+static int ctl_top_prev_cmp(const void *a, const void *b)
+{
+    const ctl_top_prev_t *x = a, *y = b;
+
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Rows with the rates since `prev` (n_prev entries sorted by id); a
+ * client not in prev (new since then) shows 0. */
+static void ctl_top_rows(const ctl_rec_t *recs, size_t n,
+                         const ctl_top_prev_t *prev, size_t n_prev,
+                         uint64_t ns, ctl_top_row_t *rows)
+{
+    for (size_t i = 0; i < n; i++) {
+        ctl_top_prev_t cur = {
+            .id = ctl_top_u64(ctl_rec_get(&recs[i], "id")),
+            .msgs_in = ctl_top_u64(ctl_rec_get(&recs[i], "msgs_in")),
+            .msgs_out = ctl_top_u64(ctl_rec_get(&recs[i], "msgs_out")),
+            .bytes_in = ctl_top_u64(ctl_rec_get(&recs[i], "bytes_in")),
+            .bytes_out = ctl_top_u64(ctl_rec_get(&recs[i], "bytes_out")),
+        };
+        const ctl_top_prev_t *p = n_prev ? bsearch(&cur, prev, n_prev,
+            sizeof(*prev), ctl_top_prev_cmp) : NULL;
+        ctl_top_prev_t zero = cur;
+        ctl_top_row_t *r = &rows[i];
+
+        if (!p)
+            p = &zero;
+        r->src = &recs[i];
+        r->id = cur.id;
+        r->rate[CTL_TOP_MSGS_IN] = ctl_top_rate(cur.msgs_in, p->msgs_in, ns);
+        r->rate[CTL_TOP_MSGS_OUT] = ctl_top_rate(cur.msgs_out, p->msgs_out,
+                                                 ns);
+        r->rate[CTL_TOP_BYTES_IN] = ctl_top_rate(cur.bytes_in, p->bytes_in,
+                                                 ns);
+        r->rate[CTL_TOP_BYTES_OUT] = ctl_top_rate(cur.bytes_out,
+                                                  p->bytes_out, ns);
+        r->rate[CTL_TOP_MSGS] = r->rate[CTL_TOP_MSGS_IN] +
+                                r->rate[CTL_TOP_MSGS_OUT];
+        r->rate[CTL_TOP_BYTES] = r->rate[CTL_TOP_BYTES_IN] +
+                                 r->rate[CTL_TOP_BYTES_OUT];
+        for (int k = 0; k < CTL_TOP_NRATES; k++)
+            snprintf(r->cell[k], sizeof(r->cell[k]), "%" PRIu64, r->rate[k]);
+    }
+}
+
+/* Remember this snapshot's counters (sorted by id) for the next one.
+ * *prev is replaced; returns 0 or -ENOMEM. */
+static int ctl_top_remember(const ctl_rec_t *recs, size_t n,
+                            ctl_top_prev_t **prev, size_t *n_prev)
+{
+    ctl_top_prev_t *p = n ? calloc(n, sizeof(*p)) : NULL;
+
+    if (n && !p)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        p[i].id = ctl_top_u64(ctl_rec_get(&recs[i], "id"));
+        p[i].msgs_in = ctl_top_u64(ctl_rec_get(&recs[i], "msgs_in"));
+        p[i].msgs_out = ctl_top_u64(ctl_rec_get(&recs[i], "msgs_out"));
+        p[i].bytes_in = ctl_top_u64(ctl_rec_get(&recs[i], "bytes_in"));
+        p[i].bytes_out = ctl_top_u64(ctl_rec_get(&recs[i], "bytes_out"));
+    }
+    if (n > 1)
+        qsort(p, n, sizeof(*p), ctl_top_prev_cmp);
+    free(*prev);
+    *prev = p;
+    *n_prev = n;
+    return 0;
+}
+
+static int ctl_top_status(broker_t *b, ctl_top_status_t *st)
+{
+    char *keys[CTL_STATUS_MAX_KEYS], *vals[CTL_STATUS_MAX_KEYS];
+    char *text = NULL;
+    size_t n;
+    int r = broker_status(b, &text);
+
+    if (r < 0)
+        return r;
+    memset(st, 0, sizeof(*st));
+    n = ctl_status_parse(text, keys, vals, CTL_STATUS_MAX_KEYS);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = ctl_top_u64(vals[i]);
+        if (!strcmp(keys[i], "uptime_ms")) st->uptime_ms = v;
+        else if (!strcmp(keys[i], "clients")) st->clients = v;
+        else if (!strcmp(keys[i], "names")) st->names = v;
+        else if (!strcmp(keys[i], "msgs_in")) st->msgs_in = v;
+        else if (!strcmp(keys[i], "msgs_out")) st->msgs_out = v;
+        else if (!strcmp(keys[i], "bytes_in")) st->bytes_in = v;
+        else if (!strcmp(keys[i], "bytes_out")) st->bytes_out = v;
+    }
+    free(text);
+    return 0;
+}
+
+static void ctl_top_header(const char *path, const ctl_top_status_t *now,
+                           const ctl_top_status_t *before, uint64_t ns)
+{
+    uint64_t up = now->uptime_ms / 1000;
+
+    printf("brokerd %s: up %" PRIu64 "d %02" PRIu64 ":%02" PRIu64 ":%02"
+           PRIu64 ", %" PRIu64 " clients, %" PRIu64 " names, msgs/s in %"
+           PRIu64 " out %" PRIu64 ", bytes/s in %" PRIu64 " out %" PRIu64
+           "\n\n", path, up / 86400, up / 3600 % 24, up / 60 % 60, up % 60,
+           now->clients, now->names,
+           ctl_top_rate(now->msgs_in, before->msgs_in, ns),
+           ctl_top_rate(now->msgs_out, before->msgs_out, ns),
+           ctl_top_rate(now->bytes_in, before->bytes_in, ns),
+           ctl_top_rate(now->bytes_out, before->bytes_out, ns));
+}
+
+/* How many client rows fit: --top, else the terminal's height. */
+static size_t ctl_top_max_rows(const ctl_opts_t *o, bool tty)
+{
+    struct winsize ws;
+
+    if (o->top >= 0)
+        return (size_t)o->top;
+    if (tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0)
+        return ws.ws_row > CTL_TOP_HEADER_LINES + 1 ?
+               (size_t)ws.ws_row - CTL_TOP_HEADER_LINES - 1 : 1;
+    return CTL_TOP_DEF_ROWS;
+}
+
+/* Print one screen: sorted rows, cut to what fits.  rows has n entries. */
+static int ctl_top_draw(const ctl_opts_t *o, ctl_top_row_t *rows, size_t n,
+                        bool tty)
+{
+    size_t max = ctl_top_max_rows(o, tty);
+    ctl_rec_t *view;
+
+    if (n > 1)
+        qsort(rows, n, sizeof(*rows), ctl_top_row_cmp);
+    if (n > max)
+        n = max;
+    view = calloc(n ? n : 1, sizeof(*view));
+    if (!view)
+        return -ENOMEM;
+    /* The table shows the record's own fields plus the rate cells. */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t c = 0; ctl_cols_top[c]; c++) {
+            const char *col = ctl_cols_top[c];
+            const char *v = NULL;
+            for (int k = 0; k < CTL_TOP_NRATES; k++)
+                if (!strncmp(col, ctl_top_rate_keys[k],
+                             strlen(ctl_top_rate_keys[k])) &&
+                    !strcmp(col + strlen(ctl_top_rate_keys[k]), "/s"))
+                    v = rows[i].cell[k];
+            if (!v)
+                v = ctl_rec_get(rows[i].src, col);
+            view[i].keys[view[i].n] = (char *)col;
+            view[i].vals[view[i].n++] = (char *)(v ? v : "");
+        }
+    }
+    ctl_list_table(&ctl_top_kind, view, n, !o->no_legend);
+    free(view);
+    return 0;
+}
+
+/* Wait until `deadline` (monotonic ns) or a signal. */
+static void ctl_top_sleep(uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = ctl_now_ns();
+        struct pollfd p = { .fd = ctl_sig_pipe[0], .events = POLLIN };
+
+        if (ctl_stop || now >= deadline)
+            return;
+        (void)poll(&p, 1, (int)((deadline - now + 999999) / 1000000));
+    }
+}
+
+/* One refresh: fetch, compute and print.  *prev, *st and *t are updated
+ * to this snapshot.  Returns 0 or a negative errno. */
+static int ctl_top_refresh(const ctl_opts_t *o, broker_t *b,
+                           const char *path, ctl_top_prev_t **prev,
+                           size_t *n_prev, ctl_top_status_t *st,
+                           uint64_t *t, bool tty)
+{
+    ctl_top_status_t st_now;
+    ctl_top_row_t *rows = NULL;
+    ctl_rec_t *recs = NULL;
+    char *text = NULL;
+    uint64_t now, ns;
+    ssize_t n;
+    int r;
+
+    if ((r = broker_list(b, BROKER_CTRL_LIST_CLIENTS, &text, NULL)) < 0 ||
+        (r = ctl_top_status(b, &st_now)) < 0) {
+        free(text);
+        return r;
+    }
+    now = ctl_now_ns();
+    ns = now - *t;
+    if ((n = ctl_records(text, &recs)) < 0) {
+        free(text);
+        return (int)n;
+    }
+    rows = calloc(n ? (size_t)n : 1, sizeof(*rows));
+    if (!rows) {
+        r = -ENOMEM;
+        goto out;
+    }
+    ctl_top_rows(recs, (size_t)n, *prev, *n_prev, ns, rows);
+    if (tty)
+        fputs("\033[H\033[2J", stdout);
+    ctl_top_header(path, &st_now, st, ns);
+    if ((r = ctl_top_draw(o, rows, (size_t)n, tty)) < 0)
+        goto out;
+    if (!tty)
+        putchar('\n');      /* blocks are separated by a blank line */
+    if (fflush(stdout) == EOF) {
+        r = -errno;
+        goto out;
+    }
+    r = ctl_top_remember(recs, (size_t)n, prev, n_prev);
+    *st = st_now;
+    *t = now;
+out:
+    free(rows);
+    free(recs);
+    free(text);
+    return r;
+}
+
+/* The first snapshot: counters only, nothing printed. */
+static int ctl_top_baseline(broker_t *b, ctl_top_prev_t **prev,
+                            size_t *n_prev, ctl_top_status_t *st,
+                            uint64_t *t)
+{
+    ctl_rec_t *recs = NULL;
+    char *text = NULL;
+    ssize_t n;
+    int r;
+
+    if ((r = broker_list(b, BROKER_CTRL_LIST_CLIENTS, &text, NULL)) < 0 ||
+        (r = ctl_top_status(b, st)) < 0) {
+        free(text);
+        return r;
+    }
+    *t = ctl_now_ns();
+    n = ctl_records(text, &recs);
+    r = n < 0 ? (int)n : ctl_top_remember(recs, (size_t)n, prev, n_prev);
+    free(recs);
+    free(text);
+    return r;
+}
+
+static int ctl_run_top(const ctl_opts_t *o)
+{
+    char path[CTL_PATH_MAX];
+    bool tty = isatty(STDOUT_FILENO);
+    ctl_top_prev_t *prev = NULL;
+    size_t n_prev = 0;
+    ctl_top_status_t st;
+    uint64_t t;
+    broker_t *b;
+    int r;
+
+    if (ctl_top_set_sort(o->sort) < 0)
+        return ctl_usage_error("unknown field '%s' for 'top'", o->sort);
+    if ((r = ctl_signals_init()) < 0) {
+        ctl_err("signals: %s", broker_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    if (!(b = ctl_connect(o, path, sizeof(path))))
+        return CTL_EXIT_RUNTIME;
+    r = ctl_top_baseline(b, &prev, &n_prev, &st, &t);
+    for (long i = 0; r == 0 && !ctl_stop &&
+         (o->iterations == 0 || i < o->iterations); i++) {
+        ctl_top_sleep(t + (uint64_t)o->interval_ms * 1000000u);
+        if (ctl_stop)
+            break;
+        r = ctl_top_refresh(o, b, path, &prev, &n_prev, &st, &t, tty);
+    }
+    broker_close(b);
+    free(prev);
+    if (r < 0) {
+        ctl_err("top %s: %s", path, r == -ECONNRESET || r == -ESHUTDOWN ||
+                r == -EPIPE ? "lost the connection to brokerd" :
+                ctl_admin_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    return CTL_EXIT_OK;
+}
+
 /* ---- command line ---------------------------------------------------------- */
 
 static const ctl_cmd_t ctl_cmds[] = {
@@ -1116,8 +1538,10 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "names",   0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, ctl_run_list },
     { "streams", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, ctl_run_list },
     { "shm",     0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, ctl_run_list },
+    { "top",     0, 0, CTL_ACCEPT_LIST | CTL_ACCEPT_TOP, ctl_run_top },
     { "kick",    1, 1, 0, ctl_run_kick },
     { "shutdown", 0, 0, 0, ctl_run_shutdown },
+    { "reload",   0, 0, 0, ctl_run_reload },
 };
 
 static const ctl_cmd_t *ctl_find_cmd(const char *name)
@@ -1208,6 +1632,19 @@ static int ctl_take_opt(int c, ctl_opts_t *o, const ctl_cmd_t *cmd,
         o->echo = true;
         need = CTL_ACCEPT_ECHO;
         break;
+    case CTL_OPT_INTERVAL:
+        if (ctl_parse_timeout(optarg, &o->interval_ms) < 0 ||
+            o->interval_ms < 1)
+            return ctl_usage_error("invalid --interval '%s' (milliseconds "
+                                   ">= 1)", optarg);
+        need = CTL_ACCEPT_TOP;
+        break;
+    case CTL_OPT_ITERATIONS:
+        if (ctl_parse_top(optarg, &o->iterations) < 0)
+            return ctl_usage_error("invalid --iterations '%s' (a count >= "
+                                   "0, 0: no limit)", optarg);
+        need = CTL_ACCEPT_TOP;
+        break;
     case CTL_OPT_VERSION:
         printf("brokerctl %s\n", CTL_VERSION);
         return CTL_EXIT_OK;
@@ -1282,7 +1719,8 @@ static int ctl_parse(int argc, char **argv, ctl_opts_t *o,
 
 int main(int argc, char **argv)
 {
-    ctl_opts_t o = { .timeout_ms = CTL_DEF_TIMEOUT_MS, .top = -1 };
+    ctl_opts_t o = { .timeout_ms = CTL_DEF_TIMEOUT_MS, .top = -1,
+                     .interval_ms = CTL_TOP_DEF_INTERVAL_MS };
     const ctl_cmd_t *cmd = NULL;
     int r = ctl_parse(argc, argv, &o, &cmd);
 

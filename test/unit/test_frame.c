@@ -870,7 +870,7 @@ Test(shm_wire, constants_are_the_documented_numbers)
     cr_expect_eq(BK_OP_SEGMENT, 6);
     cr_expect_eq(BK_OP_LIST_CLIENTS, 7);
     cr_expect_eq(BK_OP_SHUTDOWN, 12);
-    cr_expect_eq(BK_OP_MAX_, 12);
+    cr_expect_eq(BK_OP_MAX_, 13);
     cr_expect_eq(BK_SEG_REG_SIZE, 16);
     cr_expect_eq(BK_SHM_DESC_SIZE, 24);
     cr_expect_eq(BK_RELEASE_SIZE, 24);

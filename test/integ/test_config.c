@@ -1,0 +1,422 @@
+/*
+ * test_config.c - brokerd -c FILE: syntax errors, limits from the file,
+ * the command line on top, access rules (allow-connect, allow-own,
+ * allow-send) and reload by SIGHUP and by `brokerctl reload`.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <criterion/criterion.h>
+#include "frame.h"
+#include "harness.h"
+
+#define EXITED(st, code) (WIFEXITED(st) && WEXITSTATUS(st) == (code))
+#define NOBODY 65534
+
+static th_broker_t br;
+static char confdir[64];
+static char conf[128];
+
+static void setup(void)
+{
+    snprintf(confdir, sizeof(confdir), "/tmp/bk-conf-XXXXXX");
+    cr_assert(mkdtemp(confdir) != NULL, "mkdtemp: %s", strerror(errno));
+    snprintf(conf, sizeof(conf), "%s/brokerd.conf", confdir);
+}
+
+static void teardown(void)
+{
+    th_broker_cleanup(&br);
+    unlink(conf);
+    rmdir(confdir);
+}
+
+TestSuite(config, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Replace the configuration file with the given lines. */
+static void write_conf(const char *text)
+{
+    FILE *f = fopen(conf, "w");
+
+    cr_assert(f != NULL, "%s: %s", conf, strerror(errno));
+    fputs(text, f);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static const char *ctl_path(void)
+{
+    const char *p = getenv("BROKERCTL");
+
+    if (!p || !*p)
+        cr_assert_fail("BROKERCTL is not set: run the tests with `make "
+                       "check`, or export BROKERCTL=/path/to/brokerctl");
+    return p;
+}
+
+/* The value of `key` in the broker's STATUS text, or -1. */
+static long long status_value(broker_t *b, const char *key)
+{
+    char *text = NULL, pat[64], *at;
+    long long v = -1;
+
+    if (broker_status(b, &text) < 0)
+        return -1;
+    snprintf(pat, sizeof(pat), "\n%s=", key);
+    at = strstr(text, pat);
+    if (at)
+        v = strtoll(at + strlen(pat), NULL, 10);
+    free(text);
+    return v;
+}
+
+/* Register names n0, n1, ... until one fails; returns how many worked
+ * and the first error in *err. */
+static int register_until_error(broker_t *b, const char *prefix, int *err)
+{
+    char name[64];
+
+    for (int i = 0; i < 64; i++) {
+        snprintf(name, sizeof(name), "%s%d", prefix, i);
+        if ((*err = broker_register(b, name)) < 0)
+            return i;
+    }
+    return 64;
+}
+
+/* ---- syntax errors ------------------------------------------------------ */
+
+static void expect_rejected(const char *text, int line, const char *why)
+{
+    const char *argv[] = { th_brokerd_path(), "-f", "-s", "", "-c", conf,
+                           NULL };
+    char sock[160], want[192];
+    th_output_t o;
+    int st;
+
+    snprintf(sock, sizeof(sock), "%s/sock", confdir);
+    argv[3] = sock;
+    write_conf(text);
+    st = th_run(argv, NULL, NULL, 0, &o);
+    snprintf(want, sizeof(want), "brokerd: %s:%d: ", conf, line);
+    cr_assert(EXITED(st, 2), "brokerd exit 0x%x for:\n%s", st, text);
+    cr_assert(strstr(o.err, want) != NULL, "stderr '%s' lacks '%s'", o.err,
+              want);
+    cr_assert(strstr(o.err, why) != NULL, "stderr '%s' lacks '%s'", o.err,
+              why);
+    cr_assert_neq(access(sock, F_OK), 0, "socket created anyway");
+    th_output_free(&o);
+}
+
+Test(config, bad_files_exit_2_with_file_and_line)
+{
+    expect_rejected("# limits\n\nmax-names = 4\nmax-sockets = 3\n", 4,
+                    "unknown key 'max-sockets'");
+    expect_rejected("max-names = lots\n", 1, "max-names");
+    expect_rejected("queue-limit = 4M\nmax-streams = 0\n", 2, "max-streams");
+    expect_rejected("socket-mode = 0999\n", 1, "socket-mode");
+    expect_rejected("max-names = 2\nmax-names = 3\n", 2, "duplicate key");
+    expect_rejected("log-level = info\nnonsense\n", 2, "key = value");
+    expect_rejected("allow-own = svc.*\n", 1, "no principal");
+    expect_rejected("allow-connect = uid:x\n", 1, "uid:x");
+}
+
+/* ---- limits ----------------------------------------------------------- */
+
+Test(config, limit_from_file_takes_effect)
+{
+    broker_t *b;
+    int n, err;
+
+    write_conf("# two names per client\nmax-names = 2   # small\n"
+               "queue-limit = 1M\n");
+    th_broker_start(&br, "-c", conf, NULL);
+    b = th_connect(&br);
+    n = register_until_error(b, "svc.lim.", &err);
+    cr_assert_eq(n, 2, "registered %d names", n);
+    cr_assert_eq(err, -ENOSR, "third REGISTER: %d", err);
+    cr_assert_eq(status_value(b, "queue_limit"), 1 << 20);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+Test(config, command_line_overrides_the_file)
+{
+    broker_t *b;
+    int n, err;
+
+    write_conf("max-names = 2\nmax-streams = 10\n");
+    th_broker_start(&br, "--max-names", "3", "-c", conf, NULL);
+    b = th_connect(&br);
+    n = register_until_error(b, "svc.cli.", &err);
+    cr_assert_eq(n, 3, "registered %d names", n);
+    cr_assert_eq(err, -ENOSR);
+    cr_assert_eq(status_value(b, "max_streams"), 10, "file value kept");
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* ---- access rules ------------------------------------------------------ */
+
+static void become_nobody(void)
+{
+    TH_CHECK(setgroups(0, NULL) == 0 && setgid(NOBODY) == 0 &&
+             setuid(NOBODY) == 0, "cannot become uid %d", NOBODY);
+}
+
+/* Start a broker whose socket uid NOBODY can reach. */
+static void start_open_broker(const char *rules)
+{
+    char text[512];
+
+    if (geteuid() != 0)
+        cr_skip_test("needs root to switch to uid %d", NOBODY);
+    snprintf(text, sizeof(text), "socket-mode = 0666\n%s", rules);
+    write_conf(text);
+    th_broker_start(&br, "-c", conf, NULL);
+    cr_assert_eq(chmod(br.dir, 0755), 0);
+}
+
+static int nobody_connect_refused(void *arg)
+{
+    broker_t *b = NULL;
+    int r;
+
+    (void)arg;
+    become_nobody();
+    r = broker_connect(br.sock, &b);
+    TH_CHECK(r == -EACCES, "connect as nobody: %d, want -EACCES", r);
+    return 0;
+}
+
+Test(config, allow_connect_refuses_other_users)
+{
+    broker_t *a;
+    char *log = NULL;
+    size_t cap = 0;
+    FILE *f;
+    bool logged = false;
+
+    start_open_broker("allow-connect = uid:1 gid:1\n");
+    th_join(th_spawn(nobody_connect_refused, NULL));
+    a = th_connect(&br);       /* root is always allowed */
+    cr_assert_eq(broker_ping(a, TH_HANG_MS), 0);
+    broker_close(a);     /* its ping ran after the refusal was logged */
+    f = fopen(br.log, "r");
+    cr_assert(f != NULL);
+    while (getline(&log, &cap, f) > 0)
+        logged |= strstr(log, "refused by allow-connect") != NULL;
+    free(log);
+    fclose(f);
+    cr_assert(logged, "the refusal is not in the log");
+    th_broker_stop(&br);
+}
+
+static int nobody_owns(void *arg)
+{
+    broker_t *b = NULL;
+
+    (void)arg;
+    become_nobody();
+    TH_OK(broker_connect(br.sock, &b));
+    TH_OK(broker_register(b, "svc.pub.one"));
+    TH_OK(broker_register(b, "svc.exact"));
+    TH_CHECK(broker_register(b, "svc.private") == -EACCES, "svc.private");
+    TH_CHECK(broker_register(b, "svc.pub") == -EACCES, "svc.pub");
+    TH_CHECK(broker_register(b, "svc.exactly") == -EACCES, "svc.exactly");
+    broker_close(b);
+    return 0;
+}
+
+Test(config, allow_own_limits_names)
+{
+    broker_t *a;
+
+    start_open_broker("allow-own = svc.pub.* uid:65534\n"
+                      "allow-own = svc.exact user:nobody\n"
+                      "allow-own = svc.root uid:0\n");
+    th_join(th_spawn(nobody_owns, NULL));
+    a = th_connect(&br);
+    th_register(a, "svc.private");     /* root is not bound by the rules */
+    th_register(a, "svc.pub.root");
+    broker_close(a);
+    th_broker_stop(&br);
+}
+
+struct send_arg {
+    uint64_t closed_id;
+};
+
+static int nobody_sends(void *arg)
+{
+    struct send_arg *sa = arg;
+    broker_t *b = NULL;
+    broker_msg_t *m = NULL;
+    int r;
+
+    become_nobody();
+    TH_OK(broker_connect(br.sock, &b));
+    r = broker_call(b, "svc.closed", "x", 1, &m, TH_HANG_MS);
+    TH_CHECK(r == -EACCES, "call svc.closed: %d, want -EACCES", r);
+    r = broker_call(b, "svc.open.a", "ping", 4, &m, TH_HANG_MS);
+    TH_CHECK(r == 0, "call svc.open.a: %d", r);
+    TH_CHECK(m->len == 4 && !memcmp(m->data, "pong", 4), "reply");
+    broker_msg_free(m);
+    /* by client id: the target owns only names nobody may not send to */
+    m = NULL;
+    r = broker_send_id(b, sa->closed_id, "y", 1, NULL, 0);
+    TH_OK(r);
+    m = th_recv_kind(b, BROKER_MSG_ERROR);
+    TH_CHECK(m->code == -EACCES, "send by id: error %d", m->code);
+    broker_msg_free(m);
+    broker_close(b);
+    return 0;
+}
+
+Test(config, allow_send_limits_destinations)
+{
+    struct send_arg sa;
+    broker_t *open, *closed, *root;
+    broker_msg_t *m;
+    pid_t pid;
+
+    start_open_broker("allow-send = svc.open.* uid:65534\n");
+    open = th_connect(&br);
+    closed = th_connect(&br);
+    th_register(open, "svc.open.a");
+    th_register(closed, "svc.closed");
+    sa.closed_id = broker_client_id(closed);
+    pid = th_spawn(nobody_sends, &sa);
+    m = th_recv_kind(open, BROKER_MSG_DATA);
+    cr_assert_eq(m->len, 4);
+    cr_assert_eq(broker_reply(open, m, "pong", 4, NULL, 0), 0);
+    broker_msg_free(m);
+    th_join(pid);
+    /* root may send anywhere */
+    root = th_connect(&br);
+    cr_assert_eq(broker_send(root, "svc.closed", "z", 1, NULL, 0), 0);
+    m = th_recv_kind(closed, BROKER_MSG_DATA);
+    cr_assert_eq(m->len, 1);
+    cr_assert_eq(((const char *)m->data)[0], 'z', "only root's message");
+    broker_msg_free(m);
+    broker_close(root);
+    broker_close(open);
+    broker_close(closed);
+    th_broker_stop(&br);
+}
+
+/* ---- reload ------------------------------------------------------------ */
+
+/* Wait (hang-guarded by the suite timeout) until STATUS shows the value. */
+static void wait_status(broker_t *b, const char *key, long long want)
+{
+    while (status_value(b, key) != want)
+        cr_assert(broker_ping(b, TH_HANG_MS) == 0, "broker gone");
+}
+
+static int ctl(th_output_t *o, const char *cmd)
+{
+    const char *argv[] = { ctl_path(), "-s", br.sock, cmd, NULL };
+
+    return th_run(argv, NULL, NULL, 0, o);
+}
+
+Test(config, reload_changes_limits_and_keeps_clients)
+{
+    broker_t *b;
+    th_output_t o;
+    int st, err;
+
+    write_conf("max-names = 1\n");
+    th_broker_start(&br, "-c", conf, NULL);
+    b = th_connect(&br);
+    th_register(b, "svc.r0");
+    cr_assert_eq(broker_register(b, "svc.r1"), -ENOSR);
+
+    write_conf("max-names = 2\n");
+    cr_assert_eq(kill(br.pid, SIGHUP), 0);
+    wait_status(b, "max_names", 2);
+    th_register(b, "svc.r1");           /* same connection, new limit */
+    cr_assert_eq(broker_register(b, "svc.r2"), -ENOSR);
+
+    write_conf("max-names = 3\nmax-clients = 50\n");
+    st = ctl(&o, "reload");
+    cr_assert(EXITED(st, 0), "brokerctl reload: 0x%x %s", st, o.err);
+    th_output_free(&o);
+    cr_assert_eq(status_value(b, "max_names"), 3);
+    cr_assert_eq(status_value(b, "max_clients"), 50);
+    cr_assert_eq(register_until_error(b, "svc.more.", &err), 1);
+    cr_assert_eq(broker_ping(b, TH_HANG_MS), 0, "client still connected");
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+Test(config, reload_with_bad_file_keeps_old_config)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_CTRL, .stream = 7,
+        .aux = BK_OP_RELOAD,
+    }, r;
+    uint8_t buf[1024];
+    char want[192];
+    broker_t *b;
+    th_output_t o;
+    ssize_t n;
+    int fd, st;
+
+    write_conf("max-names = 2\n");
+    th_broker_start(&br, "-c", conf, NULL);
+    b = th_connect(&br);
+    write_conf("max-names = 5\nmax-frobs = 1\n");
+
+    fd = th_raw_connect_hello(br.sock, NULL);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(th_raw_send(fd, &h, NULL, NULL, 0), 0);
+    n = th_raw_recv(fd, buf, sizeof(buf) - 1);
+    cr_assert_geq(n, BK_HDR_SIZE);
+    bk_hdr_decode(buf, &r);
+    cr_assert_eq(r.type, BK_T_CTRL_REPLY);
+    cr_assert_eq(r.stream, 7u);
+    cr_assert_eq(r.aux, (uint32_t)EINVAL);
+    buf[n] = '\0';
+    snprintf(want, sizeof(want), "%s:2: unknown key 'max-frobs'", conf);
+    cr_assert_str_eq((char *)buf + BK_HDR_SIZE, want);
+    close(fd);
+
+    void *why = NULL;
+    cr_assert_eq(broker_ctrl(b, BROKER_CTRL_RELOAD, NULL, 0, &why, NULL),
+                 -EINVAL);
+    cr_assert_not_null(why, "the broker's reason reaches the caller");
+    cr_assert_str_eq(why, want);
+    free(why);
+    st = ctl(&o, "reload");
+    cr_assert(EXITED(st, 1), "brokerctl reload: 0x%x", st);
+    cr_assert(strstr(o.err, "not changed") != NULL, "%s", o.err);
+    cr_assert(strstr(o.err, want) != NULL, "no file:line in: %s", o.err);
+    th_output_free(&o);
+    cr_assert_eq(status_value(b, "max_names"), 2, "old limit kept");
+    cr_assert_eq(broker_ping(b, TH_HANG_MS), 0);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+Test(config, reload_without_file_is_refused)
+{
+    broker_t *b;
+
+    th_broker_start(&br, NULL);
+    b = th_connect(&br);
+    cr_assert_eq(broker_ctrl(b, BK_OP_RELOAD, NULL, 0, NULL, NULL), -EINVAL);
+    cr_assert_eq(broker_ping(b, TH_HANG_MS), 0);
+    broker_close(b);
+    th_broker_stop(&br);
+}
