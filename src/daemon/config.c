@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "config.h"
 #include "log.h"
 #include "proto.h"
@@ -36,6 +37,8 @@ void bk_config_free(bk_config_t *c)
 {
     free(c->pidfile);
     c->pidfile = NULL;
+    free(c->logfile);
+    c->logfile = NULL;
     free(c->confpath);
     c->confpath = NULL;
     bk_policy_free(&c->policy);
@@ -84,6 +87,8 @@ static void usage(FILE *f)
 "  -f, --foreground        stay in the foreground and log to stderr\n"
 "      --log-level LEVEL   error, warn, info (default) or debug\n"
 "      --pidfile FILE      write the daemon's pid to FILE\n"
+"      --log-file FILE     log to FILE (appending; reopened on SIGHUP)\n"
+"                          instead of stderr (-f) or syslog\n"
 "      --queue-limit SIZE  bytes queued towards one client before its\n"
 "                          senders are paused (default 4M)\n"
 "      --max-packet SIZE   largest packet, headers included (default 64K)\n"
@@ -165,7 +170,7 @@ enum {
     OPT_LOG_LEVEL = 256, OPT_PIDFILE, OPT_QUEUE_LIMIT, OPT_MAX_PACKET,
     OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES,
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
-    OPT_SOCKET_MODE, OPT_SOCKET_GROUP,
+    OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE,
 };
 
 static const struct option opts[] = {
@@ -174,6 +179,7 @@ static const struct option opts[] = {
     { "config", required_argument, NULL, 'c' },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { "log-file", required_argument, NULL, OPT_LOG_FILE },
     { "queue-limit", required_argument, NULL, OPT_QUEUE_LIMIT },
     { "max-packet", required_argument, NULL, OPT_MAX_PACKET },
     { "max-msg", required_argument, NULL, OPT_MAX_MSG },
@@ -213,6 +219,22 @@ static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
             return bad(err, el, name, arg, "empty or out of memory");
         free(c->pidfile);
         c->pidfile = copy;
+        return 0;
+    }
+    case OPT_LOG_FILE: {
+        /* absolute, since the daemon leaves its working directory */
+        char cwd[2048], *copy = NULL;
+        if (!*arg)
+            return bad(err, el, name, arg, "an empty path");
+        if (*arg == '/')
+            copy = strdup(arg);
+        else if (getcwd(cwd, sizeof(cwd)) &&
+                 asprintf(&copy, "%s/%s", cwd, arg) < 0)
+            copy = NULL;
+        if (!copy)
+            return bad(err, el, name, arg, "path too long or out of memory");
+        free(c->logfile);
+        c->logfile = copy;
         return 0;
     }
     case OPT_QUEUE_LIMIT:
@@ -421,6 +443,9 @@ int bk_config_reload(bk_config_t *live, char *err, size_t errlen)
     live->max_clients = n.max_clients;
     live->max_segments = n.max_segments;
     live->max_shm = n.max_shm;
+    free(live->logfile);
+    live->logfile = n.logfile;
+    n.logfile = NULL;
     bk_policy_free(&live->policy);
     live->policy = n.policy;
     bk_policy_init(&n.policy);

@@ -16,6 +16,7 @@ typedef struct bk_config {
     bool foreground;
     int log_level;
     char *pidfile;              /* malloc'd or NULL */
+    char *logfile;              /* malloc'd absolute path, or NULL */
     const char *conffile;       /* -c FILE (argv-owned) or NULL */
     char *confpath;             /* its absolute path (malloc'd) or NULL */
     bool socket_cli;            /* -s given: the file cannot change it */

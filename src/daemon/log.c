@@ -12,6 +12,7 @@
 
 static int log_level = BK_LOG_INFO;
 static int log_syslog;
+static FILE *log_file;           /* takes precedence over syslog/stderr */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -33,6 +34,26 @@ void bk_log_init(int level, int use_syslog)
         openlog("brokerd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
 
+int bk_log_set_file(const char *path)
+{
+    FILE *f = fopen(path, "ae");
+
+    if (!f)
+        return -errno;
+    setvbuf(f, NULL, _IOLBF, 0);
+    if (log_file)
+        fclose(log_file);
+    log_file = f;
+    return 0;
+}
+
+void bk_log_close_file(void)
+{
+    if (log_file)
+        fclose(log_file);
+    log_file = NULL;
+}
+
 int bk_log_enabled(int level)
 {
     return level <= log_level;
@@ -49,7 +70,7 @@ void bk_log(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (log_syslog) {
+    if (log_syslog && !log_file) {
         syslog(prio[level], "%s", msg);
         return;
     }
@@ -57,7 +78,11 @@ void bk_log(int level, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     localtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%02d:%02d:%02d.%03ld brokerd[%d] %s: %s\n", tm.tm_hour,
+    if (log_file)               /* a file outlives the day: full date */
+        fprintf(log_file, "%04d-%02d-%02d ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday);
+    fprintf(log_file ? log_file : stderr,
+            "%02d:%02d:%02d.%03ld brokerd[%d] %s: %s\n", tm.tm_hour,
             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid(),
             level_names[level], msg);
 }

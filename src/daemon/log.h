@@ -14,6 +14,11 @@ enum bk_log_level {
 /* Parse "error", "warn", "info" or "debug"; returns the level or -EINVAL. */
 int bk_log_parse_level(const char *s);
 void bk_log_init(int level, int use_syslog);
+/* Log to the file at `path` (appending) instead of syslog or stderr, or
+ * reopen it (after a rotation).  Returns 0 or a negative errno; on error
+ * the previous destination stays. */
+int bk_log_set_file(const char *path);
+void bk_log_close_file(void);
 int bk_log_enabled(int level);
 void bk_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -104,6 +104,12 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     bk_log_init(cfg.log_level, 0);
+    if (cfg.logfile && (r = bk_log_set_file(cfg.logfile)) < 0) {
+        fprintf(stderr, "brokerd: cannot open log file %s: %s\n",
+                cfg.logfile, strerror(-r));
+        bk_config_free(&cfg);
+        return 1;
+    }
     /* Before daemonize(): LISTEN_PID names this process, not a child. */
     lfd = bk_sd_listen_fd(cfg.socket_path, sizeof(cfg.socket_path));
     if (lfd < 0)
@@ -137,6 +143,7 @@ int main(int argc, char **argv)
     if (cfg.pidfile)
         unlink(cfg.pidfile);
     bk_info("stopped");
+    bk_log_close_file();
     bk_config_free(&cfg);
     return 0;
 }

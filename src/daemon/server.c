@@ -270,12 +270,18 @@ static void on_signal(uv_signal_t *h, int signum)
 int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
 {
     bk_config_t *c = s->cfg;
+    int r;
 
+    /* reopen first: a rotated log gets the reload's own lines */
+    if (c->logfile && (r = bk_log_set_file(c->logfile)) < 0)
+        bk_err("cannot reopen %s: %s", c->logfile, strerror(-r));
     if (bk_config_reload(c, err, errlen) < 0) {
         bk_err("reload failed, configuration unchanged: %s", err);
         return -EINVAL;
     }
     bk_log_init(c->log_level, !c->foreground);
+    if (c->logfile && (r = bk_log_set_file(c->logfile)) < 0)
+        bk_err("cannot open %s: %s", c->logfile, strerror(-r));
     bk_info("reloaded %s (queue limit %" PRIu64 ", max clients %u, max "
             "streams %u, max names %u; %zu connect, %zu own, %zu send rules)",
             c->confpath, c->queue_limit, c->max_clients, c->max_streams,

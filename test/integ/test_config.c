@@ -330,6 +330,52 @@ static int ctl(th_output_t *o, const char *cmd)
     return th_run(argv, NULL, NULL, 0, o);
 }
 
+static bool file_has(const char *path, const char *needle)
+{
+    char buf[8192];
+    size_t n;
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        return false;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+Test(config, log_file_is_written_and_reopened_on_reload)
+{
+    char log[160], rotated[170], text[200], line[64];
+    broker_t *b, *c;
+
+    snprintf(log, sizeof(log), "%s/brokerd.log", confdir);
+    snprintf(rotated, sizeof(rotated), "%s.1", log);
+    snprintf(text, sizeof(text), "log-file = %s\n", log);
+    write_conf(text);
+    th_broker_start(&br, "-c", conf, NULL);
+    b = th_connect(&br);
+    cr_assert_eq(broker_ping(b, TH_HANG_MS), 0);    /* its line is out */
+    snprintf(line, sizeof(line), "client %llu connected",
+             (unsigned long long)broker_client_id(b));
+    cr_assert(file_has(log, line), "no '%s' in %s", line, log);
+
+    /* what logrotate does: move the file, then ask for a reload */
+    cr_assert_eq(rename(log, rotated), 0);
+    cr_assert_eq(broker_ctrl(b, BROKER_CTRL_RELOAD, NULL, 0, NULL, NULL), 0);
+    c = th_connect(&br);
+    cr_assert_eq(broker_ping(c, TH_HANG_MS), 0);
+    snprintf(line, sizeof(line), "client %llu connected",
+             (unsigned long long)broker_client_id(c));
+    cr_assert(file_has(log, line), "reopened log lacks '%s'", line);
+    cr_assert(!file_has(rotated, line), "rotated log still written");
+    broker_close(c);
+    broker_close(b);
+    th_broker_stop(&br);
+    unlink(log);
+    unlink(rotated);
+}
+
 Test(config, reload_changes_limits_and_keeps_clients)
 {
     broker_t *b;
