@@ -24,6 +24,7 @@ void bk_config_defaults(bk_config_t *c)
     c->max_streams = BK_DEF_MAX_STREAMS;
     c->max_names = 256;
     c->max_clients = 4096;
+    c->max_clients_per_uid = 0;
     c->max_msg = BK_DEF_MAX_MSG;
     c->queue_limit = BK_DEF_QUEUE_LIMIT;
     c->max_segments = BK_DEF_MAX_SEGMENTS;
@@ -97,6 +98,9 @@ static void usage(FILE *f)
 "      --max-streams N     open streams per client (default 4096)\n"
 "      --max-names N       names per client (default 256)\n"
 "      --max-clients N     connected clients (default 4096)\n"
+"      --max-clients-per-uid N\n"
+"                          connected clients of one user, 0 for no limit;\n"
+"                          root and brokerd's user are exempt (default 0)\n"
 "      --max-segments N    shared-memory segments per client (default 64)\n"
 "      --max-shm SIZE      bytes of shared memory per client (default 2G)\n"
 "      --socket-mode MODE  permissions of the socket file (default 0600)\n"
@@ -170,7 +174,7 @@ enum {
     OPT_LOG_LEVEL = 256, OPT_PIDFILE, OPT_QUEUE_LIMIT, OPT_MAX_PACKET,
     OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES,
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
-    OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE,
+    OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
 };
 
 static const struct option opts[] = {
@@ -187,6 +191,7 @@ static const struct option opts[] = {
     { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
     { "max-names", required_argument, NULL, OPT_MAX_NAMES },
     { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+    { "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_UID },
     { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
     { "max-shm", required_argument, NULL, OPT_MAX_SHM },
     { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
@@ -258,6 +263,9 @@ static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
         return parse_u32(err, el, name, arg, 1, 1u << 16, &c->max_names);
     case OPT_MAX_CLIENTS:
         return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_clients);
+    case OPT_MAX_CLIENTS_UID:
+        return parse_u32(err, el, name, arg, 0, 1u << 20,
+                         &c->max_clients_per_uid);
     case OPT_MAX_SEGMENTS:
         return parse_u32(err, el, name, arg, 0, 1u << 16, &c->max_segments);
     case OPT_MAX_SHM:
@@ -441,6 +449,7 @@ int bk_config_reload(bk_config_t *live, char *err, size_t errlen)
     live->max_streams = n.max_streams;
     live->max_names = n.max_names;
     live->max_clients = n.max_clients;
+    live->max_clients_per_uid = n.max_clients_per_uid;
     live->max_segments = n.max_segments;
     live->max_shm = n.max_shm;
     free(live->logfile);

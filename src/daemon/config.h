@@ -32,6 +32,7 @@ typedef struct bk_config {
     uint32_t max_streams;       /* open streams per client */
     uint32_t max_names;         /* names per client */
     uint32_t max_clients;
+    uint32_t max_clients_per_uid;   /* 0: no limit */
     uint64_t max_msg;
     uint64_t queue_limit;       /* bytes queued towards one client */
     uint32_t max_segments;      /* shared-memory segments per client */

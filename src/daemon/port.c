@@ -526,6 +526,20 @@ static void welcome(bk_port_t *p)
             (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
 }
 
+/* --max-clients-per-uid: count this user's connected clients. */
+static bool uid_full(const bk_port_t *p)
+{
+    uint32_t max = p->srv->cfg->max_clients_per_uid, n = 0;
+
+    if (!max || p->uid == 0 || p->uid == geteuid())
+        return false;
+    for (const bk_port_t *q = p->srv->all; q; q = q->all_next)
+        if (q != p && q->state == BK_PORT_READY && !q->failed &&
+            q->uid == p->uid)
+            n++;
+    return n >= max;
+}
+
 static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
 {
     uint32_t version = bk_get32(payload);
@@ -545,6 +559,15 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
                 (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
         bk_port_error(p, 0, EACCES, "not allowed to connect", NULL);
         bk_port_fail(p, -EACCES);
+        return;
+    }
+    if (uid_full(p)) {
+        bk_warn("client %llu (pid %d, uid %d, %s): refused, uid %d has %u "
+                "clients already", (unsigned long long)p->id, (int)p->pid,
+                (int)p->uid, p->comm, (int)p->uid,
+                p->srv->cfg->max_clients_per_uid);
+        bk_port_error(p, 0, ENOSR, "too many clients for this user", NULL);
+        bk_port_fail(p, -ENOSR);
         return;
     }
     welcome(p);

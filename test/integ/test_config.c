@@ -198,6 +198,48 @@ static int nobody_connect_refused(void *arg)
     return 0;
 }
 
+static int nobody_fills_its_quota(void *arg)
+{
+    broker_t *b[3] = { NULL, NULL, NULL }, *extra = NULL;
+    int r;
+
+    (void)arg;
+    become_nobody();
+    for (int i = 0; i < 3; i++)
+        TH_OK(broker_connect(br.sock, &b[i]));
+    r = broker_connect(br.sock, &extra);
+    TH_CHECK(r == -ENOSR, "fourth client of one uid: %d, want -ENOSR", r);
+    broker_close(b[0]);
+    /* a place is free again once the broker has seen b[0] go */
+    for (int tries = 0; r != 0; tries++) {
+        TH_CHECK(tries < 1000, "the quota never freed up: %d", r);
+        r = broker_connect(br.sock, &extra);
+        if (r != 0 && r != -ENOSR)
+            TH_CHECK(0, "connect: %d", r);
+        if (r != 0)
+            usleep(1000);
+    }
+    broker_close(extra);
+    broker_close(b[1]);
+    broker_close(b[2]);
+    return 0;
+}
+
+Test(config, max_clients_per_uid)
+{
+    broker_t *a[5];
+
+    start_open_broker("max-clients-per-uid = 3\n");
+    th_join(th_spawn(nobody_fills_its_quota, NULL));
+    for (int i = 0; i < 5; i++)    /* root is exempt */
+        a[i] = th_connect(&br);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(broker_ping(a[i], TH_HANG_MS), 0);
+        broker_close(a[i]);
+    }
+    th_broker_stop(&br);
+}
+
 Test(config, allow_connect_refuses_other_users)
 {
     broker_t *a;
