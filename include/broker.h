@@ -27,6 +27,9 @@ typedef enum broker_kind {
     BROKER_MSG_DATA = 1,    /* a message (or, chunked mode, a piece of one) */
     BROKER_MSG_CLOSE = 2,   /* the peer closed the stream (code = reason) */
     BROKER_MSG_ERROR = 3,   /* the broker reports an error on a stream */
+    BROKER_MSG_MONITOR = 4, /* a monitor record (broker_monitor): data/len
+                               is the record, code the number of records
+                               dropped before it (>= 0) */
 } broker_kind_t;
 
 /* Flags of a received message. */
@@ -43,7 +46,8 @@ typedef struct broker_msg {
     uint32_t flags;         /* BROKER_MSGF_* */
     uint64_t source;        /* sender's client id, stamped by the broker */
     uint32_t stream;        /* stream id, local to this connection */
-    int code;               /* CLOSE/ERROR: negative errno; else 0 */
+    int code;               /* CLOSE/ERROR: negative errno; MONITOR:
+                               records dropped before this one; else 0 */
     char *name;             /* DATA with OPEN: the name it was sent to,
                                or NULL if sent to our id */
     void *data;             /* payload (ERROR: a text message) */
@@ -144,6 +148,7 @@ enum broker_ctrl_op {
     BROKER_CTRL_KICK         = 11,
     BROKER_CTRL_SHUTDOWN     = 12,
     BROKER_CTRL_RELOAD       = 13,
+    BROKER_CTRL_MONITOR      = 14,
 };
 
 /* Send one raw CTRL request `op` with `len` bytes of `req` (len at most
@@ -163,6 +168,35 @@ int broker_list(broker_t *b, uint32_t op, char **text, size_t *len);
 int broker_kick(broker_t *b, uint64_t id);
 /* Ask the broker to shut down as on SIGTERM; 0 once it has agreed. */
 int broker_shutdown(broker_t *b);
+
+/* Become a monitor (privileged): from now on broker_recv() also returns
+ * BROKER_MSG_MONITOR messages, one per DATA, CLOSE or stream ERROR frame
+ * the broker delivers to anyone else.  filter: NULL or "" for everything,
+ * "name:PATTERN" (exact, or a prefix ending in '*'), or "id:N".  snap:
+ * payload bytes captured per record (0: the broker's default, 256; at
+ * most 4096).  Calling it again replaces the filter. */
+int broker_monitor(broker_t *b, const char *filter, uint32_t snap);
+
+/* A decoded monitor record; the pointers point into the message's data. */
+typedef struct broker_monitor_rec {
+    uint64_t time_ns;       /* CLOCK_REALTIME when the broker forwarded it */
+    uint64_t sender;        /* sending client id, 0 for the broker itself */
+    uint64_t receiver;      /* receiving client id */
+    uint32_t sender_stream;     /* the stream id the sender uses */
+    uint32_t receiver_stream;   /* the stream id the receiver sees */
+    uint32_t length;        /* the frame's whole payload length */
+    uint32_t captured;      /* bytes at preview (at most length) */
+    uint8_t type;           /* frame type: 3 DATA, 4 CLOSE, 5 ERROR */
+    uint8_t flags;          /* frame flags, broker-protocol(7) */
+    uint8_t nfds;           /* file descriptors the frame carried */
+    uint32_t aux;           /* the frame's aux (name length, error code) */
+    const uint8_t *header;  /* the 32-byte frame header as received */
+    const uint8_t *preview; /* the first `captured` payload bytes */
+} broker_monitor_rec_t;
+
+/* Decode a BROKER_MSG_MONITOR message.  Returns 0 or -EINVAL (not a
+ * monitor message, or a malformed record). */
+int broker_monitor_parse(const broker_msg_t *m, broker_monitor_rec_t *rec);
 
 /* ---- messages (blocking) ---------------------------------------------- */
 

@@ -226,6 +226,11 @@ int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
         return check_release(h);
     case BK_T_SEG_DROP:
         return h->source && h->length == BK_SEG_DROP_SIZE ? 0 : -EPROTO;
+    case BK_T_MONITOR:        /* captured must add up with the length */
+        if (h->stream || h->source || h->length < BK_MON_FIXED_SIZE ||
+            bk_get32(payload + 36) != h->length - BK_MON_FIXED_SIZE)
+            return -EPROTO;
+        return 0;
     default:
         return -EPROTO;
     }

@@ -31,7 +31,8 @@ enum bk_type {
     BK_T_SEGMENT    = 9,  /* broker -> client: a sender's segment (1 fd) */
     BK_T_RELEASE    = 10, /* both ways: shared-memory buffers released */
     BK_T_SEG_DROP   = 11, /* broker -> client: a segment's owner is gone */
-    BK_T_MAX_       = 11
+    BK_T_MONITOR    = 12, /* broker -> monitor: one recorded frame */
+    BK_T_MAX_       = 12
 };
 
 /* Frame flags. */
@@ -63,10 +64,16 @@ enum bk_op {
     BK_OP_KICK         = 11,  /* payload: u64 client id */
     BK_OP_SHUTDOWN     = 12,  /* no payload */
     BK_OP_RELOAD       = 13,  /* no payload; error text in the reply */
-    BK_OP_MAX_         = 13
+    BK_OP_MONITOR      = 14,  /* payload: filter text; then MONITOR frames */
+    BK_OP_MAX_         = 14
 };
 #define BK_LIST_REQ_SIZE  4u    /* LIST request payload: u32 start (or empty) */
 #define BK_KICK_REQ_SIZE  8u    /* KICK request payload: u64 client id */
+/* MONITOR frame payload: u64 time_ns, u64 sender, u64 receiver, u32
+ * sender's sid, u32 receiver's sid, u32 length, u32 captured, the 32-byte
+ * header as the receiver got it, then `captured` payload bytes. */
+#define BK_MON_HDR_OFF    40u
+#define BK_MON_FIXED_SIZE (BK_MON_HDR_OFF + BK_HDR_SIZE)
 
 /* Shared memory.  A segment is a sealed memfd (F_SEAL_SHRINK|F_SEAL_GROW)
  * registered by its owner with CTRL SEGMENT; the broker forwards it to

@@ -12,6 +12,7 @@
 #include "frame.h"
 #include "inspect.h"
 #include "log.h"
+#include "monitor.h"
 #include "server.h"
 #include "shm.h"
 
@@ -106,7 +107,7 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  "protocol_errors=%" PRIu64 "\n"
                  "max_packet=%u\nmax_fds=%u\nmax_msg=%" PRIu64 "\n"
                  "queue_limit=%" PRIu64 "\nmax_streams=%u\nmax_names=%u\n"
-                 "max_clients=%u\n",
+                 "max_clients=%u\nmonitors=%u\n",
                  BROKER_VERSION, (int)getpid(), bk_now_ms() - srv->start_ms,
                  c->socket_path, srv->nclients, bk_names_count(&srv->names),
                  srv->streams.streams, srv->stats.msgs_in,
@@ -116,7 +117,7 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  srv->stats.shm_held, c->max_segments, c->max_shm,
                  srv->stats.protocol_errors, c->max_packet, c->max_fds,
                  c->max_msg, c->queue_limit, c->max_streams, c->max_names,
-                 c->max_clients);
+                 c->max_clients, bk_mon_count());
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)strlen(buf);
     reply(p, h, 0, buf, (size_t)n);
@@ -194,6 +195,17 @@ static void do_reload(bk_port_t *p, const bk_hdr_t *h)
         reply(p, h, 0, "", 0);
 }
 
+/* MONITOR: from the reply on, the requester gets MONITOR frames. */
+static void do_monitor(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
+{
+    int r = bk_mon_add(p, payload, h->length);
+
+    if (r == 0)
+        bk_info("client %" PRIu64 " (pid %d, %s) monitors '%.*s'", p->id,
+                (int)p->pid, p->comm, (int)h->length, (const char *)payload);
+    reply(p, h, -r, "", 0);
+}
+
 /* The privileged operations, once the requester is known to be allowed. */
 static void do_admin(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
 {
@@ -207,6 +219,8 @@ static void do_admin(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         do_shutdown(p, h);
     else if (h->aux == BK_OP_RELOAD)
         do_reload(p, h);
+    else if (h->aux == BK_OP_MONITOR)
+        do_monitor(p, h, payload);
     else
         do_list(p, h, payload);
 }
@@ -240,6 +254,7 @@ void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
     case BK_OP_KICK:
     case BK_OP_SHUTDOWN:
     case BK_OP_RELOAD:
+    case BK_OP_MONITOR:
         do_admin(p, h, payload);
         break;
     default:                    /* bk_frame_check_from_client rejects it */

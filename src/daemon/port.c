@@ -12,6 +12,7 @@
 #include "ctrl.h"
 #include "frame.h"
 #include "log.h"
+#include "monitor.h"
 #include "port.h"
 #include "router.h"
 #include "server.h"
@@ -398,6 +399,8 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int code,
     };
 
     to->errors++;
+    if (stream)                 /* a stream's ERROR: monitors see it */
+        bk_mon_tap(NULL, to, 0, &h, text ? text : "");
     bk_port_send(to, &h, text ? text : "", NULL, 0, cause);
 }
 
@@ -773,6 +776,7 @@ void bk_port_close(bk_port_t *p)
             bk_info("client %llu (pid %d, %s) disconnected",
                     (unsigned long long)p->id, (int)p->pid, p->comm);
     }
+    bk_mon_port_gone(p);
     bk_router_port_gone(p);
     bk_names_release_all(&srv->names, &p->names);
     drop_queue(p);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "log.h"
+#include "monitor.h"
 #include "port.h"
 #include "router.h"
 #include "server.h"
@@ -125,6 +126,7 @@ static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     from->srv->stats.bytes_in += data_bytes(h);
     if (!(h->flags & BK_F_MORE))
         from->srv->stats.msgs_in++;
+    bk_mon_tap(from, to, h->stream, &o, payload);
     return bk_port_send(to, &o, payload, fds, h->nfds, from);
 }
 
@@ -150,6 +152,7 @@ static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
             .stream = peer->sid, .aux = EMSGSIZE, .source = from->id,
             .dest = peer->client, .length = (uint32_t)strlen(text),
         };
+        bk_mon_tap(from, peer->owner, e->sid, &c, text);
         bk_port_send(peer->owner, &c, text, NULL, 0, from);
     }
     if (peer) {
@@ -234,6 +237,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
             bk_close_fds(fds, h->nfds);
             return;
         }
+        bk_mon_tap(from, to, h->stream, &o, payload);
         bk_port_send_oneway(to, &o, payload, fds, h->nfds, from, h->stream);
         return;
     }
@@ -355,6 +359,7 @@ static void close_stream(bk_port_t *from, const bk_hdr_t *h,
         c.source = from->id;
         c.dest = peer->client;
         c.stream = peer->sid;
+        bk_mon_tap(from, peer->owner, h->stream, &c, payload);
         bk_port_send(peer->owner, &c, payload, NULL, 0, from);
     }
     bk_st_close(table(from), e);
@@ -399,6 +404,7 @@ void bk_router_port_gone(bk_port_t *p)
             static const char text[] = "peer disconnected";
             h.length = sizeof(text) - 1;
             op->errors++;
+            bk_mon_tap(p, op, e->sid, &h, text);
             bk_port_send(op, &h, text, NULL, 0, NULL);
         }
         bk_st_close(t, e);

@@ -4,6 +4,7 @@
  */
 #include "config.h"
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -832,4 +833,55 @@ BROKER_API int broker_kick(broker_t *b, uint64_t id)
 BROKER_API int broker_shutdown(broker_t *b)
 {
     return broker_ctrl(b, BK_OP_SHUTDOWN, NULL, 0, NULL, NULL);
+}
+
+/* ---- monitoring ---------------------------------------------------------- */
+
+#define MON_MAX_SNAP 4096u
+
+BROKER_API int broker_monitor(broker_t *b, const char *filter, uint32_t snap)
+{
+    char req[BK_MAX_NAME + 1];
+    int n;
+
+    if (!b || snap > MON_MAX_SNAP || (filter && strchr(filter, ' ')))
+        return -EINVAL;
+    if (!filter)
+        filter = "";
+    if (snap)
+        n = snprintf(req, sizeof(req), "%s%ssnap:%u", filter,
+                     *filter ? " " : "", snap);
+    else
+        n = snprintf(req, sizeof(req), "%s", filter);
+    if (n < 0 || (size_t)n >= sizeof(req) || (size_t)n > b->lim.max_name)
+        return -EINVAL;
+    return broker_ctrl(b, BK_OP_MONITOR, req, (size_t)n, NULL, NULL);
+}
+
+BROKER_API int broker_monitor_parse(const broker_msg_t *m,
+                                    broker_monitor_rec_t *rec)
+{
+    const uint8_t *p;
+
+    if (!m || !rec || m->kind != BROKER_MSG_MONITOR || !m->data ||
+        m->len < BK_MON_FIXED_SIZE)
+        return -EINVAL;
+    p = m->data;
+    rec->time_ns = bk_get64(p);
+    rec->sender = bk_get64(p + 8);
+    rec->receiver = bk_get64(p + 16);
+    rec->sender_stream = bk_get32(p + 24);
+    rec->receiver_stream = bk_get32(p + 28);
+    rec->length = bk_get32(p + 32);
+    rec->captured = bk_get32(p + 36);
+    if (rec->captured != m->len - BK_MON_FIXED_SIZE ||
+        rec->captured > rec->length)
+        return -EINVAL;
+    rec->header = p + BK_MON_HDR_OFF;
+    rec->type = rec->header[1];
+    rec->flags = rec->header[2];
+    rec->nfds = rec->header[3];
+    rec->aux = bk_get32(rec->header + 12);
+    rec->preview = p + BK_MON_FIXED_SIZE;
+    return 0;
 }

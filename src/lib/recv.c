@@ -294,6 +294,19 @@ static int handle_welcome(broker_t *b, const uint8_t *p)
     return 0;
 }
 
+/* A monitor record: delivered as is, the drop count in `code`. */
+static int handle_monitor(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+{
+    int dropped = h->aux > INT_MAX ? INT_MAX : (int)h->aux;
+    struct bk_lmsg *m = bk_lmsg_event(BROKER_MSG_MONITOR, 0, 0, dropped, p,
+                                      h->length);
+
+    if (!m)
+        return -ENOMEM;
+    bk_deliver(b, m);
+    return 0;
+}
+
 /* Handle one validated frame; takes ownership of its fds. */
 static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
                         int *fds)
@@ -332,6 +345,8 @@ static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
         return bk_shm_on_release(b, h, p);
     case BK_T_SEG_DROP:
         return bk_shm_on_seg_drop(b, h, p);
+    case BK_T_MONITOR:
+        return handle_monitor(b, h, p);
     default:
         return -EPROTO;
     }

@@ -53,6 +53,7 @@ typedef struct ctl_opts {
     bool echo;              /* serve --echo */
     int interval_ms;        /* top --interval MS */
     long iterations;        /* top --iterations N, 0: until a signal */
+    uint32_t snap;          /* monitor/capture --snap N, 0: default */
     const char *cmd;
     char **args;            /* positional arguments after the command */
     int nargs;
@@ -65,6 +66,7 @@ enum {
     CTL_ACCEPT_ECHO = 0x2,
     CTL_ACCEPT_LIST = 0x4,      /* --no-legend, --sort, --top */
     CTL_ACCEPT_TOP = 0x8,       /* --interval, --iterations */
+    CTL_ACCEPT_SNAP = 0x10,     /* --snap */
 };
 
 enum { CTL_JSON_OFF = 0, CTL_JSON_SHORT, CTL_JSON_PRETTY };
@@ -78,7 +80,7 @@ typedef struct ctl_cmd {
 
 enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
        CTL_OPT_NO_LEGEND, CTL_OPT_SORT, CTL_OPT_TOP, CTL_OPT_INTERVAL,
-       CTL_OPT_ITERATIONS };
+       CTL_OPT_ITERATIONS, CTL_OPT_SNAP };
 
 static const struct option ctl_long_opts[] = {
     { "socket",  required_argument, NULL, 's' },
@@ -90,6 +92,7 @@ static const struct option ctl_long_opts[] = {
     { "echo",    no_argument,       NULL, CTL_OPT_ECHO },
     { "interval", required_argument, NULL, CTL_OPT_INTERVAL },
     { "iterations", required_argument, NULL, CTL_OPT_ITERATIONS },
+    { "snap",    required_argument, NULL, CTL_OPT_SNAP },
     { "version", no_argument,       NULL, CTL_OPT_VERSION },
     { "help",    no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
@@ -158,10 +161,16 @@ static void ctl_help(void)
 "  listen NAME              register NAME and print every message\n"
 "  serve NAME --echo        register NAME and answer requests with\n"
 "                           their own payload\n"
+"  monitor [FILTER] [--snap N] [--json]\n"
+"                           print every message the broker forwards\n"
+"                           (FILTER: name:PATTERN or id:N)\n"
+"  capture FILE [FILTER] [--snap N]\n"
+"                           write the same records as pcapng to FILE\n"
+"                           ('-': stdout)\n"
 "\n"
 "-s, --timeout, --json and --no-legend may also follow the command.\n"
 "--sort takes a field (JSON key) of the list; numbers sort largest first,\n"
-"text in byte order.  listen and serve run\n"
+"text in byte order.  listen, serve, monitor and capture run\n"
 "until SIGINT/SIGTERM or broker shutdown.\n"
 "Exit status: 0 success, 1 runtime error, 2 usage error.\n",
            CTL_DEF_TIMEOUT_MS);
@@ -1525,6 +1534,267 @@ static int ctl_run_top(const ctl_opts_t *o)
     return CTL_EXIT_OK;
 }
 
+/* ---- monitor / capture ------------------------------------------------------ */
+
+#define CTL_MON_PREVIEW 40          /* message bytes shown per record */
+#define CTL_MON_DEF_SNAP 256u       /* the broker's default snap length */
+#define CTL_PCAP_LINKTYPE 147u      /* LINKTYPE_USER0 */
+
+static uint64_t ctl_mon_records, ctl_mon_dropped;
+static int ctl_opts_json;       /* monitor --json */
+static FILE *ctl_cap_file;
+
+static const char *ctl_mon_type(uint8_t type)
+{
+    switch (type) {
+    case 3: return "DATA";
+    case 4: return "CLOSE";
+    case 5: return "ERROR";
+    default: return "OTHER";
+    }
+}
+
+/* Frame flags as words joined by ',' ("-" for none). */
+static void ctl_mon_flags(uint8_t flags, char *buf, size_t len)
+{
+    static const char *const names[] = {
+        "MORE", "CONT", "OPEN", "CLOSE", "NAME", "SHM",
+    };
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (flags & (1u << i))
+            n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "," : "",
+                                  names[i]);
+    if (n == 0)
+        snprintf(buf, len, "-");
+}
+
+static void ctl_mon_time(uint64_t ns, char *buf, size_t len)
+{
+    time_t sec = (time_t)(ns / 1000000000u);
+    struct tm tm;
+
+    if (!localtime_r(&sec, &tm)) {
+        snprintf(buf, len, "?");
+        return;
+    }
+    snprintf(buf, len, "%02d:%02d:%02d.%06u", tm.tm_hour, tm.tm_min,
+             tm.tm_sec, (unsigned)(ns % 1000000000u / 1000u));
+}
+
+/* The message bytes of a record (after a destination name) and how many
+ * there were in the original frame. */
+static const uint8_t *ctl_mon_body(const broker_monitor_rec_t *r,
+                                   size_t *shown, uint32_t *size)
+{
+    uint32_t skip = 0;
+
+    if (r->type == 3 && (r->flags & 0x10))
+        skip = r->aux <= r->length ? r->aux : r->length;
+    *size = r->length - skip;
+    *shown = r->captured > skip ? r->captured - skip : 0;
+    return r->preview + (r->captured > skip ? skip : r->captured);
+}
+
+/* Escaped preview text of at most CTL_MON_PREVIEW bytes into buf. */
+static void ctl_mon_preview(const uint8_t *p, size_t shown, uint32_t size,
+                            char *buf, size_t len)
+{
+    size_t n = shown < CTL_MON_PREVIEW ? shown : CTL_MON_PREVIEW, o = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && o + 5 < len; i++) {
+        unsigned char c = p[i];
+        if (c == '\\')
+            o += (size_t)snprintf(buf + o, len - o, "\\\\");
+        else if (c >= 0x20 && c < 0x7f)
+            buf[o++] = (char)c;
+        else
+            o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
+        buf[o] = '\0';
+    }
+    if (n < size && o + 4 < len)
+        snprintf(buf + o, len - o, "...");
+}
+
+static int ctl_monitor_msg(broker_t *b, broker_msg_t *m)
+{
+    char tbuf[32], fbuf[48], pbuf[4 * CTL_MON_PREVIEW + 8];
+    broker_monitor_rec_t r;
+    const uint8_t *body;
+    size_t shown;
+    uint32_t size;
+
+    (void)b;
+    if (m->kind != BROKER_MSG_MONITOR || broker_monitor_parse(m, &r) < 0)
+        return 0;
+    ctl_mon_records++;
+    ctl_mon_dropped += (uint64_t)m->code;
+    ctl_mon_time(r.time_ns, tbuf, sizeof(tbuf));
+    ctl_mon_flags(r.flags, fbuf, sizeof(fbuf));
+    body = ctl_mon_body(&r, &shown, &size);
+    ctl_mon_preview(body, shown, size, pbuf, sizeof(pbuf));
+    if (ctl_opts_json) {
+        printf("{\"time\":\"%s\",\"time_ns\":%" PRIu64 ",\"type\":\"%s\","
+               "\"flags\":\"%s\",\"sender\":%" PRIu64 ",\"receiver\":%"
+               PRIu64 ",\"sender_stream\":%" PRIu32 ",\"receiver_stream\":%"
+               PRIu32 ",\"size\":%" PRIu32 ",\"captured\":%zu,\"aux\":%"
+               PRIu32 ",\"dropped\":%d,\"preview\":", tbuf, r.time_ns,
+               ctl_mon_type(r.type), fbuf, r.sender, r.receiver,
+               r.sender_stream, r.receiver_stream, size, shown, r.aux,
+               m->code);
+        ctl_json_string(stdout, pbuf);
+        puts("}");
+    } else {
+        printf("%s %s %s %" PRIu64 " -> %" PRIu64 " stream=%" PRIu32 "->%"
+               PRIu32 " size=%" PRIu32 " %s\n", tbuf, ctl_mon_type(r.type),
+               fbuf, r.sender, r.receiver, r.sender_stream,
+               r.receiver_stream, size, pbuf);
+    }
+    return fflush(stdout) == EOF ? -errno : 0;
+}
+
+/* pcapng blocks, little-endian. */
+static void ctl_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int ctl_cap_write(const void *buf, size_t len)
+{
+    if (fwrite(buf, 1, len, ctl_cap_file) != len ||
+        fflush(ctl_cap_file) == EOF)
+        return errno ? -errno : -EIO;
+    return 0;
+}
+
+/* Section Header Block and one Interface Description Block. */
+static int ctl_cap_header(uint32_t snap)
+{
+    uint8_t b[28 + 20];
+
+    ctl_le32(b, 0x0A0D0D0Au);
+    ctl_le32(b + 4, 28);
+    ctl_le32(b + 8, 0x1A2B3C4Du);
+    b[12] = 1; b[13] = 0;               /* major 1 */
+    b[14] = 0; b[15] = 0;               /* minor 0 */
+    memset(b + 16, 0xff, 8);            /* section length unknown */
+    ctl_le32(b + 24, 28);
+    ctl_le32(b + 28, 1);
+    ctl_le32(b + 32, 20);
+    b[36] = CTL_PCAP_LINKTYPE & 0xff;
+    b[37] = CTL_PCAP_LINKTYPE >> 8;
+    b[38] = 0; b[39] = 0;
+    ctl_le32(b + 40, 32 + snap);
+    ctl_le32(b + 44, 20);
+    return ctl_cap_write(b, sizeof(b));
+}
+
+/* One Enhanced Packet Block: the frame header, then the captured bytes. */
+static int ctl_capture_msg(broker_t *b, broker_msg_t *m)
+{
+    static const uint8_t pad[4];
+    broker_monitor_rec_t r;
+    uint8_t h[28], t[4];
+    uint64_t us;
+    uint32_t cap, padded;
+    int e;
+
+    (void)b;
+    if (m->kind != BROKER_MSG_MONITOR || broker_monitor_parse(m, &r) < 0)
+        return 0;
+    ctl_mon_records++;
+    ctl_mon_dropped += (uint64_t)m->code;
+    cap = 32 + r.captured;
+    padded = (cap + 3) & ~3u;
+    us = r.time_ns / 1000u;
+    ctl_le32(h, 6);
+    ctl_le32(h + 4, 32 + padded);
+    ctl_le32(h + 8, 0);
+    ctl_le32(h + 12, (uint32_t)(us >> 32));
+    ctl_le32(h + 16, (uint32_t)us);
+    ctl_le32(h + 20, cap);
+    ctl_le32(h + 24, r.length > UINT32_MAX - 32 ? UINT32_MAX : 32 + r.length);
+    ctl_le32(t, 32 + padded);
+    if ((e = ctl_cap_write(h, sizeof(h))) < 0 ||
+        (e = ctl_cap_write(r.header, 32)) < 0 ||
+        (e = ctl_cap_write(r.preview, r.captured)) < 0 ||
+        (e = ctl_cap_write(pad, padded - cap)) < 0 ||
+        (e = ctl_cap_write(t, sizeof(t))) < 0)
+        return e;
+    return 0;
+}
+
+/* Connect, become a monitor and hand records to fn until a signal. */
+static int ctl_monitor_loop(const ctl_opts_t *o, const char *verb,
+                            const char *filter, ctl_msg_fn fn)
+{
+    char path[CTL_PATH_MAX];
+    broker_t *b;
+    int r;
+
+    if ((r = ctl_signals_init()) < 0) {
+        ctl_err("signals: %s", broker_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    if (!(b = ctl_connect(o, path, sizeof(path))))
+        return CTL_EXIT_RUNTIME;
+    if ((r = broker_monitor(b, filter, o->snap)) < 0) {
+        ctl_err("%s %s: %s", verb, path, r == -EINVAL ?
+                "invalid filter (name:PATTERN or id:N)" :
+                ctl_admin_strerror(r));
+        broker_close(b);
+        return CTL_EXIT_RUNTIME;
+    }
+    r = ctl_event_loop(b, fn);
+    broker_close(b);
+    fprintf(stderr, "%" PRIu64 " records, %" PRIu64 " dropped\n",
+            ctl_mon_records, ctl_mon_dropped);
+    if (r < 0) {
+        ctl_err("%s: %s", verb, r == -ECONNRESET ?
+                "lost the connection to brokerd" : broker_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    return CTL_EXIT_OK;
+}
+
+static int ctl_run_monitor(const ctl_opts_t *o)
+{
+    ctl_opts_json = o->json;
+    return ctl_monitor_loop(o, "monitor", o->nargs ? o->args[0] : NULL,
+                            ctl_monitor_msg);
+}
+
+static int ctl_run_capture(const ctl_opts_t *o)
+{
+    const char *file = o->args[0];
+    int r;
+
+    if (!strcmp(file, "-")) {
+        ctl_cap_file = stdout;
+    } else if (!(ctl_cap_file = fopen(file, "wbe"))) {
+        ctl_err("capture %s: %s", file, strerror(errno));
+        return CTL_EXIT_RUNTIME;
+    }
+    r = ctl_cap_header(o->snap ? o->snap : CTL_MON_DEF_SNAP);
+    if (r == 0)
+        r = ctl_monitor_loop(o, "capture", o->nargs > 1 ? o->args[1] : NULL,
+                             ctl_capture_msg);
+    else {
+        ctl_err("capture %s: %s", file, strerror(-r));
+        r = CTL_EXIT_RUNTIME;
+    }
+    if (ctl_cap_file != stdout && fclose(ctl_cap_file) == EOF &&
+        r == CTL_EXIT_OK) {
+        ctl_err("capture %s: %s", file, strerror(errno));
+        r = CTL_EXIT_RUNTIME;
+    }
+    return r;
+}
+
 /* ---- command line ---------------------------------------------------------- */
 
 static const ctl_cmd_t ctl_cmds[] = {
@@ -1542,6 +1812,8 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "kick",    1, 1, 0, ctl_run_kick },
     { "shutdown", 0, 0, 0, ctl_run_shutdown },
     { "reload",   0, 0, 0, ctl_run_reload },
+    { "monitor",  0, 1, CTL_ACCEPT_JSON | CTL_ACCEPT_SNAP, ctl_run_monitor },
+    { "capture",  1, 2, CTL_ACCEPT_SNAP, ctl_run_capture },
 };
 
 static const ctl_cmd_t *ctl_find_cmd(const char *name)
@@ -1590,6 +1862,7 @@ static int ctl_take_opt(int c, ctl_opts_t *o, const ctl_cmd_t *cmd,
                         char **argv)
 {
     unsigned need = 0;
+    long snap;
 
     switch (c) {
     case 's':
@@ -1644,6 +1917,13 @@ static int ctl_take_opt(int c, ctl_opts_t *o, const ctl_cmd_t *cmd,
             return ctl_usage_error("invalid --iterations '%s' (a count >= "
                                    "0, 0: no limit)", optarg);
         need = CTL_ACCEPT_TOP;
+        break;
+    case CTL_OPT_SNAP:
+        if (ctl_parse_top(optarg, &snap) < 0 || snap < 1 || snap > 4096)
+            return ctl_usage_error("invalid --snap '%s' (bytes, 1 to 4096)",
+                                   optarg);
+        o->snap = (uint32_t)snap;
+        need = CTL_ACCEPT_SNAP;
         break;
     case CTL_OPT_VERSION:
         printf("brokerctl %s\n", CTL_VERSION);
@@ -1710,6 +1990,7 @@ static int ctl_parse(int argc, char **argv, ctl_opts_t *o,
     if (o->nargs < cmd->min_args)
         return ctl_usage_error("'%s' needs %s", cmd->name,
                                !strcmp(cmd->name, "kick") ? "a client ID" :
+                               !strcmp(cmd->name, "capture") ? "a FILE" :
                                cmd->min_args == 1 ? "a NAME" : "arguments");
     if (o->nargs > cmd->max_args)
         return ctl_usage_error("too many arguments for '%s'", cmd->name);

@@ -864,13 +864,16 @@ Test(shm_wire, constants_are_the_documented_numbers)
     cr_expect_eq(BK_T_SEGMENT, 9);
     cr_expect_eq(BK_T_RELEASE, 10);
     cr_expect_eq(BK_T_SEG_DROP, 11);
-    cr_expect_eq(BK_T_MAX_, 11);
+    cr_expect_eq(BK_T_MONITOR, 12);
+    cr_expect_eq(BK_T_MAX_, 12);
     cr_expect_eq(BK_F_SHM, 0x20);
     cr_expect_eq(BK_F_ALL_, 0x3f);
     cr_expect_eq(BK_OP_SEGMENT, 6);
     cr_expect_eq(BK_OP_LIST_CLIENTS, 7);
     cr_expect_eq(BK_OP_SHUTDOWN, 12);
-    cr_expect_eq(BK_OP_MAX_, 13);
+    cr_expect_eq(BK_OP_RELOAD, 13);
+    cr_expect_eq(BK_OP_MONITOR, 14);
+    cr_expect_eq(BK_OP_MAX_, 14);
     cr_expect_eq(BK_SEG_REG_SIZE, 16);
     cr_expect_eq(BK_SHM_DESC_SIZE, 24);
     cr_expect_eq(BK_RELEASE_SIZE, 24);
