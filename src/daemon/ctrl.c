@@ -117,7 +117,7 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  srv->stats.shm_held, c->max_segments, c->max_shm,
                  srv->stats.protocol_errors, c->max_packet, c->max_fds,
                  c->max_msg, c->queue_limit, c->max_streams, c->max_names,
-                 c->max_clients, bk_mon_count());
+                 c->max_clients, bk_mon_count(srv));
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)strlen(buf);
     reply(p, h, 0, buf, (size_t)n);

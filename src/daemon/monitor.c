@@ -32,7 +32,6 @@ typedef struct bk_mon {
     char name[BK_MAX_NAME + 1];
 } bk_mon_t;
 
-bk_mon_t *bk_mon_list;
 
 /* ---- the filter ------------------------------------------------------- */
 
@@ -134,7 +133,7 @@ static int parse_filter(bk_mon_t *m, const uint8_t *req, size_t len)
 
 static bk_mon_t *find(const bk_port_t *p)
 {
-    for (bk_mon_t *m = bk_mon_list; m; m = m->next)
+    for (bk_mon_t *m = p->srv->monitors; m; m = m->next)
         if (m->port == p)
             return m;
     return NULL;
@@ -158,14 +157,14 @@ int bk_mon_add(bk_port_t *p, const uint8_t *req, size_t len)
     if (!m)
         return -ENOMEM;
     *m = tmp;
-    m->next = bk_mon_list;
-    bk_mon_list = m;
+    m->next = p->srv->monitors;
+    p->srv->monitors = m;
     return 0;
 }
 
 void bk_mon_port_gone(bk_port_t *p)
 {
-    for (bk_mon_t **pp = &bk_mon_list; *pp; pp = &(*pp)->next)
+    for (bk_mon_t **pp = &p->srv->monitors; *pp; pp = &(*pp)->next)
         if ((*pp)->port == p) {
             bk_mon_t *m = *pp;
             *pp = m->next;
@@ -174,11 +173,11 @@ void bk_mon_port_gone(bk_port_t *p)
         }
 }
 
-unsigned bk_mon_count(void)
+unsigned bk_mon_count(const bk_server_t *s)
 {
     unsigned n = 0;
 
-    for (bk_mon_t *m = bk_mon_list; m; m = m->next)
+    for (bk_mon_t *m = s->monitors; m; m = m->next)
         n++;
     return n;
 }
@@ -270,7 +269,7 @@ void bk_mon_record(const bk_port_t *from, const bk_port_t *to,
     /* a monitor's own traffic is never recorded */
     if (find(to) || (from && find(from)))
         return;
-    for (bk_mon_t *m = bk_mon_list, *next; m; m = next) {
+    for (bk_mon_t *m = to->srv->monitors, *next; m; m = next) {
         next = m->next;
         if (!matches(m, from, to, o, payload))
             continue;

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "port.h"
+#include "server.h"
 
 /* Fixed part of a MONITOR record before the preview bytes: u64 time_ns,
  * u64 sender, u64 receiver, u32 sender's sid, u32 receiver's sid,
@@ -24,11 +25,8 @@
 #define BK_MON_DEF_SNAP   256u
 #define BK_MON_MAX_SNAP   4096u
 
-struct bk_mon;
-
-/* Head of the monitor list; NULL when nobody monitors, so a tap costs one
- * pointer check. */
-extern struct bk_mon *bk_mon_list;
+/* The monitors hang off the server (srv->monitors); NULL when nobody
+ * monitors, so a tap costs one pointer check. */
 
 /* Make p a monitor with the filter in req (see broker-protocol(7)); a
  * port that already monitors gets the new filter.  Returns 0, -EINVAL (bad
@@ -37,7 +35,7 @@ int bk_mon_add(bk_port_t *p, const uint8_t *req, size_t len);
 /* p is going away: it stops being a monitor (no-op if it was none). */
 void bk_mon_port_gone(bk_port_t *p);
 /* Number of monitors (STATUS). */
-unsigned bk_mon_count(void);
+unsigned bk_mon_count(const bk_server_t *s);
 
 /* Record one frame: `o` and `payload` as the receiver `to` gets them,
  * `from` the sending client (NULL for the broker's own frames) and
@@ -50,7 +48,7 @@ static inline void bk_mon_tap(const bk_port_t *from, const bk_port_t *to,
                               uint32_t from_sid, const bk_hdr_t *o,
                               const void *payload)
 {
-    if (bk_mon_list)
+    if (to->srv->monitors)
         bk_mon_record(from, to, from_sid, o, payload);
 }
 

@@ -46,6 +46,7 @@ typedef struct bk_server {
     struct bk_port *reap;       /* ports failed during this callback */
     struct bk_port *all;        /* every port, handshaking or not */
     struct bk_port *dirty;      /* ports with frames to flush */
+    struct bk_mon *monitors;    /* traffic taps (monitor.c), or NULL */
     bool stopping;
     bool finished;
     bool listening;
