@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include "frame.h"
 #include "log.h"
 #include "port.h"
@@ -145,12 +147,17 @@ static void send_seg_drop(bk_port_t *to, uint64_t owner, uint32_t segid)
 
 static int check_memfd(int fd, uint64_t size)
 {
+    struct statfs sfs;
     struct stat st;
     int seals = fcntl(fd, F_GET_SEALS);
 
     if (seals < 0)
         return EINVAL;          /* not a memfd (or sealing not allowed) */
     if ((seals & BK_SEALS_REQUIRED) != BK_SEALS_REQUIRED)
+        return EINVAL;
+    /* only ordinary shared memory: a hugetlbfs memfd can SIGBUS its
+     * readers when the huge page pool runs dry */
+    if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
         return EINVAL;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
         (uint64_t)st.st_size != size)

@@ -19,11 +19,18 @@
  *            payload MB/s (10^6 bytes), measured at the receiver between
  *            the end of a warm-up (a tenth of the count, sent first) and
  *            the last message; each figure is the median of 3 runs.
+ *   bulk     16 MiB messages the producer writes in place and the consumer
+ *            reads in full, in GB/s (10^9 bytes/s): through shared memory
+ *            (broker_buf_alloc/broker_buf_send), beside two figures of the
+ *            same run: the floor (a memfd shared by two processes, no
+ *            broker) and the socket path (shared memory off).  Also
+ *            brokerd's VmRSS before and after.  See "bulk" below.
  * Every message carries a sequence number that the receiver checks, so a
  * lost, reordered or truncated message fails the run (exit 1).
  *
  * Options: --quick (about a tenth of the default counts, for CI smoke
- * runs), --count N (messages or round trips per workload).
+ * runs), --count N (messages or round trips per workload), --bulk-gib N
+ * (GiB per bulk run, default 10; 1 with --quick), --bulk-only.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -40,6 +47,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -56,6 +64,8 @@ typedef struct bb_counts {
     size_t rtt;
     size_t small;
     size_t large;
+    size_t bulk;            /* 16 MiB messages per bulk run */
+    bool bulk_only;
 } bb_counts_t;
 
 /* One measured row pair: a broker figure and its baseline. */
@@ -613,6 +623,350 @@ static int bb_tput(bool via_broker, size_t size, size_t count, uint64_t *ns)
     return r;
 }
 
+/* ---- bulk: 16 MiB messages written in place --------------------------------- */
+
+/*
+ * The producer writes each message where the consumer will read it and
+ * the consumer reads every byte of it (a sum of 64-bit words), so all
+ * three figures do the same work per byte:
+ *   floor   a memfd mapped in both processes after fork, BB_BULK_SLOTS
+ *           message slots, a pipe carrying slot numbers each way (no
+ *           broker, no library): the best any local transport can do;
+ *   shm     broker_buf_alloc + fill + broker_buf_send through brokerd, the
+ *           receiver reading the read-only view; the pool is limited to
+ *           BB_BULK_SLOTS buffers, the same depth as the floor's ring;
+ *   socket  the same messages with shared memory off
+ *           (BROKER_OPT_SHM_THRESHOLD 0): filled in a private buffer,
+ *           broker_send, reassembled by the receiver's library.
+ * Each message starts with its sequence number and is otherwise filled
+ * with its low byte; the consumer checks both ends.
+ */
+#define BB_BULK_MSG    ((size_t)16 << 20)
+#define BB_BULK_SLOTS  4u
+
+typedef enum bb_bulk_mode {
+    BB_BULK_FLOOR,
+    BB_BULK_SHM,
+    BB_BULK_SOCKET,
+    BB_BULK_MODES_
+} bb_bulk_mode_t;
+
+static const char *const bb_bulk_names[] = { "floor", "shm", "socket" };
+
+static size_t bb_bulk_warmup(size_t count)
+{
+    size_t w = count / 10 + 1;
+
+    return w < 2 * BB_BULK_SLOTS ? 2 * BB_BULK_SLOTS : w;
+}
+
+static void bb_bulk_fill(unsigned char *p, uint64_t seq)
+{
+    memset(p, (int)(seq & 0xff), BB_BULK_MSG);
+    bb_put_seq(p, seq);
+}
+
+/* Where the consumer's sums go, so that the reads are not optimised out. */
+volatile uint64_t bb_bulk_sink;
+
+/* Read every byte of a message; check that it is message `seq`. */
+static int bb_bulk_consume(const unsigned char *p, size_t len, uint64_t seq)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    uint64_t sum = 0;
+
+    if (len != BB_BULK_MSG || bb_get_seq(p) != seq ||
+        p[len - 1] != (unsigned char)seq) {
+        fprintf(stderr, "broker-bench: bulk message %" PRIu64 " is wrong "
+                "(%zu bytes)\n", seq, len);
+        return -EBADMSG;
+    }
+    for (size_t i = 0; i < len / sizeof(*w); i++)
+        sum += w[i];
+    bb_bulk_sink += sum;
+    return 0;
+}
+
+/* VmRSS or VmHWM of a process in KiB, or -1. */
+static long bb_proc_kb(pid_t pid, const char *key)
+{
+    char path[64], line[256];
+    size_t klen = strlen(key);
+    long v = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (!strncmp(line, key, klen) && line[klen] == ':') {
+            v = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Floor consumer: slot numbers arrive on full_fd, go back on free_fd. */
+static int bb_floor_sink(const unsigned char *ring, int full_fd, int free_fd,
+                         int result_fd, size_t total, size_t warm)
+{
+    bb_report_t rep = { 0, 0 };
+    uint64_t t_start = 0;
+
+    for (size_t i = 0; i < total && rep.err == 0; i++) {
+        uint32_t slot;
+
+        rep.err = bb_read_full(full_fd, &slot, sizeof(slot));
+        if (rep.err == 0 && slot >= BB_BULK_SLOTS)
+            rep.err = -EBADMSG;
+        if (rep.err == 0)
+            rep.err = bb_bulk_consume(ring + (size_t)slot * BB_BULK_MSG,
+                                      BB_BULK_MSG, i);
+        if (rep.err == 0)
+            rep.err = bb_write_full(free_fd, &slot, sizeof(slot));
+        if (i + 1 == warm)
+            t_start = bb_now_ns();
+    }
+    rep.ns = bb_now_ns() - t_start;
+    return bb_write_full(result_fd, &rep, sizeof(rep)) < 0 || rep.err;
+}
+
+static int bb_floor_source(unsigned char *ring, int full_fd, int free_fd,
+                           size_t total)
+{
+    for (size_t i = 0; i < total; i++) {
+        uint32_t slot = (uint32_t)i;
+        int r = 0;
+
+        if (i >= BB_BULK_SLOTS)
+            r = bb_read_full(free_fd, &slot, sizeof(slot));
+        if (r == 0 && slot >= BB_BULK_SLOTS)
+            r = -EBADMSG;
+        if (r < 0)
+            return r;
+        bb_bulk_fill(ring + (size_t)slot * BB_BULK_MSG, i);
+        r = bb_write_full(full_fd, &slot, sizeof(slot));
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Consumer through the broker: every message must (or must not) have
+ * come through shared memory. */
+static int bb_bulk_sink_broker(int ready_fd, int result_fd, bool shm,
+                               size_t total, size_t warm)
+{
+    broker_t *b = bb_child_connect(bb_name, ready_fd);
+    bb_report_t rep = { 0, 0 };
+    uint64_t t_start = 0;
+
+    if (!b)
+        return 1;
+    for (size_t i = 0; i < total && rep.err == 0; i++) {
+        broker_msg_t *m = NULL;
+        int r = broker_recv(b, &m, BB_IO_TIMEOUT);
+
+        if (r == 0 && m->kind != BROKER_MSG_DATA)
+            r = m->code < 0 ? m->code : -EBADMSG;
+        if (r == 0 && !!(m->flags & BROKER_MSGF_SHM) != shm) {
+            fprintf(stderr, "broker-bench: bulk message %zu %s shared "
+                    "memory\n", i, shm ? "did not use" : "used");
+            r = -EPROTO;
+        }
+        if (r == 0)
+            r = bb_bulk_consume(m->data, m->len, i);
+        broker_msg_free(m);
+        if (i + 1 == warm)
+            t_start = bb_now_ns();
+        rep.err = r;
+    }
+    rep.ns = bb_now_ns() - t_start;
+    broker_close(b);
+    return bb_write_full(result_fd, &rep, sizeof(rep)) < 0 || rep.err;
+}
+
+static int bb_bulk_source_shm(broker_t *b, size_t total)
+{
+    int r = broker_set_option(b, BROKER_OPT_SHM_POOL_MAX,
+                              (uint64_t)BB_BULK_SLOTS * BB_BULK_MSG);
+
+    for (size_t i = 0; i < total && r == 0; i++) {
+        broker_buf_t *buf = NULL;
+
+        r = broker_buf_alloc(b, BB_BULK_MSG, &buf, BB_IO_TIMEOUT);
+        if (r < 0)
+            break;
+        bb_bulk_fill(buf->data, i);
+        r = broker_buf_send(b, bb_name, buf, BB_BULK_MSG);
+        broker_buf_free(b, buf);
+    }
+    if (r < 0)
+        bb_fail("bulk shm send", r);
+    return r;
+}
+
+static int bb_bulk_source_socket(broker_t *b, size_t total)
+{
+    unsigned char *buf = malloc(BB_BULK_MSG);
+    int r = buf ? broker_set_option(b, BROKER_OPT_SHM_THRESHOLD, 0) : -ENOMEM;
+
+    for (size_t i = 0; i < total && r == 0; i++) {
+        bb_bulk_fill(buf, i);
+        r = broker_send(b, bb_name, buf, BB_BULK_MSG, NULL, 0);
+    }
+    if (r < 0)
+        bb_fail("bulk socket send", r);
+    free(buf);
+    return r;
+}
+
+/* One run of one mode: *ns gets the consumer's time for `count` messages
+ * after the warm-up. */
+static int bb_bulk_run(bb_bulk_mode_t mode, size_t count, uint64_t *ns)
+{
+    size_t warm = bb_bulk_warmup(count), total = warm + count;
+    size_t ring_len = (size_t)BB_BULK_SLOTS * BB_BULK_MSG;
+    int ready[2], result[2], full[2] = { -1, -1 }, freed[2] = { -1, -1 };
+    unsigned char *ring = NULL;
+    broker_t *b = NULL;
+    bb_report_t rep;
+    int r = 0, mfd = -1;
+    char c;
+    pid_t pid;
+
+    *ns = 0;
+    bb_next_name("bulk");
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(result, O_CLOEXEC) < 0)
+        return -errno;
+    if (mode == BB_BULK_FLOOR) {
+        mfd = memfd_create("broker-bench-floor", MFD_CLOEXEC);
+        if (mfd < 0 || ftruncate(mfd, (off_t)ring_len) < 0 ||
+            pipe2(full, O_CLOEXEC) < 0 || pipe2(freed, O_CLOEXEC) < 0)
+            return -errno;
+        ring = mmap(NULL, ring_len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd,
+                    0);
+        close(mfd);
+        if (ring == MAP_FAILED)
+            return -errno;
+    }
+    if ((pid = fork()) < 0)
+        return -errno;
+    if (pid == 0) {
+        close(ready[0]);
+        close(result[0]);
+        if (mode != BB_BULK_FLOOR)
+            _exit(bb_bulk_sink_broker(ready[1], result[1],
+                                      mode == BB_BULK_SHM, total, warm));
+        close(full[1]);
+        close(freed[0]);
+        _exit(bb_floor_sink(ring, full[0], freed[1], result[1], total,
+                            warm));
+    }
+    close(ready[1]);
+    close(result[1]);
+    if (mode == BB_BULK_FLOOR) {
+        close(full[0]);
+        close(freed[1]);
+        r = bb_floor_source(ring, full[1], freed[0], total);
+    } else {
+        r = bb_read_full(ready[0], &c, 1);
+        if (r == 0)
+            r = broker_connect(bb_sock, &b);
+        if (r == 0)
+            r = mode == BB_BULK_SHM ? bb_bulk_source_shm(b, total)
+                                    : bb_bulk_source_socket(b, total);
+    }
+    if (r < 0)
+        kill(pid, SIGTERM);
+    /* The slot pipes stay open until the consumer has reported: it
+     * still hands back the last slots. */
+    int rr = bb_read_full(result[0], &rep, sizeof(rep));
+    if (b)
+        broker_close(b);
+    if (ring) {
+        close(full[1]);
+        close(freed[0]);
+        munmap(ring, ring_len);
+    }
+    close(ready[0]);
+    close(result[0]);
+    if (r == 0)
+        r = rr < 0 ? rr : rep.err;
+    if (bb_reap(pid) < 0 && r == 0)
+        r = -ECHILD;
+    *ns = rr == 0 && rep.ns ? rep.ns : 1;
+    return r;
+}
+
+static double bb_gbs(size_t count, uint64_t ns)
+{
+    return (double)count * (double)BB_BULK_MSG / (double)ns;
+}
+
+static void bb_print_kb(const char *label, long kb)
+{
+    if (kb < 0)
+        printf("  %-34s n/a\n", label);
+    else
+        printf("  %-34s %8.1f MiB\n", label, (double)kb / 1024.0);
+}
+
+/* BB_RUNS rounds of floor, shm and socket (in that order, so all three
+ * see the same machine noise); each figure is the median.  The broker's
+ * RSS is sampled before the first round and after its shm and socket
+ * runs. */
+static int bb_run_bulk(size_t count)
+{
+    uint64_t ns[BB_BULK_MODES_][BB_RUNS];
+    double gbs[BB_BULK_MODES_];
+    long rss0 = bb_proc_kb(bb_brokerd_pid, "VmRSS"), rss_shm = -1,
+         rss_sock = -1;
+    int r = 0;
+
+    printf("\nbulk: %zu x 16 MiB per run (%.2f GiB), producer writes in "
+           "place, consumer reads every byte; median of %d runs\n", count,
+           (double)count / 64.0, BB_RUNS);
+    fflush(stdout);
+    for (int run = 0; run < BB_RUNS && r == 0; run++) {
+        for (int m = 0; m < BB_BULK_MODES_ && r == 0; m++) {
+            r = bb_bulk_run((bb_bulk_mode_t)m, count, &ns[m][run]);
+            if (r < 0) {
+                fprintf(stderr, "broker-bench: bulk %s run %d failed\n",
+                        bb_bulk_names[m], run + 1);
+                return r;
+            }
+            if (run == 0 && m == BB_BULK_SHM)
+                rss_shm = bb_proc_kb(bb_brokerd_pid, "VmRSS");
+            if (run == 0 && m == BB_BULK_SOCKET)
+                rss_sock = bb_proc_kb(bb_brokerd_pid, "VmRSS");
+        }
+    }
+    for (int m = 0; m < BB_BULK_MODES_; m++) {
+        qsort(ns[m], BB_RUNS, sizeof(ns[m][0]), bb_cmp_u64);
+        gbs[m] = bb_gbs(count, ns[m][BB_RUNS / 2]);
+    }
+    printf("%-14s %10s\n", "mode", "GB/s");
+    printf("%-14s %10.2f  (memfd shared after fork, pipe handshake, no "
+           "broker)\n", "floor", gbs[BB_BULK_FLOOR]);
+    printf("%-14s %10.2f  (broker_buf_alloc/broker_buf_send through "
+           "brokerd)\n", "shm", gbs[BB_BULK_SHM]);
+    printf("%-14s %10.2f  (broker_send, BROKER_OPT_SHM_THRESHOLD 0)\n",
+           "socket", gbs[BB_BULK_SOCKET]);
+    printf("%-14s %10.2f\n", "shm/floor", gbs[BB_BULK_SHM] /
+           gbs[BB_BULK_FLOOR]);
+    printf("%-14s %10.2f\n", "shm/socket", gbs[BB_BULK_SHM] /
+           gbs[BB_BULK_SOCKET]);
+    printf("brokerd memory:\n");
+    bb_print_kb("VmRSS before the bulk runs", rss0);
+    bb_print_kb("VmRSS after the first shm run", rss_shm);
+    bb_print_kb("VmRSS after the first socket run", rss_sock);
+    bb_print_kb("VmHWM (peak) at the end", bb_proc_kb(bb_brokerd_pid,
+                                                      "VmHWM"));
+    return 0;
+}
+
 /* ---- driver ------------------------------------------------------------------- */
 
 static void bb_row(const char *work, const char *metric, const char *unit,
@@ -690,9 +1044,13 @@ static void bb_usage(FILE *f)
 {
     fprintf(f,
 "Usage: BROKERD=/path/to/brokerd broker-bench [--quick] [--count N]\n"
-"  --quick    about a tenth of the default counts (CI smoke run)\n"
-"  --count N  round trips / messages per workload (default: 50000 round\n"
-"             trips, 500000 x 64 B and 100000 x 4 KiB one-way messages)\n");
+"                                [--bulk-gib N] [--bulk-only]\n"
+"  --quick       about a tenth of the default counts (CI smoke run)\n"
+"  --count N     round trips / messages per workload (default: 50000 round\n"
+"                trips, 500000 x 64 B and 100000 x 4 KiB one-way messages)\n"
+"  --bulk-gib N  GiB of 16 MiB messages per bulk run and mode (default 10,\n"
+"                1 with --quick)\n"
+"  --bulk-only   run only the bulk workload\n");
 }
 
 static int bb_parse(int argc, char **argv, bb_counts_t *c)
@@ -700,14 +1058,18 @@ static int bb_parse(int argc, char **argv, bb_counts_t *c)
     static const struct option opts[] = {
         { "quick", no_argument, NULL, 'q' },
         { "count", required_argument, NULL, 'n' },
+        { "bulk-gib", required_argument, NULL, 'g' },
+        { "bulk-only", no_argument, NULL, 'b' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    bb_counts_t def = { 50000, 500000, 100000 };
+    /* 64 messages of 16 MiB are 1 GiB */
+    bb_counts_t def = { 50000, 500000, 100000, 10 * 64, false };
+    bool bulk_set = false;
     int o;
 
     *c = def;
-    while ((o = getopt_long(argc, argv, "qn:h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "qn:g:bh", opts, NULL)) != -1) {
         char *end;
         unsigned long long v;
 
@@ -716,6 +1078,21 @@ static int bb_parse(int argc, char **argv, bb_counts_t *c)
             c->rtt = def.rtt / 10;
             c->small = def.small / 10;
             c->large = def.large / 10;
+            if (!bulk_set)
+                c->bulk = 64;
+            break;
+        case 'g':
+            errno = 0;
+            v = strtoull(optarg, &end, 10);
+            if (errno || *end || v < 1 || v > 1000) {
+                fprintf(stderr, "broker-bench: --bulk-gib wants 1..1000\n");
+                return 2;
+            }
+            c->bulk = (size_t)v * 64;
+            bulk_set = true;
+            break;
+        case 'b':
+            c->bulk_only = true;
             break;
         case 'n':
             errno = 0;
@@ -764,11 +1141,15 @@ int main(int argc, char **argv)
     printf("%-14s %-8s %12s %12s  %-7s %7s\n", "workload", "metric",
            "broker", "baseline", "unit", "ratio");
     fflush(stdout);
-    r = bb_run_rtt(n.rtt);
+    if (!n.bulk_only) {
+        r = bb_run_rtt(n.rtt);
+        if (r == 0)
+            r = bb_run_tput("one-way 64 B", BB_SMALL, n.small);
+        if (r == 0)
+            r = bb_run_tput("one-way 4 KiB", BB_LARGE, n.large);
+    }
     if (r == 0)
-        r = bb_run_tput("one-way 64 B", BB_SMALL, n.small);
-    if (r == 0)
-        r = bb_run_tput("one-way 4 KiB", BB_LARGE, n.large);
+        r = bb_run_bulk(n.bulk);
     bb_stop_brokerd();
     if (r < 0) {
         bb_fail("benchmark failed", r);

@@ -1,7 +1,8 @@
 /*
  * test_shm.c - shared-memory (zero-copy) messages through a real brokerd:
- * byte-exact delivery, read-only views, hostile segments and descriptors,
- * releases when processes die, the pool, fan-out, the automatic threshold
+ * byte-exact delivery, read-only views, hostile segments, descriptors and
+ * releases, releases when processes die, the pool, fan-out, the automatic
+ * threshold (one-way, request/reply, streams, attached mode), buffer rules
  * and the broker's limits.
  *
  * Ordering facts the tests lean on (design.md, "Shared memory"): a client's
@@ -28,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <criterion/criterion.h>
+#include <uv.h>
 #include "frame.h"
 #include "sockio.h"
 #include "harness.h"
@@ -621,6 +623,41 @@ static int mprotect_view(void *p)
     return errno == EACCES ? 0 : 1;
 }
 
+/* The file behind the mapping that holds addr, reopened read-write
+ * through /proc/self/map_files (needs CAP_SYS_ADMIN), or -1. */
+static int reopen_view_rw(const void *addr)
+{
+    char line[512], path[128];
+    uintptr_t a = (uintptr_t)addr;
+    FILE *f = fopen("/proc/self/maps", "r");
+    int fd = -1;
+
+    TH_CHECK(f != NULL, "maps: %s", strerror(errno));
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2 || a < lo || a >= hi)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx", lo, hi);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        break;
+    }
+    fclose(f);
+    return fd;
+}
+
+/* Even with the file reopened read-write, the owner's memory cannot be
+ * written: no writable mapping, no write(2) (F_SEAL_FUTURE_WRITE). */
+static void check_no_write_through(int rw, uint64_t size)
+{
+    void *w = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
+
+    TH_CHECK(w == MAP_FAILED, "a writable mapping of the owner's segment");
+    TH_CHECK(errno == EPERM, "mmap: %s, want EPERM", strerror(errno));
+    TH_CHECK(pwrite(rw, "x", 1, 0) == -1, "write(2) to the owner's segment");
+    TH_CHECK(errno == EPERM, "pwrite: %s, want EPERM", strerror(errno));
+    TH_CHECK(ftruncate(rw, 0) == -1 && errno == EPERM, "truncate");
+}
+
 static int ro_receiver(void *p)
 {
     struct ro_arg *a = p;
@@ -646,6 +683,12 @@ static int ro_receiver(void *p)
     st = th_join_status(th_spawn(mprotect_view, m->data));
     TH_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
              "mprotect(PROT_WRITE) on a view must fail with EACCES");
+    /* Nor through the file behind it, where /proc lets us reopen it. */
+    int rw = reopen_view_rw(m->data);
+    if (rw >= 0) {
+        check_no_write_through(rw, a->len);
+        close(rw);
+    }
     check_msg(m, a->len, 2, true);
     broker_msg_free(m);
     TH_OK(broker_ping(b, TH_HANG_MS));
@@ -918,8 +961,10 @@ Test(shm, sealed_segment_cannot_be_truncated)
         cr_assert_eq(errno, EPERM);
         cr_assert_eq(ftruncate(rw, (off_t)rx.seg[0].size * 2), -1);
         cr_assert_eq(errno, EPERM);
+        check_no_write_through(rw, rx.seg[0].size);
         close(rw);
     }
+    cr_assert_lt(th_pattern_check(raw_rx_data(&rx, 0), 64 * KIB, 6, 0), 0);
     rel_rec_t rel = { broker_client_id(a), rx.desc[0].segid, 1,
                       rx.desc[0].offset };
     cr_assert_eq(raw_release(&r, &rel, 1), 0);
@@ -1810,8 +1855,10 @@ Test(shm, max_segments_refused_with_enosr)
     close(fd);
 
     /* The library: each 768 KiB message needs a 1 MiB segment of its own
-     * while the receiver holds the others; the third is refused and the
-     * message goes through the socket instead. */
+     * while the receiver holds the others; a third segment is over the
+     * limit (the broker refuses it, or the library, which knows the
+     * limit from WELCOME, does not ask) and the message goes through the
+     * socket instead. */
     cr_assert_eq(broker_set_option(a, BROKER_OPT_SHM_SEGMENT_SIZE, MIB), 0);
     struct lim_arg arg = { .n = 3, .len = 768 * KIB, .shm_mask = 0x3,
                            .check_mask = 0x7 };
@@ -1852,9 +1899,9 @@ Test(shm, max_shm_refused_with_enospc)
     cr_assert_eq(raw_ctrl(&c, BK_OP_PING, NULL, 0, -1), 0);
     raw_close(&c);
 
-    /* The library, told it may use more than the broker allows: the
-     * broker refuses any segment that could hold these messages, and
-     * they still arrive. */
+    /* The library, told it may use more than the broker allows: no
+     * segment that could hold these messages is within the broker's
+     * limit, and they still arrive, through the socket. */
     cr_assert_eq(broker_set_option(a, BROKER_OPT_SHM_SEGMENT_SIZE, 2 * MIB),
                  0);
     cr_assert_eq(broker_set_option(a, BROKER_OPT_SHM_POOL_MAX, 64 * MIB), 0);
@@ -1868,5 +1915,503 @@ Test(shm, max_shm_refused_with_enospc)
     struct lim_arg arg2 = { .n = 3, .len = 700 * KIB, .check_mask = 0 };
     run_lim_receiver(a, &arg2);
     broker_close(a);
+    th_broker_stop(&br);
+}
+
+/* ---- requests, replies and streams through shared memory --------------------- */
+
+struct rr_arg {
+    th_barrier_t ready;
+    size_t len;
+};
+
+static int shm_server(void *p)
+{
+    struct rr_arg *a = p;
+    broker_t *b = th_connect(&br);
+    broker_shm_stats_t base = pool(b);
+    uint8_t *data = malloc(a->len);
+    broker_msg_t *m;
+
+    TH_CHECK(data != NULL, "oom");
+    th_register(b, "svc.shm.rr");
+    th_barrier_signal(&a->ready, broker_client_id(b));
+    /* A request: answered through shared memory too. */
+    m = th_recv(b);
+    check_msg(m, a->len, 1200, true);
+    TH_CHECK((m->flags & BROKER_MSGF_OPEN) && !(m->flags & BROKER_MSGF_CLOSE),
+             "a request, flags 0x%x", m->flags);
+    th_pattern(data, a->len, 1201, 0);
+    TH_OK(broker_reply(b, m, data, a->len, NULL, 0));
+    broker_msg_free(m);
+    /* A stream: one message each way, then the client closes it. */
+    m = th_recv(b);
+    check_msg(m, a->len, 1202, true);
+    uint32_t sid = m->stream;
+    broker_msg_free(m);
+    th_pattern(data, a->len, 1203, 0);
+    TH_OK(broker_stream_write(b, sid, data, a->len, NULL, 0));
+    m = th_recv_kind(b, BROKER_MSG_CLOSE);
+    TH_CHECK(m->stream == sid, "CLOSE on 0x%x", m->stream);
+    broker_msg_free(m);
+    await_pool(b, &base);
+    free(data);
+    broker_close(b);
+    return 0;
+}
+
+Test(shm, request_reply_and_streams)
+{
+    struct rr_arg arg = { .len = MIB };
+    broker_t *a = th_connect(&br);
+    broker_shm_stats_t base = pool(a);
+    uint8_t *data = malloc(arg.len);
+    broker_msg_t *m = NULL;
+    uint32_t sid;
+    pid_t pid;
+
+    cr_assert_not_null(data);
+    th_barrier_init(&arg.ready);
+    pid = th_spawn(shm_server, &arg);
+    uint64_t srv = th_barrier_wait(&arg.ready);
+
+    th_pattern(data, arg.len, 1200, 0);
+    int r = broker_call(a, "svc.shm.rr", data, arg.len, &m, TH_HANG_MS);
+    cr_assert_eq(r, 0, "call: %s", broker_strerror(r));
+    check_msg(m, arg.len, 1201, true);
+    cr_assert_eq(m->source, srv);
+    cr_assert(m->flags & BROKER_MSGF_CLOSE);
+    broker_msg_free(m);
+
+    cr_assert_eq(broker_stream_open(a, "svc.shm.rr", 0, &sid), 0);
+    th_pattern(data, arg.len, 1202, 0);
+    cr_assert_eq(broker_stream_write(a, sid, data, arg.len, NULL, 0), 0);
+    m = th_recv(a);
+    check_msg(m, arg.len, 1203, true);
+    cr_assert_eq(m->stream, sid);
+    broker_msg_free(m);
+    cr_assert_eq(broker_stream_close(a, sid), 0);
+    th_join(pid);
+    await_pool(a, &base);
+    cr_assert_eq(status_value(a, "shm_held"), 0);
+    free(data);
+    broker_close(a);
+    th_barrier_fini(&arg.ready);
+    th_broker_stop(&br);
+}
+
+/* ---- a view outlives its connection ---------------------------------------------- */
+
+Test(shm, view_outlives_receiver_close)
+{
+    broker_t *a = th_connect(&br), *r = th_connect(&br);
+    broker_shm_stats_t base = pool(a);
+    broker_buf_t *buf = filled_buf(a, MIB, 1300);
+    broker_msg_t *m;
+
+    cr_assert_eq(broker_buf_send_id(a, broker_client_id(r), buf, MIB), 0);
+    broker_buf_free(a, buf);
+    int maps0 = memfd_mappings();       /* a's pool */
+    m = th_recv(r);
+    check_msg(m, MIB, 1300, true);
+    cr_assert_eq(memfd_mappings(), maps0 + 1, "r mapped a's segment");
+    broker_close(r);
+    /* Still readable; freed after the close without any connection. */
+    check_msg(m, MIB, 1300, true);
+    broker_msg_free(m);
+    cr_assert_eq(memfd_mappings(), maps0, "unmapped with its last view");
+    /* The broker gave r's reference back when r left. */
+    await_pool(a, &base);
+    cr_assert_eq(status_value(a, "shm_held"), 0);
+    broker_close(a);
+    th_broker_stop(&br);
+}
+
+/* ---- hugetlbfs segments ---------------------------------------------------------- */
+
+struct huge_arg {
+    th_barrier_t ready;
+};
+
+/* Gets the descriptor into a hugetlbfs segment: it must be told, never
+ * handed a view whose pages may be missing (SIGBUS on read). */
+static int huge_receiver(void *p)
+{
+    struct huge_arg *a = p;
+    broker_t *b = th_connect(&br);
+    broker_msg_t *m;
+
+    th_register(b, "svc.shm.huge");
+    th_barrier_signal(&a->ready, broker_client_id(b));
+    m = th_recv(b);
+    /* An ERROR for the refused descriptor, or (the broker refused the
+     * segment) the test's plain "done". */
+    TH_CHECK(!(m->flags & BROKER_MSGF_SHM),
+             "a view into a hugetlbfs segment was delivered (%zu bytes)",
+             m->len);
+    TH_CHECK(m->kind == BROKER_MSG_ERROR ||
+             (m->kind == BROKER_MSG_DATA && m->len == 4 &&
+              !memcmp(m->data, "done", 4)), "got %s", th_kind_str(m->kind));
+    broker_msg_free(m);
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    broker_close(b);
+    return 0;
+}
+
+Test(shm, hugetlb_segment_never_reaches_a_reader)
+{
+    const uint64_t size = 2 * MIB;
+    struct huge_arg arg;
+    raw_t s;
+    pid_t pid;
+    int fd = memfd_create("test-shm-huge",
+                          MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+
+    if (fd < 0)
+        cr_skip_test("no hugetlbfs memfd here: %s", strerror(errno));
+    if (ftruncate(fd, (off_t)size) < 0 ||
+        fcntl(fd, F_ADD_SEALS, SEALS_OK) < 0) {
+        close(fd);
+        cr_skip_test("cannot size and seal a hugetlbfs memfd");
+    }
+    th_barrier_init(&arg.ready);
+    pid = th_spawn(huge_receiver, &arg);
+    uint64_t rid = th_barrier_wait(&arg.ready);
+    raw_open(&s);
+    long r = raw_register(&s, 1, size, fd);
+    cr_assert_eq(r, EINVAL, "brokerd must refuse a hugetlbfs segment");
+    /* A descriptor into the refused segment is a protocol error; the
+     * receiver gets nothing but our "done". */
+    cr_assert_eq(raw_send_desc(&s, rid, NULL, 1, 0, size), 0);
+    raw_expect_eproto(&s, "descriptor into a refused segment");
+    broker_t *c = th_connect(&br);
+    cr_assert_eq(broker_send_id(c, rid, "done", 4, NULL, 0), 0);
+    broker_close(c);
+    th_join(pid);
+    cr_assert(th_broker_alive(&br));
+    raw_close(&s);
+    close(fd);
+    th_barrier_fini(&arg.ready);
+    th_broker_stop(&br);
+}
+
+/* ---- attached (libuv) senders ------------------------------------------------------ */
+
+struct as_ctx {
+    broker_t *b;
+    int disconnect_err;
+    unsigned events;
+    int done_fd;                /* readable once the receiver is done */
+    broker_shm_stats_t want;
+};
+
+static void as_on_message(broker_t *b, broker_msg_t *m, void *ud)
+{
+    struct as_ctx *c = ud;
+
+    (void)b;
+    c->events++;
+    broker_msg_free(m);
+}
+
+static void as_on_disconnect(broker_t *b, int err, void *ud)
+{
+    struct as_ctx *c = ud;
+
+    (void)b;
+    c->disconnect_err = err;
+}
+
+static void as_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Run the loop until cond(c) holds; the timer only keeps it turning. */
+static void as_run_until(uv_loop_t *loop, bool (*cond)(struct as_ctx *),
+                         struct as_ctx *c)
+{
+    uv_timer_t t;
+    uint64_t end = ms_now() + TH_HANG_MS;
+
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, as_tick, 5, 5);
+    while (!cond(c) && c->disconnect_err == 0) {
+        cr_assert_lt(ms_now(), end, "attached: nothing happened (hang guard)");
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    cr_assert_eq(c->disconnect_err, 0, "disconnected: %s",
+                 broker_strerror(c->disconnect_err));
+}
+
+static bool as_receiver_done(struct as_ctx *c)
+{
+    struct pollfd p = { .fd = c->done_fd, .events = POLLIN };
+
+    return poll(&p, 1, 0) == 1;
+}
+
+static bool as_pool_back(struct as_ctx *c)
+{
+    broker_shm_stats_t st = pool(c->b);
+
+    return st.in_use == c->want.in_use && st.buffers == c->want.buffers;
+}
+
+struct as_rx_arg {
+    th_barrier_t ready, done;
+    unsigned n;
+    size_t len;
+};
+
+static int as_receiver(void *p)
+{
+    struct as_rx_arg *a = p;
+    broker_t *b = th_connect(&br);
+
+    th_register(b, "svc.shm.async");
+    th_barrier_signal(&a->ready, 0);
+    for (unsigned i = 0; i < a->n; i++) {
+        broker_msg_t *m = th_recv(b);
+        check_msg(m, a->len, 1400 + i, true);
+        broker_msg_free(m);
+    }
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    th_barrier_signal(&a->done, 0);
+    broker_close(b);
+    return 0;
+}
+
+Test(shm, attached_sender)
+{
+    struct as_rx_arg arg = { .n = 8, .len = MIB };
+    broker_callbacks_t cbs = { as_on_message, as_on_disconnect };
+    broker_t *a = th_connect(&br);
+    struct as_ctx ctx = { .b = a, .want = pool(a) };
+    uint8_t *data = malloc(arg.len);
+    broker_buf_t *buf;
+    uv_loop_t loop;
+    pid_t pid;
+
+    cr_assert_not_null(data);
+    th_barrier_init(&arg.ready);
+    th_barrier_init(&arg.done);
+    ctx.done_fd = arg.done.rd;
+    pid = th_spawn(as_receiver, &arg);
+    th_barrier_wait(&arg.ready);
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(broker_attach(a, &loop, &cbs, &ctx), 0);
+
+    /* Half through the automatic path (the caller's bytes are copied at
+     * once: the buffer is reused right away), half written in place. */
+    for (unsigned i = 0; i < arg.n / 2; i++) {
+        th_pattern(data, arg.len, 1400 + i, 0);
+        cr_assert_eq(broker_send(a, "svc.shm.async", data, arg.len, NULL, 0),
+                     0);
+    }
+    for (unsigned i = arg.n / 2; i < arg.n; i++) {
+        cr_assert_eq(broker_buf_alloc(a, arg.len, &buf, -1), 0);
+        th_pattern(buf->data, arg.len, 1400 + i, 0);
+        cr_assert_eq(broker_buf_send(a, "svc.shm.async", buf, arg.len), 0);
+        broker_buf_free(a, buf);
+    }
+    as_run_until(&loop, as_receiver_done, &ctx);
+    th_barrier_wait(&arg.done);
+    th_join(pid);
+    /* The loop reads the releases: the pool empties. */
+    as_run_until(&loop, as_pool_back, &ctx);
+
+    /* Attached, a full pool never blocks: -EAGAIN even with timeout -1. */
+    cr_assert_eq(broker_set_option(a, BROKER_OPT_SHM_POOL_MAX,
+                                   pool(a).mapped), 0);
+    broker_buf_t *all[64];
+    unsigned n = 0;
+    int r;
+    while ((r = broker_buf_alloc(a, 8 * MIB, &all[n], -1)) == 0) {
+        n++;
+        cr_assert_lt(n, 64, "the pool never filled up");
+    }
+    cr_assert_eq(r, -EAGAIN, "alloc on a full pool: %s", broker_strerror(r));
+    cr_assert_geq(n, 1);
+    for (unsigned i = 0; i < n; i++)
+        broker_buf_free(a, all[i]);
+    cr_assert(as_pool_back(&ctx));
+    cr_assert_eq(ctx.events, 0, "unexpected events");
+
+    broker_close(a);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "handles left on the loop");
+    free(data);
+    th_barrier_fini(&arg.ready);
+    th_barrier_fini(&arg.done);
+    th_broker_stop(&br);
+}
+
+/* ---- buffer rules ------------------------------------------------------------------ */
+
+Test(shm, buffer_rules)
+{
+    broker_t *a = th_connect(&br), *r = th_connect(&br),
+             *other = th_connect(&br);
+    uint64_t rid = broker_client_id(r);
+    broker_shm_stats_t base = pool(a);
+    broker_buf_t *buf = NULL;
+    broker_msg_t *m1, *m2;
+
+    /* Misuse is refused and sends nothing. */
+    cr_assert_lt(broker_buf_alloc(a, 0, &buf, 0), 0, "a 0-byte buffer");
+    buf = filled_buf(a, 64 * KIB, 1500);
+    cr_assert_lt(broker_buf_send_id(a, rid, buf, buf->size + 1), 0,
+                 "longer than the buffer");
+    cr_assert_lt(broker_buf_send_id(a, 0, buf, 10), 0, "client id 0");
+    cr_assert_lt(broker_buf_send(a, "no spaces", buf, 10), 0, "bad name");
+    cr_assert_lt(broker_buf_send_id(other, rid, buf, 10), 0,
+                 "another connection's buffer");
+    broker_buf_free(a, NULL);
+    TH_OK(broker_ping(r, TH_HANG_MS));
+    cr_assert_eq(broker_recv(r, &m1, 0), -ETIMEDOUT, "something was sent");
+    cr_assert_eq(pool(a).buffers, base.buffers + 1);
+
+    /* A prefix, then the whole buffer, to the same receiver: two views
+     * of the same memory, two references. */
+    cr_assert_eq(broker_buf_send_id(a, rid, buf, 1000), 0);
+    cr_assert_eq(broker_buf_send_id(a, rid, buf, 64 * KIB), 0);
+    broker_buf_free(a, buf);
+    m1 = th_recv(r);
+    check_msg(m1, 1000, 1500, true);
+    m2 = th_recv(r);
+    check_msg(m2, 64 * KIB, 1500, true);
+    cr_assert_eq(m1->data, m2->data, "one mapping, the same bytes");
+    cr_assert_eq(status_value(a, "shm_held"), 2);
+    broker_msg_free(m2);
+    TH_OK(broker_ping(r, TH_HANG_MS));
+    cr_assert_eq(status_value(a, "shm_held"), 1);
+    cr_assert_eq(pool(a).buffers, base.buffers + 1, "still viewed once");
+    broker_msg_free(m1);
+    TH_OK(broker_ping(r, TH_HANG_MS));
+    await_pool(a, &base);
+
+    /* Larger than the segment size: a segment of its own. */
+    broker_t *c = th_connect(&br);
+    broker_shm_stats_t cbase = pool(c);
+    cr_assert_eq(broker_set_option(c, BROKER_OPT_SHM_SEGMENT_SIZE, MIB), 0);
+    buf = filled_buf(c, 3 * MIB + 5, 1501);
+    broker_shm_stats_t st = pool(c);
+    cr_assert_eq(st.segments, 1);
+    cr_assert_geq(st.mapped, 3 * MIB + 5);
+    cr_assert_eq(broker_buf_send_id(c, rid, buf, 3 * MIB + 5), 0);
+    broker_buf_free(c, buf);
+    m1 = th_recv(r);
+    check_msg(m1, 3 * MIB + 5, 1501, true);
+    broker_msg_free(m1);
+    TH_OK(broker_ping(r, TH_HANG_MS));
+    await_pool(c, &cbase);
+
+    broker_close(c);
+    broker_close(other);
+    broker_close(r);
+    broker_close(a);
+    th_broker_stop(&br);
+}
+
+/* An attached client that answers every message from inside on_message
+ * with a large broker_send: the first one creates and registers a pool
+ * segment (a control round trip) while more messages are arriving. */
+struct cb_ctx {
+    struct as_ctx as;
+    unsigned seen;
+    unsigned n;
+    size_t len;
+    uint8_t *data;
+    int err;
+    bool nested;                /* on_message ran inside on_message */
+    bool inside;
+};
+
+static void cb_on_message(broker_t *b, broker_msg_t *m, void *ud)
+{
+    struct cb_ctx *c = ud;
+
+    if (c->inside)
+        c->nested = true;
+    c->inside = true;
+    if (m->kind == BROKER_MSG_DATA && m->len == 8) {
+        uint64_t seq = bk_get64(m->data);
+        if (seq != c->seen)
+            c->err = -EBADMSG;
+        th_pattern(c->data, c->len, 1600 + seq, 0);
+        int r = broker_send_id(b, m->source, c->data, c->len, NULL, 0);
+        if (r < 0 && !c->err)
+            c->err = r;
+        c->seen++;
+    } else if (!c->err) {
+        c->err = -EPROTO;
+    }
+    broker_msg_free(m);
+    c->inside = false;
+}
+
+static bool cb_all_seen(struct as_ctx *as)
+{
+    struct cb_ctx *c = (struct cb_ctx *)as;
+
+    return c->seen == c->n || c->err;
+}
+
+struct cb_client_arg {
+    th_barrier_t ready;         /* test -> client: the server's id */
+    unsigned n;
+    size_t len;
+};
+
+static int cb_client(void *p)
+{
+    struct cb_client_arg *a = p;
+    broker_t *b = th_connect(&br);
+    uint64_t server = th_barrier_wait(&a->ready);
+    uint8_t seq[8];
+
+    for (unsigned i = 0; i < a->n; i++) {
+        bk_put64(seq, i);
+        TH_OK(broker_send_id(b, server, seq, sizeof(seq), NULL, 0));
+    }
+    for (unsigned i = 0; i < a->n; i++) {
+        broker_msg_t *m = th_recv(b);
+        check_msg(m, a->len, 1600 + i, true);
+        broker_msg_free(m);
+    }
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    broker_close(b);
+    return 0;
+}
+
+Test(shm, attached_send_from_callback)
+{
+    struct cb_client_arg arg = { .n = 6, .len = MIB };
+    broker_callbacks_t cbs = { cb_on_message, as_on_disconnect };
+    broker_t *a = th_connect(&br);
+    struct cb_ctx ctx = { .as = { .b = a, .want = pool(a) }, .n = arg.n,
+                          .len = arg.len, .data = malloc(arg.len) };
+    uv_loop_t loop;
+    pid_t pid;
+
+    cr_assert_not_null(ctx.data);
+    th_barrier_init(&arg.ready);
+    pid = th_spawn(cb_client, &arg);
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(broker_attach(a, &loop, &cbs, &ctx), 0);
+    th_barrier_signal(&arg.ready, broker_client_id(a));
+    as_run_until(&loop, cb_all_seen, &ctx.as);
+    cr_assert_eq(ctx.err, 0, "in the callback: %s", broker_strerror(ctx.err));
+    cr_assert_not(ctx.nested, "on_message was re-entered");
+    th_join(pid);
+    as_run_until(&loop, as_pool_back, &ctx.as);
+    broker_close(a);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "handles left on the loop");
+    free(ctx.data);
+    th_barrier_fini(&arg.ready);
     th_broker_stop(&br);
 }
