@@ -266,13 +266,14 @@ static void resume_waiters(bk_port_t *p)
     }
 }
 
-static void count_out(bk_port_t *p, const bk_hdr_t *h)
+static void count_out(bk_port_t *p, uint8_t type, uint8_t flags,
+                      uint32_t length)
 {
-    if (h->type != BK_T_DATA)
+    if (type != BK_T_DATA)
         return;
-    p->bytes_out += h->length;
-    p->srv->stats.bytes_out += h->length;
-    if (!(h->flags & BK_F_MORE)) {
+    p->bytes_out += length;
+    p->srv->stats.bytes_out += length;
+    if (!(flags & BK_F_MORE)) {
         p->msgs_out++;
         p->srv->stats.msgs_out++;
     }
@@ -301,6 +302,8 @@ static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         return -ENOMEM;
     }
     bk_hdr_encode(h, f->hdr);
+    f->type = h->type;
+    f->flags = h->flags;
     f->len = h->length;
     memcpy(f->data, payload, h->length);
     f->nfds = nfds;
@@ -353,7 +356,7 @@ static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         r = bk_sock_send(to->fd, iov, h->length ? 2 : 1, fds, nfds);
         if (r == 0) {
             bk_close_fds(fds, nfds);
-            count_out(to, h);
+            count_out(to, h->type, h->flags, h->length);
             return 0;
         }
         if (r != -EAGAIN) {
@@ -430,10 +433,8 @@ static void pop_sent(bk_port_t *p, bk_oq_t *q, int n)
 {
     for (int i = 0; i < n; i++) {
         bk_oframe_t *f = q->head;
-        bk_hdr_t h;
 
-        bk_hdr_decode(f->hdr, &h);
-        count_out(p, &h);
+        count_out(p, f->type, f->flags, f->len);
         q->head = f->next;
         p->queued_bytes -= BK_HDR_SIZE + f->len;
         p->queued_frames--;

@@ -40,7 +40,8 @@ typedef enum bk_port_state {
 /* A frame waiting to be written; owns its fds and payload. */
 typedef struct bk_oframe {
     struct bk_oframe *next;
-    uint8_t hdr[BK_HDR_SIZE];
+    uint8_t hdr[BK_HDR_SIZE];   /* encoded, ready for sendmsg */
+    uint8_t type, flags;        /* of hdr, for the counters after sending */
     uint32_t len;
     uint32_t nfds;
     int *fds;                   /* malloc'd when nfds > 0 */
