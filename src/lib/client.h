@@ -234,9 +234,9 @@ void bk_reasm_limits_of(const broker_t *b, bk_reasm_limits_t *lim);
 int bk_shm_create(broker_t *b);
 void bk_shm_close_rx(broker_t *b);
 void bk_shm_destroy(broker_t *b);
-int bk_shm_auto(broker_t *b, const void *data, size_t len, unsigned nfds,
-                int64_t deadline, struct bk_sbuf **out,
-                uint8_t desc[BK_SHM_DESC_SIZE]);
+int bk_shm_auto(broker_t *b, const void **data, size_t *len,
+                uint8_t *flags, unsigned nfds, int64_t deadline,
+                struct bk_sbuf **out, uint8_t desc[BK_SHM_DESC_SIZE]);
 void bk_shm_unsent(struct bk_sbuf *sb);
 int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p);
 int bk_shm_on_segment(broker_t *b, const bk_hdr_t *h, const uint8_t *p,

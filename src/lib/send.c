@@ -530,18 +530,10 @@ int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
                      int64_t deadline, struct bk_sbuf *sb)
 {
     uint8_t desc[BK_SHM_DESC_SIZE];
-    int r;
+    int r = bk_shm_auto(b, &data, &len, &flags, nfds, deadline, &sb, desc);
 
-    if (!sb && !(flags & BK_F_SHM)) {
-        r = bk_shm_auto(b, data, len, nfds, deadline, &sb, desc);
-        if (r < 0)
-            return r;
-        if (r == 1) {
-            flags |= BK_F_SHM;
-            data = desc;
-            len = sizeof(desc);
-        }
-    }
+    if (r < 0)
+        return r;
     r = send_frames(b, sid, flags, name, dest, data, len, fds, nfds,
                     deadline);
     if (r < 0 && sb)
@@ -616,18 +608,10 @@ int bk_send_queued(broker_t *b, uint32_t sid, uint8_t flags,
                    struct bk_sbuf *sb)
 {
     uint8_t desc[BK_SHM_DESC_SIZE];
-    int r;
+    int r = bk_shm_auto(b, &data, &len, &flags, nfds, -1, &sb, desc);
 
-    if (!sb && !(flags & BK_F_SHM)) {
-        r = bk_shm_auto(b, data, len, nfds, -1, &sb, desc);
-        if (r < 0)
-            return r;
-        if (r == 1) {
-            flags |= BK_F_SHM;
-            data = desc;
-            len = sizeof(desc);
-        }
-    }
+    if (r < 0)
+        return r;
     r = queue_msg(b, sid, flags, name, dest, data, len, fds, nfds, sb);
     if (r < 0 && sb)
         bk_shm_unsent(sb);

@@ -393,24 +393,25 @@ static int pool_get(broker_t *b, size_t size, int64_t deadline,
 }
 
 /* The automatic path: should this message travel through the pool?
- * Returns 0 (use the socket), or 1 with *out holding a buffer with the
- * data copied in and one reference for the descriptor encoded in desc;
- * or a negative errno.  Blocking mode with fallback off waits for
- * releases until deadline. */
-int bk_shm_auto(broker_t *b, const void *data, size_t len, unsigned nfds,
-                int64_t deadline, struct bk_sbuf **out,
-                uint8_t desc[BK_SHM_DESC_SIZE])
+ * Nothing to decide when *out already holds a buffer or the message is a
+ * descriptor.  Returns 0 (send it as it is), or 1 after copying the data
+ * into a pool buffer (*out, holding one reference) and turning the message
+ * into its descriptor: *data points at desc, *len and *flags follow; or a
+ * negative errno.  Blocking mode with fallback off waits for releases
+ * until deadline. */
+int bk_shm_auto(broker_t *b, const void **data, size_t *len,
+                uint8_t *flags, unsigned nfds, int64_t deadline,
+                struct bk_sbuf **out, uint8_t desc[BK_SHM_DESC_SIZE])
 {
     struct bk_sbuf *sb = NULL;
     bk_shm_desc_t d;
     int r;
 
-    *out = NULL;
-    if (nfds || !b->opt_shm_threshold || len < b->opt_shm_threshold ||
-        !shm_supported(b))
+    if (*out || (*flags & BK_F_SHM) || nfds || !b->opt_shm_threshold ||
+        *len < b->opt_shm_threshold || !shm_supported(b))
         return 0;
     for (;;) {
-        r = pool_get(b, len, deadline, &sb);
+        r = pool_get(b, *len, deadline, &sb);
         if (r == 0)
             break;
         if (r == -ENOSPC || (b->opt_shm_fallback && !b->err &&
@@ -426,14 +427,17 @@ int bk_shm_auto(broker_t *b, const void *data, size_t len, unsigned nfds,
         if (r < 0)
             return r;
     }
-    memcpy(sb->pub.data, data, len);
+    memcpy(sb->pub.data, *data, *len);
     sb->owned = false;
     sb->sent = 1;
     d.segid = sb->seg->segid;
     d.offset = sb->off;
-    d.length = len;
+    d.length = *len;
     bk_shm_desc_encode(&d, desc);
     *out = sb;
+    *data = desc;
+    *len = BK_SHM_DESC_SIZE;
+    *flags |= BK_F_SHM;
     return 1;
 }
 
