@@ -1,0 +1,212 @@
+/*
+ * ctl.h - what the parts of brokerctl share (prefix ctl_).
+ *
+ * Owns nothing itself: it declares the parsed command line (ctl_opts_t)
+ * and what one part of brokerctl offers the others:
+ *
+ *   brokerctl.c  ctl_        main, the command table ctl_cmds, option
+ *                            parsing, the help text
+ *   ctl.c        ctl_        messages to the user, connecting, signals and
+ *                            the event loop of the long-running commands
+ *   record.c     ctl_rec_    the broker's listing and status text, parsed
+ *                            in place into records, and their order
+ *   output.c     ctl_out_    tables and JSON on stdout
+ *   messaging.c  ctl_msg_    send, call, listen, serve
+ *   inspect.c    ctl_inspect_  status, clients, names, streams, shm
+ *   admin.c      ctl_admin_  ping, kick, shutdown, reload
+ *   top.c        ctl_top_    top
+ *   monitor.c    ctl_mon_    monitor, and the monitor session it shares
+ *                            with capture
+ *   capture.c    ctl_cap_    capture (pcapng)
+ *
+ * Each command is a ctl_run_NAME(opts) in its family's file that returns
+ * an exit code (CTL_EXIT_*); the files' own helpers carry their prefix.
+ * Everything else follows src/common/error.h: failures are negative errno
+ * values, positive returns are named outcomes or counts.
+ *
+ * brokerctl uses only the public API of libbroker (include/broker.h).
+ */
+#ifndef CTL_H
+#define CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "broker.h"
+
+#define CTL_EXIT_OK      0
+#define CTL_EXIT_RUNTIME 1
+#define CTL_EXIT_USAGE   2
+
+#define CTL_DEF_TIMEOUT_MS 10000   /* ping, call, send's check */
+#define CTL_PATH_MAX       512
+
+enum { CTL_JSON_OFF = 0, CTL_JSON_SHORT, CTL_JSON_PRETTY };
+
+/* Parsed command line.  The strings point into argv. */
+typedef struct ctl_opts {
+    const char *socket;     /* -s PATH, or NULL for the default path */
+    int timeout_ms;         /* -1 = wait forever */
+    int json;               /* --json: CTL_JSON_* */
+    bool no_legend;         /* --no-legend: tables without a header */
+    const char *sort;       /* --sort FIELD (list commands) */
+    long top;               /* --top N, -1: all rows */
+    bool echo;              /* serve --echo */
+    int interval_ms;        /* top --interval MS */
+    long iterations;        /* top --iterations N, 0: until a signal */
+    uint32_t snap;          /* monitor/capture --snap N, 0: default */
+    const char *cmd;
+    char **args;            /* positional arguments after the command */
+    int nargs;
+} ctl_opts_t;
+
+/* ---- ctl.c: messages, connection, signals, event loop ------------------- */
+
+/* "brokerctl: ..." and a newline on stderr. */
+void ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The same with a hint to --help; returns CTL_EXIT_USAGE. */
+int ctl_usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* Errors of the privileged operations, EPERM spelled out. */
+const char *ctl_priv_strerror(int err);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t ctl_now_ns(void);
+
+/* Connect to -s PATH or the library's default, and write the path shown
+ * to the user into path.  On failure print why and return NULL; the
+ * caller owns (broker_close) what it returns. */
+broker_t *ctl_connect(const ctl_opts_t *o, char *path, size_t len);
+
+/* For the commands that run until a signal: catch SIGINT/SIGTERM, then
+ * connect.  NULL (after a message) on failure. */
+broker_t *ctl_start(const ctl_opts_t *o, char *path, size_t len);
+
+/* Whether SIGINT/SIGTERM arrived since ctl_start. */
+bool ctl_stopped(void);
+
+/* Sleep until fd (ignored if negative) is readable, a signal arrives or
+ * timeout_ms pass.  Returns 0 or a negative errno. */
+int ctl_wait(int fd, int timeout_ms);
+
+/* Handles one message; it owns nothing (the loop frees the message).
+ * ctx is the loop's caller's.  0 or a negative errno that ends the loop. */
+typedef int (*ctl_msg_fn)(broker_t *b, broker_msg_t *msg, void *ctx);
+
+/* Deliver messages to fn until a signal or the broker's shutdown.
+ * Returns 0, or a negative errno for a failure worth reporting (a
+ * connection lost without the broker's BYE is one). */
+int ctl_event_loop(broker_t *b, ctl_msg_fn fn, void *ctx);
+
+/* ---- record.c: the broker's text, parsed in place ----------------------- */
+
+#define CTL_REC_MAX_KEYS    32      /* fields of one listing record */
+#define CTL_REC_STATUS_MAX 128      /* key=value lines of STATUS */
+
+/* One record; keys and raw (still percent-escaped) values point into the
+ * listing text, which must outlive the record. */
+typedef struct ctl_rec {
+    char *keys[CTL_REC_MAX_KEYS];
+    char *vals[CTL_REC_MAX_KEYS];
+    size_t n;
+} ctl_rec_t;
+
+/* How records sort: by key, numbers largest first if desc, text in byte
+ * order; a record without the key comes last. */
+typedef struct ctl_rec_order {
+    const char *key;
+    bool desc;
+} ctl_rec_order_t;
+
+/* Split STATUS's "key=value" lines in place.  Returns the number of pairs
+ * stored in keys/vals (at most max). */
+size_t ctl_rec_status(char *text, char **keys, char **vals, size_t max);
+
+/* Split the listing text into records, in place.  Returns how many, or
+ * -ENOMEM; *out is malloc'd and the caller frees it (before the text
+ * would dangle it). */
+ssize_t ctl_rec_parse(char *text, ctl_rec_t **out);
+
+/* The raw value of key in r, or NULL. */
+const char *ctl_rec_get(const ctl_rec_t *r, const char *key);
+
+/* Whether s is a non-empty string of decimal digits. */
+bool ctl_rec_is_num(const char *s);
+
+/* s as a number; 0 when s is NULL or not a number. */
+uint64_t ctl_rec_u64(const char *s);
+
+/* Percent-decode n bytes of s into a new string the caller frees (NULL
+ * on no memory). */
+char *ctl_rec_unescape(const char *s, size_t n);
+
+int ctl_rec_cmp(const ctl_rec_t *a, const ctl_rec_t *b,
+                const ctl_rec_order_t *ord);
+void ctl_rec_sort(ctl_rec_t *recs, size_t n, const ctl_rec_order_t *ord);
+
+/* ---- output.c: tables and JSON on stdout -------------------------------- */
+
+/* s as a JSON string on f; invalid UTF-8 bytes become U+FFFD. */
+void ctl_out_json_string(FILE *f, const char *s);
+
+/* key: value lines, values aligned. */
+void ctl_out_pairs(char *const *keys, char *const *vals, size_t n);
+
+/* One JSON object of the pairs; digit-only values are numbers. */
+void ctl_out_json_pairs(char *const *keys, char *const *vals, size_t n,
+                        int mode);
+
+/* The records as a JSON array of objects. */
+void ctl_out_json_records(const ctl_rec_t *recs, size_t n, int mode);
+
+/* The records as a table of the columns cols (NULL-terminated), with a
+ * header line if legend. */
+void ctl_out_table(const char *const *cols, const ctl_rec_t *recs,
+                   size_t n, bool legend);
+
+/* ---- monitor.c: the monitor session monitor and capture share ----------- */
+
+#define CTL_MON_DEF_SNAP 256u       /* the broker's default snap length */
+
+/* What a monitor session counts, and what its handler writes to. */
+typedef struct ctl_mon {
+    uint64_t records, dropped;
+    int json;                   /* monitor --json */
+    FILE *file;                 /* capture: the pcapng output (not owned) */
+} ctl_mon_t;
+
+/* If m is a monitor record, parse it into r, count it and return true. */
+bool ctl_mon_take(ctl_mon_t *mon, const broker_msg_t *m,
+                  broker_monitor_rec_t *r);
+
+/* Connect, become a monitor with filter and hand records to fn (ctx: mon)
+ * until a signal; then print the counts.  Returns an exit code. */
+int ctl_mon_loop(const ctl_opts_t *o, const char *verb, const char *filter,
+                 ctl_msg_fn fn, ctl_mon_t *mon);
+
+/* ---- the commands (one file per family) --------------------------------- */
+
+int ctl_run_send(const ctl_opts_t *o);
+int ctl_run_call(const ctl_opts_t *o);
+int ctl_run_listen(const ctl_opts_t *o);
+int ctl_run_serve(const ctl_opts_t *o);
+
+int ctl_run_status(const ctl_opts_t *o);
+int ctl_run_list(const ctl_opts_t *o);      /* clients names streams shm */
+
+int ctl_run_ping(const ctl_opts_t *o);
+int ctl_run_kick(const ctl_opts_t *o);
+int ctl_run_shutdown(const ctl_opts_t *o);
+int ctl_run_reload(const ctl_opts_t *o);
+
+int ctl_run_top(const ctl_opts_t *o);
+
+int ctl_run_monitor(const ctl_opts_t *o);
+int ctl_run_capture(const ctl_opts_t *o);
+
+#endif
