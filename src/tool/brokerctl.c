@@ -31,6 +31,7 @@
 #define CTL_VERSION BROKER_VERSION_STRING
 #endif
 
+#define CTL_DEF_TIMEOUT_MS 10000   /* ping, call, send's check */
 #define CTL_TOP_DEF_INTERVAL_MS 1000
 
 /* Not an exit code: what the parser returns while the command is still

@@ -16,7 +16,8 @@
 
 #include "ctl.h"
 
-#define CTL_PCAP_LINKTYPE 147u      /* LINKTYPE_USER0 */
+#define CTL_CAP_LINKTYPE 147u      /* LINKTYPE_USER0 */
+#define CTL_CAP_DEF_SNAP 256u       /* the broker's default snap length */
 
 static void ctl_cap_le32(uint8_t *p, uint32_t v)
 {
@@ -45,8 +46,8 @@ static int ctl_cap_header(FILE *f, uint32_t snap)
     ctl_cap_le32(b + 24, 28);
     ctl_cap_le32(b + 28, 1);
     ctl_cap_le32(b + 32, 20);
-    b[36] = CTL_PCAP_LINKTYPE & 0xff;
-    b[37] = CTL_PCAP_LINKTYPE >> 8;
+    b[36] = CTL_CAP_LINKTYPE & 0xff;
+    b[37] = CTL_CAP_LINKTYPE >> 8;
     b[38] = 0; b[39] = 0;
     ctl_cap_le32(b + 40, 32 + snap);
     ctl_cap_le32(b + 44, 20);
@@ -98,7 +99,7 @@ int ctl_run_capture(const ctl_opts_t *o)
         ctl_err("capture %s: %s", file, strerror(errno));
         return CTL_EXIT_RUNTIME;
     }
-    r = ctl_cap_header(mon.file, o->snap ? o->snap : CTL_MON_DEF_SNAP);
+    r = ctl_cap_header(mon.file, o->snap ? o->snap : CTL_CAP_DEF_SNAP);
     if (r == 0) {
         r = ctl_mon_loop(o, "capture", o->nargs > 1 ? o->args[1] : NULL,
                          ctl_cap_record, &mon);

@@ -41,7 +41,6 @@
 #define CTL_EXIT_RUNTIME 1
 #define CTL_EXIT_USAGE   2
 
-#define CTL_DEF_TIMEOUT_MS 10000   /* ping, call, send's check */
 #define CTL_PATH_MAX       512
 
 enum { CTL_JSON_OFF = 0, CTL_JSON_SHORT, CTL_JSON_PRETTY };
@@ -170,8 +169,6 @@ void ctl_out_table(const char *const *cols, const ctl_rec_t *recs,
                    size_t n, bool legend);
 
 /* ---- monitor.c: the monitor session monitor and capture share ----------- */
-
-#define CTL_MON_DEF_SNAP 256u       /* the broker's default snap length */
 
 /* What a monitor session counts, and what its handler writes to. */
 typedef struct ctl_mon {

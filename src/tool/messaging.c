@@ -229,8 +229,8 @@ static int ctl_msg_listen_one(broker_t *b, broker_msg_t *m, void *ctx)
             (void)broker_stream_close(b, m->stream);
         return 0;
     case BROKER_MSG_ERROR:
-        fprintf(stderr, "brokerctl: stream %" PRIu32 ": %s: %.*s\n",
-                m->stream, broker_strerror(m->code),
+        ctl_err("stream %" PRIu32 ": %s: %.*s", m->stream,
+                broker_strerror(m->code),
                 (int)(m->len > INT_MAX ? INT_MAX : m->len),
                 m->data ? (const char *)m->data : "");
         return 0;
