@@ -164,7 +164,7 @@ int ctl_wait(int fd, int timeout_ms)
 
 /* ---- event loop --------------------------------------------------------- */
 
-int ctl_event_loop(broker_t *b, ctl_msg_fn fn, void *ctx)
+int ctl_event_loop(broker_t *b, ctl_handle_fn fn, void *ctx)
 {
     while (!ctl_stop) {
         broker_msg_t *msg = NULL;

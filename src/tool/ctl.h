@@ -95,12 +95,12 @@ int ctl_wait(int fd, int timeout_ms);
 
 /* Handles one message; it owns nothing (the loop frees the message).
  * ctx is the loop's caller's.  0 or a negative errno that ends the loop. */
-typedef int (*ctl_msg_fn)(broker_t *b, broker_msg_t *msg, void *ctx);
+typedef int (*ctl_handle_fn)(broker_t *b, broker_msg_t *msg, void *ctx);
 
 /* Deliver messages to fn until a signal or the broker's shutdown.
  * Returns 0, or a negative errno for a failure worth reporting (a
  * connection lost without the broker's BYE is one). */
-int ctl_event_loop(broker_t *b, ctl_msg_fn fn, void *ctx);
+int ctl_event_loop(broker_t *b, ctl_handle_fn fn, void *ctx);
 
 /* ---- record.c: the broker's text, parsed in place ----------------------- */
 
@@ -184,7 +184,7 @@ bool ctl_mon_take(ctl_mon_t *mon, const broker_msg_t *m,
 /* Connect, become a monitor with filter and hand records to fn (ctx: mon)
  * until a signal; then print the counts.  Returns an exit code. */
 int ctl_mon_loop(const ctl_opts_t *o, const char *verb, const char *filter,
-                 ctl_msg_fn fn, ctl_mon_t *mon);
+                 ctl_handle_fn fn, ctl_mon_t *mon);
 
 /* ---- the commands (one file per family) --------------------------------- */
 

@@ -256,7 +256,7 @@ static int ctl_msg_echo_one(broker_t *b, broker_msg_t *m, void *ctx)
 
 /* Own NAME and hand every message to `handle` until a signal or BYE. */
 static int ctl_msg_own_and_loop(const ctl_opts_t *o, const char *verb,
-                                ctl_msg_fn handle)
+                                ctl_handle_fn handle)
 {
     char path[CTL_PATH_MAX];
     const char *name = o->args[0];

@@ -33,7 +33,7 @@ bool ctl_mon_take(ctl_mon_t *mon, const broker_msg_t *m,
 }
 
 int ctl_mon_loop(const ctl_opts_t *o, const char *verb, const char *filter,
-                 ctl_msg_fn fn, ctl_mon_t *mon)
+                 ctl_handle_fn fn, ctl_mon_t *mon)
 {
     char path[CTL_PATH_MAX];
     broker_t *b;
