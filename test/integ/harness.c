@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -71,7 +72,7 @@ static void fail_msg(const char *file, int line, const char *msg)
     abort();        /* not reached: cr_assert_fail ends the test */
 }
 
-static uint64_t now_ms(void)
+uint64_t th_now_ms(void)
 {
     struct timespec ts;
 
@@ -79,9 +80,7 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Sleep a little between polls of something that has no event to wait on
- * (a process exit, a connect that may be refused). */
-static void nap(unsigned *us)
+void th_nap(unsigned *us)
 {
     usleep(*us);
     if (*us < 20000)
@@ -105,18 +104,25 @@ static void child_setup(pid_t parent)
 
 /* ---- brokerd ----------------------------------------------------------- */
 
-const char *th_brokerd_path(void)
+/* The program named by the environment variable `var` (as `make check`
+ * sets it); fails clearly if it is unset or not executable. */
+static const char *program_from_env(const char *var, const char *prog)
 {
-    const char *p = getenv("BROKERD");
+    const char *p = getenv(var);
 
     if (!p || !*p)
         th_fail(__FILE__, __LINE__,
-                "BROKERD is not set: run the tests with `make check`, or "
-                "export BROKERD=/path/to/brokerd");
+                "%s is not set: run the tests with `make check`, or "
+                "export %s=/path/to/%s", var, var, prog);
     if (access(p, X_OK) != 0)
-        th_fail(__FILE__, __LINE__, "BROKERD=%s is not executable: %s", p,
+        th_fail(__FILE__, __LINE__, "%s=%s is not executable: %s", var, p,
                 strerror(errno));
     return p;
+}
+
+const char *th_brokerd_path(void)
+{
+    return program_from_env("BROKERD", "brokerd");
 }
 
 pid_t th_brokerd_spawn(const char *sock, const char *log,
@@ -177,7 +183,7 @@ pid_t th_brokerd_spawn(const char *sock, const char *log,
 
 int th_wait_listening(const char *sock, pid_t pid, int *status)
 {
-    uint64_t end = now_ms() + TH_HANG_MS;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
     unsigned us = 1000;
 
     for (;;) {
@@ -192,9 +198,10 @@ int th_wait_listening(const char *sock, pid_t pid, int *status)
             close(fd);
             return 0;
         }
-        TH_CHECK(now_ms() < end, "brokerd never accepted on %s (last: %s)",
-                 sock, strerror(-fd));
-        nap(&us);
+        TH_CHECK(th_now_ms() < end,
+                 "brokerd never accepted on %s (last: %s)", sock,
+                 strerror(-fd));
+        th_nap(&us);
     }
 }
 
@@ -377,7 +384,7 @@ pid_t th_spawn(th_fn fn, void *arg)
 
 int th_join_status(pid_t pid)
 {
-    uint64_t end = now_ms() + TH_HANG_MS;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
     unsigned us = 500;
     int st;
 
@@ -388,13 +395,13 @@ int th_join_status(pid_t pid)
         if (r < 0 && errno != EINTR)
             th_fail(__FILE__, __LINE__, "waitpid(%d): %s", (int)pid,
                     strerror(errno));
-        if (now_ms() >= end) {
+        if (th_now_ms() >= end) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
             th_fail(__FILE__, __LINE__, "process %d hung (killed)",
                     (int)pid);
         }
-        nap(&us);
+        th_nap(&us);
     }
 }
 
@@ -509,6 +516,47 @@ void th_register(broker_t *b, const char *name)
     int r = broker_register(b, name);
 
     TH_CHECK(r == 0, "register '%s': %d (%s)", name, r, broker_strerror(r));
+}
+
+/* The value of `key` in STATUS text, or false if it has no such line. */
+static bool status_find(const char *text, const char *key, uint64_t *v)
+{
+    size_t klen = strlen(key);
+    const char *line = text;
+
+    while (line) {
+        if (!strncmp(line, key, klen) && line[klen] == '=') {
+            *v = strtoull(line + klen + 1, NULL, 10);
+            return true;
+        }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return false;
+}
+
+uint64_t th_status_value(broker_t *b, const char *key)
+{
+    char *text = NULL;
+    uint64_t v = 0;
+
+    TH_OK(broker_status(b, &text));
+    TH_CHECK(status_find(text, key, &v), "STATUS has no %s:\n%s", key, text);
+    free(text);
+    return v;
+}
+
+void th_await_status(broker_t *b, const char *key, uint64_t want)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS, v;
+    unsigned us = 500;
+
+    while ((v = th_status_value(b, key)) != want) {
+        TH_CHECK(th_now_ms() < end, "STATUS %s stays %llu, want %llu", key,
+                 (unsigned long long)v, (unsigned long long)want);
+        th_nap(&us);
+    }
 }
 
 /* ---- patterns ------------------------------------------------------------ */
@@ -771,7 +819,7 @@ int th_run(const char *const *argv, const char *const *env, const void *in,
         pin[1] = -1;
     }
 
-    uint64_t end = now_ms() + TH_HANG_MS;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
     int open_out = 2;
     while (open_out > 0 || pin[1] >= 0) {
         struct pollfd p[3] = {
@@ -780,7 +828,7 @@ int th_run(const char *const *argv, const char *const *env, const void *in,
             { .fd = pin[1], .events = POLLOUT },
         };
         int r = poll(p, 3, 1000);
-        TH_CHECK(now_ms() < end, "%s hung (hang guard)", argv[0]);
+        TH_CHECK(th_now_ms() < end, "%s hung (hang guard)", argv[0]);
         if (r < 0 && errno == EINTR)
             continue;
         TH_CHECK(r >= 0, "poll: %s", strerror(errno));
@@ -852,4 +900,87 @@ pid_t th_run_bg(const char *const *argv, const char *const *env,
         _exit(127);
     }
     return pid;
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+char *th_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, k;
+
+    *len = 0;
+    if (!f) {
+        append(&buf, len, "", 0);
+        return buf;
+    }
+    do {
+        char chunk[4096];
+        k = fread(chunk, 1, sizeof(chunk), f);
+        append(&buf, &n, chunk, k);
+    } while (k > 0);
+    fclose(f);
+    *len = n;
+    return buf;
+}
+
+char *th_await_file(const char *path, bool (*ok)(const char *, size_t),
+                    size_t *len)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS;
+    unsigned us = 500;
+
+    for (;;) {
+        char *t = th_read_file(path, len);
+        if (ok(t, *len))
+            return t;
+        if (th_now_ms() >= end)
+            th_fail(__FILE__, __LINE__,
+                    "%s never got the expected content; it has:\n%s", path,
+                    t);
+        free(t);
+        th_nap(&us);
+    }
+}
+
+/* ---- brokerctl ---------------------------------------------------------- */
+
+const char *th_brokerctl_path(void)
+{
+    return program_from_env("BROKERCTL", "brokerctl");
+}
+
+int th_ctl_va(const char *sock, const void *in, size_t in_len,
+              th_output_t *out, va_list args)
+{
+    const char *argv[16];
+    int n = 0;
+
+    argv[n++] = th_brokerctl_path();
+    argv[n++] = "-s";
+    argv[n++] = sock;
+    while (n < 15 && (argv[n] = va_arg(args, const char *)))
+        n++;
+    argv[n] = NULL;
+    return th_run(argv, NULL, in, in_len, out);
+}
+
+int th_ctl(const char *sock, th_output_t *out, ...)
+{
+    va_list ap;
+    int st;
+
+    va_start(ap, out);
+    st = th_ctl_va(sock, NULL, 0, out, ap);
+    va_end(ap);
+    return st;
+}
+
+/* ---- another user ------------------------------------------------------- */
+
+bool th_become_nobody(void)
+{
+    return setgroups(0, NULL) == 0 && setgid(TH_NOBODY) == 0 &&
+           setuid(TH_NOBODY) == 0;
 }

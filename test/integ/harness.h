@@ -16,15 +16,25 @@
 #ifndef TH_HARNESS_H
 #define TH_HARNESS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include "broker.h"
 #include "proto.h"
+#include "json.h"
 
 /* Upper bound of any single wait; only a hang guard. */
 #define TH_HANG_MS 90000
+
+/* The monotonic clock in milliseconds (for hang guards). */
+uint64_t th_now_ms(void);
+/* Sleep a little between polls of something that has no event to wait on
+ * (a process exit, a connect that may be refused): *us microseconds, then
+ * double it up to 20 ms for the next time.  Start with e.g. 500. */
+void th_nap(unsigned *us);
 
 /* ---- brokerd ----------------------------------------------------------- */
 
@@ -133,6 +143,15 @@ broker_msg_t *th_recv_kind(broker_t *b, broker_kind_t kind);
 void th_register(broker_t *b, const char *name);
 const char *th_kind_str(broker_kind_t k);
 
+/* The value of `key` in the broker's STATUS text (its "key=value" lines),
+ * asked through b.  Fails the test (or the child) if STATUS fails or has
+ * no such key. */
+uint64_t th_status_value(broker_t *b, const char *key);
+/* Ask STATUS through b until `key` has the value `want` (hang-guarded):
+ * for counts the broker updates when it gets to it, like "clients" after
+ * a disconnect. */
+void th_await_status(broker_t *b, const char *key, uint64_t want);
+
 /* ---- payload patterns ---------------------------------------------------- */
 
 /* Deterministic pseudo-random bytes: byte i of stream `seed` depends only
@@ -184,6 +203,39 @@ void th_output_free(th_output_t *out);
 /* Start argv in the background (stdout/stderr to `log` if non-NULL). */
 pid_t th_run_bg(const char *const *argv, const char *const *env,
                 const char *log);
+
+/* A wait status is a normal exit with this code. */
+#define TH_EXITED(st, code) (WIFEXITED(st) && WEXITSTATUS(st) == (code))
+
+/* The whole of a file, NUL-terminated (also binary: its length in *len);
+ * a file that cannot be opened reads as empty.  Free the result. */
+char *th_read_file(const char *path, size_t *len);
+/* Read path until ok(contents, len) accepts what is there and return that
+ * (hang-guarded; fails the test with the last contents otherwise). */
+char *th_await_file(const char *path, bool (*ok)(const char *, size_t),
+                    size_t *len);
+
+/* ---- brokerctl ---------------------------------------------------------- */
+
+/* The brokerctl binary from $BROKERCTL (which `make check` sets); fails
+ * the test clearly if it is unset or this process may not run it. */
+const char *th_brokerctl_path(void);
+/* Run `brokerctl -s SOCK ARGS...`: the arguments (at most 12) end with a
+ * NULL; stdin is /dev/null.  Returns the wait status, as th_run. */
+int th_ctl(const char *sock, th_output_t *out, ...);
+/* The same with the given stdin bytes (NULL: /dev/null) and the arguments
+ * in a va_list, for a test's own wrapper. */
+int th_ctl_va(const char *sock, const void *in, size_t in_len,
+              th_output_t *out, va_list args);
+
+/* ---- another user ------------------------------------------------------- */
+
+/* The uid (and gid) of "nobody", for tests of the privilege rules; they
+ * need root and skip otherwise. */
+#define TH_NOBODY 65534
+/* In a child: drop the supplementary groups and become TH_NOBODY.  Returns
+ * false if that failed. */
+bool th_become_nobody(void);
 
 
 /* A suite whose every test gets its own broker with default options:

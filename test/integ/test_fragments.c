@@ -117,23 +117,6 @@ static int big_sender(void *p)
     return 0;
 }
 
-static uint64_t status_value(broker_t *b, const char *key)
-{
-    char *text = NULL, *p;
-    size_t klen = strlen(key);
-    uint64_t v = UINT64_MAX;
-
-    TH_OK(broker_status(b, &text));
-    for (p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (!strncmp(p, key, klen) && p[klen] == '=') {
-            v = strtoull(p + klen + 1, NULL, 10);
-            break;
-        }
-    free(text);
-    TH_CHECK(v != UINT64_MAX, "status has no %s", key);
-    return v;
-}
-
 static int small_sender(void *p)
 {
     struct race_arg *a = p;
@@ -144,11 +127,8 @@ static int small_sender(void *p)
     th_barrier_wait(&a->big_started);
     /* Wait until the broker holds fragments of the big message for C
      * (C is not reading, so they pile up in its queue). */
-    while (status_value(b, "queued_bytes") == 0) {
-        usleep(us);
-        if (us < 20000)
-            us *= 2;
-    }
+    while (th_status_value(b, "queued_bytes") == 0)
+        th_nap(&us);
     TH_OK(broker_send(b, "svc.c", "small", 5, NULL, 0));
     /* No ping here: C's queue is over its limit, so the broker stops
      * reading us until C drains; a ping would wait for that. */

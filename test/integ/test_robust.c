@@ -95,23 +95,6 @@ Test(robust, peer_killed_mid_stream)
     th_broker_stop(&br);
 }
 
-static uint64_t status_value(broker_t *b, const char *key)
-{
-    char *text = NULL, *p;
-    size_t klen = strlen(key);
-    uint64_t v = UINT64_MAX;
-
-    TH_OK(broker_status(b, &text));
-    for (p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (!strncmp(p, key, klen) && p[klen] == '=') {
-            v = strtoull(p + klen + 1, NULL, 10);
-            break;
-        }
-    free(text);
-    TH_CHECK(v != UINT64_MAX, "status has no %s", key);
-    return v;
-}
-
 /* Start a message far larger than the receiver's queue, then hang. */
 static int big_sender(void *p)
 {
@@ -142,11 +125,8 @@ Test(robust, sender_killed_mid_message)
     pid = th_spawn(big_sender, &arg);
     uint64_t sender = th_barrier_wait(&arg.ready);
     /* rx does not read: fragments pile up in the broker's queue. */
-    while (status_value(obs, "queued_bytes") == 0) {
-        usleep(us);
-        if (us < 20000)
-            us *= 2;
-    }
+    while (th_status_value(obs, "queued_bytes") == 0)
+        th_nap(&us);
     kill(pid, SIGKILL);
     cr_assert(WIFSIGNALED(th_join_status(pid)));
 

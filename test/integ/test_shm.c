@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -43,38 +42,6 @@ TH_BROKER_SUITE(shm, 300);
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static uint64_t ms_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void nap(unsigned *us)
-{
-    usleep(*us);
-    if (*us < 20000)
-        *us *= 2;
-}
-
-static uint64_t status_value(broker_t *b, const char *key)
-{
-    char *text = NULL, *p;
-    size_t klen = strlen(key);
-    uint64_t v = UINT64_MAX;
-
-    TH_OK(broker_status(b, &text));
-    for (p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (!strncmp(p, key, klen) && p[klen] == '=') {
-            v = strtoull(p + klen + 1, NULL, 10);
-            break;
-        }
-    TH_CHECK(v != UINT64_MAX, "STATUS has no %s:\n%s", key, text);
-    free(text);
-    return v;
-}
-
 static broker_shm_stats_t pool(const broker_t *b)
 {
     broker_shm_stats_t st;
@@ -88,7 +55,7 @@ static broker_shm_stats_t pool(const broker_t *b)
  * the owner's library learns of releases by reading its socket. */
 static void await_pool(broker_t *b, const broker_shm_stats_t *want)
 {
-    uint64_t end = ms_now() + TH_HANG_MS;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
     unsigned us = 500;
 
     for (;;) {
@@ -96,20 +63,20 @@ static void await_pool(broker_t *b, const broker_shm_stats_t *want)
         broker_shm_stats_t st = pool(b);
         if (st.in_use == want->in_use && st.buffers == want->buffers)
             return;
-        TH_CHECK(ms_now() < end,
+        TH_CHECK(th_now_ms() < end,
                  "pool never went back: in_use %llu buffers %llu, want "
                  "in_use %llu buffers %llu",
                  (unsigned long long)st.in_use,
                  (unsigned long long)st.buffers,
                  (unsigned long long)want->in_use,
                  (unsigned long long)want->buffers);
-        nap(&us);
+        th_nap(&us);
     }
 }
 
 static void await_buffers(broker_t *b, uint64_t want)
 {
-    uint64_t end = ms_now() + TH_HANG_MS;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
     unsigned us = 500;
 
     for (;;) {
@@ -117,16 +84,16 @@ static void await_buffers(broker_t *b, uint64_t want)
         broker_shm_stats_t st = pool(b);
         if (st.buffers == want)
             return;
-        TH_CHECK(ms_now() < end, "pool holds %llu buffers, want %llu",
+        TH_CHECK(th_now_ms() < end, "pool holds %llu buffers, want %llu",
                  (unsigned long long)st.buffers, (unsigned long long)want);
-        nap(&us);
+        th_nap(&us);
     }
 }
 
 /* Ping (through b) until the broker holds `want` fds. */
 static void await_broker_fds(broker_t *b, int want)
 {
-    uint64_t end = ms_now() + TH_HANG_MS;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
     unsigned us = 500;
 
     for (;;) {
@@ -134,8 +101,8 @@ static void await_broker_fds(broker_t *b, int want)
         int n = th_fd_count(br.pid);
         if (n == want)
             return;
-        TH_CHECK(ms_now() < end, "brokerd holds %d fds, want %d", n, want);
-        nap(&us);
+        TH_CHECK(th_now_ms() < end, "brokerd holds %d fds, want %d", n, want);
+        th_nap(&us);
     }
 }
 
@@ -781,7 +748,7 @@ Test(shm, bad_segments_are_refused_with_einval)
     cr_assert(th_broker_alive(&br));
     cr_assert_eq(raw_ctrl(&c, BK_OP_PING, NULL, 0, -1), 0);
     cr_assert_eq(th_fd_count(br.pid), fd0, "brokerd kept refused fds");
-    cr_assert_eq(status_value(obs, "shm_segments"), 0);
+    cr_assert_eq(th_status_value(obs, "shm_segments"), 0);
 
     fd = test_memfd(size, SEALS_OK, 3);
     cr_assert_eq(raw_register(&c, 1, size, fd), 0, "a good segment");
@@ -798,13 +765,13 @@ Test(shm, bad_segments_are_refused_with_einval)
     cr_assert_eq(raw_register(&c, 2, size, fd), EEXIST);
     close(fd);
     cr_assert_eq(th_fd_count(br.pid), fd0 + 2);
-    cr_assert_eq(status_value(obs, "shm_segments"), 2);
-    cr_assert_eq(status_value(obs, "shm_bytes"), 3 * size);
+    cr_assert_eq(th_status_value(obs, "shm_segments"), 2);
+    cr_assert_eq(th_status_value(obs, "shm_bytes"), 3 * size);
 
     raw_close(&c);
     await_broker_fds(obs, fd0 - 1);
-    cr_assert_eq(status_value(obs, "shm_segments"), 0);
-    cr_assert_eq(status_value(obs, "shm_bytes"), 0);
+    cr_assert_eq(th_status_value(obs, "shm_segments"), 0);
+    cr_assert_eq(th_status_value(obs, "shm_bytes"), 0);
     broker_close(obs);
     th_broker_stop(&br);
 }
@@ -867,7 +834,7 @@ Test(shm, malformed_segment_requests_disconnect)
     close(fd);
     cr_assert(th_broker_alive(&br));
     await_broker_fds(obs, fd0);
-    cr_assert_eq(status_value(obs, "shm_segments"), 0);
+    cr_assert_eq(th_status_value(obs, "shm_segments"), 0);
     broker_close(obs);
     th_broker_stop(&br);
 }
@@ -1152,14 +1119,14 @@ Test(shm, bad_release_disconnects_receiver)
         cr_assert_lt(th_pattern_check(raw_rx_data(&rx, i), 8 * KIB, 60 + i,
                                       0), 0, "descriptor %u", i);
     }
-    cr_assert_eq(status_value(a, "shm_held"), 2);
+    cr_assert_eq(th_status_value(a, "shm_held"), 2);
     cr_assert_eq(pool(a).buffers, base.buffers + 2);
 
     /* A correct release of the first... */
     rel_rec_t rel = { aid, rx.desc[0].segid, 1, rx.desc[0].offset };
     cr_assert_eq(raw_release(&r, &rel, 1), 0);
     await_buffers(a, base.buffers + 1);
-    cr_assert_eq(status_value(a, "shm_held"), 1);
+    cr_assert_eq(th_status_value(a, "shm_held"), 1);
     /* ...then two releases of the second, which it holds once. */
     rel = (rel_rec_t){ aid, rx.desc[1].segid, 2, rx.desc[1].offset };
     cr_assert_eq(raw_release(&r, &rel, 1), 0);
@@ -1168,7 +1135,7 @@ Test(shm, bad_release_disconnects_receiver)
     raw_rx_free(&rx);
     /* Its remaining reference went with it. */
     await_pool(a, &base);
-    cr_assert_eq(status_value(a, "shm_held"), 0);
+    cr_assert_eq(th_status_value(a, "shm_held"), 0);
 
     /* Releasing what was never delivered to us. */
     raw_open(&r);
@@ -1252,7 +1219,7 @@ Test(shm, receiver_killed_returns_buffers)
         cr_assert_eq(broker_buf_send(a, "svc.shm.holder", buf, arg.len), 0);
         broker_buf_free(a, buf);
     }
-    cr_assert_eq(status_value(a, "shm_held"), arg.n_read + n_queued);
+    cr_assert_eq(th_status_value(a, "shm_held"), arg.n_read + n_queued);
     broker_shm_stats_t held = pool(a);
     cr_assert_eq(held.buffers, base.buffers + arg.n_read + n_queued);
     cr_assert_geq(held.in_use,
@@ -1261,10 +1228,10 @@ Test(shm, receiver_killed_returns_buffers)
     kill(pid, SIGKILL);
     cr_assert(WIFSIGNALED(th_join_status(pid)));
     await_pool(a, &base);
-    cr_assert_eq(status_value(a, "shm_held"), 0);
+    cr_assert_eq(th_status_value(a, "shm_held"), 0);
     /* The broker keeps one fd per registered segment and nothing for the
      * dead receiver. */
-    await_broker_fds(a, fd0 + (int)status_value(a, "shm_segments"));
+    await_broker_fds(a, fd0 + (int)th_status_value(a, "shm_segments"));
 
     /* The pool works as before. */
     broker_t *r2 = th_connect(&br);
@@ -1327,7 +1294,7 @@ Test(shm, sender_killed_view_stays_valid)
     cr_assert(WIFSIGNALED(th_join_status(pid)));
     /* The broker dropped the owner's segments (and told us). */
     await_broker_fds(r, fd0);
-    cr_assert_eq(status_value(r, "shm_segments"), 0);
+    cr_assert_eq(th_status_value(r, "shm_segments"), 0);
     TH_OK(broker_ping(r, TH_HANG_MS));
     /* Our view is intact, every byte of it. */
     long bad = th_pattern_check(m->data, m->len, 9, 0);
@@ -1486,7 +1453,7 @@ Test(shm, pool_exhaustion_and_reuse)
     broker_shm_stats_t end = pool(a);
     cr_assert_leq(end.mapped, pool_max);
     cr_assert_leq((uint64_t)end.segments * seg, pool_max);
-    cr_assert_leq(status_value(a, "shm_bytes"), pool_max,
+    cr_assert_leq(th_status_value(a, "shm_bytes"), pool_max,
                   "segments are reused, not piled up in the broker");
     broker_close(a);
     th_barrier_fini(&arg.ready);
@@ -1621,7 +1588,7 @@ Test(shm, fan_out_returns_after_last_release)
     broker_buf_free(a, buf);        /* our reference */
     for (int i = 0; i < FAN; i++)
         th_barrier_wait(&arg.got);
-    cr_assert_eq(status_value(a, "shm_held"), FAN);
+    cr_assert_eq(th_status_value(a, "shm_held"), FAN);
     broker_shm_stats_t held = pool(a);
     cr_assert_eq(held.buffers, base.buffers + 1, "one buffer, %d views", FAN);
     cr_assert_geq(held.in_use, base.in_use + arg.len);
@@ -1631,7 +1598,7 @@ Test(shm, fan_out_returns_after_last_release)
         cr_assert_eq(th_barrier_wait(&arg.released), (uint64_t)i);
         /* The broker has handled that release (the receiver pinged after
          * it); our STATUS request makes us read the RELEASE it sent us. */
-        cr_assert_eq(status_value(a, "shm_held"), (uint64_t)(FAN - 1 - i));
+        cr_assert_eq(th_status_value(a, "shm_held"), (uint64_t)(FAN - 1 - i));
         broker_shm_stats_t st = pool(a);
         if (i < FAN - 1) {
             cr_assert_eq(st.buffers, held.buffers,
@@ -1722,7 +1689,7 @@ Test(shm, automatic_threshold)
 
     TH_OK(broker_ping(b, TH_HANG_MS));
     await_pool(a, &base);
-    cr_assert_eq(status_value(a, "shm_held"), 0);
+    cr_assert_eq(th_status_value(a, "shm_held"), 0);
     broker_close(a);
     broker_close(b);
     th_broker_stop(&br);
@@ -1760,7 +1727,7 @@ Test(shm, undeliverable_buffer_returns_to_pool)
     }
     broker_buf_free(a, buf);
     await_pool(a, &base);
-    cr_assert_eq(status_value(a, "shm_held"), 0);
+    cr_assert_eq(th_status_value(a, "shm_held"), 0);
     broker_close(a);
     th_broker_stop(&br);
 }
@@ -1844,7 +1811,7 @@ Test(shm, max_segments_refused_with_enosr)
     cr_assert_eq(raw_register(&c, 3, size, fd), ENOSR);
     cr_assert_eq(raw_register(&c, 4, size, fd), ENOSR);
     cr_assert_eq(th_fd_count(br.pid), fds, "refused fds are closed");
-    cr_assert_eq(status_value(a, "shm_segments"), 2);
+    cr_assert_eq(th_status_value(a, "shm_segments"), 2);
     /* Per client. */
     raw_open(&c2);
     cr_assert_eq(raw_register(&c2, 1, size, fd), 0);
@@ -1891,7 +1858,7 @@ Test(shm, max_shm_refused_with_enospc)
     int fds = th_fd_count(br.pid);
     cr_assert_eq(raw_register(&c, 3, 4096, fd), ENOSPC, "one page over");
     cr_assert_eq(th_fd_count(br.pid), fds, "refused fds are closed");
-    cr_assert_eq(status_value(a, "shm_bytes"), MIB);
+    cr_assert_eq(th_status_value(a, "shm_bytes"), MIB);
     raw_open(&c2);                              /* per client */
     cr_assert_eq(raw_register(&c2, 1, 4096, fd), 0);
     raw_close(&c2);
@@ -1993,7 +1960,7 @@ Test(shm, request_reply_and_streams)
     cr_assert_eq(broker_stream_close(a, sid), 0);
     th_join(pid);
     await_pool(a, &base);
-    cr_assert_eq(status_value(a, "shm_held"), 0);
+    cr_assert_eq(th_status_value(a, "shm_held"), 0);
     free(data);
     broker_close(a);
     th_barrier_fini(&arg.ready);
@@ -2022,7 +1989,7 @@ Test(shm, view_outlives_receiver_close)
     cr_assert_eq(memfd_mappings(), maps0, "unmapped with its last view");
     /* The broker gave r's reference back when r left. */
     await_pool(a, &base);
-    cr_assert_eq(status_value(a, "shm_held"), 0);
+    cr_assert_eq(th_status_value(a, "shm_held"), 0);
     broker_close(a);
     th_broker_stop(&br);
 }
@@ -2132,12 +2099,13 @@ static void as_run_until(uv_loop_t *loop, bool (*cond)(struct as_ctx *),
                          struct as_ctx *c)
 {
     uv_timer_t t;
-    uint64_t end = ms_now() + TH_HANG_MS;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
 
     uv_timer_init(loop, &t);
     uv_timer_start(&t, as_tick, 5, 5);
     while (!cond(c) && c->disconnect_err == 0) {
-        cr_assert_lt(ms_now(), end, "attached: nothing happened (hang guard)");
+        cr_assert_lt(th_now_ms(), end,
+                     "attached: nothing happened (hang guard)");
         uv_run(loop, UV_RUN_ONCE);
     }
     uv_close((uv_handle_t *)&t, NULL);
@@ -2284,10 +2252,10 @@ Test(shm, buffer_rules)
     m2 = th_recv(r);
     check_msg(m2, 64 * KIB, 1500, true);
     cr_assert_eq(m1->data, m2->data, "one mapping, the same bytes");
-    cr_assert_eq(status_value(a, "shm_held"), 2);
+    cr_assert_eq(th_status_value(a, "shm_held"), 2);
     broker_msg_free(m2);
     TH_OK(broker_ping(r, TH_HANG_MS));
-    cr_assert_eq(status_value(a, "shm_held"), 1);
+    cr_assert_eq(th_status_value(a, "shm_held"), 1);
     cr_assert_eq(pool(a).buffers, base.buffers + 1, "still viewed once");
     broker_msg_free(m1);
     TH_OK(broker_ping(r, TH_HANG_MS));
