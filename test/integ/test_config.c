@@ -7,7 +7,6 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,8 +19,6 @@
 #include "frame.h"
 #include "harness.h"
 
-#define EXITED(st, code) (WIFEXITED(st) && WEXITSTATUS(st) == (code))
-#define NOBODY 65534
 
 static th_broker_t br;
 static char confdir[64];
@@ -53,32 +50,6 @@ static void write_conf(const char *text)
     cr_assert_eq(fclose(f), 0);
 }
 
-static const char *ctl_path(void)
-{
-    const char *p = getenv("BROKERCTL");
-
-    if (!p || !*p)
-        cr_assert_fail("BROKERCTL is not set: run the tests with `make "
-                       "check`, or export BROKERCTL=/path/to/brokerctl");
-    return p;
-}
-
-/* The value of `key` in the broker's STATUS text, or -1. */
-static long long status_value(broker_t *b, const char *key)
-{
-    char *text = NULL, pat[64], *at;
-    long long v = -1;
-
-    if (broker_status(b, &text) < 0)
-        return -1;
-    snprintf(pat, sizeof(pat), "\n%s=", key);
-    at = strstr(text, pat);
-    if (at)
-        v = strtoll(at + strlen(pat), NULL, 10);
-    free(text);
-    return v;
-}
-
 /* Register names n0, n1, ... until one fails; returns how many worked
  * and the first error in *err. */
 static int register_until_error(broker_t *b, const char *prefix, int *err)
@@ -108,7 +79,7 @@ static void expect_rejected(const char *text, int line, const char *why)
     write_conf(text);
     st = th_run(argv, NULL, NULL, 0, &o);
     snprintf(want, sizeof(want), "brokerd: %s:%d: ", conf, line);
-    cr_assert(EXITED(st, 2), "brokerd exit 0x%x for:\n%s", st, text);
+    cr_assert(TH_EXITED(st, 2), "brokerd exit 0x%x for:\n%s", st, text);
     cr_assert(strstr(o.err, want) != NULL, "stderr '%s' lacks '%s'", o.err,
               want);
     cr_assert(strstr(o.err, why) != NULL, "stderr '%s' lacks '%s'", o.err,
@@ -144,7 +115,7 @@ Test(config, limit_from_file_takes_effect)
     n = register_until_error(b, "svc.lim.", &err);
     cr_assert_eq(n, 2, "registered %d names", n);
     cr_assert_eq(err, -ENOSR, "third REGISTER: %d", err);
-    cr_assert_eq(status_value(b, "queue_limit"), 1 << 20);
+    cr_assert_eq(th_status_value(b, "queue_limit"), 1 << 20);
     broker_close(b);
     th_broker_stop(&br);
 }
@@ -160,7 +131,7 @@ Test(config, command_line_overrides_the_file)
     n = register_until_error(b, "svc.cli.", &err);
     cr_assert_eq(n, 3, "registered %d names", n);
     cr_assert_eq(err, -ENOSR);
-    cr_assert_eq(status_value(b, "max_streams"), 10, "file value kept");
+    cr_assert_eq(th_status_value(b, "max_streams"), 10, "file value kept");
     broker_close(b);
     th_broker_stop(&br);
 }
@@ -169,17 +140,16 @@ Test(config, command_line_overrides_the_file)
 
 static void become_nobody(void)
 {
-    TH_CHECK(setgroups(0, NULL) == 0 && setgid(NOBODY) == 0 &&
-             setuid(NOBODY) == 0, "cannot become uid %d", NOBODY);
+    TH_CHECK(th_become_nobody(), "cannot become uid %d", TH_NOBODY);
 }
 
-/* Start a broker whose socket uid NOBODY can reach. */
+/* Start a broker whose socket the uid nobody can reach. */
 static void start_open_broker(const char *rules)
 {
     char text[512];
 
     if (geteuid() != 0)
-        cr_skip_test("needs root to switch to uid %d", NOBODY);
+        cr_skip_test("needs root to switch to uid %d", TH_NOBODY);
     snprintf(text, sizeof(text), "socket-mode = 0666\n%s", rules);
     write_conf(text);
     th_broker_start(&br, "-c", conf, NULL);
@@ -358,20 +328,6 @@ Test(config, allow_send_limits_destinations)
 
 /* ---- reload ------------------------------------------------------------ */
 
-/* Wait (hang-guarded by the suite timeout) until STATUS shows the value. */
-static void wait_status(broker_t *b, const char *key, long long want)
-{
-    while (status_value(b, key) != want)
-        cr_assert(broker_ping(b, TH_HANG_MS) == 0, "broker gone");
-}
-
-static int ctl(th_output_t *o, const char *cmd)
-{
-    const char *argv[] = { ctl_path(), "-s", br.sock, cmd, NULL };
-
-    return th_run(argv, NULL, NULL, 0, o);
-}
-
 static bool file_has(const char *path, const char *needle)
 {
     char buf[8192];
@@ -432,16 +388,16 @@ Test(config, reload_changes_limits_and_keeps_clients)
 
     write_conf("max-names = 2\n");
     cr_assert_eq(kill(br.pid, SIGHUP), 0);
-    wait_status(b, "max_names", 2);
+    th_await_status(b, "max_names", 2);
     th_register(b, "svc.r1");           /* same connection, new limit */
     cr_assert_eq(broker_register(b, "svc.r2"), -ENOSR);
 
     write_conf("max-names = 3\nmax-clients = 50\n");
-    st = ctl(&o, "reload");
-    cr_assert(EXITED(st, 0), "brokerctl reload: 0x%x %s", st, o.err);
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    cr_assert(TH_EXITED(st, 0), "brokerctl reload: 0x%x %s", st, o.err);
     th_output_free(&o);
-    cr_assert_eq(status_value(b, "max_names"), 3);
-    cr_assert_eq(status_value(b, "max_clients"), 50);
+    cr_assert_eq(th_status_value(b, "max_names"), 3);
+    cr_assert_eq(th_status_value(b, "max_clients"), 50);
     cr_assert_eq(register_until_error(b, "svc.more.", &err), 1);
     cr_assert_eq(broker_ping(b, TH_HANG_MS), 0, "client still connected");
     broker_close(b);
@@ -486,12 +442,12 @@ Test(config, reload_with_bad_file_keeps_old_config)
     cr_assert_not_null(why, "the broker's reason reaches the caller");
     cr_assert_str_eq(why, want);
     free(why);
-    st = ctl(&o, "reload");
-    cr_assert(EXITED(st, 1), "brokerctl reload: 0x%x", st);
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    cr_assert(TH_EXITED(st, 1), "brokerctl reload: 0x%x", st);
     cr_assert(strstr(o.err, "not changed") != NULL, "%s", o.err);
     cr_assert(strstr(o.err, want) != NULL, "no file:line in: %s", o.err);
     th_output_free(&o);
-    cr_assert_eq(status_value(b, "max_names"), 2, "old limit kept");
+    cr_assert_eq(th_status_value(b, "max_names"), 2, "old limit kept");
     cr_assert_eq(broker_ping(b, TH_HANG_MS), 0);
     broker_close(b);
     th_broker_stop(&br);

@@ -9,7 +9,6 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,18 +42,6 @@ static void mon_teardown(void)
 }
 
 TestSuite(monitor, .init = mon_setup, .fini = mon_teardown, .timeout = 180);
-
-#define EXITED(st, code) (WIFEXITED(st) && WEXITSTATUS(st) == (code))
-
-static const char *ctl_path(void)
-{
-    const char *p = getenv("BROKERCTL");
-
-    if (!p || !*p)
-        cr_assert_fail("BROKERCTL is not set: run the tests with `make "
-                       "check`, or export BROKERCTL=/path/to/brokerctl");
-    return p;
-}
 
 /* The next monitor record of m, decoded; *dropped gets its drop count. */
 static void next_rec(broker_t *m, broker_monitor_rec_t *r, int *dropped)
@@ -105,12 +92,9 @@ Test(monitor, sees_oneway_and_request_reply)
     broker_monitor_rec_t r;
     uint32_t sid;
     int dropped;
-    char *st;
 
     cr_assert_eq(broker_monitor(m, NULL, 0), 0);
-    cr_assert_eq(broker_status(m, &st), 0);
-    cr_assert_not_null(strstr(st, "monitors=1\n"), "%s", st);
-    free(st);
+    cr_assert_eq(th_status_value(m, "monitors"), 1);
     th_register(s, "mon.svc");
 
     cr_assert_eq(broker_send(c, "mon.svc", "one-way", 7, NULL, 0), 0);
@@ -233,14 +217,12 @@ Test(monitor, filters_by_name_and_id)
 
 /* ---- privilege ---------------------------------------------------------- */
 
-#define NOBODY 65534
-
 static int as_nobody(void *arg)
 {
     broker_t *b = NULL;
 
     (void)arg;
-    if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
+    if (!th_become_nobody())
         return 10;
     if (broker_connect(br.sock, &b) < 0)
         return 11;
@@ -255,19 +237,16 @@ static int as_nobody(void *arg)
 Test(monitor, other_uid_gets_eperm)
 {
     broker_t *a;
-    char *st;
     int s;
 
     if (geteuid() != 0)
-        cr_skip_test("needs root to switch to uid %d", NOBODY);
+        cr_skip_test("needs root to switch to uid %d", TH_NOBODY);
     cr_assert_eq(chmod(br.dir, 0755), 0);
     cr_assert_eq(chmod(br.sock, 0777), 0);
     s = th_join_status(th_spawn(as_nobody, NULL));
-    cr_assert(EXITED(s, 0), "child as nobody: 0x%x", s);
+    cr_assert(TH_EXITED(s, 0), "child as nobody: 0x%x", s);
     a = th_connect(&br);
-    cr_assert_eq(broker_status(a, &st), 0);
-    cr_assert_not_null(strstr(st, "monitors=0\n"), "%s", st);
-    free(st);
+    cr_assert_eq(th_status_value(a, "monitors"), 0);
     broker_close(a);
 }
 
@@ -329,45 +308,6 @@ Test(monitor, unread_monitor_drops_and_pauses_nobody)
 
 /* ---- brokerctl monitor / capture ------------------------------------------- */
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t cap = 0, n = 0, k;
-
-    *len = 0;
-    if (!f)
-        return NULL;
-    do {
-        if (n + 4096 + 1 > cap) {
-            cap = (n + 4096) * 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-        k = fread(buf + n, 1, 4096, f);
-        n += k;
-    } while (k > 0);
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-/* Wait until `ok` accepts the contents of path (a hang guard only). */
-static char *wait_file(const char *path, bool (*ok)(const char *, size_t),
-                       size_t *len)
-{
-    for (int i = 0; i < TH_HANG_MS / 10; i++) {
-        char *t = slurp(path, len);
-        if (t && ok(t, *len))
-            return t;
-        free(t);
-        usleep(10000);
-    }
-    cr_assert_fail("%s never got the expected content", path);
-    return NULL;
-}
-
 static int count_str(const char *t, const char *s)
 {
     int n = 0;
@@ -389,25 +329,6 @@ static bool summary_line(const char *t, size_t len)
     return strstr(t, " dropped\n") != NULL;
 }
 
-/* Wait until brokerd counts `want` monitors. */
-static void wait_monitors(broker_t *b, int want)
-{
-    char key[32];
-
-    snprintf(key, sizeof(key), "monitors=%d\n", want);
-    for (int i = 0; i < TH_HANG_MS / 10; i++) {
-        char *st;
-        bool ok;
-        cr_assert_eq(broker_status(b, &st), 0);
-        ok = strstr(st, key) != NULL;
-        free(st);
-        if (ok)
-            return;
-        usleep(10000);
-    }
-    cr_assert_fail("brokerd never counted %d monitors", want);
-}
-
 static void two_messages(broker_t *c, broker_t *s)
 {
     cr_assert_eq(broker_send(c, "mon.ctl", "hello\tworld", 11, NULL, 0), 0);
@@ -419,7 +340,7 @@ static void two_messages(broker_t *c, broker_t *s)
 Test(monitor, brokerctl_monitor_lines)
 {
     broker_t *s = th_connect(&br), *c = th_connect(&br);
-    const char *argv[] = { ctl_path(), "-s", br.sock, "monitor",
+    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "monitor",
                            "name:mon.ctl", NULL };
     char log[160], tm[32], type[16], flags[64], prev[128];
     unsigned long long from, to;
@@ -432,13 +353,13 @@ Test(monitor, brokerctl_monitor_lines)
     snprintf(log, sizeof(log), "%s/monitor.out", br.dir);
     th_register(s, "mon.ctl");
     pid = th_run_bg(argv, NULL, log);
-    wait_monitors(s, 1);
+    th_await_status(s, "monitors", 1);
     two_messages(c, s);
-    free(wait_file(log, two_lines, &len));
+    free(th_await_file(log, two_lines, &len));
     kill(pid, SIGINT);
     st = th_join_status(pid);
-    cr_assert(EXITED(st, 0), "brokerctl monitor: 0x%x", st);
-    t = wait_file(log, summary_line, &len);
+    cr_assert(TH_EXITED(st, 0), "brokerctl monitor: 0x%x", st);
+    t = th_await_file(log, summary_line, &len);
     line = t;
     cr_assert_eq(sscanf(line, "%31s %15s %63s %llu -> %llu stream=%u->%u "
                         "size=%u %127[^\n]", tm, type, flags, &from, &to,
@@ -499,8 +420,8 @@ Test(monitor, brokerctl_capture_pcapng)
 {
     broker_t *s = th_connect(&br), *c = th_connect(&br);
     char file[160], log[160];
-    const char *argv[] = { ctl_path(), "-s", br.sock, "capture", file,
-                           "--snap", "8", NULL };
+    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "capture",
+                           file, "--snap", "8", NULL };
     static const uint32_t want_len[2] = { 7 + 11, 7 + 6 };
     const uint8_t *b;
     size_t len, offs[8];
@@ -512,14 +433,14 @@ Test(monitor, brokerctl_capture_pcapng)
     snprintf(log, sizeof(log), "%s/capture.err", br.dir);
     th_register(s, "mon.ctl");
     pid = th_run_bg(argv, NULL, log);
-    wait_monitors(s, 1);
+    th_await_status(s, "monitors", 1);
     two_messages(c, s);
-    t = wait_file(file, four_blocks, &len);
+    t = th_await_file(file, four_blocks, &len);
     kill(pid, SIGINT);
     st = th_join_status(pid);
-    cr_assert(EXITED(st, 0), "brokerctl capture: 0x%x", st);
+    cr_assert(TH_EXITED(st, 0), "brokerctl capture: 0x%x", st);
     free(t);
-    t = slurp(file, &len);
+    t = th_read_file(file, &len);
     b = (const uint8_t *)t;
     n = pcap_blocks(b, len, offs, 8);
     cr_assert_eq(n, 4);
@@ -550,7 +471,7 @@ Test(monitor, brokerctl_capture_pcapng)
         cr_assert_eq(e[28 + 32 + 7], i == 0 ? 'h' : 's');
     }
     free(t);
-    t = wait_file(log, summary_line, &len);
+    t = th_await_file(log, summary_line, &len);
     cr_assert_not_null(strstr(t, "2 records, 0 dropped\n"), "%s", t);
     free(t);
     broker_close(c);

@@ -9,7 +9,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,37 +19,8 @@
 
 TH_BROKER_SUITE(top, 120);
 
-#define EXITED(st, code) (WIFEXITED(st) && WEXITSTATUS(st) == (code))
 #define TOP_SINK "top.sink"
 #define TOP_NCOLS 9     /* id pid comm, 5 rates, queued_bytes; names */
-
-static const char *top_ctl_path(void)
-{
-    const char *p = getenv("BROKERCTL");
-
-    if (!p || !*p)
-        cr_assert_fail("BROKERCTL is not set: run the tests with `make "
-                       "check`, or export BROKERCTL=/path/to/brokerctl");
-    return p;
-}
-
-/* Run brokerctl -s SOCK ARGS... (NULL-terminated); returns wait status. */
-static int top_ctl(const char *sock, th_output_t *out, ...)
-{
-    const char *argv[16];
-    int n = 0;
-    va_list ap;
-
-    argv[n++] = top_ctl_path();
-    argv[n++] = "-s";
-    argv[n++] = sock;
-    va_start(ap, out);
-    while (n < 15 && (argv[n] = va_arg(ap, const char *)))
-        n++;
-    va_end(ap);
-    argv[n] = NULL;
-    return th_run(argv, NULL, NULL, 0, out);
-}
 
 /* ---- traffic: a sender and a sink --------------------------------------- */
 
@@ -201,13 +171,13 @@ Test(top, lists_busy_clients_without_escapes)
     sender = th_spawn(top_sender, &t);
     id_sender = th_barrier_wait(&t.ready);
 
-    st = top_ctl(br.sock, &o, "top", "--iterations", "2", "--interval",
-                 "100", NULL);
+    st = th_ctl(br.sock, &o, "top", "--iterations", "2", "--interval",
+                "100", NULL);
     th_barrier_signal(&t.stop, 0);
     th_barrier_signal(&t.stop, 0);
     th_join(sender);
     th_join(sink);
-    cr_assert(EXITED(st, 0), "top: status 0x%x, stderr: %s", st, o.err);
+    cr_assert(TH_EXITED(st, 0), "top: status 0x%x, stderr: %s", st, o.err);
     cr_assert_eq(o.err_len, 0, "stderr: %s", o.err);
     cr_assert_eq(top_check_blocks(o.out, id_sink, id_sender), 2,
                  "expected 2 blocks");
@@ -221,11 +191,11 @@ Test(top, sort_and_row_limit)
     th_output_t o;
     char *save = NULL;
     int rows = 0;
-    int st = top_ctl(br.sock, &o, "top", "--iterations", "1", "--interval",
-                     "10", "--sort", "bytes_out", "--top", "1",
-                     "--no-legend", NULL);
+    int st = th_ctl(br.sock, &o, "top", "--iterations", "1", "--interval",
+                    "10", "--sort", "bytes_out", "--top", "1",
+                    "--no-legend", NULL);
 
-    cr_assert(EXITED(st, 0), "top: status 0x%x, stderr: %s", st, o.err);
+    cr_assert(TH_EXITED(st, 0), "top: status 0x%x, stderr: %s", st, o.err);
     for (char *line = strtok_r(o.out, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save))
         if (strncmp(line, "brokerd ", 8)) {
@@ -245,14 +215,14 @@ Test(top, usage_errors)
     th_output_t o;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        int st = top_ctl(br.sock, &o, "top", bad[i][0], bad[i][1], NULL);
-        cr_assert(EXITED(st, 2), "top %s %s: status 0x%x", bad[i][0],
+        int st = th_ctl(br.sock, &o, "top", bad[i][0], bad[i][1], NULL);
+        cr_assert(TH_EXITED(st, 2), "top %s %s: status 0x%x", bad[i][0],
                   bad[i][1], st);
         cr_assert(strstr(o.err, "--help"), "stderr: %s", o.err);
         th_output_free(&o);
     }
-    int st = top_ctl(br.sock, &o, "ping", "--interval", "10", NULL);
-    cr_assert(EXITED(st, 2), "ping --interval accepted: 0x%x", st);
+    int st = th_ctl(br.sock, &o, "ping", "--interval", "10", NULL);
+    cr_assert(TH_EXITED(st, 2), "ping --interval accepted: 0x%x", st);
     th_output_free(&o);
 }
 
@@ -263,15 +233,15 @@ Test(top, no_broker_exits_1)
     int st;
 
     snprintf(sock, sizeof(sock), "%s/absent.sock", br.dir);
-    st = top_ctl(sock, &o, "top", "--iterations", "1", NULL);
-    cr_assert(EXITED(st, 1), "status 0x%x", st);
+    st = th_ctl(sock, &o, "top", "--iterations", "1", NULL);
+    cr_assert(TH_EXITED(st, 1), "status 0x%x", st);
     cr_assert(strstr(o.err, "brokerctl: "), "stderr: %s", o.err);
     th_output_free(&o);
 }
 
 Test(top, broker_going_away_exits_1)
 {
-    const char *argv[] = { top_ctl_path(), "-s", br.sock, "top",
+    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "top",
                            "--interval", "50", NULL };
     char log[192], *text;
     th_output_t o;
@@ -284,11 +254,11 @@ Test(top, broker_going_away_exits_1)
      * may notice at connect time or at any refresh: exit 1 either way). */
     snprintf(log, sizeof(log), "%s/top.log", br.dir);
     pid = th_run_bg(argv, NULL, log);
-    st = top_ctl(br.sock, &o, "shutdown", NULL);
-    cr_assert(EXITED(st, 0), "shutdown: 0x%x %s", st, o.err);
+    st = th_ctl(br.sock, &o, "shutdown", NULL);
+    cr_assert(TH_EXITED(st, 0), "shutdown: 0x%x %s", st, o.err);
     th_output_free(&o);
     st = th_join_status(pid);
-    cr_assert(EXITED(st, 1), "top: status 0x%x", st);
+    cr_assert(TH_EXITED(st, 1), "top: status 0x%x", st);
     f = fopen(log, "r");
     cr_assert_not_null(f);
     text = calloc(1, 65536);
