@@ -6,7 +6,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE         /* pipe2, memfd_create */
 #endif
-#include <ctype.h>
 #include <stdarg.h>
 #include <errno.h>
 #include <signal.h>
@@ -22,160 +21,16 @@
 
 TH_BROKER_SUITE(ctl, 180);
 
-static const char *ctl_path(void)
-{
-    const char *p = getenv("BROKERCTL");
-
-    if (!p || !*p)
-        cr_assert_fail("BROKERCTL is not set: run the tests with `make "
-                       "check`, or export BROKERCTL=/path/to/brokerctl");
-    cr_assert_eq(access(p, X_OK), 0, "BROKERCTL=%s: %s", p, strerror(errno));
-    return p;
-}
-
 /* Run brokerctl -s <sock> ARGS... with optional stdin. */
 static int ctl(th_output_t *out, const void *in, size_t in_len, ...)
 {
-    const char *argv[16];
-    int n = 0;
     va_list ap;
+    int st;
 
-    argv[n++] = ctl_path();
-    argv[n++] = "-s";
-    argv[n++] = br.sock;
     va_start(ap, in_len);
-    while (n < 15 && (argv[n] = va_arg(ap, const char *)))
-        n++;
+    st = th_ctl_va(br.sock, in, in_len, out, ap);
     va_end(ap);
-    argv[n] = NULL;
-    return th_run(argv, NULL, in, in_len, out);
-}
-
-#define EXITED(st, code) (WIFEXITED(st) && WEXITSTATUS(st) == (code))
-
-/* ---- a minimal strict JSON reader for one flat object ---------------------- */
-
-typedef struct jkv {
-    char key[64];
-    char val[256];
-    bool is_num;
-} jkv_t;
-
-static const char *j_ws(const char *p)
-{
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        p++;
-    return p;
-}
-
-/* A string; escapes are decoded only for the plain ones we expect. */
-static const char *j_str(const char *p, char *out, size_t len)
-{
-    size_t n = 0;
-
-    if (*p++ != '"')
-        return NULL;
-    while (*p != '"') {
-        char c = *p++;
-        if (c == '\0' || (unsigned char)c < 0x20)
-            return NULL;
-        if (c == '\\') {
-            c = *p++;
-            switch (c) {
-            case '"': case '\\': case '/': break;
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'u':
-                for (int i = 0; i < 4; i++)
-                    if (!isxdigit((unsigned char)*p++))
-                        return NULL;
-                c = '?';
-                break;
-            default:
-                return NULL;
-            }
-        }
-        if (n + 1 < len)
-            out[n++] = c;
-    }
-    out[n] = '\0';
-    return p + 1;
-}
-
-static const char *j_num(const char *p, char *out, size_t len)
-{
-    const char *s = p;
-
-    if (*p == '-')
-        p++;
-    if (*p == '0')
-        p++;
-    else if (*p >= '1' && *p <= '9')
-        while (isdigit((unsigned char)*p))
-            p++;
-    else
-        return NULL;
-    if (*p == '.') {
-        p++;
-        if (!isdigit((unsigned char)*p))
-            return NULL;
-        while (isdigit((unsigned char)*p))
-            p++;
-    }
-    if ((size_t)(p - s) >= len)
-        return NULL;
-    memcpy(out, s, (size_t)(p - s));
-    out[p - s] = '\0';
-    return p;
-}
-
-/* Parse {"k": "v" | number, ...}; returns the pair count or -1. */
-static int j_object(const char *p, jkv_t *kv, int max)
-{
-    int n = 0;
-
-    p = j_ws(p);
-    if (*p++ != '{')
-        return -1;
-    p = j_ws(p);
-    if (*p == '}')
-        return *j_ws(p + 1) ? -1 : 0;
-    for (;;) {
-        if (n == max)
-            return -1;
-        p = j_str(j_ws(p), kv[n].key, sizeof(kv[n].key));
-        if (!p)
-            return -1;
-        p = j_ws(p);
-        if (*p++ != ':')
-            return -1;
-        p = j_ws(p);
-        kv[n].is_num = *p != '"';
-        p = kv[n].is_num ? j_num(p, kv[n].val, sizeof(kv[n].val))
-                         : j_str(p, kv[n].val, sizeof(kv[n].val));
-        if (!p)
-            return -1;
-        n++;
-        p = j_ws(p);
-        if (*p == ',') {
-            p++;
-            continue;
-        }
-        if (*p++ != '}')
-            return -1;
-        return *j_ws(p) ? -1 : n;
-    }
-}
-
-static const jkv_t *j_get(const jkv_t *kv, int n, const char *key)
-{
-    for (int i = 0; i < n; i++)
-        if (!strcmp(kv[i].key, key))
-            return &kv[i];
-    return NULL;
+    return st;
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -185,7 +40,7 @@ Test(ctl, ping)
     th_output_t o;
     int st = ctl(&o, NULL, 0, "ping", NULL);
 
-    cr_assert(EXITED(st, 0), "exit 0x%x, stderr: %s", st, o.err);
+    cr_assert(TH_EXITED(st, 0), "exit 0x%x, stderr: %s", st, o.err);
     cr_assert_not_null(strstr(o.out, "pong"), "stdout: %s", o.out);
     th_output_free(&o);
 
@@ -193,9 +48,9 @@ Test(ctl, ping)
     char env[200];
     snprintf(env, sizeof(env), "BROKER_SOCKET=%s", br.sock);
     const char *const envv[] = { env, NULL };
-    const char *const argv[] = { ctl_path(), "ping", NULL };
+    const char *const argv[] = { th_brokerctl_path(), "ping", NULL };
     st = th_run(argv, envv, NULL, 0, &o);
-    cr_assert(EXITED(st, 0), "BROKER_SOCKET ping: 0x%x %s", st, o.err);
+    cr_assert(TH_EXITED(st, 0), "BROKER_SOCKET ping: 0x%x %s", st, o.err);
     th_output_free(&o);
     th_broker_stop(&br);
 }
@@ -209,54 +64,45 @@ Test(ctl, status_json)
     };
     broker_t *a = th_connect(&br), *b = th_connect(&br);
     th_output_t o;
-    jkv_t kv[128];
+    th_json_obj_t obj;
     int n, st;
 
     th_register(a, "svc.one");
     th_register(b, "svc.two");
     th_register(b, "svc.three");
     /* Only a and b remain once the harness's readiness probe is gone. */
-    for (int i = 0;; i++) {
-        char *text = NULL;
-        cr_assert_eq(broker_status(a, &text), 0);
-        bool two = strstr(text, "\nclients=2\n") != NULL ||
-                   !strncmp(text, "clients=2\n", 10);
-        free(text);
-        if (two)
-            break;
-        cr_assert_lt(i, TH_HANG_MS / 10, "clients never settled at 2");
-        usleep(10000);
-    }
+    th_await_status(a, "clients", 2);
     st = ctl(&o, NULL, 0, "status", "--json", NULL);
-    cr_assert(EXITED(st, 0), "exit 0x%x, stderr: %s", st, o.err);
-    n = j_object(o.out, kv, 128);
+    cr_assert(TH_EXITED(st, 0), "exit 0x%x, stderr: %s", st, o.err);
+    n = th_json_object(o.out, 0, &obj);
     cr_assert_geq(n, 0, "not a JSON object: %s", o.out);
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        cr_assert_not_null(j_get(kv, n, keys[i]), "no \"%s\" in %s",
+        cr_assert_not_null(th_json_get(&obj, keys[i]), "no \"%s\" in %s",
                            keys[i], o.out);
 
-    const jkv_t *v = j_get(kv, n, "clients");
-    cr_assert(v->is_num, "clients is a number");
+    const th_json_member_t *v = th_json_get(&obj, "clients");
+    cr_assert(v->type == TH_JSON_NUM, "clients is a number");
     /* a, b and brokerctl itself. */
     cr_assert_eq(strtol(v->val, NULL, 10), 3, "clients=%s", v->val);
-    v = j_get(kv, n, "names");
-    cr_assert(v->is_num);
+    v = th_json_get(&obj, "names");
+    cr_assert(v->type == TH_JSON_NUM);
     cr_assert_eq(strtol(v->val, NULL, 10), 3, "names=%s", v->val);
-    v = j_get(kv, n, "pid");
-    cr_assert(v->is_num);
+    v = th_json_get(&obj, "pid");
+    cr_assert(v->type == TH_JSON_NUM);
     cr_assert_eq(strtol(v->val, NULL, 10), (long)br.pid);
-    v = j_get(kv, n, "socket");
-    cr_assert_not(v->is_num);
+    v = th_json_get(&obj, "socket");
+    cr_assert(v->type == TH_JSON_STR);
     cr_assert_str_eq(v->val, br.sock);
-    v = j_get(kv, n, "max_packet");
+    v = th_json_get(&obj, "max_packet");
     cr_assert_eq(strtoul(v->val, NULL, 10), broker_limits(a)->max_packet);
-    v = j_get(kv, n, "queue_limit");
+    v = th_json_get(&obj, "queue_limit");
     cr_assert_eq(strtoull(v->val, NULL, 10), broker_limits(a)->queue_limit);
+    th_json_obj_free(&obj);
     th_output_free(&o);
 
     /* Plain text form: one "key: value" line per key. */
     st = ctl(&o, NULL, 0, "status", NULL);
-    cr_assert(EXITED(st, 0));
+    cr_assert(TH_EXITED(st, 0));
     cr_assert_not_null(strstr(o.out, "clients:"), "%s", o.out);
     th_output_free(&o);
 
@@ -266,11 +112,12 @@ Test(ctl, status_json)
     for (int i = 0;; i++) {
         cr_assert_lt(i, 2000, "the broker never noticed a client leave");
         st = ctl(&o, NULL, 0, "status", "--json", NULL);
-        cr_assert(EXITED(st, 0));
-        n = j_object(o.out, kv, 128);
+        cr_assert(TH_EXITED(st, 0));
+        n = th_json_object(o.out, 0, &obj);
         cr_assert_geq(n, 0);
-        long clients = strtol(j_get(kv, n, "clients")->val, NULL, 10);
-        long names = strtol(j_get(kv, n, "names")->val, NULL, 10);
+        long clients = strtol(th_json_str(&obj, "clients"), NULL, 10);
+        long names = strtol(th_json_str(&obj, "names"), NULL, 10);
+        th_json_obj_free(&obj);
         th_output_free(&o);
         cr_assert(clients == 2 || clients == 3, "clients=%ld", clients);
         if (clients == 3)
@@ -299,35 +146,17 @@ static void wait_registered(const char *name)
     broker_close(b);
 }
 
-static char *slurp(const char *path, size_t *len)
+/* The listener's output has both messages of send_and_listen. */
+static bool heard_both(const char *text, size_t len)
 {
-    FILE *f = fopen(path, "r");
-    char *buf = NULL;
-    size_t cap = 0, n = 0, k;
-
-    if (!f) {
-        *len = 0;
-        return calloc(1, 1);
-    }
-    do {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-        k = fread(buf + n, 1, 4096, f);
-        n += k;
-    } while (k > 0);
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
+    (void)len;
+    return strstr(text, "hello-listener") && strstr(text, "from\\tstdin");
 }
 
 Test(ctl, send_and_listen)
 {
     char log[160];
-    const char *argv[] = { ctl_path(), "-s", br.sock, "listen", "svc.ear",
+    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "listen", "svc.ear",
                            NULL };
     th_output_t o;
     size_t len;
@@ -339,21 +168,14 @@ Test(ctl, send_and_listen)
     wait_registered("svc.ear");
 
     st = ctl(&o, NULL, 0, "send", "svc.ear", "hello-listener", NULL);
-    cr_assert(EXITED(st, 0), "send exit 0x%x: %s", st, o.err);
+    cr_assert(TH_EXITED(st, 0), "send exit 0x%x: %s", st, o.err);
     th_output_free(&o);
     st = ctl(&o, "from\tstdin\n", 11, "send", "svc.ear", "-", NULL);
-    cr_assert(EXITED(st, 0), "send - exit 0x%x: %s", st, o.err);
+    cr_assert(TH_EXITED(st, 0), "send - exit 0x%x: %s", st, o.err);
     th_output_free(&o);
 
     /* The listener prints each message as it arrives. */
-    for (int i = 0;; i++) {
-        text = slurp(log, &len);
-        if (strstr(text, "hello-listener") && strstr(text, "from\\tstdin"))
-            break;
-        cr_assert_lt(i, TH_HANG_MS / 10, "listener output: %s", text);
-        free(text);
-        usleep(10000);
-    }
+    text = th_await_file(log, heard_both, &len);
     cr_assert_not_null(strstr(text, "len=14: hello-listener"), "%s", text);
     cr_assert_not_null(strstr(text, "len=11: from\\tstdin\\n"), "%s", text);
     cr_assert(strstr(text, "hello-listener") < strstr(text, "from\\tstdin"),
@@ -362,14 +184,14 @@ Test(ctl, send_and_listen)
 
     kill(pid, SIGTERM);
     st = th_join_status(pid);
-    cr_assert(EXITED(st, 0), "listen on SIGTERM: 0x%x", st);
+    cr_assert(TH_EXITED(st, 0), "listen on SIGTERM: 0x%x", st);
     th_broker_stop(&br);
 }
 
 Test(ctl, call_and_serve_echo_binary)
 {
     char log[160];
-    const char *argv[] = { ctl_path(), "-s", br.sock, "serve", "svc.echo",
+    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "serve", "svc.echo",
                            "--echo", NULL };
     size_t len = 100000;
     uint8_t *data = malloc(len);
@@ -385,27 +207,27 @@ Test(ctl, call_and_serve_echo_binary)
     wait_registered("svc.echo");
 
     st = ctl(&o, data, len, "call", "svc.echo", "-", NULL);
-    cr_assert(EXITED(st, 0), "call exit 0x%x: %s", st, o.err);
+    cr_assert(TH_EXITED(st, 0), "call exit 0x%x: %s", st, o.err);
     cr_assert_eq(o.out_len, len, "reply of %zu bytes, sent %zu", o.out_len,
                  len);
     cr_assert_eq(memcmp(o.out, data, len), 0, "reply differs");
     th_output_free(&o);
 
     st = ctl(&o, NULL, 0, "call", "svc.echo", "text arg", NULL);
-    cr_assert(EXITED(st, 0));
+    cr_assert(TH_EXITED(st, 0));
     cr_assert_eq(o.out_len, 8);
     cr_assert_arr_eq(o.out, "text arg", 8);
     th_output_free(&o);
 
     /* Empty stdin is an empty request. */
     st = ctl(&o, "", 0, "call", "svc.echo", "-", NULL);
-    cr_assert(EXITED(st, 0), "empty call: %s", o.err);
+    cr_assert(TH_EXITED(st, 0), "empty call: %s", o.err);
     cr_assert_eq(o.out_len, 0);
     th_output_free(&o);
 
     kill(pid, SIGTERM);
     st = th_join_status(pid);
-    cr_assert(EXITED(st, 0), "serve on SIGTERM: 0x%x", st);
+    cr_assert(TH_EXITED(st, 0), "serve on SIGTERM: 0x%x", st);
     free(data);
     th_broker_stop(&br);
 }
@@ -425,15 +247,15 @@ Test(ctl, usage_errors_exit_2)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int st = ctl(&o, NULL, 0, cases[i][0], cases[i][1], cases[i][2],
                      NULL);
-        cr_assert(EXITED(st, 2), "brokerctl %s %s: status 0x%x", cases[i][0],
+        cr_assert(TH_EXITED(st, 2), "brokerctl %s %s: status 0x%x", cases[i][0],
                   cases[i][1] ? cases[i][1] : "", st);
         cr_assert_gt(o.err_len, 0, "usage error without a message");
         cr_assert_eq(o.out_len, 0, "stdout: %s", o.out);
         th_output_free(&o);
     }
-    const char *const none[] = { ctl_path(), NULL };
+    const char *const none[] = { th_brokerctl_path(), NULL };
     int st = th_run(none, NULL, NULL, 0, &o);
-    cr_assert(EXITED(st, 2), "no command: 0x%x", st);
+    cr_assert(TH_EXITED(st, 2), "no command: 0x%x", st);
     th_output_free(&o);
     th_broker_stop(&br);
 }
@@ -444,13 +266,13 @@ Test(ctl, runtime_errors_exit_1)
     int st;
 
     st = ctl(&o, NULL, 0, "call", "svc.nobody", "x", NULL);
-    cr_assert(EXITED(st, 1), "call to unknown name: 0x%x", st);
+    cr_assert(TH_EXITED(st, 1), "call to unknown name: 0x%x", st);
     cr_assert_not_null(strstr(o.err, "svc.nobody"), "stderr: %s", o.err);
     cr_assert_eq(o.out_len, 0);
     th_output_free(&o);
 
     st = ctl(&o, NULL, 0, "send", "svc.nobody", "x", NULL);
-    cr_assert(EXITED(st, 1), "send to unknown name: 0x%x", st);
+    cr_assert(TH_EXITED(st, 1), "send to unknown name: 0x%x", st);
     cr_assert_gt(o.err_len, 0);
     th_output_free(&o);
 
@@ -458,7 +280,7 @@ Test(ctl, runtime_errors_exit_1)
     broker_t *a = th_connect(&br);
     th_register(a, "svc.taken");
     st = ctl(&o, NULL, 0, "listen", "svc.taken", NULL);
-    cr_assert(EXITED(st, 1), "listen on a taken name: 0x%x", st);
+    cr_assert(TH_EXITED(st, 1), "listen on a taken name: 0x%x", st);
     cr_assert_gt(o.err_len, 0);
     th_output_free(&o);
     broker_close(a);
@@ -468,9 +290,9 @@ Test(ctl, runtime_errors_exit_1)
     /* No broker at all. */
     char sock[160];
     snprintf(sock, sizeof(sock), "/tmp/bkt-no-such-dir-%d/sock", getpid());
-    const char *const argv[] = { ctl_path(), "-s", sock, "ping", NULL };
+    const char *const argv[] = { th_brokerctl_path(), "-s", sock, "ping", NULL };
     st = th_run(argv, NULL, NULL, 0, &o);
-    cr_assert(EXITED(st, 1), "ping without broker: 0x%x", st);
+    cr_assert(TH_EXITED(st, 1), "ping without broker: 0x%x", st);
     cr_assert_not_null(strstr(o.err, sock), "stderr names the socket: %s",
                        o.err);
     th_output_free(&o);
@@ -507,7 +329,7 @@ Test(ctl, sigterm_shuts_down_cleanly)
     broker_msg_t *m = NULL;
     struct stat st;
     char log[160];
-    const char *argv[] = { ctl_path(), "-s", br.sock, "serve", "svc.srv",
+    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "serve", "svc.srv",
                            "--echo", NULL };
     pid_t pid, serve;
     int status;
@@ -521,9 +343,9 @@ Test(ctl, sigterm_shuts_down_cleanly)
     cr_assert_eq(broker_ping(idle, TH_HANG_MS), 0);
 
     status = th_broker_signal_wait(&br, SIGTERM);
-    if (!EXITED(status, 0))
+    if (!TH_EXITED(status, 0))
         th_broker_dump_log(&br);
-    cr_assert(EXITED(status, 0), "brokerd on SIGTERM: 0x%x", status);
+    cr_assert(TH_EXITED(status, 0), "brokerd on SIGTERM: 0x%x", status);
     cr_assert_neq(stat(br.sock, &st), 0, "socket file left behind");
     cr_assert_eq(errno, ENOENT);
 
@@ -533,7 +355,7 @@ Test(ctl, sigterm_shuts_down_cleanly)
     broker_close(idle);
     th_join(pid);
     status = th_join_status(serve);
-    cr_assert(EXITED(status, 0), "brokerctl serve after shutdown: 0x%x",
+    cr_assert(TH_EXITED(status, 0), "brokerctl serve after shutdown: 0x%x",
               status);
     th_barrier_fini(&arg.ready);
 }
@@ -546,7 +368,7 @@ Test(ctl, sigint_is_like_sigterm)
 
     cr_assert_eq(broker_ping(b, TH_HANG_MS), 0);
     int status = th_broker_signal_wait(&br, SIGINT);
-    cr_assert(EXITED(status, 0), "brokerd on SIGINT: 0x%x", status);
+    cr_assert(TH_EXITED(status, 0), "brokerd on SIGINT: 0x%x", status);
     cr_assert_neq(stat(br.sock, &st), 0, "socket file left behind");
     cr_assert_eq(broker_recv(b, &m, TH_HANG_MS), -ESHUTDOWN);
     broker_close(b);
@@ -769,7 +591,7 @@ Test(ctl, async_api)
     cr_assert_eq(broker_send(other, "svc.aecho", "quit", 4, NULL, 0), 0);
     th_join(pid);
     int status = th_broker_signal_wait(&br, SIGTERM);
-    cr_assert(EXITED(status, 0), "brokerd on SIGTERM: 0x%x", status);
+    cr_assert(TH_EXITED(status, 0), "brokerd on SIGTERM: 0x%x", status);
     run_until(&loop, disconnected, &ctx);
     cr_assert_eq(ctx.disconnect_err, -ESHUTDOWN, "on_disconnect(%d)",
                  ctx.disconnect_err);
