@@ -65,10 +65,24 @@ struct prod_arg {
     size_t msg;
 };
 
+/* Message number seq: seq itself, then its pattern. */
 static void fill_msg(uint8_t *buf, size_t len, uint64_t seq)
 {
     bk_put64(buf, seq);
     th_pattern(buf + 8, len - 8, seq, 0);
+}
+
+/* m is fill_msg's message number seq, len bytes long. */
+static void check_msg(const broker_msg_t *m, size_t len, uint64_t seq)
+{
+    TH_CHECK(m->kind == BROKER_MSG_DATA, "message %llu: %s code %d",
+             (unsigned long long)seq, th_kind_str(m->kind), m->code);
+    TH_CHECK(m->len == len, "message %llu length %zu",
+             (unsigned long long)seq, m->len);
+    TH_CHECK(bk_get64(m->data) == seq, "got seq %llu want %llu",
+             (unsigned long long)bk_get64(m->data), (unsigned long long)seq);
+    TH_CHECK(th_pattern_check((uint8_t *)m->data + 8, m->len - 8, seq, 0) < 0,
+             "message %llu bytes", (unsigned long long)seq);
 }
 
 static int producer(void *p)
@@ -114,16 +128,7 @@ Test(flow, slow_consumer_bounded_memory)
 
     for (seq = 0; seq < count; seq++) {
         broker_msg_t *m = th_recv(c);
-        cr_assert_eq(m->kind, BROKER_MSG_DATA, "message %llu: %s code %d",
-                     (unsigned long long)seq, th_kind_str(m->kind), m->code);
-        cr_assert_eq(m->len, arg.msg, "message %llu length %zu",
-                     (unsigned long long)seq, m->len);
-        cr_assert_eq(bk_get64(m->data), seq, "got seq %llu want %llu",
-                     (unsigned long long)bk_get64(m->data),
-                     (unsigned long long)seq);
-        cr_assert_lt(th_pattern_check((uint8_t *)m->data + 8, m->len - 8,
-                                      seq, 0), 0, "message %llu bytes",
-                     (unsigned long long)seq);
+        check_msg(m, arg.msg, seq);
         broker_msg_free(m);
         /* Be much slower than the producer (at most ~100 MB/s) so that,
          * without flow control, most of the data would pile up in the
@@ -148,6 +153,25 @@ Test(flow, slow_consumer_bounded_memory)
 }
 
 /* ---- two clients sending big messages to each other at once -------------- */
+
+/* Run fn in two children with the arguments x and y, which share the
+ * barriers ready and go.  fn signals ready and waits for go twice: once
+ * set up, once done; so the two start at once, and neither disconnects
+ * before both have reported success. */
+static void run_both_sides(th_fn fn, void *x, void *y, th_barrier_t *ready,
+                           th_barrier_t *go)
+{
+    pid_t px = th_spawn(fn, x), py = th_spawn(fn, y);
+
+    for (int phase = 0; phase < 2; phase++) {
+        th_barrier_wait(ready);
+        th_barrier_wait(ready);
+        th_barrier_signal(go, 0);
+        th_barrier_signal(go, 0);
+    }
+    th_join(px);
+    th_join(py);
+}
 
 struct pair_arg {
     th_barrier_t ready, go;
@@ -192,25 +216,12 @@ Test(flow, crossing_big_messages_no_deadlock)
                           .seed = 10 };
     struct pair_arg y = { .me = "svc.y", .peer = "svc.x", .len = len,
                           .seed = 11 };
-    pid_t px, py;
 
     th_barrier_init(&x.ready);
     th_barrier_init(&x.go);
     y.ready = x.ready;
     y.go = x.go;
-    px = th_spawn(pair_side, &x);
-    py = th_spawn(pair_side, &y);
-    th_barrier_wait(&x.ready);
-    th_barrier_wait(&x.ready);
-    th_barrier_signal(&x.go, 0);
-    th_barrier_signal(&x.go, 0);
-    /* Both report success before either disconnects. */
-    th_barrier_wait(&x.ready);
-    th_barrier_wait(&x.ready);
-    th_barrier_signal(&x.go, 0);
-    th_barrier_signal(&x.go, 0);
-    th_join(px);
-    th_join(py);
+    run_both_sides(pair_side, &x, &y, &x.ready, &x.go);
     th_barrier_fini(&x.ready);
     th_barrier_fini(&x.go);
     th_broker_stop(&br);
@@ -241,11 +252,7 @@ static int bulk_side(void *p)
     }
     for (int i = 0; i < a->count; i++) {
         broker_msg_t *m = th_recv_kind(b, BROKER_MSG_DATA);
-        TH_CHECK(m->len == 200 * KiB, "length %zu", m->len);
-        TH_CHECK(bk_get64(m->data) == (uint64_t)i, "seq %llu want %d",
-                 (unsigned long long)bk_get64(m->data), i);
-        TH_CHECK(th_pattern_check((uint8_t *)m->data + 8, m->len - 8,
-                                  (uint64_t)i, 0) < 0, "bytes of %d", i);
+        check_msg(m, 200 * KiB, (uint64_t)i);
         broker_msg_free(m);
     }
     th_barrier_signal(&a->ready, 0);
@@ -259,24 +266,12 @@ Test(flow, streams_both_ways_no_deadlock)
     int count = (int)th_scaled(300, 20);
     struct bulk_arg x = { .me = "svc.bx", .peer = "svc.by", .count = count };
     struct bulk_arg y = { .me = "svc.by", .peer = "svc.bx", .count = count };
-    pid_t px, py;
 
     th_barrier_init(&x.ready);
     th_barrier_init(&x.go);
     y.ready = x.ready;
     y.go = x.go;
-    px = th_spawn(bulk_side, &x);
-    py = th_spawn(bulk_side, &y);
-    th_barrier_wait(&x.ready);
-    th_barrier_wait(&x.ready);
-    th_barrier_signal(&x.go, 0);
-    th_barrier_signal(&x.go, 0);
-    th_barrier_wait(&x.ready);
-    th_barrier_wait(&x.ready);
-    th_barrier_signal(&x.go, 0);
-    th_barrier_signal(&x.go, 0);
-    th_join(px);
-    th_join(py);
+    run_both_sides(bulk_side, &x, &y, &x.ready, &x.go);
     th_barrier_fini(&x.ready);
     th_barrier_fini(&x.go);
     th_broker_stop(&br);
