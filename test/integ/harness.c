@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -102,6 +103,53 @@ static void child_setup(pid_t parent)
         signal(sigs[i], SIG_DFL);
 }
 
+/* Fork a child set up by child_setup, flushing stdio first so that nothing
+ * buffered is written twice.  Returns the child's pid, 0 in the child. */
+static pid_t fork_child(void)
+{
+    pid_t parent = getpid(), pid;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    TH_CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0)
+        child_setup(parent);
+    return pid;
+}
+
+/* In a child: stdin from /dev/null; stdout and stderr appended to log,
+ * if there is one and it opens. */
+static void redirect_to_log(const char *log)
+{
+    int in = open("/dev/null", O_RDONLY);
+    int out = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
+
+    if (in >= 0)
+        dup2(in, 0);
+    if (out >= 0) {
+        dup2(out, 1);
+        dup2(out, 2);
+    }
+}
+
+/* In a child: put the NAME=VALUE strings of env (at most max_env; a NULL
+ * ends the list) in the environment and run argv, looked up in $PATH if
+ * `search`.  A failed exec is exit status 127. */
+__attribute__((noreturn))
+static void exec_child(const char *const *argv, const char *const *env,
+                       int max_env, bool search)
+{
+    for (int i = 0; env && i < max_env && env[i]; i++)
+        putenv((char *)env[i]);
+    if (search)
+        execvp(argv[0], (char *const *)argv);
+    else
+        execv(argv[0], (char *const *)argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
 /* ---- brokerd ----------------------------------------------------------- */
 
 /* The program named by the environment variable `var` (as `make check`
@@ -133,7 +181,7 @@ pid_t th_brokerd_spawn(const char *sock, const char *log,
     const char *argv[64];
     char *words = NULL;
     int n = 0;
-    pid_t parent = getpid(), pid;
+    pid_t pid;
 
     /* BROKERD_WRAPPER="valgrind --error-exitcode=99 ..." runs the broker
      * under a checker; its verdict shows in the exit status at stop. */
@@ -157,25 +205,10 @@ pid_t th_brokerd_spawn(const char *sock, const char *log,
     }
     argv[n] = NULL;
 
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    TH_CHECK(pid >= 0, "fork: %s", strerror(errno));
+    pid = fork_child();
     if (pid == 0) {
-        child_setup(parent);
-        int in = open("/dev/null", O_RDONLY);
-        int out = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
-        if (in >= 0)
-            dup2(in, 0);
-        if (out >= 0) {
-            dup2(out, 1);
-            dup2(out, 2);
-        }
-        for (int i = 0; env && i < TH_MAX_ENV && env[i]; i++)
-            putenv((char *)env[i]);
-        execvp(argv[0], (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
+        redirect_to_log(log);
+        exec_child(argv, env, TH_MAX_ENV, true);    /* the wrapper: $PATH */
     }
     free(words);
     return pid;
@@ -369,16 +402,10 @@ long th_proc_kb(pid_t pid, const char *key)
 
 pid_t th_spawn(th_fn fn, void *arg)
 {
-    pid_t parent = getpid(), pid;
+    pid_t pid = fork_child();
 
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    TH_CHECK(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        child_setup(parent);
+    if (pid == 0)
         _exit(fn(arg) == 0 ? 0 : 1);
-    }
     return pid;
 }
 
@@ -761,12 +788,6 @@ int th_raw_drain_to_eof(int fd, uint32_t *err_aux, int *nerr)
 
 /* ---- running programs ----------------------------------------------------- */
 
-static void set_env(const char *const *env)
-{
-    for (int i = 0; env && env[i]; i++)
-        putenv((char *)env[i]);
-}
-
 static void append(char **buf, size_t *len, const char *data, size_t n)
 {
     char *nb = realloc(*buf, *len + n + 1);
@@ -782,8 +803,8 @@ int th_run(const char *const *argv, const char *const *env, const void *in,
            size_t in_len, th_output_t *out)
 {
     int pin[2], pout[2], perr[2];
-    pid_t parent = getpid(), pid;
     size_t in_off = 0;
+    pid_t pid;
 
     signal(SIGPIPE, SIG_IGN);
     memset(out, 0, sizeof(*out));
@@ -791,12 +812,8 @@ int th_run(const char *const *argv, const char *const *env, const void *in,
     append(&out->err, &out->err_len, "", 0);
     TH_CHECK(pipe2(pin, O_CLOEXEC) == 0 && pipe2(pout, O_CLOEXEC) == 0 &&
              pipe2(perr, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    TH_CHECK(pid >= 0, "fork: %s", strerror(errno));
+    pid = fork_child();
     if (pid == 0) {
-        child_setup(parent);
         if (in)
             dup2(pin[0], 0);
         else {
@@ -805,10 +822,7 @@ int th_run(const char *const *argv, const char *const *env, const void *in,
         }
         dup2(pout[1], 1);
         dup2(perr[1], 2);
-        set_env(env);
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
+        exec_child(argv, env, INT_MAX, false);
     }
     close(pin[0]);
     close(pout[1]);
@@ -877,27 +891,11 @@ void th_output_free(th_output_t *out)
 pid_t th_run_bg(const char *const *argv, const char *const *env,
                 const char *log)
 {
-    pid_t parent = getpid(), pid;
+    pid_t pid = fork_child();
 
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    TH_CHECK(pid >= 0, "fork: %s", strerror(errno));
     if (pid == 0) {
-        child_setup(parent);
-        int nul = open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        if (log) {
-            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-            if (fd >= 0) {
-                dup2(fd, 1);
-                dup2(fd, 2);
-            }
-        }
-        set_env(env);
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
+        redirect_to_log(log);
+        exec_child(argv, env, INT_MAX, false);
     }
     return pid;
 }
