@@ -601,7 +601,7 @@ Test(robust, daemonize_and_pidfile)
     const char *const argv[] = { bin, "-s", br.sock, "--pidfile", pidfile,
                                  NULL };
     int status = th_run(argv, NULL, NULL, 0, &o);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+    cr_assert(TH_EXITED(status, 0),
               "daemonizing brokerd: 0x%x %s", status, o.err);
     th_output_free(&o);
 

@@ -141,7 +141,7 @@ Test(service, socket_activation)
     broker_close(b);
 
     status = th_broker_signal_wait(&br, SIGTERM);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+    cr_assert(TH_EXITED(status, 0),
               "status 0x%x, log:\n%s", status, read_log());
     /* The service manager owns the path: still there, no lock, and the
      * -s path was neither bound nor locked. */
@@ -166,7 +166,7 @@ static void expect_refused(int fd, const char *why)
     br.pid = spawn_activated(fd);
     status = th_join_status(br.pid);
     br.pid = 0;
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+    cr_assert(TH_EXITED(status, 1),
               "status 0x%x, log:\n%s", status, read_log());
     cr_assert_not_null(strstr(read_log(), why), "log:\n%s", read_log());
 }
@@ -245,7 +245,7 @@ static void check_notify(const char *name)
     cr_assert_str_eq(note, "STOPPING=1");
     status = th_join_status(br.pid);
     br.pid = 0;
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+    cr_assert(TH_EXITED(status, 0),
               "status 0x%x, log:\n%s", status, read_log());
     close(fd);
 }
@@ -314,22 +314,20 @@ Test(service, examples)
 
     const char *const argv1[] = { client, "svc.greeter", "brokerd", NULL };
     status = th_run(argv1, envs, NULL, 0, &o);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client: %s",
-              o.err);
+    cr_assert(TH_EXITED(status, 0), "client: %s", o.err);
     cr_assert_str_eq(o.out, "hello, brokerd\n");
     th_output_free(&o);
 
     /* A name nobody serves: the client reports it and exits 1. */
     const char *const argv2[] = { client, "svc.nobody", "x", NULL };
     status = th_run(argv2, envs, NULL, 0, &o);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    cr_assert(TH_EXITED(status, 1));
     cr_assert_not_null(strstr(o.err, "svc.nobody"), "stderr: %s", o.err);
     th_output_free(&o);
 
     kill(pid, SIGTERM);
     status = th_join_status(pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "service status 0x%x", status);
+    cr_assert(TH_EXITED(status, 0), "service status 0x%x", status);
     fclose(f);
     th_broker_stop(&br);
 }

@@ -648,7 +648,7 @@ static int ro_receiver(void *p)
              "writing the last byte: wait status 0x%x", st);
     /* Nor can the mapping be made writable: the fd is read-only. */
     st = th_join_status(th_spawn(mprotect_view, m->data));
-    TH_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+    TH_CHECK(TH_EXITED(st, 0),
              "mprotect(PROT_WRITE) on a view must fail with EACCES");
     /* Nor through the file behind it, where /proc lets us reopen it. */
     int rw = reopen_view_rw(m->data);
