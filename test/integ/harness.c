@@ -309,8 +309,7 @@ int th_broker_signal_wait(th_broker_t *br, int sig)
     int st;
 
     TH_CHECK(br->pid > 0, "brokerd not running");
-    kill(br->pid, sig);
-    st = th_join_status(br->pid);
+    st = th_signal_join(br->pid, sig);
     br->pid = 0;
     return st;
 }
@@ -430,6 +429,12 @@ int th_join_status(pid_t pid)
         }
         th_nap(&us);
     }
+}
+
+int th_signal_join(pid_t pid, int sig)
+{
+    kill(pid, sig);
+    return th_join_status(pid);
 }
 
 void th_join(pid_t pid)

@@ -94,6 +94,8 @@ pid_t th_spawn(th_fn fn, void *arg);
 void th_join(pid_t pid);
 /* Wait for a child (hang-guarded) and return its wait status. */
 int th_join_status(pid_t pid);
+/* Send sig to a child, then th_join_status it. */
+int th_signal_join(pid_t pid, int sig);
 /* True in a child made by th_spawn. */
 bool th_in_child(void);
 

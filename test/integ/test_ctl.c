@@ -182,8 +182,7 @@ Test(ctl, send_and_listen)
               "order: %s", text);
     free(text);
 
-    kill(pid, SIGTERM);
-    st = th_join_status(pid);
+    st = th_signal_join(pid, SIGTERM);
     cr_assert(TH_EXITED(st, 0), "listen on SIGTERM: 0x%x", st);
     th_broker_stop(&br);
 }
@@ -225,8 +224,7 @@ Test(ctl, call_and_serve_echo_binary)
     cr_assert_eq(o.out_len, 0);
     th_output_free(&o);
 
-    kill(pid, SIGTERM);
-    st = th_join_status(pid);
+    st = th_signal_join(pid, SIGTERM);
     cr_assert(TH_EXITED(st, 0), "serve on SIGTERM: 0x%x", st);
     free(data);
     th_broker_stop(&br);

@@ -356,8 +356,7 @@ Test(monitor, brokerctl_monitor_lines)
     th_await_status(s, "monitors", 1);
     two_messages(c, s);
     free(th_await_file(log, two_lines, &len));
-    kill(pid, SIGINT);
-    st = th_join_status(pid);
+    st = th_signal_join(pid, SIGINT);
     cr_assert(TH_EXITED(st, 0), "brokerctl monitor: 0x%x", st);
     t = th_await_file(log, summary_line, &len);
     line = t;
@@ -436,8 +435,7 @@ Test(monitor, brokerctl_capture_pcapng)
     th_await_status(s, "monitors", 1);
     two_messages(c, s);
     t = th_await_file(file, four_blocks, &len);
-    kill(pid, SIGINT);
-    st = th_join_status(pid);
+    st = th_signal_join(pid, SIGINT);
     cr_assert(TH_EXITED(st, 0), "brokerctl capture: 0x%x", st);
     free(t);
     t = th_read_file(file, &len);

@@ -325,8 +325,7 @@ Test(service, examples)
     cr_assert_not_null(strstr(o.err, "svc.nobody"), "stderr: %s", o.err);
     th_output_free(&o);
 
-    kill(pid, SIGTERM);
-    status = th_join_status(pid);
+    status = th_signal_join(pid, SIGTERM);
     cr_assert(TH_EXITED(status, 0), "service status 0x%x", status);
     fclose(f);
     th_broker_stop(&br);
