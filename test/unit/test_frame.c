@@ -12,6 +12,14 @@ static const bk_limits_t lim = {
     .max_name = BK_MAX_NAME,
 };
 
+/* Each of the n bytes at got is the one at want (every mismatch shows). */
+static void expect_bytes(const uint8_t *got, const uint8_t *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cr_expect_eq(got[i], want[i], "byte %zu: got 0x%02x want 0x%02x", i,
+                     got[i], want[i]);
+}
+
 /* ---- header codec ------------------------------------------------------ */
 
 /* Every field gets distinct byte values so a swapped or shifted field shows. */
@@ -37,9 +45,7 @@ Test(hdr, encode_places_every_field_little_endian)
 
     memset(out, 0xee, sizeof(out));
     bk_hdr_encode(&hdr_fields, out);
-    for (unsigned i = 0; i < BK_HDR_SIZE; i++)
-        cr_expect_eq(out[i], hdr_bytes[i], "byte %u: got 0x%02x want 0x%02x",
-                     i, out[i], hdr_bytes[i]);
+    expect_bytes(out, hdr_bytes, BK_HDR_SIZE);
 }
 
 Test(hdr, decode_reads_every_field_little_endian)
@@ -326,6 +332,31 @@ static const uint8_t pl[BK_MAX_NAME + 16] = "svc.echo";
                  bk_frame_check_from_broker(&(h), pl, &lim), (want))
 #define BOTH(h, want) do { CLIENT(h, want); BROKER(h, want); } while (0)
 
+/* The validation of one direction: bk_frame_check_from_client or
+ * bk_frame_check_from_broker. */
+typedef int (*frame_check_fn)(const bk_hdr_t *h, const uint8_t *payload,
+                              const bk_limits_t *lim);
+
+/* h, a valid frame of a type other than DATA, passes `check` as it is,
+ * and is refused with the DATA flag `flag`, with BK_F_SHM, or with any
+ * count of fds from nfds down to 1. */
+static void expect_no_data_fields(frame_check_fn check, bk_hdr_t h,
+                                  uint8_t flag, uint8_t nfds)
+{
+    cr_expect_eq(check(&h, pl, &lim), 0, "type %u refused as it is",
+                 h.type);
+    h.flags = flag;
+    cr_expect_eq(check(&h, pl, &lim), -EPROTO, "type %u with flags 0x%x",
+                 h.type, h.flags);
+    h.flags = BK_F_SHM;
+    cr_expect_eq(check(&h, pl, &lim), -EPROTO, "type %u with BK_F_SHM",
+                 h.type);
+    h.flags = 0;
+    for (h.nfds = nfds; h.nfds > 0; h.nfds--)
+        cr_expect_eq(check(&h, pl, &lim), -EPROTO, "type %u with %u fds",
+                     h.type, h.nfds);
+}
+
 /* ---- rules common to both directions ----------------------------------- */
 
 Test(check_common, version_mismatch)
@@ -414,14 +445,7 @@ Test(check_common, flags_or_fds_only_on_data)
         h.aux = ctypes[i] == BK_T_CTRL ? BK_OP_PING : 0;
         h.length = ctypes[i] == BK_T_HELLO ? 4 :
                    ctypes[i] == BK_T_RELEASE ? BK_RELEASE_SIZE : 0;
-        CLIENT(h, 0);
-        h.flags = BK_F_MORE;
-        CLIENT(h, -EPROTO);
-        h.flags = BK_F_SHM;
-        CLIENT(h, -EPROTO);
-        h.flags = 0;
-        h.nfds = 1;
-        CLIENT(h, -EPROTO);
+        expect_no_data_fields(bk_frame_check_from_client, h, BK_F_MORE, 1);
     }
     for (unsigned i = 0; i < sizeof(btypes); i++) {
         bk_hdr_t h = hdr(btypes[i]);
@@ -430,16 +454,7 @@ Test(check_common, flags_or_fds_only_on_data)
         h.length = btypes[i] == BK_T_WELCOME ? BK_WELCOME_SIZE :
                    btypes[i] == BK_T_RELEASE ? BK_RELEASE_SIZE :
                    btypes[i] == BK_T_SEG_DROP ? BK_SEG_DROP_SIZE : 0;
-        BROKER(h, 0);
-        h.flags = BK_F_CLOSE;
-        BROKER(h, -EPROTO);
-        h.flags = BK_F_SHM;
-        BROKER(h, -EPROTO);
-        h.flags = 0;
-        h.nfds = 2;
-        BROKER(h, -EPROTO);
-        h.nfds = 1;
-        BROKER(h, -EPROTO);
+        expect_no_data_fields(bk_frame_check_from_broker, h, BK_F_CLOSE, 2);
     }
 }
 
@@ -1322,9 +1337,7 @@ Test(shm_desc, encode_layout)
 
     memset(out, 0xee, sizeof(out));
     bk_shm_desc_encode(&d, out);
-    for (unsigned i = 0; i < BK_SHM_DESC_SIZE; i++)
-        cr_expect_eq(out[i], want[i], "byte %u: 0x%02x want 0x%02x", i,
-                     out[i], want[i]);
+    expect_bytes(out, want, BK_SHM_DESC_SIZE);
     memset(&back, 0x5a, sizeof(back));
     cr_assert_eq(bk_shm_desc_decode(want, &back), 0);
     cr_expect_eq(back.segid, d.segid);
@@ -1416,29 +1429,25 @@ static bool nv(const char *s)
 
 Test(name, valid)
 {
-    cr_expect(nv("a"));
-    cr_expect(nv("svc.echo"));
-    cr_expect(nv("org.example/Service_1-2"));
-    cr_expect(nv("a:b"));
-    cr_expect(nv("ABCXYZabcxyz0189._:/-"));
-    cr_expect(nv("/"));
-    cr_expect(nv("-"));
-    cr_expect(nv("."));
+    static const char *const good[] = {
+        "a", "svc.echo", "org.example/Service_1-2", "a:b",
+        "ABCXYZabcxyz0189._:/-", "/", "-", ".",
+    };
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        cr_expect(nv(good[i]), "'%s' is a valid name", good[i]);
 }
 
 Test(name, invalid)
 {
+    static const char *const bad[] = {
+        ":reserved", ":", "a b", "a*", "tab\tx", "new\nline",
+        "caf\xc3\xa9", "a\x7f", "a@b", "a\\b",
+    };
+
     cr_expect_not(bk_name_valid("", 0, BK_MAX_NAME));
-    cr_expect_not(nv(":reserved"));
-    cr_expect_not(nv(":"));
-    cr_expect_not(nv("a b"));
-    cr_expect_not(nv("a*"));
-    cr_expect_not(nv("tab\tx"));
-    cr_expect_not(nv("new\nline"));
-    cr_expect_not(nv("caf\xc3\xa9"));
-    cr_expect_not(nv("a\x7f"));
-    cr_expect_not(nv("a@b"));
-    cr_expect_not(nv("a\\b"));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_expect_not(nv(bad[i]), "'%s' is not a valid name", bad[i]);
     cr_expect_not(bk_name_valid("a\0b", 3, BK_MAX_NAME));
 }
 
@@ -1499,9 +1508,7 @@ Test(welcome, encode_layout)
 
     memset(out, 0xee, sizeof(out));
     bk_welcome_encode(&w, out);
-    for (unsigned i = 0; i < BK_WELCOME_SIZE; i++)
-        cr_expect_eq(out[i], want[i], "byte %u: 0x%02x want 0x%02x", i,
-                     out[i], want[i]);
+    expect_bytes(out, want, BK_WELCOME_SIZE);
 
     memset(&back, 0, sizeof(back));
     bk_welcome_decode(want, &back);
