@@ -283,18 +283,35 @@ void th_broker_startv(th_broker_t *br, const char *const *args)
     }
 }
 
-void th_broker_start(th_broker_t *br, ...)
+/* th_broker_startv with the NULL-terminated arguments in ap. */
+static void start_va(th_broker_t *br, va_list ap)
 {
     const char *args[48];
     int n = 0;
+
+    while (n < 47 && (args[n] = va_arg(ap, const char *)))
+        n++;
+    args[n] = NULL;
+    th_broker_startv(br, args);
+}
+
+void th_broker_start(th_broker_t *br, ...)
+{
     va_list ap;
 
     va_start(ap, br);
-    while (n < 47 && (args[n] = va_arg(ap, const char *)))
-        n++;
+    start_va(br, ap);
     va_end(ap);
-    args[n] = NULL;
-    th_broker_startv(br, args);
+}
+
+void th_broker_restart(th_broker_t *br, ...)
+{
+    va_list ap;
+
+    th_broker_cleanup(br);
+    va_start(ap, br);
+    start_va(br, ap);
+    va_end(ap);
 }
 
 bool th_broker_alive(const th_broker_t *br)

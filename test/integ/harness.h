@@ -58,6 +58,9 @@ const char *th_brokerd_path(void);
  * connections.  Fails the test if brokerd exits instead. */
 void th_broker_start(th_broker_t *br, ...);
 void th_broker_startv(th_broker_t *br, const char *const *args);
+/* For a test that needs other options than its suite's broker: end that
+ * one (th_broker_cleanup) and start one with ARGS... instead. */
+void th_broker_restart(th_broker_t *br, ...);
 
 /* Like th_broker_start without the temp dir and the readiness wait: run
  * brokerd with exactly `-f -s sock ARGS` and return its pid.  Its output

@@ -396,8 +396,7 @@ Test(fds, broker_fd_limit)
     broker_msg_t *m;
     int fds[3];
 
-    th_broker_cleanup(&br);
-    th_broker_start(&br, "--max-fds", "2", NULL);
+    th_broker_restart(&br, "--max-fds", "2", NULL);
     a = th_connect(&br);
     b = th_connect(&br);
     cr_assert_eq(broker_limits(a)->max_fds, 2, "WELCOME announces max_fds");

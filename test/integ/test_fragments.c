@@ -518,8 +518,7 @@ Test(frag, fragment_boundary_sizes)
 
 Test(frag, small_max_packet)
 {
-    th_broker_cleanup(&br);
-    th_broker_start(&br, "--max-packet", "4096", NULL);
+    th_broker_restart(&br, "--max-packet", "4096", NULL);
     broker_t *c = th_connect(&br);
     cr_assert_eq(broker_limits(c)->max_packet, 4096,
                  "WELCOME announces max_packet");
@@ -533,8 +532,7 @@ Test(frag, small_max_packet)
 
 Test(frag, broker_max_msg)
 {
-    th_broker_cleanup(&br);
-    th_broker_start(&br, "--max-msg", "1048576", NULL);
+    th_broker_restart(&br, "--max-msg", "1048576", NULL);
     broker_t *a = th_connect(&br), *b = th_connect(&br);
     uint8_t *data = alloc_pattern(2 * MiB, 9);
     broker_msg_t *m;

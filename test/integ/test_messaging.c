@@ -565,8 +565,7 @@ Test(msg, too_many_streams)
     broker_msg_t *m;
     uint32_t s[3];
 
-    th_broker_cleanup(&br);
-    th_broker_start(&br, "--max-streams", "2", NULL);
+    th_broker_restart(&br, "--max-streams", "2", NULL);
     a = th_connect(&br);
     b = th_connect(&br);
     cr_assert_eq(broker_limits(a)->max_streams, 2);

@@ -154,8 +154,7 @@ Test(names, too_many_names)
     broker_t *a, *b;
     uint64_t id;
 
-    th_broker_cleanup(&br);
-    th_broker_start(&br, "--max-names", "3", NULL);
+    th_broker_restart(&br, "--max-names", "3", NULL);
     a = th_connect(&br);
     b = th_connect(&br);
     cr_assert_eq(broker_register(a, "n.1"), 0);

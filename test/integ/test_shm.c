@@ -1796,8 +1796,7 @@ Test(shm, max_segments_refused_with_enosr)
     raw_t c, c2;
     int fd;
 
-    th_broker_cleanup(&br);
-    th_broker_start(&br, "--max-segments", "2", NULL);
+    th_broker_restart(&br, "--max-segments", "2", NULL);
     a = th_connect(&br);
     cr_assert_eq(broker_limits(a)->max_segments, 2, "WELCOME announces it");
 
@@ -1840,8 +1839,7 @@ Test(shm, max_shm_refused_with_enospc)
     raw_t c, c2;
     int fd;
 
-    th_broker_cleanup(&br);
-    th_broker_start(&br, "--max-shm", "1048576", NULL);
+    th_broker_restart(&br, "--max-shm", "1048576", NULL);
     a = th_connect(&br);
     cr_assert_eq(broker_limits(a)->max_shm, MIB, "WELCOME announces it");
 
