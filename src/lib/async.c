@@ -1,5 +1,6 @@
 /*
- * async.c - libbroker on the application's libuv loop: a poll handle on
+ * async.c - libbroker layer 7: the connection on the application's libuv
+ * loop (prefix bk_async_): a poll handle on
  * the socket (readable always, writable while output is queued), an idle
  * handle that dispatches messages received outside the poll callback, a
  * timer for partial-message expiry, and broker_call_async with per-call
@@ -9,17 +10,28 @@
  * cancellations, from broker_close), never while the library is in the
  * middle of reading or writing, so they may call any libbroker function,
  * including broker_close.
+ *
+ * Ownership: b->as (struct bk_async) lives from broker_attach until its
+ * three handles are closed after broker_close, which then frees the whole
+ * handle.  A struct bk_acall is owned by its connection's list of
+ * pending calls until its answer arrives (the answering message in the
+ * FIFO then points at it, stream.c and in.c tell us through hooks), and
+ * is freed after its callback ran (once its timer handle is closed).
  */
 #include "config.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
-#include "client.h"
+#include "outq.h"
+#include "stream.h"
+#include "in.h"
+#include "send.h"
+#include "handle.h"
+#include "async.h"
 
 struct bk_acall {
-    struct bk_acall *prev, *next;   /* pending calls of the connection */
-    bool linked;
+    bk_list_t link;                 /* on as->calls while pending */
     broker_t *b;
     uint32_t sid;
     broker_reply_cb cb;
@@ -38,35 +50,16 @@ struct bk_async {
     int events;                     /* current poll mask */
     unsigned open_handles;
     bool reported;                  /* on_disconnect has run */
-    struct bk_acall *calls;
+    bk_list_t calls;                /* struct bk_acall, newest first */
 };
 
 static void update(broker_t *b);
 
 /* ---- async calls ----------------------------------------------------------- */
 
-static void calls_link(struct bk_async *as, struct bk_acall *ac)
+static struct bk_acall *calls_first(struct bk_async *as)
 {
-    ac->prev = NULL;
-    ac->next = as->calls;
-    if (as->calls)
-        as->calls->prev = ac;
-    as->calls = ac;
-    ac->linked = true;
-}
-
-static void calls_unlink(struct bk_async *as, struct bk_acall *ac)
-{
-    if (!ac->linked)
-        return;
-    if (ac->prev)
-        ac->prev->next = ac->next;
-    else
-        as->calls = ac->next;
-    if (ac->next)
-        ac->next->prev = ac->prev;
-    ac->prev = ac->next = NULL;
-    ac->linked = false;
+    return bk_list_first_entry(&as->calls, struct bk_acall, link);
 }
 
 static void acall_closed(uv_handle_t *h)
@@ -84,20 +77,49 @@ static void acall_free(struct bk_acall *ac)
 
 /* The answer to ac has arrived (it travels in the FIFO tagged with ac):
  * it can no longer time out. */
-void bk_async_settle(broker_t *b, struct bk_acall *ac)
+static void settle(struct bk_acall *ac)
 {
-    if (b->as)
-        calls_unlink(b->as, ac);
+    bk_list_unlink(&ac->link);
     if (ac->has_timer)
         uv_timer_stop(&ac->timer);
 }
+
+static void on_call_answered(broker_t *b, struct bk_acall *ac)
+{
+    (void)b;
+    settle(ac);
+}
+
+/* s is forgotten while ac waits on it: the call ends with -ECANCELED,
+ * reported through the FIFO like an answer. */
+static void on_call_dropped(broker_t *b, struct bk_stream *s)
+{
+    struct bk_msg *m = bk_msg_event(BROKER_MSG_ERROR, s->id, 0, -ECANCELED,
+                                    NULL, 0);
+
+    if (m) {
+        m->acall = s->acall;
+        settle(s->acall);
+        bk_in_push(b, m);
+    } else {
+        bk_io_fail(&b->io, -ENOMEM);
+    }
+}
+
+static const struct bk_stream_hooks async_stream_hooks = {
+    .call_dropped = on_call_dropped,
+};
+
+static const struct bk_in_hooks async_in_hooks = {
+    .call_answered = on_call_answered,
+};
 
 /* Detach ac from its stream and run its callback with err. */
 static void acall_fail(broker_t *b, struct bk_acall *ac, int err)
 {
     struct bk_stream *s = bk_stream_find(b, ac->sid);
 
-    calls_unlink(b->as, ac);
+    bk_list_unlink(&ac->link);
     if (ac->has_timer)
         uv_timer_stop(&ac->timer);
     if (s && s->acall == ac)
@@ -106,7 +128,7 @@ static void acall_fail(broker_t *b, struct bk_acall *ac, int err)
     acall_free(ac);
 }
 
-static void acall_answer(broker_t *b, struct bk_lmsg *m)
+static void acall_answer(broker_t *b, struct bk_msg *m)
 {
     struct bk_acall *ac = m->acall;
 
@@ -115,7 +137,7 @@ static void acall_answer(broker_t *b, struct bk_lmsg *m)
         ac->cb(b, 0, &m->pub, ac->ud);
     } else {
         int err = m->pub.code ? m->pub.code : -ENODATA;
-        bk_lmsg_free(m);
+        bk_msg_free(m);
         ac->cb(b, err, NULL, ac->ud);
     }
     acall_free(ac);
@@ -129,7 +151,7 @@ static void on_call_timeout(uv_timer_t *t)
 
     if (s && s->acall == ac) {
         s->acall = NULL;
-        bk_stream_abort(b, ac->sid, -ETIMEDOUT);
+        bk_in_abort_stream(b, ac->sid, -ETIMEDOUT);
     }
     acall_fail(b, ac, -ETIMEDOUT);
     update(b);
@@ -145,29 +167,29 @@ static void report_disconnect(broker_t *b)
     uv_poll_stop(&as->poll);
     as->events = 0;
     uv_timer_stop(&as->expire);
-    while (as->calls) {
-        acall_fail(b, as->calls, b->err);
+    while (!bk_list_empty(&as->calls)) {
+        acall_fail(b, calls_first(as), b->io.err);
         if (b->closing)
             return;
     }
     if (as->cbs.on_disconnect)
-        as->cbs.on_disconnect(b, b->err, as->ud);
+        as->cbs.on_disconnect(b, b->io.err, as->ud);
 }
 
 static void dispatch(broker_t *b)
 {
     struct bk_async *as = b->as;
-    struct bk_lmsg *m;
+    struct bk_msg *m;
 
-    while (!b->closing && (m = bk_fifo_pop(b))) {
+    while (!b->closing && (m = bk_in_pop(b))) {
         if (m->acall)
             acall_answer(b, m);
         else if (as->cbs.on_message)
             as->cbs.on_message(b, &m->pub, as->ud);
         else
-            bk_lmsg_free(m);
+            bk_msg_free(m);
     }
-    if (!b->closing && b->err && !as->reported)
+    if (!b->closing && b->io.err && !as->reported)
         report_disconnect(b);
 }
 
@@ -179,12 +201,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
         /* libuv reports a socket error (POLLERR) as UV_EBADF and stops the
          * handle; reading gives the packets still queued and the real
          * cause (EOF, ECONNRESET). */
-        bk_pump(b, UINT32_MAX);
-        bk_set_fatal(b, status == UV_EBADF ? -ECONNRESET : status);
+        bk_in_pump(b, UINT32_MAX);
+        bk_io_fail(&b->io, status == UV_EBADF ? -ECONNRESET : status);
     } else {
         if (events & UV_READABLE)
-            bk_pump(b, BK_PUMP_BUDGET);
-        if ((events & UV_WRITABLE) && !b->err)
+            bk_in_pump(b, BK_PUMP_BUDGET);
+        if ((events & UV_WRITABLE) && !b->io.err)
             bk_out_flush(b, true, BK_FLUSH_BUDGET);
     }
     dispatch(b);
@@ -203,7 +225,7 @@ static void on_expire(uv_timer_t *h)
 {
     broker_t *b = h->data;
 
-    bk_run_expiry(b);
+    bk_in_run_expiry(b);
     dispatch(b);
     update(b);
 }
@@ -216,7 +238,7 @@ static void update(broker_t *b)
 
     if (!as || b->closing)
         return;
-    if (b->err || as->reported) {
+    if (b->io.err || as->reported) {
         if (as->events)
             uv_poll_stop(&as->poll);
         as->events = 0;
@@ -225,17 +247,17 @@ static void update(broker_t *b)
         if (want != as->events) {
             int r = uv_poll_start(&as->poll, want, on_poll);
             if (r < 0)
-                bk_set_fatal(b, r);
+                bk_io_fail(&b->io, r);
             else
                 as->events = want;
         }
     }
-    if (b->fifo_head || (b->err && !as->reported))
+    if (bk_in_has_msgs(b) || (b->io.err && !as->reported))
         uv_idle_start(&as->idle, on_idle);
     else
         uv_idle_stop(&as->idle);
-    if (!b->err && bk_reasm_next_deadline(&b->reasm, &when)) {
-        uint64_t now = bk_now_ms();
+    if (!b->io.err && bk_in_next_deadline(b, &when)) {
+        uint64_t now = bk_io_now_ms();
         uv_timer_start(&as->expire, on_expire, when > now ? when - now : 0,
                        0);
     } else {
@@ -243,7 +265,7 @@ static void update(broker_t *b)
     }
 }
 
-void bk_async_kick(broker_t *b)
+static void kick(broker_t *b)
 {
     update(b);
 }
@@ -265,7 +287,7 @@ BROKER_API int broker_attach(broker_t *b, struct uv_loop_s *loop,
     as = calloc(1, sizeof(*as));
     if (!as)
         return -ENOMEM;
-    r = uv_poll_init(loop, &as->poll, b->fd);
+    r = uv_poll_init(loop, &as->poll, b->io.fd);
     if (r < 0) {
         free(as);
         return r;
@@ -278,7 +300,11 @@ BROKER_API int broker_attach(broker_t *b, struct uv_loop_s *loop,
     as->ud = userdata;
     if (cbs)
         as->cbs = *cbs;
+    bk_list_init(&as->calls);
     b->as = as;
+    b->kick = kick;
+    bk_stream_set_hooks(b, &async_stream_hooks);
+    bk_in_set_hooks(b, &async_in_hooks);
     update(b);
     return 0;
 }
@@ -291,28 +317,26 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     free(b->as);
     b->as = NULL;
-    bk_free(b);
+    bk_handle_free(b);
 }
 
-/* broker_close on an attached connection: cancel what waits, then close
- * the handles; memory and the socket go once libuv has released them. */
 void bk_async_close(broker_t *b)
 {
     struct bk_async *as = b->as;
-    struct bk_lmsg *m;
+    struct bk_msg *m;
 
     b->closing = true;
-    while (as->calls)
-        acall_fail(b, as->calls, -ECANCELED);
-    while ((m = bk_fifo_pop(b))) {
+    while (!bk_list_empty(&as->calls))
+        acall_fail(b, calls_first(as), -ECANCELED);
+    while ((m = bk_in_pop(b))) {
         if (m->acall) {
             struct bk_acall *ac = m->acall;
             m->acall = NULL;
-            bk_lmsg_free(m);
+            bk_msg_free(m);
             ac->cb(b, -ECANCELED, NULL, ac->ud);
             acall_free(ac);
         } else {
-            bk_lmsg_free(m);
+            bk_msg_free(m);
         }
     }
     uv_close((uv_handle_t *)&as->poll, on_handle_closed);
@@ -331,13 +355,13 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
     struct bk_stream *s;
     uint32_t sid;
     size_t nl;
-    int r = bk_check_send(b, data, len, NULL, 0);
+    int r = bk_send_check(b, data, len, NULL, 0);
 
     if (r < 0)
         return r;
-    if (!b->as || !cb || !bk_name_ok(b, name, &nl))
+    if (!b->as || !cb || !bk_conn_name_ok(b, name, &nl))
         return -EINVAL;
-    r = bk_sid_alloc(b, &sid);
+    r = bk_stream_alloc_id(b, &sid);
     if (r < 0)
         return r;
     ac = calloc(1, sizeof(*ac));
@@ -352,22 +376,23 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
     ac->sid = sid;
     ac->cb = cb;
     ac->ud = userdata;
+    bk_list_init(&ac->link);
     if (timeout_ms >= 0) {
         uv_timer_init(b->as->loop, &ac->timer);
         ac->timer.data = ac;
         ac->has_timer = true;
     }
     s->acall = ac;
-    calls_link(b->as, ac);
+    bk_list_push_head(&b->as->calls, &ac->link);
     r = bk_send_queued(b, sid, BK_F_OPEN | BK_F_NAME, name, 0, data, len,
                        NULL, 0, NULL);
-    if (r < 0 && !ac->linked) {
+    if (r < 0 && !bk_list_linked(&ac->link)) {
         /* answered while the send failed: the callback reports it */
         update(b);
         return 0;
     }
     if (r < 0) {
-        calls_unlink(b->as, ac);
+        bk_list_unlink(&ac->link);
         if ((s = bk_stream_find(b, sid))) {
             s->acall = NULL;
             bk_stream_forget(b, s);
@@ -376,7 +401,7 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
         update(b);
         return r;
     }
-    if (ac->has_timer && ac->linked)
+    if (ac->has_timer && bk_list_linked(&ac->link))
         uv_timer_start(&ac->timer, on_call_timeout, (uint64_t)timeout_ms, 0);
     update(b);
     return 0;
@@ -384,5 +409,5 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
 
 BROKER_API size_t broker_pending(const broker_t *b)
 {
-    return b ? b->queued_bytes + b->st_len : 0;
+    return b ? bk_out_backlog(b) : 0;
 }

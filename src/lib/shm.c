@@ -1,6 +1,7 @@
 /*
- * shm.c - libbroker shared memory: the sender's pool of sealed memfd
- * segments and its buffers, and the receiver's table of mapped segments.
+ * shm.c - libbroker layer 5: shared memory.  The sender's pool of sealed
+ * memfd segments and its buffers, and the receiver's table of mapped
+ * segments (the rules of ownership are in shm.h).
  *
  * Pool.  Every segment is a memfd (sealed against shrinking and growing)
  * mapped read-write once and registered with the broker (CTRL SEGMENT);
@@ -31,8 +32,8 @@
  * segment: it is checked (seals, size), mapped PROT_READ once and closed.
  * The table is keyed by (owner id, segment id).  A DATA frame with
  * BK_F_SHM becomes an ordinary message whose data points into the mapping;
- * the message counts as a view of the segment, and freeing it queues a
- * RELEASE record for the broker.  A segment whose owner is gone (SEG_DROP)
+ * the message counts as a view of the segment, and freeing it pushes a
+ * RELEASE record into the output layer (outq.c) for the broker.  A segment whose owner is gone (SEG_DROP)
  * or whose connection is closed is unmapped when its last view goes, so
  * messages stay readable until they are freed.
  */
@@ -46,15 +47,16 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
-#include "client.h"
+#include "outq.h"
+#include "ctrl.h"
+#include "shm.h"
 #include "shmalloc.h"
 
 #define BK_SHM_MAX_RX_SEGS  65536u  /* segments mapped from other clients */
-#define BK_REL_COALESCE     8u      /* pending records searched for a twin */
 
 /* A segment of our pool. */
 struct bk_pseg {
-    struct bk_pseg *next;
+    bk_list_t link;             /* on shm->segs, oldest first */
     uint32_t segid;
     uint8_t *map;
     uint64_t size;
@@ -88,17 +90,10 @@ struct bk_rseg {
     bool dropped;               /* the owner is gone */
 };
 
-struct bk_relrec {
-    uint64_t peer;
-    uint32_t segid;
-    uint32_t count;
-    uint64_t off;
-};
-
 struct bk_shm {
     broker_t *b;
     /* sender */
-    struct bk_pseg *segs, *segs_tail;
+    bk_list_t segs;             /* struct bk_pseg */
     uint32_t nsegs;
     uint32_t segid_next;
     bool no_grow;               /* the broker refused a segment for limits */
@@ -108,11 +103,19 @@ struct bk_shm {
     bk_htable_t bufs;
     /* receiver */
     bk_htable_t rx;
-    struct bk_relrec *rel;      /* RELEASE records not yet written */
-    size_t nrel, relcap;
 };
 
 /* ---- setup and teardown -------------------------------------------------- */
+
+static void on_unsent(broker_t *b, struct bk_sbuf *sb)
+{
+    (void)b;
+    bk_shm_unsent(sb);
+}
+
+static const struct bk_out_hooks shm_out_hooks = {
+    .unsent = on_unsent,
+};
 
 int bk_shm_create(broker_t *b)
 {
@@ -122,9 +125,11 @@ int bk_shm_create(broker_t *b)
         return -ENOMEM;
     shm->b = b;
     shm->segid_next = 1;
+    bk_list_init(&shm->segs);
     bk_ht_init(&shm->bufs);
     bk_ht_init(&shm->rx);
     b->shm = shm;
+    bk_out_set_hooks(b, &shm_out_hooks);
     return 0;
 }
 
@@ -155,15 +160,13 @@ void bk_shm_close_rx(broker_t *b)
             rseg_destroy(seg);
     }
     bk_ht_fini(&shm->rx);
-    free(shm->rel);
-    shm->rel = NULL;
-    shm->nrel = shm->relcap = 0;
 }
 
 void bk_shm_destroy(broker_t *b)
 {
     struct bk_shm *shm = b->shm;
     bk_hnode_t *n;
+    bk_list_t *l;
 
     if (!shm)
         return;
@@ -176,10 +179,9 @@ void bk_shm_destroy(broker_t *b)
         free(sb);
     }
     bk_ht_fini(&shm->bufs);
-    while (shm->segs) {
-        struct bk_pseg *seg = shm->segs;
+    while ((l = bk_list_pop_head(&shm->segs))) {
+        struct bk_pseg *seg = bk_container_of(l, struct bk_pseg, link);
 
-        shm->segs = seg->next;
         munmap(seg->map, seg->size);
         bk_shma_fini(&seg->alloc);
         free(seg);
@@ -190,7 +192,7 @@ void bk_shm_destroy(broker_t *b)
 
 /* ---- pool: segments ---------------------------------------------------------- */
 
-static bool shm_supported(const broker_t *b)
+bool bk_shm_supported(const broker_t *b)
 {
     return b->lim.max_shm > 0 && b->lim.max_segments > 0;
 }
@@ -273,11 +275,7 @@ static int pseg_new(broker_t *b, uint32_t nchunks, int64_t deadline,
         free(seg);
         return r;
     }
-    if (shm->segs_tail)
-        shm->segs_tail->next = seg;
-    else
-        shm->segs = seg;
-    shm->segs_tail = seg;
+    bk_list_push_tail(&shm->segs, &seg->link);
     shm->nsegs++;
     shm->mapped += size;
     *out = seg;
@@ -349,11 +347,7 @@ static void sbuf_maybe_free(struct bk_sbuf *sb)
     free(sb);
 }
 
-/* Get a buffer without waiting for releases (a new segment may need a
- * round trip to the broker, bounded by deadline).  Returns 0, -EAGAIN if
- * it will fit once buffers are released, -ENOSPC if it never can, or
- * another negative errno. */
-static int pool_get(broker_t *b, size_t size, int64_t deadline,
+int bk_shm_get(broker_t *b, size_t size, int64_t deadline,
                     struct bk_sbuf **out)
 {
     struct bk_shm *shm = b->shm;
@@ -363,7 +357,7 @@ static int pool_get(broker_t *b, size_t size, int64_t deadline,
 
     if (need == 0)
         return -ENOSPC;
-    for (seg = shm->segs; seg; seg = seg->next) {
+    bk_list_for_each(seg, &shm->segs, struct bk_pseg, link) {
         if (seg->alloc.nfree < need)
             continue;
         r = sbuf_carve(shm, seg, need, size, out);
@@ -386,19 +380,12 @@ static int pool_get(broker_t *b, size_t size, int64_t deadline,
             shm->no_grow = true;
         }
     }
-    for (seg = shm->segs; seg; seg = seg->next)
+    bk_list_for_each(seg, &shm->segs, struct bk_pseg, link)
         if (seg->alloc.nchunks >= need)
             return -EAGAIN;
     return -ENOSPC;
 }
 
-/* The automatic path: should this message travel through the pool?
- * Nothing to decide when *out already holds a buffer or the message is a
- * descriptor.  Returns 0 (send it as it is), or 1 after copying the data
- * into a pool buffer (*out, holding one reference) and turning the message
- * into its descriptor: *data points at desc, *len and *flags follow; or a
- * negative errno.  Blocking mode with fallback off waits for releases
- * until deadline. */
 int bk_shm_auto(broker_t *b, const void **data, size_t *len,
                 uint8_t *flags, unsigned nfds, int64_t deadline,
                 struct bk_sbuf **out, uint8_t desc[BK_SHM_DESC_SIZE])
@@ -408,22 +395,22 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
     int r;
 
     if (*out || (*flags & BK_F_SHM) || nfds || !b->opt_shm_threshold ||
-        *len < b->opt_shm_threshold || !shm_supported(b))
-        return 0;
+        *len < b->opt_shm_threshold || !bk_shm_supported(b))
+        return BK_SHM_AS_IS;
     for (;;) {
-        r = pool_get(b, *len, deadline, &sb);
+        r = bk_shm_get(b, *len, deadline, &sb);
         if (r == 0)
             break;
-        if (r == -ENOSPC || (b->opt_shm_fallback && !b->err &&
+        if (r == -ENOSPC || (b->opt_shm_fallback && !b->io.err &&
                              r != -ECANCELED && r != -ETIMEDOUT))
-            return 0;
+            return BK_SHM_AS_IS;
         if (r != -EAGAIN)
             return r;
         if (b->as)
             return -EAGAIN;
-        if (bk_watch_aborted(b))
+        if (bk_io_aborted(&b->io))
             return -ECANCELED;
-        r = bk_wait(b, false, deadline);
+        r = bk_io_wait(&b->io, false, deadline);
         if (r < 0)
             return r;
     }
@@ -438,10 +425,9 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
     *data = desc;
     *len = BK_SHM_DESC_SIZE;
     *flags |= BK_F_SHM;
-    return 1;
+    return BK_SHM_POOLED;
 }
 
-/* A descriptor's reference that never reached the broker. */
 void bk_shm_unsent(struct bk_sbuf *sb)
 {
     if (sb->sent)
@@ -449,7 +435,6 @@ void bk_shm_unsent(struct bk_sbuf *sb)
     sbuf_maybe_free(sb);
 }
 
-/* RELEASE from the broker: receivers are done with our buffers. */
 int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 {
     for (uint32_t i = 0; i + BK_RELEASE_SIZE <= h->length;
@@ -509,9 +494,6 @@ static const uint8_t *rseg_map(int fd, uint64_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
-/* SEGMENT: another client's segment, announced before its first
- * descriptor.  Takes fd.  A segment that fails the checks is remembered
- * as bad: descriptors into it are released and reported. */
 int bk_shm_on_segment(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
                       int fd)
 {
@@ -546,8 +528,6 @@ int bk_shm_on_segment(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     return 0;
 }
 
-/* SEG_DROP: the owner is gone.  Messages still pointing into the segment
- * keep it mapped until they are freed. */
 int bk_shm_on_seg_drop(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 {
     struct bk_rseg *seg = rseg_find(b->shm, h->source, bk_get32(p));
@@ -562,9 +542,6 @@ int bk_shm_on_seg_drop(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     return 0;
 }
 
-/* Find the segment a descriptor from `owner` points into.  Returns 0,
- * -EBADMSG (the segment failed its checks) or -EPROTO (unknown segment,
- * or the range does not fit). */
 int bk_shm_lookup(broker_t *b, uint64_t owner, const bk_shm_desc_t *d,
                   struct bk_rseg **out)
 {
@@ -580,7 +557,6 @@ int bk_shm_lookup(broker_t *b, uint64_t owner, const bk_shm_desc_t *d,
     return 0;
 }
 
-/* A message now points into seg at off. */
 void *bk_shm_view_get(struct bk_rseg *seg, uint64_t off)
 {
     seg->views++;
@@ -589,97 +565,31 @@ void *bk_shm_view_get(struct bk_rseg *seg, uint64_t off)
 
 /* ---- receiver: releases ------------------------------------------------------- */
 
-/* Queue a RELEASE record for one descriptor of `owner`. */
 void bk_shm_release(broker_t *b, uint64_t owner, uint32_t segid,
                     uint64_t off)
 {
-    struct bk_shm *shm = b->shm;
-    size_t lo = shm->nrel > BK_REL_COALESCE ? shm->nrel - BK_REL_COALESCE
-                                             : 0;
-    struct bk_relrec *r;
-
-    for (size_t i = shm->nrel; i-- > lo; ) {
-        r = &shm->rel[i];
-        if (r->peer == owner && r->segid == segid && r->off == off &&
-            r->count < UINT32_MAX) {
-            r->count++;
-            return;
-        }
-    }
-    if (shm->nrel == shm->relcap) {
-        size_t cap = shm->relcap ? shm->relcap * 2 : 16;
-        struct bk_relrec *n = realloc(shm->rel, cap * sizeof(*n));
-
-        if (!n) {
-            bk_set_fatal(b, -ENOMEM);
-            return;
-        }
-        shm->rel = n;
-        shm->relcap = cap;
-    }
-    shm->rel[shm->nrel++] = (struct bk_relrec){
-        .peer = owner, .segid = segid, .count = 1, .off = off,
-    };
+    bk_out_release(b, owner, segid, off);
 }
 
-bool bk_shm_release_pending(const broker_t *b)
-{
-    return b->shm && b->shm->nrel > 0;
-}
-
-/* Write one RELEASE frame with as many pending records as fit in room
- * bytes at out.  Returns the bytes written (0: nothing pending or no
- * room). */
-size_t bk_shm_stage_release(broker_t *b, uint8_t *out, size_t room)
-{
-    struct bk_shm *shm = b->shm;
-    bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_RELEASE };
-    size_t k;
-
-    if (!shm || !shm->nrel || room < BK_HDR_SIZE + BK_RELEASE_SIZE)
-        return 0;
-    k = (room - BK_HDR_SIZE) / BK_RELEASE_SIZE;
-    if (k > shm->nrel)
-        k = shm->nrel;
-    h.length = (uint32_t)(k * BK_RELEASE_SIZE);
-    bk_hdr_encode(&h, out);
-    for (size_t i = 0; i < k; i++) {
-        uint8_t *rec = out + BK_HDR_SIZE + i * BK_RELEASE_SIZE;
-
-        bk_put64(rec, shm->rel[i].peer);
-        bk_put32(rec + 8, shm->rel[i].segid);
-        bk_put32(rec + 12, shm->rel[i].count);
-        bk_put64(rec + 16, shm->rel[i].off);
-    }
-    shm->nrel -= k;
-    memmove(shm->rel, shm->rel + k, shm->nrel * sizeof(*shm->rel));
-    return BK_HDR_SIZE + h.length;
-}
-
-/* A message viewing seg at off is freed.  flush: we run on the
- * application's behalf (not inside the library's I/O), so the record may
- * be written right away. */
-void bk_shm_view_put(struct bk_rseg *seg, uint64_t off, bool flush)
+void bk_shm_view_put(struct bk_rseg *seg, uint64_t off)
 {
     struct bk_shm *shm = seg->shm;
 
     seg->views--;
     if (shm) {
-        broker_t *b = shm->b;
-
-        bk_shm_release(b, seg->owner, seg->segid, off);
+        bk_shm_release(shm->b, seg->owner, seg->segid, off);
         if (seg->dropped && !seg->views) {
             bk_ht_remove(&shm->rx, &seg->node);
             rseg_destroy(seg);
         }
-        if (flush && !b->err && !b->closing) {
-            bk_out_flush(b, false, BK_FLUSH_BUDGET);
-            if (b->as)
-                bk_async_kick(b);
-        }
     } else if (!seg->views) {
         rseg_destroy(seg);
     }
+}
+
+broker_t *bk_shm_view_conn(const struct bk_rseg *seg)
+{
+    return seg->shm ? seg->shm->b : NULL;
 }
 
 /* ---- public API ------------------------------------------------------------- */
@@ -687,7 +597,7 @@ void bk_shm_view_put(struct bk_rseg *seg, uint64_t off, bool flush)
 BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
                                 int timeout_ms)
 {
-    int64_t deadline = bk_deadline(timeout_ms);
+    int64_t deadline = bk_io_deadline(timeout_ms);
     struct bk_sbuf *sb = NULL;
     bool nowait;
     int r;
@@ -697,19 +607,19 @@ BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
     *buf = NULL;
     if (!b || size == 0)
         return -EINVAL;
-    r = bk_usable(b);
+    r = bk_conn_usable(b);
     if (r < 0)
         return r;
-    if (!shm_supported(b))
+    if (!bk_shm_supported(b))
         return -EOPNOTSUPP;
     nowait = b->as || timeout_ms == 0;
     for (;;) {
-        r = pool_get(b, size, nowait ? -1 : deadline, &sb);
+        r = bk_shm_get(b, size, nowait ? -1 : deadline, &sb);
         if (r != -EAGAIN)
             break;
         if (nowait)
             return -EAGAIN;
-        r = bk_wait(b, false, deadline);
+        r = bk_io_wait(&b->io, false, deadline);
         if (r < 0)
             return r;
     }
@@ -719,20 +629,12 @@ BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
     return 0;
 }
 
-static int buf_send(broker_t *b, uint8_t flags, const char *name,
-                    uint64_t dest, broker_buf_t *buf, size_t len)
+int bk_shm_buf_desc(broker_t *b, broker_buf_t *buf, size_t len,
+                    uint8_t desc[BK_SHM_DESC_SIZE], struct bk_sbuf **out)
 {
-    struct bk_sbuf *sb;
-    uint8_t desc[BK_SHM_DESC_SIZE];
+    struct bk_sbuf *sb = bk_container_of(buf, struct bk_sbuf, pub);
     bk_shm_desc_t d;
-    int r;
 
-    if (!b || !buf)
-        return -EINVAL;
-    r = bk_usable(b);
-    if (r < 0)
-        return r;
-    sb = bk_container_of(buf, struct bk_sbuf, pub);
     if (sb->shm != b->shm || !sb->owned || len > buf->size)
         return -EINVAL;
     if (len > b->lim.max_msg)
@@ -744,27 +646,8 @@ static int buf_send(broker_t *b, uint8_t flags, const char *name,
     d.length = len;
     bk_shm_desc_encode(&d, desc);
     sb->sent++;
-    return bk_send_oneway(b, flags | BK_F_SHM, name, dest, desc,
-                          sizeof(desc), sb);
-}
-
-BROKER_API int broker_buf_send(broker_t *b, const char *name,
-                               broker_buf_t *buf, size_t len)
-{
-    size_t nl;
-
-    if (b && !bk_name_ok(b, name, &nl))
-        return -EINVAL;
-    return buf_send(b, BK_F_OPEN | BK_F_NAME | BK_F_CLOSE, name, 0, buf,
-                    len);
-}
-
-BROKER_API int broker_buf_send_id(broker_t *b, uint64_t id,
-                                  broker_buf_t *buf, size_t len)
-{
-    if (id == 0)
-        return -EINVAL;
-    return buf_send(b, BK_F_OPEN | BK_F_CLOSE, NULL, id, buf, len);
+    *out = sb;
+    return 0;
 }
 
 BROKER_API void broker_buf_free(broker_t *b, broker_buf_t *buf)

@@ -1,7 +1,6 @@
 /*
- * recv.c - libbroker input: reading packets, validating and dispatching
- * frames, reassembly, the FIFO of received messages, waiting with poll(),
- * broker_recv and broker_call.
+ * in.c - libbroker layer 6: reading packets, dispatching their frames,
+ * reassembly hand-off, the FIFO, the watch, and waiting with poll().
  */
 #include "config.h"
 #include <errno.h>
@@ -11,9 +10,26 @@
 #include <string.h>
 #include <unistd.h>
 #include "sockio.h"
-#include "client.h"
+#include "outq.h"
+#include "stream.h"
+#include "ctrl.h"
+#include "shm.h"
+#include "in.h"
 
-void bk_reasm_limits_of(const broker_t *b, bk_reasm_limits_t *lim)
+struct bk_in {
+    bk_reasm_t reasm;
+    bk_list_t fifo;             /* struct bk_msg, oldest first */
+    size_t fifo_len;
+    /* the blocking operation in progress and the stream it watches */
+    uint32_t watch_sid;
+    bool watch_data;            /* capture DATA too, not only CLOSE/ERROR */
+    struct bk_msg *watch_msg;
+    struct bk_in_hooks hooks;
+};
+
+static const struct bk_io_hooks in_io_hooks;
+
+static void limits_of(const broker_t *b, bk_reasm_limits_t *lim)
 {
     uint64_t frags = b->opt_max_msg / 64 + 16;
 
@@ -24,34 +40,137 @@ void bk_reasm_limits_of(const broker_t *b, bk_reasm_limits_t *lim)
     lim->chunked = b->opt_chunked;
 }
 
-static int wire_code(uint32_t aux)
+int bk_in_init(broker_t *b)
 {
-    if (aux == 0)
-        return 0;
-    return aux < 4096 ? -(int)aux : -EPROTO;
+    struct bk_in *in = calloc(1, sizeof(*in));
+    bk_reasm_limits_t rl;
+
+    if (!in)
+        return -ENOMEM;
+    limits_of(b, &rl);
+    bk_reasm_init(&in->reasm, &rl);
+    bk_list_init(&in->fifo);
+    b->in = in;
+    b->io.hooks = &in_io_hooks;
+    return 0;
 }
 
-/* ---- delivery ----------------------------------------------------------- */
+void bk_in_set_hooks(broker_t *b, const struct bk_in_hooks *hooks)
+{
+    b->in->hooks = *hooks;
+}
+
+void bk_in_fini(broker_t *b)
+{
+    struct bk_in *in = b->in;
+    struct bk_msg *m;
+
+    if (!in)
+        return;
+    while ((m = bk_in_pop(b)))
+        bk_msg_free(m);
+    bk_msg_free(bk_in_watch_end(b));
+    bk_reasm_fini(&in->reasm);
+    free(in);
+    b->in = NULL;
+}
+
+void bk_in_set_limits(broker_t *b)
+{
+    bk_reasm_limits_t rl;
+
+    limits_of(b, &rl);
+    bk_reasm_set_limits(&b->in->reasm, &rl);
+}
+
+/* ---- the FIFO and the watch ------------------------------------------------ */
+
+void bk_in_push(broker_t *b, struct bk_msg *m)
+{
+    bk_list_push_tail(&b->in->fifo, &m->link);
+    b->in->fifo_len++;
+}
+
+struct bk_msg *bk_in_pop(broker_t *b)
+{
+    bk_list_t *l = bk_list_pop_head(&b->in->fifo);
+
+    if (!l)
+        return NULL;
+    b->in->fifo_len--;
+    return bk_container_of(l, struct bk_msg, link);
+}
+
+bool bk_in_has_msgs(const broker_t *b)
+{
+    return !bk_list_empty(&b->in->fifo);
+}
+
+void bk_in_watch_begin(broker_t *b, uint32_t sid, bool data)
+{
+    b->in->watch_sid = sid;
+    b->in->watch_data = data;
+    b->in->watch_msg = NULL;
+}
+
+bool bk_in_watch_caught(const broker_t *b)
+{
+    return b->in->watch_msg != NULL;
+}
+
+struct bk_msg *bk_in_watch_end(broker_t *b)
+{
+    struct bk_in *in = b->in;
+    struct bk_msg *m = in->watch_msg;
+
+    in->watch_sid = 0;
+    in->watch_data = false;
+    in->watch_msg = NULL;
+    return m;
+}
+
+/* The watched stream was closed or failed while a blocking send ran. */
+static bool watch_aborted(const broker_t *b)
+{
+    const struct bk_in *in = b->in;
+
+    return in->watch_msg && in->watch_msg->pub.kind != BROKER_MSG_DATA;
+}
 
 /* Route a received message or event: to the async call waiting on its
  * stream, to the blocking operation watching it, or to the FIFO. */
-void bk_deliver(broker_t *b, struct bk_lmsg *m)
+static void deliver(broker_t *b, struct bk_msg *m)
 {
+    struct bk_in *in = b->in;
     struct bk_stream *s = m->pub.stream ? bk_stream_find(b, m->pub.stream)
                                         : NULL;
 
     if (s && s->acall) {
         m->acall = s->acall;
         s->acall = NULL;
-        bk_async_settle(b, m->acall);
-    } else if (b->watch_sid && m->pub.stream == b->watch_sid &&
-               !b->watch_msg &&
-               (m->pub.kind != BROKER_MSG_DATA || b->watch_data)) {
-        b->watch_msg = m;
+        if (in->hooks.call_answered)
+            in->hooks.call_answered(b, m->acall);
+    } else if (in->watch_sid && m->pub.stream == in->watch_sid &&
+               !in->watch_msg &&
+               (m->pub.kind != BROKER_MSG_DATA || in->watch_data)) {
+        in->watch_msg = m;
         return;
     }
-    bk_fifo_push(b, m);
+    bk_in_push(b, m);
 }
+
+void bk_in_drop_stream(broker_t *b, uint32_t sid)
+{
+    bk_reasm_drop_stream(&b->in->reasm, 0, sid);
+}
+
+void bk_in_abort_stream(broker_t *b, uint32_t sid, int err)
+{
+    bk_in_drop_stream(b, sid);
+    bk_stream_abort(b, sid, err);
+}
+
+/* ---- frames ------------------------------------------------------------------ */
 
 /* Refuse the message on (source, sid): tell the broker with a CLOSE
  * carrying the reason (unless the stream already ended), report an ERROR
@@ -62,18 +181,18 @@ static void refuse(broker_t *b, uint64_t source, uint32_t sid, int err,
 {
     const char *text = broker_strerror(err);
     struct bk_stream *s;
-    struct bk_lmsg *m;
+    struct bk_msg *m;
 
-    bk_reasm_drop_stream(&b->reasm, source, sid);
+    bk_reasm_drop_stream(&b->in->reasm, source, sid);
     s = bk_stream_find(b, sid);
-    if (tell && !(s && s->closing))
-        bk_queue_close(b, sid, (uint32_t)-err, NULL);
-    m = bk_lmsg_event(BROKER_MSG_ERROR, sid, source, err, text,
+    if (tell && !(s && s->q.closing))
+        bk_out_queue_close(b, sid, err, NULL);
+    m = bk_msg_event(BROKER_MSG_ERROR, sid, source, err, text,
                       strlen(text));
     if (m)
-        bk_deliver(b, m);
+        deliver(b, m);
     else
-        bk_set_fatal(b, -ENOMEM);
+        bk_io_fail(&b->io, -ENOMEM);
     s = bk_stream_find(b, sid);
     if (s && tell)
         bk_stream_forget(b, s);
@@ -86,15 +205,15 @@ static void on_expired(void *ud, uint64_t source, uint32_t stream)
     refuse(ud, source, stream, -ETIMEDOUT, true);
 }
 
-void bk_run_expiry(broker_t *b)
+void bk_in_run_expiry(broker_t *b)
 {
     uint64_t when, now;
 
-    if (!bk_reasm_next_deadline(&b->reasm, &when))
+    if (!bk_reasm_next_deadline(&b->in->reasm, &when))
         return;
-    now = bk_now_ms();
+    now = bk_io_now_ms();
     if (when <= now)
-        bk_reasm_expire(&b->reasm, now, on_expired, b);
+        bk_reasm_expire(&b->in->reasm, now, on_expired, b);
 }
 
 /* ---- shared-memory messages ------------------------------------------------ */
@@ -121,7 +240,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     bk_reasm_result_t res;
     struct bk_rseg *seg = NULL;
     struct bk_stream *s;
-    struct bk_lmsg *m;
+    struct bk_msg *m;
     bk_shm_desc_t d;
     int r;
 
@@ -137,7 +256,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     }
     fh.flags &= (uint8_t)~BK_F_SHM;
     fh.length = (uint32_t)nl;
-    r = bk_reasm_feed(&b->reasm, &fh, p, NULL, bk_now_ms(), &res);
+    r = bk_reasm_feed(&b->in->reasm, &fh, p, NULL, bk_io_now_ms(), &res);
     if (r != 1) {
         if (r > 0)
             for (int i = 0; i < r; i++)
@@ -148,7 +267,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
         refuse(b, h->source, h->stream, r < 0 ? r : -EPROTO, !ends);
         return 0;
     }
-    m = bk_lmsg_from_out(&res.out[0]);
+    m = bk_msg_from_out(&res.out[0]);
     if (!m) {
         bk_reasm_out_release(&res.out[0]);
         bk_shm_release(b, h->source, d.segid, d.offset);
@@ -159,7 +278,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     m->pub.flags |= BROKER_MSGF_SHM;
     m->view = seg;
     m->view_off = d.offset;
-    bk_deliver(b, m);
+    deliver(b, m);
     if (ends && (s = bk_stream_find(b, h->stream)))
         bk_stream_ended(b, s);
     return 0;
@@ -191,9 +310,9 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
                 refuse(b, h->source, h->stream, -ENOMEM, !ends);
                 return 0;
             }
-            s->opened = s->wire = true;
+            s->opened = s->q.wire = true;
         }
-    } else if (!s || s->closing) {
+    } else if (!s || s->q.closing) {
         /* a late fragment of a stream already closed on our side */
         if (fds)
             bk_close_fds(fds, h->nfds);
@@ -203,7 +322,7 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     }
     if (shm)
         return handle_shm(b, h, p);
-    r = bk_reasm_feed(&b->reasm, h, p, fds, bk_now_ms(), &res);
+    r = bk_reasm_feed(&b->in->reasm, h, p, fds, bk_io_now_ms(), &res);
     if (r == -EPROTO)
         return -EPROTO;
     if (r < 0) {
@@ -213,14 +332,14 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     for (unsigned i = 0; i < res.nout; i++) {
         bk_reasm_out_t *o = &res.out[i];
         bool last = o->flags & BK_REASM_CLOSE;
-        struct bk_lmsg *m = bk_lmsg_from_out(o);
+        struct bk_msg *m = bk_msg_from_out(o);
 
         if (!m) {
             for (unsigned j = i; j < res.nout; j++)
                 bk_reasm_out_release(&res.out[j]);
             return -ENOMEM;
         }
-        bk_deliver(b, m);
+        deliver(b, m);
         if (last && (s = bk_stream_find(b, h->stream)))
             bk_stream_ended(b, s);
     }
@@ -233,64 +352,17 @@ static int handle_end(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     broker_kind_t kind = h->type == BK_T_CLOSE ? BROKER_MSG_CLOSE
                                                : BROKER_MSG_ERROR;
     size_t tl = h->length > BK_MAX_TEXT ? BK_MAX_TEXT : h->length;
-    struct bk_lmsg *m = bk_lmsg_event(kind, h->stream, h->source,
-                                      wire_code(h->aux), p, tl);
+    struct bk_msg *m = bk_msg_event(kind, h->stream, h->source,
+                                      bk_conn_wire_code(h->aux), p, tl);
     struct bk_stream *s;
 
     if (!m)
         return -ENOMEM;
     if (h->stream)
-        bk_reasm_drop_stream(&b->reasm, 0, h->stream);
-    bk_deliver(b, m);
+        bk_reasm_drop_stream(&b->in->reasm, 0, h->stream);
+    deliver(b, m);
     if (h->stream && (s = bk_stream_find(b, h->stream)))
         bk_stream_ended(b, s);
-    return 0;
-}
-
-static int handle_ctrl_reply(broker_t *b, const bk_hdr_t *h,
-                             const uint8_t *p)
-{
-    if (!b->ctrl_id || h->stream != b->ctrl_id || b->ctrl_done)
-        return 0;
-    b->ctrl_done = true;
-    b->ctrl_code = wire_code(h->aux);
-    free(b->ctrl_payload);
-    b->ctrl_payload = NULL;
-    b->ctrl_len = 0;
-    if (h->length) {
-        b->ctrl_payload = malloc(h->length);
-        if (!b->ctrl_payload) {
-            b->ctrl_code = -ENOMEM;
-            return 0;
-        }
-        memcpy(b->ctrl_payload, p, h->length);
-        b->ctrl_len = h->length;
-    }
-    return 0;
-}
-
-static int handle_welcome(broker_t *b, const uint8_t *p)
-{
-    bk_welcome_t w;
-
-    bk_welcome_decode(p, &w);
-    if (w.client_id == 0 || w.max_packet < BK_MIN_MAX_PACKET ||
-        w.max_packet > BK_MAX_MAX_PACKET || w.max_fds > BK_MAX_FDS_HARD ||
-        w.max_name == 0 || w.max_name > BK_MAX_NAME || w.max_msg == 0)
-        return -EPROTO;
-    b->id = w.client_id;
-    b->lim.max_packet = w.max_packet;
-    b->lim.max_fds = w.max_fds;
-    b->lim.max_msg = w.max_msg;
-    b->lim.max_name = w.max_name;
-    b->lim.max_streams = w.max_streams;
-    b->lim.queue_limit = w.queue_limit;
-    b->lim.max_segments = w.max_segments;
-    b->lim.max_shm = w.max_shm;
-    b->flim.max_packet = w.max_packet;
-    b->flim.max_fds = w.max_fds;
-    b->flim.max_name = w.max_name;
-    b->welcomed = true;
     return 0;
 }
 
@@ -298,12 +370,12 @@ static int handle_welcome(broker_t *b, const uint8_t *p)
 static int handle_monitor(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 {
     int dropped = h->aux > INT_MAX ? INT_MAX : (int)h->aux;
-    struct bk_lmsg *m = bk_lmsg_event(BROKER_MSG_MONITOR, 0, 0, dropped, p,
+    struct bk_msg *m = bk_msg_event(BROKER_MSG_MONITOR, 0, 0, dropped, p,
                                       h->length);
 
     if (!m)
         return -ENOMEM;
-    bk_deliver(b, m);
+    deliver(b, m);
     return 0;
 }
 
@@ -314,13 +386,13 @@ static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     if (!b->welcomed) {
         switch (h->type) {
         case BK_T_WELCOME:
-            return handle_welcome(b, p);
+            return bk_conn_on_welcome(b, p);
         case BK_T_ERROR:
-            bk_set_fatal(b, h->aux ? wire_code(h->aux) : -EPROTO);
+            bk_io_fail(&b->io, h->aux ? bk_conn_wire_code(h->aux) : -EPROTO);
             return 0;
         case BK_T_BYE:
-            b->bye = true;
-            bk_set_fatal(b, -ESHUTDOWN);
+            b->io.bye = true;
+            bk_io_fail(&b->io, -ESHUTDOWN);
             return 0;
         default:
             if (fds)
@@ -335,9 +407,9 @@ static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     case BK_T_ERROR:
         return handle_end(b, h, p);
     case BK_T_CTRL_REPLY:
-        return handle_ctrl_reply(b, h, p);
+        return bk_ctrl_on_reply(b, h, p);
     case BK_T_BYE:
-        b->bye = true;
+        b->io.bye = true;
         return 0;
     case BK_T_SEGMENT:
         return bk_shm_on_segment(b, h, p, fds[0]);
@@ -362,7 +434,7 @@ static int process_packet(broker_t *b, size_t len, int *fds, unsigned nfds)
     bk_hdr_t h;
     int r;
 
-    while ((r = bk_pkt_next(b->rbuf, len, &off, &h, &p)) == 1) {
+    while ((r = bk_pkt_next(b->io.rbuf, len, &off, &h, &p)) == 1) {
         if (bk_frame_check_from_broker(&h, p, &b->flim) < 0) {
             r = -EPROTO;
             break;
@@ -374,7 +446,7 @@ static int process_packet(broker_t *b, size_t len, int *fds, unsigned nfds)
         return -EPROTO;
     }
     off = 0;
-    while (bk_pkt_next(b->rbuf, len, &off, &h, &p) == 1) {
+    while (bk_pkt_next(b->io.rbuf, len, &off, &h, &p) == 1) {
         r = handle_frame(b, &h, p, h.nfds ? fds + k : NULL);
         k += h.nfds;
         if (r < 0) {
@@ -385,9 +457,8 @@ static int process_packet(broker_t *b, size_t len, int *fds, unsigned nfds)
     return 0;
 }
 
-/* Read and handle up to budget packets that are there now.  Returns the
- * number read or the connection's fatal error. */
-int bk_pump(broker_t *b, unsigned budget)
+/* Read and handle up to budget packets that are there now. */
+int bk_in_pump(broker_t *b, unsigned budget)
 {
     int fds[BK_MAX_FDS_HARD];
     unsigned n;
@@ -398,25 +469,15 @@ int bk_pump(broker_t *b, unsigned budget)
         ssize_t len;
         int r;
 
-        if (b->err)
-            return b->err;
-        len = bk_sock_recv(b->fd, b->rbuf, b->rbuf_len, fds, &nfds,
-                           BK_MAX_FDS_HARD);
+        len = bk_io_read(&b->io, fds, &nfds, BK_MAX_FDS_HARD);
         if (len == -EAGAIN)
             break;
-        if (len == 0 || len == -ECONNRESET || len == -ENOTCONN ||
-            len == -EPIPE) {
-            bk_conn_lost(b);
-            return b->err;
-        }
-        if (len < 0) {
-            bk_set_fatal(b, (int)len);
-            return b->err;
-        }
+        if (len < 0)
+            return (int)len;
         r = process_packet(b, (size_t)len, fds, nfds);
         if (r < 0) {
-            bk_set_fatal(b, r);
-            return b->err;
+            bk_io_fail(&b->io, r);
+            return b->io.err;
         }
         if (!was && b->welcomed)
             return (int)n + 1;
@@ -424,168 +485,79 @@ int bk_pump(broker_t *b, unsigned budget)
     return (int)n;
 }
 
-static int poll_timeout(broker_t *b, int64_t deadline)
+bool bk_in_next_deadline(const broker_t *b, uint64_t *when)
 {
-    int64_t now = (int64_t)bk_now_ms();
-    int64_t until = deadline;
-    uint64_t exp;
-
-    if (bk_reasm_next_deadline(&b->reasm, &exp) &&
-        (until < 0 || (int64_t)exp < until))
-        until = (int64_t)exp;
-    if (until < 0)
-        return -1;
-    if (until <= now)
-        return 0;
-    return until - now > INT_MAX ? INT_MAX : (int)(until - now);
+    return bk_reasm_next_deadline(&b->in->reasm, when);
 }
 
-/* Block until something happened: input was read (and handled), an
- * expiry fired, or (want_write) the socket is writable.  Pending library
- * output is written meanwhile.  Returns 0 so the caller re-checks what it
- * waits for, -ETIMEDOUT once the deadline (-1: none) has passed, or the
- * connection's fatal error. */
-int bk_wait(broker_t *b, bool want_write, int64_t deadline)
+int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
 {
-    for (;;) {
-        struct pollfd pfd = { .fd = b->fd, .events = POLLIN };
-        struct bk_lmsg *watched = b->watch_msg;
-        size_t before = b->fifo_len;
-        bool out;
-        int n, r;
+    struct bk_in *in = b->in;
 
-        if (b->err)
-            return b->err;
+    for (;;) {
+        struct bk_msg *watched = in->watch_msg;
+        size_t before = in->fifo_len;
+        short events = POLLIN;
+        int64_t until = deadline;
+        uint64_t exp;
+        bool out;
+        int r;
+
+        if (b->io.err)
+            return b->io.err;
         r = bk_out_flush(b, false, BK_FLUSH_BUDGET);
         if (r < 0 && r != -EAGAIN)
             return r;
         out = r == -EAGAIN;
-        bk_run_expiry(b);
-        if (b->fifo_len != before || b->watch_msg != watched)
+        bk_in_run_expiry(b);
+        if (in->fifo_len != before || in->watch_msg != watched)
             return 0;
         if (out || want_write)
-            pfd.events |= POLLOUT;
-        n = poll(&pfd, 1, poll_timeout(b, deadline));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0) {
-            if (deadline >= 0 && (int64_t)bk_now_ms() >= deadline)
+            events |= POLLOUT;
+        if (bk_reasm_next_deadline(&in->reasm, &exp) &&
+            (until < 0 || (int64_t)exp < until))
+            until = (int64_t)exp;
+        r = bk_io_poll(&b->io, events, until);
+        if (r == -EINTR)
+            continue;
+        if (r < 0)
+            return r;
+        if (r == 0) {
+            if (deadline >= 0 && (int64_t)bk_io_now_ms() >= deadline)
                 return -ETIMEDOUT;
             continue;
         }
-        if (pfd.revents & POLLNVAL) {
-            bk_set_fatal(b, -EBADF);
-            return b->err;
-        }
-        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
-            r = bk_pump(b, BK_PUMP_BUDGET);
+        if (r & (POLLIN | POLLHUP | POLLERR)) {
+            r = bk_in_pump(b, BK_PUMP_BUDGET);
             if (r < 0)
                 return r;
             if (r > 0)
                 return 0;
         }
-        if ((pfd.revents & POLLOUT) && want_write)
+        if ((r & POLLOUT) && want_write)
             return 0;
     }
 }
 
-/* ---- public receive API -------------------------------------------------- */
+/* ---- the socket layer's hooks ------------------------------------------------ */
 
-BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
+static int io_pump(struct bk_io *io, unsigned budget)
 {
-    int64_t deadline = bk_deadline(timeout_ms < 0 ? -1 : timeout_ms);
-    bool tried = false;
-
-    if (!b || !msg)
-        return -EINVAL;
-    *msg = NULL;
-    if (b->as)
-        return -EBUSY;
-    if (b->closing)
-        return -ECANCELED;
-    for (;;) {
-        struct bk_lmsg *m = bk_fifo_pop(b);
-        int r;
-
-        if (m) {
-            if (bk_shm_release_pending(b) && !b->err)
-                bk_out_flush(b, false, BK_FLUSH_BUDGET);
-            *msg = &m->pub;
-            return 0;
-        }
-        if (b->err)
-            return b->err;
-        if (!tried) {
-            tried = true;
-            r = bk_pump(b, BK_PUMP_BUDGET);
-            if (r != 0)
-                continue;
-        }
-        r = bk_wait(b, false, deadline);
-        if (r < 0 && !b->fifo_head)
-            return r;
-        tried = false;
-    }
+    return bk_in_pump(bk_conn_of(io), budget);
 }
 
-BROKER_API int broker_call_fds(broker_t *b, const char *name,
-                               const void *data, size_t len, const int *fds,
-                               unsigned nfds, broker_msg_t **reply,
-                               int timeout_ms)
+static int io_wait(struct bk_io *io, bool want_write, int64_t deadline)
 {
-    int64_t deadline = bk_deadline(timeout_ms);
-    struct bk_stream *s;
-    struct bk_lmsg *m;
-    uint32_t sid;
-    size_t nl;
-    int r;
-
-    if (!reply)
-        return -EINVAL;
-    *reply = NULL;
-    r = bk_check_send(b, data, len, fds, nfds);
-    if (r < 0)
-        return r;
-    if (b->as)
-        return -EBUSY;
-    if (!bk_name_ok(b, name, &nl))
-        return -EINVAL;
-    r = bk_sid_alloc(b, &sid);
-    if (r < 0)
-        return r;
-    s = bk_stream_add(b, sid);
-    if (!s)
-        return -ENOMEM;
-    s->opened = true;
-    bk_watch_begin(b, sid, true);
-    r = bk_send_blocking(b, sid, BK_F_OPEN | BK_F_NAME, name, 0, data, len,
-                         fds, nfds, deadline, NULL);
-    if (r == -ECANCELED)
-        r = 0;
-    while (r == 0 && !b->watch_msg)
-        r = bk_wait(b, false, deadline);
-    m = bk_watch_end(b);
-    if (m) {
-        if (m->pub.kind == BROKER_MSG_DATA) {
-            *reply = &m->pub;
-            r = 0;
-        } else {
-            r = m->pub.code ? m->pub.code : -ENODATA;
-            bk_lmsg_free(m);
-        }
-    } else {
-        bk_stream_abort(b, sid, r == -ETIMEDOUT ? r : -ECANCELED);
-    }
-    if (!b->err)
-        bk_out_flush(b, false, BK_FLUSH_BUDGET);
-    return r;
+    return bk_in_wait(bk_conn_of(io), want_write, deadline);
 }
 
-BROKER_API int broker_call(broker_t *b, const char *name, const void *data,
-                           size_t len, broker_msg_t **reply, int timeout_ms)
+static bool io_aborted(const struct bk_io *io)
 {
-    return broker_call_fds(b, name, data, len, NULL, 0, reply, timeout_ms);
+    return watch_aborted(bk_conn_of((struct bk_io *)io));
 }
+
+static const struct bk_io_hooks in_io_hooks = {
+    .pump = io_pump,
+    .wait = io_wait,
+    .aborted = io_aborted,
+};

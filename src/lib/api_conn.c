@@ -1,0 +1,136 @@
+/*
+ * api_conn.c - libbroker layer 7, public API: a connection's life
+ * (connect, close), what it is (id, limits, fd) and its options.
+ */
+#include "config.h"
+#include <errno.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include "sockio.h"
+#include "outq.h"
+#include "in.h"
+#include "handle.h"
+#include "async.h"
+
+BROKER_API int broker_default_path(char *buf, size_t len)
+{
+    if (!buf || !len)
+        return -EINVAL;
+    return bk_sock_path(NULL, buf, len);
+}
+
+BROKER_API int broker_connect(const char *path, broker_t **out)
+{
+    char sp[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int64_t deadline;
+    broker_t *b;
+    int fd, r;
+
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    r = bk_sock_path(path, sp, sizeof(sp));
+    if (r < 0)
+        return r;
+    fd = bk_sock_connect(sp);
+    if (fd < 0)
+        return fd;
+    b = bk_handle_new(fd);
+    if (!b) {
+        close(fd);
+        return -ENOMEM;
+    }
+    deadline = bk_io_deadline(BK_HANDSHAKE_MS);
+    r = bk_conn_send_hello(b, deadline);
+    while (r == 0 && !b->welcomed)
+        r = bk_in_wait(b, false, deadline);
+    if (r == 0 && b->io.err)
+        r = b->io.err;
+    if (r == 0)
+        r = bk_conn_apply_limits(b);
+    if (r == 0)
+        r = bk_out_resize(b);
+    if (r < 0) {
+        bk_handle_free(b);
+        return r;
+    }
+    *out = b;
+    return 0;
+}
+
+BROKER_API void broker_close(broker_t *b)
+{
+    if (!b || b->closing)
+        return;
+    if (b->as) {
+        bk_async_close(b);
+        return;
+    }
+    bk_handle_free(b);
+}
+
+BROKER_API uint64_t broker_client_id(const broker_t *b)
+{
+    return b ? b->id : 0;
+}
+
+BROKER_API const broker_limits_t *broker_limits(const broker_t *b)
+{
+    return b ? &b->lim : NULL;
+}
+
+BROKER_API int broker_fd(const broker_t *b)
+{
+    return b ? b->io.fd : -EINVAL;
+}
+
+BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
+                                 uint64_t value)
+{
+    if (!b)
+        return -EINVAL;
+    switch (opt) {
+    case BROKER_OPT_MAX_MSG:
+        if (value == 0 || value > SIZE_MAX / 2)
+            return -EINVAL;
+        b->opt_max_msg = value;
+        break;
+    case BROKER_OPT_CHUNKED:
+        if (value > 1)
+            return -EINVAL;
+        b->opt_chunked = value;
+        break;
+    case BROKER_OPT_MAX_PARTIAL:
+        if (value == 0 || value > UINT32_MAX)
+            return -EINVAL;
+        b->opt_max_partial = (uint32_t)value;
+        break;
+    case BROKER_OPT_PARTIAL_TIMEOUT:
+        if (value > INT32_MAX)
+            return -EINVAL;
+        b->opt_timeout_ms = value;
+        break;
+    case BROKER_OPT_SHM_THRESHOLD:
+        b->opt_shm_threshold = value;
+        break;
+    case BROKER_OPT_SHM_SEGMENT_SIZE:
+        if (value == 0 || value > BK_MAX_SHM_SEGMENT)
+            return -EINVAL;
+        b->opt_shm_seg_size = value;
+        break;
+    case BROKER_OPT_SHM_POOL_MAX:
+        b->opt_shm_pool_max = value;
+        break;
+    case BROKER_OPT_SHM_FALLBACK:
+        if (value > 1)
+            return -EINVAL;
+        b->opt_shm_fallback = value;
+        break;
+    default:
+        return -EINVAL;
+    }
+    bk_in_set_limits(b);
+    bk_conn_kick(b);
+    return 0;
+}

@@ -1,0 +1,365 @@
+/*
+ * api_msg.c - libbroker layer 7, public API: messages and streams
+ * (send, shared-memory buffer send, stream open/write/close, reply,
+ * receive, call, freeing a message).
+ *
+ * A DATA frame from broker_send() to the socket, each file once:
+ *
+ *   api_msg.c  broker_send: checks (send.c bk_send_check), then
+ *   send.c     bk_send_oneway: a fresh stream id (stream.c), the watch on
+ *              it (in.c); bk_send_blocking: shm.c bk_shm_auto may turn a
+ *              large message into a descriptor of a pool buffer; then
+ *              send_frames cuts frames from the caller's memory
+ *              (bk_out_plan/bk_out_iov, no copy);
+ *   outq.c     bk_out_send_direct: library frames and RELEASE records
+ *              queued before it are flushed first, then the frame goes;
+ *   io.c       bk_io_send: one sendmsg() (sockio.c) with the fds.
+ *   (attached: send.c bk_send_queued sends at once if nothing waits,
+ *   else copies the message onto its stream's queue in outq.c, whose
+ *   staging packs one frame per stream in turn when the loop reports
+ *   the socket writable; async.c runs bk_out_flush.)
+ *
+ * and from the socket to broker_recv():
+ *
+ *   io.c       bk_io_read: one recvmsg() into the read buffer, fds apart;
+ *   in.c       bk_in_pump -> process_packet checks every frame
+ *              (frame.c), handle_data feeds reassembly (reasm.c), and the
+ *              completed message becomes a struct bk_msg (msg.c), which
+ *              deliver() puts on the FIFO (or in the watch slot of a
+ *              blocking call, or tags for an async call);
+ *   api_msg.c  broker_recv pops it from the FIFO and hands out &m->pub.
+ */
+#include "config.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "outq.h"
+#include "stream.h"
+#include "shm.h"
+#include "in.h"
+#include "send.h"
+
+BROKER_API int broker_send(broker_t *b, const char *name, const void *data,
+                           size_t len, const int *fds, unsigned nfds)
+{
+    size_t nl;
+    int r = bk_send_check(b, data, len, fds, nfds);
+
+    if (r < 0)
+        return r;
+    if (!bk_conn_name_ok(b, name, &nl))
+        return -EINVAL;
+    return bk_send_oneway(b, BK_F_OPEN | BK_F_NAME | BK_F_CLOSE, name, 0, data,
+                       len, fds, nfds, NULL);
+}
+
+BROKER_API int broker_send_id(broker_t *b, uint64_t id, const void *data,
+                              size_t len, const int *fds, unsigned nfds)
+{
+    int r = bk_send_check(b, data, len, fds, nfds);
+
+    if (r < 0)
+        return r;
+    if (id == 0)
+        return -EINVAL;
+    return bk_send_oneway(b, BK_F_OPEN | BK_F_CLOSE, NULL, id, data, len, fds,
+                       nfds, NULL);
+}
+
+BROKER_API int broker_stream_open(broker_t *b, const char *name, uint64_t id,
+                                  uint32_t *stream)
+{
+    struct bk_stream *s;
+    uint32_t sid;
+    size_t nl;
+    int r;
+
+    if (!b || !stream || (!name && id == 0))
+        return -EINVAL;
+    r = bk_conn_usable(b);
+    if (r < 0)
+        return r;
+    if (name && !bk_conn_name_ok(b, name, &nl))
+        return -EINVAL;
+    r = bk_stream_alloc_id(b, &sid);
+    if (r < 0)
+        return r;
+    s = bk_stream_add(b, sid);
+    if (!s)
+        return -ENOMEM;
+    if (name) {
+        s->name = strdup(name);
+        if (!s->name) {
+            bk_stream_forget(b, s);
+            return -ENOMEM;
+        }
+    } else {
+        s->dest = id;
+    }
+    *stream = sid;
+    return 0;
+}
+
+BROKER_API int broker_stream_write(broker_t *b, uint32_t stream,
+                                   const void *data, size_t len,
+                                   const int *fds, unsigned nfds)
+{
+    char name[BK_MAX_NAME + 1];
+    struct bk_stream *s;
+    uint8_t flags = 0;
+    uint64_t dest;
+    int r = bk_send_check(b, data, len, fds, nfds);
+
+    if (r < 0)
+        return r;
+    s = bk_stream_find(b, stream);
+    if (!s || s->q.closing)
+        return -ENOENT;
+    if (s->ours && !s->opened)
+        flags = BK_F_OPEN | (s->name ? BK_F_NAME : 0);
+    if (s->name)
+        snprintf(name, sizeof(name), "%s", s->name);
+    dest = s->dest;
+    if (b->as) {
+        r = bk_send_queued(b, stream, flags, s->name ? name : NULL, dest,
+                           data, len, fds, nfds, NULL);
+        bk_conn_kick(b);
+        return r < 0 ? r : 0;
+    }
+    bk_in_watch_begin(b, stream, false);
+    r = bk_send_blocking(b, stream, flags, s->name ? name : NULL, dest,
+                         data, len, fds, nfds, -1, NULL);
+    return bk_send_finish(b, r);
+}
+
+BROKER_API int broker_stream_close(broker_t *b, uint32_t stream)
+{
+    uint8_t hdr[BK_HDR_SIZE];
+    struct iovec iov = { hdr, sizeof(hdr) };
+    bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
+                   .stream = stream };
+    struct bk_stream *s;
+    bool tell;
+    int r;
+
+    if (!b)
+        return -EINVAL;
+    r = bk_conn_usable(b);
+    if (r < 0)
+        return r;
+    s = bk_stream_find(b, stream);
+    if (!s || s->q.closing)
+        return -ENOENT;
+    bk_in_drop_stream(b, stream);
+    tell = s->q.wire || !s->ours || !bk_list_empty(&s->q.msgs);
+    if (b->as) {
+        if (tell) {
+            r = bk_out_queue_close(b, stream, 0, &s->q);
+            if (r == 0)
+                s->q.closing = true;
+        } else {
+            bk_stream_forget(b, s);
+        }
+        bk_conn_kick(b);
+        return r;
+    }
+    bk_stream_forget(b, s);
+    if (!tell)
+        return 0;
+    bk_hdr_encode(&h, hdr);
+    return bk_out_send_direct(b, &iov, 1, NULL, 0, -1);
+}
+
+BROKER_API int broker_reply(broker_t *b, const broker_msg_t *req,
+                            const void *data, size_t len, const int *fds,
+                            unsigned nfds)
+{
+    struct bk_stream *s;
+    uint32_t sid;
+    int r = bk_send_check(b, data, len, fds, nfds);
+
+    if (r < 0)
+        return r;
+    if (!req || req->kind != BROKER_MSG_DATA ||
+        (req->flags & BROKER_MSGF_CLOSE))
+        return -EINVAL;
+    sid = req->stream;
+    s = bk_stream_find(b, sid);
+    if (!s || s->q.closing || (s->ours && !s->opened))
+        return -ENOENT;
+    if (b->as) {
+        r = bk_send_queued(b, sid, BK_F_CLOSE, NULL, 0, data, len, fds,
+                           nfds, NULL);
+        s = bk_stream_find(b, sid);
+        if (r == 0 && s)
+            bk_stream_forget(b, s);
+        else if (r == BK_SEND_QUEUED && s)
+            s->q.closing = true;
+        bk_conn_kick(b);
+        return r < 0 ? r : 0;
+    }
+    bk_in_watch_begin(b, sid, false);
+    r = bk_send_blocking(b, sid, BK_F_CLOSE, NULL, 0, data, len, fds, nfds,
+                         -1, NULL);
+    if (r == 0 && (s = bk_stream_find(b, sid)))
+        bk_stream_forget(b, s);
+    return bk_send_finish(b, r);
+}
+
+static int buf_send(broker_t *b, uint8_t flags, const char *name,
+                    uint64_t dest, broker_buf_t *buf, size_t len)
+{
+    uint8_t desc[BK_SHM_DESC_SIZE];
+    struct bk_sbuf *sb;
+    int r;
+
+    if (!b || !buf)
+        return -EINVAL;
+    r = bk_conn_usable(b);
+    if (r < 0)
+        return r;
+    r = bk_shm_buf_desc(b, buf, len, desc, &sb);
+    if (r < 0)
+        return r;
+    return bk_send_oneway(b, flags | BK_F_SHM, name, dest, desc,
+                          sizeof(desc), NULL, 0, sb);
+}
+
+BROKER_API int broker_buf_send(broker_t *b, const char *name,
+                               broker_buf_t *buf, size_t len)
+{
+    size_t nl;
+
+    if (b && !bk_conn_name_ok(b, name, &nl))
+        return -EINVAL;
+    return buf_send(b, BK_F_OPEN | BK_F_NAME | BK_F_CLOSE, name, 0, buf,
+                    len);
+}
+
+BROKER_API int broker_buf_send_id(broker_t *b, uint64_t id,
+                                  broker_buf_t *buf, size_t len)
+{
+    if (id == 0)
+        return -EINVAL;
+    return buf_send(b, BK_F_OPEN | BK_F_CLOSE, NULL, id, buf, len);
+}
+
+BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
+{
+    int64_t deadline = bk_io_deadline(timeout_ms < 0 ? -1 : timeout_ms);
+    bool tried = false;
+
+    if (!b || !msg)
+        return -EINVAL;
+    *msg = NULL;
+    if (b->as)
+        return -EBUSY;
+    if (b->closing)
+        return -ECANCELED;
+    for (;;) {
+        struct bk_msg *m = bk_in_pop(b);
+        int r;
+
+        if (m) {
+            if (bk_out_release_pending(b) && !b->io.err)
+                bk_out_flush(b, false, BK_FLUSH_BUDGET);
+            *msg = &m->pub;
+            return 0;
+        }
+        if (b->io.err)
+            return b->io.err;
+        if (!tried) {
+            tried = true;
+            r = bk_in_pump(b, BK_PUMP_BUDGET);
+            if (r != 0)
+                continue;
+        }
+        r = bk_in_wait(b, false, deadline);
+        if (r < 0 && !bk_in_has_msgs(b))
+            return r;
+        tried = false;
+    }
+}
+
+BROKER_API int broker_call_fds(broker_t *b, const char *name,
+                               const void *data, size_t len, const int *fds,
+                               unsigned nfds, broker_msg_t **reply,
+                               int timeout_ms)
+{
+    int64_t deadline = bk_io_deadline(timeout_ms);
+    struct bk_stream *s;
+    struct bk_msg *m;
+    uint32_t sid;
+    size_t nl;
+    int r;
+
+    if (!reply)
+        return -EINVAL;
+    *reply = NULL;
+    r = bk_send_check(b, data, len, fds, nfds);
+    if (r < 0)
+        return r;
+    if (b->as)
+        return -EBUSY;
+    if (!bk_conn_name_ok(b, name, &nl))
+        return -EINVAL;
+    r = bk_stream_alloc_id(b, &sid);
+    if (r < 0)
+        return r;
+    s = bk_stream_add(b, sid);
+    if (!s)
+        return -ENOMEM;
+    s->opened = true;
+    bk_in_watch_begin(b, sid, true);
+    r = bk_send_blocking(b, sid, BK_F_OPEN | BK_F_NAME, name, 0, data, len,
+                         fds, nfds, deadline, NULL);
+    if (r == -ECANCELED)
+        r = 0;
+    while (r == 0 && !bk_in_watch_caught(b))
+        r = bk_in_wait(b, false, deadline);
+    m = bk_in_watch_end(b);
+    if (m) {
+        if (m->pub.kind == BROKER_MSG_DATA) {
+            *reply = &m->pub;
+            r = 0;
+        } else {
+            r = m->pub.code ? m->pub.code : -ENODATA;
+            bk_msg_free(m);
+        }
+    } else {
+        bk_in_abort_stream(b, sid, r == -ETIMEDOUT ? r : -ECANCELED);
+    }
+    if (!b->io.err)
+        bk_out_flush(b, false, BK_FLUSH_BUDGET);
+    return r;
+}
+
+BROKER_API int broker_call(broker_t *b, const char *name, const void *data,
+                           size_t len, broker_msg_t **reply, int timeout_ms)
+{
+    return broker_call_fds(b, name, data, len, NULL, 0, reply, timeout_ms);
+}
+
+BROKER_API void broker_msg_free(broker_msg_t *msg)
+{
+    struct bk_msg *m;
+
+    if (!msg)
+        return;
+    m = bk_msg_of(msg);
+    if (m->view) {
+        /* the application frees it, not the library's own I/O: the
+         * RELEASE record may be written right away */
+        broker_t *b = bk_shm_view_conn(m->view);
+
+        bk_shm_view_put(m->view, m->view_off);
+        m->view = NULL;
+        if (b && !b->io.err && !b->closing) {
+            bk_out_flush(b, false, BK_FLUSH_BUDGET);
+            bk_conn_kick(b);
+        }
+    }
+    bk_msg_free(m);
+}
+

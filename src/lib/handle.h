@@ -1,0 +1,21 @@
+/*
+ * handle.h - libbroker layer 7: a broker_t as a whole (prefix
+ * bk_handle_).  Not installed.
+ *
+ * Creates a handle's modules in layer order (conn, out, streams, ctrl,
+ * shm, in) and frees them in reverse, so that each module's fini runs
+ * while the modules below it still exist.  The handle owns them all; the
+ * socket goes last.
+ */
+#ifndef BK_HANDLE_H
+#define BK_HANDLE_H
+
+#include "conn.h"
+
+/* A new handle on the connected socket fd, which it takes over on
+ * success.  NULL: -ENOMEM (fd is left to the caller). */
+broker_t *bk_handle_new(int fd);
+/* Free everything, close the socket.  Async calls are not told. */
+void bk_handle_free(broker_t *b);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * in.h - libbroker layer 6: input (prefix bk_in_).  Not installed.
+ *
+ * Owns b->in: the reassembly table (src/common/reasm.c), the FIFO of
+ * received messages waiting for the application, and the watch of the
+ * blocking operation in progress (the one message on its stream it
+ * captures).  It reads packets (io.h), checks every frame and dispatches
+ * it: DATA through reassembly (or, with BK_F_SHM, as a view of a shared
+ * segment) into struct bk_msg objects; CLOSE / ERROR into events; control
+ * replies, WELCOME and shared-memory frames to the modules that own them.
+ * It also implements the socket layer's wait and pump hooks.
+ *
+ * Ownership: a message is owned by the FIFO until popped, by the watch
+ * slot until bk_in_watch_end(), then by whoever took it.  A message that
+ * answers an async call is tagged with it (m->acall) and goes to the FIFO;
+ * hooks.call_answered tells async.c at once so that the call stops
+ * waiting.
+ */
+#ifndef BK_IN_H
+#define BK_IN_H
+
+#include "conn.h"
+#include "msg.h"
+
+struct bk_in_hooks {
+    /* ac (s->acall of the message's stream) has its answer in the FIFO. */
+    void (*call_answered)(broker_t *b, struct bk_acall *ac);
+};
+
+/* Allocate b->in and register the socket layer's hooks.  0 or -ENOMEM. */
+int bk_in_init(broker_t *b);
+void bk_in_set_hooks(broker_t *b, const struct bk_in_hooks *hooks);
+/* Free the FIFO, the watched message and the reassembly table. */
+void bk_in_fini(broker_t *b);
+/* The options changed: new reassembly limits. */
+void bk_in_set_limits(broker_t *b);
+
+/* ---- the FIFO ---- */
+void bk_in_push(broker_t *b, struct bk_msg *m);
+struct bk_msg *bk_in_pop(broker_t *b);
+bool bk_in_has_msgs(const broker_t *b);
+
+/* ---- the watch of a blocking operation ---- */
+/* Capture the next CLOSE/ERROR on sid (and with data, DATA too). */
+void bk_in_watch_begin(broker_t *b, uint32_t sid, bool data);
+/* Whether a message was captured. */
+bool bk_in_watch_caught(const broker_t *b);
+/* Stop watching; the captured message (owned by the caller) or NULL. */
+struct bk_msg *bk_in_watch_end(broker_t *b);
+
+/* ---- reading ---- */
+/* Read and handle up to budget packets that are there now.  Returns the
+ * number read or the sticky error. */
+int bk_in_pump(broker_t *b, unsigned budget);
+/* See bk_io_wait(). */
+int bk_in_wait(broker_t *b, bool want_write, int64_t deadline);
+/* Expire partial messages whose time is up. */
+void bk_in_run_expiry(broker_t *b);
+/* When the next partial message expires (false: none). */
+bool bk_in_next_deadline(const broker_t *b, uint64_t *when);
+
+/* Drop what is reassembled of our stream sid. */
+void bk_in_drop_stream(broker_t *b, uint32_t sid);
+/* bk_stream_abort(), dropping what is reassembled of sid first. */
+void bk_in_abort_stream(broker_t *b, uint32_t sid, int err);
+
+#endif

@@ -1,0 +1,125 @@
+/*
+ * io.c - libbroker layer 1: the socket, its read buffer, the sticky
+ * fatal error, and poll() with deadlines.
+ */
+#include "config.h"
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include "sockio.h"
+#include "io.h"
+
+uint64_t bk_io_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int64_t bk_io_deadline(int timeout_ms)
+{
+    if (timeout_ms < 0)
+        return -1;
+    return (int64_t)bk_io_now_ms() + timeout_ms;
+}
+
+int bk_io_init(struct bk_io *io, int fd, size_t rbuf_len)
+{
+    io->rbuf = malloc(rbuf_len);
+    if (!io->rbuf)
+        return -ENOMEM;
+    io->rbuf_len = rbuf_len;
+    io->fd = fd;
+    return 0;
+}
+
+void bk_io_fini(struct bk_io *io)
+{
+    free(io->rbuf);
+    io->rbuf = NULL;
+    if (io->fd >= 0)
+        close(io->fd);
+    io->fd = -1;
+}
+
+int bk_io_resize(struct bk_io *io, size_t rbuf_len)
+{
+    uint8_t *rb = realloc(io->rbuf, rbuf_len);
+
+    if (!rb)
+        return -ENOMEM;
+    io->rbuf = rb;
+    io->rbuf_len = rbuf_len;
+    return 0;
+}
+
+void bk_io_fail(struct bk_io *io, int err)
+{
+    if (!io->err)
+        io->err = err < 0 ? err : -EPROTO;
+}
+
+void bk_io_lost(struct bk_io *io)
+{
+    bk_io_fail(io, io->bye ? -ESHUTDOWN : -ECONNRESET);
+}
+
+ssize_t bk_io_read(struct bk_io *io, int *fds, unsigned *nfds,
+                   unsigned maxfds)
+{
+    ssize_t len;
+
+    if (io->err)
+        return io->err;
+    len = bk_sock_recv(io->fd, io->rbuf, io->rbuf_len, fds, nfds, maxfds);
+    if (len == -EAGAIN || len > 0)
+        return len;
+    if (len == 0 || len == -ECONNRESET || len == -ENOTCONN ||
+        len == -EPIPE) {
+        bk_io_lost(io);
+        return io->err;
+    }
+    bk_io_fail(io, (int)len);
+    return io->err;
+}
+
+int bk_io_send(struct bk_io *io, const struct iovec *iov, int iovcnt,
+               const int *fds, unsigned nfds)
+{
+    int r = bk_sock_send(io->fd, iov, iovcnt, fds, nfds);
+
+    if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
+        bk_io_pump(io, 4096);
+        bk_io_lost(io);
+        return io->err;
+    }
+    return r;
+}
+
+int bk_io_poll(struct bk_io *io, short events, int64_t until)
+{
+    struct pollfd pfd = { .fd = io->fd, .events = events };
+    int64_t now = (int64_t)bk_io_now_ms();
+    int timeout, n;
+
+    if (until < 0)
+        timeout = -1;
+    else if (until <= now)
+        timeout = 0;
+    else
+        timeout = until - now > INT_MAX ? INT_MAX : (int)(until - now);
+    n = poll(&pfd, 1, timeout);
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return 0;
+    if (pfd.revents & POLLNVAL) {
+        bk_io_fail(io, -EBADF);
+        return io->err;
+    }
+    return pfd.revents;
+}

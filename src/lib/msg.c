@@ -1,0 +1,97 @@
+/*
+ * msg.c - libbroker layer 6: received message objects.
+ */
+#include "config.h"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "shm.h"
+#include "msg.h"
+
+_Static_assert(BK_REASM_OPEN == BROKER_MSGF_OPEN &&
+               BK_REASM_CLOSE == BROKER_MSGF_CLOSE &&
+               BK_REASM_CHUNK == BROKER_MSGF_CHUNK &&
+               BK_REASM_LAST == BROKER_MSGF_LAST,
+               "reassembly flags must match BROKER_MSGF_*");
+
+struct bk_msg *bk_msg_event(broker_kind_t kind, uint32_t stream,
+                            uint64_t source, int code, const void *text,
+                            size_t textlen)
+{
+    struct bk_msg *m = calloc(1, sizeof(*m) + textlen + 1);
+
+    if (!m)
+        return NULL;
+    bk_list_init(&m->link);
+    m->pub.kind = kind;
+    m->pub.stream = stream;
+    m->pub.source = source;
+    m->pub.code = code;
+    if (kind == BROKER_MSG_ERROR || textlen) {
+        char *t = (char *)(m + 1);
+        if (textlen)
+            memcpy(t, text, textlen);
+        t[textlen] = '\0';
+        m->pub.data = t;
+        m->pub.len = textlen;
+    }
+    return m;
+}
+
+struct bk_msg *bk_msg_from_out(bk_reasm_out_t *o)
+{
+    size_t namelen = o->named ? strlen(o->name) + 1 : 0;
+    size_t inl = o->data_owned ? 0 : o->len + 1;
+    size_t fdsz = o->nfds * sizeof(int);
+    struct bk_msg *m = malloc(sizeof(*m) + fdsz + namelen + inl);
+    char *p;
+
+    if (!m)
+        return NULL;
+    memset(m, 0, sizeof(*m));
+    bk_list_init(&m->link);
+    p = (char *)(m + 1);
+    m->pub.kind = BROKER_MSG_DATA;
+    m->pub.flags = o->flags;
+    m->pub.source = o->source;
+    m->pub.stream = o->stream;
+    if (o->nfds) {
+        m->pub.fds = (int *)p;
+        memcpy(p, o->fds, fdsz);
+        m->pub.nfds = o->nfds;
+        p += fdsz;
+        o->nfds = 0;
+    }
+    if (namelen) {
+        m->pub.name = p;
+        memcpy(p, o->name, namelen);
+        p += namelen;
+    }
+    if (o->data_owned) {
+        m->own_data = o->data;
+        m->pub.data = o->data;
+        o->data_owned = false;
+    } else {
+        if (o->len)
+            memcpy(p, o->data, o->len);
+        p[o->len] = '\0';
+        m->pub.data = p;
+    }
+    m->pub.len = o->len;
+    o->data = NULL;
+    o->len = 0;
+    return m;
+}
+
+void bk_msg_free(struct bk_msg *m)
+{
+    if (!m)
+        return;
+    if (m->view)
+        bk_shm_view_put(m->view, m->view_off);
+    for (unsigned i = 0; i < m->pub.nfds; i++)
+        if (m->pub.fds && m->pub.fds[i] >= 0)
+            close(m->pub.fds[i]);
+    free(m->own_data);
+    free(m);
+}
