@@ -92,7 +92,7 @@ BROKER_API int broker_status(broker_t *b, char **text)
     return 0;
 }
 
-/* ---- operator control ------------------------------------------------------ */
+/* ---- operator control --------------------------------------------------- */
 
 BROKER_API int broker_ctrl(broker_t *b, uint32_t op, const void *req,
                            size_t len, void **reply, size_t *reply_len)
@@ -219,7 +219,7 @@ BROKER_API int broker_shutdown(broker_t *b)
     return broker_ctrl(b, BK_OP_SHUTDOWN, NULL, 0, NULL, NULL);
 }
 
-/* ---- monitoring ---------------------------------------------------------- */
+/* ---- monitoring --------------------------------------------------------- */
 
 #define MON_MAX_SNAP 4096u
 

@@ -50,8 +50,8 @@ BROKER_API int broker_send(broker_t *b, const char *name, const void *data,
         return r;
     if (!bk_conn_name_ok(b, name, &nl))
         return -EINVAL;
-    return bk_send_oneway(b, BK_F_OPEN | BK_F_NAME | BK_F_CLOSE, name, 0, data,
-                       len, fds, nfds, NULL);
+    return bk_send_oneway(b, BK_F_OPEN | BK_F_NAME | BK_F_CLOSE, name, 0,
+                          data, len, fds, nfds, NULL);
 }
 
 BROKER_API int broker_send_id(broker_t *b, uint64_t id, const void *data,
@@ -63,8 +63,8 @@ BROKER_API int broker_send_id(broker_t *b, uint64_t id, const void *data,
         return r;
     if (id == 0)
         return -EINVAL;
-    return bk_send_oneway(b, BK_F_OPEN | BK_F_CLOSE, NULL, id, data, len, fds,
-                       nfds, NULL);
+    return bk_send_oneway(b, BK_F_OPEN | BK_F_CLOSE, NULL, id, data, len,
+                          fds, nfds, NULL);
 }
 
 BROKER_API int broker_stream_open(broker_t *b, const char *name, uint64_t id,

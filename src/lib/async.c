@@ -55,7 +55,7 @@ struct bk_async {
 
 static void update(broker_t *b);
 
-/* ---- async calls ----------------------------------------------------------- */
+/* ---- async calls -------------------------------------------------------- */
 
 static struct bk_acall *calls_first(struct bk_async *as)
 {
@@ -157,7 +157,7 @@ static void on_call_timeout(uv_timer_t *t)
     update(b);
 }
 
-/* ---- dispatch ------------------------------------------------------------- */
+/* ---- dispatch ----------------------------------------------------------- */
 
 static void report_disconnect(broker_t *b)
 {
@@ -270,7 +270,7 @@ static void kick(broker_t *b)
     update(b);
 }
 
-/* ---- attach / close -------------------------------------------------------- */
+/* ---- attach / close ----------------------------------------------------- */
 
 BROKER_API int broker_attach(broker_t *b, struct uv_loop_s *loop,
                              const broker_callbacks_t *cbs, void *userdata)
@@ -344,7 +344,7 @@ void bk_async_close(broker_t *b)
     uv_close((uv_handle_t *)&as->expire, on_handle_closed);
 }
 
-/* ---- public async API ----------------------------------------------------- */
+/* ---- public async API --------------------------------------------------- */
 
 BROKER_API int broker_call_async(broker_t *b, const char *name,
                                  const void *data, size_t len,

@@ -83,7 +83,7 @@ void bk_in_set_limits(broker_t *b)
     bk_reasm_set_limits(&b->in->reasm, &rl);
 }
 
-/* ---- the FIFO and the watch ------------------------------------------------ */
+/* ---- the FIFO and the watch --------------------------------------------- */
 
 void bk_in_push(broker_t *b, struct bk_msg *m)
 {
@@ -170,7 +170,7 @@ void bk_in_abort_stream(broker_t *b, uint32_t sid, int err)
     bk_stream_abort(b, sid, err);
 }
 
-/* ---- frames ------------------------------------------------------------------ */
+/* ---- frames ------------------------------------------------------------- */
 
 /* Refuse the message on (source, sid): tell the broker with a CLOSE
  * carrying the reason (unless the stream already ended), report an ERROR
@@ -188,7 +188,7 @@ static void refuse(broker_t *b, uint64_t source, uint32_t sid, int err,
     if (tell && !(s && s->q.closing))
         bk_out_queue_close(b, sid, err, NULL);
     m = bk_msg_event(BROKER_MSG_ERROR, sid, source, err, text,
-                      strlen(text));
+                     strlen(text));
     if (m)
         deliver(b, m);
     else
@@ -216,7 +216,7 @@ void bk_in_run_expiry(broker_t *b)
         bk_reasm_expire(&b->in->reasm, now, on_expired, b);
 }
 
-/* ---- shared-memory messages ------------------------------------------------ */
+/* ---- shared-memory messages --------------------------------------------- */
 
 /* A descriptor we will not deliver: its reference goes back at once. */
 static void shm_return(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
@@ -284,7 +284,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     return 0;
 }
 
-/* ---- frames --------------------------------------------------------------- */
+/* ---- frames ------------------------------------------------------------- */
 
 static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
                        int *fds)
@@ -353,7 +353,7 @@ static int handle_end(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
                                                : BROKER_MSG_ERROR;
     size_t tl = h->length > BK_MAX_TEXT ? BK_MAX_TEXT : h->length;
     struct bk_msg *m = bk_msg_event(kind, h->stream, h->source,
-                                      bk_conn_wire_code(h->aux), p, tl);
+                                    bk_conn_wire_code(h->aux), p, tl);
     struct bk_stream *s;
 
     if (!m)
@@ -371,7 +371,7 @@ static int handle_monitor(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 {
     int dropped = h->aux > INT_MAX ? INT_MAX : (int)h->aux;
     struct bk_msg *m = bk_msg_event(BROKER_MSG_MONITOR, 0, 0, dropped, p,
-                                      h->length);
+                                    h->length);
 
     if (!m)
         return -ENOMEM;
@@ -539,7 +539,7 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
     }
 }
 
-/* ---- the socket layer's hooks ------------------------------------------------ */
+/* ---- the socket layer's hooks ------------------------------------------- */
 
 static int io_pump(struct bk_io *io, unsigned budget)
 {

@@ -35,12 +35,12 @@ void bk_in_fini(broker_t *b);
 /* The options changed: new reassembly limits. */
 void bk_in_set_limits(broker_t *b);
 
-/* ---- the FIFO ---- */
+/* ---- the FIFO ----------------------------------------------------------- */
 void bk_in_push(broker_t *b, struct bk_msg *m);
 struct bk_msg *bk_in_pop(broker_t *b);
 bool bk_in_has_msgs(const broker_t *b);
 
-/* ---- the watch of a blocking operation ---- */
+/* ---- the watch of a blocking operation ---------------------------------- */
 /* Capture the next CLOSE/ERROR on sid (and with data, DATA too). */
 void bk_in_watch_begin(broker_t *b, uint32_t sid, bool data);
 /* Whether a message was captured. */
@@ -48,7 +48,7 @@ bool bk_in_watch_caught(const broker_t *b);
 /* Stop watching; the captured message (owned by the caller) or NULL. */
 struct bk_msg *bk_in_watch_end(broker_t *b);
 
-/* ---- reading ---- */
+/* ---- reading ------------------------------------------------------------ */
 /* Read and handle up to budget packets that are there now.  Returns the
  * number read or the sticky error. */
 int bk_in_pump(broker_t *b, unsigned budget);
@@ -59,7 +59,7 @@ void bk_in_run_expiry(broker_t *b);
 /* When the next partial message expires (false: none). */
 bool bk_in_next_deadline(const broker_t *b, uint64_t *when);
 
-/* Drop what is reassembled of our stream sid. */
+/* Drop what is reassembled on stream sid (from any source). */
 void bk_in_drop_stream(broker_t *b, uint32_t sid);
 /* bk_stream_abort(), dropping what is reassembled of sid first. */
 void bk_in_abort_stream(broker_t *b, uint32_t sid, int err);

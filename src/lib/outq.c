@@ -39,7 +39,7 @@ struct bk_out {
     struct bk_out_hooks hooks;
 };
 
-/* ---- setup ---------------------------------------------------------------- */
+/* ---- setup -------------------------------------------------------------- */
 
 void bk_outq_init(struct bk_outq *q)
 {
@@ -85,7 +85,7 @@ int bk_out_resize(broker_t *b)
     return 0;
 }
 
-/* ---- outgoing messages ------------------------------------------------------ */
+/* ---- outgoing messages -------------------------------------------------- */
 
 static void omsg_free(broker_t *b, struct bk_omsg *m)
 {
@@ -220,7 +220,7 @@ static size_t omsg_pending(const struct bk_omsg *m)
     return m->len - m->off + (m->started ? 0 : m->namelen);
 }
 
-/* ---- queues ----------------------------------------------------------------- */
+/* ---- queues ------------------------------------------------------------- */
 
 static void list_free(broker_t *b, bk_list_t *head)
 {
@@ -370,7 +370,7 @@ void bk_out_fini(broker_t *b)
     b->out = NULL;
 }
 
-/* ---- staging ---------------------------------------------------------------- */
+/* ---- staging ------------------------------------------------------------ */
 
 static void stage_frame(struct bk_out *o, size_t *used, const bk_hdr_t *h,
                         const struct bk_omsg *m, size_t c)
@@ -484,7 +484,7 @@ static bool stage(broker_t *b, bool all)
     return used > 0;
 }
 
-/* ---- writing ---------------------------------------------------------------- */
+/* ---- writing ------------------------------------------------------------ */
 
 static bool out_needed(const struct bk_out *o, bool all)
 {

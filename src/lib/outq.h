@@ -79,7 +79,7 @@ int bk_out_resize(broker_t *b);
 /* Free every queue but the streams' (dropped by stream.c before). */
 void bk_out_fini(broker_t *b);
 
-/* ---- outgoing messages and their frames ---- */
+/* ---- outgoing messages and their frames --------------------------------- */
 
 /* Heap copy of a message: payload, name and dup()ed fds in one block.
  * 0 or a negative errno. */
@@ -99,7 +99,7 @@ int bk_out_iov(const struct bk_omsg *m, const bk_hdr_t *h, size_t c,
 void bk_out_advance(struct bk_omsg *m, size_t chunk);
 bool bk_out_done(const struct bk_omsg *m);
 
-/* ---- queues ---- */
+/* ---- queues ------------------------------------------------------------- */
 
 void bk_outq_init(struct bk_outq *q);
 /* Queue m (from bk_out_copy) on q and put q on the ring. */
@@ -138,7 +138,7 @@ void bk_out_release(broker_t *b, uint64_t owner, uint32_t segid,
 /* Whether RELEASE records wait to be written. */
 bool bk_out_release_pending(const broker_t *b);
 
-/* ---- writing ---- */
+/* ---- writing ------------------------------------------------------------ */
 
 /* Whether anything waits to be written. */
 bool bk_out_pending(const broker_t *b);

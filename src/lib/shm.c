@@ -33,9 +33,10 @@
  * The table is keyed by (owner id, segment id).  A DATA frame with
  * BK_F_SHM becomes an ordinary message whose data points into the mapping;
  * the message counts as a view of the segment, and freeing it pushes a
- * RELEASE record into the output layer (outq.c) for the broker.  A segment whose owner is gone (SEG_DROP)
- * or whose connection is closed is unmapped when its last view goes, so
- * messages stay readable until they are freed.
+ * RELEASE record into the output layer (outq.c) for the broker.  A
+ * segment whose owner is gone (SEG_DROP) or whose connection is closed is
+ * unmapped when its last view goes, so messages stay readable until they
+ * are freed.
  */
 #include "config.h"
 #include <errno.h>
@@ -105,7 +106,7 @@ struct bk_shm {
     bk_htable_t rx;
 };
 
-/* ---- setup and teardown -------------------------------------------------- */
+/* ---- setup and teardown ------------------------------------------------- */
 
 static void on_unsent(broker_t *b, struct bk_sbuf *sb)
 {
@@ -190,7 +191,7 @@ void bk_shm_destroy(broker_t *b)
     b->shm = NULL;
 }
 
-/* ---- pool: segments ---------------------------------------------------------- */
+/* ---- pool: segments ----------------------------------------------------- */
 
 bool bk_shm_supported(const broker_t *b)
 {
@@ -282,7 +283,7 @@ static int pseg_new(broker_t *b, uint32_t nchunks, int64_t deadline,
     return 0;
 }
 
-/* ---- pool: buffers ------------------------------------------------------------ */
+/* ---- pool: buffers ------------------------------------------------------ */
 
 static struct bk_sbuf *sbuf_find(struct bk_shm *shm, uint32_t segid,
                                  uint64_t off)
@@ -452,7 +453,7 @@ int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     return 0;
 }
 
-/* ---- receiver: segments ------------------------------------------------------- */
+/* ---- receiver: segments ------------------------------------------------- */
 
 static void rseg_key(uint8_t key[12], uint64_t owner, uint32_t segid)
 {
@@ -563,7 +564,7 @@ void *bk_shm_view_get(struct bk_rseg *seg, uint64_t off)
     return (void *)(seg->map + off);
 }
 
-/* ---- receiver: releases ------------------------------------------------------- */
+/* ---- receiver: releases ------------------------------------------------- */
 
 void bk_shm_release(broker_t *b, uint64_t owner, uint32_t segid,
                     uint64_t off)
@@ -592,7 +593,7 @@ broker_t *bk_shm_view_conn(const struct bk_rseg *seg)
     return seg->shm ? seg->shm->b : NULL;
 }
 
-/* ---- public API ------------------------------------------------------------- */
+/* ---- public API --------------------------------------------------------- */
 
 BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
                                 int timeout_ms)

@@ -39,7 +39,7 @@ int bk_shm_create(broker_t *b);
 void bk_shm_close_rx(broker_t *b);
 void bk_shm_destroy(broker_t *b);
 
-/* ---- our pool ---- */
+/* ---- our pool ----------------------------------------------------------- */
 
 /* Whether the broker takes shared memory from us. */
 bool bk_shm_supported(const broker_t *b);
@@ -69,7 +69,7 @@ void bk_shm_unsent(struct bk_sbuf *sb);
 /* RELEASE from the broker: receivers are done with our buffers.  0. */
 int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p);
 
-/* ---- segments of others ---- */
+/* ---- segments of others ------------------------------------------------- */
 
 /* SEGMENT: another client's segment, announced before its first
  * descriptor.  Takes fd.  A segment that fails the checks is remembered
