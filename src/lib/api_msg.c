@@ -3,31 +3,42 @@
  * (send, shared-memory buffer send, stream open/write/close, reply,
  * receive, call, freeing a message).
  *
- * A DATA frame from broker_send() to the socket, each file once:
+ * A DATA frame from broker_send() to the socket (blocking mode); each
+ * file appears once, the functions it uses from lower layers in brackets:
  *
- *   api_msg.c  broker_send: checks (send.c bk_send_check), then
- *   send.c     bk_send_oneway: a fresh stream id (stream.c), the watch on
- *              it (in.c); bk_send_blocking: shm.c bk_shm_auto may turn a
- *              large message into a descriptor of a pool buffer; then
- *              send_frames cuts frames from the caller's memory
- *              (bk_out_plan/bk_out_iov, no copy);
- *   outq.c     bk_out_send_direct: library frames and RELEASE records
- *              queued before it are flushed first, then the frame goes;
- *   io.c       bk_io_send: one sendmsg() (sockio.c) with the fds.
- *   (attached: send.c bk_send_queued sends at once if nothing waits,
- *   else copies the message onto its stream's queue in outq.c, whose
- *   staging packs one frame per stream in turn when the loop reports
- *   the socket writable; async.c runs bk_out_flush.)
+ *   api_msg.c  broker_send          checks the name [conn.c] and the
+ *                                   message [send.c bk_send_check]
+ *   send.c     bk_send_oneway       a fresh stream id [stream.c], the watch
+ *                                   on it [in.c]; bk_send_blocking lets
+ *                                   [shm.c bk_shm_auto] turn a large
+ *                                   message into a pool descriptor, then
+ *                                   send_frames cuts frames out of the
+ *                                   caller's memory (no copy) with
+ *                                   [outq.c bk_out_plan, bk_out_iov]
+ *   outq.c     bk_out_send_direct   flushes library frames and RELEASE
+ *                                   records queued before, then the frame
+ *   io.c       bk_io_send           one sendmsg() with the fds
+ *                                   [src/common/sockio.c]
  *
- * and from the socket to broker_recv():
+ * (Attached mode: send.c bk_send_queued writes it at once if nothing else
+ * waits, else copies it onto its stream's queue in outq.c, whose stager
+ * packs one frame per stream in turn when async.c sees the socket
+ * writable and calls bk_out_flush; then io.c as above.)
  *
- *   io.c       bk_io_read: one recvmsg() into the read buffer, fds apart;
- *   in.c       bk_in_pump -> process_packet checks every frame
- *              (frame.c), handle_data feeds reassembly (reasm.c), and the
- *              completed message becomes a struct bk_msg (msg.c), which
- *              deliver() puts on the FIFO (or in the watch slot of a
- *              blocking call, or tags for an async call);
- *   api_msg.c  broker_recv pops it from the FIFO and hands out &m->pub.
+ * And from the socket to broker_recv():
+ *
+ *   io.c       bk_io_read           one recvmsg() into the read buffer,
+ *                                   the fds apart [sockio.c]
+ *   in.c       bk_in_pump           process_packet checks every frame
+ *                                   [frame.c], handle_data feeds the
+ *                                   reassembly table [reasm.c], wraps the
+ *                                   completed message [msg.c
+ *                                   bk_msg_from_out] and deliver() puts it
+ *                                   on the FIFO (or in the watch slot of a
+ *                                   blocking call, or tags it for an async
+ *                                   call)
+ *   api_msg.c  broker_recv          pops it [in.c bk_in_pop] and hands out
+ *                                   &m->pub
  */
 #include "config.h"
 #include <errno.h>

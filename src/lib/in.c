@@ -501,7 +501,7 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
         int64_t until = deadline;
         uint64_t exp;
         bool out;
-        int r;
+        int r, revents;
 
         if (b->io.err)
             return b->io.err;
@@ -517,24 +517,24 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
         if (bk_reasm_next_deadline(&in->reasm, &exp) &&
             (until < 0 || (int64_t)exp < until))
             until = (int64_t)exp;
-        r = bk_io_poll(&b->io, events, until);
-        if (r == -EINTR)
+        revents = bk_io_poll(&b->io, events, until);
+        if (revents == -EINTR)
             continue;
-        if (r < 0)
-            return r;
-        if (r == 0) {
+        if (revents < 0)
+            return revents;
+        if (revents == 0) {
             if (deadline >= 0 && (int64_t)bk_io_now_ms() >= deadline)
                 return -ETIMEDOUT;
             continue;
         }
-        if (r & (POLLIN | POLLHUP | POLLERR)) {
+        if (revents & (POLLIN | POLLHUP | POLLERR)) {
             r = bk_in_pump(b, BK_PUMP_BUDGET);
             if (r < 0)
                 return r;
             if (r > 0)
                 return 0;
         }
-        if ((r & POLLOUT) && want_write)
+        if ((revents & POLLOUT) && want_write)
             return 0;
     }
 }

@@ -73,6 +73,8 @@ struct bk_out_hooks {
 
 /* Allocate b->out and its staging buffer; 0 or -ENOMEM. */
 int bk_out_init(broker_t *b);
+/* Register the hooks hooks sets (not NULL); stream.c and shm.c each
+ * register their own. */
 void bk_out_set_hooks(broker_t *b, const struct bk_out_hooks *hooks);
 /* After the handshake: the staging buffer grows to b->pkt_cap. */
 int bk_out_resize(broker_t *b);
