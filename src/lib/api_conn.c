@@ -63,7 +63,7 @@ BROKER_API void broker_close(broker_t *b)
 {
     if (!b || b->closing)
         return;
-    if (b->as) {
+    if (bk_conn_attached(b)) {
         bk_async_close(b);
         return;
     }

@@ -48,6 +48,7 @@
 #include "outq.h"
 #include "stream.h"
 #include "shm.h"
+#include "shmview.h"
 #include "in.h"
 #include "send.h"
 
@@ -132,7 +133,7 @@ BROKER_API int broker_stream_write(broker_t *b, uint32_t stream,
     if (s->name)
         snprintf(name, sizeof(name), "%s", s->name);
     dest = s->dest;
-    if (b->as) {
+    if (bk_conn_attached(b)) {
         r = bk_send_queued(b, stream, flags, s->name ? name : NULL, dest,
                            data, len, fds, nfds, NULL);
         bk_conn_kick(b);
@@ -164,7 +165,7 @@ BROKER_API int broker_stream_close(broker_t *b, uint32_t stream)
         return -ENOENT;
     bk_in_drop_stream(b, stream);
     tell = s->q.wire || !s->ours || !bk_list_empty(&s->q.msgs);
-    if (b->as) {
+    if (bk_conn_attached(b)) {
         if (tell) {
             r = bk_out_queue_close(b, stream, 0, &s->q);
             if (r == 0)
@@ -199,7 +200,7 @@ BROKER_API int broker_reply(broker_t *b, const broker_msg_t *req,
     s = bk_stream_find(b, sid);
     if (!s || s->q.closing || (s->ours && !s->opened))
         return -ENOENT;
-    if (b->as) {
+    if (bk_conn_attached(b)) {
         r = bk_send_queued(b, sid, BK_F_CLOSE, NULL, 0, data, len, fds,
                            nfds, NULL);
         s = bk_stream_find(b, sid);
@@ -264,7 +265,7 @@ BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
     if (!b || !msg)
         return -EINVAL;
     *msg = NULL;
-    if (b->as)
+    if (bk_conn_attached(b))
         return -EBUSY;
     if (b->closing)
         return -ECANCELED;
@@ -311,7 +312,7 @@ BROKER_API int broker_call_fds(broker_t *b, const char *name,
     r = bk_send_check(b, data, len, fds, nfds);
     if (r < 0)
         return r;
-    if (b->as)
+    if (bk_conn_attached(b))
         return -EBUSY;
     if (!bk_conn_name_ok(b, name, &nl))
         return -EINVAL;
@@ -362,9 +363,9 @@ BROKER_API void broker_msg_free(broker_msg_t *msg)
     if (m->view) {
         /* the application frees it, not the library's own I/O: the
          * RELEASE record may be written right away */
-        broker_t *b = bk_shm_view_conn(m->view);
+        broker_t *b = bk_shmview_conn(m->view);
 
-        bk_shm_view_put(m->view, m->view_off);
+        bk_shmview_put(m->view, m->view_off);
         m->view = NULL;
         if (b && !b->io.err && !b->closing) {
             bk_out_flush(b, false, BK_FLUSH_BUDGET);

@@ -12,7 +12,8 @@
  *   out    outq.h    layer 3   output queues, staging, flushing
  *   st     stream.h  layer 4   the stream table
  *   ctrl   ctrl.h    layer 4   the control request in flight
- *   shm    shm.h     layer 5   the shared-memory pool and views
+ *   shm    shm.h     layer 5   our shared-memory pool
+ *   views  shmview.h layer 5   segments others share with us
  *   in     in.h      layer 6   reading, dispatch, the FIFO, the watch
  *   as     async.c   layer 7   the libuv attachment (NULL if detached)
  *
@@ -52,6 +53,7 @@ struct bk_out;
 struct bk_streams;
 struct bk_ctrl;
 struct bk_shm;
+struct bk_shmview;
 struct bk_in;
 struct bk_async;
 
@@ -81,6 +83,7 @@ struct broker {
     struct bk_streams *st;
     struct bk_ctrl *ctrl;
     struct bk_shm *shm;
+    struct bk_shmview *views;
     struct bk_in *in;
     struct bk_async *as;
 };
@@ -118,10 +121,17 @@ static inline int bk_conn_wire_code(uint32_t aux)
     return err < -4095 ? -EPROTO : err;
 }
 
+/* Whether b is attached to a libuv loop (async.c): nothing may block,
+ * output waits in queues until the loop finds the socket writable. */
+static inline bool bk_conn_attached(const broker_t *b)
+{
+    return b->as != NULL;
+}
+
 /* Attached mode: let the loop see what the operation changed. */
 static inline void bk_conn_kick(broker_t *b)
 {
-    if (b->as && b->kick)
+    if (bk_conn_attached(b) && b->kick)
         b->kick(b);
 }
 

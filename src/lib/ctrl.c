@@ -82,7 +82,7 @@ int bk_ctrl_call(broker_t *b, uint32_t op, const void *arg, size_t len,
     c->len = 0;
     c->done = false;
     c->id = h.stream;
-    if (b->as)
+    if (bk_conn_attached(b))
         r = send_queued(b, h.stream, op, arg, len, fd, deadline);
     else
         r = bk_out_send_direct(b, iov, len ? 2 : 1, fd >= 0 ? &fd : NULL,

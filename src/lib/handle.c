@@ -6,6 +6,7 @@
 #include "stream.h"
 #include "ctrl.h"
 #include "shm.h"
+#include "shmview.h"
 #include "in.h"
 #include "handle.h"
 
@@ -16,7 +17,8 @@ broker_t *bk_handle_new(int fd)
     if (!b)
         return NULL;
     if (bk_out_init(b) < 0 || bk_stream_init(b) < 0 ||
-        bk_ctrl_init(b) < 0 || bk_shm_create(b) < 0 || bk_in_init(b) < 0) {
+        bk_ctrl_init(b) < 0 || bk_shm_create(b) < 0 ||
+        bk_shmview_init(b) < 0 || bk_in_init(b) < 0) {
         b->io.fd = -1;
         bk_handle_free(b);
         return NULL;
@@ -26,7 +28,7 @@ broker_t *bk_handle_new(int fd)
 
 void bk_handle_free(broker_t *b)
 {
-    bk_shm_close_rx(b);
+    bk_shmview_fini(b);
     bk_stream_fini(b);
     bk_in_fini(b);
     bk_ctrl_fini(b);

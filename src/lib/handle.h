@@ -3,9 +3,11 @@
  * bk_handle_).  Not installed.
  *
  * Creates a handle's modules in layer order (conn, out, streams, ctrl,
- * shm, in) and frees them in reverse, so that each module's fini runs
- * while the modules below it still exist.  The handle owns them all; the
- * socket goes last.
+ * shm, shmview, in) and frees them in reverse, so that each module's fini
+ * runs while the modules below it still exist; but shmview goes first:
+ * from then on, messages the application still holds keep their segments
+ * mapped without pushing releases.  The handle owns them all; the socket
+ * goes last.
  */
 #ifndef BK_HANDLE_H
 #define BK_HANDLE_H

@@ -14,6 +14,7 @@
 #include "stream.h"
 #include "ctrl.h"
 #include "shm.h"
+#include "shmview.h"
 #include "in.h"
 
 struct bk_in {
@@ -225,7 +226,7 @@ static void shm_return(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     bk_shm_desc_t d;
 
     if (bk_shm_desc_decode(p + nl, &d) == 0)
-        bk_shm_release(b, h->source, d.segid, d.offset);
+        bk_shmview_release(b, h->source, d.segid, d.offset);
 }
 
 /* DATA with BK_F_SHM (one whole message, its stream already checked):
@@ -246,9 +247,9 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 
     r = bk_shm_desc_decode(p + nl, &d);
     if (r == 0) {
-        r = bk_shm_lookup(b, h->source, &d, &seg);
+        r = bk_shmview_lookup(b, h->source, &d, &seg);
         if (r < 0)
-            bk_shm_release(b, h->source, d.segid, d.offset);
+            bk_shmview_release(b, h->source, d.segid, d.offset);
     }
     if (r < 0) {
         refuse(b, h->source, h->stream, r, !ends);
@@ -261,7 +262,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
         if (r > 0)
             for (int i = 0; i < r; i++)
                 bk_reasm_out_release(&res.out[i]);
-        bk_shm_release(b, h->source, d.segid, d.offset);
+        bk_shmview_release(b, h->source, d.segid, d.offset);
         if (r == -EPROTO)
             return -EPROTO;
         refuse(b, h->source, h->stream, r < 0 ? r : -EPROTO, !ends);
@@ -270,10 +271,10 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     m = bk_msg_from_out(&res.out[0]);
     if (!m) {
         bk_reasm_out_release(&res.out[0]);
-        bk_shm_release(b, h->source, d.segid, d.offset);
+        bk_shmview_release(b, h->source, d.segid, d.offset);
         return -ENOMEM;
     }
-    m->pub.data = bk_shm_view_get(seg, d.offset);
+    m->pub.data = bk_shmview_get(seg, d.offset);
     m->pub.len = (size_t)d.length;
     m->pub.flags |= BROKER_MSGF_SHM;
     m->view = seg;
@@ -412,11 +413,11 @@ static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
         b->io.bye = true;
         return 0;
     case BK_T_SEGMENT:
-        return bk_shm_on_segment(b, h, p, fds[0]);
+        return bk_shmview_on_segment(b, h, p, fds[0]);
     case BK_T_RELEASE:
         return bk_shm_on_release(b, h, p);
     case BK_T_SEG_DROP:
-        return bk_shm_on_seg_drop(b, h, p);
+        return bk_shmview_on_seg_drop(b, h, p);
     case BK_T_MONITOR:
         return handle_monitor(b, h, p);
     default:

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "shm.h"
+#include "shmview.h"
 #include "msg.h"
 
 _Static_assert(BK_REASM_OPEN == BROKER_MSGF_OPEN &&
@@ -88,7 +88,7 @@ void bk_msg_free(struct bk_msg *m)
     if (!m)
         return;
     if (m->view)
-        bk_shm_view_put(m->view, m->view_off);
+        bk_shmview_put(m->view, m->view_off);
     for (unsigned i = 0; i < m->pub.nfds; i++)
         if (m->pub.fds && m->pub.fds[i] >= 0)
             close(m->pub.fds[i]);

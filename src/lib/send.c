@@ -190,7 +190,7 @@ int bk_send_oneway(broker_t *b, uint8_t flags, const char *name,
             bk_shm_unsent(sb);
         return r;
     }
-    if (b->as) {
+    if (bk_conn_attached(b)) {
         r = bk_send_queued(b, sid, flags, name, dest, data, len, fds, nfds,
                            sb);
         if (r == BK_SEND_QUEUED)

@@ -1,7 +1,7 @@
 /*
- * shm.c - libbroker layer 5: shared memory.  The sender's pool of sealed
- * memfd segments and its buffers, and the receiver's table of mapped
- * segments (the rules of ownership are in shm.h).
+ * shm.c - libbroker layer 5: our shared-memory pool of sealed memfd
+ * segments and its buffers (the rules of ownership are in shm.h; the
+ * segments of others are shmview.c's).
  *
  * Pool.  Every segment is a memfd (sealed against shrinking and growing)
  * mapped read-write once and registered with the broker (CTRL SEGMENT);
@@ -27,16 +27,6 @@
  * offset).  Its chunks go back to the bitmap when both are gone.  A
  * descriptor that never left the library (the send failed, or its queued
  * copy was dropped) gives its reference back at once.
- *
- * Receiving.  A SEGMENT frame brings a read-only fd of another client's
- * segment: it is checked (seals, size), mapped PROT_READ once and closed.
- * The table is keyed by (owner id, segment id).  A DATA frame with
- * BK_F_SHM becomes an ordinary message whose data points into the mapping;
- * the message counts as a view of the segment, and freeing it pushes a
- * RELEASE record into the output layer (outq.c) for the broker.  A
- * segment whose owner is gone (SEG_DROP) or whose connection is closed is
- * unmapped when its last view goes, so messages stay readable until they
- * are freed.
  */
 #include "config.h"
 #include <errno.h>
@@ -44,16 +34,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <linux/magic.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/vfs.h>
 #include "outq.h"
 #include "ctrl.h"
 #include "shm.h"
 #include "shmalloc.h"
-
-#define BK_SHM_MAX_RX_SEGS  65536u  /* segments mapped from other clients */
 
 /* A segment of our pool. */
 struct bk_pseg {
@@ -77,23 +62,7 @@ struct bk_sbuf {
     bool owned;                 /* the application's reference */
 };
 
-/* A segment another client shared with us. */
-struct bk_rseg {
-    bk_hnode_t node;
-    uint8_t key[12];            /* owner id, segid */
-    struct bk_shm *shm;         /* NULL once the connection is gone */
-    uint64_t owner;
-    uint32_t segid;
-    const uint8_t *map;         /* NULL when bad */
-    uint64_t size;
-    uint64_t views;             /* messages pointing into it */
-    bool bad;                   /* failed the checks: never mapped */
-    bool dropped;               /* the owner is gone */
-};
-
 struct bk_shm {
-    broker_t *b;
-    /* sender */
     bk_list_t segs;             /* struct bk_pseg */
     uint32_t nsegs;
     uint32_t segid_next;
@@ -101,9 +70,7 @@ struct bk_shm {
     uint64_t mapped;
     uint64_t in_use;
     uint64_t nbufs;
-    bk_htable_t bufs;
-    /* receiver */
-    bk_htable_t rx;
+    bk_htable_t bufs;           /* struct bk_sbuf by (segid, offset) */
 };
 
 /* ---- setup and teardown ------------------------------------------------- */
@@ -124,43 +91,12 @@ int bk_shm_create(broker_t *b)
 
     if (!shm)
         return -ENOMEM;
-    shm->b = b;
     shm->segid_next = 1;
     bk_list_init(&shm->segs);
     bk_ht_init(&shm->bufs);
-    bk_ht_init(&shm->rx);
     b->shm = shm;
     bk_out_set_hooks(b, &shm_out_hooks);
     return 0;
-}
-
-static void rseg_destroy(struct bk_rseg *seg)
-{
-    if (seg->map)
-        munmap((void *)seg->map, seg->size);
-    free(seg);
-}
-
-/* The connection is closing: segments nobody looks at are unmapped now,
- * the others once their last message is freed.  No release is sent any
- * more (the broker releases everything a departing client held). */
-void bk_shm_close_rx(broker_t *b)
-{
-    struct bk_shm *shm = b->shm;
-    bk_hnode_t *n;
-
-    if (!shm)
-        return;
-    for (n = bk_ht_next(&shm->rx, NULL); n; ) {
-        struct bk_rseg *seg = bk_container_of(n, struct bk_rseg, node);
-
-        n = bk_ht_next(&shm->rx, n);
-        bk_ht_remove(&shm->rx, &seg->node);
-        seg->shm = NULL;
-        if (!seg->views)
-            rseg_destroy(seg);
-    }
-    bk_ht_fini(&shm->rx);
 }
 
 void bk_shm_destroy(broker_t *b)
@@ -171,7 +107,6 @@ void bk_shm_destroy(broker_t *b)
 
     if (!shm)
         return;
-    bk_shm_close_rx(b);
     for (n = bk_ht_next(&shm->bufs, NULL); n; ) {
         struct bk_sbuf *sb = bk_container_of(n, struct bk_sbuf, node);
 
@@ -407,7 +342,7 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
             return BK_SHM_AS_IS;
         if (r != -EAGAIN)
             return r;
-        if (b->as)
+        if (bk_conn_attached(b))
             return -EAGAIN;
         if (bk_io_aborted(&b->io))
             return -ECANCELED;
@@ -453,148 +388,6 @@ int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     return 0;
 }
 
-/* ---- receiver: segments ------------------------------------------------- */
-
-static void rseg_key(uint8_t key[12], uint64_t owner, uint32_t segid)
-{
-    bk_put64(key, owner);
-    bk_put32(key + 8, segid);
-}
-
-static struct bk_rseg *rseg_find(struct bk_shm *shm, uint64_t owner,
-                                 uint32_t segid)
-{
-    uint8_t key[12];
-    bk_hnode_t *n;
-
-    rseg_key(key, owner, segid);
-    n = bk_ht_find(&shm->rx, key, sizeof(key));
-    return n ? bk_container_of(n, struct bk_rseg, node) : NULL;
-}
-
-/* Check a received segment fd and map it read-only.  NULL if it is not a
- * sealed memfd at least `size` bytes long or cannot be mapped.  Only
- * ordinary (tmpfs) memfds are taken: reading a hugetlbfs one raises
- * SIGBUS when the huge page pool runs dry. */
-static const uint8_t *rseg_map(int fd, uint64_t size)
-{
-    int need = BK_SEALS_REQUIRED;
-    int seals = fcntl(fd, F_GET_SEALS);
-    struct statfs sfs;
-    struct stat st;
-    void *p;
-
-    if (seals < 0 || (seals & need) != need)
-        return NULL;
-    if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
-        return NULL;
-    if (fstat(fd, &st) < 0 || st.st_size < 0 ||
-        (uint64_t)st.st_size < size || size > SIZE_MAX)
-        return NULL;
-    p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-int bk_shm_on_segment(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
-                      int fd)
-{
-    struct bk_shm *shm = b->shm;
-    uint32_t segid = bk_get32(p);
-    struct bk_rseg *seg;
-
-    if (rseg_find(shm, h->source, segid) ||
-        shm->rx.count >= BK_SHM_MAX_RX_SEGS) {
-        close(fd);
-        return 0;
-    }
-    seg = calloc(1, sizeof(*seg));
-    if (!seg) {
-        close(fd);
-        return -ENOMEM;
-    }
-    seg->shm = shm;
-    seg->owner = h->source;
-    seg->segid = segid;
-    seg->size = bk_get64(p + 8);
-    seg->map = rseg_map(fd, seg->size);
-    seg->bad = !seg->map;
-    close(fd);
-    rseg_key(seg->key, seg->owner, segid);
-    seg->node.key = seg->key;
-    seg->node.keylen = sizeof(seg->key);
-    if (bk_ht_insert(&shm->rx, &seg->node) < 0) {
-        rseg_destroy(seg);
-        return -ENOMEM;
-    }
-    return 0;
-}
-
-int bk_shm_on_seg_drop(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
-{
-    struct bk_rseg *seg = rseg_find(b->shm, h->source, bk_get32(p));
-
-    if (!seg)
-        return 0;
-    seg->dropped = true;
-    if (!seg->views) {
-        bk_ht_remove(&b->shm->rx, &seg->node);
-        rseg_destroy(seg);
-    }
-    return 0;
-}
-
-int bk_shm_lookup(broker_t *b, uint64_t owner, const bk_shm_desc_t *d,
-                  struct bk_rseg **out)
-{
-    struct bk_rseg *seg = rseg_find(b->shm, owner, d->segid);
-
-    if (!seg || seg->dropped)
-        return -EPROTO;
-    if (seg->bad)
-        return -EBADMSG;
-    if (!bk_shm_desc_fits(d, seg->size))
-        return -EPROTO;
-    *out = seg;
-    return 0;
-}
-
-void *bk_shm_view_get(struct bk_rseg *seg, uint64_t off)
-{
-    seg->views++;
-    return (void *)(seg->map + off);
-}
-
-/* ---- receiver: releases ------------------------------------------------- */
-
-void bk_shm_release(broker_t *b, uint64_t owner, uint32_t segid,
-                    uint64_t off)
-{
-    bk_out_release(b, owner, segid, off);
-}
-
-void bk_shm_view_put(struct bk_rseg *seg, uint64_t off)
-{
-    struct bk_shm *shm = seg->shm;
-
-    seg->views--;
-    if (shm) {
-        bk_shm_release(shm->b, seg->owner, seg->segid, off);
-        if (seg->dropped && !seg->views) {
-            bk_ht_remove(&shm->rx, &seg->node);
-            rseg_destroy(seg);
-        }
-    } else if (!seg->views) {
-        rseg_destroy(seg);
-    }
-}
-
-broker_t *bk_shm_view_conn(const struct bk_rseg *seg)
-{
-    return seg->shm ? seg->shm->b : NULL;
-}
-
-/* ---- public API --------------------------------------------------------- */
-
 BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
                                 int timeout_ms)
 {
@@ -613,7 +406,7 @@ BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
         return r;
     if (!bk_shm_supported(b))
         return -EOPNOTSUPP;
-    nowait = b->as || timeout_ms == 0;
+    nowait = bk_conn_attached(b) || timeout_ms == 0;
     for (;;) {
         r = bk_shm_get(b, size, nowait ? -1 : deadline, &sb);
         if (r != -EAGAIN)
