@@ -15,7 +15,7 @@
  *   shm    shm.h     layer 5   our shared-memory pool
  *   views  shmview.h layer 5   segments others share with us
  *   in     in.h      layer 6   reading, dispatch, the FIFO, the watch
- *   as     async.c   layer 7   the libuv attachment (NULL if detached)
+ *   as     async.h   layer 7   the libuv attachment (NULL if detached)
  *
  * handle.c creates them in that order and frees them in reverse.
  */

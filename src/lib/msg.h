@@ -10,7 +10,7 @@
  * Ownership: a struct bk_msg belongs to whoever holds it (the FIFO or
  * the watch slot of in.c, or the application once handed out), and it
  * owns its fds (closed on free), its payload allocated apart (own_data)
- * and its view of a shared segment (view, shm.h).
+ * and its view of a shared segment (view, shmview.h).
  */
 #ifndef BK_MSG_H
 #define BK_MSG_H

@@ -10,7 +10,7 @@
  *   - the urgent queue: frames the library itself generates (CLOSE of a
  *     refused message, the terminator of a cut-short one), ahead of data;
  *   - the control queue: the one CTRL request of ctrl.c in attached mode;
- *   - RELEASE records pushed by shm.c, packed into one frame;
+ *   - RELEASE records pushed by shmview.c, packed into one frame;
  *   - the staged packet and its fds, and flushing it to the socket.
  *
  * Ownership:
@@ -132,8 +132,9 @@ bool bk_out_ctrl_queued(const broker_t *b);
  * goes out and its reply is ignored. */
 void bk_out_unqueue_ctrl(broker_t *b);
 
-/* A RELEASE record for one descriptor of owner's (shm.c pushes it when a
- * view ends).  Coalesced with a recent twin; -ENOMEM is made sticky. */
+/* A RELEASE record for one descriptor of owner's (shmview.c pushes it
+ * when a view ends).  Coalesced with a recent twin; -ENOMEM is made
+ * sticky. */
 void bk_out_release(broker_t *b, uint64_t owner, uint32_t segid,
                     uint64_t off);
 
