@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "list.h"       /* bk_container_of */
 
 typedef struct bk_hnode {
     struct bk_hnode *next;
@@ -41,8 +42,5 @@ void bk_ht_remove(bk_htable_t *t, bk_hnode_t *n);
  * current node may be removed before asking for the next one only through
  * bk_ht_next_safe-style code: take next first, then remove. */
 bk_hnode_t *bk_ht_next(const bk_htable_t *t, const bk_hnode_t *prev);
-
-#define bk_container_of(ptr, type, member) \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #endif

@@ -31,9 +31,6 @@
 #include "proto.h"
 #include "frame.h"
 #include "htable.h"
-/* htable.h carries its own copy of bk_container_of; list.h's is the one
- * (they differ only in a cast).  Every lib file includes conn.h first. */
-#undef bk_container_of
 #include "list.h"
 #include "io.h"
 
