@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "ctrl.h"
+#include "error.h"
 #include "frame.h"
 #include "inspect.h"
 #include "log.h"
@@ -16,12 +17,13 @@
 #include "server.h"
 #include "shm.h"
 
-static void reply(bk_port_t *p, const bk_hdr_t *req, int code,
+/* The CTRL_REPLY to req: err is 0 or a negative errno. */
+static void reply(bk_port_t *p, const bk_hdr_t *req, int err,
                   const void *payload, size_t len)
 {
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_CTRL_REPLY,
-        .stream = req->stream, .aux = (uint32_t)code, .dest = p->id,
+        .stream = req->stream, .aux = bk_err_to_wire(err), .dest = p->id,
         .length = (uint32_t)len,
     };
 
@@ -31,7 +33,7 @@ static void reply(bk_port_t *p, const bk_hdr_t *req, int code,
 static int check_name(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
 {
     return bk_name_valid((const char *)name, h->length,
-                         p->srv->cfg->max_name) ? 0 : EINVAL;
+                         p->srv->cfg->max_name) ? 0 : -EINVAL;
 }
 
 static void do_register(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
@@ -44,10 +46,10 @@ static void do_register(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
                                  (const char *)name, h->length)) {
         bk_info("client %" PRIu64 " (uid %d, %s) may not own '%.*s'", p->id,
                 (int)p->uid, p->comm, (int)h->length, (const char *)name);
-        r = EACCES;
+        r = -EACCES;
     }
     if (!r)
-        r = -bk_names_register(&srv->names, (const char *)name, h->length,
+        r = bk_names_register(&srv->names, (const char *)name, h->length,
                                p->id, &p->names, srv->cfg->max_names,
                                bk_now_ms());
     if (!r)
@@ -61,7 +63,7 @@ static void do_release(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
     int r = check_name(p, h, name);
 
     if (!r)
-        r = -bk_names_release(&p->srv->names, (const char *)name, h->length,
+        r = bk_names_release(&p->srv->names, (const char *)name, h->length,
                               p->id, &p->names);
     reply(p, h, r, "", 0);
 }
@@ -78,7 +80,7 @@ static void do_resolve(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
     }
     id = bk_names_lookup(&p->srv->names, (const char *)name, h->length);
     if (!id) {
-        reply(p, h, ENOENT, "", 0);
+        reply(p, h, -ENOENT, "", 0);
         return;
     }
     bk_put64(out, id);
@@ -95,7 +97,7 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
 
     for (bk_hnode_t *e = bk_ht_next(&srv->clients, NULL); e;
          e = bk_ht_next(&srv->clients, e))
-        queued += bk_container_of(e, bk_port_t, node)->queued_bytes;
+        queued += bk_container_of(e, bk_port_t, node)->out.bytes;
     n = snprintf(buf, sizeof(buf),
                  "version=%s\npid=%d\nuptime_ms=%" PRIu64 "\nsocket=%s\n"
                  "clients=%u\nnames=%zu\nstreams=%" PRIu64 "\n"
@@ -132,13 +134,13 @@ static void do_list(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
     int r;
 
     if (h->length != 0 && h->length != BK_LIST_REQ_SIZE) {
-        reply(p, h, EINVAL, "", 0);
+        reply(p, h, -EINVAL, "", 0);
         return;
     }
     if (h->length)
         start = bk_get32(payload);
     r = bk_inspect_list(p, h->aux, start, room, &text, &len);
-    reply(p, h, -r, r ? "" : text, r ? 0 : len);
+    reply(p, h, r, r ? "" : text, r ? 0 : len);
     free(text);
 }
 
@@ -149,26 +151,26 @@ static void do_kick(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
     char why[64];
 
     if (h->length != BK_KICK_REQ_SIZE) {
-        reply(p, h, EINVAL, "", 0);
+        reply(p, h, -EINVAL, "", 0);
         return;
     }
     t = bk_server_find(p->srv, bk_get64(payload));
     if (!t || t->failed) {
-        reply(p, h, ENOENT, "", 0);
+        reply(p, h, -ENOENT, "", 0);
         return;
     }
     reply(p, h, 0, "", 0);
     bk_info("client %" PRIu64 " (%s) kicks client %" PRIu64 " (%s)", p->id,
             p->comm, t->id, t->comm);
     snprintf(why, sizeof(why), "disconnected by client %" PRIu64, p->id);
-    bk_port_error(t, 0, ECONNABORTED, why, NULL);
+    bk_port_error(t, 0, -ECONNABORTED, why, NULL);
     bk_port_fail(t, -ECONNABORTED);
 }
 
 static void do_shutdown(bk_port_t *p, const bk_hdr_t *h)
 {
     if (h->length) {
-        reply(p, h, EINVAL, "", 0);
+        reply(p, h, -EINVAL, "", 0);
         return;
     }
     reply(p, h, 0, "", 0);
@@ -184,13 +186,13 @@ static void do_reload(bk_port_t *p, const bk_hdr_t *h)
     char err[512];
 
     if (h->length) {
-        reply(p, h, EINVAL, "", 0);
+        reply(p, h, -EINVAL, "", 0);
         return;
     }
     bk_info("client %" PRIu64 " (pid %d, %s) asks for a reload", p->id,
             (int)p->pid, p->comm);
     if (bk_server_reload(p->srv, err, sizeof(err)) < 0)
-        reply(p, h, EINVAL, err, strlen(err));
+        reply(p, h, -EINVAL, err, strlen(err));
     else
         reply(p, h, 0, "", 0);
 }
@@ -203,14 +205,14 @@ static void do_monitor(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
     if (r == 0)
         bk_info("client %" PRIu64 " (pid %d, %s) monitors '%.*s'", p->id,
                 (int)p->pid, p->comm, (int)h->length, (const char *)payload);
-    reply(p, h, -r, "", 0);
+    reply(p, h, r, "", 0);
 }
 
 /* The privileged operations, once the requester is known to be allowed. */
 static void do_admin(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
 {
     if (!bk_inspect_allowed(p)) {
-        reply(p, h, EPERM, "", 0);
+        reply(p, h, -EPERM, "", 0);
         return;
     }
     if (h->aux == BK_OP_KICK)
@@ -258,7 +260,7 @@ void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
         do_admin(p, h, payload);
         break;
     default:                    /* bk_frame_check_from_client rejects it */
-        reply(p, h, EINVAL, "", 0);
+        reply(p, h, -EINVAL, "", 0);
         break;
     }
 }

@@ -159,8 +159,8 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "age_ms", now - c->connected_ms);
     more = rec_names(pg, c, pg->cap / 4);
     rec_u64(pg, "names_more", more);
-    rec_u64(pg, "queued_frames", c->queued_frames);
-    rec_u64(pg, "queued_bytes", c->queued_bytes);
+    rec_u64(pg, "queued_frames", c->out.frames);
+    rec_u64(pg, "queued_bytes", c->out.bytes);
     rec_u64(pg, "msgs_in", c->msgs_in);
     rec_u64(pg, "msgs_out", c->msgs_out);
     rec_u64(pg, "bytes_in", c->bytes_in);

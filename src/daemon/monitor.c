@@ -21,7 +21,7 @@ typedef enum mon_kind {
 } mon_kind_t;
 
 typedef struct bk_mon {
-    struct bk_mon *next;
+    bk_list_t link;             /* on srv->monitors */
     bk_port_t *port;
     mon_kind_t kind;
     bool prefix;
@@ -133,7 +133,9 @@ static int parse_filter(bk_mon_t *m, const uint8_t *req, size_t len)
 
 static bk_mon_t *find(const bk_port_t *p)
 {
-    for (bk_mon_t *m = p->srv->monitors; m; m = m->next)
+    bk_mon_t *m;
+
+    bk_list_for_each(m, &p->srv->monitors, bk_mon_t, link)
         if (m->port == p)
             return m;
     return NULL;
@@ -147,8 +149,8 @@ int bk_mon_add(bk_port_t *p, const uint8_t *req, size_t len)
     if (r < 0)
         return r;
     m = find(p);
-    if (m) {
-        tmp.next = m->next;
+    if (m) {                    /* a new filter; the place and count stay */
+        tmp.link = m->link;
         tmp.dropped = m->dropped;
         *m = tmp;
         return 0;
@@ -157,28 +159,29 @@ int bk_mon_add(bk_port_t *p, const uint8_t *req, size_t len)
     if (!m)
         return -ENOMEM;
     *m = tmp;
-    m->next = p->srv->monitors;
-    p->srv->monitors = m;
+    bk_list_push_head(&p->srv->monitors, &m->link);
     return 0;
 }
 
 void bk_mon_port_gone(bk_port_t *p)
 {
-    for (bk_mon_t **pp = &p->srv->monitors; *pp; pp = &(*pp)->next)
-        if ((*pp)->port == p) {
-            bk_mon_t *m = *pp;
-            *pp = m->next;
-            free(m);
-            return;
-        }
+    bk_mon_t *m = find(p);
+
+    if (m) {
+        bk_list_unlink(&m->link);
+        free(m);
+    }
 }
 
 unsigned bk_mon_count(const bk_server_t *s)
 {
+    const bk_mon_t *m;
     unsigned n = 0;
 
-    for (bk_mon_t *m = s->monitors; m; m = m->next)
+    bk_list_for_each(m, &s->monitors, bk_mon_t, link) {
+        (void)m;
         n++;
+    }
     return n;
 }
 
@@ -242,7 +245,7 @@ static void send_record(bk_mon_t *m, uint8_t *rec, uint32_t olen,
 
     if (p->failed || p->state != BK_PORT_READY)
         return;
-    if (p->queued_bytes > p->srv->cfg->queue_limit) {
+    if (p->out.bytes > p->srv->cfg->queue_limit) {
         if (m->dropped < UINT32_MAX)
             m->dropped++;
         return;
@@ -265,12 +268,12 @@ void bk_mon_record(const bk_port_t *from, const bk_port_t *to,
 {
     uint8_t rec[BK_MON_REC_SIZE + BK_MON_MAX_SNAP];
     bool built = false;
+    bk_mon_t *m;
 
     /* a monitor's own traffic is never recorded */
     if (find(to) || (from && find(from)))
         return;
-    for (bk_mon_t *m = to->srv->monitors, *next; m; m = next) {
-        next = m->next;
+    bk_list_for_each_safe(m, &to->srv->monitors, bk_mon_t, link) {
         if (!matches(m, from, to, o, payload))
             continue;
         if (!built) {

@@ -25,8 +25,9 @@
 #define BK_MON_DEF_SNAP   256u
 #define BK_MON_MAX_SNAP   4096u
 
-/* The monitors hang off the server (srv->monitors); NULL when nobody
- * monitors, so a tap costs one pointer check. */
+/* The monitors hang off the server (srv->monitors, owned by this module:
+ * each bk_mon is malloc'd by bk_mon_add, freed by bk_mon_port_gone); the
+ * list is empty when nobody monitors, so a tap costs one pointer check. */
 
 /* Make p a monitor with the filter in req (see broker-protocol(7)); a
  * port that already monitors gets the new filter.  Returns 0, -EINVAL (bad
@@ -48,7 +49,7 @@ static inline void bk_mon_tap(const bk_port_t *from, const bk_port_t *to,
                               uint32_t from_sid, const bk_hdr_t *o,
                               const void *payload)
 {
-    if (to->srv->monitors)
+    if (!bk_list_empty(&to->srv->monitors))
         bk_mon_record(from, to, from_sid, o, payload);
 }
 

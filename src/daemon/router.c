@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include "error.h"
 #include "log.h"
 #include "monitor.h"
 #include "port.h"
@@ -36,38 +37,28 @@ static uint64_t data_bytes(const bk_hdr_t *h)
     return h->flags & BK_F_NAME ? h->length - h->aux : h->length;
 }
 
-static void fatal(bk_port_t *p, int err, uint32_t sid, const char *what)
-{
-    char text[160];
-
-    p->srv->stats.protocol_errors++;
-    snprintf(text, sizeof(text), "protocol error: %s", what);
-    bk_warn("client %" PRIu64 " (pid %d, %s): %s; disconnecting", p->id,
-            (int)p->pid, p->comm, text);
-    bk_port_error(p, sid, err, text, NULL);
-    bk_port_fail(p, -err);
-}
-
-/* A message failed at its first fragment: report it, and if fragments are
+/* A message failed at its first fragment (err: a negative errno): report it, and if fragments are
  * still to come, leave a tombstone that swallows them. */
 static void reject(bk_port_t *from, const bk_hdr_t *h, const uint8_t *payload,
-                   int code, const char *text)
+                   int err, const char *text)
 {
     bk_stream_t *s;
 
-    bk_port_error(from, h->stream, code, text, from);
+    bk_port_error(from, h->stream, err, text, from);
     if (h->flags & BK_F_SHM)
         bk_shm_undelivered(from, shm_desc(h, payload));
     if (!(h->flags & BK_F_MORE))
         return;
     if (from->streams.count >=
         from->srv->cfg->max_streams * TOMBSTONE_SLACK) {
-        fatal(from, ENOSR, h->stream, "too many failed messages in flight");
+        bk_port_protocol_error(from, -ENOSR, h->stream,
+                               "too many failed messages in flight");
         return;
     }
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
                    NULL, 0, 0, NULL, &s) < 0) {
-        fatal(from, ENOMEM, h->stream, "out of memory");
+        bk_port_protocol_error(from, -ENOMEM, h->stream,
+                               "out of memory");
         return;
     }
     s->end[0].in_msg = true;
@@ -105,7 +96,7 @@ static int deliver_shm(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
         return 0;
     if (bk_shm_deliver(from, to, shm_desc(h, payload)) == 0)
         return 0;
-    bk_port_error(from, h->stream, ENOMEM,
+    bk_port_error(from, h->stream, -ENOMEM,
                   "broker out of memory or fds for shared memory", from);
     bk_shm_undelivered(from, shm_desc(h, payload));
     return -ENOMEM;
@@ -145,11 +136,12 @@ static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
 
     snprintf(text, sizeof(text), "message exceeds the broker's limit of %"
              PRIu64 " bytes", from->srv->cfg->max_msg);
-    bk_port_error(from, e->sid, EMSGSIZE, text, from);
+    bk_port_error(from, e->sid, -EMSGSIZE, text, from);
     if (peer && !peer->discard) {
         bk_hdr_t c = {
             .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
-            .stream = peer->sid, .aux = EMSGSIZE, .source = from->id,
+            .stream = peer->sid, .aux = bk_err_to_wire(-EMSGSIZE),
+            .source = from->id,
             .dest = peer->client, .length = (uint32_t)strlen(text),
         };
         bk_mon_tap(from, peer->owner, e->sid, &c, text);
@@ -201,13 +193,14 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
 
     if (bk_st_find(table(from), from->id, h->stream)) {
         bk_close_fds(fds, h->nfds);
-        fatal(from, EPROTO, h->stream, "OPEN on a stream id already in use");
+        bk_port_protocol_error(from, -EPROTO, h->stream,
+                               "OPEN on a stream id already in use");
         return;
     }
     to = resolve(from, h, payload, why, sizeof(why));
     if (!to) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, ENOENT, why);
+        reject(from, h, payload, -ENOENT, why);
         return;
     }
     if (!may_send(from, to, h, payload)) {
@@ -215,12 +208,12 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
         bk_info("client %" PRIu64 " (uid %d, %s) may not send to client %"
                 PRIu64 " (%s)", from->id, (int)from->uid, from->comm, to->id,
                 to->comm);
-        reject(from, h, payload, EACCES, "not allowed to send there");
+        reject(from, h, payload, -EACCES, "not allowed to send there");
         return;
     }
     if (data_bytes(h) > cfg->max_msg) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, EMSGSIZE,
+        reject(from, h, payload, -EMSGSIZE,
                "message exceeds the broker's limit");
         return;
     }
@@ -244,7 +237,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (from->streams.count >= cfg->max_streams ||
         to->streams.count >= cfg->max_streams) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, ENOSR,
+        reject(from, h, payload, -ENOSR,
                from->streams.count >= cfg->max_streams ?
                "too many open streams" :
                "the receiver has too many open streams");
@@ -253,7 +246,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
                    to, to->id, to_sid, &to->streams, &s) < 0) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, ENOMEM, "out of memory");
+        reject(from, h, payload, -ENOMEM, "out of memory");
         return;
     }
     s->opened_ms = bk_now_ms();
@@ -280,7 +273,7 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
 
     if (e && e->in_msg) {
         bk_close_fds(fds, h->nfds);
-        fatal(from, EPROTO, h->stream,
+        bk_port_protocol_error(from, -EPROTO, h->stream,
               "first fragment while the previous message is unfinished");
         return;
     }
@@ -289,7 +282,7 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
         bk_close_fds(fds, h->nfds);
         if (e)
             bk_st_remove_end(table(from), e);
-        reject(from, h, payload, ENOENT,
+        reject(from, h, payload, -ENOENT,
                "no such stream (closed, or never opened)");
         return;
     }
@@ -314,7 +307,7 @@ static void continuation(bk_port_t *from, const bk_hdr_t *h,
     bk_st_end_t *peer;
 
     if (!e || !e->in_msg) {
-        fatal(from, EPROTO, h->stream,
+        bk_port_protocol_error(from, -EPROTO, h->stream,
               "continuation fragment without a first fragment");
         return;
     }
@@ -373,7 +366,7 @@ void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
     (void)nfds;
     if (h->type == BK_T_DATA && (h->flags & BK_F_SHM) &&
         bk_shm_check(from, shm_desc(h, payload), &why) < 0) {
-        fatal(from, EPROTO, h->stream, why);
+        bk_port_protocol_error(from, -EPROTO, h->stream, why);
         return;
     }
     if (h->type == BK_T_CLOSE)
@@ -398,7 +391,8 @@ void bk_router_port_gone(bk_port_t *p)
             bk_port_t *op = peer->owner;
             bk_hdr_t h = {
                 .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
-                .stream = peer->sid, .aux = ECONNRESET, .source = p->id,
+                .stream = peer->sid, .aux = bk_err_to_wire(-ECONNRESET),
+                .source = p->id,
                 .dest = op->id,
             };
             static const char text[] = "peer disconnected";

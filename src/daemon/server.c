@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include "error.h"
 #include "frame.h"
 #include "log.h"
 #include "port.h"
@@ -46,35 +47,27 @@ bk_port_t *bk_server_find(const bk_server_t *s, uint64_t id)
 static void link_port(bk_server_t *s, bk_port_t *p)
 {
     s->nports++;
-    p->all_prev = NULL;
-    p->all_next = s->all;
-    if (s->all)
-        s->all->all_prev = p;
-    s->all = p;
+    bk_list_push_head(&s->all, &p->all_link);
 }
 
 static void unlink_port(bk_server_t *s, bk_port_t *p)
 {
     s->nports--;
-    if (p->all_prev)
-        p->all_prev->all_next = p->all_next;
-    else
-        s->all = p->all_next;
-    if (p->all_next)
-        p->all_next->all_prev = p->all_prev;
+    bk_list_unlink(&p->all_link);
 }
 
 /* End of every callback: write what was queued, close what failed;
  * closing tells peers, which queues more, so repeat until both are done. */
 void bk_server_reap(bk_server_t *s)
 {
+    bk_list_t *l;
+
     for (;;) {
         bk_port_flush_dirty(s);
-        if (!s->reap)
+        if (bk_list_empty(&s->reap))
             return;
-        while (s->reap) {
-            bk_port_t *p = s->reap;
-            s->reap = p->reap_next;
+        while ((l = bk_list_pop_head(&s->reap))) {
+            bk_port_t *p = bk_container_of(l, bk_port_t, reap_link);
             unlink_port(s, p);
             bk_port_close(p);
         }
@@ -83,10 +76,13 @@ void bk_server_reap(bk_server_t *s)
 
 /* ---- accepting -------------------------------------------------------------- */
 
-static void refuse(int fd, int code, const char *text)
+/* Send an ERROR (err: a negative errno) on a socket no port owns yet, and
+ * close it. */
+static void refuse(int fd, int err, const char *text)
 {
     bk_hdr_t h = {
-        .version = BK_PROTO_VERSION, .type = BK_T_ERROR, .aux = (uint32_t)code,
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+        .aux = bk_err_to_wire(err),
         .length = (uint32_t)strlen(text),
     };
     uint8_t hdr[BK_HDR_SIZE];
@@ -108,7 +104,7 @@ static void shed(bk_server_t *s)
     close(s->reserve_fd);
     fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0)
-        refuse(fd, EMFILE, "broker is out of file descriptors");
+        refuse(fd, -EMFILE, "broker is out of file descriptors");
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     bk_warn("out of file descriptors; refused a connection");
 }
@@ -134,7 +130,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             break;
         }
         if (s->nports >= s->cfg->max_clients) {
-            refuse(fd, ENOSR, "too many clients");
+            refuse(fd, -ENOSR, "too many clients");
             continue;
         }
         p = bk_port_new(s, fd, s->next_client_id++);
@@ -311,6 +307,10 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
     s->next_client_id = 1;
     s->start_ms = bk_now_ms();
     bk_ht_init(&s->clients);
+    bk_list_init(&s->reap);
+    bk_list_init(&s->all);
+    bk_list_init(&s->dirty);
+    bk_list_init(&s->monitors);
     bk_names_init(&s->names);
     bk_st_init(&s->streams);
     /* Signals first: a client may connect (and a test may SIGTERM us) as
@@ -353,10 +353,12 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
 
 static void finish(bk_server_t *s)
 {
+    bk_port_t *p;
+
     if (s->finished)
         return;
     s->finished = true;
-    for (bk_port_t *p = s->all; p; p = p->all_next)
+    bk_list_for_each(p, &s->all, bk_port_t, all_link)
         bk_port_fail(p, -ESHUTDOWN);
     bk_server_reap(s);
     uv_close((uv_handle_t *)&s->grace, NULL);
@@ -375,16 +377,20 @@ static void on_grace(uv_timer_t *t)
 
 void bk_server_port_drained(bk_server_t *s)
 {
+    bk_port_t *p;
+
     if (!s->stopping || s->finished)
         return;
-    for (bk_port_t *p = s->all; p; p = p->all_next)
-        if (p->queued_frames && !p->failed)
+    bk_list_for_each(p, &s->all, bk_port_t, all_link)
+        if (p->out.frames && !p->failed)
             return;
     finish(s);
 }
 
 void bk_server_stop(bk_server_t *s)
 {
+    bk_port_t *p;
+
     if (s->stopping)
         return;
     s->stopping = true;
@@ -399,7 +405,7 @@ void bk_server_stop(bk_server_t *s)
         }
         s->listening = false;
     }
-    for (bk_port_t *p = s->all; p; p = p->all_next)
+    bk_list_for_each(p, &s->all, bk_port_t, all_link)
         if (!p->failed)
             bk_port_shutdown(p);
     bk_server_reap(s);

@@ -10,6 +10,12 @@
 #include <uv.h>
 #include "config.h"
 #include "htable.h"
+/* htable.h still carries its own copy of bk_container_of; list.h's is the
+ * one definition (drop this #ifndef once htable.h includes list.h). */
+#ifndef BK_LIST_H
+#undef bk_container_of
+#endif
+#include "list.h"
 #include "names.h"
 #include "streams.h"
 
@@ -43,10 +49,12 @@ typedef struct bk_server {
     uint64_t next_client_id;
     uint64_t start_ms;
     bk_stats_t stats;
-    struct bk_port *reap;       /* ports failed during this callback */
-    struct bk_port *all;        /* every port, handshaking or not */
-    struct bk_port *dirty;      /* ports with frames to flush */
-    struct bk_mon *monitors;    /* traffic taps (monitor.c), or NULL */
+    bk_list_t reap;             /* bk_port.reap_link: failed during this
+                                 * callback, to be closed */
+    bk_list_t all;              /* bk_port.all_link: every port,
+                                 * handshaking or not, newest first */
+    bk_list_t dirty;            /* bk_port.dirty_link: frames to flush */
+    bk_list_t monitors;         /* bk_mon.link: traffic taps (monitor.c) */
     bool stopping;
     bool finished;
     bool listening;

@@ -152,16 +152,16 @@ static int check_memfd(int fd, uint64_t size)
     int seals = fcntl(fd, F_GET_SEALS);
 
     if (seals < 0)
-        return EINVAL;          /* not a memfd (or sealing not allowed) */
+        return -EINVAL;         /* not a memfd (or sealing not allowed) */
     if ((seals & BK_SEALS_REQUIRED) != BK_SEALS_REQUIRED)
-        return EINVAL;
+        return -EINVAL;
     /* only ordinary shared memory: a hugetlbfs memfd can SIGBUS its
      * readers when the huge page pool runs dry */
     if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
-        return EINVAL;
+        return -EINVAL;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
         (uint64_t)st.st_size != size)
-        return EINVAL;
+        return -EINVAL;
     return 0;
 }
 
@@ -185,11 +185,11 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     int r = check_memfd(fd, size), rofd;
 
     if (!r && seg_find(p, segid))
-        r = EEXIST;
+        r = -EEXIST;
     if (!r && p->shm.nsegs >= cfg->max_segments)
-        r = ENOSR;
+        r = -ENOSR;
     if (!r && size > cfg->max_shm - p->shm.bytes)
-        r = ENOSPC;
+        r = -ENOSPC;
     if (r) {
         close(fd);
         return r;
@@ -197,11 +197,11 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     rofd = reopen_ro(fd);
     close(fd);
     if (rofd < 0)
-        return -rofd;
+        return rofd;
     seg = calloc(1, sizeof(*seg));
     if (!seg) {
         close(rofd);
-        return ENOMEM;
+        return -ENOMEM;
     }
     seg->segid = segid;
     seg->size = size;
@@ -212,7 +212,7 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     if (bk_ht_insert(&p->shm.segs, &seg->node) < 0) {
         close(rofd);
         free(seg);
-        return ENOMEM;
+        return -ENOMEM;
     }
     p->shm.nsegs++;
     p->shm.bytes += size;

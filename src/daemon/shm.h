@@ -32,7 +32,8 @@ typedef struct bk_shm_port {
 void bk_shm_port_init(bk_shm_port_t *s);
 
 /* CTRL SEGMENT: check and register the memfd `fd` (ownership taken).
- * Returns 0 or a positive errno for the CTRL_REPLY. */
+ * Returns 0, -EINVAL (not a sealed memfd of that size on tmpfs), -EEXIST
+ * (segid taken), -ENOSR (max_segments), -ENOSPC (max_shm) or -ENOMEM. */
 int bk_shm_register(struct bk_port *p, const uint8_t *payload, int fd);
 
 /* A DATA frame with BK_F_SHM from `from`: 0 if its descriptor names one of
