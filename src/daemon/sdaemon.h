@@ -19,9 +19,12 @@
  * LISTEN_FDNAMES from the environment whenever LISTEN_PID is set. */
 int bk_sd_listen_fd(char *path, size_t len);
 
+/* bk_sd_notify's expected outcome: the state was sent. */
+#define BK_SD_NOTIFIED 1
+
 /* Send a state string ("READY=1\nMAINPID=...", "STOPPING=1") to
- * $NOTIFY_SOCKET.  Returns 1 if sent, 0 when $NOTIFY_SOCKET is unset, or
- * a negative errno (logged as a warning). */
+ * $NOTIFY_SOCKET.  Returns BK_SD_NOTIFIED if sent, 0 when $NOTIFY_SOCKET
+ * is unset, or a negative errno (logged as a warning). */
 int bk_sd_notify(const char *state);
 
 /* "READY=1" with this process as MAINPID. */
