@@ -128,10 +128,11 @@ static uint32_t rec_names(page_t *pg, const bk_port_t *c, size_t budget)
 {
     size_t begin;
     uint32_t left = c->names.count;
+    const bk_name_t *n;
 
     rec_key(pg, "names");
     begin = pg->rlen;
-    for (const bk_name_t *n = c->names.head; n; n = n->next_owned) {
+    bk_list_for_each(n, &c->names.head, bk_name_t, owned_link) {
         size_t before = pg->rlen;
 
         if (before != begin)

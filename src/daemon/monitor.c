@@ -196,9 +196,11 @@ static bool name_matches(const bk_mon_t *m, const char *name, size_t len)
 
 static bool owns_match(const bk_mon_t *m, const bk_port_t *p)
 {
+    const bk_name_t *n;
+
     if (!p)
         return false;
-    for (const bk_name_t *n = p->names.head; n; n = n->next_owned)
+    bk_list_for_each(n, &p->names.head, bk_name_t, owned_link)
         if (name_matches(m, n->name, n->len))
             return true;
     return false;

@@ -8,6 +8,10 @@
  * its records are dropped and counted; the count travels in the `aux` of
  * the next record it gets.  Traffic of a monitor connection itself is not
  * recorded.  man/broker-protocol.7 ("Monitoring") is the normative text.
+ *
+ * Owns each monitor's bk_mon (its filter and drop count), on the server's
+ * monitor list; a record is built on the stack and copied into the
+ * monitor's output queue.
  */
 #ifndef BK_MONITOR_H
 #define BK_MONITOR_H

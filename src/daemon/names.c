@@ -57,11 +57,7 @@ int bk_names_register(bk_names_t *n, const char *name, size_t len,
         free(e);
         return r;
     }
-    e->next_owned = owned->head;
-    if (owned->head)
-        owned->head->pprev_owned = &e->next_owned;
-    e->pprev_owned = &owned->head;
-    owned->head = e;
+    bk_list_push_head(&owned->head, &e->owned_link);
     owned->count++;
     return 0;
 }
@@ -69,9 +65,7 @@ int bk_names_register(bk_names_t *n, const char *name, size_t len,
 static void drop(bk_names_t *n, bk_name_t *e, bk_name_list_t *owned)
 {
     bk_ht_remove(&n->ht, &e->node);
-    *e->pprev_owned = e->next_owned;
-    if (e->next_owned)
-        e->next_owned->pprev_owned = e->pprev_owned;
+    bk_list_unlink(&e->owned_link);
     owned->count--;
     free(e);
 }
@@ -91,8 +85,10 @@ int bk_names_release(bk_names_t *n, const char *name, size_t len,
 
 void bk_names_release_all(bk_names_t *n, bk_name_list_t *owned)
 {
-    while (owned->head)
-        drop(n, owned->head, owned);
+    bk_name_t *e;
+
+    while ((e = bk_list_first_entry(&owned->head, bk_name_t, owned_link)))
+        drop(n, e, owned);
 }
 
 uint64_t bk_names_lookup(const bk_names_t *n, const char *name, size_t len)

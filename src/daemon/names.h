@@ -1,5 +1,10 @@
 /*
  * names.h - well-known names: one owner each (prefix bk_names_).
+ *
+ * Owns every bk_name (malloc'd by bk_names_register, freed when released
+ * or by bk_names_fini) and the table of them.  Each name is also on its
+ * owner's bk_name_list, embedded in the owner (a port), so a departing
+ * client releases all its names; the list holds, it does not own.
  */
 #ifndef BK_NAMES_H
 #define BK_NAMES_H
@@ -7,22 +12,33 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "htable.h"
+/* htable.h still carries its own copy of bk_container_of; list.h's is the
+ * one definition (drop this #ifndef once htable.h includes list.h). */
+#ifndef BK_LIST_H
+#undef bk_container_of
+#endif
+#include "list.h"
 
 typedef struct bk_name {
     bk_hnode_t node;
     uint64_t owner;             /* client id */
-    struct bk_name *next_owned; /* owner's list */
-    struct bk_name **pprev_owned;
+    bk_list_t owned_link;       /* on the owner's bk_name_list */
     uint64_t registered_ms;
     size_t len;
     char name[];                /* NUL-terminated */
 } bk_name_t;
 
-/* A client's owned names. */
+/* A client's owned names (the entries are the bk_names table's). */
 typedef struct bk_name_list {
-    bk_name_t *head;
+    bk_list_t head;             /* bk_name.owned_link, newest first */
     uint32_t count;
 } bk_name_list_t;
+
+static inline void bk_name_list_init(bk_name_list_t *l)
+{
+    bk_list_init(&l->head);
+    l->count = 0;
+}
 
 typedef struct bk_names {
     bk_htable_t ht;

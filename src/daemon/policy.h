@@ -7,6 +7,9 @@
  * ends in `*` for a prefix match.  With no rule of a kind, that kind of
  * access is open; with some, only what a rule allows.  Root and the
  * broker's own uid are always allowed.
+ *
+ * Owns the rule arrays and their patterns (bk_policy_free releases them);
+ * a bk_policy lives in the configuration (config.h).
  */
 #ifndef BK_POLICY_H
 #define BK_POLICY_H

@@ -101,6 +101,8 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     bk_list_init(&p->all_link);
     bk_list_init(&p->dirty_link);
     bk_shm_port_init(&p->shm);
+    bk_st_list_init(&p->streams);
+    bk_name_list_init(&p->names);
     p->next_psid = 1;
     bk_put64(p->idkey, id);
     p->node.key = p->idkey;

@@ -168,14 +168,15 @@ static bool may_send(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
 {
     const bk_policy_t *pol = &from->srv->cfg->policy;
     bk_policy_peer_t who = { .uid = from->uid, .gid = from->gid };
+    const bk_name_t *n;
 
     if (!bk_policy_has_send_rules(pol))
         return true;
     if (h->flags & BK_F_NAME)
         return bk_policy_may_send(pol, &who, (const char *)payload, h->aux);
-    if (!to->names.head)
+    if (bk_list_empty(&to->names.head))
         return true;
-    for (const bk_name_t *n = to->names.head; n; n = n->next_owned)
+    bk_list_for_each(n, &to->names.head, bk_name_t, owned_link)
         if (bk_policy_may_send(pol, &who, n->name, n->len))
             return true;
     return false;
@@ -383,8 +384,9 @@ void bk_router_port_gone(bk_port_t *p)
 {
     bk_st_table_t *t = table(p);
 
-    while (p->streams.head) {
-        bk_st_end_t *e = p->streams.head;
+    bk_st_end_t *e;
+
+    while ((e = bk_st_list_first(&p->streams))) {
         bk_st_end_t *peer = bk_st_peer(e);
 
         if (peer && !peer->discard && !p->srv->stopping) {

@@ -2,6 +2,9 @@
  * sdaemon.h - the service manager's side channels, without libsystemd
  * (prefix bk_sd_): a listening socket passed in by socket activation
  * ($LISTEN_PID, $LISTEN_FDS) and state notifications ($NOTIFY_SOCKET).
+ *
+ * Owns nothing: the listening fd it returns is the caller's, and the
+ * notification socket lives only for one bk_sd_notify call.
  */
 #ifndef BK_SDAEMON_H
 #define BK_SDAEMON_H

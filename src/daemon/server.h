@@ -1,6 +1,12 @@
 /*
  * server.h - the broker as a whole: listening socket, client table, names,
  * streams, counters, signals and shutdown (prefix bk_server_).
+ *
+ * Owns the listening socket and its lock file fd, the spare fd for
+ * EMFILE, the signal and grace-timer handles, the client table and the
+ * lists every port is on (all, reap, dirty; the ports themselves are
+ * port.c's), the name and stream tables and the counters.  The monitor
+ * list hangs here but is monitor.c's; the configuration is main's.
  */
 #ifndef BK_SERVER_H
 #define BK_SERVER_H

@@ -10,6 +10,10 @@
  *   - the references it holds, by (owner, segment, offset), so releases
  *     are checked and a departing receiver's references go back to their
  *     owners.
+ *
+ * Owns all of that (a bk_shm_port embedded in each port, freed by
+ * bk_shm_port_gone), including each segment's read-only fd; receivers get
+ * dups of it, which their output queue owns until sent.
  */
 #ifndef BK_SHM_H
 #define BK_SHM_H

@@ -73,6 +73,8 @@ bk_port_t *dbl_port_new(dbl_world_t *w, uint64_t id)
     bk_list_init(&p->all_link);
     bk_list_init(&p->dirty_link);
     bk_shm_port_init(&p->shm);
+    bk_st_list_init(&p->streams);
+    bk_name_list_init(&p->names);
     w->ports[w->nports++] = p;
     return p;
 }
