@@ -104,7 +104,8 @@ static bool write_packet(packet_t *out, bk_outq_tally_t *sent)
         out->streams[i] = h.stream;
         out->bytes += BK_HDR_SIZE + h.length;
     }
-    memcpy(out->fds, pkt.fds, pkt.nfds * sizeof(int));
+    if (pkt.nfds)
+        memcpy(out->fds, pkt.fds, pkt.nfds * sizeof(int));
     out->nfds = pkt.nfds;
     bk_outq_consume(&q, &pkt, sent ? sent : &ignored);
     return true;
