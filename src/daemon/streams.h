@@ -19,11 +19,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "htable.h"
-/* htable.h still carries its own copy of bk_container_of; list.h's is the
- * one definition (drop this #ifndef once htable.h includes list.h). */
-#ifndef BK_LIST_H
-#undef bk_container_of
-#endif
 #include "list.h"
 
 typedef struct bk_stream bk_stream_t;
