@@ -90,7 +90,7 @@ static void do_resolve(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
 static void do_status(bk_port_t *p, const bk_hdr_t *h)
 {
     bk_server_t *srv = p->srv;
-    const bk_config_t *c = srv->cfg;
+    const bk_conf_t *c = srv->cfg;
     uint64_t queued = 0;
     char buf[2048];
     int n;

@@ -337,7 +337,7 @@ void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
 
 static void welcome(bk_port_t *p)
 {
-    const bk_config_t *c = p->srv->cfg;
+    const bk_conf_t *c = p->srv->cfg;
     bk_welcome_t w = {
         .client_id = p->id, .max_packet = c->max_packet,
         .max_fds = c->max_fds, .max_msg = c->max_msg,
@@ -464,7 +464,7 @@ static const char *check_text(int err)
  * has no partial effect and the fds add up. */
 static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
 {
-    const bk_config_t *c = p->srv->cfg;
+    const bk_conf_t *c = p->srv->cfg;
     bk_limits_t lim = { c->max_packet, c->max_fds, c->max_name };
     const uint8_t *payload;
     size_t off = 0;

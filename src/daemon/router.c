@@ -186,7 +186,7 @@ static bool may_send(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
 static void open_stream(bk_port_t *from, const bk_hdr_t *h,
                         const uint8_t *payload, int *fds)
 {
-    const bk_config_t *cfg = from->srv->cfg;
+    const bk_conf_t *cfg = from->srv->cfg;
     char why[BK_MAX_NAME + 64];
     bk_port_t *to;
     bk_stream_t *s;

@@ -214,7 +214,7 @@ static void make_dir(const char *path)
 
 /* Mode and group of the socket file, set before listen() so nobody
  * connects through looser permissions. */
-static int set_perms(const bk_config_t *c, const char *path)
+static int set_perms(const bk_conf_t *c, const char *path)
 {
     if (c->socket_group_set && chown(path, (uid_t)-1, c->socket_group) < 0)
         return -1;
@@ -265,13 +265,13 @@ static void on_signal(uv_signal_t *h, int signum)
 
 int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
 {
-    bk_config_t *c = s->cfg;
+    bk_conf_t *c = s->cfg;
     int r;
 
     /* reopen first: a rotated log gets the reload's own lines */
     if (c->logfile && (r = bk_log_set_file(c->logfile)) < 0)
         bk_err("cannot reopen %s: %s", c->logfile, strerror(-r));
-    if (bk_config_reload(c, err, errlen) < 0) {
+    if (bk_conf_reload(c, err, errlen) < 0) {
         bk_err("reload failed, configuration unchanged: %s", err);
         return -EINVAL;
     }
@@ -295,7 +295,7 @@ static void on_sighup(uv_signal_t *h, int signum)
     bk_server_reload(h->data, err, sizeof(err));
 }
 
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
                    int lfd)
 {
     int r;

@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
-#include "config.h"
+#include "conf.h"
 #include "htable.h"
 #include "list.h"
 #include "names.h"
@@ -34,11 +34,11 @@ typedef struct bk_stats {
 
 typedef struct bk_server {
     uv_loop_t *loop;
-    bk_config_t *cfg;           /* main's; reload changes it */
+    bk_conf_t *cfg;           /* main's; reload changes it */
     int lfd;                    /* listening socket */
     int lockfd;                 /* flock()ed PATH.lock */
     int reserve_fd;             /* spare fd for EMFILE at accept */
-    char lockpath[sizeof(((bk_config_t *)0)->socket_path) + 8];
+    char lockpath[sizeof(((bk_conf_t *)0)->socket_path) + 8];
     uv_poll_t lpoll;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
@@ -66,7 +66,7 @@ typedef struct bk_server {
  * With lfd >= 0 (a listening socket from socket activation, owned by the
  * server from now on) there is no lock, bind or unlink: the service
  * manager owns the path.  Returns 0 or a negative errno after logging. */
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
                    int lfd);
 /* Re-read the configuration file (SIGHUP, CTRL RELOAD).  Returns 0, or
  * -EINVAL with "FILE:LINE: reason" in err (logged; nothing changed). */

@@ -178,7 +178,7 @@ static int reopen_ro(int fd)
 
 int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
 {
-    const bk_config_t *cfg = p->srv->cfg;
+    const bk_conf_t *cfg = p->srv->cfg;
     uint32_t segid = bk_get32(payload);
     uint64_t size = bk_get64(payload + 8);
     bk_segment_t *seg;

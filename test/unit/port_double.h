@@ -34,7 +34,7 @@ typedef struct dbl_frame {
 
 typedef struct dbl_world {
     bk_server_t srv;
-    bk_config_t cfg;
+    bk_conf_t cfg;
     bk_port_t *ports[DBL_PORTS];
     unsigned nports;
     dbl_frame_t log[DBL_LOG];
