@@ -15,7 +15,7 @@ struct bk_partial {
     uint8_t key[KEY_LEN];
     uint64_t source;
     uint32_t stream;
-    struct bk_partial *prev, *next;     /* activity list */
+    bk_list_t lru;          /* on bk_reasm_t.lru */
     uint64_t last_ms;
     bool discard;           /* refused: swallow the rest of the message */
     bool chunking;          /* oversized: being delivered in chunks */
@@ -45,37 +45,15 @@ static void close_all(int *fds, unsigned n)
 
 /* ---- activity list -------------------------------------------------- */
 
-static void lru_unlink(bk_reasm_t *r, struct bk_partial *p)
+static struct bk_partial *lru_oldest(const bk_reasm_t *r)
 {
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        r->lru_head = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    else
-        r->lru_tail = p->prev;
-    p->prev = p->next = NULL;
-}
-
-static void lru_append(bk_reasm_t *r, struct bk_partial *p)
-{
-    p->prev = r->lru_tail;
-    p->next = NULL;
-    if (r->lru_tail)
-        r->lru_tail->next = p;
-    else
-        r->lru_head = p;
-    r->lru_tail = p;
+    return bk_list_first_entry(&r->lru, struct bk_partial, lru);
 }
 
 static void touch(bk_reasm_t *r, struct bk_partial *p, uint64_t now_ms)
 {
     p->last_ms = now_ms;
-    if (r->lru_tail != p) {
-        lru_unlink(r, p);
-        lru_append(r, p);
-    }
+    bk_list_move_tail(&r->lru, &p->lru);
 }
 
 /* ---- entries ---------------------------------------------------------- */
@@ -97,7 +75,7 @@ static void release_content(bk_reasm_t *r, struct bk_partial *p)
 static void entry_free(bk_reasm_t *r, struct bk_partial *p)
 {
     bk_ht_remove(&r->table, &p->node);
-    lru_unlink(r, p);
+    bk_list_unlink(&p->lru);
     release_content(r, p);
     if (p->discard)
         r->ndiscard--;
@@ -134,16 +112,18 @@ static struct bk_partial *entry_new(bk_reasm_t *r, uint64_t source,
         return NULL;
     }
     p->last_ms = now_ms;
-    lru_append(r, p);
+    bk_list_push_tail(&r->lru, &p->lru);
     return p;
 }
 
 /* Make room for one more discarding entry by evicting the oldest one. */
 static void discard_make_room(bk_reasm_t *r)
 {
+    struct bk_partial *p;
+
     if (r->ndiscard < r->lim.max_partial)
         return;
-    for (struct bk_partial *p = r->lru_head; p; p = p->next) {
+    bk_list_for_each(p, &r->lru, struct bk_partial, lru) {
         if (p->discard) {
             entry_free(r, p);
             return;
@@ -468,6 +448,7 @@ void bk_reasm_init(bk_reasm_t *r, const bk_reasm_limits_t *lim)
 {
     memset(r, 0, sizeof(*r));
     bk_ht_init(&r->table);
+    bk_list_init(&r->lru);
     r->lim = *lim;
 }
 
@@ -478,8 +459,10 @@ void bk_reasm_set_limits(bk_reasm_t *r, const bk_reasm_limits_t *lim)
 
 void bk_reasm_fini(bk_reasm_t *r)
 {
-    while (r->lru_head)
-        entry_free(r, r->lru_head);
+    struct bk_partial *p;
+
+    while ((p = lru_oldest(r)))
+        entry_free(r, p);
     bk_ht_fini(&r->table);
 }
 
@@ -494,8 +477,9 @@ size_t bk_reasm_drop_stream(bk_reasm_t *r, uint64_t source, uint32_t stream)
         entry_free(r, p);
         return 1;
     }
-    for (struct bk_partial *p = r->lru_head, *next; p; p = next) {
-        next = p->next;
+    struct bk_partial *p;
+
+    bk_list_for_each_safe(p, &r->lru, struct bk_partial, lru) {
         if (p->stream == stream) {
             entry_free(r, p);
             n++;
@@ -507,9 +491,9 @@ size_t bk_reasm_drop_stream(bk_reasm_t *r, uint64_t source, uint32_t stream)
 size_t bk_reasm_drop_source(bk_reasm_t *r, uint64_t source)
 {
     size_t n = 0;
+    struct bk_partial *p;
 
-    for (struct bk_partial *p = r->lru_head, *next; p; p = next) {
-        next = p->next;
+    bk_list_for_each_safe(p, &r->lru, struct bk_partial, lru) {
         if (p->source == source) {
             entry_free(r, p);
             n++;
@@ -526,10 +510,10 @@ size_t bk_reasm_expire(bk_reasm_t *r, uint64_t now_ms,
 
     if (t == 0)
         return 0;
-    while (r->lru_head && r->lru_head->last_ms + t <= now_ms &&
-           r->lru_head->last_ms <= now_ms) {
-        struct bk_partial *p = r->lru_head;
+    struct bk_partial *p;
 
+    while ((p = lru_oldest(r)) && p->last_ms + t <= now_ms &&
+           p->last_ms <= now_ms) {
         if (p->discard) {
             entry_free(r, p);
             continue;
@@ -544,9 +528,11 @@ size_t bk_reasm_expire(bk_reasm_t *r, uint64_t now_ms,
 
 bool bk_reasm_next_deadline(const bk_reasm_t *r, uint64_t *when_ms)
 {
-    if (!r->lru_head || r->lim.timeout_ms == 0)
+    const struct bk_partial *p = lru_oldest(r);
+
+    if (!p || r->lim.timeout_ms == 0)
         return false;
-    *when_ms = r->lru_head->last_ms + r->lim.timeout_ms;
+    *when_ms = p->last_ms + r->lim.timeout_ms;
     return true;
 }
 

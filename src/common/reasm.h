@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include "proto.h"
 #include "htable.h"
+#include "list.h"
 
 /* Flags of a completed message or chunk (same values as BROKER_MSGF_*). */
 #define BK_REASM_OPEN   0x01u   /* first fragment carried BK_F_OPEN */
@@ -97,8 +98,8 @@ struct bk_partial;
 
 typedef struct bk_reasm {
     bk_htable_t table;
-    struct bk_partial *lru_head;    /* least recently active first */
-    struct bk_partial *lru_tail;
+    bk_list_t lru;                  /* bk_partial, least recently
+                                       active first */
     bk_reasm_limits_t lim;
     size_t npartial;                /* messages being reassembled */
     size_t ndiscard;                /* discarding entries */
