@@ -35,7 +35,7 @@ bool bk_topic_covers(const char *rule, size_t rlen, const char *sub,
 /* Whether the topic's first token is the reserved BK_TOPIC_RESERVED. */
 bool bk_topic_reserved(const char *t, size_t len);
 
-/* Iterate tokens: *off starts at 0; returns true and sets *tok/*toklen
+/* Iterate tokens: *off starts at 0; returns true and sets *tok and *toklen
  * for the next token, false at the end. */
 bool bk_topic_next_token(const char *t, size_t len, size_t *off,
                          const char **tok, size_t *toklen);
