@@ -57,7 +57,10 @@ typedef struct bk_subs_group {
 } bk_subs_group_t;
 
 /* The matches of one topic: pointers owned by the table, valid until the
- * next bk_subs_add/remove/fini. */
+ * next call of bk_subs_match (which may flush the cache when it is full),
+ * bk_subs_add, bk_subs_remove or bk_subs_free: a caller that does any of
+ * those while it still walks a match set (a publication made during a
+ * fan-out, a subscriber removed by its policy) copies the set first. */
 typedef struct bk_subs_match {
     bk_sub_t **subs;            /* single subscriptions */
     size_t nsubs;
