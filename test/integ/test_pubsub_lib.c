@@ -493,8 +493,9 @@ Test(pubsub, shared_memory_to_two_subscribers)
     /* above the threshold: one copy in p's pool, a view for each */
     cr_assert_eq(broker_publish(p, "shm.big", buf, big, NULL, 0), 0);
     free(buf);
+    broker_msg_t *got[2];
     for (int i = 0; i < 2; i++) {
-        broker_msg_t *m = th_recv_kind(subs[i], BROKER_MSG_DATA);
+        broker_msg_t *m = got[i] = th_recv_kind(subs[i], BROKER_MSG_DATA);
 
         cr_assert(m->flags & BROKER_MSGF_SHM, "not through shared memory");
         cr_assert(m->flags & BROKER_MSGF_TOPIC);
@@ -502,8 +503,19 @@ Test(pubsub, shared_memory_to_two_subscribers)
         cr_assert_eq(m->sub_id, ids[i]);
         cr_assert_eq(m->len, big);
         cr_assert_eq(th_pattern_check(m->data, big, 77, 0), -1);
-        broker_msg_free(m);
     }
+    /* One subscriber is done with it, the other still reads it: the
+     * buffer must not go back to p's pool yet (p could overwrite it).
+     * s1's ping orders its release before the pong; p's ping then has
+     * read whatever the broker passed on to p meanwhile. */
+    broker_shm_stats_t st;
+    broker_msg_free(got[0]);
+    cr_assert_eq(broker_ping(s1, TH_HANG_MS), 0);
+    cr_assert_eq(broker_ping(p, TH_HANG_MS), 0);
+    broker_shm_stats(p, &st);
+    cr_assert_eq(st.buffers, 1, "released while s2 still views it");
+    cr_assert_eq(th_pattern_check(got[1]->data, big, 77, 0), -1);
+    broker_msg_free(got[1]);
     await_pool_empty(p);
 
     /* zero copy from an application buffer */
