@@ -68,7 +68,7 @@ static void expect_pub(broker_t *b, const char *topic, uint32_t id,
     broker_msg_free(m);
 }
 
-/* ---- local validation ---------------------------------------------------- */
+/* ---- local validation --------------------------------------------------- */
 
 Test(pubsub, bad_patterns_topics_groups_are_einval_locally)
 {
@@ -138,7 +138,7 @@ Test(pubsub, bad_patterns_topics_groups_are_einval_locally)
     th_broker_stop(&br);
 }
 
-/* ---- delivery ------------------------------------------------------------ */
+/* ---- delivery ----------------------------------------------------------- */
 
 Test(pubsub, round_trip_with_topic_and_sub_id)
 {
@@ -328,7 +328,7 @@ Test(pubsub, wildcards_and_the_dollar_rule)
     th_broker_stop(&br);
 }
 
-/* ---- unsubscribe ----------------------------------------------------------- */
+/* ---- unsubscribe -------------------------------------------------------- */
 
 Test(pubsub, unsubscribe_drops_what_is_already_queued)
 {
@@ -364,7 +364,7 @@ Test(pubsub, unsubscribe_drops_what_is_already_queued)
     th_broker_stop(&br);
 }
 
-/* ---- GAP ------------------------------------------------------------------- */
+/* ---- GAP ---------------------------------------------------------------- */
 
 Test(pubsub, gap_counts_add_up)
 {
@@ -540,7 +540,7 @@ Test(pubsub, shared_memory_to_two_subscribers)
     th_broker_stop(&br);
 }
 
-/* ---- the attached API ----------------------------------------------------- */
+/* ---- the attached API --------------------------------------------------- */
 
 struct actx {
     int sub_err;
@@ -612,7 +612,10 @@ static void run_until(uv_loop_t *loop, bool (*cond)(void *), void *arg)
 
 static bool subscribed(void *p) { return ((struct actx *)p)->sub_calls > 0; }
 static int want_got;
-static bool got_enough(void *p) { return ((struct actx *)p)->ngot >= want_got; }
+static bool got_enough(void *p)
+{
+    return ((struct actx *)p)->ngot >= want_got;
+}
 static broker_t *flushing;
 static bool flushed(void *p) { (void)p; return broker_pending(flushing) == 0; }
 
@@ -682,7 +685,7 @@ Test(pubsub, attached_subscribe_publish_receive)
     th_broker_stop(&br);
 }
 
-/* ---- name flags ------------------------------------------------------------ */
+/* ---- name flags --------------------------------------------------------- */
 
 Test(pubsub, register_flags_outcomes)
 {
@@ -690,7 +693,8 @@ Test(pubsub, register_flags_outcomes)
     broker_t *c = th_connect(&br), *w = th_connect(&br);
     uint64_t id = 0;
 
-    cr_assert_eq(broker_register_flags(a, "lead", BROKER_NAME_ALLOW_REPLACEMENT),
+    cr_assert_eq(broker_register_flags(a, "lead",
+                                       BROKER_NAME_ALLOW_REPLACEMENT),
                  BROKER_NAME_OWNER);
     cr_assert_eq(broker_register_flags(b, "lead", 0), -EEXIST);
     cr_assert_eq(broker_register_flags(b, "lead", BROKER_NAME_QUEUE),

@@ -229,7 +229,7 @@ Test(pubsub_tool, listen_queue_and_names_listing)
     th_broker_stop(&br);
 }
 
-/* ---- the examples --------------------------------------------------------- */
+/* ---- the examples ------------------------------------------------------- */
 
 /* contrib/examples/PROG next to $BROKERD in the build tree. */
 static void example_path(const char *prog, char *buf, size_t len)
