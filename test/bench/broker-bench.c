@@ -59,13 +59,26 @@
 #define BB_LARGE       4096u
 #define BB_RUNS        3            /* throughput runs; the median counts */
 
+/* The workloads, selectable with --workloads. */
+enum {
+    BB_W_RTT = 1u << 0,
+    BB_W_ONEWAY = 1u << 1,
+    BB_W_BULK = 1u << 2,
+    BB_W_FANOUT = 1u << 3,
+    BB_W_PUBCOST = 1u << 4,
+    BB_W_ALL = (1u << 5) - 1,
+};
+
 /* Counts per workload. */
 typedef struct bb_counts {
     size_t rtt;
     size_t small;
     size_t large;
     size_t bulk;            /* 16 MiB messages per bulk run */
-    bool bulk_only;
+    size_t fanout;          /* 1 KiB publications per fanout run */
+    size_t pubcost;         /* 64 B publications per pubcost run */
+    size_t other_subs;      /* pubcost: the "many" subscriptions */
+    unsigned workloads;     /* BB_W_* */
 } bb_counts_t;
 
 /* One measured row pair: a broker figure and its baseline. */
@@ -204,7 +217,7 @@ clean:
 }
 
 /* Start `$BROKERD -f -s SOCK` and wait until a client can connect. */
-static int bb_start_brokerd(void)
+static int bb_start_brokerd(size_t max_subs)
 {
     const char *exe = getenv("BROKERD");
     uint64_t deadline;
@@ -227,8 +240,18 @@ static int bb_start_brokerd(void)
         return -EIO;
     }
     if (bb_brokerd_pid == 0) {
-        execl(exe, exe, "-f", "-s", bb_sock, "--log-level", "error",
-              (char *)NULL);
+        char ms[32];
+
+        /* pubcost subscribes from BB_HOLDER_CONNS connections; the
+         * option is only passed when needed, so the other workloads run
+         * against a brokerd that predates it. */
+        snprintf(ms, sizeof(ms), "%zu", max_subs);
+        if (max_subs)
+            execl(exe, exe, "-f", "-s", bb_sock, "--log-level", "error",
+                  "--max-subscriptions", ms, (char *)NULL);
+        else
+            execl(exe, exe, "-f", "-s", bb_sock, "--log-level", "error",
+                  (char *)NULL);
         fprintf(stderr, "broker-bench: exec %s: %s\n", exe, strerror(errno));
         _exit(127);
     }
@@ -967,6 +990,486 @@ static int bb_run_bulk(size_t count)
     return 0;
 }
 
+/* ---- publish/subscribe: fanout and pubcost ---------------------------------- */
+
+/*
+ * Both workloads use one routine: a publisher (this process) and nsub
+ * receivers (forked, one connection each).  In publish mode every receiver
+ * subscribes to one fresh topic with policy BLOCK (lossless: a full queue
+ * holds the publisher back, as unicast does) and the publisher calls
+ * broker_publish once per message; in unicast mode every receiver
+ * registers a name and the publisher calls broker_send once per receiver
+ * and message.  Each receiver checks the length, the sequence number
+ * (order) and, for publications, the topic flag and its subscription id;
+ * it takes the clock when the warm-up is complete and at the last message
+ * and reports those, its count and its out-of-order count.  A receiver
+ * that sees nothing for BB_LOSS_TIMEOUT stops and reports what it got.
+ */
+#define BB_FAN_SIZE     1024u
+#define BB_FAN_SUBS     8u
+#define BB_LOSS_TIMEOUT 5000        /* ms without a message: lost */
+#define BB_HOLDER_CONNS 4u          /* connections holding the other subs */
+
+typedef enum bb_fan_mode {
+    BB_FAN_PUBLISH,
+    BB_FAN_UNICAST,
+} bb_fan_mode_t;
+
+typedef struct bb_fan_report {
+    int32_t err;            /* 0 or a negative errno */
+    uint32_t pad;
+    uint64_t got;           /* data messages received */
+    uint64_t bad;           /* out of order, wrong length or wrong sub */
+    uint64_t gap;           /* messages the broker said it dropped */
+    uint64_t t_start;       /* CLOCK_MONOTONIC ns at the warm-up mark */
+    uint64_t t_last;        /* ... at the last message */
+} bb_fan_report_t;
+
+typedef struct bb_fan_run {
+    bb_fan_mode_t mode;
+    unsigned nsub;
+    size_t size;
+    size_t count;           /* measured messages (after the warm-up) */
+    uint64_t ns;            /* earliest warm-up mark -> latest last msg */
+} bb_fan_run_t;
+
+/* Receiver i of a fan-out run: connect, subscribe or register, say
+ * ready, count messages. */
+static int bb_fan_sink(const char *topic, bb_fan_mode_t mode, unsigned i,
+                       size_t size, size_t total, size_t warm, int ready_fd,
+                       int result_fd)
+{
+    bb_fan_report_t rep = { 0 };
+    broker_t *b = NULL;
+    uint32_t sub = 0;
+    uint64_t next = 0;
+    char name[96];
+    int r = broker_connect(bb_sock, &b);
+
+    if (r == 0 && mode == BB_FAN_PUBLISH) {
+        r = broker_subscribe(b, topic, NULL, BROKER_SUB_BLOCK, &sub);
+    } else if (r == 0) {
+        snprintf(name, sizeof(name), "%s.%u", topic, i);
+        r = broker_register(b, name);
+    }
+    if (r < 0) {
+        bb_fail(mode == BB_FAN_PUBLISH ? "subscriber: subscribe"
+                                       : "receiver: register", r);
+        if (b)
+            broker_close(b);
+        return 1;
+    }
+    if (bb_write_full(ready_fd, "r", 1) < 0) {
+        broker_close(b);
+        return 1;
+    }
+    while (rep.got < total) {
+        broker_msg_t *m = NULL;
+
+        r = broker_recv(b, &m, BB_LOSS_TIMEOUT);
+        if (r == -ETIMEDOUT)
+            break;                      /* reported as missing below */
+        if (r < 0) {
+            rep.err = r;
+            break;
+        }
+        if (m->kind == BROKER_MSG_GAP) {
+            rep.gap += m->gap;
+        } else if (m->kind != BROKER_MSG_DATA) {
+            rep.err = m->code < 0 ? m->code : -EPROTO;
+        } else {
+            bool pub = (m->flags & BROKER_MSGF_TOPIC) != 0;
+            uint64_t seq = m->len >= 8 ? bb_get_seq(m->data) : UINT64_MAX;
+
+            if (m->len != size || seq != next ||
+                pub != (mode == BB_FAN_PUBLISH) ||
+                (pub && (m->sub_id != sub || !m->topic ||
+                         strcmp(m->topic, topic) != 0)))
+                rep.bad++;
+            next = seq + 1;
+            rep.got++;
+            if (rep.got == warm)
+                rep.t_start = bb_now_ns();
+        }
+        broker_msg_free(m);
+        if (rep.err)
+            break;
+    }
+    rep.t_last = bb_now_ns();
+    if (rep.err == 0 && (rep.got != total || rep.bad || rep.gap))
+        rep.err = -EBADMSG;
+    broker_close(b);
+    return bb_write_full(result_fd, &rep, sizeof(rep)) < 0 || rep.err;
+}
+
+static int bb_fan_source(broker_t *b, const char *topic, bb_fan_mode_t mode,
+                         unsigned nsub, size_t size, size_t total)
+{
+    unsigned char buf[BB_LARGE];
+    char names[BB_FAN_SUBS][96];
+    int r = 0;
+
+    for (unsigned i = 0; i < nsub && i < BB_FAN_SUBS; i++)
+        snprintf(names[i], sizeof(names[i]), "%s.%u", topic, i);
+    bb_fill(buf, size);
+    for (size_t n = 0; n < total && r == 0; n++) {
+        bb_put_seq(buf, n);
+        if (mode == BB_FAN_PUBLISH) {
+            r = broker_publish(b, topic, buf, size, NULL, 0);
+            continue;
+        }
+        for (unsigned i = 0; i < nsub && r == 0; i++)
+            r = broker_send(b, names[i], buf, size, NULL, 0);
+    }
+    if (r < 0)
+        bb_fail(mode == BB_FAN_PUBLISH ? "broker_publish" : "broker_send",
+                r);
+    return r;
+}
+
+/* One run: fork the receivers, wait until all are ready, send warm-up and
+ * measured messages, collect the reports.  Failures are described on
+ * stderr (which receiver, how many of how many, out of order). */
+static int bb_fan_once(const char *what, bb_fan_run_t *run)
+{
+    size_t warm = bb_warmup(run->count), total = warm + run->count;
+    int ready[2], result[2], r = 0;
+    pid_t pids[BB_FAN_SUBS];
+    uint64_t first = UINT64_MAX, last = 0;
+    broker_t *b = NULL;
+    unsigned forked = 0;
+
+    if (run->nsub < 1 || run->nsub > BB_FAN_SUBS || run->size < 8 ||
+        run->size > BB_LARGE)
+        return -EINVAL;
+    bb_next_name(what);             /* the topic, or the names' prefix */
+    run->ns = 1;
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(result, O_CLOEXEC) < 0) {
+        close(ready[0]);
+        close(ready[1]);
+        return -errno;
+    }
+    for (; forked < run->nsub; forked++) {
+        pid_t pid = fork();
+
+        if (pid < 0) {
+            r = -errno;
+            break;
+        }
+        if (pid == 0) {
+            close(ready[0]);
+            close(result[0]);
+            _exit(bb_fan_sink(bb_name, run->mode, forked, run->size, total,
+                              warm, ready[1], result[1]));
+        }
+        pids[forked] = pid;
+    }
+    close(ready[1]);
+    close(result[1]);
+    for (unsigned i = 0; i < forked && r == 0; i++) {
+        char c;
+
+        r = bb_read_full(ready[0], &c, 1);
+    }
+    if (r == 0)
+        r = broker_connect(bb_sock, &b);
+    if (r == 0)
+        r = bb_fan_source(b, bb_name, run->mode, run->nsub, run->size,
+                          total);
+    if (r < 0)
+        for (unsigned i = 0; i < forked; i++)
+            kill(pids[i], SIGTERM);
+    /* The reports come in any order; the connection stays open until all
+     * are in, so nothing in flight is lost at close. */
+    for (unsigned i = 0; i < forked; i++) {
+        bb_fan_report_t rep;
+        int rr = bb_read_full(result[0], &rep, sizeof(rep));
+
+        if (rr < 0) {
+            if (r == 0)
+                r = rr;
+            break;
+        }
+        if (rep.err < 0) {
+            fprintf(stderr, "broker-bench: %s (%s): a receiver got %" PRIu64
+                    " of %zu messages, %" PRIu64 " out of order or wrong, %"
+                    PRIu64 " dropped (GAP): %s\n", what,
+                    run->mode == BB_FAN_PUBLISH ? "publish" : "unicast",
+                    rep.got, total, rep.bad, rep.gap,
+                    rep.err == -EBADMSG ? "MESSAGES LOST OR REORDERED"
+                                        : broker_strerror(rep.err));
+            if (r == 0)
+                r = rep.err;
+            continue;
+        }
+        if (rep.t_start < first)
+            first = rep.t_start;
+        if (rep.t_last > last)
+            last = rep.t_last;
+    }
+    if (b)
+        broker_close(b);
+    close(ready[0]);
+    close(result[0]);
+    for (unsigned i = 0; i < forked; i++)
+        if (bb_reap(pids[i]) < 0 && r == 0)
+            r = -ECHILD;
+    if (r == 0 && last > first)
+        run->ns = last - first;
+    return r;
+}
+
+/* Delivered messages per second of a run, summed over its receivers. */
+static double bb_fan_rate(const bb_fan_run_t *run)
+{
+    return (double)run->count * run->nsub * 1e9 / (double)run->ns;
+}
+
+/* fanout: BB_RUNS rounds of (publish, unicast); medians. */
+static int bb_run_fanout(size_t count)
+{
+    uint64_t ns[2][BB_RUNS];
+    double rate[2];
+    int r = 0;
+
+    printf("\nfanout: 1 publisher, %u subscribers (processes), %zu x %u B "
+           "per run; median of %d runs\n", BB_FAN_SUBS, count, BB_FAN_SIZE,
+           BB_RUNS);
+    fflush(stdout);
+    for (int i = 0; i < BB_RUNS && r == 0; i++)
+        for (int m = 0; m < 2 && r == 0; m++) {
+            bb_fan_run_t run = { (bb_fan_mode_t)m, BB_FAN_SUBS, BB_FAN_SIZE,
+                                 count, 1 };
+
+            r = bb_fan_once("fanout", &run);
+            ns[m][i] = run.ns;
+        }
+    if (r < 0) {
+        fprintf(stderr, "broker-bench: fanout failed\n");
+        return r;
+    }
+    for (int m = 0; m < 2; m++) {
+        bb_fan_run_t run = { (bb_fan_mode_t)m, BB_FAN_SUBS, BB_FAN_SIZE,
+                             count, 0 };
+
+        qsort(ns[m], BB_RUNS, sizeof(ns[m][0]), bb_cmp_u64);
+        run.ns = ns[m][BB_RUNS / 2];
+        rate[m] = bb_fan_rate(&run);
+    }
+    printf("%-14s %12s  (delivered messages/s, summed over the %u "
+           "subscribers)\n", "mode", "kmsg/s", BB_FAN_SUBS);
+    printf("%-14s %12.1f  (one broker_publish per message, policy block)\n",
+           "publish", rate[BB_FAN_PUBLISH] / 1000.0);
+    printf("%-14s %12.1f  (%u broker_send per message, one per name)\n",
+           "unicast x8", rate[BB_FAN_UNICAST] / 1000.0, BB_FAN_SUBS);
+    printf("%-14s %12.2f  %s\n", "publish/unicast",
+           rate[BB_FAN_PUBLISH] / rate[BB_FAN_UNICAST],
+           "(all messages arrived, in order)");
+    return 0;
+}
+
+/*
+ * pubcost: the other subscriptions.  BB_HOLDER_CONNS child processes, one
+ * connection each, subscribe to `n` topics in all that no publication of
+ * the bench matches: half under the publisher's first token ("bench.h<c>.
+ * <i>", a wide trie node beside the measured topic), half under their own
+ * roots, one in ten of those a wildcard pattern ("o<c>.<i>.*").  They stay
+ * subscribed until bb_holders_stop.
+ */
+typedef struct bb_holders {
+    pid_t pids[BB_HOLDER_CONNS];
+    unsigned n;
+    int stop_fd;            /* closing it makes the holders leave */
+    size_t subs;
+} bb_holders_t;
+
+static void bb_holder_pattern(char *buf, size_t len, unsigned c, size_t i)
+{
+    if (i % 2 == 0)
+        snprintf(buf, len, "bench.h%u.%zu", c, i);
+    else if (i % 10 == 1)
+        snprintf(buf, len, "o%u.%zu.*", c, i);
+    else
+        snprintf(buf, len, "o%u.%zu.leaf", c, i);
+}
+
+static int bb_holder(unsigned c, size_t n, int ready_fd, int stop_fd)
+{
+    broker_t *b = NULL;
+    int r = broker_connect(bb_sock, &b);
+    char pat[64], x;
+
+    for (size_t i = 0; i < n && r == 0; i++) {
+        uint32_t id;
+
+        bb_holder_pattern(pat, sizeof(pat), c, i);
+        r = broker_subscribe(b, pat, NULL, BROKER_SUB_DROP, &id);
+    }
+    if (r < 0) {
+        bb_fail(r == -ENOSR ? "holder: subscribe (brokerd's "
+                "--max-subscriptions too low)" : "holder: subscribe", r);
+        if (b)
+            broker_close(b);
+        return 1;
+    }
+    if (bb_write_full(ready_fd, "r", 1) < 0) {
+        broker_close(b);
+        return 1;
+    }
+    /* Stay connected until the parent closes its end (EOF). */
+    while (read(stop_fd, &x, 1) < 0 && errno == EINTR)
+        ;
+    broker_close(b);
+    return 0;
+}
+
+static void bb_holders_stop(bb_holders_t *h)
+{
+    if (h->stop_fd >= 0)
+        close(h->stop_fd);
+    h->stop_fd = -1;
+    for (unsigned i = 0; i < h->n; i++)
+        bb_reap(h->pids[i]);
+    h->n = 0;
+    h->subs = 0;
+}
+
+/* The number after "key=" in brokerd's STATUS, or -1. */
+static long long bb_status_value(const char *key)
+{
+    broker_t *b = NULL;
+    char *text = NULL, *p;
+    size_t klen = strlen(key);
+    long long v = -1;
+
+    if (broker_connect(bb_sock, &b) < 0)
+        return -1;
+    if (broker_status(b, &text) == 0)
+        for (p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1
+                                                     : NULL)
+            if (!strncmp(p, key, klen) && p[klen] == '=') {
+                v = strtoll(p + klen + 1, NULL, 10);
+                break;
+            }
+    free(text);
+    broker_close(b);
+    return v;
+}
+
+static int bb_holders_start(bb_holders_t *h, size_t n, double *secs)
+{
+    int ready[2], stop[2], r = 0;
+    uint64_t t0 = bb_now_ns();
+
+    h->n = 0;
+    h->stop_fd = -1;
+    h->subs = n;
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(stop, O_CLOEXEC) < 0) {
+        close(ready[0]);
+        close(ready[1]);
+        return -errno;
+    }
+    for (unsigned c = 0; c < BB_HOLDER_CONNS; c++) {
+        size_t share = n / BB_HOLDER_CONNS + (c < n % BB_HOLDER_CONNS);
+        pid_t pid = fork();
+
+        if (pid < 0) {
+            r = -errno;
+            break;
+        }
+        if (pid == 0) {
+            close(ready[0]);
+            close(stop[1]);
+            _exit(bb_holder(c, share, ready[1], stop[0]));
+        }
+        h->pids[h->n++] = pid;
+    }
+    close(ready[1]);
+    close(stop[0]);
+    h->stop_fd = stop[1];
+    for (unsigned i = 0; i < h->n && r == 0; i++) {
+        char c;
+
+        r = bb_read_full(ready[0], &c, 1);  /* -EPIPE: a holder failed */
+    }
+    close(ready[0]);
+    *secs = (double)(bb_now_ns() - t0) / 1e9;
+    if (r < 0)
+        bb_holders_stop(h);
+    return r;
+}
+
+/* One measured pubcost run with the holders in place. */
+static int bb_pubcost_once(size_t count, uint64_t *ns)
+{
+    bb_fan_run_t run = { BB_FAN_PUBLISH, 1, BB_SMALL, count, 1 };
+    int r = bb_fan_once("pubcost", &run);
+
+    *ns = run.ns;
+    return r;
+}
+
+/* pubcost: publishing to a topic with one subscriber, 64 B messages, with
+ * few (BB_FEW_SUBS) and with `many` other subscriptions present.  Runs in
+ * the order few, many, many, few, few, many (so drift hits both alike);
+ * the figures are the medians of 3 each. */
+#define BB_FEW_SUBS 10u
+
+static int bb_run_pubcost(size_t count, size_t many)
+{
+    static const bool order[2 * BB_RUNS] = { false, true, true, false,
+                                             false, true };
+    uint64_t ns[2][BB_RUNS];
+    unsigned k[2] = { 0, 0 };
+    bb_holders_t h = { .stop_fd = -1 };
+    double rate[2], secs_many = 0, secs = 0;
+    long long seen[2] = { -1, -1 };
+    bool have_many = false;
+    int r = 0;
+
+    printf("\npubcost: 1 publisher -> 1 subscriber, %zu x %u B per run, "
+           "with %u and with %zu other subscriptions (on topics never "
+           "published) from %u connections; median of %d runs\n", count,
+           BB_SMALL, BB_FEW_SUBS, many, BB_HOLDER_CONNS, BB_RUNS);
+    fflush(stdout);
+    for (unsigned i = 0; i < 2 * BB_RUNS && r == 0; i++) {
+        bool m = order[i];
+
+        if (h.n == 0 || have_many != m) {
+            bb_holders_stop(&h);
+            r = bb_holders_start(&h, m ? many : BB_FEW_SUBS, &secs);
+            if (r < 0)
+                break;
+            have_many = m;
+            if (m)
+                secs_many = secs;
+            seen[m] = bb_status_value("subscriptions");
+        }
+        r = bb_pubcost_once(count, &ns[m][k[m]++]);
+    }
+    bb_holders_stop(&h);
+    if (r < 0) {
+        fprintf(stderr, "broker-bench: pubcost failed\n");
+        return r;
+    }
+    for (int m = 0; m < 2; m++) {
+        qsort(ns[m], BB_RUNS, sizeof(ns[m][0]), bb_cmp_u64);
+        rate[m] = (double)count * 1e9 / (double)ns[m][BB_RUNS / 2];
+    }
+    printf("%-22s %12s %14s\n", "other subscriptions", "kmsg/s",
+           "in broker");
+    printf("%-22u %12.1f %14lld\n", BB_FEW_SUBS, rate[0] / 1000.0, seen[0]);
+    printf("%-22zu %12.1f %14lld  (subscribed in %.1f s)\n", many,
+           rate[1] / 1000.0, seen[1], secs_many);
+    printf("%-22s %12.2f  (target about 1.0; all messages arrived, in "
+           "order)\n", "ratio many/few", rate[1] / rate[0]);
+    return 0;
+}
+
 /* ---- driver ------------------------------------------------------------------- */
 
 static void bb_row(const char *work, const char *metric, const char *unit,
@@ -1044,13 +1547,54 @@ static void bb_usage(FILE *f)
 {
     fprintf(f,
 "Usage: BROKERD=/path/to/brokerd broker-bench [--quick] [--count N]\n"
-"                                [--bulk-gib N] [--bulk-only]\n"
+"           [--bulk-gib N] [--bulk-only] [--workloads LIST] [--other-subs N]\n"
 "  --quick       about a tenth of the default counts (CI smoke run)\n"
 "  --count N     round trips / messages per workload (default: 50000 round\n"
-"                trips, 500000 x 64 B and 100000 x 4 KiB one-way messages)\n"
+"                trips, 500000 x 64 B and 100000 x 4 KiB one-way messages,\n"
+"                20000 x 1 KiB fanout and 200000 x 64 B pubcost messages)\n"
 "  --bulk-gib N  GiB of 16 MiB messages per bulk run and mode (default 10,\n"
 "                1 with --quick)\n"
-"  --bulk-only   run only the bulk workload\n");
+"  --bulk-only   run only the bulk workload (= --workloads bulk)\n"
+"  --workloads LIST\n"
+"                comma-separated: rtt, one-way, bulk, fanout, pubcost, all\n"
+"                (default all)\n"
+"                fanout: 1 publisher -> 8 subscriber processes, 1 KiB\n"
+"                  messages on one topic (broker_publish), beside the same\n"
+"                  fan-out as 8 broker_send per message; delivered msgs/s\n"
+"                pubcost: publish rate to a topic with 1 subscriber with 10\n"
+"                  and with --other-subs unrelated subscriptions present;\n"
+"                  their ratio (about 1.0 when matching does not scan)\n"
+"  --other-subs N  pubcost's many subscriptions (default 100000, 10000\n"
+"                with --quick); brokerd gets --max-subscriptions to fit\n");
+}
+
+/* "rtt,fanout" -> BB_W_* bits, or 0 if a name is unknown. */
+static unsigned bb_parse_workloads(const char *list)
+{
+    static const struct { const char *name; unsigned bit; } w[] = {
+        { "rtt", BB_W_RTT }, { "one-way", BB_W_ONEWAY },
+        { "oneway", BB_W_ONEWAY }, { "bulk", BB_W_BULK },
+        { "fanout", BB_W_FANOUT }, { "pubcost", BB_W_PUBCOST },
+        { "all", BB_W_ALL },
+    };
+    unsigned bits = 0;
+    const char *p = list;
+
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        unsigned bit = 0;
+
+        for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
+            if (strlen(w[i].name) == len && !strncmp(w[i].name, p, len))
+                bit = w[i].bit;
+        if (!bit)
+            return 0;
+        bits |= bit;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return bits;
 }
 
 static int bb_parse(int argc, char **argv, bb_counts_t *c)
@@ -1060,16 +1604,19 @@ static int bb_parse(int argc, char **argv, bb_counts_t *c)
         { "count", required_argument, NULL, 'n' },
         { "bulk-gib", required_argument, NULL, 'g' },
         { "bulk-only", no_argument, NULL, 'b' },
+        { "workloads", required_argument, NULL, 'w' },
+        { "other-subs", required_argument, NULL, 'o' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
     /* 64 messages of 16 MiB are 1 GiB */
-    bb_counts_t def = { 50000, 500000, 100000, 10 * 64, false };
-    bool bulk_set = false;
+    bb_counts_t def = { 50000, 500000, 100000, 10 * 64, 20000, 200000,
+                        100000, BB_W_ALL };
+    bool bulk_set = false, other_set = false;
     int o;
 
     *c = def;
-    while ((o = getopt_long(argc, argv, "qn:g:bh", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "qn:g:bw:o:h", opts, NULL)) != -1) {
         char *end;
         unsigned long long v;
 
@@ -1078,8 +1625,12 @@ static int bb_parse(int argc, char **argv, bb_counts_t *c)
             c->rtt = def.rtt / 10;
             c->small = def.small / 10;
             c->large = def.large / 10;
+            c->fanout = def.fanout / 10;
+            c->pubcost = def.pubcost / 10;
             if (!bulk_set)
                 c->bulk = 64;
+            if (!other_set)
+                c->other_subs = def.other_subs / 10;
             break;
         case 'g':
             errno = 0;
@@ -1092,7 +1643,26 @@ static int bb_parse(int argc, char **argv, bb_counts_t *c)
             bulk_set = true;
             break;
         case 'b':
-            c->bulk_only = true;
+            c->workloads = BB_W_BULK;
+            break;
+        case 'w':
+            c->workloads = bb_parse_workloads(optarg);
+            if (!c->workloads) {
+                fprintf(stderr, "broker-bench: --workloads wants a list of "
+                        "rtt, one-way, bulk, fanout, pubcost, all\n");
+                return 2;
+            }
+            break;
+        case 'o':
+            errno = 0;
+            v = strtoull(optarg, &end, 10);
+            if (errno || *end || v < BB_FEW_SUBS || v > 1000000) {
+                fprintf(stderr, "broker-bench: --other-subs wants %u..1e6\n",
+                        BB_FEW_SUBS);
+                return 2;
+            }
+            c->other_subs = (size_t)v;
+            other_set = true;
             break;
         case 'n':
             errno = 0;
@@ -1102,6 +1672,7 @@ static int bb_parse(int argc, char **argv, bb_counts_t *c)
                 return 2;
             }
             c->rtt = c->small = c->large = (size_t)v;
+            c->fanout = c->pubcost = (size_t)v;
             break;
         case 'h':
             bb_usage(stdout);
@@ -1122,40 +1693,52 @@ int main(int argc, char **argv)
 {
     bb_counts_t n;
     uint64_t t0 = bb_now_ns();
-    int r;
+    size_t max_subs = 0;
+    int r = 0;
 
     if ((r = bb_parse(argc, argv, &n)) != 0)
         return r;
     signal(SIGPIPE, SIG_IGN);
-    if ((r = bb_start_brokerd()) < 0) {     /* it said why */
+    /* Each holder connection takes its share of the other subscriptions. */
+    if (n.workloads & BB_W_PUBCOST)
+        max_subs = n.other_subs / BB_HOLDER_CONNS + 1024;
+    if ((r = bb_start_brokerd(max_subs)) < 0) {     /* it said why */
         bb_stop_brokerd();
         return 1;
     }
-    printf("brokerd %s benchmark: %zu round trips, %zu x 64 B and %zu x "
-           "4 KiB one-way messages (one-way: median of %d runs)\n", BROKER_VERSION_STRING, n.rtt, n.small,
-           n.large, BB_RUNS);
-    printf("broker = through brokerd with libbroker (round trips: "
-           "broker_call/broker_reply)\n"
-           "baseline = direct socketpair(AF_UNIX, SOCK_SEQPACKET) between "
-           "two processes\n\n");
-    printf("%-14s %-8s %12s %12s  %-7s %7s\n", "workload", "metric",
-           "broker", "baseline", "unit", "ratio");
-    fflush(stdout);
-    if (!n.bulk_only) {
-        r = bb_run_rtt(n.rtt);
-        if (r == 0)
-            r = bb_run_tput("one-way 64 B", BB_SMALL, n.small);
-        if (r == 0)
-            r = bb_run_tput("one-way 4 KiB", BB_LARGE, n.large);
+    r = 0;
+    printf("brokerd %s benchmark\n", BROKER_VERSION_STRING);
+    if (n.workloads & (BB_W_RTT | BB_W_ONEWAY)) {
+        printf("%zu round trips, %zu x 64 B and %zu x 4 KiB one-way "
+               "messages (one-way: median of %d runs)\n", n.rtt, n.small,
+               n.large, BB_RUNS);
+        printf("broker = through brokerd with libbroker (round trips: "
+               "broker_call/broker_reply)\n"
+               "baseline = direct socketpair(AF_UNIX, SOCK_SEQPACKET) "
+               "between two processes\n\n");
+        printf("%-14s %-8s %12s %12s  %-7s %7s\n", "workload", "metric",
+               "broker", "baseline", "unit", "ratio");
+        fflush(stdout);
     }
-    if (r == 0)
+    if (n.workloads & BB_W_RTT)
+        r = bb_run_rtt(n.rtt);
+    if (r == 0 && (n.workloads & BB_W_ONEWAY))
+        r = bb_run_tput("one-way 64 B", BB_SMALL, n.small);
+    if (r == 0 && (n.workloads & BB_W_ONEWAY))
+        r = bb_run_tput("one-way 4 KiB", BB_LARGE, n.large);
+    if (r == 0 && (n.workloads & BB_W_BULK))
         r = bb_run_bulk(n.bulk);
+    if (r == 0 && (n.workloads & BB_W_FANOUT))
+        r = bb_run_fanout(n.fanout);
+    if (r == 0 && (n.workloads & BB_W_PUBCOST))
+        r = bb_run_pubcost(n.pubcost, n.other_subs);
     bb_stop_brokerd();
     if (r < 0) {
         bb_fail("benchmark failed", r);
         return 1;
     }
-    printf("\nratio = broker / baseline; total time %.1f s\n",
+    printf("\nratio = broker / baseline (fanout: publish / unicast, "
+           "pubcost: many / few); total time %.1f s\n",
            (double)(bb_now_ns() - t0) / 1e9);
     return 0;
 }
