@@ -25,12 +25,33 @@
  *            same run: the floor (a memfd shared by two processes, no
  *            broker) and the socket path (shared memory off).  Also
  *            brokerd's VmRSS before and after.  See "bulk" below.
+ *   fanout   1 publisher, 8 subscribers (one process and connection each),
+ *            1 KiB messages published to one topic with broker_publish
+ *            (subscriptions with policy block, so nothing is dropped),
+ *            beside the same fan-out done the only way there was before
+ *            topics: 8 broker_send per message, one to each receiver's
+ *            name.  Reported: delivered messages/s summed over the
+ *            subscribers (from the earliest end of warm-up to the latest
+ *            last message) and the ratio publish/unicast; median of 3.
+ *   pubcost  the cost of a publish as the subscription table grows: 64 B
+ *            messages published to a topic with one subscriber, with 10
+ *            and with 100,000 (--other-subs) other subscriptions present
+ *            on topics nothing is published to (held by 4 extra
+ *            connections; brokerd is started with --max-subscriptions
+ *            to fit), runs alternating few/many.  Reported: messages/s
+ *            of each and their ratio (target about 1.0: a publish must
+ *            not scan the table), the subscription count brokerd's STATUS
+ *            shows and how long subscribing took.
  * Every message carries a sequence number that the receiver checks, so a
- * lost, reordered or truncated message fails the run (exit 1).
+ * lost, reordered or truncated message fails the run (exit 1); fanout and
+ * pubcost receivers also stop after 5 s without a message, and the run
+ * then names what arrived (count of expected, out of order, dropped).
  *
  * Options: --quick (about a tenth of the default counts, for CI smoke
  * runs), --count N (messages or round trips per workload), --bulk-gib N
- * (GiB per bulk run, default 10; 1 with --quick), --bulk-only.
+ * (GiB per bulk run, default 10; 1 with --quick), --bulk-only,
+ * --workloads LIST (rtt, one-way, bulk, fanout, pubcost, all: default
+ * all), --other-subs N (pubcost; 10000 with --quick).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
