@@ -212,7 +212,7 @@ unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
     unsigned n = 0;
 
     bk_list_for_each_safe(f, &q->dgram.frames, bk_oframe_t, link) {
-        if (f->tag != tag || !f->tag_first)
+        if (f->tag != tag || !f->tag_first || (f->flags & BK_F_SHM))
             continue;
         bk_list_unlink(&f->link);
         bk_list_push_tail(out, &f->link);

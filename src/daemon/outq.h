@@ -146,7 +146,8 @@ int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
 
 /* Take every whole one-way message tagged `tag` (tag_first, in the
  * one-way queue, unsent) out of the queue, in order, onto `out`
- * (bk_oframe.link).  Returns how many. */
+ * (bk_oframe.link).  Shared-memory descriptors stay: their reference is
+ * this receiver's.  Returns how many. */
 unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out);
 /* Queue a frame taken with bk_outq_take_tagged (its header rewritten from
  * h, which must keep its type, flags and length) behind the frames of its

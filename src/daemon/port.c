@@ -372,6 +372,10 @@ static void flush(bk_port_t *p)
     }
     if (p->nwaiters && p->out.bytes <= limit / 2)
         resume_waiters(p);
+    if (p->hangup && !p->out.frames) {
+        bk_port_fail(p, p->fail_err);
+        return;
+    }
     update_poll(p);
     if (!p->out.frames && p->srv->stopping && !p->failed)
         bk_server_port_drained(p->srv);
@@ -544,6 +548,10 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
 
     while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
+        /* an invalid topic is the publication's error, not the
+         * connection's: the router answers EINVAL on its stream */
+        if (e == -EINVAL && h.type == BK_T_DATA && (h.flags & BK_F_TOPIC))
+            e = 0;
         if (e < 0) {
             bk_close_fds(fds, nfds);
             bk_port_protocol_error(p, e, 0, check_text(e));
@@ -650,6 +658,22 @@ static void lost_oneway(const bk_oframe_t *f, void *arg)
     if (src && src != p)
         bk_port_error(src, f->src_sid, -ECONNRESET, "receiver disconnected "
                       "before reading the message", NULL);
+}
+
+void bk_port_hangup(bk_port_t *p, int err, const char *text)
+{
+    if (p->failed || p->hangup || p->fd < 0)
+        return;
+    p->hangup = true;
+    p->fail_err = err;
+    p->state = BK_PORT_CLOSING;
+    bk_outq_fini(&p->out, lost_oneway, p);
+    bk_outq_init(&p->out);
+    p->out.on_sent = bk_pub_sent;
+    p->out.on_sent_arg = p;
+    resume_waiters(p);
+    bk_port_error(p, 0, err, text, NULL);
+    update_poll(p);
 }
 
 void bk_port_close(bk_port_t *p)

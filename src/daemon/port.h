@@ -57,6 +57,7 @@ typedef struct bk_port {
     int events;                 /* UV_READABLE / UV_WRITABLE wanted */
     bool in_table;
     bool failed;
+    bool hangup;                /* closed once its last words are out */
     int fail_err;
     bk_list_t reap_link;        /* on srv->reap once failed */
     bk_list_t all_link;         /* on srv->all: every port */
@@ -132,6 +133,12 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int err,
  * error: what", and fail the port. */
 void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
                             const char *what);
+
+/* Disconnect a client whose socket may be full (a slow consumer): drop
+ * everything queued for it, stop reading it, queue an ERROR (err, text)
+ * on stream 0, and close it once that ERROR has been written (or the
+ * client goes away). */
+void bk_port_hangup(bk_port_t *p, int err, const char *text);
 
 /* Mark the port failed (err: 0 for an orderly EOF, else why, as a
  * negative errno); it is closed

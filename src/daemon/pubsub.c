@@ -76,8 +76,7 @@ static void slow_consumer(bk_port_t *to)
 {
     bk_info("client %llu (pid %d, %s): slow consumer, disconnecting",
             (unsigned long long)to->id, (int)to->pid, to->comm);
-    bk_port_error(to, 0, -ENOBUFS, "slow consumer", NULL);
-    bk_port_fail(to, -ENOBUFS);
+    bk_port_hangup(to, -ENOBUFS, "slow consumer");
 }
 
 /* ---- subscriptions ---------------------------------------------------------- */
@@ -121,7 +120,7 @@ static uint64_t member_load(const bk_sub_t *s, void *ctx)
     const bk_port_t *p = s->owner;
 
     (void)ctx;
-    return p->failed || p->fd < 0 ? UINT64_MAX : p->out.bytes;
+    return p->failed || p->fd < 0 || p->hangup ? UINT64_MAX : p->out.bytes;
 }
 
 /* Whole messages of a leaving group member, waiting in its queue, go to
@@ -137,7 +136,7 @@ static void move_group_msgs(bk_subs_group_t *g, bk_list_t *frames,
         bk_port_t *to = s ? s->owner : NULL;
         bk_hdr_t h;
 
-        if (!to || to->failed || to->fd < 0) {
+        if (!to || to->failed || to->fd < 0 || to->hangup) {
             bk_outq_frame_free(f);
             (*lost)++;
             continue;
@@ -231,7 +230,7 @@ static int dup_fds(const int *fds, unsigned n, int *out)
 /* Whether the message goes to s now, by its policy. */
 static bool admit(fan_t *fan, bk_port_t *to, bk_sub_t *s)
 {
-    if (to->failed || to->fd < 0)
+    if (to->failed || to->fd < 0 || to->hangup)
         return false;
     if (to->out.bytes <= fan->srv->cfg->queue_limit)
         return true;
@@ -323,10 +322,11 @@ int bk_pub_fanout(bk_server_t *srv, bk_port_t *from, const bk_hdr_t *h,
             *fan.rec = (bk_pub_t){ .n = 0, .cap = (uint32_t)cap };
     }
     if (r == 0) {
-        srv->stats.published++;
         r = fan_run(&fan, &m);
-        if (r == 0)
+        if (from) {             /* the broker's announcements not counted */
+            srv->stats.published++;
             srv->stats.published_unmatched += m.nsubs + m.ngroups == 0;
+        }
     }
     bk_opayload_put(fan.shared);
     bk_close_fds(fds, h->nfds);
@@ -351,7 +351,7 @@ static bk_port_t *rcpt_port(bk_server_t *srv, const bk_pub_rcpt_t *r)
 {
     bk_port_t *to = bk_server_find(srv, r->client);
 
-    return to && !to->failed && to->fd >= 0 ? to : NULL;
+    return to && !to->failed && to->fd >= 0 && !to->hangup ? to : NULL;
 }
 
 void bk_pub_forward(bk_port_t *from, const bk_pub_t *rec, const bk_hdr_t *h,

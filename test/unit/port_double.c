@@ -235,3 +235,9 @@ int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
     bk_outq_frame_free(f);
     return -ECONNRESET;
 }
+
+void bk_port_hangup(bk_port_t *p, int err, const char *text)
+{
+    bk_port_error(p, 0, err, text, NULL);
+    bk_port_fail(p, err);
+}
