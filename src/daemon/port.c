@@ -534,6 +534,16 @@ static const char *check_text(int err)
     }
 }
 
+/* An invalid topic is the publication's error, not the connection's: the
+ * router answers EINVAL on its stream.  frame.c stops at the topic, so the
+ * checks that come after it there are made here. */
+static bool only_topic_invalid(const bk_hdr_t *h)
+{
+    return h->type == BK_T_DATA && (h->flags & BK_F_TOPIC) &&
+           h->stream <= BK_SID_MAX_LOCAL &&
+           (!(h->flags & BK_F_SHM) || h->length - h->aux == BK_SHM_DESC_SIZE);
+}
+
 /* Validate the whole packet before acting on any of it, so a bad packet
  * has no partial effect and the fds add up. */
 static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
@@ -548,10 +558,8 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
 
     while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
-        /* an invalid topic is the publication's error, not the
-         * connection's: the router answers EINVAL on its stream */
-        if (e == -EINVAL && h.type == BK_T_DATA && (h.flags & BK_F_TOPIC))
-            e = 0;
+        if (e == -EINVAL && (h.flags & BK_F_TOPIC))
+            e = only_topic_invalid(&h) ? 0 : -EPROTO;
         if (e < 0) {
             bk_close_fds(fds, nfds);
             bk_port_protocol_error(p, e, 0, check_text(e));

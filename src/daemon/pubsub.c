@@ -155,8 +155,9 @@ static void move_group_msgs(bk_subs_group_t *g, bk_list_t *frames,
 }
 
 /* End subscription s of p.  Its messages still queued stay (the client
- * drops them) unless s is in a group with other members: those move. */
-static void sub_end(bk_port_t *p, bk_sub_t *s)
+ * drops them) unless s is in a group with other members: those move.
+ * `closing`: p's queue is dropped next, nothing in it is sent again. */
+static void sub_end(bk_port_t *p, bk_sub_t *s, bool closing)
 {
     bk_subs_group_t *g = s->group;
     bool others = g && g->nmembers > 1;   /* the group outlives s */
@@ -166,7 +167,8 @@ static void sub_end(bk_port_t *p, bk_sub_t *s)
     bk_list_init(&moving);
     if (g)
         bk_outq_take_tagged(&p->out, s, &moving);
-    bk_outq_untag(&p->out, s);
+    if (!closing)
+        bk_outq_untag(&p->out, s);
     if (s->gap_pending && p->gaps_pending)
         p->gaps_pending--;
     p->nsubs--;
@@ -182,7 +184,7 @@ int bk_pub_unsubscribe(bk_port_t *p, uint32_t id)
 
     bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
         if (s->id == id) {
-            sub_end(p, s);
+            sub_end(p, s, false);
             return 0;
         }
     return -ENOENT;
@@ -193,7 +195,7 @@ void bk_pub_port_gone(bk_port_t *p)
     bk_list_t *l;
 
     while ((l = bk_list_first(&p->subs)))
-        sub_end(p, sub_of(l));
+        sub_end(p, sub_of(l), true);
 }
 
 /* ---- fan-out ----------------------------------------------------------------- */

@@ -409,12 +409,15 @@ struct fast_arg {
     uint32_t count;
 };
 
-/* A subscriber that keeps up: it must see every message, in order. */
+/* A subscriber that reads all the time: it must see every message, in
+ * order, whatever the slow one does.  (Its own policy is block, so that
+ * its being descheduled for a while cannot drop anything for it: only the
+ * slow one's policy is under test.) */
 static int fast_subscriber(void *p)
 {
     struct fast_arg *a = p;
     broker_t *b = th_connect(&br);
-    uint32_t id = sub_ok(b, "slow.topic", NULL, BROKER_SUB_DROP);
+    uint32_t id = sub_ok(b, "slow.topic", NULL, BROKER_SUB_BLOCK);
 
     th_barrier_signal(a->ready, 1);
     for (uint32_t i = 0; i < a->count; i++) {
@@ -945,8 +948,21 @@ Test(pubsub_broker, topic_frames_breaking_the_one_way_rule)
     expect_cut_off(BK_F_OPEN | BK_F_TOPIC | BK_F_NAME | BK_F_CLOSE, 0,
                    false);
     expect_cut_off(BK_F_TOPIC | BK_F_CLOSE, 0, false);
+    /* an invalid topic does not excuse a malformed rest of the frame */
+    {
+        int fd = th_raw_connect_hello(br.sock, NULL);
+        uint32_t aux = 0;
+        int nerr = 0;
+
+        raw_pub_frame(fd, BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE | BK_F_SHM, 3,
+                      "a..b", "short", 5);
+        cr_assert_geq(th_raw_drain_to_eof(fd, &aux, &nerr), 0);
+        cr_assert_eq(nerr, 1);
+        cr_assert_eq(bk_err_from_wire(aux), -EPROTO);
+        close(fd);
+    }
     errs = th_status_value(s, "protocol_errors");
-    cr_assert_eq(errs, 4);
+    cr_assert_eq(errs, 5);
     cr_assert_eq(th_status_value(s, "streams"), 0);
     TH_OK(broker_ping(s, TH_HANG_MS));
     broker_close(s);
