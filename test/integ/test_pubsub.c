@@ -1120,3 +1120,46 @@ Test(pubsub_broker, bad_topic_patterns_in_rules_are_refused)
     unlink(conf_path);
     th_broker_stop(&br);
 }
+
+/* ---- monitor ------------------------------------------------------------ */
+
+Test(pubsub_broker, monitor_topic_filter_records_matching_publications)
+{
+    broker_t *mon = th_connect(&br), *s1 = th_connect(&br),
+             *s2 = th_connect(&br), *p = th_connect(&br);
+    broker_monitor_rec_t r;
+    broker_msg_t *m;
+    uint64_t seen = 0;
+    int n = 0;
+
+    cr_assert_eq(broker_monitor(mon, "topic:a..b", 0), -EINVAL);
+    TH_OK(broker_monitor(mon, "topic:mon.*", 0));
+    sub_ok(s1, "mon.>", NULL, BROKER_SUB_DROP);
+    sub_ok(s2, ">", NULL, BROKER_SUB_DROP);
+    th_register(s1, "mon.svc");
+    TH_OK(broker_publish(p, "other.x", "no", 2, NULL, 0));
+    TH_OK(broker_send(p, "mon.svc", "unicast", 7, NULL, 0));
+    TH_OK(broker_publish(p, "mon.a", "yes", 3, NULL, 0));
+    barrier(p);
+    barrier(mon);
+    /* one record per receiver of mon.a, nothing else */
+    while (broker_recv(mon, &m, 0) == 0) {
+        cr_assert_eq(m->kind, BROKER_MSG_MONITOR);
+        cr_assert_eq(broker_monitor_parse(m, &r), 0);
+        cr_assert_eq(r.type, BK_T_DATA);
+        cr_assert(r.flags & BK_F_TOPIC);
+        cr_assert_eq(r.sender, broker_client_id(p));
+        cr_assert_eq(r.aux, 5);
+        cr_assert_eq(memcmp(r.preview, "mon.ayes", 8), 0);
+        seen |= r.receiver == broker_client_id(s1) ? 1 : 2;
+        n++;
+        broker_msg_free(m);
+    }
+    cr_assert_eq(n, 2, "%d records", n);
+    cr_assert_eq(seen, 3);
+    broker_close(mon);
+    broker_close(s1);
+    broker_close(s2);
+    broker_close(p);
+    th_broker_stop(&br);
+}
