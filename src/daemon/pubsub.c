@@ -209,6 +209,7 @@ typedef struct fan {
     bk_opayload_t *shared;      /* one copy for every queued frame */
     bk_pub_t *rec;
     int delivered;
+    uint32_t shm_refs;          /* references counted by bk_shm_deliver */
 } fan_t;
 
 static const uint8_t *shm_desc(const bk_hdr_t *h, const uint8_t *payload)
@@ -272,6 +273,7 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
         count_drop(to, s, 1);
         return;
     }
+    fan->shm_refs += !!(h->flags & BK_F_SHM);
     o.source = fan->from ? fan->from->id : 0;
     o.dest = s->id;
     o.stream = bk_port_alloc_sid(to);
@@ -339,9 +341,11 @@ int bk_pub_fanout(bk_server_t *srv, bk_port_t *from, const bk_hdr_t *h,
     if (rec)
         *rec = fan.rec;
     if (from && (h->flags & BK_F_SHM)) {
-        if (r <= 0)
+        /* a reference that was counted and then not sent comes back when
+         * its receiver goes: it counts among the releases too */
+        if (fan.shm_refs == 0)
             bk_shm_undelivered(from, shm_desc(h, payload));
-        else if (bk_shm_fanout(from, shm_desc(h, payload), (uint32_t)r) < 0)
+        else if (bk_shm_fanout(from, shm_desc(h, payload), fan.shm_refs) < 0)
             bk_warn("client %llu: out of memory counting a shared-memory "
                     "publication; its buffer may be released early",
                     (unsigned long long)from->id);
