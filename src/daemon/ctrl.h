@@ -1,6 +1,11 @@
 /*
  * ctrl.h - control requests a client sends to the broker itself
  * (prefix bk_ctrl_).
+ *
+ * Owns nothing that outlives a request: it decodes one CTRL frame, acts
+ * through the modules that own the state (names, shm, monitor, inspect,
+ * server) and answers with a CTRL_REPLY, the one place its negative
+ * errnos become wire codes.
  */
 #ifndef BK_CTRL_H
 #define BK_CTRL_H

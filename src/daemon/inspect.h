@@ -9,6 +9,8 @@
  * names.  A page ends with the line `next=N`: N > 0 is the start index of
  * the next page, 0 means the listing is complete.  man/broker-protocol.7
  * ("Listings") is the normative description.
+ *
+ * Owns nothing but the page it builds, which it hands to the caller.
  */
 #ifndef BK_INSPECT_H
 #define BK_INSPECT_H

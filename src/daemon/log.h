@@ -1,5 +1,8 @@
 /*
- * log.h - levelled logging to stderr or syslog (prefix bk_log).
+ * log.h - levelled logging to stderr, syslog or a file (prefix bk_log).
+ *
+ * Owns the process-wide log level and destination, and the log file's
+ * FILE (opened by bk_log_set_file, closed by bk_log_close_file).
  */
 #ifndef BK_LOG_H
 #define BK_LOG_H

@@ -9,14 +9,14 @@
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
-#include "config.h"
+#include "conf.h"
 #include "log.h"
 #include "sdaemon.h"
 #include "server.h"
 
 /* Make a relative socket path absolute, since the daemon leaves its
  * working directory. */
-static int absolute_path(bk_config_t *c)
+static int absolute_path(bk_conf_t *c)
 {
     char cwd[4096], buf[sizeof(c->socket_path)];
     int n;
@@ -88,15 +88,15 @@ static void write_pidfile(const char *path)
 
 int main(int argc, char **argv)
 {
-    bk_config_t cfg;
+    bk_conf_t cfg;
     bk_server_t srv;
     uv_loop_t loop;
     int report = -1, lfd, r;
 
-    r = bk_config_load(&cfg, argc, argv);
+    r = bk_conf_load(&cfg, argc, argv);
     if (r != 0) {
-        bk_config_free(&cfg);
-        return r > 0 ? 0 : 2;
+        bk_conf_free(&cfg);
+        return r == BK_CONF_HANDLED ? 0 : 2;
     }
     if (absolute_path(&cfg) < 0) {
         fprintf(stderr, "brokerd: socket path too long once made absolute\n");
@@ -107,7 +107,7 @@ int main(int argc, char **argv)
     if (cfg.logfile && (r = bk_log_set_file(cfg.logfile)) < 0) {
         fprintf(stderr, "brokerd: cannot open log file %s: %s\n",
                 cfg.logfile, strerror(-r));
-        bk_config_free(&cfg);
+        bk_conf_free(&cfg);
         return 1;
     }
     /* Before daemonize(): LISTEN_PID names this process, not a child. */
@@ -144,6 +144,6 @@ int main(int argc, char **argv)
         unlink(cfg.pidfile);
     bk_info("stopped");
     bk_log_close_file();
-    bk_config_free(&cfg);
+    bk_conf_free(&cfg);
     return 0;
 }

@@ -13,15 +13,17 @@
 #include "frame.h"
 #include "monitor.h"
 #include "server.h"
+#include "topic.h"
 
 typedef enum mon_kind {
     MON_ALL,
     MON_NAME,                   /* exact name, or prefix if `prefix` */
     MON_ID,
+    MON_TOPIC,                  /* publications whose topic matches name */
 } mon_kind_t;
 
 typedef struct bk_mon {
-    struct bk_mon *next;
+    bk_list_t link;             /* on srv->monitors */
     bk_port_t *port;
     mon_kind_t kind;
     bool prefix;
@@ -78,7 +80,19 @@ static int parse_name(bk_mon_t *m, const uint8_t *w, size_t n)
     return 0;
 }
 
-/* One word of the request: name:PATTERN, id:N or snap:N. */
+static int parse_topic(bk_mon_t *m, const uint8_t *w, size_t n)
+{
+    if (!bk_topic_pattern_valid((const char *)w, n) ||
+        n >= sizeof(m->name))
+        return -EINVAL;
+    memcpy(m->name, w, n);
+    m->name[n] = '\0';
+    m->namelen = n;
+    m->kind = MON_TOPIC;
+    return 0;
+}
+
+/* One word of the request: name:PATTERN, id:N, topic:PATTERN or snap:N. */
 static int parse_word(bk_mon_t *m, const uint8_t *w, size_t n, bool *filt,
                       bool *snap)
 {
@@ -96,6 +110,8 @@ static int parse_word(bk_mon_t *m, const uint8_t *w, size_t n, bool *filt,
     *filt = true;
     if (word_is(w, n, "name:"))
         return parse_name(m, w + 5, n - 5);
+    if (word_is(w, n, "topic:"))
+        return parse_topic(m, w + 6, n - 6);
     if (word_is(w, n, "id:")) {
         if (parse_u64(w + 3, n - 3, UINT64_MAX, &v) < 0 || v == 0)
             return -EINVAL;
@@ -133,7 +149,9 @@ static int parse_filter(bk_mon_t *m, const uint8_t *req, size_t len)
 
 static bk_mon_t *find(const bk_port_t *p)
 {
-    for (bk_mon_t *m = p->srv->monitors; m; m = m->next)
+    bk_mon_t *m;
+
+    bk_list_for_each(m, &p->srv->monitors, bk_mon_t, link)
         if (m->port == p)
             return m;
     return NULL;
@@ -147,8 +165,8 @@ int bk_mon_add(bk_port_t *p, const uint8_t *req, size_t len)
     if (r < 0)
         return r;
     m = find(p);
-    if (m) {
-        tmp.next = m->next;
+    if (m) {                    /* a new filter; the place and count stay */
+        tmp.link = m->link;
         tmp.dropped = m->dropped;
         *m = tmp;
         return 0;
@@ -157,28 +175,29 @@ int bk_mon_add(bk_port_t *p, const uint8_t *req, size_t len)
     if (!m)
         return -ENOMEM;
     *m = tmp;
-    m->next = p->srv->monitors;
-    p->srv->monitors = m;
+    bk_list_push_head(&p->srv->monitors, &m->link);
     return 0;
 }
 
 void bk_mon_port_gone(bk_port_t *p)
 {
-    for (bk_mon_t **pp = &p->srv->monitors; *pp; pp = &(*pp)->next)
-        if ((*pp)->port == p) {
-            bk_mon_t *m = *pp;
-            *pp = m->next;
-            free(m);
-            return;
-        }
+    bk_mon_t *m = find(p);
+
+    if (m) {
+        bk_list_unlink(&m->link);
+        free(m);
+    }
 }
 
 unsigned bk_mon_count(const bk_server_t *s)
 {
+    const bk_mon_t *m;
     unsigned n = 0;
 
-    for (bk_mon_t *m = s->monitors; m; m = m->next)
+    bk_list_for_each(m, &s->monitors, bk_mon_t, link) {
+        (void)m;
         n++;
+    }
     return n;
 }
 
@@ -193,9 +212,11 @@ static bool name_matches(const bk_mon_t *m, const char *name, size_t len)
 
 static bool owns_match(const bk_mon_t *m, const bk_port_t *p)
 {
+    const bk_name_t *n;
+
     if (!p)
         return false;
-    for (const bk_name_t *n = p->names.head; n; n = n->next_owned)
+    bk_list_for_each(n, &p->names.head, bk_name_t, owned_link)
         if (name_matches(m, n->name, n->len))
             return true;
     return false;
@@ -215,6 +236,10 @@ static bool matches(const bk_mon_t *m, const bk_port_t *from,
             name_matches(m, (const char *)payload, o->aux))
             return true;
         return owns_match(m, from) || owns_match(m, to);
+    case MON_TOPIC:             /* first fragments: they carry the topic */
+        return o->type == BK_T_DATA && (o->flags & BK_F_TOPIC) &&
+               bk_topic_match(m->name, m->namelen, (const char *)payload,
+                              o->aux);
     }
     return false;
 }
@@ -242,7 +267,7 @@ static void send_record(bk_mon_t *m, uint8_t *rec, uint32_t olen,
 
     if (p->failed || p->state != BK_PORT_READY)
         return;
-    if (p->queued_bytes > p->srv->cfg->queue_limit) {
+    if (p->out.bytes > p->srv->cfg->queue_limit) {
         if (m->dropped < UINT32_MAX)
             m->dropped++;
         return;
@@ -265,12 +290,12 @@ void bk_mon_record(const bk_port_t *from, const bk_port_t *to,
 {
     uint8_t rec[BK_MON_REC_SIZE + BK_MON_MAX_SNAP];
     bool built = false;
+    bk_mon_t *m;
 
     /* a monitor's own traffic is never recorded */
     if (find(to) || (from && find(from)))
         return;
-    for (bk_mon_t *m = to->srv->monitors, *next; m; m = next) {
-        next = m->next;
+    bk_list_for_each_safe(m, &to->srv->monitors, bk_mon_t, link) {
         if (!matches(m, from, to, o, payload))
             continue;
         if (!built) {

@@ -7,7 +7,13 @@
  * control, and while a monitor's queue holds more than queue_limit bytes
  * its records are dropped and counted; the count travels in the `aux` of
  * the next record it gets.  Traffic of a monitor connection itself is not
- * recorded.  man/broker-protocol.7 ("Monitoring") is the normative text.
+ * recorded.  Filters: everything, name:PATTERN, id:N, or topic:PATTERN
+ * (the first fragments of publications whose topic the topic pattern
+ * matches, one record per receiver).  man/broker-protocol.7 ("Monitoring") is the normative text.
+ *
+ * Owns each monitor's bk_mon (its filter and drop count), on the server's
+ * monitor list; a record is built on the stack and copied into the
+ * monitor's output queue.
  */
 #ifndef BK_MONITOR_H
 #define BK_MONITOR_H
@@ -25,8 +31,9 @@
 #define BK_MON_DEF_SNAP   256u
 #define BK_MON_MAX_SNAP   4096u
 
-/* The monitors hang off the server (srv->monitors); NULL when nobody
- * monitors, so a tap costs one pointer check. */
+/* The monitors hang off the server (srv->monitors, owned by this module:
+ * each bk_mon is malloc'd by bk_mon_add, freed by bk_mon_port_gone); the
+ * list is empty when nobody monitors, so a tap costs one pointer check. */
 
 /* Make p a monitor with the filter in req (see broker-protocol(7)); a
  * port that already monitors gets the new filter.  Returns 0, -EINVAL (bad
@@ -48,7 +55,7 @@ static inline void bk_mon_tap(const bk_port_t *from, const bk_port_t *to,
                               uint32_t from_sid, const bk_hdr_t *o,
                               const void *payload)
 {
-    if (to->srv->monitors)
+    if (!bk_list_empty(&to->srv->monitors))
         bk_mon_record(from, to, from_sid, o, payload);
 }
 

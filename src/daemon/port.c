@@ -1,6 +1,7 @@
 /*
- * port.c - one connected client: reading packets, writing frames through
- * per-stream queues, pausing senders of a full receiver.
+ * port.c - one connected client: reading and dispatching packets, writing
+ * its output queue (outq.c) to the socket, pausing senders of a full
+ * receiver, teardown.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,10 +11,12 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include "ctrl.h"
+#include "error.h"
 #include "frame.h"
 #include "log.h"
 #include "monitor.h"
 #include "port.h"
+#include "pubsub.h"
 #include "router.h"
 #include "server.h"
 #include "sockio.h"
@@ -33,7 +36,7 @@ static void update_poll(bk_port_t *p)
         return;
     if (p->state != BK_PORT_CLOSING && p->paused == 0)
         want |= UV_READABLE;
-    if (p->queued_frames)
+    if (p->out.frames)
         want |= UV_WRITABLE;
     if (want == p->events)
         return;
@@ -94,10 +97,18 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     }
     read_comm(p);
     p->connected_ms = bk_now_ms();
-    bk_ht_init(&p->oqs);
+    bk_outq_init(&p->out);
+    bk_list_init(&p->reap_link);
+    bk_list_init(&p->all_link);
+    bk_list_init(&p->dirty_link);
     bk_shm_port_init(&p->shm);
-    p->ctrl.ring_next = p->ctrl.ring_prev = NULL;
+    bk_st_list_init(&p->streams);
+    bk_name_list_init(&p->names);
     p->next_psid = 1;
+    bk_list_init(&p->subs);
+    p->next_sub = 1;
+    p->out.on_sent = bk_pub_sent;
+    p->out.on_sent_arg = p;
     bk_put64(p->idkey, id);
     p->node.key = p->idkey;
     p->node.keylen = sizeof(p->idkey);
@@ -122,112 +133,7 @@ uint32_t bk_port_alloc_sid(bk_port_t *p)
     }
 }
 
-/* ---- output queues ------------------------------------------------------ */
-
-static void frame_free(bk_oframe_t *f)
-{
-    if (f->nfds) {
-        bk_close_fds(f->fds, f->nfds);
-        free(f->fds);
-    }
-    free(f);
-}
-
-static void ring_join(bk_port_t *p, bk_oq_t *q)
-{
-    if (!p->ring) {
-        q->ring_next = q->ring_prev = q;
-        p->ring = q;
-    } else {                    /* join just before the next one served */
-        q->ring_next = p->ring;
-        q->ring_prev = p->ring->ring_prev;
-        q->ring_prev->ring_next = q;
-        p->ring->ring_prev = q;
-    }
-}
-
-static void ring_leave(bk_port_t *p, bk_oq_t *q)
-{
-    if (q->ring_next == q) {
-        p->ring = NULL;
-    } else {
-        q->ring_prev->ring_next = q->ring_next;
-        q->ring_next->ring_prev = q->ring_prev;
-        if (p->ring == q)
-            p->ring = q->ring_next;
-    }
-    q->ring_next = q->ring_prev = NULL;
-}
-
-/* sid: the receiver's stream id, 0 for no stream, DGRAM_SID for a whole
- * one-way message. */
-#define DGRAM_SID UINT32_MAX
-
-static bk_oq_t *oq_get(bk_port_t *p, uint32_t sid)
-{
-    uint8_t key[4];
-    bk_hnode_t *n;
-    bk_oq_t *q;
-
-    if (sid == 0)
-        return &p->ctrl;
-    if (sid == DGRAM_SID) {
-        if (!p->dgram.ring_next)
-            ring_join(p, &p->dgram);
-        return &p->dgram;
-    }
-    bk_put32(key, sid);
-    n = bk_ht_find(&p->oqs, key, sizeof(key));
-    if (n)
-        return bk_container_of(n, bk_oq_t, node);
-    q = calloc(1, sizeof(*q));
-    if (!q)
-        return NULL;
-    q->sid = sid;
-    memcpy(q->key, key, sizeof(key));
-    q->node.key = q->key;
-    q->node.keylen = sizeof(q->key);
-    if (bk_ht_insert(&p->oqs, &q->node) < 0) {
-        free(q);
-        return NULL;
-    }
-    ring_join(p, q);
-    return q;
-}
-
-/* An emptied queue leaves the ring (and is freed if it is a stream's). */
-static void oq_drop(bk_port_t *p, bk_oq_t *q)
-{
-    if (q == &p->ctrl)
-        return;
-    if (q->ring_next)
-        ring_leave(p, q);
-    if (q == &p->dgram)
-        return;
-    bk_ht_remove(&p->oqs, &q->node);
-    free(q);
-}
-
-/* Which queue a frame belongs to: frames relayed from a peer keep their
- * order with the rest of their stream; the broker's own frames (source 0:
- * replies, rejections, BYE) keep their order among themselves in the
- * control queue, so a PING after a send is a barrier for its errors. */
-static uint32_t queue_sid(const bk_hdr_t *h)
-{
-    const uint8_t whole = BK_F_OPEN | BK_F_CLOSE;
-
-    switch (h->type) {
-    case BK_T_DATA:
-        if ((h->flags & (whole | BK_F_MORE | BK_F_CONT)) == whole)
-            return DGRAM_SID;
-        return h->stream;
-    case BK_T_CLOSE:
-    case BK_T_ERROR:
-        return h->source ? h->stream : 0;
-    default:
-        return 0;
-    }
-}
+/* ---- output ------------------------------------------------------------- */
 
 static void pause_sender(bk_port_t *to, bk_port_t *cause)
 {
@@ -249,7 +155,7 @@ static void pause_sender(bk_port_t *to, bk_port_t *cause)
     update_poll(cause);
     bk_debug("client %llu paused: client %llu has %llu bytes queued",
              (unsigned long long)cause->id, (unsigned long long)to->id,
-             (unsigned long long)to->queued_bytes);
+             (unsigned long long)to->out.bytes);
 }
 
 static void resume_waiters(bk_port_t *p)
@@ -266,73 +172,66 @@ static void resume_waiters(bk_port_t *p)
     }
 }
 
-static void count_out(bk_port_t *p, uint8_t type, uint8_t flags,
-                      uint32_t length)
+static void count_out(bk_port_t *p, const bk_outq_tally_t *t)
 {
-    if (type != BK_T_DATA)
-        return;
-    p->bytes_out += length;
-    p->srv->stats.bytes_out += length;
-    if (!(flags & BK_F_MORE)) {
-        p->msgs_out++;
-        p->srv->stats.msgs_out++;
-    }
+    p->bytes_out += t->bytes;
+    p->srv->stats.bytes_out += t->bytes;
+    p->msgs_out += t->msgs;
+    p->srv->stats.msgs_out += t->msgs;
 }
 
 static void mark_dirty(bk_port_t *p)
 {
-    if (p->dirty)
-        return;
-    p->dirty = true;
-    p->dirty_next = p->srv->dirty;
-    p->srv->dirty = p;
+    if (!bk_list_linked(&p->dirty_link))
+        bk_list_push_head(&p->srv->dirty, &p->dirty_link);
 }
 
+/* A frame was queued: pause `cause` if this fills the queue. */
+static void queued(bk_port_t *to, bk_port_t *cause)
+{
+    if (cause && to->out.bytes > to->srv->cfg->queue_limit)
+        pause_sender(to, cause);
+    if (!(to->events & UV_WRITABLE))
+        mark_dirty(to);         /* else the socket is full: poll flushes */
+}
+
+/* Queue a copy of the frame; pause `cause` if this fills the queue. */
 static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                    int *fds, unsigned nfds, bk_port_t *cause,
                    bk_oframe_t **out)
 {
-    bk_oq_t *q = oq_get(to, queue_sid(h));
-    bk_oframe_t *f = q ? malloc(sizeof(*f) + h->length) : NULL;
+    int r = bk_outq_push(&to->out, h, payload, fds, nfds, out);
 
-    if (!f) {
-        if (q && !q->head)
-            oq_drop(to, q);
-        bk_close_fds(fds, nfds);
-        return -ENOMEM;
+    if (r < 0)
+        return r;
+    queued(to, cause);
+    return 0;
+}
+
+/* Write a frame at once from the caller's buffer.  Returns 0 (sent; fds
+ * closed), -EAGAIN (socket full; nothing taken) or another negative errno
+ * (the port failed; fds closed). */
+static int write_now(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                     int *fds, unsigned nfds)
+{
+    uint8_t hdr[BK_HDR_SIZE];
+    struct iovec iov[2];
+    bk_outq_tally_t sent = { 0, 0 };
+    int r;
+
+    bk_hdr_encode(h, hdr);
+    iov[0] = (struct iovec){ hdr, BK_HDR_SIZE };
+    iov[1] = (struct iovec){ (void *)payload, h->length };
+    r = bk_sock_send(to->fd, iov, h->length ? 2 : 1, fds, nfds);
+    if (r == -EAGAIN)
+        return r;
+    bk_close_fds(fds, nfds);
+    if (r < 0) {
+        bk_port_fail(to, r);
+        return r;
     }
-    bk_hdr_encode(h, f->hdr);
-    f->type = h->type;
-    f->flags = h->flags;
-    f->len = h->length;
-    memcpy(f->data, payload, h->length);
-    f->nfds = nfds;
-    f->fds = NULL;
-    f->oneway_first = false;
-    f->next = NULL;
-    if (nfds) {
-        f->fds = malloc(nfds * sizeof(int));
-        if (!f->fds) {
-            free(f);
-            if (!q->head)
-                oq_drop(to, q);
-            bk_close_fds(fds, nfds);
-            return -ENOMEM;
-        }
-        memcpy(f->fds, fds, nfds * sizeof(int));
-    }
-    if (q->tail)
-        q->tail->next = f;
-    else
-        q->head = f;
-    q->tail = f;
-    to->queued_bytes += BK_HDR_SIZE + h->length;
-    to->queued_frames++;
-    if (cause && to->queued_bytes > to->srv->cfg->queue_limit)
-        pause_sender(to, cause);
-    if (!(to->events & UV_WRITABLE))
-        mark_dirty(to);         /* else the socket is full: poll flushes */
-    *out = f;
+    bk_outq_tally(&sent, h->type, h->flags, h->length);
+    count_out(to, &sent);
     return 0;
 }
 
@@ -340,8 +239,6 @@ static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                       int *fds, unsigned nfds, bk_port_t *cause,
                       bk_oframe_t **queued)
 {
-    uint8_t hdr[BK_HDR_SIZE];
-    struct iovec iov[2];
     int r;
 
     *queued = NULL;
@@ -349,21 +246,10 @@ static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
-    if (to->queued_frames == 0 && h->length > to->srv->cfg->max_packet / 2) {
-        bk_hdr_encode(h, hdr);
-        iov[0] = (struct iovec){ hdr, BK_HDR_SIZE };
-        iov[1] = (struct iovec){ (void *)payload, h->length };
-        r = bk_sock_send(to->fd, iov, h->length ? 2 : 1, fds, nfds);
-        if (r == 0) {
-            bk_close_fds(fds, nfds);
-            count_out(to, h->type, h->flags, h->length);
-            return 0;
-        }
-        if (r != -EAGAIN) {
-            bk_close_fds(fds, nfds);
-            bk_port_fail(to, r);
+    if (bk_outq_bypass(&to->out, h->length, to->srv->cfg->max_packet)) {
+        r = write_now(to, h, payload, fds, nfds);
+        if (r != -EAGAIN)
             return r;
-        }
     }
     return enqueue(to, h, payload, fds, nfds, cause, queued);
 }
@@ -391,13 +277,56 @@ int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     return r;
 }
 
-void bk_port_error(bk_port_t *to, uint32_t stream, int code,
+int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                     bk_opayload_t **shared, int *fds, unsigned nfds,
+                     bk_port_t *cause, void *tag)
+{
+    bk_oframe_t *f;
+    int r;
+
+    if (to->failed || to->fd < 0) {
+        bk_close_fds(fds, nfds);
+        return -ECONNRESET;
+    }
+    if (bk_outq_bypass(&to->out, h->length, to->srv->cfg->max_packet)) {
+        r = write_now(to, h, payload, fds, nfds);
+        if (r != -EAGAIN)
+            return r;
+    }
+    if (!*shared && !(*shared = bk_opayload_new(payload, h->length))) {
+        bk_close_fds(fds, nfds);
+        return -ENOMEM;
+    }
+    r = bk_outq_push_shared(&to->out, h, *shared, fds, nfds, &f);
+    if (r < 0)
+        return r;
+    f->tag = tag;
+    f->tag_first = !(h->flags & BK_F_CONT);
+    queued(to, cause);
+    return BK_PORT_QUEUED;
+}
+
+int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
+{
+    int r;
+
+    if (to->failed || to->fd < 0) {
+        bk_outq_frame_free(f);
+        return -ECONNRESET;
+    }
+    r = bk_outq_push_frame(&to->out, f, h);
+    if (r == 0)
+        queued(to, NULL);
+    return r;
+}
+
+void bk_port_error(bk_port_t *to, uint32_t stream, int err,
                    const char *text, bk_port_t *cause)
 {
     size_t len = text ? strlen(text) : 0;
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
-        .stream = stream, .aux = (uint32_t)code, .dest = to->id,
+        .stream = stream, .aux = bk_err_to_wire(err), .dest = to->id,
         .length = (uint32_t)(len > BK_MAX_TEXT ? BK_MAX_TEXT : len),
     };
 
@@ -407,80 +336,58 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int code,
     bk_port_send(to, &h, text ? text : "", NULL, 0, cause);
 }
 
-/* Frames packed into one packet at most. */
-#define PACK_MAX 64
-
-/* Gather the head frames of q that fit one packet: only the first may carry
- * fds.  Returns how many; iov gets two entries per frame. */
-static int gather(bk_port_t *p, bk_oq_t *q, struct iovec *iov)
+/* Write queued packets until the socket is full or the queue is empty. */
+static int write_queue(bk_port_t *p)
 {
-    size_t room = p->srv->cfg->max_packet;
-    int n = 0;
+    bk_outq_pkt_t pkt;
 
-    for (bk_oframe_t *f = q->head; f && n < PACK_MAX; f = f->next) {
-        size_t sz = BK_HDR_SIZE + (size_t)f->len;
-        if (n && (sz > room || f->nfds))
-            break;
-        iov[2 * n] = (struct iovec){ f->hdr, BK_HDR_SIZE };
-        iov[2 * n + 1] = (struct iovec){ f->data, f->len };
-        room -= sz < room ? sz : room;
-        n++;
-    }
-    return n;
-}
-
-static void pop_sent(bk_port_t *p, bk_oq_t *q, int n)
-{
-    for (int i = 0; i < n; i++) {
-        bk_oframe_t *f = q->head;
-
-        count_out(p, f->type, f->flags, f->len);
-        q->head = f->next;
-        p->queued_bytes -= BK_HDR_SIZE + f->len;
-        p->queued_frames--;
-        frame_free(f);
-    }
-    if (!q->head) {
-        q->tail = NULL;
-        oq_drop(p, q);
-    } else if (q != &p->ctrl) {
-        p->ring = q->ring_next;
-    }
-}
-
-/* Write queued frames until the socket is full or the queue is empty. */
-static void flush(bk_port_t *p)
-{
-    uint64_t limit = p->srv->cfg->queue_limit;
-    struct iovec iov[2 * PACK_MAX];
-
-    while (p->queued_frames) {
-        bk_oq_t *q = p->ctrl.head ? &p->ctrl : p->ring;
-        int n = gather(p, q, iov);
-        int r = bk_sock_send(p->fd, iov, 2 * n, q->head->fds,
-                             q->head->nfds);
+    while (bk_outq_gather(&p->out, p->srv->cfg->max_packet, &pkt)) {
+        bk_outq_tally_t sent = { 0, 0 };
+        int r = bk_sock_send(p->fd, pkt.iov, pkt.niov, pkt.fds, pkt.nfds);
 
         if (r == -EAGAIN)
             break;
         if (r < 0) {
             bk_port_fail(p, r);
-            return;
+            return r;
         }
-        pop_sent(p, q, n);
+        bk_outq_consume(&p->out, &pkt, &sent);
+        count_out(p, &sent);
     }
-    if (p->nwaiters && p->queued_bytes <= limit / 2)
+    return 0;
+}
+
+static void flush(bk_port_t *p)
+{
+    uint64_t limit = p->srv->cfg->queue_limit;
+
+    if (write_queue(p) < 0)
+        return;
+    /* drops reported once the queue has room again (pubsub.h) */
+    if (p->gaps_pending && p->out.bytes <= limit / 2 &&
+        p->state != BK_PORT_CLOSING) {
+        bk_pub_flush_gaps(p);
+        if (write_queue(p) < 0)
+            return;
+    }
+    if (p->nwaiters && p->out.bytes <= limit / 2)
         resume_waiters(p);
+    if (p->hangup && !p->out.frames) {
+        bk_port_fail(p, p->fail_err);
+        return;
+    }
     update_poll(p);
-    if (!p->queued_frames && p->srv->stopping && !p->failed)
+    if (!p->out.frames && p->srv->stopping && !p->failed)
         bk_server_port_drained(p->srv);
 }
 
 void bk_port_flush_dirty(bk_server_t *srv)
 {
-    while (srv->dirty) {
-        bk_port_t *p = srv->dirty;
-        srv->dirty = p->dirty_next;
-        p->dirty = false;
+    bk_list_t *l;
+
+    while ((l = bk_list_pop_head(&srv->dirty))) {
+        bk_port_t *p = bk_container_of(l, bk_port_t, dirty_link);
+
         if (!p->failed && p->fd >= 0)
             flush(p);
     }
@@ -488,8 +395,8 @@ void bk_port_flush_dirty(bk_server_t *srv)
 
 /* ---- input ----------------------------------------------------------------- */
 
-static void protocol_error(bk_port_t *p, int err, uint32_t stream,
-                           const char *what)
+void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
+                            const char *what)
 {
     char text[160];
 
@@ -497,13 +404,13 @@ static void protocol_error(bk_port_t *p, int err, uint32_t stream,
     snprintf(text, sizeof(text), "protocol error: %s", what);
     bk_warn("client %llu (pid %d, %s): %s; disconnecting",
             (unsigned long long)p->id, (int)p->pid, p->comm, text);
-    bk_port_error(p, stream, -err, text, NULL);
+    bk_port_error(p, stream, err, text, NULL);
     bk_port_fail(p, err);
 }
 
 static void welcome(bk_port_t *p)
 {
-    const bk_config_t *c = p->srv->cfg;
+    const bk_conf_t *c = p->srv->cfg;
     bk_welcome_t w = {
         .client_id = p->id, .max_packet = c->max_packet,
         .max_fds = c->max_fds, .max_msg = c->max_msg,
@@ -528,20 +435,29 @@ static void welcome(bk_port_t *p)
     bk_port_send(p, &h, buf, NULL, 0, NULL);
     bk_info("client %llu connected (pid %d, uid %d, %s)",
             (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
+    bk_pub_client_event(p, "connect");
 }
 
 /* --max-clients-per-uid: count this user's connected clients. */
 static bool uid_full(const bk_port_t *p)
 {
     uint32_t max = p->srv->cfg->max_clients_per_uid, n = 0;
+    const bk_port_t *q;
 
     if (!max || p->uid == 0 || p->uid == geteuid())
         return false;
-    for (const bk_port_t *q = p->srv->all; q; q = q->all_next)
+    bk_list_for_each(q, &p->srv->all, bk_port_t, all_link)
         if (q != p && q->state == BK_PORT_READY && !q->failed &&
             q->uid == p->uid)
             n++;
     return n >= max;
+}
+
+/* The handshake is refused (err: a negative errno): say why and hang up. */
+static void refuse(bk_port_t *p, int err, const char *text)
+{
+    bk_port_error(p, 0, err, text, NULL);
+    bk_port_fail(p, err);
 }
 
 static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
@@ -554,15 +470,13 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         snprintf(text, sizeof(text),
                  "protocol version %u not supported (broker speaks %u)",
                  version, BK_PROTO_VERSION);
-        bk_port_error(p, 0, EPROTONOSUPPORT, text, NULL);
-        bk_port_fail(p, -EPROTONOSUPPORT);
+        refuse(p, -EPROTONOSUPPORT, text);
         return;
     }
     if (!bk_policy_may_connect(&p->srv->cfg->policy, &who)) {
         bk_warn("client %llu (pid %d, uid %d, %s): refused by allow-connect",
                 (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
-        bk_port_error(p, 0, EACCES, "not allowed to connect", NULL);
-        bk_port_fail(p, -EACCES);
+        refuse(p, -EACCES, "not allowed to connect");
         return;
     }
     if (uid_full(p)) {
@@ -570,8 +484,7 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
                 "clients already", (unsigned long long)p->id, (int)p->pid,
                 (int)p->uid, p->comm, (int)p->uid,
                 p->srv->cfg->max_clients_per_uid);
-        bk_port_error(p, 0, ENOSR, "too many clients for this user", NULL);
-        bk_port_fail(p, -ENOSR);
+        refuse(p, -ENOSR, "too many clients for this user");
         return;
     }
     welcome(p);
@@ -583,7 +496,7 @@ static void dispatch(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
     if (p->state == BK_PORT_HELLO) {
         if (h->type != BK_T_HELLO) {
             bk_close_fds(fds, h->nfds);
-            protocol_error(p, -EPROTO, 0, "the first frame must be HELLO");
+            bk_port_protocol_error(p, -EPROTO, 0, "the first frame must be HELLO");
             return;
         }
         hello(p, h, payload);
@@ -602,11 +515,11 @@ static void dispatch(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
     case BK_T_RELEASE: {
         const char *why = NULL;
         if (bk_shm_release(p, payload, h->length, &why) < 0)
-            protocol_error(p, -EPROTO, 0, why);
+            bk_port_protocol_error(p, -EPROTO, 0, why);
         return;
     }
     default:
-        protocol_error(p, -EPROTO, 0, "HELLO after the handshake");
+        bk_port_protocol_error(p, -EPROTO, 0, "HELLO after the handshake");
         return;
     }
 }
@@ -625,7 +538,7 @@ static const char *check_text(int err)
  * has no partial effect and the fds add up. */
 static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
 {
-    const bk_config_t *c = p->srv->cfg;
+    const bk_conf_t *c = p->srv->cfg;
     bk_limits_t lim = { c->max_packet, c->max_fds, c->max_name };
     const uint8_t *payload;
     size_t off = 0;
@@ -635,16 +548,20 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
 
     while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
+        /* an invalid topic is the publication's error, not the
+         * connection's: the router answers EINVAL on its stream */
+        if (e == -EINVAL && h.type == BK_T_DATA && (h.flags & BK_F_TOPIC))
+            e = 0;
         if (e < 0) {
             bk_close_fds(fds, nfds);
-            protocol_error(p, e, 0, check_text(e));
+            bk_port_protocol_error(p, e, 0, check_text(e));
             return;
         }
         want += h.nfds;
     }
     if (r < 0 || want != nfds) {
         bk_close_fds(fds, nfds);
-        protocol_error(p, -EPROTO, 0, r < 0 ? "truncated frame in packet"
+        bk_port_protocol_error(p, -EPROTO, 0, r < 0 ? "truncated frame in packet"
                        : "fd count does not match the frames' nfds");
         return;
     }
@@ -678,7 +595,7 @@ static void read_packets(bk_port_t *p)
             return;
         }
         if (n == -EPROTO) {
-            protocol_error(p, -EPROTO, 0, "packet or its control data "
+            bk_port_protocol_error(p, -EPROTO, 0, "packet or its control data "
                            "truncated (too large, or too many fds)");
             return;
         }
@@ -716,49 +633,53 @@ void bk_port_fail(bk_port_t *p, int err)
         return;
     p->failed = true;
     p->fail_err = err;
-    p->reap_next = p->srv->reap;
-    p->srv->reap = p;
+    bk_list_push_head(&p->srv->reap, &p->reap_link);
 }
 
 static void on_closed(uv_handle_t *h)
 {
     bk_port_t *p = h->data;
 
-    bk_ht_fini(&p->oqs);
     free(p->waiters);
     free(p->rbuf);
     free(p);
 }
 
-/* Drop every queued frame; senders of lost one-way messages hear of it. */
-static void drop_queue(bk_port_t *p)
+/* A queued one-way message is dropped with its receiver: its sender hears
+ * of it (unless the broker is stopping). */
+static void lost_oneway(const bk_oframe_t *f, void *arg)
 {
-    bk_oq_t *q = &p->ctrl;
+    bk_port_t *p = arg;
+    bk_port_t *src;
 
-    while (q) {
-        while (q->head) {
-            bk_oframe_t *f = q->head;
-            q->head = f->next;
-            if (f->oneway_first && !p->srv->stopping) {
-                bk_port_t *src = bk_server_find(p->srv, f->src);
-                if (src && src != p)
-                    bk_port_error(src, f->src_sid, ECONNRESET,
-                                  "receiver disconnected before reading "
-                                  "the message", NULL);
-            }
-            frame_free(f);
-        }
-        q->tail = NULL;
-        oq_drop(p, q);
-        q = p->ring;
-    }
-    p->queued_bytes = 0;
-    p->queued_frames = 0;
+    if (p->srv->stopping)
+        return;
+    src = bk_server_find(p->srv, f->src);
+    if (src && src != p)
+        bk_port_error(src, f->src_sid, -ECONNRESET, "receiver disconnected "
+                      "before reading the message", NULL);
+}
+
+void bk_port_hangup(bk_port_t *p, int err, const char *text)
+{
+    if (p->failed || p->hangup || p->fd < 0)
+        return;
+    p->hangup = true;
+    p->fail_err = err;
+    p->state = BK_PORT_CLOSING;
+    bk_outq_fini(&p->out, lost_oneway, p);
+    bk_outq_init(&p->out);
+    p->out.on_sent = bk_pub_sent;
+    p->out.on_sent_arg = p;
+    resume_waiters(p);
+    bk_port_error(p, 0, err, text, NULL);
+    update_poll(p);
 }
 
 void bk_port_close(bk_port_t *p)
 {
     bk_server_t *srv = p->srv;
+    bool announce = p->in_table;
 
     if (p->fd < 0)
         return;
@@ -778,11 +699,15 @@ void bk_port_close(bk_port_t *p)
                     (unsigned long long)p->id, (int)p->pid, p->comm);
     }
     bk_mon_port_gone(p);
+    bk_pub_port_gone(p);
     bk_router_port_gone(p);
     bk_names_release_all(&srv->names, &p->names);
-    drop_queue(p);
+    if (announce)
+        bk_pub_client_event(p, "disconnect");
+    bk_outq_fini(&p->out, lost_oneway, p);
     bk_shm_port_gone(p);
     resume_waiters(p);
+    bk_list_unlink(&p->dirty_link);
     uv_close((uv_handle_t *)&p->poll, on_closed);
     close(p->fd);
     p->fd = -1;
@@ -792,7 +717,7 @@ void bk_port_shutdown(bk_port_t *p)
 {
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_BYE, .dest = p->id,
-        .aux = ESHUTDOWN,
+        .aux = bk_err_to_wire(-ESHUTDOWN),
     };
 
     p->state = BK_PORT_CLOSING;

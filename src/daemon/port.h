@@ -1,16 +1,19 @@
 /*
- * port.h - one connected client: socket I/O, the per-stream output queues,
- * and flow control (prefix bk_port_).
+ * port.h - one connected client: its socket and poll handle, reading and
+ * dispatching its packets, writing its output queue, flow control, and
+ * its teardown (prefix bk_port_).
  *
- * Output: frames towards the client wait in per-stream queues (keyed by
- * the client's local stream id) served round-robin, one packet per queue
- * per turn; whole one-way messages share one queue on the same ring, which
- * keeps their order; frames of no stream have a queue served first.
- * Consecutive small frames of one queue are packed into one packet.  A
- * large frame is written straight to the socket, without copying, when
- * nothing is queued; small frames are queued and the port is flushed once
- * at the end of the current event callback (bk_port_flush_dirty), so a
- * burst of small messages leaves in few packets.
+ * Owns: the client's socket fd, the uv_poll handle, the read buffer, the
+ * output queue (outq.h: the frames waiting for this client, with their
+ * fds), the list of senders paused on it, and the port itself (freed once
+ * libuv has released the poll handle).  The server (server.h) owns the
+ * lists a port is on.
+ *
+ * Output: a large frame is written straight to the socket, without
+ * copying, when nothing is queued (bk_outq_bypass); other frames are
+ * queued and the port is flushed once at the end of the current event
+ * callback (bk_port_flush_dirty), so a burst of small messages leaves in
+ * few packets.  outq.h says in which order and how they are packed.
  *
  * Flow control: when a frame caused by sender S lands in this port's queue
  * and the queue holds more than queue_limit bytes, S is paused (its socket
@@ -25,6 +28,7 @@
 #include <uv.h>
 #include "htable.h"
 #include "names.h"
+#include "outq.h"
 #include "proto.h"
 #include "shm.h"
 #include "streams.h"
@@ -36,29 +40,6 @@ typedef enum bk_port_state {
     BK_PORT_READY,
     BK_PORT_CLOSING,            /* failed or shutting down; no more input */
 } bk_port_state_t;
-
-/* A frame waiting to be written; owns its fds and payload. */
-typedef struct bk_oframe {
-    struct bk_oframe *next;
-    uint8_t hdr[BK_HDR_SIZE];   /* encoded, ready for sendmsg */
-    uint8_t type, flags;        /* of hdr, for the counters after sending */
-    uint32_t len;
-    uint32_t nfds;
-    int *fds;                   /* malloc'd when nfds > 0 */
-    uint64_t src;               /* sender of a one-way message, for errors */
-    uint32_t src_sid;
-    bool oneway_first;          /* a whole one-way message: tell src if lost */
-    uint8_t data[];
-} bk_oframe_t;
-
-/* Output queue of one stream (or of stream-less frames when sid == 0). */
-typedef struct bk_oq {
-    bk_hnode_t node;
-    uint32_t sid;
-    uint8_t key[4];
-    bk_oframe_t *head, *tail;
-    struct bk_oq *ring_next, *ring_prev;    /* NULL when not on the ring */
-} bk_oq_t;
 
 typedef struct bk_port {
     uv_poll_t poll;
@@ -76,21 +57,16 @@ typedef struct bk_port {
     int events;                 /* UV_READABLE / UV_WRITABLE wanted */
     bool in_table;
     bool failed;
+    bool hangup;                /* closed once its last words are out */
     int fail_err;
-    struct bk_port *reap_next;
-    struct bk_port *all_prev, *all_next;    /* srv->all: every port */
-    bool dirty;                 /* frames queued this callback, unflushed */
-    struct bk_port *dirty_next;
+    bk_list_t reap_link;        /* on srv->reap once failed */
+    bk_list_t all_link;         /* on srv->all: every port */
+    bk_list_t dirty_link;       /* on srv->dirty: frames queued this
+                                 * callback, not flushed yet */
 
     uint8_t *rbuf;              /* one packet */
 
-    /* output */
-    bk_oq_t ctrl;               /* stream-less frames, served first */
-    bk_oq_t dgram;              /* whole one-way messages, in order */
-    bk_htable_t oqs;            /* sid -> bk_oq */
-    bk_oq_t *ring;              /* next stream queue to serve */
-    uint64_t queued_bytes;
-    uint64_t queued_frames;
+    bk_outq_t out;              /* frames waiting to be written */
 
     /* flow control */
     uint32_t paused;            /* full receivers this port waits on */
@@ -101,6 +77,13 @@ typedef struct bk_port {
     bk_st_list_t streams;       /* ends owned by this client */
     bk_name_list_t names;
     uint32_t next_psid;
+
+    /* publish/subscribe (pubsub.c) */
+    bk_list_t subs;             /* bk_sub_t.client_link, oldest first */
+    uint32_t nsubs;
+    uint32_t next_sub;          /* the next subscription id (never 0) */
+    uint32_t gaps_pending;      /* subscriptions with a GAP to send */
+    uint64_t pub_dropped;       /* publications dropped towards it */
 
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out, errors;
 } bk_port_t;
@@ -123,11 +106,42 @@ int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                         int *fds, unsigned nfds, bk_port_t *cause,
                         uint32_t src_sid);
 
-/* Send an ERROR frame (code is a positive errno) with a short text. */
-void bk_port_error(bk_port_t *to, uint32_t stream, int code,
+/* An outcome of bk_port_send_pub: the frame was queued (not written). */
+#define BK_PORT_QUEUED 1
+
+/* Send one receiver's frame of a publication: written at once from
+ * `payload` when it may bypass the queue, else queued with a reference to
+ * *shared (created from payload[0..h->length) on first need; the caller
+ * puts its own reference once the fan-out is done).  The queued frame is
+ * tagged with `tag` (its first fragment: bk_outq on_sent).  fds as for
+ * bk_port_send.  Returns 0 (written), BK_PORT_QUEUED, or a negative errno
+ * (dropped, fds closed). */
+int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                     bk_opayload_t **shared, int *fds, unsigned nfds,
+                     bk_port_t *cause, void *tag);
+/* Queue a frame taken out of another port's queue (bk_outq_take_tagged)
+ * with its header rewritten to h.  Returns 0 or a negative errno (the
+ * frame is freed then). */
+int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h);
+
+/* Send an ERROR frame (err: a negative errno) with a short text. */
+void bk_port_error(bk_port_t *to, uint32_t stream, int err,
                    const char *text, bk_port_t *cause);
 
-/* Mark the port failed (err: 0 for an orderly EOF, else why); it is closed
+/* The client broke the protocol: count it, log it, send an ERROR (err: a
+ * negative errno; stream: the stream it concerns, or 0) saying "protocol
+ * error: what", and fail the port. */
+void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
+                            const char *what);
+
+/* Disconnect a client whose socket may be full (a slow consumer): drop
+ * everything queued for it, stop reading it, queue an ERROR (err, text)
+ * on stream 0, and close it once that ERROR has been written (or the
+ * client goes away). */
+void bk_port_hangup(bk_port_t *p, int err, const char *text);
+
+/* Mark the port failed (err: 0 for an orderly EOF, else why, as a
+ * negative errno); it is closed
  * by bk_server_reap at the end of the current callback. */
 void bk_port_fail(bk_port_t *p, int err);
 /* Tear down now: streams, names, queue, socket.  Memory is freed once

@@ -7,13 +7,17 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include "error.h"
 #include "log.h"
 #include "monitor.h"
+#include "policy.h"
 #include "port.h"
+#include "pubsub.h"
 #include "router.h"
 #include "server.h"
 #include "shm.h"
 #include "sockio.h"
+#include "topic.h"
 
 /* Tombstones may exceed the stream limit by this factor before the client
  * is cut off: they only live until the failed message's last fragment. */
@@ -27,47 +31,38 @@ static bk_st_table_t *table(bk_port_t *p)
 /* The shared-memory descriptor of a DATA frame with BK_F_SHM. */
 static const uint8_t *shm_desc(const bk_hdr_t *h, const uint8_t *payload)
 {
-    return payload + (h->flags & BK_F_NAME ? h->aux : 0);
+    return payload + (h->flags & (BK_F_NAME | BK_F_TOPIC) ? h->aux : 0);
 }
 
 /* The payload bytes of a DATA frame that belong to the message. */
 static uint64_t data_bytes(const bk_hdr_t *h)
 {
-    return h->flags & BK_F_NAME ? h->length - h->aux : h->length;
+    return h->flags & (BK_F_NAME | BK_F_TOPIC) ? h->length - h->aux
+                                               : h->length;
 }
 
-static void fatal(bk_port_t *p, int err, uint32_t sid, const char *what)
-{
-    char text[160];
-
-    p->srv->stats.protocol_errors++;
-    snprintf(text, sizeof(text), "protocol error: %s", what);
-    bk_warn("client %" PRIu64 " (pid %d, %s): %s; disconnecting", p->id,
-            (int)p->pid, p->comm, text);
-    bk_port_error(p, sid, err, text, NULL);
-    bk_port_fail(p, -err);
-}
-
-/* A message failed at its first fragment: report it, and if fragments are
+/* A message failed at its first fragment (err: a negative errno): report it, and if fragments are
  * still to come, leave a tombstone that swallows them. */
 static void reject(bk_port_t *from, const bk_hdr_t *h, const uint8_t *payload,
-                   int code, const char *text)
+                   int err, const char *text)
 {
     bk_stream_t *s;
 
-    bk_port_error(from, h->stream, code, text, from);
+    bk_port_error(from, h->stream, err, text, from);
     if (h->flags & BK_F_SHM)
         bk_shm_undelivered(from, shm_desc(h, payload));
     if (!(h->flags & BK_F_MORE))
         return;
     if (from->streams.count >=
         from->srv->cfg->max_streams * TOMBSTONE_SLACK) {
-        fatal(from, ENOSR, h->stream, "too many failed messages in flight");
+        bk_port_protocol_error(from, -ENOSR, h->stream,
+                               "too many failed messages in flight");
         return;
     }
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
                    NULL, 0, 0, NULL, &s) < 0) {
-        fatal(from, ENOMEM, h->stream, "out of memory");
+        bk_port_protocol_error(from, -ENOMEM, h->stream,
+                               "out of memory");
         return;
     }
     s->end[0].in_msg = true;
@@ -105,7 +100,7 @@ static int deliver_shm(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
         return 0;
     if (bk_shm_deliver(from, to, shm_desc(h, payload)) == 0)
         return 0;
-    bk_port_error(from, h->stream, ENOMEM,
+    bk_port_error(from, h->stream, -ENOMEM,
                   "broker out of memory or fds for shared memory", from);
     bk_shm_undelivered(from, shm_desc(h, payload));
     return -ENOMEM;
@@ -145,11 +140,12 @@ static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
 
     snprintf(text, sizeof(text), "message exceeds the broker's limit of %"
              PRIu64 " bytes", from->srv->cfg->max_msg);
-    bk_port_error(from, e->sid, EMSGSIZE, text, from);
+    bk_port_error(from, e->sid, -EMSGSIZE, text, from);
     if (peer && !peer->discard) {
         bk_hdr_t c = {
             .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
-            .stream = peer->sid, .aux = EMSGSIZE, .source = from->id,
+            .stream = peer->sid, .aux = bk_err_to_wire(-EMSGSIZE),
+            .source = from->id,
             .dest = peer->client, .length = (uint32_t)strlen(text),
         };
         bk_mon_tap(from, peer->owner, e->sid, &c, text);
@@ -176,14 +172,15 @@ static bool may_send(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
 {
     const bk_policy_t *pol = &from->srv->cfg->policy;
     bk_policy_peer_t who = { .uid = from->uid, .gid = from->gid };
+    const bk_name_t *n;
 
     if (!bk_policy_has_send_rules(pol))
         return true;
     if (h->flags & BK_F_NAME)
         return bk_policy_may_send(pol, &who, (const char *)payload, h->aux);
-    if (!to->names.head)
+    if (bk_list_empty(&to->names.head))
         return true;
-    for (const bk_name_t *n = to->names.head; n; n = n->next_owned)
+    bk_list_for_each(n, &to->names.head, bk_name_t, owned_link)
         if (bk_policy_may_send(pol, &who, n->name, n->len))
             return true;
     return false;
@@ -193,7 +190,7 @@ static bool may_send(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
 static void open_stream(bk_port_t *from, const bk_hdr_t *h,
                         const uint8_t *payload, int *fds)
 {
-    const bk_config_t *cfg = from->srv->cfg;
+    const bk_conf_t *cfg = from->srv->cfg;
     char why[BK_MAX_NAME + 64];
     bk_port_t *to;
     bk_stream_t *s;
@@ -201,13 +198,14 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
 
     if (bk_st_find(table(from), from->id, h->stream)) {
         bk_close_fds(fds, h->nfds);
-        fatal(from, EPROTO, h->stream, "OPEN on a stream id already in use");
+        bk_port_protocol_error(from, -EPROTO, h->stream,
+                               "OPEN on a stream id already in use");
         return;
     }
     to = resolve(from, h, payload, why, sizeof(why));
     if (!to) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, ENOENT, why);
+        reject(from, h, payload, -ENOENT, why);
         return;
     }
     if (!may_send(from, to, h, payload)) {
@@ -215,12 +213,12 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
         bk_info("client %" PRIu64 " (uid %d, %s) may not send to client %"
                 PRIu64 " (%s)", from->id, (int)from->uid, from->comm, to->id,
                 to->comm);
-        reject(from, h, payload, EACCES, "not allowed to send there");
+        reject(from, h, payload, -EACCES, "not allowed to send there");
         return;
     }
     if (data_bytes(h) > cfg->max_msg) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, EMSGSIZE,
+        reject(from, h, payload, -EMSGSIZE,
                "message exceeds the broker's limit");
         return;
     }
@@ -244,7 +242,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (from->streams.count >= cfg->max_streams ||
         to->streams.count >= cfg->max_streams) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, ENOSR,
+        reject(from, h, payload, -ENOSR,
                from->streams.count >= cfg->max_streams ?
                "too many open streams" :
                "the receiver has too many open streams");
@@ -253,7 +251,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
                    to, to->id, to_sid, &to->streams, &s) < 0) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, ENOMEM, "out of memory");
+        reject(from, h, payload, -ENOMEM, "out of memory");
         return;
     }
     s->opened_ms = bk_now_ms();
@@ -261,6 +259,153 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     s->end[0].msg_bytes = data_bytes(h);
     s->end[0].bytes += data_bytes(h);
     forward(from, to, to_sid, h, payload, fds);
+}
+
+/* ---- publications ------------------------------------------------------ */
+
+static bool may_publish(const bk_port_t *from, const char *topic, size_t len)
+{
+    bk_policy_peer_t who = { .uid = from->uid, .gid = from->gid };
+
+    return bk_policy_may_publish(&from->srv->cfg->policy, &who, topic, len);
+}
+
+/* Why a publication is refused: its error on the stream (and *why), or
+ * 0. */
+static int pub_refusal(bk_port_t *from, const bk_hdr_t *h,
+                       const uint8_t *payload, const char **why)
+{
+    const char *topic = (const char *)payload;
+    const bk_conf_t *cfg = from->srv->cfg;
+
+    if (!bk_topic_valid(topic, h->aux)) {
+        *why = "invalid topic";
+        return -EINVAL;
+    }
+    if (bk_topic_reserved(topic, h->aux)) {
+        *why = "the $broker topics are the broker's own";
+        return -EACCES;
+    }
+    if (!may_publish(from, topic, h->aux)) {
+        *why = "not allowed to publish to this topic";
+        return -EACCES;
+    }
+    if (data_bytes(h) > cfg->max_msg) {
+        *why = "message exceeds the broker's limit";
+        return -EMSGSIZE;
+    }
+    if ((h->flags & BK_F_MORE) && from->streams.count >= cfg->max_streams) {
+        *why = "too many open streams";
+        return -ENOSR;
+    }
+    return 0;
+}
+
+/* A tombstone that swallows the rest of a message nobody gets. */
+static void swallow(bk_port_t *from, const bk_hdr_t *h)
+{
+    bk_stream_t *s;
+
+    if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
+                   NULL, 0, 0, NULL, &s) < 0) {
+        bk_port_protocol_error(from, -ENOMEM, h->stream, "out of memory");
+        return;
+    }
+    s->end[0].in_msg = true;
+    s->end[0].discard = true;
+}
+
+/* First fragment of a publication (OPEN|TOPIC). */
+static void publish(bk_port_t *from, const bk_hdr_t *h,
+                    const uint8_t *payload, int *fds)
+{
+    bool more = h->flags & BK_F_MORE;
+    const char *why;
+    bk_pub_t *rec = NULL;
+    bk_stream_t *s;
+    int r;
+
+    if (bk_st_find(table(from), from->id, h->stream)) {
+        bk_close_fds(fds, h->nfds);
+        bk_port_protocol_error(from, -EPROTO, h->stream,
+                               "OPEN on a stream id already in use");
+        return;
+    }
+    r = pub_refusal(from, h, payload, &why);
+    if (r < 0) {
+        bk_close_fds(fds, h->nfds);
+        if (r == -EACCES)
+            bk_info("client %" PRIu64 " (uid %d, %s) may not publish to "
+                    "'%.*s'", from->id, (int)from->uid, from->comm,
+                    (int)h->aux, (const char *)payload);
+        reject(from, h, payload, r, why);
+        return;
+    }
+    from->srv->stats.bytes_in += data_bytes(h);
+    from->srv->stats.msgs_in += !more;
+    r = bk_pub_fanout(from->srv, from, h, payload, fds, more ? &rec : NULL);
+    if (r == -ENOMEM)
+        bk_port_error(from, h->stream, -ENOMEM, "broker out of memory", from);
+    if (!more)
+        return;
+    if (!rec) {
+        swallow(from, h);
+        return;
+    }
+    if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
+                   NULL, 0, 0, NULL, &s) < 0) {
+        bk_pub_abort(from, rec, -ENOMEM, "broker out of memory");
+        bk_pub_free(rec);
+        bk_port_protocol_error(from, -ENOMEM, h->stream, "out of memory");
+        return;
+    }
+    s->opened_ms = bk_now_ms();
+    s->pub = rec;
+    s->end[0].in_msg = true;
+    s->end[0].msg_bytes = data_bytes(h);
+    s->end[0].bytes = data_bytes(h);
+}
+
+/* The publication on end e is over (or abandoned): the record goes. */
+static void pub_done(bk_port_t *from, bk_st_end_t *e)
+{
+    bk_pub_free(e->stream->pub);
+    e->stream->pub = NULL;
+    bk_st_remove_end(table(from), e);
+}
+
+static void pub_continuation(bk_port_t *from, bk_st_end_t *e,
+                             const bk_hdr_t *h, const uint8_t *payload)
+{
+    bool last = !(h->flags & BK_F_MORE);
+
+    if (last && !(h->flags & BK_F_CLOSE)) {
+        /* the receivers hear ECONNRESET when the port goes */
+        bk_port_protocol_error(from, -EPROTO, h->stream,
+                               "a publication must end with CLOSE");
+        return;
+    }
+    e->msg_bytes += h->length;
+    if (e->msg_bytes > from->srv->cfg->max_msg) {
+        char text[96];
+        snprintf(text, sizeof(text), "message exceeds the broker's limit "
+                 "of %" PRIu64 " bytes", from->srv->cfg->max_msg);
+        bk_port_error(from, h->stream, -EMSGSIZE, text, from);
+        bk_pub_abort(from, e->stream->pub, -EMSGSIZE, text);
+        bk_pub_free(e->stream->pub);
+        e->stream->pub = NULL;
+        if (last)
+            bk_st_remove_end(table(from), e);
+        else
+            e->discard = true;
+        return;
+    }
+    e->bytes += h->length;
+    from->srv->stats.bytes_in += h->length;
+    from->srv->stats.msgs_in += last;
+    bk_pub_forward(from, e->stream->pub, h, payload);
+    if (last)
+        pub_done(from, e);
 }
 
 /* The end of a message with CLOSE ends the stream. */
@@ -280,7 +425,7 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
 
     if (e && e->in_msg) {
         bk_close_fds(fds, h->nfds);
-        fatal(from, EPROTO, h->stream,
+        bk_port_protocol_error(from, -EPROTO, h->stream,
               "first fragment while the previous message is unfinished");
         return;
     }
@@ -289,7 +434,7 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
         bk_close_fds(fds, h->nfds);
         if (e)
             bk_st_remove_end(table(from), e);
-        reject(from, h, payload, ENOENT,
+        reject(from, h, payload, -ENOENT,
                "no such stream (closed, or never opened)");
         return;
     }
@@ -314,13 +459,17 @@ static void continuation(bk_port_t *from, const bk_hdr_t *h,
     bk_st_end_t *peer;
 
     if (!e || !e->in_msg) {
-        fatal(from, EPROTO, h->stream,
+        bk_port_protocol_error(from, -EPROTO, h->stream,
               "continuation fragment without a first fragment");
         return;
     }
     if (e->discard) {
         if (!(h->flags & BK_F_MORE))
             bk_st_remove_end(table(from), e);
+        return;
+    }
+    if (e->stream->pub) {
+        pub_continuation(from, e, h, payload);
         return;
     }
     peer = bk_st_peer(e);
@@ -353,6 +502,11 @@ static void close_stream(bk_port_t *from, const bk_hdr_t *h,
         bk_st_remove_end(table(from), e);
         return;
     }
+    if (e->stream->pub) {       /* the publisher abandons the message */
+        bk_pub_forward(from, e->stream->pub, h, payload);
+        pub_done(from, e);
+        return;
+    }
     peer = bk_st_peer(e);
     if (peer && !peer->discard) {
         bk_hdr_t c = *h;
@@ -373,13 +527,15 @@ void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
     (void)nfds;
     if (h->type == BK_T_DATA && (h->flags & BK_F_SHM) &&
         bk_shm_check(from, shm_desc(h, payload), &why) < 0) {
-        fatal(from, EPROTO, h->stream, why);
+        bk_port_protocol_error(from, -EPROTO, h->stream, why);
         return;
     }
     if (h->type == BK_T_CLOSE)
         close_stream(from, h, payload);
     else if (h->flags & BK_F_CONT)
         continuation(from, h, payload);
+    else if (h->flags & BK_F_TOPIC)
+        publish(from, h, payload, fds);
     else if (h->flags & BK_F_OPEN)
         open_stream(from, h, payload, fds);
     else
@@ -390,15 +546,24 @@ void bk_router_port_gone(bk_port_t *p)
 {
     bk_st_table_t *t = table(p);
 
-    while (p->streams.head) {
-        bk_st_end_t *e = p->streams.head;
+    bk_st_end_t *e;
+
+    while ((e = bk_st_list_first(&p->streams))) {
         bk_st_end_t *peer = bk_st_peer(e);
 
+        if (e->stream->pub) {
+            if (!p->srv->stopping)
+                bk_pub_abort(p, e->stream->pub, -ECONNRESET,
+                             "publisher disconnected");
+            pub_done(p, e);
+            continue;
+        }
         if (peer && !peer->discard && !p->srv->stopping) {
             bk_port_t *op = peer->owner;
             bk_hdr_t h = {
                 .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
-                .stream = peer->sid, .aux = ECONNRESET, .source = p->id,
+                .stream = peer->sid, .aux = bk_err_to_wire(-ECONNRESET),
+                .source = p->id,
                 .dest = op->id,
             };
             static const char text[] = "peer disconnected";

@@ -1,6 +1,12 @@
 /*
  * router.h - routing of DATA and CLOSE frames between clients
  * (prefix bk_router_).
+ *
+ * Owns no memory of its own: it decides where a frame goes and what the
+ * stream table (streams.h, which owns the streams and tombstones) and the
+ * receivers' output queues get.  The fds of a routed frame are the
+ * router's from bk_router_frame until it passes them to bk_port_send or
+ * closes them.
  */
 #ifndef BK_ROUTER_H
 #define BK_ROUTER_H

@@ -233,7 +233,7 @@ int bk_sd_notify(const char *state)
         bk_warn("cannot notify %s: %s", name, strerror(e));
         return -e;
     }
-    return 1;
+    return BK_SD_NOTIFIED;
 }
 
 int bk_sd_notify_ready(void)

@@ -2,6 +2,9 @@
  * sdaemon.h - the service manager's side channels, without libsystemd
  * (prefix bk_sd_): a listening socket passed in by socket activation
  * ($LISTEN_PID, $LISTEN_FDS) and state notifications ($NOTIFY_SOCKET).
+ *
+ * Owns nothing: the listening fd it returns is the caller's, and the
+ * notification socket lives only for one bk_sd_notify call.
  */
 #ifndef BK_SDAEMON_H
 #define BK_SDAEMON_H
@@ -19,9 +22,12 @@
  * LISTEN_FDNAMES from the environment whenever LISTEN_PID is set. */
 int bk_sd_listen_fd(char *path, size_t len);
 
+/* bk_sd_notify's expected outcome: the state was sent. */
+#define BK_SD_NOTIFIED 1
+
 /* Send a state string ("READY=1\nMAINPID=...", "STOPPING=1") to
- * $NOTIFY_SOCKET.  Returns 1 if sent, 0 when $NOTIFY_SOCKET is unset, or
- * a negative errno (logged as a warning). */
+ * $NOTIFY_SOCKET.  Returns BK_SD_NOTIFIED if sent, 0 when $NOTIFY_SOCKET
+ * is unset, or a negative errno (logged as a warning). */
 int bk_sd_notify(const char *state);
 
 /* "READY=1" with this process as MAINPID. */

@@ -13,11 +13,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include "error.h"
 #include "frame.h"
 #include "log.h"
 #include "port.h"
 #include "router.h"
 #include "sdaemon.h"
+#include "pubsub.h"
 #include "server.h"
 #include "sockio.h"
 
@@ -46,35 +48,27 @@ bk_port_t *bk_server_find(const bk_server_t *s, uint64_t id)
 static void link_port(bk_server_t *s, bk_port_t *p)
 {
     s->nports++;
-    p->all_prev = NULL;
-    p->all_next = s->all;
-    if (s->all)
-        s->all->all_prev = p;
-    s->all = p;
+    bk_list_push_head(&s->all, &p->all_link);
 }
 
 static void unlink_port(bk_server_t *s, bk_port_t *p)
 {
     s->nports--;
-    if (p->all_prev)
-        p->all_prev->all_next = p->all_next;
-    else
-        s->all = p->all_next;
-    if (p->all_next)
-        p->all_next->all_prev = p->all_prev;
+    bk_list_unlink(&p->all_link);
 }
 
 /* End of every callback: write what was queued, close what failed;
  * closing tells peers, which queues more, so repeat until both are done. */
 void bk_server_reap(bk_server_t *s)
 {
+    bk_list_t *l;
+
     for (;;) {
         bk_port_flush_dirty(s);
-        if (!s->reap)
+        if (bk_list_empty(&s->reap))
             return;
-        while (s->reap) {
-            bk_port_t *p = s->reap;
-            s->reap = p->reap_next;
+        while ((l = bk_list_pop_head(&s->reap))) {
+            bk_port_t *p = bk_container_of(l, bk_port_t, reap_link);
             unlink_port(s, p);
             bk_port_close(p);
         }
@@ -83,10 +77,13 @@ void bk_server_reap(bk_server_t *s)
 
 /* ---- accepting -------------------------------------------------------------- */
 
-static void refuse(int fd, int code, const char *text)
+/* Send an ERROR (err: a negative errno) on a socket no port owns yet, and
+ * close it. */
+static void refuse(int fd, int err, const char *text)
 {
     bk_hdr_t h = {
-        .version = BK_PROTO_VERSION, .type = BK_T_ERROR, .aux = (uint32_t)code,
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+        .aux = bk_err_to_wire(err),
         .length = (uint32_t)strlen(text),
     };
     uint8_t hdr[BK_HDR_SIZE];
@@ -108,7 +105,7 @@ static void shed(bk_server_t *s)
     close(s->reserve_fd);
     fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0)
-        refuse(fd, EMFILE, "broker is out of file descriptors");
+        refuse(fd, -EMFILE, "broker is out of file descriptors");
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     bk_warn("out of file descriptors; refused a connection");
 }
@@ -134,7 +131,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             break;
         }
         if (s->nports >= s->cfg->max_clients) {
-            refuse(fd, ENOSR, "too many clients");
+            refuse(fd, -ENOSR, "too many clients");
             continue;
         }
         p = bk_port_new(s, fd, s->next_client_id++);
@@ -218,7 +215,7 @@ static void make_dir(const char *path)
 
 /* Mode and group of the socket file, set before listen() so nobody
  * connects through looser permissions. */
-static int set_perms(const bk_config_t *c, const char *path)
+static int set_perms(const bk_conf_t *c, const char *path)
 {
     if (c->socket_group_set && chown(path, (uid_t)-1, c->socket_group) < 0)
         return -1;
@@ -269,13 +266,13 @@ static void on_signal(uv_signal_t *h, int signum)
 
 int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
 {
-    bk_config_t *c = s->cfg;
+    bk_conf_t *c = s->cfg;
     int r;
 
     /* reopen first: a rotated log gets the reload's own lines */
     if (c->logfile && (r = bk_log_set_file(c->logfile)) < 0)
         bk_err("cannot reopen %s: %s", c->logfile, strerror(-r));
-    if (bk_config_reload(c, err, errlen) < 0) {
+    if (bk_conf_reload(c, err, errlen) < 0) {
         bk_err("reload failed, configuration unchanged: %s", err);
         return -EINVAL;
     }
@@ -299,7 +296,7 @@ static void on_sighup(uv_signal_t *h, int signum)
     bk_server_reload(h->data, err, sizeof(err));
 }
 
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
                    int lfd)
 {
     int r;
@@ -311,7 +308,13 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
     s->next_client_id = 1;
     s->start_ms = bk_now_ms();
     bk_ht_init(&s->clients);
+    bk_list_init(&s->reap);
+    bk_list_init(&s->all);
+    bk_list_init(&s->dirty);
+    bk_list_init(&s->monitors);
     bk_names_init(&s->names);
+    s->names.on_change = bk_pub_name_changed;
+    s->names.arg = s;
     bk_st_init(&s->streams);
     /* Signals first: a client may connect (and a test may SIGTERM us) as
      * soon as listen() returns. */
@@ -324,6 +327,9 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &s->grace);
     s->grace.data = s;
+    s->subs = bk_subs_new();
+    if (!s->subs)
+        return -ENOMEM;
     if (lfd >= 0) {
         s->lfd = lfd;
         s->activated = true;
@@ -353,10 +359,12 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
 
 static void finish(bk_server_t *s)
 {
+    bk_port_t *p;
+
     if (s->finished)
         return;
     s->finished = true;
-    for (bk_port_t *p = s->all; p; p = p->all_next)
+    bk_list_for_each(p, &s->all, bk_port_t, all_link)
         bk_port_fail(p, -ESHUTDOWN);
     bk_server_reap(s);
     uv_close((uv_handle_t *)&s->grace, NULL);
@@ -375,16 +383,20 @@ static void on_grace(uv_timer_t *t)
 
 void bk_server_port_drained(bk_server_t *s)
 {
+    bk_port_t *p;
+
     if (!s->stopping || s->finished)
         return;
-    for (bk_port_t *p = s->all; p; p = p->all_next)
-        if (p->queued_frames && !p->failed)
+    bk_list_for_each(p, &s->all, bk_port_t, all_link)
+        if (p->out.frames && !p->failed)
             return;
     finish(s);
 }
 
 void bk_server_stop(bk_server_t *s)
 {
+    bk_port_t *p;
+
     if (s->stopping)
         return;
     s->stopping = true;
@@ -399,7 +411,7 @@ void bk_server_stop(bk_server_t *s)
         }
         s->listening = false;
     }
-    for (bk_port_t *p = s->all; p; p = p->all_next)
+    bk_list_for_each(p, &s->all, bk_port_t, all_link)
         if (!p->failed)
             bk_port_shutdown(p);
     bk_server_reap(s);
@@ -410,6 +422,9 @@ void bk_server_stop(bk_server_t *s)
 void bk_server_fini(bk_server_t *s)
 {
     bk_st_fini(&s->streams);
+    if (s->subs)
+        bk_subs_free(s->subs);
+    s->subs = NULL;
     bk_names_fini(&s->names);
     bk_ht_fini(&s->clients);
     if (s->reserve_fd >= 0)

@@ -1,6 +1,12 @@
 /*
  * server.h - the broker as a whole: listening socket, client table, names,
  * streams, counters, signals and shutdown (prefix bk_server_).
+ *
+ * Owns the listening socket and its lock file fd, the spare fd for
+ * EMFILE, the signal and grace-timer handles, the client table and the
+ * lists every port is on (all, reap, dirty; the ports themselves are
+ * port.c's), the name, stream and subscription tables and the counters.  The monitor
+ * list hangs here but is monitor.c's; the configuration is main's.
  */
 #ifndef BK_SERVER_H
 #define BK_SERVER_H
@@ -8,10 +14,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
-#include "config.h"
+#include "conf.h"
 #include "htable.h"
+#include "list.h"
 #include "names.h"
 #include "streams.h"
+#include "subs.h"
 
 struct bk_port;
 
@@ -23,15 +31,19 @@ typedef struct bk_stats {
     uint64_t shm_segments;      /* registered */
     uint64_t shm_bytes;         /* registered */
     uint64_t shm_held;          /* descriptors delivered, not released */
+    uint64_t published;         /* publications (first fragments) */
+    uint64_t published_unmatched;   /* ... that matched no subscription */
+    uint64_t delivered_pub;     /* publications queued or written */
+    uint64_t dropped_pub;       /* publications dropped by a policy */
 } bk_stats_t;
 
 typedef struct bk_server {
     uv_loop_t *loop;
-    bk_config_t *cfg;           /* main's; reload changes it */
+    bk_conf_t *cfg;           /* main's; reload changes it */
     int lfd;                    /* listening socket */
     int lockfd;                 /* flock()ed PATH.lock */
     int reserve_fd;             /* spare fd for EMFILE at accept */
-    char lockpath[sizeof(((bk_config_t *)0)->socket_path) + 8];
+    char lockpath[sizeof(((bk_conf_t *)0)->socket_path) + 8];
     uv_poll_t lpoll;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
@@ -40,13 +52,16 @@ typedef struct bk_server {
     uint32_t nports;            /* every connection, handshaking or not */
     bk_names_t names;
     bk_st_table_t streams;
+    bk_subs_t *subs;            /* every subscription (subs.h) */
     uint64_t next_client_id;
     uint64_t start_ms;
     bk_stats_t stats;
-    struct bk_port *reap;       /* ports failed during this callback */
-    struct bk_port *all;        /* every port, handshaking or not */
-    struct bk_port *dirty;      /* ports with frames to flush */
-    struct bk_mon *monitors;    /* traffic taps (monitor.c), or NULL */
+    bk_list_t reap;             /* bk_port.reap_link: failed during this
+                                 * callback, to be closed */
+    bk_list_t all;              /* bk_port.all_link: every port,
+                                 * handshaking or not, newest first */
+    bk_list_t dirty;            /* bk_port.dirty_link: frames to flush */
+    bk_list_t monitors;         /* bk_mon.link: traffic taps (monitor.c) */
     bool stopping;
     bool finished;
     bool listening;
@@ -57,7 +72,7 @@ typedef struct bk_server {
  * With lfd >= 0 (a listening socket from socket activation, owned by the
  * server from now on) there is no lock, bind or unlink: the service
  * manager owns the path.  Returns 0 or a negative errno after logging. */
-int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_config_t *cfg,
+int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
                    int lfd);
 /* Re-read the configuration file (SIGHUP, CTRL RELOAD).  Returns 0, or
  * -EINVAL with "FILE:LINE: reason" in err (logged; nothing changed). */

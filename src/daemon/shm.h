@@ -10,6 +10,10 @@
  *   - the references it holds, by (owner, segment, offset), so releases
  *     are checked and a departing receiver's references go back to their
  *     owners.
+ *
+ * Owns all of that (a bk_shm_port embedded in each port, freed by
+ * bk_shm_port_gone), including each segment's read-only fd; receivers get
+ * dups of it, which their output queue owns until sent.
  */
 #ifndef BK_SHM_H
 #define BK_SHM_H
@@ -32,7 +36,8 @@ typedef struct bk_shm_port {
 void bk_shm_port_init(bk_shm_port_t *s);
 
 /* CTRL SEGMENT: check and register the memfd `fd` (ownership taken).
- * Returns 0 or a positive errno for the CTRL_REPLY. */
+ * Returns 0, -EINVAL (not a sealed memfd of that size on tmpfs), -EEXIST
+ * (segid taken), -ENOSR (max_segments), -ENOSPC (max_shm) or -ENOMEM. */
 int bk_shm_register(struct bk_port *p, const uint8_t *payload, int fd);
 
 /* A DATA frame with BK_F_SHM from `from`: 0 if its descriptor names one of
@@ -43,6 +48,11 @@ int bk_shm_check(struct bk_port *from, const uint8_t *desc, const char **why);
  * first if it never got it, and count the reference `to` now holds. */
 int bk_shm_deliver(struct bk_port *from, struct bk_port *to,
                    const uint8_t *desc);
+
+/* The descriptor was published to n receivers (n references counted by
+ * bk_shm_deliver): `from` sent one, so it will hear one release, once
+ * the last receiver released its view.  Returns 0 or -ENOMEM. */
+int bk_shm_fanout(struct bk_port *from, const uint8_t *desc, uint32_t n);
 
 /* The descriptor was not delivered: give the reference back to `from`. */
 void bk_shm_undelivered(struct bk_port *from, const uint8_t *desc);

@@ -21,24 +21,14 @@ static void make_key(uint8_t key[12], uint64_t client, uint32_t sid)
 
 static void list_add(bk_st_end_t *e)
 {
-    e->prev = NULL;
-    e->next = e->list->head;
-    if (e->next)
-        e->next->prev = e;
-    e->list->head = e;
+    bk_list_push_head(&e->list->head, &e->link);
     e->list->count++;
 }
 
 static void list_del(bk_st_end_t *e)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        e->list->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
+    bk_list_unlink(&e->link);
     e->list->count--;
-    e->prev = e->next = NULL;
 }
 
 static int link_end(bk_st_table_t *t, bk_st_end_t *e, bk_stream_t *s,

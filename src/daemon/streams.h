@@ -8,6 +8,10 @@
  *
  * An end may outlive its peer as a tombstone (`discard`): the rest of the
  * message that end was sending is swallowed, then the end goes away.
+ *
+ * Owns every stream (calloc'd by bk_st_open, freed once neither end is
+ * linked) and the table.  The per-owner lists (bk_st_list) are embedded
+ * in their owners and only hold ends.
  */
 #ifndef BK_STREAMS_H
 #define BK_STREAMS_H
@@ -15,13 +19,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "htable.h"
+#include "list.h"
 
 typedef struct bk_stream bk_stream_t;
 typedef struct bk_st_end bk_st_end_t;
 
-/* Per-owner list of ends (embedded in the owner, e.g. a port). */
+/* Per-owner list of ends (embedded in the owner, e.g. a port; the ends
+ * are the table's). */
 typedef struct bk_st_list {
-    bk_st_end_t *head;
+    bk_list_t head;             /* bk_st_end.link, newest first */
     uint32_t count;
 } bk_st_list_t;
 
@@ -32,7 +38,7 @@ struct bk_st_end {
     uint32_t sid;
     void *owner;                /* the owning port */
     bk_st_list_t *list;
-    bk_st_end_t *prev, *next;   /* on list */
+    bk_list_t link;             /* on list */
     bk_stream_t *stream;
     bool linked;
     bool in_msg;                /* this end is in the middle of a message */
@@ -44,12 +50,26 @@ struct bk_st_end {
 struct bk_stream {
     bk_st_end_t end[2];         /* [0] opener, [1] acceptor */
     uint64_t opened_ms;
+    void *pub;                  /* a publication's receivers (pubsub.h):
+                                 * the router's, freed before the end */
 };
 
 typedef struct bk_st_table {
     bk_htable_t ht;
     uint64_t streams;           /* live stream objects */
 } bk_st_table_t;
+
+static inline void bk_st_list_init(bk_st_list_t *l)
+{
+    bk_list_init(&l->head);
+    l->count = 0;
+}
+
+/* The newest end on l, or NULL when l is empty. */
+static inline bk_st_end_t *bk_st_list_first(bk_st_list_t *l)
+{
+    return bk_list_first_entry(&l->head, bk_st_end_t, link);
+}
 
 void bk_st_init(bk_st_table_t *t);
 /* Frees every stream still present. */

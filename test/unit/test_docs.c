@@ -2,7 +2,7 @@
  * test_docs.c - the manual pages cover the interface: every public
  * function of include/broker.h is in libbroker(3), every brokerctl command
  * (its command table) is a documented command of brokerctl(1), every long
- * option of brokerd (src/daemon/config.c) is in the OPTIONS of brokerd(8).
+ * option of brokerd (src/daemon/conf.c) is in the OPTIONS of brokerd(8).
  *
  * The sources are read from TOP_SRCDIR (set by Makefile.am), or from
  * $BROKER_DOCS_SRCDIR when set (to check the test against a modified copy
@@ -128,10 +128,10 @@ static void doc_ctl_commands(doc_names_t *d)
     free(src);
 }
 
-/* brokerd's long options: the struct option table of config.c. */
+/* brokerd's long options: the struct option table of conf.c. */
 static void doc_daemon_options(doc_names_t *d)
 {
-    char *src = doc_read("src/daemon/config.c");
+    char *src = doc_read("src/daemon/conf.c");
     char *table = doc_between(src, "struct option", "};");
 
     cr_assert_not_null(table, "no struct option table in config.c");

@@ -13,8 +13,8 @@ static int A, B;                /* stand-in owners */
 static void setup(void)
 {
     bk_st_init(&t);
-    la = (bk_st_list_t){ 0 };
-    lb = (bk_st_list_t){ 0 };
+    bk_st_list_init(&la);
+    bk_st_list_init(&lb);
 }
 
 static void teardown(void)
@@ -125,8 +125,8 @@ Test(streams, many_streams_and_lists)
             cr_assert(e && bk_st_peer(e) && bk_st_peer(e)->sid == i);
     }
     /* what a departing client does: close everything on its list */
-    while (lb.head)
-        bk_st_close(&t, lb.head);
+    while (lb.count)
+        bk_st_close(&t, bk_st_list_first(&lb));
     cr_assert_eq(la.count, 0);
     cr_assert_eq(t.streams, 0);
 }

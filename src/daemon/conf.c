@@ -1,5 +1,8 @@
 /*
- * config.c - brokerd's settings and command line.
+ * conf.c - brokerd's settings: defaults, the command line, the
+ * configuration file (`key = value` lines, `#` comments and blank lines;
+ * keys are the long options without dashes plus the allow-* access rules
+ * of policy.c), and reloading it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -9,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "config.h"
+#include "conf.h"
 #include "log.h"
 #include "proto.h"
 #include "sockio.h"
 
-void bk_config_defaults(bk_config_t *c)
+void bk_conf_defaults(bk_conf_t *c)
 {
     memset(c, 0, sizeof(*c));
     c->log_level = BK_LOG_INFO;
@@ -23,6 +26,7 @@ void bk_config_defaults(bk_config_t *c)
     c->max_name = BK_MAX_NAME;
     c->max_streams = BK_DEF_MAX_STREAMS;
     c->max_names = 256;
+    c->max_subs = BK_DEF_MAX_SUBS;
     c->max_clients = 4096;
     c->max_clients_per_uid = 0;
     c->max_msg = BK_DEF_MAX_MSG;
@@ -34,7 +38,7 @@ void bk_config_defaults(bk_config_t *c)
     bk_policy_init(&c->policy);
 }
 
-void bk_config_free(bk_config_t *c)
+void bk_conf_free(bk_conf_t *c)
 {
     free(c->pidfile);
     c->pidfile = NULL;
@@ -45,7 +49,7 @@ void bk_config_free(bk_config_t *c)
     bk_policy_free(&c->policy);
 }
 
-int bk_config_parse_size(const char *s, uint64_t *out)
+int bk_conf_parse_size(const char *s, uint64_t *out)
 {
     char *end;
     unsigned long long v;
@@ -97,6 +101,8 @@ static void usage(FILE *f)
 "      --max-fds N         fds per message, at most 253 (default 64)\n"
 "      --max-streams N     open streams per client (default 4096)\n"
 "      --max-names N       names per client (default 256)\n"
+"      --max-subscriptions N\n"
+"                          subscriptions per client (default 1024)\n"
 "      --max-clients N     connected clients (default 4096)\n"
 "      --max-clients-per-uid N\n"
 "                          connected clients of one user, 0 for no limit;\n"
@@ -122,7 +128,7 @@ static int parse_u32(char *err, size_t errlen, const char *opt,
 {
     uint64_t v;
 
-    if (bk_config_parse_size(val, &v) < 0)
+    if (bk_conf_parse_size(val, &v) < 0)
         return bad(err, errlen, opt, val, "not a number");
     if (v < min || v > max) {
         char why[64];
@@ -172,7 +178,7 @@ static int parse_group(const char *val, gid_t *out)
 
 enum {
     OPT_LOG_LEVEL = 256, OPT_PIDFILE, OPT_QUEUE_LIMIT, OPT_MAX_PACKET,
-    OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES,
+    OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES, OPT_MAX_SUBS,
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
     OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
 };
@@ -190,6 +196,7 @@ static const struct option opts[] = {
     { "max-fds", required_argument, NULL, OPT_MAX_FDS },
     { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
     { "max-names", required_argument, NULL, OPT_MAX_NAMES },
+    { "max-subscriptions", required_argument, NULL, OPT_MAX_SUBS },
     { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
     { "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_UID },
     { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
@@ -202,7 +209,7 @@ static const struct option opts[] = {
 };
 
 /* Set option `opt` from `arg`; `name` is how messages call it. */
-static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
+static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
                  char *err, size_t el)
 {
     int lvl;
@@ -243,12 +250,12 @@ static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
         return 0;
     }
     case OPT_QUEUE_LIMIT:
-        if (bk_config_parse_size(arg, &c->queue_limit) < 0 ||
+        if (bk_conf_parse_size(arg, &c->queue_limit) < 0 ||
             c->queue_limit < 4096)
             return bad(err, el, name, arg, "a size of at least 4K");
         return 0;
     case OPT_MAX_MSG:
-        if (bk_config_parse_size(arg, &c->max_msg) < 0 || c->max_msg == 0)
+        if (bk_conf_parse_size(arg, &c->max_msg) < 0 || c->max_msg == 0)
             return bad(err, el, name, arg, "a size of at least 1");
         return 0;
     case OPT_MAX_PACKET:
@@ -261,6 +268,8 @@ static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
         return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_streams);
     case OPT_MAX_NAMES:
         return parse_u32(err, el, name, arg, 1, 1u << 16, &c->max_names);
+    case OPT_MAX_SUBS:
+        return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_subs);
     case OPT_MAX_CLIENTS:
         return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_clients);
     case OPT_MAX_CLIENTS_UID:
@@ -269,7 +278,7 @@ static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
     case OPT_MAX_SEGMENTS:
         return parse_u32(err, el, name, arg, 0, 1u << 16, &c->max_segments);
     case OPT_MAX_SHM:
-        if (bk_config_parse_size(arg, &c->max_shm) < 0)
+        if (bk_conf_parse_size(arg, &c->max_shm) < 0)
             return bad(err, el, name, arg, "not a size");
         return 0;
     case OPT_SOCKET_MODE:
@@ -286,7 +295,7 @@ static int apply(bk_config_t *c, int opt, const char *arg, const char *name,
     return -EINVAL;
 }
 
-int bk_config_set(bk_config_t *c, const char *key, const char *value,
+int bk_conf_set(bk_conf_t *c, const char *key, const char *value,
                   bool *scalar, char *err, size_t errlen)
 {
     int opt = 0;
@@ -298,6 +307,10 @@ int bk_config_set(bk_config_t *c, const char *key, const char *value,
         return bk_policy_add_own(&c->policy, value, err, errlen);
     if (!strcmp(key, "allow-send"))
         return bk_policy_add_send(&c->policy, value, err, errlen);
+    if (!strcmp(key, "allow-publish"))
+        return bk_policy_add_publish(&c->policy, value, err, errlen);
+    if (!strcmp(key, "allow-subscribe"))
+        return bk_policy_add_subscribe(&c->policy, value, err, errlen);
     for (const struct option *o = opts; o->name; o++)
         if (o->has_arg == required_argument && !strcmp(o->name, key) &&
             o->val != 'c')
@@ -320,7 +333,7 @@ static const char *opt_name(int opt, char *buf, size_t len)
     return "option";
 }
 
-int bk_config_parse_args(bk_config_t *c, int argc, char **argv)
+int bk_conf_parse_args(bk_conf_t *c, int argc, char **argv)
 {
     char err[256], name[32];
     int opt;
@@ -331,11 +344,11 @@ int bk_config_parse_args(bk_config_t *c, int argc, char **argv)
         switch (opt) {
         case 'h':
             usage(stdout);
-            return 1;
+            return BK_CONF_HANDLED;
         case OPT_VERSION:
             printf("brokerd %s (protocol %u)\n", BROKER_VERSION,
                    BK_PROTO_VERSION);
-            return 1;
+            return BK_CONF_HANDLED;
         case ':':
             fprintf(stderr, "brokerd: option '%s' needs a value "
                     "(see brokerd --help)\n", argv[optind - 1]);
@@ -375,15 +388,15 @@ int bk_config_parse_args(bk_config_t *c, int argc, char **argv)
     return 0;
 }
 
-int bk_config_load(bk_config_t *c, int argc, char **argv)
+int bk_conf_load(bk_conf_t *c, int argc, char **argv)
 {
     char err[PATH_MAX + 256], *abs;
     int r;
 
-    bk_config_defaults(c);
+    bk_conf_defaults(c);
     c->argc = argc;
     c->argv = argv;
-    r = bk_config_parse_args(c, argc, argv);
+    r = bk_conf_parse_args(c, argc, argv);
     if (r != 0 || !c->conffile)
         return r;
     abs = realpath(c->conffile, NULL);
@@ -391,20 +404,20 @@ int bk_config_load(bk_config_t *c, int argc, char **argv)
         fprintf(stderr, "brokerd: %s: %s\n", c->conffile, strerror(errno));
         return -EINVAL;
     }
-    bk_config_free(c);
-    bk_config_defaults(c);
+    bk_conf_free(c);
+    bk_conf_defaults(c);
     c->argc = argc;
     c->argv = argv;
     c->confpath = abs;
-    if (bk_config_read_file(c, abs, err, sizeof(err)) < 0) {
+    if (bk_conf_read_file(c, abs, err, sizeof(err)) < 0) {
         fprintf(stderr, "brokerd: %s\n", err);
         return -EINVAL;
     }
-    return bk_config_parse_args(c, argc, argv);
+    return bk_conf_parse_args(c, argc, argv);
 }
 
 /* Settings fixed at startup: warn when the file now says otherwise. */
-static void restart_warnings(const bk_config_t *live, const bk_config_t *n)
+static void restart_warnings(const bk_conf_t *live, const bk_conf_t *n)
 {
     const char *what[6];
     int k = 0;
@@ -427,19 +440,19 @@ static void restart_warnings(const bk_config_t *live, const bk_config_t *n)
                 what[i]);
 }
 
-int bk_config_reload(bk_config_t *live, char *err, size_t errlen)
+int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
 {
-    bk_config_t n;
+    bk_conf_t n;
 
     if (!live->confpath) {
         snprintf(err, errlen, "brokerd was started without a "
                  "configuration file (-c)");
         return -EINVAL;
     }
-    bk_config_defaults(&n);
-    if (bk_config_read_file(&n, live->confpath, err, errlen) < 0 ||
-        bk_config_parse_args(&n, live->argc, live->argv) != 0) {
-        bk_config_free(&n);
+    bk_conf_defaults(&n);
+    if (bk_conf_read_file(&n, live->confpath, err, errlen) < 0 ||
+        bk_conf_parse_args(&n, live->argc, live->argv) != 0) {
+        bk_conf_free(&n);
         return -EINVAL;
     }
     restart_warnings(live, &n);
@@ -448,6 +461,7 @@ int bk_config_reload(bk_config_t *live, char *err, size_t errlen)
                         live->max_packet : n.queue_limit;
     live->max_streams = n.max_streams;
     live->max_names = n.max_names;
+    live->max_subs = n.max_subs;
     live->max_clients = n.max_clients;
     live->max_clients_per_uid = n.max_clients_per_uid;
     live->max_segments = n.max_segments;
@@ -458,6 +472,98 @@ int bk_config_reload(bk_config_t *live, char *err, size_t errlen)
     bk_policy_free(&live->policy);
     live->policy = n.policy;
     bk_policy_init(&n.policy);
-    bk_config_free(&n);
+    bk_conf_free(&n);
     return 0;
+}
+
+/* ---- the configuration file --------------------------------------------- */
+
+#define CONF_MAX_KEYS 32
+
+static char *trim(char *s)
+{
+    char *e;
+
+    s += strspn(s, " \t\r\n");
+    e = s + strlen(s);
+    while (e > s && strchr(" \t\r\n", e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* One line (comment already cut).  seen[] remembers scalar keys. */
+static int conf_line(bk_conf_t *c, char *line, char seen[][32],
+                     size_t *nseen, char *why, size_t whylen)
+{
+    char *eq = strchr(line, '='), *key, *val;
+    bool scalar;
+    int r;
+
+    if (!eq) {
+        snprintf(why, whylen, "expected 'key = value'");
+        return -EINVAL;
+    }
+    *eq = '\0';
+    key = trim(line);
+    val = trim(eq + 1);
+    if (!*key) {
+        snprintf(why, whylen, "missing key before '='");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < *nseen; i++)
+        if (!strcmp(seen[i], key)) {
+            snprintf(why, whylen, "duplicate key '%s'", key);
+            return -EINVAL;
+        }
+    if (!*val) {
+        snprintf(why, whylen, "missing value for '%s'", key);
+        return -EINVAL;
+    }
+    r = bk_conf_set(c, key, val, &scalar, why, whylen);
+    if (r < 0)
+        return -EINVAL;
+    if (scalar && *nseen < CONF_MAX_KEYS && strlen(key) < sizeof(seen[0]))
+        strcpy(seen[(*nseen)++], key);
+    return 0;
+}
+
+int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
+                        size_t errlen)
+{
+    char seen[CONF_MAX_KEYS][32], why[256], *line = NULL;
+    size_t cap = 0, nseen = 0;
+    unsigned lineno = 0;
+    ssize_t n;
+    FILE *f = fopen(path, "re");
+    int r = 0;
+
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -EINVAL;
+    }
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        char *s;
+
+        lineno++;
+        if (memchr(line, '\0', (size_t)n)) {
+            snprintf(why, sizeof(why), "NUL byte in line");
+            r = -EINVAL;
+        } else {
+            line[strcspn(line, "#")] = '\0';
+            s = trim(line);
+            if (*s)
+                r = conf_line(c, s, seen, &nseen, why, sizeof(why));
+        }
+        if (r < 0) {
+            snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
+            break;
+        }
+    }
+    if (!r && ferror(f)) {
+        snprintf(err, errlen, "%s: read error", path);
+        r = -EINVAL;
+    }
+    free(line);
+    fclose(f);
+    return r;
 }

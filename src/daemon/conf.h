@@ -1,9 +1,15 @@
 /*
- * config.h - brokerd's settings: defaults, command-line parsing and
- * validation (prefix bk_config_).
+ * conf.h - brokerd's settings (prefix bk_conf_): defaults, the command
+ * line, the configuration file given with -c, and reloading it.
+ *
+ * Owns a bk_conf_t's strings and rules (pidfile, logfile, confpath,
+ * policy): bk_conf_free releases them.  The server keeps the one live
+ * configuration; bk_conf_reload builds a fresh one and copies over what
+ * may change while running.  Named conf, not config, so that it is never
+ * confused with autoconf's config.h.
  */
-#ifndef BK_CONFIG_H
-#define BK_CONFIG_H
+#ifndef BK_CONF_H
+#define BK_CONF_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -11,7 +17,7 @@
 #include <sys/un.h>
 #include "policy.h"
 
-typedef struct bk_config {
+typedef struct bk_conf {
     char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     bool foreground;
     int log_level;
@@ -31,6 +37,7 @@ typedef struct bk_config {
     uint32_t max_name;
     uint32_t max_streams;       /* open streams per client */
     uint32_t max_names;         /* names per client */
+    uint32_t max_subs;          /* subscriptions per client */
     uint32_t max_clients;
     uint32_t max_clients_per_uid;   /* 0: no limit */
     uint64_t max_msg;
@@ -38,39 +45,44 @@ typedef struct bk_config {
     uint32_t max_segments;      /* shared-memory segments per client */
     uint64_t max_shm;           /* bytes of segments per client */
     uint32_t shutdown_grace_ms;
-} bk_config_t;
+} bk_conf_t;
 
-void bk_config_defaults(bk_config_t *c);
+void bk_conf_defaults(bk_conf_t *c);
 /* Free what a configuration owns (pidfile, rules). */
-void bk_config_free(bk_config_t *c);
+void bk_conf_free(bk_conf_t *c);
 
-/* Parse argv.  Returns 0 to run, 1 when --help/--version was handled
- * (exit 0), or -EINVAL after printing a one-line error (exit 2). */
-int bk_config_parse_args(bk_config_t *c, int argc, char **argv);
+/* An outcome of parsing the command line: --help or --version was
+ * printed, and brokerd exits 0 without running. */
+#define BK_CONF_HANDLED 1
+
+/* Parse argv.  Returns 0 to run, BK_CONF_HANDLED when --help/--version
+ * was handled (exit 0), or -EINVAL after printing a one-line error
+ * (exit 2). */
+int bk_conf_parse_args(bk_conf_t *c, int argc, char **argv);
 
 /* The whole configuration: defaults, then the file named by -c (if
  * any), then the command line on top.  Returns as parse_args does; a bad
  * file prints "brokerd: FILE:LINE: reason" and returns -EINVAL. */
-int bk_config_load(bk_config_t *c, int argc, char **argv);
+int bk_conf_load(bk_conf_t *c, int argc, char **argv);
 
 /* Read the file given with -c again (defaults, file, command line) and
  * apply what can change while running to `live`; settings that need a
  * restart are kept and a warning is logged.  On a bad file `live` is
  * unchanged and err holds "FILE:LINE: reason".  Returns 0 or -EINVAL
  * (also when no file was given: err says so). */
-int bk_config_reload(bk_config_t *live, char *err, size_t errlen);
+int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen);
 
-/* Apply the `key = value` lines of `path` to c (conffile.c).  Returns 0,
+/* Apply the `key = value` lines of `path` to c (the file part of conf.c).  Returns 0,
  * or -EINVAL with "FILE:LINE: reason" (or "FILE: reason") in err. */
-int bk_config_read_file(bk_config_t *c, const char *path, char *err,
+int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
                         size_t errlen);
 /* Set one option by its long name (without dashes) from a string;
  * returns 0 or -EINVAL with the reason in err; -ENOENT if the key is not
  * a settable option.  *scalar tells whether it may appear only once. */
-int bk_config_set(bk_config_t *c, const char *key, const char *value,
+int bk_conf_set(bk_conf_t *c, const char *key, const char *value,
                   bool *scalar, char *err, size_t errlen);
 
 /* Parse a byte size with an optional K/M/G suffix (powers of 1024). */
-int bk_config_parse_size(const char *s, uint64_t *out);
+int bk_conf_parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -1,0 +1,341 @@
+/*
+ * outq.c - a client's output queue: queues per stream on a round-robin
+ * ring, the control and one-way queues, packing frames into packets.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "frame.h"
+#include "outq.h"
+#include "sockio.h"
+
+/* The queue of a frame: its receiver's stream id, NO_SID for the control
+ * queue, DGRAM_SID for the one-way queue. */
+#define NO_SID    0u
+#define DGRAM_SID UINT32_MAX
+
+static void oq_init(bk_oq_t *oq, uint32_t sid)
+{
+    oq->sid = sid;
+    bk_list_init(&oq->frames);
+    bk_list_init(&oq->ring);
+}
+
+void bk_outq_init(bk_outq_t *q)
+{
+    memset(q, 0, sizeof(*q));
+    oq_init(&q->ctrl, NO_SID);
+    oq_init(&q->dgram, DGRAM_SID);
+    bk_ht_init(&q->oqs);
+    bk_list_init(&q->ring);
+}
+
+bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
+{
+    bk_opayload_t *p = malloc(sizeof(*p) + len);
+
+    if (!p)
+        return NULL;
+    p->refs = 1;
+    p->len = len;
+    memcpy(p->data, data, len);
+    return p;
+}
+
+void bk_opayload_put(bk_opayload_t *p)
+{
+    if (p && --p->refs == 0)
+        free(p);
+}
+
+static void frame_free(bk_oframe_t *f)
+{
+    if (f->nfds) {
+        bk_close_fds(f->fds, f->nfds);
+        free(f->fds);
+    }
+    bk_opayload_put(f->shared);
+    free(f);
+}
+
+void bk_outq_frame_free(bk_oframe_t *f)
+{
+    frame_free(f);
+}
+
+/* Which queue a frame belongs to: frames relayed from a peer keep their
+ * order with the rest of their stream; the broker's own frames (source 0:
+ * replies, rejections, BYE) keep their order among themselves in the
+ * control queue, so a PING after a send is a barrier for its errors. */
+static uint32_t queue_sid(const bk_hdr_t *h)
+{
+    const uint8_t whole = BK_F_OPEN | BK_F_CLOSE;
+
+    switch (h->type) {
+    case BK_T_GAP:              /* in order with whole publications */
+        return DGRAM_SID;
+    case BK_T_DATA:
+        if ((h->flags & (whole | BK_F_MORE | BK_F_CONT)) == whole)
+            return DGRAM_SID;
+        return h->stream;
+    case BK_T_CLOSE:
+    case BK_T_ERROR:
+        return h->source ? h->stream : NO_SID;
+    default:
+        return NO_SID;
+    }
+}
+
+static bk_oq_t *stream_oq(bk_outq_t *q, uint32_t sid)
+{
+    uint8_t key[4];
+    bk_hnode_t *n;
+    bk_oq_t *oq;
+
+    bk_put32(key, sid);
+    n = bk_ht_find(&q->oqs, key, sizeof(key));
+    if (n)
+        return bk_container_of(n, bk_oq_t, node);
+    oq = calloc(1, sizeof(*oq));
+    if (!oq)
+        return NULL;
+    oq_init(oq, sid);
+    memcpy(oq->key, key, sizeof(key));
+    oq->node.key = oq->key;
+    oq->node.keylen = sizeof(oq->key);
+    if (bk_ht_insert(&q->oqs, &oq->node) < 0) {
+        free(oq);
+        return NULL;
+    }
+    bk_list_push_tail(&q->ring, &oq->ring);
+    return oq;
+}
+
+/* The queue for sid; a stream or the one-way queue joins the ring (at the
+ * back, served after every queue already waiting). */
+static bk_oq_t *oq_get(bk_outq_t *q, uint32_t sid)
+{
+    if (sid == NO_SID)
+        return &q->ctrl;
+    if (sid == DGRAM_SID) {
+        if (!bk_list_linked(&q->dgram.ring))
+            bk_list_push_tail(&q->ring, &q->dgram.ring);
+        return &q->dgram;
+    }
+    return stream_oq(q, sid);
+}
+
+/* An emptied queue leaves the ring (and is freed if it is a stream's). */
+static void oq_drop(bk_outq_t *q, bk_oq_t *oq)
+{
+    if (oq == &q->ctrl)
+        return;
+    bk_list_unlink(&oq->ring);
+    if (oq == &q->dgram)
+        return;
+    bk_ht_remove(&q->oqs, &oq->node);
+    free(oq);
+}
+
+static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
+                              bk_opayload_t *shared, const int *fds,
+                              unsigned nfds)
+{
+    bk_oframe_t *f = malloc(sizeof(*f) + (shared ? 0 : h->length));
+
+    if (!f)
+        return NULL;
+    f->fds = NULL;
+    if (nfds) {
+        f->fds = malloc(nfds * sizeof(int));
+        if (!f->fds) {
+            free(f);
+            return NULL;
+        }
+        memcpy(f->fds, fds, nfds * sizeof(int));
+    }
+    bk_list_init(&f->link);
+    bk_hdr_encode(h, f->hdr);
+    f->type = h->type;
+    f->flags = h->flags;
+    f->len = h->length;
+    f->shared = shared;
+    if (shared) {
+        shared->refs++;
+        f->pdata = shared->data;
+    } else {
+        memcpy(f->data, payload, h->length);
+        f->pdata = f->data;
+    }
+    f->nfds = nfds;
+    f->oneway_first = false;
+    f->tag_first = false;
+    f->tag = NULL;
+    return f;
+}
+
+static int push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
+                bk_opayload_t *shared, int *fds, unsigned nfds,
+                bk_oframe_t **out)
+{
+    bk_oq_t *oq = oq_get(q, queue_sid(h));
+    bk_oframe_t *f = oq ? frame_new(h, payload, shared, fds, nfds) : NULL;
+
+    if (!f) {
+        if (oq && bk_list_empty(&oq->frames))
+            oq_drop(q, oq);
+        bk_close_fds(fds, nfds);
+        return -ENOMEM;
+    }
+    bk_list_push_tail(&oq->frames, &f->link);
+    q->bytes += BK_HDR_SIZE + h->length;
+    q->frames++;
+    *out = f;
+    return 0;
+}
+
+int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
+                 int *fds, unsigned nfds, bk_oframe_t **out)
+{
+    return push(q, h, payload, NULL, fds, nfds, out);
+}
+
+int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
+                        int *fds, unsigned nfds, bk_oframe_t **out)
+{
+    return push(q, h, NULL, pl, fds, nfds, out);
+}
+
+unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
+{
+    bk_oframe_t *f;
+    unsigned n = 0;
+
+    bk_list_for_each_safe(f, &q->dgram.frames, bk_oframe_t, link) {
+        if (f->tag != tag || !f->tag_first || (f->flags & BK_F_SHM))
+            continue;
+        bk_list_unlink(&f->link);
+        bk_list_push_tail(out, &f->link);
+        q->bytes -= BK_HDR_SIZE + f->len;
+        q->frames--;
+        n++;
+    }
+    if (n && bk_list_empty(&q->dgram.frames))
+        oq_drop(q, &q->dgram);
+    return n;
+}
+
+int bk_outq_push_frame(bk_outq_t *q, bk_oframe_t *f, const bk_hdr_t *h)
+{
+    bk_oq_t *oq = oq_get(q, queue_sid(h));
+
+    if (!oq) {
+        frame_free(f);
+        return -ENOMEM;
+    }
+    bk_hdr_encode(h, f->hdr);
+    bk_list_init(&f->link);
+    bk_list_push_tail(&oq->frames, &f->link);
+    q->bytes += BK_HDR_SIZE + f->len;
+    q->frames++;
+    return 0;
+}
+
+void bk_outq_untag(bk_outq_t *q, const void *tag)
+{
+    bk_oframe_t *f;
+    bk_oq_t *oq;
+
+    bk_list_for_each(oq, &q->ring, bk_oq_t, ring)
+        bk_list_for_each(f, &oq->frames, bk_oframe_t, link)
+            if (f->tag == tag)
+                f->tag = NULL;
+}
+
+/* The queue served next: the control queue, else the front of the ring. */
+static bk_oq_t *next_oq(bk_outq_t *q)
+{
+    if (!bk_list_empty(&q->ctrl.frames))
+        return &q->ctrl;
+    return bk_list_first_entry(&q->ring, bk_oq_t, ring);
+}
+
+unsigned bk_outq_gather(bk_outq_t *q, size_t max_packet, bk_outq_pkt_t *pkt)
+{
+    bk_oq_t *oq = q->frames ? next_oq(q) : NULL;
+    size_t room = max_packet;
+    unsigned n = 0;
+    bk_oframe_t *f;
+
+    pkt->oq = oq;
+    pkt->fds = NULL;
+    pkt->nfds = 0;
+    if (oq) {
+        bk_list_for_each(f, &oq->frames, bk_oframe_t, link) {
+            size_t sz = BK_HDR_SIZE + (size_t)f->len;
+            if (n == BK_OUTQ_PACK_MAX || (n && (sz > room || f->nfds)))
+                break;
+            if (n == 0) {
+                pkt->fds = f->fds;
+                pkt->nfds = f->nfds;
+            }
+            pkt->iov[2 * n] = (struct iovec){ f->hdr, BK_HDR_SIZE };
+            pkt->iov[2 * n + 1] = (struct iovec){ (void *)f->pdata,
+                                                  f->len };
+            room -= sz < room ? sz : room;
+            n++;
+        }
+    }
+    pkt->nframes = n;
+    pkt->niov = 2 * n;
+    return n;
+}
+
+void bk_outq_consume(bk_outq_t *q, const bk_outq_pkt_t *pkt,
+                     bk_outq_tally_t *sent)
+{
+    bk_oq_t *oq = pkt->oq;
+
+    for (unsigned i = 0; i < pkt->nframes; i++) {
+        bk_oframe_t *f = bk_container_of(bk_list_pop_head(&oq->frames),
+                                         bk_oframe_t, link);
+
+        bk_outq_tally(sent, f->type, f->flags, f->len);
+        if (f->tag && f->tag_first && q->on_sent)
+            q->on_sent(f->tag, q->on_sent_arg);
+        q->bytes -= BK_HDR_SIZE + f->len;
+        q->frames--;
+        frame_free(f);
+    }
+    if (bk_list_empty(&oq->frames))
+        oq_drop(q, oq);
+    else if (oq != &q->ctrl)
+        bk_list_move_tail(&q->ring, &oq->ring);
+}
+
+static void drop_frames(bk_outq_t *q, bk_oq_t *oq, bk_outq_lost_fn *lost,
+                        void *arg)
+{
+    bk_list_t *l;
+
+    while ((l = bk_list_pop_head(&oq->frames))) {
+        bk_oframe_t *f = bk_container_of(l, bk_oframe_t, link);
+
+        if (f->oneway_first && lost)
+            lost(f, arg);
+        frame_free(f);
+    }
+    oq_drop(q, oq);
+}
+
+void bk_outq_fini(bk_outq_t *q, bk_outq_lost_fn *lost, void *arg)
+{
+    bk_oq_t *oq;
+
+    drop_frames(q, &q->ctrl, lost, arg);
+    while ((oq = bk_list_first_entry(&q->ring, bk_oq_t, ring)))
+        drop_frames(q, oq, lost, arg);
+    bk_ht_fini(&q->oqs);
+    q->bytes = 0;
+    q->frames = 0;
+}

@@ -1,0 +1,243 @@
+/*
+ * port_double.c - stands in for port.c, server.c and monitor.c in unit
+ * tests of router.c and shm.c: frames sent to a port are logged.
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include "error.h"
+#include "port_double.h"
+#include "router.h"
+#include "shm.h"
+#include "sockio.h"
+
+/* ---- the world -------------------------------------------------------- */
+
+dbl_world_t *dbl_world_new(void)
+{
+    dbl_world_t *w = calloc(1, sizeof(*w));
+
+    cr_assert_not_null(w);
+    w->cfg.max_packet = BK_DEF_MAX_PACKET;
+    w->cfg.max_fds = 16;
+    w->cfg.max_name = BK_MAX_NAME;
+    w->cfg.max_streams = 4;
+    w->cfg.max_names = 16;
+    w->cfg.max_msg = 1 << 20;
+    w->cfg.queue_limit = 1 << 20;
+    w->cfg.max_segments = 4;
+    w->cfg.max_shm = 1 << 24;
+    bk_policy_init(&w->cfg.policy);
+    w->srv.cfg = &w->cfg;
+    bk_ht_init(&w->srv.clients);
+    bk_names_init(&w->srv.names);
+    bk_st_init(&w->srv.streams);
+    w->srv.subs = bk_subs_new();
+    cr_assert_not_null(w->srv.subs);
+    bk_list_init(&w->srv.reap);
+    bk_list_init(&w->srv.all);
+    bk_list_init(&w->srv.dirty);
+    bk_list_init(&w->srv.monitors);
+    return w;
+}
+
+void dbl_world_free(dbl_world_t *w)
+{
+    for (unsigned i = 0; i < w->nports; i++) {
+        bk_port_t *p = w->ports[i];
+        if (p->in_table)
+            dbl_port_gone(w, p);
+        free(p);
+    }
+    bk_st_fini(&w->srv.streams);
+    bk_subs_free(w->srv.subs);
+    bk_names_fini(&w->srv.names);
+    bk_ht_fini(&w->srv.clients);
+    bk_policy_free(&w->cfg.policy);
+    free(w);
+}
+
+bk_port_t *dbl_port_new(dbl_world_t *w, uint64_t id)
+{
+    bk_port_t *p = calloc(1, sizeof(*p));
+
+    cr_assert_not_null(p);
+    cr_assert_lt(w->nports, DBL_PORTS);
+    p->srv = &w->srv;
+    p->id = id;
+    p->fd = -1;
+    p->state = BK_PORT_READY;
+    p->in_table = true;
+    p->pid = 1000 + (pid_t)id;
+    strcpy(p->comm, "double");
+    p->next_psid = 1;
+    bk_outq_init(&p->out);
+    bk_list_init(&p->reap_link);
+    bk_list_init(&p->all_link);
+    bk_list_init(&p->dirty_link);
+    bk_shm_port_init(&p->shm);
+    bk_st_list_init(&p->streams);
+    bk_name_list_init(&p->names);
+    w->ports[w->nports++] = p;
+    return p;
+}
+
+void dbl_port_gone(dbl_world_t *w, bk_port_t *p)
+{
+    p->in_table = false;
+    p->state = BK_PORT_CLOSING;
+    bk_router_port_gone(p);
+    bk_names_release_all(&w->srv.names, &p->names);
+    bk_shm_port_gone(p);
+}
+
+static bool for_port(const dbl_frame_t *f, const bk_port_t *to)
+{
+    return !to || f->to == to;
+}
+
+unsigned dbl_count(const dbl_world_t *w, const bk_port_t *to)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < w->nlog; i++)
+        n += for_port(&w->log[i], to);
+    return n;
+}
+
+const dbl_frame_t *dbl_nth(const dbl_world_t *w, const bk_port_t *to,
+                           unsigned i)
+{
+    for (unsigned k = 0; k < w->nlog; k++)
+        if (for_port(&w->log[k], to) && i-- == 0)
+            return &w->log[k];
+    return NULL;
+}
+
+void dbl_clear(dbl_world_t *w)
+{
+    w->nlog = 0;
+}
+
+static dbl_world_t *world_of(const bk_port_t *p)
+{
+    return bk_container_of(p->srv, dbl_world_t, srv);
+}
+
+/* ---- what port.c, server.c and monitor.c would do ----------------------- */
+
+int bk_port_send(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                 int *fds, unsigned nfds, bk_port_t *cause)
+{
+    dbl_world_t *w = world_of(to);
+    dbl_frame_t *f;
+
+    (void)cause;
+    if (to->failed || !to->in_table) {
+        bk_close_fds(fds, nfds);
+        return -ECONNRESET;
+    }
+    cr_assert_lt(w->nlog, DBL_LOG);
+    f = &w->log[w->nlog++];
+    f->to = to;
+    f->h = *h;
+    memcpy(f->payload, payload,
+           h->length < DBL_PAYLOAD ? h->length : DBL_PAYLOAD);
+    f->nfds = nfds;
+    bk_close_fds(fds, nfds);
+    return 0;
+}
+
+int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                        int *fds, unsigned nfds, bk_port_t *cause,
+                        uint32_t src_sid)
+{
+    (void)src_sid;
+    return bk_port_send(to, h, payload, fds, nfds, cause);
+}
+
+void bk_port_error(bk_port_t *to, uint32_t stream, int err,
+                   const char *text, bk_port_t *cause)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR, .stream = stream,
+        .aux = bk_err_to_wire(err), .dest = to->id,
+        .length = (uint32_t)strlen(text),
+    };
+
+    to->errors++;
+    bk_port_send(to, &h, text, NULL, 0, cause);
+}
+
+void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
+                            const char *what)
+{
+    p->srv->stats.protocol_errors++;
+    bk_port_error(p, stream, err, what, NULL);
+    bk_port_fail(p, err);
+}
+
+void bk_port_fail(bk_port_t *p, int err)
+{
+    if (p->failed)
+        return;
+    p->failed = true;
+    p->fail_err = err;
+}
+
+uint32_t bk_port_alloc_sid(bk_port_t *p)
+{
+    for (;;) {
+        uint32_t n = p->next_psid++ & BK_SID_MAX_LOCAL;
+        uint32_t sid = BK_SID_PEER_BIT | n;
+        if (n && !bk_st_find(&p->srv->streams, p->id, sid))
+            return sid;
+    }
+}
+
+bk_port_t *bk_server_find(const bk_server_t *s, uint64_t id)
+{
+    const dbl_world_t *w = bk_container_of(s, dbl_world_t, srv);
+
+    for (unsigned i = 0; i < w->nports; i++)
+        if (w->ports[i]->id == id && w->ports[i]->in_table)
+            return w->ports[i];
+    return NULL;
+}
+
+uint64_t bk_now_ms(void)
+{
+    return 1;
+}
+
+void bk_mon_record(const bk_port_t *from, const bk_port_t *to,
+                   uint32_t from_sid, const bk_hdr_t *o,
+                   const uint8_t *payload)
+{
+    (void)from, (void)to, (void)from_sid, (void)o, (void)payload;
+    cr_assert_fail("no monitor in these tests");
+}
+
+/* Publications: logged like any other frame (no queue to share into). */
+int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                     bk_opayload_t **shared, int *fds, unsigned nfds,
+                     bk_port_t *cause, void *tag)
+{
+    (void)shared;
+    (void)tag;
+    return bk_port_send(to, h, payload, fds, nfds, cause);
+}
+
+int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
+{
+    (void)to;
+    (void)h;
+    bk_outq_frame_free(f);
+    return -ECONNRESET;
+}
+
+void bk_port_hangup(bk_port_t *p, int err, const char *text)
+{
+    bk_port_error(p, 0, err, text, NULL);
+    bk_port_fail(p, err);
+}

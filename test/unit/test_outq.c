@@ -1,0 +1,481 @@
+/*
+ * test_outq.c - the daemon's output queue without a socket: order of
+ * service (control first, streams round-robin, one-way messages in
+ * order), packing of small frames into packets, fds travelling with their
+ * frame, the byte/frame accounting, and that dropping a queue closes the
+ * fds in it.
+ *
+ * "Writing" a packet here is what port.c does with a socket: gather the
+ * next packet, read what its iovec holds, consume it.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include "frame.h"
+#include "outq.h"
+
+#define MAX_PACKET 4096u
+
+static bk_outq_t q;
+
+static void setup(void)
+{
+    bk_outq_init(&q);
+}
+
+static void teardown(void)
+{
+    bk_outq_fini(&q, NULL, NULL);
+}
+
+TestSuite(outq, .init = setup, .fini = teardown);
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* Queue a frame whose payload is `len` bytes starting with the u32 tag. */
+static void push(uint8_t type, uint8_t flags, uint32_t stream,
+                 uint64_t source, uint32_t len, uint32_t tag, int *fds,
+                 unsigned nfds)
+{
+    static uint8_t payload[2 * MAX_PACKET];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = type, .flags = flags,
+        .nfds = (uint8_t)nfds, .length = len, .stream = stream,
+        .source = source, .dest = 9,
+    };
+    bk_oframe_t *f;
+
+    cr_assert_geq(len, 4);
+    memset(payload, 0xab, len);
+    bk_put32(payload, tag);
+    cr_assert_eq(bk_outq_push(&q, &h, payload, fds, nfds, &f), 0);
+    cr_assert_not_null(f);
+}
+
+/* A fragment of a stream's message relayed from a peer. */
+static void push_data(uint32_t stream, uint32_t len, uint32_t tag)
+{
+    push(BK_T_DATA, BK_F_MORE, stream, 42, len, tag, NULL, 0);
+}
+
+/* A whole one-way message. */
+static void push_oneway(uint32_t stream, uint32_t tag)
+{
+    push(BK_T_DATA, BK_F_OPEN | BK_F_CLOSE, stream, 42, 8, tag, NULL, 0);
+}
+
+/* One of the broker's own frames (no stream). */
+static void push_ctrl(uint32_t tag)
+{
+    push(BK_T_CTRL_REPLY, 0, 0, 0, 8, tag, NULL, 0);
+}
+
+typedef struct packet {
+    unsigned nframes;
+    uint32_t tags[BK_OUTQ_PACK_MAX];
+    uint32_t streams[BK_OUTQ_PACK_MAX];
+    size_t bytes;
+    int fds[4];
+    unsigned nfds;
+} packet_t;
+
+/* Write the next packet: what the socket would have received. */
+static bool write_packet(packet_t *out, bk_outq_tally_t *sent)
+{
+    bk_outq_pkt_t pkt;
+    bk_outq_tally_t ignored = { 0, 0 };
+    unsigned n = bk_outq_gather(&q, MAX_PACKET, &pkt);
+
+    memset(out, 0, sizeof(*out));
+    if (n == 0)
+        return false;
+    cr_assert_eq(pkt.niov, 2 * n);
+    cr_assert_leq(pkt.nfds, 4);
+    out->nframes = n;
+    for (unsigned i = 0; i < n; i++) {
+        bk_hdr_t h;
+
+        cr_assert_eq(pkt.iov[2 * i].iov_len, BK_HDR_SIZE);
+        bk_hdr_decode(pkt.iov[2 * i].iov_base, &h);
+        cr_assert_eq(pkt.iov[2 * i + 1].iov_len, h.length);
+        out->tags[i] = bk_get32(pkt.iov[2 * i + 1].iov_base);
+        out->streams[i] = h.stream;
+        out->bytes += BK_HDR_SIZE + h.length;
+    }
+    if (pkt.nfds)
+        memcpy(out->fds, pkt.fds, pkt.nfds * sizeof(int));
+    out->nfds = pkt.nfds;
+    bk_outq_consume(&q, &pkt, sent ? sent : &ignored);
+    return true;
+}
+
+/* Write everything; the tags in the order they reached the socket. */
+static unsigned write_all(uint32_t *tags, unsigned max)
+{
+    packet_t p;
+    unsigned n = 0;
+
+    while (write_packet(&p, NULL))
+        for (unsigned i = 0; i < p.nframes; i++) {
+            cr_assert_lt(n, max);
+            tags[n++] = p.tags[i];
+        }
+    return n;
+}
+
+static void assert_tags(const uint32_t *got, unsigned n, const uint32_t *want,
+                        unsigned nwant)
+{
+    cr_assert_eq(n, nwant, "%u frames written, %u expected", n, nwant);
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(got[i], want[i], "frame %u: tag %u, expected %u", i,
+                     got[i], want[i]);
+}
+
+static bool fd_open(int fd)
+{
+    return fcntl(fd, F_GETFD) >= 0;
+}
+
+static void make_pipe(int fds[2])
+{
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+}
+
+/* Larger than half a packet: never two of these in one packet. */
+#define BIG (MAX_PACKET / 2 + 100)
+
+/* ---- order of service ----------------------------------------------- */
+
+Test(outq, the_brokers_own_frames_go_first)
+{
+    uint32_t got[8];
+    static const uint32_t want[] = { 100, 101, 1, 2 };
+
+    push_data(5, BIG, 1);
+    push_data(5, BIG, 2);
+    push_ctrl(100);
+    push_ctrl(101);
+    assert_tags(got, write_all(got, 8), want, 4);
+}
+
+Test(outq, a_ctrl_frame_queued_later_overtakes_waiting_streams)
+{
+    packet_t p;
+    uint32_t got[8];
+    static const uint32_t want[] = { 100, 2, 3 };
+
+    push_data(5, BIG, 1);
+    push_data(5, BIG, 2);
+    push_data(5, BIG, 3);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.tags[0], 1);
+    push_ctrl(100);
+    assert_tags(got, write_all(got, 8), want, 3);
+}
+
+Test(outq, streams_take_turns_one_packet_each)
+{
+    uint32_t got[16];
+    static const uint32_t want[] = { 10, 20, 30, 11, 21, 12, 22, 13 };
+
+    /* stream 1 has four large frames, streams 2 and 3 fewer */
+    push_data(1, BIG, 10);
+    push_data(1, BIG, 11);
+    push_data(1, BIG, 12);
+    push_data(1, BIG, 13);
+    push_data(2, BIG, 20);
+    push_data(2, BIG, 21);
+    push_data(2, BIG, 22);
+    push_data(3, BIG, 30);
+    assert_tags(got, write_all(got, 16), want, 8);
+}
+
+Test(outq, a_stream_that_starts_late_waits_its_turn_at_the_back)
+{
+    packet_t p;
+    uint32_t got[16];
+    static const uint32_t want[] = { 20, 11, 30, 21, 12 };
+
+    push_data(1, BIG, 10);
+    push_data(1, BIG, 11);
+    push_data(1, BIG, 12);
+    push_data(2, BIG, 20);
+    push_data(2, BIG, 21);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.tags[0], 10);
+    push_data(3, BIG, 30);      /* joins behind 2 and 1 */
+    assert_tags(got, write_all(got, 16), want, 5);
+}
+
+Test(outq, one_way_messages_keep_their_order_across_streams)
+{
+    static const uint32_t want[] = { 1, 2, 3, 4, 5 };
+    packet_t p;
+
+    /* each one-way message has its own receiver stream id */
+    push_oneway(0x80000001u, 1);
+    push_oneway(0x80000002u, 2);
+    push_oneway(0x80000003u, 3);
+    push_oneway(0x80000004u, 4);
+    push_oneway(0x80000005u, 5);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 5, "small one-way messages share a packet");
+    assert_tags(p.tags, p.nframes, want, 5);
+    cr_assert_not(write_packet(&p, NULL));
+}
+
+Test(outq, one_way_messages_take_one_turn_on_the_ring)
+{
+    uint32_t got[16];
+    static const uint32_t want[] = { 10, 1, 11, 2 };
+
+    push_data(1, BIG, 10);
+    push(BK_T_DATA, BK_F_OPEN | BK_F_CLOSE, 0x80000001u, 42, BIG, 1,
+         NULL, 0);
+    push(BK_T_DATA, BK_F_OPEN | BK_F_CLOSE, 0x80000002u, 42, BIG, 2,
+         NULL, 0);
+    push_data(1, BIG, 11);
+    assert_tags(got, write_all(got, 16), want, 4);
+}
+
+Test(outq, a_peers_close_and_error_keep_their_streams_order)
+{
+    uint32_t got[8];
+    static const uint32_t want[] = { 100, 1, 2, 3 };
+
+    push_data(5, BIG, 1);
+    push(BK_T_CLOSE, 0, 5, 42, 4, 2, NULL, 0);      /* from a peer */
+    push(BK_T_ERROR, 0, 5, 42, 4, 3, NULL, 0);      /* from a peer */
+    push(BK_T_ERROR, 0, 5, 0, 4, 100, NULL, 0);     /* the broker's */
+    assert_tags(got, write_all(got, 8), want, 4);
+}
+
+/* ---- packing ---------------------------------------------------------- */
+
+Test(outq, small_frames_of_a_stream_share_a_packet_up_to_its_size)
+{
+    /* 100-byte payloads: 132 bytes a frame, 31 fit in 4096 */
+    const unsigned per = MAX_PACKET / (BK_HDR_SIZE + 100);
+    packet_t p;
+
+    for (uint32_t i = 0; i < 40; i++)
+        push_data(7, 100, i);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, per);
+    cr_assert_leq(p.bytes, MAX_PACKET);
+    for (unsigned i = 0; i < p.nframes; i++)
+        cr_assert_eq(p.tags[i], i);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 40 - per);
+    cr_assert_eq(p.tags[0], per);
+    cr_assert_not(write_packet(&p, NULL));
+}
+
+Test(outq, no_more_than_pack_max_frames_in_a_packet)
+{
+    packet_t p;
+
+    for (uint32_t i = 0; i < BK_OUTQ_PACK_MAX + 6; i++)
+        push_data(7, 4, i);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, BK_OUTQ_PACK_MAX);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 6);
+    cr_assert_eq(p.tags[0], BK_OUTQ_PACK_MAX);
+}
+
+Test(outq, a_frame_that_does_not_fit_waits_for_the_next_packet)
+{
+    packet_t p;
+
+    push_data(7, 100, 1);
+    push_data(7, MAX_PACKET - BK_HDR_SIZE, 2);     /* a full packet */
+    push_data(7, 100, 3);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 1);
+    cr_assert_eq(p.tags[0], 1);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 1, "a full-packet frame goes alone");
+    cr_assert_eq(p.tags[0], 2);
+    cr_assert_eq(p.bytes, MAX_PACKET);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.tags[0], 3);
+}
+
+Test(outq, frames_of_different_streams_never_share_a_packet)
+{
+    packet_t p;
+
+    push_data(1, 8, 10);
+    push_data(2, 8, 20);
+    push_data(1, 8, 11);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 2);
+    cr_assert_eq(p.streams[0], 1);
+    cr_assert_eq(p.streams[1], 1);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 1);
+    cr_assert_eq(p.streams[0], 2);
+}
+
+Test(outq, only_an_empty_queue_lets_a_large_frame_bypass_it)
+{
+    cr_assert(bk_outq_bypass(&q, MAX_PACKET / 2 + 1, MAX_PACKET));
+    cr_assert_not(bk_outq_bypass(&q, MAX_PACKET / 2, MAX_PACKET),
+                  "half a packet or less is worth packing");
+    push_ctrl(1);
+    cr_assert_not(bk_outq_bypass(&q, MAX_PACKET, MAX_PACKET),
+                  "a frame may not overtake queued frames");
+}
+
+/* ---- fds ----------------------------------------------------------------- */
+
+Test(outq, fds_travel_with_their_own_frame)
+{
+    int a[2], b[2];
+    packet_t p;
+
+    make_pipe(a);
+    make_pipe(b);
+    push_data(7, 8, 1);
+    push(BK_T_DATA, BK_F_MORE, 7, 42, 8, 2, a, 2);
+    push(BK_T_DATA, BK_F_MORE, 7, 42, 8, 3, b, 1);
+    push_data(7, 8, 4);
+
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 1, "a frame with fds starts a packet");
+    cr_assert_eq(p.nfds, 0);
+
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 1, "a frame with fds ends the previous one");
+    cr_assert_eq(p.tags[0], 2);
+    cr_assert_eq(p.nfds, 2);
+    cr_assert_eq(p.fds[0], a[0]);
+    cr_assert_eq(p.fds[1], a[1]);
+    cr_assert_not(fd_open(a[0]), "the broker's copy is closed once sent");
+    cr_assert_not(fd_open(a[1]));
+
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 2, "frames without fds follow in its packet");
+    cr_assert_eq(p.tags[0], 3);
+    cr_assert_eq(p.tags[1], 4);
+    cr_assert_eq(p.nfds, 1);
+    cr_assert_eq(p.fds[0], b[0]);
+    cr_assert_not(fd_open(b[0]));
+    close(b[1]);
+}
+
+Test(outq, dropping_the_queue_closes_every_fd_in_it)
+{
+    int a[2], b[2], c[2];
+
+    make_pipe(a);
+    make_pipe(b);
+    make_pipe(c);
+    push(BK_T_SEGMENT, 0, 0, 42, 16, 1, a, 2);             /* control */
+    push(BK_T_DATA, BK_F_MORE, 7, 42, 8, 2, b, 2);          /* a stream */
+    push(BK_T_DATA, BK_F_OPEN | BK_F_CLOSE, 9, 42, 8, 3, c, 2); /* one-way */
+    bk_outq_fini(&q, NULL, NULL);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_not(fd_open(a[i]));
+        cr_assert_not(fd_open(b[i]));
+        cr_assert_not(fd_open(c[i]));
+    }
+    cr_assert_eq(q.frames, 0);
+    cr_assert_eq(q.bytes, 0);
+    bk_outq_init(&q);           /* for teardown */
+}
+
+typedef struct lost_log {
+    unsigned n;
+    uint32_t src_sid[8];
+} lost_log_t;
+
+static void on_lost(const bk_oframe_t *f, void *arg)
+{
+    lost_log_t *log = arg;
+
+    cr_assert_lt(log->n, 8);
+    cr_assert_eq(f->src, 42);
+    log->src_sid[log->n++] = f->src_sid;
+}
+
+Test(outq, dropping_the_queue_reports_each_lost_one_way_message)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_DATA,
+        .flags = BK_F_OPEN | BK_F_CLOSE, .length = 4, .stream = 9,
+        .source = 42,
+    };
+    lost_log_t log = { 0 };
+    bk_oframe_t *f;
+
+    push_data(7, 8, 1);
+    for (uint32_t sid = 1; sid <= 3; sid++) {
+        cr_assert_eq(bk_outq_push(&q, &h, "abcd", NULL, 0, &f), 0);
+        f->oneway_first = true;
+        f->src = 42;
+        f->src_sid = sid;
+    }
+    push_ctrl(100);
+    bk_outq_fini(&q, on_lost, &log);
+    cr_assert_eq(log.n, 3, "only the one-way messages are reported");
+    cr_assert_eq(log.src_sid[0], 1);
+    cr_assert_eq(log.src_sid[1], 2);
+    cr_assert_eq(log.src_sid[2], 3);
+    bk_outq_init(&q);
+}
+
+/* ---- accounting --------------------------------------------------------- */
+
+Test(outq, queued_bytes_and_frames_count_what_waits)
+{
+    packet_t p;
+
+    cr_assert_eq(q.frames, 0);
+    cr_assert_eq(q.bytes, 0);
+    push_data(1, BIG, 1);
+    push_data(2, 100, 2);
+    push_ctrl(3);
+    cr_assert_eq(q.frames, 3);
+    cr_assert_eq(q.bytes, 3 * BK_HDR_SIZE + BIG + 100 + 8);
+    cr_assert(write_packet(&p, NULL));                  /* the ctrl frame */
+    cr_assert_eq(q.frames, 2);
+    cr_assert_eq(q.bytes, 2 * BK_HDR_SIZE + BIG + 100);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(q.frames, 0);
+    cr_assert_eq(q.bytes, 0);
+}
+
+Test(outq, a_packet_not_consumed_stays_queued)
+{
+    bk_outq_pkt_t pkt;
+    packet_t p;
+
+    push_data(1, 8, 1);
+    push_data(1, 8, 2);
+    /* the socket was full: gather, but never consume */
+    cr_assert_eq(bk_outq_gather(&q, MAX_PACKET, &pkt), 2);
+    cr_assert_eq(q.frames, 2);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(p.nframes, 2);
+    cr_assert_eq(p.tags[0], 1);
+}
+
+Test(outq, what_was_sent_is_tallied_as_data_bytes_and_messages)
+{
+    bk_outq_tally_t sent = { 0, 0 };
+    packet_t p;
+
+    push(BK_T_DATA, BK_F_MORE, 1, 42, 10, 1, NULL, 0);
+    push(BK_T_DATA, BK_F_CONT, 1, 42, 20, 2, NULL, 0);  /* ends it */
+    push(BK_T_CLOSE, 0, 1, 42, 4, 3, NULL, 0);          /* not DATA */
+    cr_assert(write_packet(&p, &sent));
+    cr_assert_eq(p.nframes, 3);
+    cr_assert_eq(sent.bytes, 30);
+    cr_assert_eq(sent.msgs, 1);
+}

@@ -1,0 +1,272 @@
+/*
+ * test_shm_retire.c - the broker's shared-memory bookkeeping through the
+ * port double (real memfds, no sockets): a receiver gets a segment before
+ * its first descriptor, hears SEG_DROP only once it holds no reference
+ * into the segment (so the drop never overtakes a descriptor), and a dead
+ * receiver's references go back to the owner.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include "frame.h"
+#include "port_double.h"
+#include "router.h"
+#include "shm.h"
+
+#define SEGID 7u
+#define SEGSIZE 4096u
+
+static dbl_world_t *w;
+static bk_port_t *a, *b, *c;    /* a owns the segment */
+
+static int sealed_memfd(uint64_t size)
+{
+    int fd = memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+    cr_assert_eq(fcntl(fd, F_ADD_SEALS, BK_SEALS_REQUIRED), 0);
+    return fd;
+}
+
+static int register_seg(bk_port_t *owner, uint32_t segid, int fd,
+                        uint64_t size)
+{
+    uint8_t req[BK_SEG_REG_SIZE];
+
+    bk_put32(req, segid);
+    bk_put32(req + 4, 0);
+    bk_put64(req + 8, size);
+    return bk_shm_register(owner, req, fd);
+}
+
+static void setup(void)
+{
+    w = dbl_world_new();
+    a = dbl_port_new(w, 1);
+    b = dbl_port_new(w, 2);
+    c = dbl_port_new(w, 3);
+    cr_assert_eq(register_seg(a, SEGID, sealed_memfd(SEGSIZE), SEGSIZE), 0);
+}
+
+static void teardown(void)
+{
+    dbl_world_free(w);
+}
+
+TestSuite(shm_retire, .init = setup, .fini = teardown);
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* a sends `to` a one-way message whose payload is a descriptor. */
+static void send_desc(bk_port_t *to, uint64_t offset)
+{
+    bk_shm_desc_t d = { .segid = SEGID, .offset = offset, .length = 64 };
+    uint8_t desc[BK_SHM_DESC_SIZE];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_DATA,
+        .flags = BK_F_OPEN | BK_F_CLOSE | BK_F_SHM,
+        .length = BK_SHM_DESC_SIZE, .stream = 1, .dest = to->id,
+    };
+
+    bk_shm_desc_encode(&d, desc);
+    bk_router_frame(a, &h, desc, NULL, 0);
+}
+
+/* `p` releases count references at offset into a's segment. */
+static int release(bk_port_t *p, uint32_t count, uint64_t offset)
+{
+    uint8_t rec[BK_RELEASE_SIZE];
+    const char *why = NULL;
+
+    bk_put64(rec, a->id);
+    bk_put32(rec + 8, SEGID);
+    bk_put32(rec + 12, count);
+    bk_put64(rec + 16, offset);
+    return bk_shm_release(p, rec, sizeof(rec), &why);
+}
+
+static unsigned frames_of_type(const bk_port_t *to, uint8_t type)
+{
+    const dbl_frame_t *f;
+    unsigned n = 0;
+
+    for (unsigned i = 0; (f = dbl_nth(w, to, i)); i++)
+        n += f->h.type == type;
+    return n;
+}
+
+static void assert_seg_drop(const dbl_frame_t *f, const bk_port_t *to)
+{
+    cr_assert_not_null(f);
+    cr_assert_eq(f->to, to);
+    cr_assert_eq(f->h.type, BK_T_SEG_DROP);
+    cr_assert_eq(f->h.source, a->id, "SEG_DROP names the owner");
+    cr_assert_eq(bk_get32(f->payload), SEGID);
+}
+
+/* ---- delivery ----------------------------------------------------------- */
+
+Test(shm_retire, the_segment_reaches_a_receiver_before_its_first_descriptor)
+{
+    send_desc(b, 0);
+    send_desc(b, 128);
+    cr_assert_eq(dbl_count(w, b), 3);
+    cr_assert_eq(dbl_nth(w, b, 0)->h.type, BK_T_SEGMENT);
+    cr_assert_eq(dbl_nth(w, b, 0)->nfds, 1, "with the segment's fd");
+    cr_assert_eq(bk_get32(dbl_nth(w, b, 0)->payload), SEGID);
+    cr_assert_eq(dbl_nth(w, b, 1)->h.type, BK_T_DATA);
+    cr_assert_eq(dbl_nth(w, b, 2)->h.type, BK_T_DATA,
+                 "the segment is sent once per receiver");
+    cr_assert_eq(b->shm.nheld, 2);
+    cr_assert_eq(w->srv.stats.shm_held, 2);
+}
+
+Test(shm_retire, a_release_goes_back_to_the_owner)
+{
+    send_desc(b, 128);
+    dbl_clear(w);
+    cr_assert_eq(release(b, 1, 128), 0);
+    cr_assert_eq(dbl_count(w, a), 1);
+    cr_assert_eq(dbl_nth(w, a, 0)->h.type, BK_T_RELEASE);
+    cr_assert_eq(bk_get64(dbl_nth(w, a, 0)->payload), b->id);
+    cr_assert_eq(bk_get32(dbl_nth(w, a, 0)->payload + 12), 1);
+    cr_assert_eq(bk_get64(dbl_nth(w, a, 0)->payload + 16), 128);
+    cr_assert_eq(b->shm.nheld, 0);
+}
+
+Test(shm_retire, a_release_of_a_reference_not_held_is_refused)
+{
+    send_desc(b, 0);
+    cr_assert_eq(release(b, 1, 64), -EPROTO, "wrong offset");
+    cr_assert_eq(release(b, 2, 0), -EPROTO, "more than held");
+    cr_assert_eq(release(c, 1, 0), -EPROTO, "another client's reference");
+    cr_assert_eq(b->shm.nheld, 1, "nothing was released");
+}
+
+/* ---- the owner leaves --------------------------------------------------- */
+
+Test(shm_retire, seg_drop_waits_until_the_receiver_holds_no_reference)
+{
+    send_desc(b, 0);
+    send_desc(b, 0);
+    send_desc(b, 256);
+    dbl_clear(w);
+    dbl_port_gone(w, a);
+    cr_assert_eq(frames_of_type(b, BK_T_SEG_DROP), 0,
+                 "b still holds three references");
+    cr_assert_eq(release(b, 1, 0), 0);
+    cr_assert_eq(release(b, 1, 256), 0);
+    cr_assert_eq(frames_of_type(b, BK_T_SEG_DROP), 0,
+                 "b still holds one reference");
+    cr_assert_eq(release(b, 1, 0), 0);
+    cr_assert_eq(dbl_count(w, b), 1);
+    assert_seg_drop(dbl_nth(w, b, 0), b);
+}
+
+Test(shm_retire, seg_drop_never_overtakes_a_descriptor)
+{
+    send_desc(b, 0);
+    dbl_port_gone(w, a);
+    /* The descriptor may still wait in b's stream queue; a SEG_DROP sent
+     * now would go in b's control queue, served first, and pass it. */
+    cr_assert_eq(dbl_count(w, b), 2, "no SEG_DROP while b may not have "
+                 "read the descriptor");
+    cr_assert_eq(release(b, 1, 0), 0);
+    /* in b's log: the segment, the descriptor, then the drop */
+    cr_assert_eq(dbl_count(w, b), 3);
+    cr_assert_eq(dbl_nth(w, b, 0)->h.type, BK_T_SEGMENT);
+    cr_assert_eq(dbl_nth(w, b, 1)->h.type, BK_T_DATA);
+    assert_seg_drop(dbl_nth(w, b, 2), b);
+}
+
+Test(shm_retire, a_receiver_that_holds_nothing_hears_at_once)
+{
+    send_desc(b, 0);
+    cr_assert_eq(release(b, 1, 0), 0);
+    dbl_clear(w);
+    dbl_port_gone(w, a);
+    cr_assert_eq(dbl_count(w, b), 1);
+    assert_seg_drop(dbl_nth(w, b, 0), b);
+}
+
+Test(shm_retire, each_receiver_hears_when_it_is_done)
+{
+    send_desc(b, 0);
+    send_desc(c, 0);
+    cr_assert_eq(release(b, 1, 0), 0);
+    dbl_clear(w);
+    dbl_port_gone(w, a);
+    cr_assert_eq(dbl_count(w, b), 1);
+    assert_seg_drop(dbl_nth(w, b, 0), b);
+    cr_assert_eq(dbl_count(w, c), 0, "c still holds a reference");
+    cr_assert_eq(release(c, 1, 0), 0);
+    cr_assert_eq(dbl_count(w, c), 1);
+    assert_seg_drop(dbl_nth(w, c, 0), c);
+}
+
+Test(shm_retire, a_client_never_sent_the_segment_hears_nothing)
+{
+    send_desc(b, 0);
+    dbl_clear(w);
+    dbl_port_gone(w, a);
+    cr_assert_eq(dbl_count(w, c), 0);
+}
+
+/* ---- a receiver leaves -------------------------------------------------- */
+
+Test(shm_retire, a_dead_receivers_references_return_to_the_owner)
+{
+    bool at0 = false, at128 = false;
+    const dbl_frame_t *f;
+
+    send_desc(b, 0);
+    send_desc(b, 0);
+    send_desc(b, 128);
+    dbl_clear(w);
+    dbl_port_gone(w, b);
+    cr_assert_eq(dbl_count(w, a), 2, "one RELEASE per (segment, offset)");
+    for (unsigned i = 0; (f = dbl_nth(w, a, i)); i++) {
+        uint32_t count = bk_get32(f->payload + 12);
+        uint64_t offset = bk_get64(f->payload + 16);
+
+        cr_assert_eq(f->h.type, BK_T_RELEASE);
+        cr_assert_eq(bk_get64(f->payload), b->id, "on b's behalf");
+        cr_assert_eq(bk_get32(f->payload + 8), SEGID);
+        if (offset == 0) {
+            cr_assert_eq(count, 2);
+            at0 = true;
+        } else {
+            cr_assert_eq(offset, 128);
+            cr_assert_eq(count, 1);
+            at128 = true;
+        }
+    }
+    cr_assert(at0 && at128);
+    cr_assert_eq(w->srv.stats.shm_held, 0);
+}
+
+/* ---- registration --------------------------------------------------------- */
+
+Test(shm_retire, registration_failures_are_negative_errnos)
+{
+    int p[2];
+
+    cr_assert_eq(register_seg(a, SEGID, sealed_memfd(SEGSIZE), SEGSIZE),
+                 -EEXIST);
+    cr_assert_eq(register_seg(a, 8, sealed_memfd(SEGSIZE), 2 * SEGSIZE),
+                 -EINVAL, "size does not match the memfd");
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    close(p[1]);
+    cr_assert_eq(register_seg(a, 8, p[0], SEGSIZE), -EINVAL, "not a memfd");
+    cr_assert_eq(register_seg(a, 8, sealed_memfd(w->cfg.max_shm),
+                              w->cfg.max_shm), -ENOSPC);
+    for (uint32_t id = 8; id < 8 + w->cfg.max_segments - 1; id++)
+        cr_assert_eq(register_seg(a, id, sealed_memfd(SEGSIZE), SEGSIZE), 0);
+    cr_assert_eq(register_seg(a, 100, sealed_memfd(SEGSIZE), SEGSIZE),
+                 -ENOSR);
+    cr_assert_eq(w->srv.stats.shm_segments, w->cfg.max_segments);
+}
