@@ -13,79 +13,16 @@
 #include <criterion/criterion.h>
 #include "frame.h"
 
+#include "mandump.h"
+
 #define DUMPS_MAX 32
-#define DUMP_BYTES 256
 
-typedef struct dump {
-    char section[64];
-    uint8_t b[DUMP_BYTES];
-    size_t len;
-    int line;
-} dump_t;
-
-static dump_t dumps[DUMPS_MAX];
+static md_dump_t dumps[DUMPS_MAX];
 static size_t ndumps;
-
-/* Whether l looks like "OOOO: xx ...": four hex digits and a colon. */
-static bool is_dump_line(const char *l)
-{
-    for (int i = 0; i < 4; i++)
-        if (!strchr("0123456789abcdef", l[i]) || !l[i])
-            return false;
-    return l[4] == ':' && l[5] == ' ';
-}
-
-/* Append the bytes of one dump line to d. */
-static void parse_line(const char *l, dump_t *d)
-{
-    unsigned off;
-    int used = 0;
-    cr_assert_eq(sscanf(l, "%4x: %n", &off, &used), 1);
-    cr_assert_eq(off, d->len, "line %d: offset %04x, expected %04zx",
-                 d->line, off, d->len);
-    const char *p = l + used;
-    unsigned v;
-    int n;
-    while (sscanf(p, "%2x%n", &v, &n) == 1) {
-        cr_assert_lt(d->len, DUMP_BYTES);
-        d->b[d->len++] = (uint8_t)v;
-        p += n;
-        while (*p == ' ')
-            p++;
-    }
-}
 
 static void load_dumps(void)
 {
-    FILE *f = fopen(TOP_SRCDIR "/man/broker-protocol.7", "r");
-    cr_assert_not_null(f);
-    char line[512], section[64] = "";
-    bool in_ex = false;
-    int lineno = 0;
-    dump_t *cur = NULL;
-    ndumps = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        if (strncmp(line, ".SH ", 4) == 0) {
-            snprintf(section, sizeof section, "%.60s", line + 4);
-            section[strcspn(section, "\n")] = '\0';
-        } else if (strncmp(line, ".EX", 3) == 0) {
-            in_ex = true;
-            cur = NULL;
-        } else if (strncmp(line, ".EE", 3) == 0) {
-            in_ex = false;
-        } else if (in_ex && is_dump_line(line)) {
-            if (!cur) {             /* the first line of a dump */
-                cr_assert_lt(ndumps, DUMPS_MAX);
-                cur = &dumps[ndumps++];
-                memset(cur, 0, sizeof *cur);
-                cur->line = lineno;
-                snprintf(cur->section, sizeof cur->section, "%s", section);
-            }
-            parse_line(line, cur);
-        }
-    }
-    fclose(f);
+    ndumps = md_load(TOP_SRCDIR "/man/broker-protocol.7", dumps, DUMPS_MAX);
 }
 
 static const bk_limits_t lim = {
@@ -116,7 +53,7 @@ Test(dumps, every_dump_is_one_valid_frame)
     /* 4 in EXAMPLE, 5 in SHARED MEMORY, 5 in PUBLISH AND SUBSCRIBE */
     cr_assert_eq(ndumps, 14, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
-        const dump_t *d = &dumps[i];
+        const md_dump_t *d = &dumps[i];
         size_t off = 0;
         bk_hdr_t h;
         const uint8_t *payload;
@@ -148,14 +85,11 @@ static size_t frame(uint8_t *out, bk_hdr_t h, const void *p1, size_t n1,
 Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)
 {
     load_dumps();
-    const dump_t *ps[8];
-    size_t n = 0;
-    for (size_t i = 0; i < ndumps && n < 8; i++)
-        if (strcmp(dumps[i].section, "PUBLISH AND SUBSCRIBE") == 0)
-            ps[n++] = &dumps[i];
+    md_dump_t *ps[8];
+    size_t n = md_section(dumps, ndumps, "PUBLISH AND SUBSCRIBE", ps, 8);
     cr_assert_eq(n, 5, "%zu dumps in PUBLISH AND SUBSCRIBE", n);
 
-    uint8_t want[5][DUMP_BYTES];
+    uint8_t want[5][MD_BYTES];
     size_t wlen[5];
     static const char pat[] = "sensors.*.temp";
     static const char topic[] = "sensors.kitchen.temp";
