@@ -5,7 +5,7 @@
  * "TOPIC: DATA" per message published on a matching topic, and
  * "missed N" when the broker had to drop messages because this program
  * fell behind.  Prints "ready" once subscribed.  Exits 0 after COUNT
- * messages if COUNT is given, else on SIGTERM or SIGINT, or when the
+ * messages if COUNT (1 or more) is given, else on SIGTERM or SIGINT, or when the
  * broker shuts down.
  *
  *   cc -o example-subscriber example-subscriber.c \
@@ -69,12 +69,15 @@ static int signal_fd(void)
 int main(int argc, char **argv)
 {
     const char *pattern = argc > 1 ? argv[1] : "example.>";
-    long count = argc > 2 ? strtol(argv[2], NULL, 10) : 0, seen = 0;
+    long count = 0, seen = 0;
+    char *end = NULL;
     uint32_t id;
     broker_t *b;
     int sfd, r;
 
-    if (count < 0) {
+    if (argc > 2)
+        count = strtol(argv[2], &end, 10);
+    if (argc > 2 && (end == argv[2] || *end || count < 1)) {
         fprintf(stderr, "example-subscriber: bad COUNT '%s'\n", argv[2]);
         return 1;
     }

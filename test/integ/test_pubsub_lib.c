@@ -721,3 +721,116 @@ Test(pubsub, register_flags_outcomes)
     broker_close(w);
     th_broker_stop(&br);
 }
+
+/* ---- groups, limits, slow subscribers ----------------------------------- */
+
+Test(pubsub, queue_group_delivers_each_message_once)
+{
+    broker_t *m1 = th_connect(&br), *m2 = th_connect(&br);
+    broker_t *all = th_connect(&br), *p = th_connect(&br);
+    broker_t *members[2] = { m1, m2 };
+    uint32_t gid[2] = { sub_ok(m1, "q.*", "workers", BROKER_SUB_DROP),
+                        sub_ok(m2, "q.*", "workers", BROKER_SUB_BLOCK) };
+    uint32_t end[2] = { sub_ok(m1, "end", NULL, BROKER_SUB_DROP),
+                        sub_ok(m2, "end", NULL, BROKER_SUB_DROP) };
+    uint32_t aid = sub_ok(all, "q.*", NULL, BROKER_SUB_DROP);
+    enum { N = 40 };
+    int seen[N] = { 0 };
+    char text[16];
+
+    for (int i = 0; i < N; i++) {
+        snprintf(text, sizeof(text), "%d", i);
+        pub_ok(p, "q.job", text);
+    }
+    pub_ok(p, "end", "end");
+    /* the plain subscriber gets every one, in order */
+    for (int i = 0; i < N; i++) {
+        snprintf(text, sizeof(text), "%d", i);
+        expect_pub(all, "q.job", aid, text, broker_client_id(p));
+    }
+    /* the members share them: each exactly once in all */
+    for (int k = 0; k < 2; k++) {
+        for (;;) {
+            broker_msg_t *m = th_recv_kind(members[k], BROKER_MSG_DATA);
+            bool done = !strcmp(m->topic, "end");
+
+            if (done) {
+                cr_assert_eq(m->sub_id, end[k]);
+            } else {
+                int i = atoi(m->data ? (char *)m->data : "-1");
+                cr_assert_eq(m->sub_id, gid[k]);
+                cr_assert(i >= 0 && i < N);
+                seen[i]++;
+            }
+            broker_msg_free(m);
+            if (done)
+                break;
+        }
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "message %d delivered %d times", i,
+                     seen[i]);
+    broker_close(m1);
+    broker_close(m2);
+    broker_close(all);
+    broker_close(p);
+    th_broker_stop(&br);
+}
+
+Test(pubsub, max_subscriptions_is_enosr)
+{
+    th_broker_restart(&br, "--max-subscriptions", "2", NULL);
+    broker_t *b = th_connect(&br);
+    uint32_t id, none = 1;
+
+    sub_ok(b, "a", NULL, BROKER_SUB_DROP);
+    id = sub_ok(b, "b", NULL, BROKER_SUB_DROP);
+    cr_assert_eq(broker_subscribe(b, "c", NULL, BROKER_SUB_DROP, &none),
+                 -ENOSR);
+    cr_assert_eq(none, 0);
+    /* one given back makes room again */
+    cr_assert_eq(broker_unsubscribe(b, id), 0);
+    sub_ok(b, "c", NULL, BROKER_SUB_DROP);
+    cr_assert_eq(broker_ping(b, TH_HANG_MS), 0);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+Test(pubsub, policy_disconnect_drops_the_slow_subscriber)
+{
+    th_broker_restart(&br, "--queue-limit", "16K", NULL);
+    broker_t *s = th_connect(&br), *p = th_connect(&br);
+    broker_t *ok = th_connect(&br);
+    size_t len = 8192;
+    char *buf = calloc(1, len);
+    uint64_t total = th_scaled(400, 100);
+    uint32_t oid;
+    broker_msg_t *m = NULL;
+    int r;
+
+    cr_assert_not_null(buf);
+    sub_ok(s, "d.x", NULL, BROKER_SUB_DISCONNECT);
+    oid = sub_ok(ok, "d.end", NULL, BROKER_SUB_DROP);
+    cr_assert_eq(broker_set_option(p, BROKER_OPT_SHM_THRESHOLD, 0), 0);
+    for (uint64_t i = 0; i < total; i++)
+        cr_assert_eq(broker_publish(p, "d.x", buf, len, NULL, 0), 0);
+    pub_ok(p, "d.end", "end");
+    /* the publisher was never held back, others are served */
+    expect_pub(ok, "d.end", oid, "end", broker_client_id(p));
+    /* s sees what was written before, then ENOBUFS, then the end */
+    bool enobufs = false;
+    while ((r = broker_recv(s, &m, TH_HANG_MS)) == 0) {
+        if (m->kind == BROKER_MSG_ERROR && m->stream == 0 &&
+            m->code == -ENOBUFS)
+            enobufs = true;
+        broker_msg_free(m);
+    }
+    cr_assert(enobufs, "no ERROR ENOBUFS before the disconnect");
+    cr_assert(r == -ECONNRESET || r == -ESHUTDOWN, "%s",
+              broker_strerror(r));
+    free(buf);
+    broker_close(s);
+    broker_close(p);
+    broker_close(ok);
+    th_broker_stop(&br);
+}

@@ -229,6 +229,55 @@ Test(pubsub_tool, listen_queue_and_names_listing)
     th_broker_stop(&br);
 }
 
+static bool got_end(const char *text, size_t len)
+{
+    (void)len;
+    return strstr(text, "topic=mon.end") != NULL;
+}
+
+Test(pubsub_tool, monitor_topic_filter)
+{
+    static const char *const args[] = { "monitor", "topic:mon.>", NULL };
+    broker_t *b = th_connect(&br), *s = th_connect(&br);
+    uint32_t id;
+    char log[200], *out;
+    th_output_t o;
+    size_t len;
+    pid_t pid;
+    int st;
+
+    /* the monitor records what the broker delivers: s takes it all */
+    cr_assert_eq(broker_subscribe(s, ">", NULL, BROKER_SUB_DROP, &id), 0);
+    log_path(log, sizeof(log), "monitor.out");
+    pid = ctl_bg(log, args);
+    /* the monitor is in place once it has recorded a probe */
+    for (unsigned us = 500;; th_nap(&us)) {
+        cr_assert_eq(broker_publish(b, "mon.probe", "p", 1, NULL, 0), 0);
+        out = th_read_file(log, &len);
+        bool ready = strstr(out, "topic=mon.probe") != NULL;
+        free(out);
+        if (ready)
+            break;
+    }
+    cr_assert_eq(broker_publish(b, "other.topic", "unseen", 6, NULL, 0), 0);
+    cr_assert_eq(broker_publish(b, "mon.a", "seen", 4, NULL, 0), 0);
+    cr_assert_eq(broker_publish(b, "mon.end", "end", 3, NULL, 0), 0);
+    out = th_await_file(log, got_end, &len);
+    cr_assert_not_null(strstr(out, "topic=mon.a"), "%s", out);
+    cr_assert_not_null(strstr(out, "TOPIC"), "%s", out);
+    cr_assert_null(strstr(out, "other.topic"), "%s", out);
+    cr_assert_null(strstr(out, "unseen"), "%s", out);
+    free(out);
+    st = th_signal_join(pid, SIGINT);
+    cr_assert(TH_EXITED(st, 0), "monitor exit 0x%x", st);
+    CTL_EXPECT(1, &o, "monitor", "topic:a..b");
+    cr_assert_not_null(strstr(o.err, "invalid filter"), "%s", o.err);
+    th_output_free(&o);
+    broker_close(s);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
 /* ---- the examples ------------------------------------------------------- */
 
 /* contrib/examples/PROG next to $BROKERD in the build tree. */
