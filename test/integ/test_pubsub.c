@@ -683,7 +683,8 @@ static void raw_pub_frame(int fd, uint8_t flags, uint32_t sid,
         .stream = sid, .aux = (uint32_t)tl, .length = (uint32_t)(tl + len),
     };
 
-    memcpy(buf, topic, tl);
+    if (tl)
+        memcpy(buf, topic, tl);
     memcpy(buf + tl, data, len);
     TH_OK(th_raw_send(fd, &h, buf, NULL, 0));
 }
