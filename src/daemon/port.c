@@ -242,7 +242,7 @@ static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     int r;
 
     *queued = NULL;
-    if (to->failed || to->fd < 0) {
+    if (to->failed || to->fd < 0 || to->hangup) {
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
@@ -284,7 +284,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     bk_oframe_t *f;
     int r;
 
-    if (to->failed || to->fd < 0) {
+    if (to->failed || to->fd < 0 || to->hangup) {
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
@@ -310,7 +310,7 @@ int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
 {
     int r;
 
-    if (to->failed || to->fd < 0) {
+    if (to->failed || to->fd < 0 || to->hangup) {
         bk_outq_frame_free(f);
         return -ECONNRESET;
     }
@@ -672,7 +672,6 @@ void bk_port_hangup(bk_port_t *p, int err, const char *text)
 {
     if (p->failed || p->hangup || p->fd < 0)
         return;
-    p->hangup = true;
     p->fail_err = err;
     p->state = BK_PORT_CLOSING;
     bk_outq_fini(&p->out, lost_oneway, p);
@@ -681,6 +680,10 @@ void bk_port_hangup(bk_port_t *p, int err, const char *text)
     p->out.on_sent_arg = p;
     resume_waiters(p);
     bk_port_error(p, 0, err, text, NULL);
+    /* from now on nothing more is queued for it, and its names go to
+     * whoever is next in line */
+    p->hangup = true;
+    bk_names_release_all(&p->srv->names, &p->names);
     update_poll(p);
 }
 
