@@ -242,7 +242,7 @@ static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     int r;
 
     *queued = NULL;
-    if (to->failed || to->fd < 0) {
+    if (to->failed || to->fd < 0 || to->hangup) {
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
@@ -284,7 +284,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     bk_oframe_t *f;
     int r;
 
-    if (to->failed || to->fd < 0) {
+    if (to->failed || to->fd < 0 || to->hangup) {
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
@@ -310,7 +310,7 @@ int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
 {
     int r;
 
-    if (to->failed || to->fd < 0) {
+    if (to->failed || to->fd < 0 || to->hangup) {
         bk_outq_frame_free(f);
         return -ECONNRESET;
     }
@@ -534,6 +534,16 @@ static const char *check_text(int err)
     }
 }
 
+/* An invalid topic is the publication's error, not the connection's: the
+ * router answers EINVAL on its stream.  frame.c stops at the topic, so the
+ * checks that come after it there are made here. */
+static bool only_topic_invalid(const bk_hdr_t *h)
+{
+    return h->type == BK_T_DATA && (h->flags & BK_F_TOPIC) &&
+           h->stream <= BK_SID_MAX_LOCAL &&
+           (!(h->flags & BK_F_SHM) || h->length - h->aux == BK_SHM_DESC_SIZE);
+}
+
 /* Validate the whole packet before acting on any of it, so a bad packet
  * has no partial effect and the fds add up. */
 static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
@@ -548,10 +558,8 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
 
     while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
-        /* an invalid topic is the publication's error, not the
-         * connection's: the router answers EINVAL on its stream */
-        if (e == -EINVAL && h.type == BK_T_DATA && (h.flags & BK_F_TOPIC))
-            e = 0;
+        if (e == -EINVAL && (h.flags & BK_F_TOPIC))
+            e = only_topic_invalid(&h) ? 0 : -EPROTO;
         if (e < 0) {
             bk_close_fds(fds, nfds);
             bk_port_protocol_error(p, e, 0, check_text(e));
@@ -664,7 +672,6 @@ void bk_port_hangup(bk_port_t *p, int err, const char *text)
 {
     if (p->failed || p->hangup || p->fd < 0)
         return;
-    p->hangup = true;
     p->fail_err = err;
     p->state = BK_PORT_CLOSING;
     bk_outq_fini(&p->out, lost_oneway, p);
@@ -673,6 +680,10 @@ void bk_port_hangup(bk_port_t *p, int err, const char *text)
     p->out.on_sent_arg = p;
     resume_waiters(p);
     bk_port_error(p, 0, err, text, NULL);
+    /* from now on nothing more is queued for it, and its names go to
+     * whoever is next in line */
+    p->hangup = true;
+    bk_names_release_all(&p->srv->names, &p->names);
     update_poll(p);
 }
 

@@ -136,8 +136,9 @@ void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
 
 /* Disconnect a client whose socket may be full (a slow consumer): drop
  * everything queued for it, stop reading it, queue an ERROR (err, text)
- * on stream 0, and close it once that ERROR has been written (or the
- * client goes away). */
+ * on stream 0, release its names, and close it once that ERROR has been
+ * written (or the client goes away).  Meanwhile nothing more is queued
+ * for it: to senders it is gone. */
 void bk_port_hangup(bk_port_t *p, int err, const char *text);
 
 /* Mark the port failed (err: 0 for an orderly EOF, else why, as a

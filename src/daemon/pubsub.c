@@ -155,8 +155,9 @@ static void move_group_msgs(bk_subs_group_t *g, bk_list_t *frames,
 }
 
 /* End subscription s of p.  Its messages still queued stay (the client
- * drops them) unless s is in a group with other members: those move. */
-static void sub_end(bk_port_t *p, bk_sub_t *s)
+ * drops them) unless s is in a group with other members: those move.
+ * `closing`: p's queue is dropped next, nothing in it is sent again. */
+static void sub_end(bk_port_t *p, bk_sub_t *s, bool closing)
 {
     bk_subs_group_t *g = s->group;
     bool others = g && g->nmembers > 1;   /* the group outlives s */
@@ -166,7 +167,8 @@ static void sub_end(bk_port_t *p, bk_sub_t *s)
     bk_list_init(&moving);
     if (g)
         bk_outq_take_tagged(&p->out, s, &moving);
-    bk_outq_untag(&p->out, s);
+    if (!closing)
+        bk_outq_untag(&p->out, s);
     if (s->gap_pending && p->gaps_pending)
         p->gaps_pending--;
     p->nsubs--;
@@ -182,7 +184,7 @@ int bk_pub_unsubscribe(bk_port_t *p, uint32_t id)
 
     bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
         if (s->id == id) {
-            sub_end(p, s);
+            sub_end(p, s, false);
             return 0;
         }
     return -ENOENT;
@@ -193,7 +195,7 @@ void bk_pub_port_gone(bk_port_t *p)
     bk_list_t *l;
 
     while ((l = bk_list_first(&p->subs)))
-        sub_end(p, sub_of(l));
+        sub_end(p, sub_of(l), true);
 }
 
 /* ---- fan-out ----------------------------------------------------------------- */
@@ -207,6 +209,7 @@ typedef struct fan {
     bk_opayload_t *shared;      /* one copy for every queued frame */
     bk_pub_t *rec;
     int delivered;
+    uint32_t shm_refs;          /* references counted by bk_shm_deliver */
 } fan_t;
 
 static const uint8_t *shm_desc(const bk_hdr_t *h, const uint8_t *payload)
@@ -270,6 +273,7 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
         count_drop(to, s, 1);
         return;
     }
+    fan->shm_refs += !!(h->flags & BK_F_SHM);
     o.source = fan->from ? fan->from->id : 0;
     o.dest = s->id;
     o.stream = bk_port_alloc_sid(to);
@@ -337,9 +341,11 @@ int bk_pub_fanout(bk_server_t *srv, bk_port_t *from, const bk_hdr_t *h,
     if (rec)
         *rec = fan.rec;
     if (from && (h->flags & BK_F_SHM)) {
-        if (r <= 0)
+        /* a reference that was counted and then not sent comes back when
+         * its receiver goes: it counts among the releases too */
+        if (fan.shm_refs == 0)
             bk_shm_undelivered(from, shm_desc(h, payload));
-        else if (bk_shm_fanout(from, shm_desc(h, payload), (uint32_t)r) < 0)
+        else if (bk_shm_fanout(from, shm_desc(h, payload), fan.shm_refs) < 0)
             bk_warn("client %llu: out of memory counting a shared-memory "
                     "publication; its buffer may be released early",
                     (unsigned long long)from->id);

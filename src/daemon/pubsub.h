@@ -55,8 +55,9 @@ int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
                      uint32_t *id);
 /* UNSUBSCRIBE.  Returns 0 or -ENOENT. */
 int bk_pub_unsubscribe(bk_port_t *p, uint32_t id);
-/* `p` is going away: every subscription it has ends (queue-group messages
- * waiting in its queue move to other members). */
+/* `p` is going away and its queue is dropped next (nothing in it is sent
+ * any more): every subscription it has ends (queue-group messages waiting
+ * in its queue move to other members). */
 void bk_pub_port_gone(bk_port_t *p);
 
 /* The first fragment of a valid, permitted publication from `from` (NULL:

@@ -85,9 +85,11 @@ static bk_port_t *resolve(bk_port_t *from, const bk_hdr_t *h,
         }
     }
     to = bk_server_find(srv, id);
-    if (!to || to->failed)
+    if (!to || to->failed || to->hangup) {
         snprintf(why, whylen, "no client with id %" PRIu64, id);
-    return to && !to->failed ? to : NULL;
+        return NULL;
+    }
+    return to;
 }
 
 /* Count the reference `to` will hold (and introduce the segment) before

@@ -409,12 +409,15 @@ struct fast_arg {
     uint32_t count;
 };
 
-/* A subscriber that keeps up: it must see every message, in order. */
+/* A subscriber that reads all the time: it must see every message, in
+ * order, whatever the slow one does.  (Its own policy is block, so that
+ * its being descheduled for a while cannot drop anything for it: only the
+ * slow one's policy is under test.) */
 static int fast_subscriber(void *p)
 {
     struct fast_arg *a = p;
     broker_t *b = th_connect(&br);
-    uint32_t id = sub_ok(b, "slow.topic", NULL, BROKER_SUB_DROP);
+    uint32_t id = sub_ok(b, "slow.topic", NULL, BROKER_SUB_BLOCK);
 
     th_barrier_signal(a->ready, 1);
     for (uint32_t i = 0; i < a->count; i++) {
@@ -680,7 +683,8 @@ static void raw_pub_frame(int fd, uint8_t flags, uint32_t sid,
         .stream = sid, .aux = (uint32_t)tl, .length = (uint32_t)(tl + len),
     };
 
-    memcpy(buf, topic, tl);
+    if (tl)
+        memcpy(buf, topic, tl);
     memcpy(buf + tl, data, len);
     TH_OK(th_raw_send(fd, &h, buf, NULL, 0));
 }
@@ -945,8 +949,21 @@ Test(pubsub_broker, topic_frames_breaking_the_one_way_rule)
     expect_cut_off(BK_F_OPEN | BK_F_TOPIC | BK_F_NAME | BK_F_CLOSE, 0,
                    false);
     expect_cut_off(BK_F_TOPIC | BK_F_CLOSE, 0, false);
+    /* an invalid topic does not excuse a malformed rest of the frame */
+    {
+        int fd = th_raw_connect_hello(br.sock, NULL);
+        uint32_t aux = 0;
+        int nerr = 0;
+
+        raw_pub_frame(fd, BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE | BK_F_SHM, 3,
+                      "a..b", "short", 5);
+        cr_assert_geq(th_raw_drain_to_eof(fd, &aux, &nerr), 0);
+        cr_assert_eq(nerr, 1);
+        cr_assert_eq(bk_err_from_wire(aux), -EPROTO);
+        close(fd);
+    }
     errs = th_status_value(s, "protocol_errors");
-    cr_assert_eq(errs, 4);
+    cr_assert_eq(errs, 5);
     cr_assert_eq(th_status_value(s, "streams"), 0);
     TH_OK(broker_ping(s, TH_HANG_MS));
     broker_close(s);
@@ -1102,5 +1119,48 @@ Test(pubsub_broker, bad_topic_patterns_in_rules_are_refused)
     cr_assert_not_null(strstr(o.err, "bad topic pattern"), "%s", o.err);
     th_output_free(&o);
     unlink(conf_path);
+    th_broker_stop(&br);
+}
+
+/* ---- monitor ------------------------------------------------------------ */
+
+Test(pubsub_broker, monitor_topic_filter_records_matching_publications)
+{
+    broker_t *mon = th_connect(&br), *s1 = th_connect(&br),
+             *s2 = th_connect(&br), *p = th_connect(&br);
+    broker_monitor_rec_t r;
+    broker_msg_t *m;
+    uint64_t seen = 0;
+    int n = 0;
+
+    cr_assert_eq(broker_monitor(mon, "topic:a..b", 0), -EINVAL);
+    TH_OK(broker_monitor(mon, "topic:mon.*", 0));
+    sub_ok(s1, "mon.>", NULL, BROKER_SUB_DROP);
+    sub_ok(s2, ">", NULL, BROKER_SUB_DROP);
+    th_register(s1, "mon.svc");
+    TH_OK(broker_publish(p, "other.x", "no", 2, NULL, 0));
+    TH_OK(broker_send(p, "mon.svc", "unicast", 7, NULL, 0));
+    TH_OK(broker_publish(p, "mon.a", "yes", 3, NULL, 0));
+    barrier(p);
+    barrier(mon);
+    /* one record per receiver of mon.a, nothing else */
+    while (broker_recv(mon, &m, 0) == 0) {
+        cr_assert_eq(m->kind, BROKER_MSG_MONITOR);
+        cr_assert_eq(broker_monitor_parse(m, &r), 0);
+        cr_assert_eq(r.type, BK_T_DATA);
+        cr_assert(r.flags & BK_F_TOPIC);
+        cr_assert_eq(r.sender, broker_client_id(p));
+        cr_assert_eq(r.aux, 5);
+        cr_assert_eq(memcmp(r.preview, "mon.ayes", 8), 0);
+        seen |= r.receiver == broker_client_id(s1) ? 1 : 2;
+        n++;
+        broker_msg_free(m);
+    }
+    cr_assert_eq(n, 2, "%d records", n);
+    cr_assert_eq(seen, 3);
+    broker_close(mon);
+    broker_close(s1);
+    broker_close(s2);
+    broker_close(p);
     th_broker_stop(&br);
 }

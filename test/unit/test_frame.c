@@ -1585,7 +1585,7 @@ Test(welcome, roundtrip_defaults_and_extremes)
     }
 }
 
-/* ---- publish/subscribe: PUBLISH (client -> broker) ----------------------- */
+/* ---- publish/subscribe: PUBLISH (client -> broker) ---------------------- */
 
 /* A valid one-way publication to "svc.echo" (pl's first 8 bytes). */
 static bk_hdr_t cpub(void)
@@ -1752,7 +1752,7 @@ Test(publish, shm)
     BROKER(h, -EPROTO);
 }
 
-/* ---- publish/subscribe: delivery (broker -> client) ----------------------- */
+/* ---- publish/subscribe: delivery (broker -> client) --------------------- */
 
 Test(delivery, accepted_shapes)
 {
@@ -1860,7 +1860,7 @@ Test(gap, never_from_a_client)
     CLIENT(h, -EPROTO);
 }
 
-/* ---- publish/subscribe: CTRL request bounds -------------------------------- */
+/* ---- publish/subscribe: CTRL request bounds ----------------------------- */
 
 Test(ctrl_pubsub, request_size_bounds)
 {
