@@ -1057,6 +1057,7 @@ typedef enum bb_fan_mode {
 typedef struct bb_fan_report {
     int32_t err;            /* 0 or a negative errno */
     uint32_t pad;
+    uint64_t want;          /* data messages expected */
     uint64_t got;           /* data messages received */
     uint64_t bad;           /* out of order, wrong length or wrong sub */
     uint64_t gap;           /* messages the broker said it dropped */
@@ -1079,7 +1080,7 @@ static int bb_fan_sink(const char *sock, const char *topic,
                        size_t total, size_t warm, int ready_fd,
                        int result_fd)
 {
-    bb_fan_report_t rep = { 0 };
+    bb_fan_report_t rep = { .want = total };
     broker_t *b = NULL;
     uint32_t sub = 0;
     uint64_t next = 0;
@@ -1234,10 +1235,10 @@ static int bb_fan_once(const char *what, const char *sock, bb_fan_run_t *run)
         }
         if (rep.err < 0) {
             fprintf(stderr, "broker-bench: %s (%s): a receiver got %" PRIu64
-                    " of %zu messages, %" PRIu64 " out of order or wrong, %"
-                    PRIu64 " dropped (GAP): %s\n", what,
+                    " of %" PRIu64 " messages, %" PRIu64 " out of order or "
+                    "wrong, %" PRIu64 " dropped (GAP): %s\n", what,
                     run->mode == BB_FAN_PUBLISH ? "publish" : "unicast",
-                    rep.got, total, rep.bad, rep.gap,
+                    rep.got, rep.want, rep.bad, rep.gap,
                     rep.err == -EBADMSG ? "MESSAGES LOST OR REORDERED"
                                         : broker_strerror(rep.err));
             if (r == 0)
