@@ -30,6 +30,8 @@ typedef enum broker_kind {
     BROKER_MSG_MONITOR = 4, /* a monitor record (broker_monitor): data/len
                                is the record, code the number of records
                                dropped before it (>= 0) */
+    BROKER_MSG_GAP = 5,     /* publications dropped for subscription
+                               sub_id (policy DROP): gap is how many */
 } broker_kind_t;
 
 /* Flags of a received message. */
@@ -40,6 +42,7 @@ typedef enum broker_kind {
 #define BROKER_MSGF_SHM    0x10u  /* data is a read-only view of the sender's
                                      shared memory, released by
                                      broker_msg_free() */
+#define BROKER_MSGF_TOPIC  0x20u  /* a publication: topic and sub_id set */
 
 typedef struct broker_msg {
     broker_kind_t kind;
@@ -54,6 +57,12 @@ typedef struct broker_msg {
     size_t len;
     int *fds;               /* received fds, owned by the message */
     unsigned nfds;
+    /* Added with publish/subscribe (the struct grew: rebuild against this
+     * header).  Always allocated by the library, so only its size moved. */
+    char *topic;            /* BROKER_MSGF_TOPIC: the topic it was
+                               published on (NUL-terminated); else NULL */
+    uint32_t sub_id;        /* publication or GAP: the subscription */
+    uint64_t gap;           /* GAP: publications dropped since the last */
 } broker_msg_t;
 
 /* Frees the message and closes any fd still in msg->fds (set an entry to
@@ -123,6 +132,22 @@ const char *broker_strerror(int err);
 /* ---- names and control ----------------------------------------------- */
 
 int broker_register(broker_t *b, const char *name);
+/* Register with flags (D-Bus style):
+ *   BROKER_NAME_ALLOW_REPLACEMENT  another client may take the name over
+ *                                  with BROKER_NAME_REPLACE_EXISTING;
+ *   BROKER_NAME_REPLACE_EXISTING   take the name if its owner allows it;
+ *   BROKER_NAME_QUEUE              if taken, wait in line and become the
+ *                                  owner when it is released or its owner
+ *                                  leaves.
+ * Returns BROKER_NAME_OWNER (1) or BROKER_NAME_QUEUED (2), or a negative
+ * errno (-EEXIST taken and not queued, -EINVAL bad name or flags, -EACCES,
+ * -ENOSR).  Owner changes are announced on the topic "$broker.names". */
+#define BROKER_NAME_ALLOW_REPLACEMENT 0x1u
+#define BROKER_NAME_REPLACE_EXISTING  0x2u
+#define BROKER_NAME_QUEUE             0x4u
+#define BROKER_NAME_OWNER             1
+#define BROKER_NAME_QUEUED            2
+int broker_register_flags(broker_t *b, const char *name, uint32_t flags);
 int broker_release(broker_t *b, const char *name);
 /* Resolve a name to the owner's client id. */
 int broker_resolve(broker_t *b, const char *name, uint64_t *id);
@@ -149,6 +174,10 @@ enum broker_ctrl_op {
     BROKER_CTRL_SHUTDOWN     = 12,
     BROKER_CTRL_RELOAD       = 13,
     BROKER_CTRL_MONITOR      = 14,
+    BROKER_CTRL_SUBSCRIBE    = 15,
+    BROKER_CTRL_UNSUBSCRIBE  = 16,
+    BROKER_CTRL_LIST_SUBS    = 17,
+    BROKER_CTRL_REGISTER_EX  = 18,
 };
 
 /* Send one raw CTRL request `op` with `len` bytes of `req` (len at most
@@ -230,6 +259,34 @@ int broker_call_fds(broker_t *b, const char *name, const void *data,
 int broker_reply(broker_t *b, const broker_msg_t *req, const void *data,
                  size_t len, const int *fds, unsigned nfds);
 
+/* ---- publish/subscribe ------------------------------------------------- */
+
+/* What happens to a subscription's messages when its connection's queue
+ * in the broker is full (queue_limit bytes). */
+typedef enum broker_sub_policy {
+    BROKER_SUB_DROP = 0,        /* default: drop them, then deliver a
+                                   BROKER_MSG_GAP with the count */
+    BROKER_SUB_BLOCK = 1,       /* hold the publisher back; lose nothing */
+    BROKER_SUB_DISCONNECT = 2,  /* the broker disconnects this client */
+} broker_sub_policy_t;
+
+/* Subscribe to the topics matching `pattern` ('.'-separated tokens; `*`
+ * matches one token, `>` one or more trailing tokens).  With a group,
+ * the subscribers of the same pattern and group share its messages, each
+ * message going to one of them.  *id (never 0) identifies the
+ * subscription in received messages (msg->sub_id).  Returns 0 or a
+ * negative errno (-EINVAL bad pattern/group/policy, -EACCES, -ENOSR). */
+int broker_subscribe(broker_t *b, const char *pattern, const char *group,
+                     broker_sub_policy_t policy, uint32_t *id);
+/* Messages still on their way for the subscription are discarded. */
+int broker_unsubscribe(broker_t *b, uint32_t id);
+/* Publish a one-way message on `topic` (no wildcards) to every matching
+ * subscription; no subscriber is not an error.  fds: every receiver gets
+ * its own duplicate.  Large payloads go through shared memory as with
+ * broker_send (BROKER_OPT_SHM_THRESHOLD). */
+int broker_publish(broker_t *b, const char *topic, const void *data,
+                   size_t len, const int *fds, unsigned nfds);
+
 /* ---- shared memory (zero copy) ------------------------------------------ */
 
 /* A buffer in this connection's shared-memory pool.  Write the payload
@@ -252,6 +309,10 @@ int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
 int broker_buf_send(broker_t *b, const char *name, broker_buf_t *buf,
                     size_t len);
 int broker_buf_send_id(broker_t *b, uint64_t id, broker_buf_t *buf,
+                       size_t len);
+/* Publish the first `len` bytes of buf (every subscriber gets a view of
+ * the same memory). */
+int broker_buf_publish(broker_t *b, const char *topic, broker_buf_t *buf,
                        size_t len);
 /* Drop the caller's reference; NULL is allowed. */
 void broker_buf_free(broker_t *b, broker_buf_t *buf);
@@ -306,6 +367,16 @@ int broker_attach(broker_t *b, struct uv_loop_s *loop,
 int broker_call_async(broker_t *b, const char *name, const void *data,
                       size_t len, int timeout_ms, broker_reply_cb cb,
                       void *userdata);
+/* Subscribe without blocking (attached connections only, else -EINVAL):
+ * cb runs once with err 0 and the subscription id, or an error (id 0), or
+ * -ECANCELED if broker_close() runs first.  Publications for it may only
+ * arrive after cb ran.  broker_publish and broker_unsubscribe work in
+ * attached mode as they are (unsubscribe does not wait for the broker). */
+typedef void (*broker_sub_cb)(broker_t *b, int err, uint32_t id,
+                              void *userdata);
+int broker_subscribe_async(broker_t *b, const char *pattern,
+                           const char *group, broker_sub_policy_t policy,
+                           broker_sub_cb cb, void *userdata);
 /* Bytes queued in the library and not yet written to the socket. */
 size_t broker_pending(const broker_t *b);
 

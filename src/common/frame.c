@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include "frame.h"
+#include "topic.h"
 
 void bk_hdr_encode(const bk_hdr_t *h, uint8_t out[BK_HDR_SIZE])
 {
@@ -66,6 +67,53 @@ bool bk_name_valid(const char *name, size_t len, size_t max)
     return true;
 }
 
+/* The first fragment of a publication (BK_F_TOPIC): it opens a one-way
+ * stream, so without MORE it must CLOSE; `aux` bytes of topic start the
+ * payload.  To the broker dest is 0 (the topic addresses it); from the
+ * broker dest is the receiver's subscription id (u32, never 0) on a
+ * stream the broker opened.  Whether the message that follows ends with
+ * CLOSE needs the stream's state: the daemon checks that. */
+static int check_topic(const bk_hdr_t *h, const uint8_t *payload,
+                       bool to_broker)
+{
+    if (h->flags & BK_F_NAME)
+        return -EPROTO;
+    if (h->aux == 0 || h->aux > BK_MAX_TOPIC || h->aux > h->length)
+        return -EPROTO;
+    if (!(h->flags & (BK_F_MORE | BK_F_CLOSE)))
+        return -EPROTO;
+    if (to_broker && h->dest)
+        return -EPROTO;
+    if (!to_broker && (h->dest == 0 || h->dest > UINT32_MAX ||
+                       !(h->stream & BK_SID_PEER_BIT)))
+        return -EPROTO;
+    if (!bk_topic_valid((const char *)payload, h->aux))
+        return -EINVAL;
+    return 0;
+}
+
+/* The first fragment's `aux` prefix (a name or a topic), checked. */
+static int check_prefix(const bk_hdr_t *h, const uint8_t *payload,
+                        const bk_limits_t *lim, bool to_broker)
+{
+    bool named = h->flags & BK_F_NAME;
+    bool topic = h->flags & BK_F_TOPIC;
+
+    if ((named || topic) && !(h->flags & BK_F_OPEN))
+        return -EPROTO;
+    if (topic)
+        return check_topic(h, payload, to_broker);
+    if (!named)
+        return h->aux ? -EPROTO : 0;
+    if (h->aux == 0 || h->aux > h->length)
+        return -EPROTO;
+    if (!bk_name_valid((const char *)payload, h->aux, lim->max_name))
+        return -EINVAL;
+    if (to_broker && h->dest)
+        return -EPROTO;
+    return 0;
+}
+
 /* DATA frame rules shared by both directions; `to_broker` selects the
  * rules on addressing fields that differ. */
 static int check_data(const bk_hdr_t *h, const uint8_t *payload,
@@ -73,7 +121,7 @@ static int check_data(const bk_hdr_t *h, const uint8_t *payload,
 {
     bool cont = h->flags & BK_F_CONT;
     bool open = h->flags & BK_F_OPEN;
-    bool named = h->flags & BK_F_NAME;
+    bool prefixed = h->flags & (BK_F_NAME | BK_F_TOPIC);
     bool shm = h->flags & BK_F_SHM;
 
     if (h->stream == 0)
@@ -85,28 +133,19 @@ static int check_data(const bk_hdr_t *h, const uint8_t *payload,
     if (h->nfds > lim->max_fds)
         return -EPROTO;
     if (cont) {
-        if (open || named || shm || h->nfds || h->aux)
+        if (open || prefixed || shm || h->nfds || h->aux)
             return -EPROTO;
         if (to_broker && h->dest)
             return -EPROTO;
         return 0;
     }
-    if (named && !open)
-        return -EPROTO;
-    if (named) {
-        if (h->aux == 0 || h->aux > h->length)
-            return -EPROTO;
-        if (!bk_name_valid((const char *)payload, h->aux, lim->max_name))
-            return -EINVAL;
-        if (to_broker && h->dest)
-            return -EPROTO;
-    } else if (h->aux) {
-        return -EPROTO;
-    }
-    if (shm && h->length - (named ? h->aux : 0) != BK_SHM_DESC_SIZE)
+    int r = check_prefix(h, payload, lim, to_broker);
+    if (r < 0)
+        return r;
+    if (shm && h->length - (prefixed ? h->aux : 0) != BK_SHM_DESC_SIZE)
         return -EPROTO;
     if (to_broker) {
-        if (open && !named && h->dest == 0)
+        if (open && !prefixed && h->dest == 0)
             return -EPROTO;
         if (!open && h->dest)
             return -EPROTO;
@@ -148,15 +187,32 @@ static int check_seg_reg(const bk_hdr_t *h, const uint8_t *payload)
     return 0;
 }
 
-/* Request payload of a CTRL frame: SEGMENT has its own layout; every
- * other op carries at most max_name bytes (a name, a u32 LIST start index
- * or a u64 KICK id; ctrl.c checks each op's exact size and answers EINVAL). */
+/* Request payload of a CTRL frame: SEGMENT has its own layout; SUBSCRIBE
+ * carries at most BK_SUB_REQ_MAX bytes, REGISTER_EX a u32 of flags and a
+ * name; every other op at most max_name bytes (a name, a u32 LIST start
+ * index or a u64 KICK id).  These are framing bounds: ctrl.c checks each
+ * op's exact layout and answers EINVAL. */
 static int check_ctrl(const bk_hdr_t *h, const uint8_t *payload,
                       const bk_limits_t *lim)
 {
-    if (h->aux == BK_OP_SEGMENT)
+    switch (h->aux) {
+    case BK_OP_SEGMENT:
         return check_seg_reg(h, payload);
-    return h->length > lim->max_name ? -EPROTO : 0;
+    case BK_OP_SUBSCRIBE:
+        return h->length > BK_SUB_REQ_MAX ? -EPROTO : 0;
+    case BK_OP_REGISTER_EX:
+        return h->length > 4 + (uint64_t)lim->max_name ? -EPROTO : 0;
+    default:
+        return h->length > lim->max_name ? -EPROTO : 0;
+    }
+}
+
+/* GAP: drops of one subscription (aux), counted in a u64. */
+static int check_gap(const bk_hdr_t *h)
+{
+    if (h->stream || h->source || h->aux == 0 || h->length != BK_GAP_SIZE)
+        return -EPROTO;
+    return 0;
 }
 
 static int check_release(const bk_hdr_t *h)
@@ -209,8 +265,8 @@ int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
     switch (h->type) {
     case BK_T_WELCOME:
         return h->length >= BK_WELCOME_SIZE ? 0 : -EPROTO;
-    case BK_T_DATA:
-        if (h->source == 0)
+    case BK_T_DATA:          /* source 0: only the broker's publications */
+        if (h->source == 0 && !(h->flags & BK_F_TOPIC))
             return -EPROTO;
         return check_data(h, payload, lim, false);
     case BK_T_CLOSE:
@@ -231,6 +287,8 @@ int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
             bk_get32(payload + 36) != h->length - BK_MON_FIXED_SIZE)
             return -EPROTO;
         return 0;
+    case BK_T_GAP:
+        return check_gap(h);
     default:
         return -EPROTO;
     }

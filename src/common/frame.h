@@ -31,7 +31,9 @@ int bk_pkt_next(const uint8_t *pkt, size_t len, size_t *off, bk_hdr_t *h,
 
 /* Validate a frame a client sent to the broker.  Returns 0 or a negative
  * errno: -EPROTO for a malformed frame, -EPROTONOSUPPORT for a version
- * mismatch, -EMSGSIZE for a frame too large, -EINVAL for a bad name. */
+ * mismatch, -EMSGSIZE for a frame too large, -EINVAL for a bad name or
+ * topic (a publication with a bad topic is a stream error, not a
+ * protocol violation: see broker-protocol(7) VALIDATION). */
 int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
                                const bk_limits_t *lim);
 

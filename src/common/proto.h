@@ -32,7 +32,8 @@ enum bk_type {
     BK_T_RELEASE    = 10, /* both ways: shared-memory buffers released */
     BK_T_SEG_DROP   = 11, /* broker -> client: a segment's owner is gone */
     BK_T_MONITOR    = 12, /* broker -> monitor: one recorded frame */
-    BK_T_MAX_       = 12
+    BK_T_GAP        = 13, /* broker -> subscriber: publications dropped */
+    BK_T_MAX_       = 13
 };
 
 /* Frame flags. */
@@ -43,7 +44,10 @@ enum bk_flag {
     BK_F_CLOSE = 0x08,    /* the stream ends with this message */
     BK_F_NAME  = 0x10,    /* payload starts with `aux` bytes of dest name */
     BK_F_SHM   = 0x20,    /* payload (after the name) is a shm descriptor */
-    BK_F_ALL_  = 0x3f
+    BK_F_TOPIC = 0x40,    /* a publication: payload starts with `aux`
+                             bytes of topic; from the broker, `dest` is
+                             the receiver's subscription id */
+    BK_F_ALL_  = 0x7f
 };
 
 /* Control operations (CTRL frame, in `aux`). */
@@ -65,8 +69,41 @@ enum bk_op {
     BK_OP_SHUTDOWN     = 12,  /* no payload */
     BK_OP_RELOAD       = 13,  /* no payload; error text in the reply */
     BK_OP_MONITOR      = 14,  /* payload: filter text; then MONITOR frames */
-    BK_OP_MAX_         = 14
+    /* Publish/subscribe (man/broker-protocol.7 "Publish and subscribe"). */
+    BK_OP_SUBSCRIBE    = 15,  /* payload: BK_SUB_REQ_FIXED + pattern + group;
+                                 reply: u32 subscription id */
+    BK_OP_UNSUBSCRIBE  = 16,  /* payload: u32 subscription id */
+    BK_OP_LIST_SUBS    = 17,  /* privileged listing, like the LIST ops */
+    BK_OP_REGISTER_EX  = 18,  /* payload: u32 flags + name;
+                                 reply: u32 BK_REG_OWNER or BK_REG_QUEUED */
+    BK_OP_MAX_         = 18
 };
+
+/* SUBSCRIBE request: u8 policy, u8 0, u16 pattern length P, u16 group
+ * length G (0: no group), u16 0, then P bytes of pattern, G of group. */
+#define BK_SUB_REQ_FIXED  8u
+#define BK_SUB_REQ_MAX    (BK_SUB_REQ_FIXED + 2u * BK_MAX_TOPIC)
+enum bk_sub_policy {
+    BK_SUB_DROP       = 0,    /* default: drop, report with GAP */
+    BK_SUB_BLOCK      = 1,    /* hold the publisher back */
+    BK_SUB_DISCONNECT = 2,    /* disconnect a slow subscriber */
+    BK_SUB_POLICY_MAX_ = 2
+};
+#define BK_GAP_SIZE       8u    /* GAP payload: u64 messages dropped */
+#define BK_MAX_TOPIC      255u  /* topic and pattern length bound */
+#define BK_DEF_MAX_SUBS   1024u /* subscriptions per client */
+/* The reserved first token of the broker's own topics. */
+#define BK_TOPIC_RESERVED "$broker"
+#define BK_TOPIC_NAMES    "$broker.names"
+#define BK_TOPIC_CLIENTS  "$broker.clients"
+
+/* REGISTER_EX flags and outcomes. */
+#define BK_REG_ALLOW_REPLACEMENT 0x1u
+#define BK_REG_REPLACE_EXISTING  0x2u
+#define BK_REG_QUEUE             0x4u
+#define BK_REG_FLAGS_ALL_        0x7u
+#define BK_REG_OWNER             1u
+#define BK_REG_QUEUED            2u
 #define BK_LIST_REQ_SIZE  4u    /* LIST request payload: u32 start (or empty) */
 #define BK_KICK_REQ_SIZE  8u    /* KICK request payload: u64 client id */
 /* MONITOR frame payload: u64 time_ns, u64 sender, u64 receiver, u32

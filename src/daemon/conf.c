@@ -26,6 +26,7 @@ void bk_conf_defaults(bk_conf_t *c)
     c->max_name = BK_MAX_NAME;
     c->max_streams = BK_DEF_MAX_STREAMS;
     c->max_names = 256;
+    c->max_subs = BK_DEF_MAX_SUBS;
     c->max_clients = 4096;
     c->max_clients_per_uid = 0;
     c->max_msg = BK_DEF_MAX_MSG;
@@ -100,6 +101,8 @@ static void usage(FILE *f)
 "      --max-fds N         fds per message, at most 253 (default 64)\n"
 "      --max-streams N     open streams per client (default 4096)\n"
 "      --max-names N       names per client (default 256)\n"
+"      --max-subscriptions N\n"
+"                          subscriptions per client (default 1024)\n"
 "      --max-clients N     connected clients (default 4096)\n"
 "      --max-clients-per-uid N\n"
 "                          connected clients of one user, 0 for no limit;\n"
@@ -175,7 +178,7 @@ static int parse_group(const char *val, gid_t *out)
 
 enum {
     OPT_LOG_LEVEL = 256, OPT_PIDFILE, OPT_QUEUE_LIMIT, OPT_MAX_PACKET,
-    OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES,
+    OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES, OPT_MAX_SUBS,
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
     OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
 };
@@ -193,6 +196,7 @@ static const struct option opts[] = {
     { "max-fds", required_argument, NULL, OPT_MAX_FDS },
     { "max-streams", required_argument, NULL, OPT_MAX_STREAMS },
     { "max-names", required_argument, NULL, OPT_MAX_NAMES },
+    { "max-subscriptions", required_argument, NULL, OPT_MAX_SUBS },
     { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
     { "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_UID },
     { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
@@ -264,6 +268,8 @@ static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
         return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_streams);
     case OPT_MAX_NAMES:
         return parse_u32(err, el, name, arg, 1, 1u << 16, &c->max_names);
+    case OPT_MAX_SUBS:
+        return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_subs);
     case OPT_MAX_CLIENTS:
         return parse_u32(err, el, name, arg, 1, 1u << 20, &c->max_clients);
     case OPT_MAX_CLIENTS_UID:
@@ -301,6 +307,10 @@ int bk_conf_set(bk_conf_t *c, const char *key, const char *value,
         return bk_policy_add_own(&c->policy, value, err, errlen);
     if (!strcmp(key, "allow-send"))
         return bk_policy_add_send(&c->policy, value, err, errlen);
+    if (!strcmp(key, "allow-publish"))
+        return bk_policy_add_publish(&c->policy, value, err, errlen);
+    if (!strcmp(key, "allow-subscribe"))
+        return bk_policy_add_subscribe(&c->policy, value, err, errlen);
     for (const struct option *o = opts; o->name; o++)
         if (o->has_arg == required_argument && !strcmp(o->name, key) &&
             o->val != 'c')
@@ -451,6 +461,7 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
                         live->max_packet : n.queue_limit;
     live->max_streams = n.max_streams;
     live->max_names = n.max_names;
+    live->max_subs = n.max_subs;
     live->max_clients = n.max_clients;
     live->max_clients_per_uid = n.max_clients_per_uid;
     live->max_segments = n.max_segments;

@@ -37,6 +37,7 @@ typedef struct bk_conf {
     uint32_t max_name;
     uint32_t max_streams;       /* open streams per client */
     uint32_t max_names;         /* names per client */
+    uint32_t max_subs;          /* subscriptions per client */
     uint32_t max_clients;
     uint32_t max_clients_per_uid;   /* 0: no limit */
     uint64_t max_msg;

@@ -1,6 +1,7 @@
 /*
- * ctrl.c - PING, REGISTER, RELEASE, RESOLVE and STATUS; the privileged
- * LIST_* (built by inspect.c), KICK, SHUTDOWN and RELOAD.
+ * ctrl.c - PING, REGISTER, REGISTER_EX, RELEASE, RESOLVE and STATUS; SUBSCRIBE and
+ * UNSUBSCRIBE (pubsub.c keeps the subscriptions); the privileged LIST_*
+ * (built by inspect.c), KICK, SHUTDOWN and RELOAD.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,8 +15,10 @@
 #include "inspect.h"
 #include "log.h"
 #include "monitor.h"
+#include "pubsub.h"
 #include "server.h"
 #include "shm.h"
+#include "topic.h"
 
 /* The CTRL_REPLY to req: err is 0 or a negative errno. */
 static void reply(bk_port_t *p, const bk_hdr_t *req, int err,
@@ -36,26 +39,54 @@ static int check_name(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
                          p->srv->cfg->max_name) ? 0 : -EINVAL;
 }
 
-static void do_register(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
+/* REGISTER (flags 0) and REGISTER_EX: a REGISTER_EX reply carries the
+ * outcome (BK_REG_OWNER or BK_REG_QUEUED). */
+static void register_name(bk_port_t *p, const bk_hdr_t *h,
+                          const uint8_t *name, size_t len, uint32_t flags)
 {
     bk_server_t *srv = p->srv;
-    int r = check_name(p, h, name);
+    uint32_t outcome = 0;
+    uint8_t out[4];
+    int r = bk_name_valid((const char *)name, len, srv->cfg->max_name) ?
+            0 : -EINVAL;
 
+    if (!r && (flags & ~BK_REG_FLAGS_ALL_))
+        r = -EINVAL;
     if (!r && !bk_policy_may_own(&srv->cfg->policy,
                                  &(bk_policy_peer_t){ p->uid, p->gid },
-                                 (const char *)name, h->length)) {
+                                 (const char *)name, len)) {
         bk_info("client %" PRIu64 " (uid %d, %s) may not own '%.*s'", p->id,
-                (int)p->uid, p->comm, (int)h->length, (const char *)name);
+                (int)p->uid, p->comm, (int)len, (const char *)name);
         r = -EACCES;
     }
     if (!r)
-        r = bk_names_register(&srv->names, (const char *)name, h->length,
-                               p->id, &p->names, srv->cfg->max_names,
-                               bk_now_ms());
+        r = bk_names_register(&srv->names, (const char *)name, len, p->id,
+                              &p->names, srv->cfg->max_names, bk_now_ms(),
+                              flags, &outcome);
     if (!r)
-        bk_info("client %" PRIu64 " (%s) owns '%.*s'", p->id, p->comm,
-                (int)h->length, (const char *)name);
-    reply(p, h, r, "", 0);
+        bk_info("client %" PRIu64 " (%s) %s '%.*s'", p->id, p->comm,
+                outcome == BK_REG_QUEUED ? "waits for" : "owns", (int)len,
+                (const char *)name);
+    bk_put32(out, outcome);
+    if (h->aux == BK_OP_REGISTER_EX && !r)
+        reply(p, h, 0, out, sizeof(out));
+    else
+        reply(p, h, r, "", 0);
+}
+
+static void do_register(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
+{
+    register_name(p, h, name, h->length, 0);
+}
+
+static void do_register_ex(bk_port_t *p, const bk_hdr_t *h,
+                           const uint8_t *b)
+{
+    if (h->length < 4) {
+        reply(p, h, -EINVAL, "", 0);
+        return;
+    }
+    register_name(p, h, b + 4, h->length - 4, bk_get32(b));
 }
 
 static void do_release(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
@@ -109,7 +140,11 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  "protocol_errors=%" PRIu64 "\n"
                  "max_packet=%u\nmax_fds=%u\nmax_msg=%" PRIu64 "\n"
                  "queue_limit=%" PRIu64 "\nmax_streams=%u\nmax_names=%u\n"
-                 "max_clients=%u\nmonitors=%u\n",
+                 "max_clients=%u\nmonitors=%u\n"
+                 "subscriptions=%zu\npublished=%" PRIu64 "\n"
+                 "published_unmatched=%" PRIu64 "\ndelivered_pub=%" PRIu64
+                 "\ndropped_pub=%" PRIu64 "\ngroups=%zu\n"
+                 "max_subscriptions=%u\n",
                  BROKER_VERSION, (int)getpid(), bk_now_ms() - srv->start_ms,
                  c->socket_path, srv->nclients, bk_names_count(&srv->names),
                  srv->streams.streams, srv->stats.msgs_in,
@@ -119,10 +154,69 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  srv->stats.shm_held, c->max_segments, c->max_shm,
                  srv->stats.protocol_errors, c->max_packet, c->max_fds,
                  c->max_msg, c->queue_limit, c->max_streams, c->max_names,
-                 c->max_clients, bk_mon_count(srv));
+                 c->max_clients, bk_mon_count(srv),
+                 bk_subs_count(srv->subs), srv->stats.published,
+                 srv->stats.published_unmatched, srv->stats.delivered_pub,
+                 srv->stats.dropped_pub, bk_subs_groups(srv->subs),
+                 c->max_subs);
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)strlen(buf);
     reply(p, h, 0, buf, (size_t)n);
+}
+
+static uint16_t get16(const uint8_t *b)
+{
+    return (uint16_t)(b[0] | b[1] << 8);
+}
+
+/* SUBSCRIBE: u8 policy, u8 0, u16 P, u16 G, u16 0, pattern, group. */
+static int parse_subscribe(const bk_hdr_t *h, const uint8_t *b,
+                           uint16_t *plen, uint16_t *glen)
+{
+    if (h->length < BK_SUB_REQ_FIXED)
+        return -EINVAL;
+    *plen = get16(b + 2);
+    *glen = get16(b + 4);
+    if (b[0] > BK_SUB_POLICY_MAX_ || b[1] || get16(b + 6) ||
+        h->length != BK_SUB_REQ_FIXED + (uint32_t)*plen + *glen)
+        return -EINVAL;
+    if (!bk_topic_pattern_valid((const char *)b + BK_SUB_REQ_FIXED, *plen))
+        return -EINVAL;
+    if (*glen && !bk_name_valid((const char *)b + BK_SUB_REQ_FIXED + *plen,
+                                *glen, BK_MAX_NAME))
+        return -EINVAL;
+    return 0;
+}
+
+static void do_subscribe(bk_port_t *p, const bk_hdr_t *h, const uint8_t *b)
+{
+    uint16_t plen, glen;
+    uint32_t id = 0;
+    uint8_t out[4];
+    int r = parse_subscribe(h, b, &plen, &glen);
+
+    if (!r)
+        r = bk_pub_subscribe(p, (const char *)b + BK_SUB_REQ_FIXED, plen,
+                             glen ? (const char *)b + BK_SUB_REQ_FIXED + plen
+                                  : NULL, glen, b[0], &id);
+    if (r) {
+        reply(p, h, r, "", 0);
+        return;
+    }
+    bk_debug("client %" PRIu64 " subscribes to '%.*s' (sub %u)", p->id,
+             (int)plen, (const char *)b + BK_SUB_REQ_FIXED, id);
+    bk_put32(out, id);
+    reply(p, h, 0, out, sizeof(out));
+}
+
+static void do_unsubscribe(bk_port_t *p, const bk_hdr_t *h,
+                           const uint8_t *b)
+{
+    if (h->length != 4) {
+        reply(p, h, -EINVAL, "", 0);
+        return;
+    }
+    reply(p, h, bk_pub_unsubscribe(p, bk_get32(b)), "", 0);
 }
 
 /* LIST_*: payload empty (start at 0) or a u32 start index. */
@@ -249,10 +343,20 @@ void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
     case BK_OP_STATUS:
         do_status(p, h);
         break;
+    case BK_OP_REGISTER_EX:
+        do_register_ex(p, h, payload);
+        break;
+    case BK_OP_SUBSCRIBE:
+        do_subscribe(p, h, payload);
+        break;
+    case BK_OP_UNSUBSCRIBE:
+        do_unsubscribe(p, h, payload);
+        break;
     case BK_OP_LIST_CLIENTS:
     case BK_OP_LIST_NAMES:
     case BK_OP_LIST_STREAMS:
     case BK_OP_LIST_SHM:
+    case BK_OP_LIST_SUBS:
     case BK_OP_KICK:
     case BK_OP_SHUTDOWN:
     case BK_OP_RELOAD:

@@ -1,6 +1,6 @@
 /*
  * inspect.c - operator listings (LIST_CLIENTS, LIST_NAMES, LIST_STREAMS,
- * LIST_SHM), one reply page at a time.
+ * LIST_SHM, LIST_SUBS), one reply page at a time.
  *
  * Records are produced in the iteration order of the broker's tables; a
  * page starting at index N skips the first N records.  Pages are built
@@ -171,6 +171,8 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "shm_segments", c->shm.nsegs);
     rec_u64(pg, "shm_bytes", c->shm.bytes);
     rec_u64(pg, "shm_held", c->shm.nheld);
+    rec_u64(pg, "subs", c->nsubs);
+    rec_u64(pg, "dropped", c->pub_dropped);
 }
 
 static void list_clients(page_t *pg, const bk_server_t *srv, uint64_t now)
@@ -185,6 +187,22 @@ static void list_clients(page_t *pg, const bk_server_t *srv, uint64_t now)
 }
 
 /* ---- names ---------------------------------------------------------------- */
+
+/* The clients in a name's line, in order, comma-separated. */
+static void rec_line(page_t *pg, const bk_name_t *n)
+{
+    const bk_name_wait_t *w;
+    bool first = true;
+
+    rec_key(pg, "queue");
+    bk_list_for_each(w, &n->line, bk_name_wait_t, link) {
+        char num[24];
+        int len = snprintf(num, sizeof(num), "%s%" PRIu64, first ? "" : ",",
+                           w->client);
+        rec_raw(pg, num, (size_t)len);
+        first = false;
+    }
+}
 
 static void list_names(page_t *pg, const bk_server_t *srv, uint64_t now)
 {
@@ -202,6 +220,9 @@ static void list_names(page_t *pg, const bk_server_t *srv, uint64_t now)
         rec_u64(pg, "pid", o ? (uint64_t)o->pid : 0);
         rec_str(pg, "comm", o ? o->comm : "");
         rec_u64(pg, "age_ms", now - n->registered_ms);
+        rec_line(pg, n);
+        rec_str(pg, "flags", n->flags & BK_REG_ALLOW_REPLACEMENT ?
+                             "allow-replacement" : "");
         page_commit(pg);
     }
 }
@@ -239,6 +260,38 @@ static void list_streams(page_t *pg, const bk_server_t *srv, uint64_t now)
         rec_end(pg, "opener", "opener_sid", "opener_bytes", &s->end[0]);
         rec_end(pg, "acceptor", "acceptor_sid", "acceptor_bytes", &s->end[1]);
         rec_u64(pg, "age_ms", now - s->opened_ms);
+        page_commit(pg);
+    }
+}
+
+/* ---- subscriptions -------------------------------------------------------- */
+
+static const char *policy_name(uint8_t policy)
+{
+    switch (policy) {
+    case BK_SUB_BLOCK: return "block";
+    case BK_SUB_DISCONNECT: return "disconnect";
+    default: return "drop";
+    }
+}
+
+static void list_subs(page_t *pg, const bk_server_t *srv)
+{
+    for (const bk_sub_t *s = bk_subs_next(srv->subs, NULL); s && !pg->full;
+         s = bk_subs_next(srv->subs, s)) {
+        if (page_skip(pg))
+            continue;
+        rec_u64(pg, "client", s->client);
+        rec_u64(pg, "sub", s->id);
+        rec_key(pg, "pattern");
+        rec_escaped(pg, s->pattern, s->plen);
+        rec_key(pg, "group");
+        if (s->group)
+            rec_escaped(pg, s->group->name, s->group->namelen);
+        rec_str(pg, "policy", policy_name(s->policy));
+        rec_u64(pg, "delivered", s->delivered);
+        rec_u64(pg, "dropped", s->dropped);
+        rec_u64(pg, "queued", s->queued);
         page_commit(pg);
     }
 }
@@ -288,6 +341,9 @@ static int page_fill(page_t *pg, const bk_server_t *srv, uint32_t op)
         return 0;
     case BK_OP_LIST_SHM:
         list_shm(pg, srv);
+        return 0;
+    case BK_OP_LIST_SUBS:
+        list_subs(pg, srv);
         return 0;
     default:
         return -EINVAL;

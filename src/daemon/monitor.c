@@ -13,11 +13,13 @@
 #include "frame.h"
 #include "monitor.h"
 #include "server.h"
+#include "topic.h"
 
 typedef enum mon_kind {
     MON_ALL,
     MON_NAME,                   /* exact name, or prefix if `prefix` */
     MON_ID,
+    MON_TOPIC,                  /* publications whose topic matches name */
 } mon_kind_t;
 
 typedef struct bk_mon {
@@ -78,7 +80,19 @@ static int parse_name(bk_mon_t *m, const uint8_t *w, size_t n)
     return 0;
 }
 
-/* One word of the request: name:PATTERN, id:N or snap:N. */
+static int parse_topic(bk_mon_t *m, const uint8_t *w, size_t n)
+{
+    if (!bk_topic_pattern_valid((const char *)w, n) ||
+        n >= sizeof(m->name))
+        return -EINVAL;
+    memcpy(m->name, w, n);
+    m->name[n] = '\0';
+    m->namelen = n;
+    m->kind = MON_TOPIC;
+    return 0;
+}
+
+/* One word of the request: name:PATTERN, id:N, topic:PATTERN or snap:N. */
 static int parse_word(bk_mon_t *m, const uint8_t *w, size_t n, bool *filt,
                       bool *snap)
 {
@@ -96,6 +110,8 @@ static int parse_word(bk_mon_t *m, const uint8_t *w, size_t n, bool *filt,
     *filt = true;
     if (word_is(w, n, "name:"))
         return parse_name(m, w + 5, n - 5);
+    if (word_is(w, n, "topic:"))
+        return parse_topic(m, w + 6, n - 6);
     if (word_is(w, n, "id:")) {
         if (parse_u64(w + 3, n - 3, UINT64_MAX, &v) < 0 || v == 0)
             return -EINVAL;
@@ -220,6 +236,10 @@ static bool matches(const bk_mon_t *m, const bk_port_t *from,
             name_matches(m, (const char *)payload, o->aux))
             return true;
         return owns_match(m, from) || owns_match(m, to);
+    case MON_TOPIC:             /* first fragments: they carry the topic */
+        return o->type == BK_T_DATA && (o->flags & BK_F_TOPIC) &&
+               bk_topic_match(m->name, m->namelen, (const char *)payload,
+                              o->aux);
     }
     return false;
 }

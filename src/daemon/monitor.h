@@ -7,7 +7,9 @@
  * control, and while a monitor's queue holds more than queue_limit bytes
  * its records are dropped and counted; the count travels in the `aux` of
  * the next record it gets.  Traffic of a monitor connection itself is not
- * recorded.  man/broker-protocol.7 ("Monitoring") is the normative text.
+ * recorded.  Filters: everything, name:PATTERN, id:N, or topic:PATTERN
+ * (the first fragments of publications whose topic the topic pattern
+ * matches, one record per receiver).  man/broker-protocol.7 ("Monitoring") is the normative text.
  *
  * Owns each monitor's bk_mon (its filter and drop count), on the server's
  * monitor list; a record is built on the stack and copied into the

@@ -1,10 +1,20 @@
 /*
- * names.h - well-known names: one owner each (prefix bk_names_).
+ * names.h - well-known names: one owner each, and a line of clients
+ * waiting to own it (prefix bk_names_).
  *
  * Owns every bk_name (malloc'd by bk_names_register, freed when released
- * or by bk_names_fini) and the table of them.  Each name is also on its
- * owner's bk_name_list, embedded in the owner (a port), so a departing
- * client releases all its names; the list holds, it does not own.
+ * with nobody in line, or by bk_names_fini), every bk_name_wait (a place
+ * in a name's line), and the table of names.  Each name is also on its
+ * owner's bk_name_list and each place in line on its client's, both lists
+ * embedded in the client (a port), so a departing client releases its
+ * names and leaves every line; the lists hold, they do not own.
+ *
+ * Owner changes: when the owner leaves or releases a name, the first
+ * client in line becomes its owner (hand-over); a client registering with
+ * BK_REG_REPLACE_EXISTING takes a name whose owner allowed replacement
+ * (the old owner goes to the head of the line if it had registered with
+ * BK_REG_QUEUE, else it loses the name).  Every change of owner is
+ * reported through the table's on_change hook (announcements).
  */
 #ifndef BK_NAMES_H
 #define BK_NAMES_H
@@ -14,43 +24,74 @@
 #include "htable.h"
 #include "list.h"
 
+struct bk_name_list;
+
 typedef struct bk_name {
     bk_hnode_t node;
     uint64_t owner;             /* client id */
+    uint32_t flags;             /* the owner's BK_REG_* flags */
+    struct bk_name_list *list;  /* the owner's list */
     bk_list_t owned_link;       /* on the owner's bk_name_list */
+    bk_list_t line;             /* bk_name_wait.link, first in line first */
+    uint32_t nline;
     uint64_t registered_ms;
     size_t len;
     char name[];                /* NUL-terminated */
 } bk_name_t;
 
-/* A client's owned names (the entries are the bk_names table's). */
+/* A client's place in the line of a name. */
+typedef struct bk_name_wait {
+    bk_list_t link;             /* on bk_name.line */
+    bk_list_t client_link;      /* on the client's bk_name_list.waiting */
+    bk_name_t *name;
+    uint64_t client;
+    uint32_t flags;             /* its BK_REG_* flags for when it owns it */
+    struct bk_name_list *list;
+} bk_name_wait_t;
+
+/* A client's owned names and places in line (the entries are the table's). */
 typedef struct bk_name_list {
     bk_list_t head;             /* bk_name.owned_link, newest first */
     uint32_t count;
+    bk_list_t waiting;          /* bk_name_wait.client_link */
+    uint32_t nwaiting;
 } bk_name_list_t;
 
 static inline void bk_name_list_init(bk_name_list_t *l)
 {
     bk_list_init(&l->head);
     l->count = 0;
+    bk_list_init(&l->waiting);
+    l->nwaiting = 0;
 }
+
+/* Called after every change of a name's owner (0: nobody). */
+typedef void bk_names_change_fn(const char *name, size_t len, uint64_t old,
+                                uint64_t new_owner, void *arg);
 
 typedef struct bk_names {
     bk_htable_t ht;
+    bk_names_change_fn *on_change;  /* may be NULL */
+    void *arg;
 } bk_names_t;
 
 void bk_names_init(bk_names_t *n);
 void bk_names_fini(bk_names_t *n);
 
-/* Returns 0, -EEXIST (owned by another client), -EALREADY (owned by this
- * client), -ENOSR (the client owns `max` names already), -ENOMEM. */
+/* Register with BK_REG_* flags (0 for plain REGISTER).  Returns 0 with
+ * *outcome BK_REG_OWNER or BK_REG_QUEUED, -EEXIST (owned by another
+ * client, no replacement or line asked for or allowed), -EALREADY (owned
+ * by this client, or it is in line already), -ENOSR (the client owns or
+ * waits for `max` names already), -ENOMEM. */
 int bk_names_register(bk_names_t *n, const char *name, size_t len,
                       uint64_t owner, bk_name_list_t *owned, uint32_t max,
-                      uint64_t now_ms);
-/* Returns 0, -ENOENT (nobody owns it), -EPERM (another client owns it). */
+                      uint64_t now_ms, uint32_t flags, uint32_t *outcome);
+/* Release a name this client owns (the next in line gets it) or leave its
+ * line.  Returns 0, -ENOENT (nobody owns it), -EPERM (another client owns
+ * it and this one is not in line). */
 int bk_names_release(bk_names_t *n, const char *name, size_t len,
                      uint64_t owner, bk_name_list_t *owned);
-/* Release every name in `owned`. */
+/* Leave every line, release every name in `owned`. */
 void bk_names_release_all(bk_names_t *n, bk_name_list_t *owned);
 /* The owner's client id, or 0 if the name is not owned. */
 uint64_t bk_names_lookup(const bk_names_t *n, const char *name, size_t len);

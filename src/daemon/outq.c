@@ -30,13 +30,37 @@ void bk_outq_init(bk_outq_t *q)
     bk_list_init(&q->ring);
 }
 
+bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
+{
+    bk_opayload_t *p = malloc(sizeof(*p) + len);
+
+    if (!p)
+        return NULL;
+    p->refs = 1;
+    p->len = len;
+    memcpy(p->data, data, len);
+    return p;
+}
+
+void bk_opayload_put(bk_opayload_t *p)
+{
+    if (p && --p->refs == 0)
+        free(p);
+}
+
 static void frame_free(bk_oframe_t *f)
 {
     if (f->nfds) {
         bk_close_fds(f->fds, f->nfds);
         free(f->fds);
     }
+    bk_opayload_put(f->shared);
     free(f);
+}
+
+void bk_outq_frame_free(bk_oframe_t *f)
+{
+    frame_free(f);
 }
 
 /* Which queue a frame belongs to: frames relayed from a peer keep their
@@ -48,6 +72,8 @@ static uint32_t queue_sid(const bk_hdr_t *h)
     const uint8_t whole = BK_F_OPEN | BK_F_CLOSE;
 
     switch (h->type) {
+    case BK_T_GAP:              /* in order with whole publications */
+        return DGRAM_SID;
     case BK_T_DATA:
         if ((h->flags & (whole | BK_F_MORE | BK_F_CONT)) == whole)
             return DGRAM_SID;
@@ -112,9 +138,10 @@ static void oq_drop(bk_outq_t *q, bk_oq_t *oq)
 }
 
 static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
-                              const int *fds, unsigned nfds)
+                              bk_opayload_t *shared, const int *fds,
+                              unsigned nfds)
 {
-    bk_oframe_t *f = malloc(sizeof(*f) + h->length);
+    bk_oframe_t *f = malloc(sizeof(*f) + (shared ? 0 : h->length));
 
     if (!f)
         return NULL;
@@ -132,17 +159,27 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
     f->type = h->type;
     f->flags = h->flags;
     f->len = h->length;
-    memcpy(f->data, payload, h->length);
+    f->shared = shared;
+    if (shared) {
+        shared->refs++;
+        f->pdata = shared->data;
+    } else {
+        memcpy(f->data, payload, h->length);
+        f->pdata = f->data;
+    }
     f->nfds = nfds;
     f->oneway_first = false;
+    f->tag_first = false;
+    f->tag = NULL;
     return f;
 }
 
-int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
-                 int *fds, unsigned nfds, bk_oframe_t **out)
+static int push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
+                bk_opayload_t *shared, int *fds, unsigned nfds,
+                bk_oframe_t **out)
 {
     bk_oq_t *oq = oq_get(q, queue_sid(h));
-    bk_oframe_t *f = oq ? frame_new(h, payload, fds, nfds) : NULL;
+    bk_oframe_t *f = oq ? frame_new(h, payload, shared, fds, nfds) : NULL;
 
     if (!f) {
         if (oq && bk_list_empty(&oq->frames))
@@ -155,6 +192,64 @@ int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
     q->frames++;
     *out = f;
     return 0;
+}
+
+int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
+                 int *fds, unsigned nfds, bk_oframe_t **out)
+{
+    return push(q, h, payload, NULL, fds, nfds, out);
+}
+
+int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
+                        int *fds, unsigned nfds, bk_oframe_t **out)
+{
+    return push(q, h, NULL, pl, fds, nfds, out);
+}
+
+unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
+{
+    bk_oframe_t *f;
+    unsigned n = 0;
+
+    bk_list_for_each_safe(f, &q->dgram.frames, bk_oframe_t, link) {
+        if (f->tag != tag || !f->tag_first || (f->flags & BK_F_SHM))
+            continue;
+        bk_list_unlink(&f->link);
+        bk_list_push_tail(out, &f->link);
+        q->bytes -= BK_HDR_SIZE + f->len;
+        q->frames--;
+        n++;
+    }
+    if (n && bk_list_empty(&q->dgram.frames))
+        oq_drop(q, &q->dgram);
+    return n;
+}
+
+int bk_outq_push_frame(bk_outq_t *q, bk_oframe_t *f, const bk_hdr_t *h)
+{
+    bk_oq_t *oq = oq_get(q, queue_sid(h));
+
+    if (!oq) {
+        frame_free(f);
+        return -ENOMEM;
+    }
+    bk_hdr_encode(h, f->hdr);
+    bk_list_init(&f->link);
+    bk_list_push_tail(&oq->frames, &f->link);
+    q->bytes += BK_HDR_SIZE + f->len;
+    q->frames++;
+    return 0;
+}
+
+void bk_outq_untag(bk_outq_t *q, const void *tag)
+{
+    bk_oframe_t *f;
+    bk_oq_t *oq;
+
+    bk_list_for_each(oq, &q->ring, bk_oq_t, ring)
+        bk_list_for_each(f, &oq->frames, bk_oframe_t, link)
+            if (f->tag == tag)
+                f->tag = NULL;
 }
 
 /* The queue served next: the control queue, else the front of the ring. */
@@ -185,7 +280,8 @@ unsigned bk_outq_gather(bk_outq_t *q, size_t max_packet, bk_outq_pkt_t *pkt)
                 pkt->nfds = f->nfds;
             }
             pkt->iov[2 * n] = (struct iovec){ f->hdr, BK_HDR_SIZE };
-            pkt->iov[2 * n + 1] = (struct iovec){ f->data, f->len };
+            pkt->iov[2 * n + 1] = (struct iovec){ (void *)f->pdata,
+                                                  f->len };
             room -= sz < room ? sz : room;
             n++;
         }
@@ -205,6 +301,8 @@ void bk_outq_consume(bk_outq_t *q, const bk_outq_pkt_t *pkt,
                                          bk_oframe_t, link);
 
         bk_outq_tally(sent, f->type, f->flags, f->len);
+        if (f->tag && f->tag_first && q->on_sent)
+            q->on_sent(f->tag, q->on_sent_arg);
         q->bytes -= BK_HDR_SIZE + f->len;
         q->frames--;
         frame_free(f);

@@ -36,9 +36,23 @@
 /* Frames packed into one packet at most. */
 #define BK_OUTQ_PACK_MAX 64
 
+/* A payload shared by the queued frames of several receivers: `refs`
+ * references, freed by the last bk_opayload_put. */
+typedef struct bk_opayload {
+    uint32_t refs;
+    uint32_t len;
+    uint8_t data[];
+} bk_opayload_t;
+
+/* A new payload holding a copy of data[0..len) and one reference (the
+ * caller's), or NULL on allocation failure. */
+bk_opayload_t *bk_opayload_new(const void *data, uint32_t len);
+void bk_opayload_put(bk_opayload_t *p);
+
 /* A frame waiting to be written.  Owned by its queue: the payload is a
- * copy, the fds are the queue's and are closed when the frame is freed
- * (after it was sent, or when the queue is dropped). */
+ * copy (or a reference to a shared one), the fds are the queue's and are
+ * closed when the frame is freed (after it was sent, or when the queue is
+ * dropped). */
 typedef struct bk_oframe {
     bk_list_t link;             /* on its bk_oq's frames, oldest first */
     uint8_t hdr[BK_HDR_SIZE];   /* encoded, ready for sendmsg */
@@ -49,6 +63,10 @@ typedef struct bk_oframe {
     uint64_t src;               /* sender of a one-way message, for errors */
     uint32_t src_sid;
     bool oneway_first;          /* a whole one-way message: tell src if lost */
+    bool tag_first;             /* first fragment of a tagged message */
+    void *tag;                  /* the router's (a subscription), or NULL */
+    const uint8_t *pdata;       /* the payload: data, or shared->data */
+    bk_opayload_t *shared;      /* a reference, or NULL */
     uint8_t data[];
 } bk_oframe_t;
 
@@ -68,6 +86,9 @@ typedef struct bk_outq {
     bk_list_t ring;             /* bk_oq.ring; the first is served next */
     uint64_t bytes;             /* queued, headers included */
     uint64_t frames;            /* queued */
+    /* Called by bk_outq_consume for every sent frame with tag_first. */
+    void (*on_sent)(void *tag, void *arg);
+    void *on_sent_arg;
 } bk_outq_t;
 
 /* One packet's worth of the queue, as gather found it: iov has two
@@ -117,6 +138,25 @@ static inline bool bk_outq_bypass(const bk_outq_t *q, uint32_t length,
  * -ENOMEM. */
 int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
                  int *fds, unsigned nfds, bk_oframe_t **out);
+
+/* Same, but the frame refers to the shared payload `pl` (one more
+ * reference taken; pl->len must be h->length) instead of a copy. */
+int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
+                        int *fds, unsigned nfds, bk_oframe_t **out);
+
+/* Take every whole one-way message tagged `tag` (tag_first, in the
+ * one-way queue, unsent) out of the queue, in order, onto `out`
+ * (bk_oframe.link).  Shared-memory descriptors stay: their reference is
+ * this receiver's.  Returns how many. */
+unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out);
+/* Queue a frame taken with bk_outq_take_tagged (its header rewritten from
+ * h, which must keep its type, flags and length) behind the frames of its
+ * queue here.  Returns 0 or -ENOMEM (the frame is freed then). */
+int bk_outq_push_frame(bk_outq_t *q, bk_oframe_t *f, const bk_hdr_t *h);
+/* Free a frame that is on no queue (its fds closed, its payload put). */
+void bk_outq_frame_free(bk_oframe_t *f);
+/* Forget `tag` on every queued frame (set it to NULL). */
+void bk_outq_untag(bk_outq_t *q, const void *tag);
 
 /* The next packet to write, at most max_packet bytes but for a single
  * large frame.  Returns the number of frames in it, 0 if nothing is

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "policy.h"
+#include "topic.h"
 
 #define SEPS " \t,|"
 
@@ -31,6 +32,8 @@ void bk_policy_free(bk_policy_t *p)
     list_free(&p->connect);
     list_free(&p->own);
     list_free(&p->send);
+    list_free(&p->publish);
+    list_free(&p->subscribe);
 }
 
 static int parse_id(const char *s, unsigned *out)
@@ -103,7 +106,7 @@ static int push(bk_policy_list_t *l, const bk_policy_rule_t *r)
 /* Append one rule per principal in `rest` (whitespace separated), each
  * with its own copy of the pattern (pat may be NULL). */
 static int add_rules(bk_policy_list_t *l, const char *pat, char *rest,
-                     char *err, size_t errlen)
+                     bool topic, char *err, size_t errlen)
 {
     char *save = NULL, *tok;
     size_t before = l->n;
@@ -117,7 +120,7 @@ static int add_rules(bk_policy_list_t *l, const char *pat, char *rest,
             break;
         if (pat) {
             size_t n = strlen(pat);
-            rule.prefix = n && pat[n - 1] == '*';
+            rule.prefix = !topic && n && pat[n - 1] == '*';
             rule.plen = n - rule.prefix;
             if (!(rule.pattern = strdup(pat))) {
                 r = -ENOMEM;
@@ -141,8 +144,28 @@ static int add_rules(bk_policy_list_t *l, const char *pat, char *rest,
     return r;
 }
 
-static int add_copy(bk_policy_list_t *l, const char *value, bool named,
-                    char *err, size_t errlen)
+/* How the first word of a rule is read. */
+enum pat_kind { PAT_NONE, PAT_NAME, PAT_TOPIC };
+
+static bool pattern_ok(const char *pat, enum pat_kind kind, char *err,
+                       size_t errlen)
+{
+    if (kind == PAT_TOPIC) {
+        if (bk_topic_pattern_valid(pat, strlen(pat)))
+            return true;
+        snprintf(err, errlen, "bad topic pattern '%s' (tokens separated by "
+                 "'.', '*' for one token, '>' for the rest)", pat);
+        return false;
+    }
+    if (*pat && !(strchr(pat, '*') && strchr(pat, '*')[1]))
+        return true;
+    snprintf(err, errlen, "bad name pattern '%s' (exact, or a "
+             "prefix followed by *)", pat);
+    return false;
+}
+
+static int add_copy(bk_policy_list_t *l, const char *value,
+                    enum pat_kind named, char *err, size_t errlen)
 {
     char *buf = strdup(value), *rest, *pat = NULL;
     int r;
@@ -157,14 +180,12 @@ static int add_copy(bk_policy_list_t *l, const char *value, bool named,
         rest = pat + strcspn(pat, " \t");
         if (*rest)
             *rest++ = '\0';
-        if (!*pat || (strchr(pat, '*') && strchr(pat, '*')[1])) {
-            snprintf(err, errlen, "bad name pattern '%s' (exact, or a "
-                     "prefix followed by *)", pat);
+        if (!pattern_ok(pat, named, err, errlen)) {
             free(buf);
             return -EINVAL;
         }
     }
-    r = add_rules(l, pat, rest, err, errlen);
+    r = add_rules(l, pat, rest, named == PAT_TOPIC, err, errlen);
     free(buf);
     return r;
 }
@@ -172,19 +193,31 @@ static int add_copy(bk_policy_list_t *l, const char *value, bool named,
 int bk_policy_add_connect(bk_policy_t *p, const char *value, char *err,
                           size_t errlen)
 {
-    return add_copy(&p->connect, value, false, err, errlen);
+    return add_copy(&p->connect, value, PAT_NONE, err, errlen);
 }
 
 int bk_policy_add_own(bk_policy_t *p, const char *value, char *err,
                       size_t errlen)
 {
-    return add_copy(&p->own, value, true, err, errlen);
+    return add_copy(&p->own, value, PAT_NAME, err, errlen);
 }
 
 int bk_policy_add_send(bk_policy_t *p, const char *value, char *err,
                        size_t errlen)
 {
-    return add_copy(&p->send, value, true, err, errlen);
+    return add_copy(&p->send, value, PAT_NAME, err, errlen);
+}
+
+int bk_policy_add_publish(bk_policy_t *p, const char *value, char *err,
+                          size_t errlen)
+{
+    return add_copy(&p->publish, value, PAT_TOPIC, err, errlen);
+}
+
+int bk_policy_add_subscribe(bk_policy_t *p, const char *value, char *err,
+                            size_t errlen)
+{
+    return add_copy(&p->subscribe, value, PAT_TOPIC, err, errlen);
 }
 
 static bool privileged(const bk_policy_peer_t *who)
@@ -245,6 +278,35 @@ bool bk_policy_may_send(const bk_policy_t *p, const bk_policy_peer_t *who,
                         const char *name, size_t len)
 {
     return named_ok(&p->send, who, name, len);
+}
+
+bool bk_policy_may_publish(const bk_policy_t *p, const bk_policy_peer_t *who,
+                           const char *topic, size_t len)
+{
+    const bk_policy_list_t *l = &p->publish;
+
+    if (!l->n || privileged(who))
+        return true;
+    for (size_t i = 0; i < l->n; i++)
+        if (who_matches(&l->v[i].who, who) &&
+            bk_topic_match(l->v[i].pattern, l->v[i].plen, topic, len))
+            return true;
+    return false;
+}
+
+bool bk_policy_may_subscribe(const bk_policy_t *p,
+                             const bk_policy_peer_t *who, const char *pat,
+                             size_t len)
+{
+    const bk_policy_list_t *l = &p->subscribe;
+
+    if (!l->n || privileged(who))
+        return true;
+    for (size_t i = 0; i < l->n; i++)
+        if (who_matches(&l->v[i].who, who) &&
+            bk_topic_covers(l->v[i].pattern, l->v[i].plen, pat, len))
+            return true;
+    return false;
 }
 
 bool bk_policy_has_send_rules(const bk_policy_t *p)

@@ -4,7 +4,10 @@
  *
  * A principal is `*`, uid:N, gid:N, user:NAME or group:NAME (names are
  * resolved to ids when the rule is parsed).  A name pattern is exact, or
- * ends in `*` for a prefix match.  With no rule of a kind, that kind of
+ * ends in `*` for a prefix match.  The publish and subscribe rules take a
+ * topic pattern (topic.h): a topic may be published if a rule's pattern
+ * matches it, a subscription pattern is allowed if a rule's pattern
+ * covers it (bk_topic_covers).  With no rule of a kind, that kind of
  * access is open; with some, only what a rule allows.  Root and the
  * broker's own uid are always allowed.
  *
@@ -43,6 +46,7 @@ typedef struct bk_policy_list {
 
 typedef struct bk_policy {
     bk_policy_list_t connect, own, send;
+    bk_policy_list_t publish, subscribe;    /* topic patterns */
 } bk_policy_t;
 
 /* The peer as SO_PEERCRED reported it. */
@@ -63,12 +67,23 @@ int bk_policy_add_own(bk_policy_t *p, const char *value, char *err,
                       size_t errlen);
 int bk_policy_add_send(bk_policy_t *p, const char *value, char *err,
                        size_t errlen);
+/* "PATTERN PRINCIPAL..." with a topic pattern (topic.h). */
+int bk_policy_add_publish(bk_policy_t *p, const char *value, char *err,
+                          size_t errlen);
+int bk_policy_add_subscribe(bk_policy_t *p, const char *value, char *err,
+                            size_t errlen);
 
 bool bk_policy_may_connect(const bk_policy_t *p, const bk_policy_peer_t *who);
 bool bk_policy_may_own(const bk_policy_t *p, const bk_policy_peer_t *who,
                        const char *name, size_t len);
 bool bk_policy_may_send(const bk_policy_t *p, const bk_policy_peer_t *who,
                         const char *name, size_t len);
+/* Whether `who` may publish to the topic / subscribe with the pattern. */
+bool bk_policy_may_publish(const bk_policy_t *p, const bk_policy_peer_t *who,
+                           const char *topic, size_t len);
+bool bk_policy_may_subscribe(const bk_policy_t *p,
+                             const bk_policy_peer_t *who, const char *pat,
+                             size_t len);
 /* True when there are send rules (sends by client id are then checked
  * against the target's names). */
 bool bk_policy_has_send_rules(const bk_policy_t *p);

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "monitor.h"
 #include "port.h"
+#include "pubsub.h"
 #include "router.h"
 #include "server.h"
 #include "sockio.h"
@@ -104,6 +105,10 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     bk_st_list_init(&p->streams);
     bk_name_list_init(&p->names);
     p->next_psid = 1;
+    bk_list_init(&p->subs);
+    p->next_sub = 1;
+    p->out.on_sent = bk_pub_sent;
+    p->out.on_sent_arg = p;
     bk_put64(p->idkey, id);
     p->node.key = p->idkey;
     p->node.keylen = sizeof(p->idkey);
@@ -181,6 +186,15 @@ static void mark_dirty(bk_port_t *p)
         bk_list_push_head(&p->srv->dirty, &p->dirty_link);
 }
 
+/* A frame was queued: pause `cause` if this fills the queue. */
+static void queued(bk_port_t *to, bk_port_t *cause)
+{
+    if (cause && to->out.bytes > to->srv->cfg->queue_limit)
+        pause_sender(to, cause);
+    if (!(to->events & UV_WRITABLE))
+        mark_dirty(to);         /* else the socket is full: poll flushes */
+}
+
 /* Queue a copy of the frame; pause `cause` if this fills the queue. */
 static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                    int *fds, unsigned nfds, bk_port_t *cause,
@@ -190,10 +204,7 @@ static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
 
     if (r < 0)
         return r;
-    if (cause && to->out.bytes > to->srv->cfg->queue_limit)
-        pause_sender(to, cause);
-    if (!(to->events & UV_WRITABLE))
-        mark_dirty(to);         /* else the socket is full: poll flushes */
+    queued(to, cause);
     return 0;
 }
 
@@ -231,7 +242,7 @@ static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     int r;
 
     *queued = NULL;
-    if (to->failed || to->fd < 0) {
+    if (to->failed || to->fd < 0 || to->hangup) {
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
@@ -266,6 +277,49 @@ int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     return r;
 }
 
+int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                     bk_opayload_t **shared, int *fds, unsigned nfds,
+                     bk_port_t *cause, void *tag)
+{
+    bk_oframe_t *f;
+    int r;
+
+    if (to->failed || to->fd < 0 || to->hangup) {
+        bk_close_fds(fds, nfds);
+        return -ECONNRESET;
+    }
+    if (bk_outq_bypass(&to->out, h->length, to->srv->cfg->max_packet)) {
+        r = write_now(to, h, payload, fds, nfds);
+        if (r != -EAGAIN)
+            return r;
+    }
+    if (!*shared && !(*shared = bk_opayload_new(payload, h->length))) {
+        bk_close_fds(fds, nfds);
+        return -ENOMEM;
+    }
+    r = bk_outq_push_shared(&to->out, h, *shared, fds, nfds, &f);
+    if (r < 0)
+        return r;
+    f->tag = tag;
+    f->tag_first = !(h->flags & BK_F_CONT);
+    queued(to, cause);
+    return BK_PORT_QUEUED;
+}
+
+int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
+{
+    int r;
+
+    if (to->failed || to->fd < 0 || to->hangup) {
+        bk_outq_frame_free(f);
+        return -ECONNRESET;
+    }
+    r = bk_outq_push_frame(&to->out, f, h);
+    if (r == 0)
+        queued(to, NULL);
+    return r;
+}
+
 void bk_port_error(bk_port_t *to, uint32_t stream, int err,
                    const char *text, bk_port_t *cause)
 {
@@ -283,9 +337,8 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int err,
 }
 
 /* Write queued packets until the socket is full or the queue is empty. */
-static void flush(bk_port_t *p)
+static int write_queue(bk_port_t *p)
 {
-    uint64_t limit = p->srv->cfg->queue_limit;
     bk_outq_pkt_t pkt;
 
     while (bk_outq_gather(&p->out, p->srv->cfg->max_packet, &pkt)) {
@@ -296,13 +349,33 @@ static void flush(bk_port_t *p)
             break;
         if (r < 0) {
             bk_port_fail(p, r);
-            return;
+            return r;
         }
         bk_outq_consume(&p->out, &pkt, &sent);
         count_out(p, &sent);
     }
+    return 0;
+}
+
+static void flush(bk_port_t *p)
+{
+    uint64_t limit = p->srv->cfg->queue_limit;
+
+    if (write_queue(p) < 0)
+        return;
+    /* drops reported once the queue has room again (pubsub.h) */
+    if (p->gaps_pending && p->out.bytes <= limit / 2 &&
+        p->state != BK_PORT_CLOSING) {
+        bk_pub_flush_gaps(p);
+        if (write_queue(p) < 0)
+            return;
+    }
     if (p->nwaiters && p->out.bytes <= limit / 2)
         resume_waiters(p);
+    if (p->hangup && !p->out.frames) {
+        bk_port_fail(p, p->fail_err);
+        return;
+    }
     update_poll(p);
     if (!p->out.frames && p->srv->stopping && !p->failed)
         bk_server_port_drained(p->srv);
@@ -362,6 +435,7 @@ static void welcome(bk_port_t *p)
     bk_port_send(p, &h, buf, NULL, 0, NULL);
     bk_info("client %llu connected (pid %d, uid %d, %s)",
             (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
+    bk_pub_client_event(p, "connect");
 }
 
 /* --max-clients-per-uid: count this user's connected clients. */
@@ -460,6 +534,16 @@ static const char *check_text(int err)
     }
 }
 
+/* An invalid topic is the publication's error, not the connection's: the
+ * router answers EINVAL on its stream.  frame.c stops at the topic, so the
+ * checks that come after it there are made here. */
+static bool only_topic_invalid(const bk_hdr_t *h)
+{
+    return h->type == BK_T_DATA && (h->flags & BK_F_TOPIC) &&
+           h->stream <= BK_SID_MAX_LOCAL &&
+           (!(h->flags & BK_F_SHM) || h->length - h->aux == BK_SHM_DESC_SIZE);
+}
+
 /* Validate the whole packet before acting on any of it, so a bad packet
  * has no partial effect and the fds add up. */
 static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
@@ -474,6 +558,8 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
 
     while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
+        if (e == -EINVAL && (h.flags & BK_F_TOPIC))
+            e = only_topic_invalid(&h) ? 0 : -EPROTO;
         if (e < 0) {
             bk_close_fds(fds, nfds);
             bk_port_protocol_error(p, e, 0, check_text(e));
@@ -582,9 +668,29 @@ static void lost_oneway(const bk_oframe_t *f, void *arg)
                       "before reading the message", NULL);
 }
 
+void bk_port_hangup(bk_port_t *p, int err, const char *text)
+{
+    if (p->failed || p->hangup || p->fd < 0)
+        return;
+    p->fail_err = err;
+    p->state = BK_PORT_CLOSING;
+    bk_outq_fini(&p->out, lost_oneway, p);
+    bk_outq_init(&p->out);
+    p->out.on_sent = bk_pub_sent;
+    p->out.on_sent_arg = p;
+    resume_waiters(p);
+    bk_port_error(p, 0, err, text, NULL);
+    /* from now on nothing more is queued for it, and its names go to
+     * whoever is next in line */
+    p->hangup = true;
+    bk_names_release_all(&p->srv->names, &p->names);
+    update_poll(p);
+}
+
 void bk_port_close(bk_port_t *p)
 {
     bk_server_t *srv = p->srv;
+    bool announce = p->in_table;
 
     if (p->fd < 0)
         return;
@@ -604,8 +710,11 @@ void bk_port_close(bk_port_t *p)
                     (unsigned long long)p->id, (int)p->pid, p->comm);
     }
     bk_mon_port_gone(p);
+    bk_pub_port_gone(p);
     bk_router_port_gone(p);
     bk_names_release_all(&srv->names, &p->names);
+    if (announce)
+        bk_pub_client_event(p, "disconnect");
     bk_outq_fini(&p->out, lost_oneway, p);
     bk_shm_port_gone(p);
     resume_waiters(p);

@@ -57,6 +57,7 @@ typedef struct bk_port {
     int events;                 /* UV_READABLE / UV_WRITABLE wanted */
     bool in_table;
     bool failed;
+    bool hangup;                /* closed once its last words are out */
     int fail_err;
     bk_list_t reap_link;        /* on srv->reap once failed */
     bk_list_t all_link;         /* on srv->all: every port */
@@ -76,6 +77,13 @@ typedef struct bk_port {
     bk_st_list_t streams;       /* ends owned by this client */
     bk_name_list_t names;
     uint32_t next_psid;
+
+    /* publish/subscribe (pubsub.c) */
+    bk_list_t subs;             /* bk_sub_t.client_link, oldest first */
+    uint32_t nsubs;
+    uint32_t next_sub;          /* the next subscription id (never 0) */
+    uint32_t gaps_pending;      /* subscriptions with a GAP to send */
+    uint64_t pub_dropped;       /* publications dropped towards it */
 
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out, errors;
 } bk_port_t;
@@ -98,6 +106,24 @@ int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                         int *fds, unsigned nfds, bk_port_t *cause,
                         uint32_t src_sid);
 
+/* An outcome of bk_port_send_pub: the frame was queued (not written). */
+#define BK_PORT_QUEUED 1
+
+/* Send one receiver's frame of a publication: written at once from
+ * `payload` when it may bypass the queue, else queued with a reference to
+ * *shared (created from payload[0..h->length) on first need; the caller
+ * puts its own reference once the fan-out is done).  The queued frame is
+ * tagged with `tag` (its first fragment: bk_outq on_sent).  fds as for
+ * bk_port_send.  Returns 0 (written), BK_PORT_QUEUED, or a negative errno
+ * (dropped, fds closed). */
+int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                     bk_opayload_t **shared, int *fds, unsigned nfds,
+                     bk_port_t *cause, void *tag);
+/* Queue a frame taken out of another port's queue (bk_outq_take_tagged)
+ * with its header rewritten to h.  Returns 0 or a negative errno (the
+ * frame is freed then). */
+int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h);
+
 /* Send an ERROR frame (err: a negative errno) with a short text. */
 void bk_port_error(bk_port_t *to, uint32_t stream, int err,
                    const char *text, bk_port_t *cause);
@@ -107,6 +133,13 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int err,
  * error: what", and fail the port. */
 void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
                             const char *what);
+
+/* Disconnect a client whose socket may be full (a slow consumer): drop
+ * everything queued for it, stop reading it, queue an ERROR (err, text)
+ * on stream 0, release its names, and close it once that ERROR has been
+ * written (or the client goes away).  Meanwhile nothing more is queued
+ * for it: to senders it is gone. */
+void bk_port_hangup(bk_port_t *p, int err, const char *text);
 
 /* Mark the port failed (err: 0 for an orderly EOF, else why, as a
  * negative errno); it is closed

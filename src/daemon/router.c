@@ -10,11 +10,14 @@
 #include "error.h"
 #include "log.h"
 #include "monitor.h"
+#include "policy.h"
 #include "port.h"
+#include "pubsub.h"
 #include "router.h"
 #include "server.h"
 #include "shm.h"
 #include "sockio.h"
+#include "topic.h"
 
 /* Tombstones may exceed the stream limit by this factor before the client
  * is cut off: they only live until the failed message's last fragment. */
@@ -28,13 +31,14 @@ static bk_st_table_t *table(bk_port_t *p)
 /* The shared-memory descriptor of a DATA frame with BK_F_SHM. */
 static const uint8_t *shm_desc(const bk_hdr_t *h, const uint8_t *payload)
 {
-    return payload + (h->flags & BK_F_NAME ? h->aux : 0);
+    return payload + (h->flags & (BK_F_NAME | BK_F_TOPIC) ? h->aux : 0);
 }
 
 /* The payload bytes of a DATA frame that belong to the message. */
 static uint64_t data_bytes(const bk_hdr_t *h)
 {
-    return h->flags & BK_F_NAME ? h->length - h->aux : h->length;
+    return h->flags & (BK_F_NAME | BK_F_TOPIC) ? h->length - h->aux
+                                               : h->length;
 }
 
 /* A message failed at its first fragment (err: a negative errno): report it, and if fragments are
@@ -81,9 +85,11 @@ static bk_port_t *resolve(bk_port_t *from, const bk_hdr_t *h,
         }
     }
     to = bk_server_find(srv, id);
-    if (!to || to->failed)
+    if (!to || to->failed || to->hangup) {
         snprintf(why, whylen, "no client with id %" PRIu64, id);
-    return to && !to->failed ? to : NULL;
+        return NULL;
+    }
+    return to;
 }
 
 /* Count the reference `to` will hold (and introduce the segment) before
@@ -257,6 +263,153 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     forward(from, to, to_sid, h, payload, fds);
 }
 
+/* ---- publications ------------------------------------------------------ */
+
+static bool may_publish(const bk_port_t *from, const char *topic, size_t len)
+{
+    bk_policy_peer_t who = { .uid = from->uid, .gid = from->gid };
+
+    return bk_policy_may_publish(&from->srv->cfg->policy, &who, topic, len);
+}
+
+/* Why a publication is refused: its error on the stream (and *why), or
+ * 0. */
+static int pub_refusal(bk_port_t *from, const bk_hdr_t *h,
+                       const uint8_t *payload, const char **why)
+{
+    const char *topic = (const char *)payload;
+    const bk_conf_t *cfg = from->srv->cfg;
+
+    if (!bk_topic_valid(topic, h->aux)) {
+        *why = "invalid topic";
+        return -EINVAL;
+    }
+    if (bk_topic_reserved(topic, h->aux)) {
+        *why = "the $broker topics are the broker's own";
+        return -EACCES;
+    }
+    if (!may_publish(from, topic, h->aux)) {
+        *why = "not allowed to publish to this topic";
+        return -EACCES;
+    }
+    if (data_bytes(h) > cfg->max_msg) {
+        *why = "message exceeds the broker's limit";
+        return -EMSGSIZE;
+    }
+    if ((h->flags & BK_F_MORE) && from->streams.count >= cfg->max_streams) {
+        *why = "too many open streams";
+        return -ENOSR;
+    }
+    return 0;
+}
+
+/* A tombstone that swallows the rest of a message nobody gets. */
+static void swallow(bk_port_t *from, const bk_hdr_t *h)
+{
+    bk_stream_t *s;
+
+    if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
+                   NULL, 0, 0, NULL, &s) < 0) {
+        bk_port_protocol_error(from, -ENOMEM, h->stream, "out of memory");
+        return;
+    }
+    s->end[0].in_msg = true;
+    s->end[0].discard = true;
+}
+
+/* First fragment of a publication (OPEN|TOPIC). */
+static void publish(bk_port_t *from, const bk_hdr_t *h,
+                    const uint8_t *payload, int *fds)
+{
+    bool more = h->flags & BK_F_MORE;
+    const char *why;
+    bk_pub_t *rec = NULL;
+    bk_stream_t *s;
+    int r;
+
+    if (bk_st_find(table(from), from->id, h->stream)) {
+        bk_close_fds(fds, h->nfds);
+        bk_port_protocol_error(from, -EPROTO, h->stream,
+                               "OPEN on a stream id already in use");
+        return;
+    }
+    r = pub_refusal(from, h, payload, &why);
+    if (r < 0) {
+        bk_close_fds(fds, h->nfds);
+        if (r == -EACCES)
+            bk_info("client %" PRIu64 " (uid %d, %s) may not publish to "
+                    "'%.*s'", from->id, (int)from->uid, from->comm,
+                    (int)h->aux, (const char *)payload);
+        reject(from, h, payload, r, why);
+        return;
+    }
+    from->srv->stats.bytes_in += data_bytes(h);
+    from->srv->stats.msgs_in += !more;
+    r = bk_pub_fanout(from->srv, from, h, payload, fds, more ? &rec : NULL);
+    if (r == -ENOMEM)
+        bk_port_error(from, h->stream, -ENOMEM, "broker out of memory", from);
+    if (!more)
+        return;
+    if (!rec) {
+        swallow(from, h);
+        return;
+    }
+    if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
+                   NULL, 0, 0, NULL, &s) < 0) {
+        bk_pub_abort(from, rec, -ENOMEM, "broker out of memory");
+        bk_pub_free(rec);
+        bk_port_protocol_error(from, -ENOMEM, h->stream, "out of memory");
+        return;
+    }
+    s->opened_ms = bk_now_ms();
+    s->pub = rec;
+    s->end[0].in_msg = true;
+    s->end[0].msg_bytes = data_bytes(h);
+    s->end[0].bytes = data_bytes(h);
+}
+
+/* The publication on end e is over (or abandoned): the record goes. */
+static void pub_done(bk_port_t *from, bk_st_end_t *e)
+{
+    bk_pub_free(e->stream->pub);
+    e->stream->pub = NULL;
+    bk_st_remove_end(table(from), e);
+}
+
+static void pub_continuation(bk_port_t *from, bk_st_end_t *e,
+                             const bk_hdr_t *h, const uint8_t *payload)
+{
+    bool last = !(h->flags & BK_F_MORE);
+
+    if (last && !(h->flags & BK_F_CLOSE)) {
+        /* the receivers hear ECONNRESET when the port goes */
+        bk_port_protocol_error(from, -EPROTO, h->stream,
+                               "a publication must end with CLOSE");
+        return;
+    }
+    e->msg_bytes += h->length;
+    if (e->msg_bytes > from->srv->cfg->max_msg) {
+        char text[96];
+        snprintf(text, sizeof(text), "message exceeds the broker's limit "
+                 "of %" PRIu64 " bytes", from->srv->cfg->max_msg);
+        bk_port_error(from, h->stream, -EMSGSIZE, text, from);
+        bk_pub_abort(from, e->stream->pub, -EMSGSIZE, text);
+        bk_pub_free(e->stream->pub);
+        e->stream->pub = NULL;
+        if (last)
+            bk_st_remove_end(table(from), e);
+        else
+            e->discard = true;
+        return;
+    }
+    e->bytes += h->length;
+    from->srv->stats.bytes_in += h->length;
+    from->srv->stats.msgs_in += last;
+    bk_pub_forward(from, e->stream->pub, h, payload);
+    if (last)
+        pub_done(from, e);
+}
+
 /* The end of a message with CLOSE ends the stream. */
 static void after_message(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
 {
@@ -317,6 +470,10 @@ static void continuation(bk_port_t *from, const bk_hdr_t *h,
             bk_st_remove_end(table(from), e);
         return;
     }
+    if (e->stream->pub) {
+        pub_continuation(from, e, h, payload);
+        return;
+    }
     peer = bk_st_peer(e);
     if (!peer) {                /* cannot happen: a lone end is a tombstone */
         bk_st_remove_end(table(from), e);
@@ -347,6 +504,11 @@ static void close_stream(bk_port_t *from, const bk_hdr_t *h,
         bk_st_remove_end(table(from), e);
         return;
     }
+    if (e->stream->pub) {       /* the publisher abandons the message */
+        bk_pub_forward(from, e->stream->pub, h, payload);
+        pub_done(from, e);
+        return;
+    }
     peer = bk_st_peer(e);
     if (peer && !peer->discard) {
         bk_hdr_t c = *h;
@@ -374,6 +536,8 @@ void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
         close_stream(from, h, payload);
     else if (h->flags & BK_F_CONT)
         continuation(from, h, payload);
+    else if (h->flags & BK_F_TOPIC)
+        publish(from, h, payload, fds);
     else if (h->flags & BK_F_OPEN)
         open_stream(from, h, payload, fds);
     else
@@ -389,6 +553,13 @@ void bk_router_port_gone(bk_port_t *p)
     while ((e = bk_st_list_first(&p->streams))) {
         bk_st_end_t *peer = bk_st_peer(e);
 
+        if (e->stream->pub) {
+            if (!p->srv->stopping)
+                bk_pub_abort(p, e->stream->pub, -ECONNRESET,
+                             "publisher disconnected");
+            pub_done(p, e);
+            continue;
+        }
         if (peer && !peer->discard && !p->srv->stopping) {
             bk_port_t *op = peer->owner;
             bk_hdr_t h = {

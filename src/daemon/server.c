@@ -19,6 +19,7 @@
 #include "port.h"
 #include "router.h"
 #include "sdaemon.h"
+#include "pubsub.h"
 #include "server.h"
 #include "sockio.h"
 
@@ -312,6 +313,8 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     bk_list_init(&s->dirty);
     bk_list_init(&s->monitors);
     bk_names_init(&s->names);
+    s->names.on_change = bk_pub_name_changed;
+    s->names.arg = s;
     bk_st_init(&s->streams);
     /* Signals first: a client may connect (and a test may SIGTERM us) as
      * soon as listen() returns. */
@@ -324,6 +327,9 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &s->grace);
     s->grace.data = s;
+    s->subs = bk_subs_new();
+    if (!s->subs)
+        return -ENOMEM;
     if (lfd >= 0) {
         s->lfd = lfd;
         s->activated = true;
@@ -416,6 +422,9 @@ void bk_server_stop(bk_server_t *s)
 void bk_server_fini(bk_server_t *s)
 {
     bk_st_fini(&s->streams);
+    if (s->subs)
+        bk_subs_free(s->subs);
+    s->subs = NULL;
     bk_names_fini(&s->names);
     bk_ht_fini(&s->clients);
     if (s->reserve_fd >= 0)

@@ -5,7 +5,7 @@
  * Owns the listening socket and its lock file fd, the spare fd for
  * EMFILE, the signal and grace-timer handles, the client table and the
  * lists every port is on (all, reap, dirty; the ports themselves are
- * port.c's), the name and stream tables and the counters.  The monitor
+ * port.c's), the name, stream and subscription tables and the counters.  The monitor
  * list hangs here but is monitor.c's; the configuration is main's.
  */
 #ifndef BK_SERVER_H
@@ -19,6 +19,7 @@
 #include "list.h"
 #include "names.h"
 #include "streams.h"
+#include "subs.h"
 
 struct bk_port;
 
@@ -30,6 +31,10 @@ typedef struct bk_stats {
     uint64_t shm_segments;      /* registered */
     uint64_t shm_bytes;         /* registered */
     uint64_t shm_held;          /* descriptors delivered, not released */
+    uint64_t published;         /* publications (first fragments) */
+    uint64_t published_unmatched;   /* ... that matched no subscription */
+    uint64_t delivered_pub;     /* publications queued or written */
+    uint64_t dropped_pub;       /* publications dropped by a policy */
 } bk_stats_t;
 
 typedef struct bk_server {
@@ -47,6 +52,7 @@ typedef struct bk_server {
     uint32_t nports;            /* every connection, handshaking or not */
     bk_names_t names;
     bk_st_table_t streams;
+    bk_subs_t *subs;            /* every subscription (subs.h) */
     uint64_t next_client_id;
     uint64_t start_ms;
     bk_stats_t stats;

@@ -27,6 +27,11 @@ typedef struct bk_segment {
     int rofd;                   /* read-only reopen, forwarded to receivers */
     uint64_t *sent_to;          /* client ids that were sent rofd */
     uint32_t nsent, capsent;
+    /* Publications of one buffer to n receivers: the owner counts one
+     * descriptor sent, so n - 1 of the receivers' releases are absorbed
+     * (the owner hears only the last). */
+    struct bk_fanref { uint64_t offset, extra; } *fan;
+    uint32_t nfan, capfan;
 } bk_segment_t;
 
 typedef struct bk_known {
@@ -332,6 +337,56 @@ void bk_shm_undelivered(bk_port_t *from, const uint8_t *desc)
         send_release(from, 0, d.segid, 1, d.offset, from);
 }
 
+int bk_shm_fanout(bk_port_t *from, const uint8_t *desc, uint32_t n)
+{
+    bk_shm_desc_t d;
+    bk_segment_t *seg;
+
+    if (n <= 1)
+        return 0;
+    if (bk_shm_desc_decode(desc, &d) < 0 || !(seg = seg_find(from, d.segid)))
+        return -EPROTO;
+    for (uint32_t i = 0; i < seg->nfan; i++)
+        if (seg->fan[i].offset == d.offset) {
+            seg->fan[i].extra += n - 1;
+            return 0;
+        }
+    if (seg->nfan == seg->capfan) {
+        uint32_t cap = seg->capfan ? 2 * seg->capfan : 4;
+        struct bk_fanref *v = realloc(seg->fan, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        seg->fan = v;
+        seg->capfan = cap;
+    }
+    seg->fan[seg->nfan++] = (struct bk_fanref){ d.offset, n - 1 };
+    return 0;
+}
+
+/* Of `count` releases of (owner's segid, offset), how many the owner is
+ * told: those beyond the publications' extra receivers. */
+static uint64_t absorb(bk_port_t *owner, uint32_t segid, uint64_t offset,
+                       uint64_t count)
+{
+    bk_segment_t *seg = seg_find(owner, segid);
+
+    if (!seg)
+        return count;
+    for (uint32_t i = 0; i < seg->nfan; i++) {
+        struct bk_fanref *f = &seg->fan[i];
+        uint64_t take;
+
+        if (f->offset != offset)
+            continue;
+        take = count < f->extra ? count : f->extra;
+        f->extra -= take;
+        if (!f->extra)
+            *f = seg->fan[--seg->nfan];
+        return count - take;
+    }
+    return count;
+}
+
 /* ---- release --------------------------------------------------------------- */
 
 /* `p` no longer holds `count` references into (owner, segid). */
@@ -373,7 +428,7 @@ int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
         }
         drop_known_refs(p, owner, segid, count);
         op = bk_server_find(p->srv, owner);
-        if (op)
+        if (op && (count = (uint32_t)absorb(op, segid, offset, count)))
             send_release(op, p->id, segid, count, offset, p);
     }
     return 0;
@@ -392,9 +447,13 @@ static void return_held(bk_port_t *p)
         bk_port_t *op = bk_server_find(p->srv, owner);
 
         next = bk_ht_next(&p->shm.held, n);
-        if (op && op != p)
-            send_release(op, p->id, bk_get32(held->key + 8), held->count,
-                         bk_get64(held->key + 12), NULL);
+        if (op && op != p) {
+            uint32_t segid = bk_get32(held->key + 8);
+            uint64_t off = bk_get64(held->key + 12);
+            uint64_t c = absorb(op, segid, off, held->count);
+            if (c)
+                send_release(op, p->id, segid, c, off, NULL);
+        }
         p->srv->stats.shm_held -= held->count;
         free(held);
     }
@@ -427,6 +486,7 @@ static void retire(bk_port_t *p, bk_segment_t *seg)
     }
     close(seg->rofd);
     free(seg->sent_to);
+    free(seg->fan);
 }
 
 void bk_shm_port_gone(bk_port_t *p)

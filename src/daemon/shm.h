@@ -49,6 +49,11 @@ int bk_shm_check(struct bk_port *from, const uint8_t *desc, const char **why);
 int bk_shm_deliver(struct bk_port *from, struct bk_port *to,
                    const uint8_t *desc);
 
+/* The descriptor was published to n receivers (n references counted by
+ * bk_shm_deliver): `from` sent one, so it will hear one release, once
+ * the last receiver released its view.  Returns 0 or -ENOMEM. */
+int bk_shm_fanout(struct bk_port *from, const uint8_t *desc, uint32_t n);
+
 /* The descriptor was not delivered: give the reference back to `from`. */
 void bk_shm_undelivered(struct bk_port *from, const uint8_t *desc);
 

@@ -50,6 +50,8 @@ struct bk_st_end {
 struct bk_stream {
     bk_st_end_t end[2];         /* [0] opener, [1] acceptor */
     uint64_t opened_ms;
+    void *pub;                  /* a publication's receivers (pubsub.h):
+                                 * the router's, freed before the end */
 };
 
 typedef struct bk_st_table {

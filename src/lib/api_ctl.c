@@ -8,6 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ctrl.h"
+#include "subs.h"
+
+_Static_assert(BROKER_NAME_ALLOW_REPLACEMENT == BK_REG_ALLOW_REPLACEMENT &&
+               BROKER_NAME_REPLACE_EXISTING == BK_REG_REPLACE_EXISTING &&
+               BROKER_NAME_QUEUE == BK_REG_QUEUE &&
+               BROKER_NAME_OWNER == BK_REG_OWNER &&
+               BROKER_NAME_QUEUED == BK_REG_QUEUED,
+               "name flags must match the wire");
 
 static int ctrl_call(broker_t *b, uint32_t op, const char *arg, size_t len,
                      int timeout_ms, uint8_t **payload, size_t *plen)
@@ -31,6 +39,30 @@ static int name_op(broker_t *b, uint32_t op, const char *name,
 BROKER_API int broker_register(broker_t *b, const char *name)
 {
     return name_op(b, BK_OP_REGISTER, name, NULL, NULL);
+}
+
+BROKER_API int broker_register_flags(broker_t *b, const char *name,
+                                     uint32_t flags)
+{
+    uint8_t req[4 + BK_MAX_NAME];
+    uint8_t *p = NULL;
+    size_t len, plen = 0;
+    int r;
+
+    if (!b || (flags & ~BK_REG_FLAGS_ALL_) || !bk_conn_name_ok(b, name, &len))
+        return -EINVAL;
+    bk_put32(req, flags);
+    memcpy(req + 4, name, len);
+    r = ctrl_call(b, BK_OP_REGISTER_EX, (const char *)req, 4 + len, -1, &p,
+                  &plen);
+    if (r == 0) {
+        uint32_t outcome = plen == 4 ? bk_get32(p) : 0;
+
+        r = outcome == BK_REG_OWNER || outcome == BK_REG_QUEUED
+            ? (int)outcome : -EPROTO;
+    }
+    free(p);
+    return r;
 }
 
 BROKER_API int broker_release(broker_t *b, const char *name)
@@ -94,6 +126,16 @@ BROKER_API int broker_status(broker_t *b, char **text)
 
 /* ---- operator control --------------------------------------------------- */
 
+/* The largest request the broker takes for op. */
+static size_t ctrl_max_len(const broker_t *b, uint32_t op)
+{
+    if (op == BK_OP_SUBSCRIBE)
+        return BK_SUB_REQ_MAX;
+    if (op == BK_OP_REGISTER_EX)
+        return 4 + (size_t)b->lim.max_name;
+    return b->lim.max_name;
+}
+
 BROKER_API int broker_ctrl(broker_t *b, uint32_t op, const void *req,
                            size_t len, void **reply, size_t *reply_len)
 {
@@ -106,8 +148,10 @@ BROKER_API int broker_ctrl(broker_t *b, uint32_t op, const void *req,
     if (reply_len)
         *reply_len = 0;
     if (!b || op == 0 || op == BK_OP_SEGMENT || (len && !req) ||
-        len > b->lim.max_name)
+        len > ctrl_max_len(b, op))
         return -EINVAL;
+    if (op == BK_OP_UNSUBSCRIBE && len == 4)
+        bk_subs_remove(b, bk_get32(req));       /* see broker_unsubscribe */
     r = ctrl_call(b, op, req, len, -1, &p, &plen);
     /* on an error too, the broker may explain itself in the payload */
     if (!reply || (r < 0 && !plen)) {
@@ -173,7 +217,8 @@ BROKER_API int broker_list(broker_t *b, uint32_t op, char **text, size_t *len)
     char *all = NULL;
     int r;
 
-    if (!b || !text || op < BK_OP_LIST_CLIENTS || op > BK_OP_LIST_SHM)
+    if (!b || !text || ((op < BK_OP_LIST_CLIENTS || op > BK_OP_LIST_SHM) &&
+                        op != BK_OP_LIST_SUBS))
         return -EINVAL;
     r = list_append(&all, &total, "", 0);
     while (r == 0) {

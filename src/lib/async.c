@@ -3,8 +3,9 @@
  * loop (prefix bk_async_): a poll handle on
  * the socket (readable always, writable while output is queued), an idle
  * handle that dispatches messages received outside the poll callback, a
- * timer for partial-message expiry, and broker_call_async with per-call
- * timers.
+ * timer for partial-message expiry, broker_call_async with per-call
+ * timers, and broker_subscribe_async (a CTRL request of ctrl.c's async
+ * kind, whose reply ctrl.c hands to async_reply below).
  *
  * User callbacks only run from the top of a libuv callback (or, for
  * cancellations, from broker_close), never while the library is in the
@@ -13,10 +14,11 @@
  *
  * Ownership: b->as (struct bk_async) lives from broker_attach until its
  * three handles are closed after broker_close, which then frees the whole
- * handle.  A struct bk_acall is owned by its connection's list of
- * pending calls until its answer arrives (the answering message in the
- * FIFO then points at it, stream.c and in.c tell us through hooks), and
- * is freed after its callback ran (once its timer handle is closed).
+ * handle.  A struct bk_acall (a call, or a subscription request) is owned
+ * by its connection's list of pending calls until its answer arrives (the
+ * answering message in the FIFO then points at it, stream.c, in.c and
+ * ctrl.c tell us through hooks), and is freed after its callback ran
+ * (once its timer handle is closed).
  */
 #include "config.h"
 #include <errno.h>
@@ -25,16 +27,20 @@
 #include <uv.h>
 #include "outq.h"
 #include "stream.h"
+#include "ctrl.h"
 #include "in.h"
 #include "send.h"
+#include "pubsub.h"
 #include "handle.h"
 #include "async.h"
 
 struct bk_acall {
     bk_list_t link;                 /* on as->calls while pending */
     broker_t *b;
-    uint32_t sid;
-    broker_reply_cb cb;
+    uint32_t sid;                   /* a call's stream, or 0 */
+    uint32_t ctrl_id;               /* a subscription's request id */
+    broker_reply_cb cb;             /* a call's callback, or NULL */
+    broker_sub_cb sub_cb;           /* a subscription's, or NULL */
     void *ud;
     bool has_timer;
     uv_timer_t timer;
@@ -114,17 +120,60 @@ static const struct bk_in_hooks async_in_hooks = {
     .call_answered = on_call_answered,
 };
 
+/* The reply to a subscription request (read just now; ctrl.c has made a
+ * granted id live already): it waits in the FIFO, in order with the
+ * messages around it, for dispatch() to run the callback.  A reply
+ * nobody waits for (an unsubscription) is dropped. */
+static void on_async_reply(broker_t *b, uint32_t id, int code,
+                           const uint8_t *p, size_t len)
+{
+    struct bk_acall *ac = NULL, *it;
+    struct bk_msg *m;
+
+    if (!b->as)
+        return;
+    bk_list_for_each(it, &b->as->calls, struct bk_acall, link)
+        if (it->sub_cb && it->ctrl_id == id) {
+            ac = it;
+            break;
+        }
+    if (!ac)
+        return;
+    m = bk_msg_event(BROKER_MSG_ERROR, 0, 0, code, NULL, 0);
+    if (!m) {
+        bk_io_fail(&b->io, -ENOMEM);
+        return;
+    }
+    m->pub.sub_id = code == 0 ? bk_ctrl_sub_id(p, len) : 0;
+    m->acall = ac;
+    settle(ac);
+    bk_in_push(b, m);
+}
+
+static const struct bk_ctrl_hooks async_ctrl_hooks = {
+    .async_reply = on_async_reply,
+};
+
+/* Run ac's callback with an error. */
+static void acall_report_err(broker_t *b, struct bk_acall *ac, int err)
+{
+    if (ac->sub_cb)
+        ac->sub_cb(b, err, 0, ac->ud);
+    else
+        ac->cb(b, err, NULL, ac->ud);
+}
+
 /* Detach ac from its stream and run its callback with err. */
 static void acall_fail(broker_t *b, struct bk_acall *ac, int err)
 {
-    struct bk_stream *s = bk_stream_find(b, ac->sid);
+    struct bk_stream *s = ac->sid ? bk_stream_find(b, ac->sid) : NULL;
 
     bk_list_unlink(&ac->link);
     if (ac->has_timer)
         uv_timer_stop(&ac->timer);
     if (s && s->acall == ac)
         s->acall = NULL;
-    ac->cb(b, err, NULL, ac->ud);
+    acall_report_err(b, ac, err);
     acall_free(ac);
 }
 
@@ -133,7 +182,13 @@ static void acall_answer(broker_t *b, struct bk_msg *m)
     struct bk_acall *ac = m->acall;
 
     m->acall = NULL;
-    if (m->pub.kind == BROKER_MSG_DATA) {
+    if (ac->sub_cb) {
+        int err = m->pub.code;
+        uint32_t id = m->pub.sub_id;
+
+        bk_msg_free(m);
+        ac->sub_cb(b, err, id, ac->ud);
+    } else if (m->pub.kind == BROKER_MSG_DATA) {
         ac->cb(b, 0, &m->pub, ac->ud);
     } else {
         int err = m->pub.code ? m->pub.code : -ENODATA;
@@ -305,6 +360,7 @@ BROKER_API int broker_attach(broker_t *b, struct uv_loop_s *loop,
     b->kick = kick;
     bk_stream_set_hooks(b, &async_stream_hooks);
     bk_in_set_hooks(b, &async_in_hooks);
+    bk_ctrl_set_hooks(b, &async_ctrl_hooks);
     update(b);
     return 0;
 }
@@ -333,7 +389,7 @@ void bk_async_close(broker_t *b)
             struct bk_acall *ac = m->acall;
             m->acall = NULL;
             bk_msg_free(m);
-            ac->cb(b, -ECANCELED, NULL, ac->ud);
+            acall_report_err(b, ac, -ECANCELED);
             acall_free(ac);
         } else {
             bk_msg_free(m);
@@ -403,6 +459,40 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
     }
     if (ac->has_timer && bk_list_linked(&ac->link))
         uv_timer_start(&ac->timer, on_call_timeout, (uint64_t)timeout_ms, 0);
+    update(b);
+    return 0;
+}
+
+BROKER_API int broker_subscribe_async(broker_t *b, const char *pattern,
+                                      const char *group,
+                                      broker_sub_policy_t policy,
+                                      broker_sub_cb cb, void *userdata)
+{
+    uint8_t req[BK_SUB_REQ_MAX];
+    struct bk_acall *ac;
+    size_t len;
+    int r = bk_pubsub_sub_req(b, pattern, group, (int)policy, req, &len);
+
+    if (r < 0)
+        return r;
+    if (!b->as || !cb)
+        return -EINVAL;
+    r = bk_conn_usable(b);
+    if (r < 0)
+        return r;
+    ac = calloc(1, sizeof(*ac));
+    if (!ac)
+        return -ENOMEM;
+    ac->b = b;
+    ac->sub_cb = cb;
+    ac->ud = userdata;
+    bk_list_init(&ac->link);
+    r = bk_ctrl_send_async(b, BK_OP_SUBSCRIBE, req, len, &ac->ctrl_id);
+    if (r < 0) {
+        free(ac);
+        return r;
+    }
+    bk_list_push_head(&b->as->calls, &ac->link);
     update(b);
     return 0;
 }

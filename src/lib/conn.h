@@ -10,6 +10,7 @@
  * the one that defines it:
  *
  *   out    outq.h    layer 3   output queues, staging, flushing
+ *   subs   subs.h    layer 3   the live subscription ids
  *   st     stream.h  layer 4   the stream table
  *   ctrl   ctrl.h    layer 4   the control request in flight
  *   shm    shm.h     layer 5   our shared-memory pool
@@ -47,6 +48,7 @@
 #define BK_MAX_SHM_SEGMENT      (UINT64_C(1) << 40)
 
 struct bk_out;
+struct bk_subs;
 struct bk_streams;
 struct bk_ctrl;
 struct bk_shm;
@@ -77,6 +79,7 @@ struct broker {
     void (*kick)(broker_t *b);
 
     struct bk_out *out;
+    struct bk_subs *subs;
     struct bk_streams *st;
     struct bk_ctrl *ctrl;
     struct bk_shm *shm;

@@ -2,9 +2,9 @@
  * handle.h - libbroker layer 7: a broker_t as a whole (prefix
  * bk_handle_).  Not installed.
  *
- * Creates a handle's modules in layer order (conn, out, streams, ctrl,
- * shm, shmview, in) and frees them in reverse, so that each module's fini
- * runs while the modules below it still exist; but shmview goes first:
+ * Creates a handle's modules in layer order (conn, out, subs, streams,
+ * ctrl, shm, shmview, in) and frees them in reverse, so that each module's
+ * fini runs while the modules below it still exist; but shmview goes first:
  * from then on, messages the application still holds keep their segments
  * mapped without pushing releases.  The handle owns them all; the socket
  * goes last.

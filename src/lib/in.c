@@ -15,6 +15,7 @@
 #include "ctrl.h"
 #include "shm.h"
 #include "shmview.h"
+#include "subs.h"
 #include "in.h"
 
 struct bk_in {
@@ -222,7 +223,7 @@ void bk_in_run_expiry(broker_t *b)
 /* A descriptor we will not deliver: its reference goes back at once. */
 static void shm_return(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 {
-    size_t nl = (h->flags & BK_F_NAME) ? h->aux : 0;
+    size_t nl = (h->flags & (BK_F_NAME | BK_F_TOPIC)) ? h->aux : 0;
     bk_shm_desc_t d;
 
     if (bk_shm_desc_decode(p + nl, &d) == 0)
@@ -233,7 +234,8 @@ static void shm_return(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
  * deliver a message whose data is a view into the sender's segment.  The
  * name and flags go through the reassembly table like any one-fragment
  * message, so a key still busy with fragments is caught the same way. */
-static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
+                      const char *topic, uint32_t sub_id)
 {
     size_t nl = (h->flags & BK_F_NAME) ? h->aux : 0;
     bool ends = h->flags & BK_F_CLOSE;
@@ -268,7 +270,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
         refuse(b, h->source, h->stream, r < 0 ? r : -EPROTO, !ends);
         return 0;
     }
-    m = bk_msg_from_out(&res.out[0]);
+    m = bk_msg_from_out(&res.out[0], topic, sub_id);
     if (!m) {
         bk_reasm_out_release(&res.out[0]);
         bk_shmview_release(b, h->source, d.segid, d.offset);
@@ -285,17 +287,117 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
     return 0;
 }
 
+/* ---- publications ------------------------------------------------------- */
+
+/* A message we drop unseen: its fds closed, its descriptor released. */
+static void discard(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
+                    int *fds)
+{
+    if (fds)
+        bk_close_fds(fds, h->nfds);
+    if (h->flags & BK_F_SHM)
+        shm_return(b, h, p);
+}
+
+/* The first fragment of a publication (dest = our subscription id):
+ * *h and *p become those of a plain message without the topic, which is
+ * copied into topic.  Returns 1 to go on, 0 when the subscription is no
+ * longer ours (the message is dropped: no stream entry is made, so its
+ * later fragments are dropped too), or -EPROTO. */
+static int strip_topic(broker_t *b, bk_hdr_t *h, const uint8_t **p,
+                       int *fds, char topic[BK_MAX_TOPIC + 1])
+{
+    size_t tl = h->aux;
+
+    if (!(h->flags & BK_F_OPEN) || (h->flags & BK_F_NAME) || tl == 0 ||
+        tl > BK_MAX_TOPIC || tl > h->length || h->dest == 0 ||
+        h->dest > UINT32_MAX) {
+        bk_close_fds(fds, h->nfds);
+        return -EPROTO;
+    }
+    if (!bk_subs_live(b, (uint32_t)h->dest)) {
+        discard(b, h, *p, fds);
+        return 0;
+    }
+    memcpy(topic, *p, tl);
+    topic[tl] = '\0';
+    h->flags &= (uint8_t)~BK_F_TOPIC;
+    h->aux = 0;
+    h->length -= (uint32_t)tl;
+    *p += tl;
+    return 1;
+}
+
+/* Remember on its stream what a publication is, for all its pieces. */
+static int stream_set_topic(struct bk_stream *s, const char *topic,
+                            uint32_t sub_id)
+{
+    char *t = strdup(topic);
+
+    if (!t)
+        return -ENOMEM;
+    free(s->topic);
+    s->topic = t;
+    s->sub_id = sub_id;
+    return 0;
+}
+
+/* Hand a reassembled message (or chunk) of stream sid out, unless it is
+ * a publication for a subscription that ended meanwhile. */
+static int deliver_out(broker_t *b, uint32_t sid, bk_reasm_out_t *o)
+{
+    struct bk_stream *s = bk_stream_find(b, sid);
+    const char *topic = s ? s->topic : NULL;
+    struct bk_msg *m;
+
+    if (topic && !bk_subs_live(b, s->sub_id)) {
+        bk_reasm_out_release(o);
+        return 0;
+    }
+    m = bk_msg_from_out(o, topic, topic ? s->sub_id : 0);
+    if (!m)
+        return -ENOMEM;
+    deliver(b, m);
+    return 0;
+}
+
+/* GAP: publications the broker dropped for one of our subscriptions. */
+static int handle_gap(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+{
+    struct bk_msg *m;
+
+    if (h->length != BK_GAP_SIZE)
+        return -EPROTO;
+    if (!bk_subs_live(b, h->aux))
+        return 0;
+    m = bk_msg_gap(h->aux, bk_get64(p));
+    if (!m)
+        return -ENOMEM;
+    deliver(b, m);
+    return 0;
+}
+
 /* ---- frames ------------------------------------------------------------- */
 
-static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
+static int handle_data(broker_t *b, const bk_hdr_t *hin, const uint8_t *p,
                        int *fds)
 {
-    struct bk_stream *s = bk_stream_find(b, h->stream);
+    char topic[BK_MAX_TOPIC + 1];
+    bool pub = !(hin->flags & BK_F_CONT) && (hin->flags & BK_F_TOPIC);
+    bk_hdr_t hs = *hin;
+    const bk_hdr_t *h = &hs;
+    struct bk_stream *s;
     bool ends = (h->flags & BK_F_CLOSE) && !(h->flags & BK_F_MORE);
     bool shm = h->flags & BK_F_SHM;
     bk_reasm_result_t res;
     int r;
 
+    if (pub) {
+        r = strip_topic(b, &hs, &p, fds, topic);
+        if (r <= 0)
+            return r;
+    }
+    s = bk_stream_find(b, h->stream);
     if (!(h->flags & BK_F_CONT) && (h->flags & BK_F_OPEN)) {
         if (!(h->stream & BK_SID_PEER_BIT)) {
             bk_close_fds(fds, h->nfds);
@@ -313,16 +415,19 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
             }
             s->opened = s->q.wire = true;
         }
+        if (pub && stream_set_topic(s, topic, (uint32_t)h->dest) < 0) {
+            discard(b, h, p, fds);
+            refuse(b, h->source, h->stream, -ENOMEM, !ends);
+            return 0;
+        }
     } else if (!s || s->q.closing) {
-        /* a late fragment of a stream already closed on our side */
-        if (fds)
-            bk_close_fds(fds, h->nfds);
-        if (shm)
-            shm_return(b, h, p);
+        /* a late fragment of a stream already closed on our side, or of
+         * a publication for a subscription we ended */
+        discard(b, h, p, fds);
         return 0;
     }
     if (shm)
-        return handle_shm(b, h, p);
+        return handle_shm(b, h, p, s->topic, s->sub_id);
     r = bk_reasm_feed(&b->in->reasm, h, p, fds, bk_io_now_ms(), &res);
     if (r == -EPROTO)
         return -EPROTO;
@@ -333,14 +438,12 @@ static int handle_data(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     for (unsigned i = 0; i < res.nout; i++) {
         bk_reasm_out_t *o = &res.out[i];
         bool last = o->flags & BK_REASM_CLOSE;
-        struct bk_msg *m = bk_msg_from_out(o);
 
-        if (!m) {
+        if (deliver_out(b, h->stream, o) < 0) {
             for (unsigned j = i; j < res.nout; j++)
                 bk_reasm_out_release(&res.out[j]);
             return -ENOMEM;
         }
-        deliver(b, m);
         if (last && (s = bk_stream_find(b, h->stream)))
             bk_stream_ended(b, s);
     }
@@ -420,6 +523,8 @@ static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
         return bk_shmview_on_seg_drop(b, h, p);
     case BK_T_MONITOR:
         return handle_monitor(b, h, p);
+    case BK_T_GAP:
+        return handle_gap(b, h, p);
     default:
         return -EPROTO;
     }

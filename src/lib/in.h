@@ -6,8 +6,12 @@
  * blocking operation in progress (the one message on its stream it
  * captures).  It reads packets (io.h), checks every frame and dispatches
  * it: DATA through reassembly (or, with BK_F_SHM, as a view of a shared
- * segment) into struct bk_msg objects; CLOSE / ERROR into events; control
- * replies, WELCOME and shared-memory frames to the modules that own them.
+ * segment) into struct bk_msg objects; CLOSE / ERROR / GAP into events;
+ * control replies, WELCOME and shared-memory frames to the modules that
+ * own them.  A publication's topic and subscription id (first fragment)
+ * stay on its stream entry for every piece of it; a publication or GAP
+ * whose subscription is not live (subs.h) is dropped, fds closed and
+ * shared memory released.
  * It also implements the socket layer's wait and pump hooks.
  *
  * Ownership: a message is owned by the FIFO until popped, by the watch

@@ -38,12 +38,25 @@ struct bk_msg *bk_msg_event(broker_kind_t kind, uint32_t stream,
     return m;
 }
 
-struct bk_msg *bk_msg_from_out(bk_reasm_out_t *o)
+struct bk_msg *bk_msg_gap(uint32_t sub_id, uint64_t missed)
+{
+    struct bk_msg *m = bk_msg_event(BROKER_MSG_GAP, 0, 0, 0, NULL, 0);
+
+    if (!m)
+        return NULL;
+    m->pub.sub_id = sub_id;
+    m->pub.gap = missed;
+    return m;
+}
+
+struct bk_msg *bk_msg_from_out(bk_reasm_out_t *o, const char *topic,
+                               uint32_t sub_id)
 {
     size_t namelen = o->named ? strlen(o->name) + 1 : 0;
+    size_t toplen = topic ? strlen(topic) + 1 : 0;
     size_t inl = o->data_owned ? 0 : o->len + 1;
     size_t fdsz = o->nfds * sizeof(int);
-    struct bk_msg *m = malloc(sizeof(*m) + fdsz + namelen + inl);
+    struct bk_msg *m = malloc(sizeof(*m) + fdsz + namelen + toplen + inl);
     char *p;
 
     if (!m)
@@ -66,6 +79,13 @@ struct bk_msg *bk_msg_from_out(bk_reasm_out_t *o)
         m->pub.name = p;
         memcpy(p, o->name, namelen);
         p += namelen;
+    }
+    if (toplen) {
+        m->pub.topic = p;
+        memcpy(p, topic, toplen);
+        p += toplen;
+        m->pub.flags |= BROKER_MSGF_TOPIC;
+        m->pub.sub_id = sub_id;
     }
     if (o->data_owned) {
         m->own_data = o->data;

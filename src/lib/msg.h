@@ -4,8 +4,8 @@
  *
  * Owns struct bk_msg, whose public part (pub) the application gets from
  * broker_recv, broker_call or a callback.  One allocation holds the
- * object, its fds array, its name and (unless it is owned apart) its
- * payload.
+ * object, its fds array, its name, its topic and (unless it is owned
+ * apart) its payload.
  *
  * Ownership: a struct bk_msg belongs to whoever holds it (the FIFO or
  * the watch slot of in.c, or the application once handed out), and it
@@ -40,10 +40,15 @@ static inline struct bk_msg *bk_msg_of(broker_msg_t *pub)
 struct bk_msg *bk_msg_event(broker_kind_t kind, uint32_t stream,
                             uint64_t source, int code, const void *text,
                             size_t textlen);
+/* A GAP event: `missed` publications of subscription sub_id dropped.
+ * NULL: -ENOMEM. */
+struct bk_msg *bk_msg_gap(uint32_t sub_id, uint64_t missed);
 /* Wrap a reassembled message.  Takes the output's data (when owned) and
  * fds; on failure (NULL: -ENOMEM) the output is left for the caller to
- * release. */
-struct bk_msg *bk_msg_from_out(bk_reasm_out_t *o);
+ * release.  topic (NUL-terminated, copied; NULL for none) makes it a
+ * publication of subscription sub_id. */
+struct bk_msg *bk_msg_from_out(bk_reasm_out_t *o, const char *topic,
+                               uint32_t sub_id);
 /* Close its fds, end its view, free it.  NULL is ignored. */
 void bk_msg_free(struct bk_msg *m);
 

@@ -31,6 +31,8 @@ struct bk_out {
     size_t queued_bytes;        /* payload not yet staged */
     /* the control request waits its turn in the ring on this queue */
     struct bk_outq ctlq;
+    /* requests whose replies nobody blocks for (ctrl.c's async ones) */
+    struct bk_outq actlq;
     uint32_t ctl_id;
     bool ctl_queued;            /* not yet written to the socket */
     bool ctl_in_stage;          /* it is in the staged packet */
@@ -63,6 +65,7 @@ int bk_out_init(broker_t *b)
     bk_list_init(&o->urgent);
     bk_list_init(&o->ring);
     bk_outq_init(&o->ctlq);
+    bk_outq_init(&o->actlq);
     b->out = o;
     return 0;
 }
@@ -160,7 +163,7 @@ bool bk_out_plan(const struct bk_omsg *m, size_t room, bool packing,
         *chunk = m->len;
         return true;
     }
-    nl = first && (m->flags & BK_F_NAME) ? m->namelen : 0;
+    nl = first && (m->flags & BK_OUT_PREFIXED) ? m->namelen : 0;
     rest = m->len - m->off;
     if (room < BK_HDR_SIZE + nl)
         return false;
@@ -168,12 +171,12 @@ bool bk_out_plan(const struct bk_omsg *m, size_t room, bool packing,
     if (packing && rest > max && max < BK_MIN_FRAG)
         return false;
     c = rest < max ? rest : max;
-    h->flags = first ? (m->flags & (BK_F_OPEN | BK_F_NAME | BK_F_SHM))
+    h->flags = first ? (m->flags & (BK_F_OPEN | BK_OUT_PREFIXED | BK_F_SHM))
                      : BK_F_CONT;
     h->flags |= c == rest ? (m->flags & BK_F_CLOSE) : BK_F_MORE;
     if (first) {
         h->nfds = (uint8_t)m->nfds;
-        if ((m->flags & BK_F_OPEN) && !(m->flags & BK_F_NAME))
+        if ((m->flags & BK_F_OPEN) && !(m->flags & BK_OUT_PREFIXED))
             h->dest = m->dest;
     }
     h->aux = (uint32_t)nl;
@@ -307,6 +310,19 @@ int bk_out_queue_ctrl(broker_t *b, uint32_t id, uint32_t op, const void *arg,
     return 0;
 }
 
+int bk_out_queue_ctrl_async(broker_t *b, uint32_t id, uint32_t op,
+                            const void *arg, size_t len)
+{
+    struct bk_omsg *m;
+    int r = bk_out_copy(BK_T_CTRL, 0, id, op, 0, NULL, 0, arg, len, NULL, 0,
+                        &m);
+
+    if (r < 0)
+        return r;
+    bk_out_push(b, &b->out->actlq, m);
+    return 0;
+}
+
 bool bk_out_ctrl_queued(const broker_t *b)
 {
     return b->out->ctl_queued;
@@ -363,6 +379,7 @@ void bk_out_fini(broker_t *b)
         return;
     list_free(b, &o->urgent);
     bk_out_drop(b, &o->ctlq);
+    bk_out_drop(b, &o->actlq);
     bk_close_fds(o->st_fds, o->st_nfds);
     free(o->rel);
     free(o->sbuf);

@@ -9,7 +9,8 @@
  *     it, stream.h) and the round-robin ring of those with work;
  *   - the urgent queue: frames the library itself generates (CLOSE of a
  *     refused message, the terminator of a cut-short one), ahead of data;
- *   - the control queue: the one CTRL request of ctrl.c in attached mode;
+ *   - the control queue: the one CTRL request of ctrl.c in attached mode,
+ *     and the queue of ctrl.c's asynchronous requests;
  *   - RELEASE records pushed by shmview.c, packed into one frame;
  *   - the staged packet and its fds, and flushing it to the socket.
  *
@@ -38,14 +39,16 @@ struct bk_sbuf;
 struct bk_omsg {
     bk_list_t link;             /* on a bk_outq's msgs, or the urgent queue */
     uint8_t type;               /* BK_T_DATA, BK_T_CLOSE or BK_T_CTRL */
-    uint8_t flags;              /* DATA: BK_F_OPEN | BK_F_NAME | BK_F_CLOSE */
+    uint8_t flags;              /* DATA: BK_F_OPEN | BK_F_NAME or
+                                   BK_F_TOPIC | BK_F_CLOSE | BK_F_SHM */
     uint8_t namelen;
     bool started;               /* the first frame has been sent/staged */
     bool owned;                 /* heap copy: owns data and fds */
     uint32_t stream;            /* CTRL: request id */
     uint32_t aux;               /* CLOSE: wire code; CTRL: op */
     uint64_t dest;
-    const char *name;
+    const char *name;           /* BK_F_NAME: the name; BK_F_TOPIC: the
+                                   topic (namelen bytes, first frame) */
     const uint8_t *data;
     size_t len;
     size_t off;                 /* data bytes already framed */
@@ -54,6 +57,10 @@ struct bk_omsg {
     struct bk_sbuf *shm;        /* descriptor of a pool buffer not yet
                                    staged: its reference */
 };
+
+/* Flags whose first frame carries namelen bytes of m->name before the
+ * data, counted in aux. */
+#define BK_OUT_PREFIXED (BK_F_NAME | BK_F_TOPIC)
 
 /* A stream's pending output (attached mode). */
 struct bk_outq {
@@ -126,6 +133,11 @@ int bk_out_queue_terminator(broker_t *b, uint32_t stream, uint8_t flags);
  * before it without waiting for their tails.  0 or a negative errno. */
 int bk_out_queue_ctrl(broker_t *b, uint32_t id, uint32_t op, const void *arg,
                       size_t len, const int *fds, unsigned nfds);
+/* A request whose reply nobody waits for here (ctrl.c matches it by
+ * id): queued in the ring after what was queued before, never withdrawn.
+ * 0 or a negative errno. */
+int bk_out_queue_ctrl_async(broker_t *b, uint32_t id, uint32_t op,
+                            const void *arg, size_t len);
 /* Whether the queued request has not been written to the socket yet. */
 bool bk_out_ctrl_queued(const broker_t *b);
 /* Withdraw it: dropped if still queued; if it is in the staged packet it

@@ -118,6 +118,9 @@ void bk_stream_forget(broker_t *b, struct bk_stream *s)
     bk_ht_remove(&st->table, &s->node);
     free(s->name);
     s->name = NULL;
+    free(s->topic);
+    s->topic = NULL;
+    s->sub_id = 0;
     if (st->nspare < BK_MAX_SPARE && !b->closing) {
         bk_list_push_head(&st->spare, &s->spare);
         st->nspare++;

@@ -30,6 +30,9 @@ struct bk_stream {
     bool opened;                /* OPEN assigned to a message already */
     uint64_t dest;              /* ours, opened to a client id */
     char *name;                 /* ours, opened to a name */
+    char *topic;                /* a publication delivered to us: its
+                                   topic, for every piece of it */
+    uint32_t sub_id;            /* and the subscription it is for */
     struct bk_outq q;           /* attached mode: pending output; q.wire:
                                    the broker knows the stream; q.closing:
                                    our last frame is queued, free on drain */

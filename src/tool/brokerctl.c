@@ -46,6 +46,8 @@ enum {
     CTL_ACCEPT_LIST = 0x4,      /* --no-legend, --sort, --top */
     CTL_ACCEPT_TOP = 0x8,       /* --interval, --iterations */
     CTL_ACCEPT_SNAP = 0x10,     /* --snap */
+    CTL_ACCEPT_SUB = 0x20,      /* --group, --policy, --count, --raw */
+    CTL_ACCEPT_REG = 0x40,      /* --queue, --replace, --allow-replacement */
 };
 
 typedef struct ctl_cmd {
@@ -61,12 +63,15 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "status", 0, 0, CTL_ACCEPT_JSON, NULL,     ctl_run_status },
     { "send",   1, 2, 0,               "a NAME", ctl_run_send },
     { "call",   1, 2, 0,               "a NAME", ctl_run_call },
-    { "listen", 1, 1, 0,               "a NAME", ctl_run_listen },
+    { "listen", 1, 1, CTL_ACCEPT_REG,  "a NAME", ctl_run_listen },
     { "serve",  1, 1, CTL_ACCEPT_ECHO, "a NAME", ctl_run_serve },
+    { "pub",    1, 2, 0,               "a TOPIC", ctl_run_pub },
+    { "sub",    1, 1, CTL_ACCEPT_SUB,  "a PATTERN", ctl_run_sub },
     { "clients", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
     { "names",   0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
     { "streams", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
     { "shm",     0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
+    { "subs",    0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
     { "top",     0, 0, CTL_ACCEPT_LIST | CTL_ACCEPT_TOP, NULL, ctl_run_top },
     { "kick",    1, 1, 0, "a client ID", ctl_run_kick },
     { "shutdown", 0, 0, 0, NULL, ctl_run_shutdown },
@@ -78,7 +83,9 @@ static const ctl_cmd_t ctl_cmds[] = {
 
 enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
        CTL_OPT_NO_LEGEND, CTL_OPT_SORT, CTL_OPT_TOP, CTL_OPT_INTERVAL,
-       CTL_OPT_ITERATIONS, CTL_OPT_SNAP };
+       CTL_OPT_ITERATIONS, CTL_OPT_SNAP, CTL_OPT_GROUP, CTL_OPT_POLICY,
+       CTL_OPT_COUNT, CTL_OPT_RAW, CTL_OPT_QUEUE, CTL_OPT_REPLACE,
+       CTL_OPT_ALLOW_REPLACEMENT };
 
 static const struct option ctl_long_opts[] = {
     { "socket",  required_argument, NULL, 's' },
@@ -91,6 +98,13 @@ static const struct option ctl_long_opts[] = {
     { "interval", required_argument, NULL, CTL_OPT_INTERVAL },
     { "iterations", required_argument, NULL, CTL_OPT_ITERATIONS },
     { "snap",    required_argument, NULL, CTL_OPT_SNAP },
+    { "group",   required_argument, NULL, CTL_OPT_GROUP },
+    { "policy",  required_argument, NULL, CTL_OPT_POLICY },
+    { "count",   required_argument, NULL, CTL_OPT_COUNT },
+    { "raw",     no_argument,       NULL, CTL_OPT_RAW },
+    { "queue",   no_argument,       NULL, CTL_OPT_QUEUE },
+    { "replace", no_argument,       NULL, CTL_OPT_REPLACE },
+    { "allow-replacement", no_argument, NULL, CTL_OPT_ALLOW_REPLACEMENT },
     { "version", no_argument,       NULL, CTL_OPT_VERSION },
     { "help",    no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
@@ -116,10 +130,11 @@ static void ctl_help(void)
 "Commands:\n"
 "  ping                     round trip to the broker\n"
 "  status [--json]          broker counters and limits\n"
-"  clients, names, streams, shm [--sort FIELD] [--top N]\n"
-"                           list connected clients, owned names, open\n"
-"                           streams, shared-memory segments (needs root\n"
-"                           or the broker's user)\n"
+"  clients, names, streams, shm, subs [--sort FIELD] [--top N]\n"
+"                           list connected clients, owned names (and who\n"
+"                           waits for them), open streams, shared-memory\n"
+"                           segments, subscriptions (needs root or the\n"
+"                           broker's user)\n"
 "  top [--sort FIELD] [--top N] [--interval MS] [--iterations N]\n"
 "                           live view of the busiest clients: rates per\n"
 "                           second, refreshed every MS (default 1000)\n"
@@ -128,20 +143,31 @@ static void ctl_help(void)
 "  reload                   re-read the broker's configuration file (-c)\n"
 "  send NAME [DATA|-]       one-way message (no DATA or '-': read stdin)\n"
 "  call NAME [DATA|-]       request; the reply is written to stdout\n"
-"  listen NAME              register NAME and print every message\n"
+"  listen NAME [--queue] [--replace] [--allow-replacement]\n"
+"                           register NAME and print every message; with\n"
+"                           --queue wait in line if it is taken, with\n"
+"                           --replace take it from an owner that allows\n"
+"                           it, with --allow-replacement let others take it\n"
+"  pub TOPIC [DATA|-]       publish a message on TOPIC (no DATA or '-':\n"
+"                           read stdin)\n"
+"  sub PATTERN [--group G] [--policy drop|block|disconnect] [--count N]\n"
+"      [--raw]              subscribe and print 'TOPIC DATA' per message\n"
+"                           ('*' one token, '>' the rest); --raw: only the\n"
+"                           payloads; --count: exit after N messages\n"
 "  serve NAME --echo        register NAME and answer requests with\n"
 "                           their own payload\n"
 "  monitor [FILTER] [--snap N] [--json]\n"
 "                           print every message the broker forwards\n"
-"                           (FILTER: name:PATTERN or id:N)\n"
+"                           (FILTER: name:PATTERN, id:N or\n"
+"                           topic:PATTERN)\n"
 "  capture FILE [FILTER] [--snap N]\n"
 "                           write the same records as pcapng to FILE\n"
 "                           ('-': stdout)\n"
 "\n"
 "-s, --timeout, --json and --no-legend may also follow the command.\n"
 "--sort takes a field (JSON key) of the list; numbers sort largest first,\n"
-"text in byte order.  listen, serve, monitor and capture run\n"
-"until SIGINT/SIGTERM or broker shutdown.\n"
+"text in byte order.  listen, serve, sub (without --count), monitor and\n"
+"capture run until SIGINT/SIGTERM or broker shutdown.\n"
 "Exit status: 0 success, 1 runtime error, 2 usage error.\n",
            CTL_DEF_TIMEOUT_MS);
 }
@@ -218,9 +244,66 @@ static unsigned ctl_opt_scope(int c, bool global)
         return CTL_ACCEPT_TOP;
     case CTL_OPT_SNAP:
         return CTL_ACCEPT_SNAP;
+    case CTL_OPT_GROUP:
+    case CTL_OPT_POLICY:
+    case CTL_OPT_COUNT:
+    case CTL_OPT_RAW:
+        return CTL_ACCEPT_SUB;
+    case CTL_OPT_QUEUE:
+    case CTL_OPT_REPLACE:
+    case CTL_OPT_ALLOW_REPLACEMENT:
+        return CTL_ACCEPT_REG;
     default:
         return 0;
     }
+}
+
+/* --policy NAME.  0 or -EINVAL. */
+static int ctl_parse_policy(const char *s, int *policy)
+{
+    if (!strcmp(s, "drop"))
+        *policy = BROKER_SUB_DROP;
+    else if (!strcmp(s, "block"))
+        *policy = BROKER_SUB_BLOCK;
+    else if (!strcmp(s, "disconnect"))
+        *policy = BROKER_SUB_DISCONNECT;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* The options of sub and listen.  Returns CTL_PARSE_GO_ON or an exit
+ * code. */
+static int ctl_take_pubsub(int c, ctl_opts_t *o)
+{
+    switch (c) {
+    case CTL_OPT_GROUP:
+        o->group = optarg;
+        break;
+    case CTL_OPT_POLICY:
+        if (ctl_parse_policy(optarg, &o->policy) < 0)
+            return ctl_usage_error("unknown --policy '%s' (drop, block or "
+                                   "disconnect)", optarg);
+        break;
+    case CTL_OPT_COUNT:
+        if (ctl_parse_long(optarg, 1, LONG_MAX, &o->count) < 0)
+            return ctl_usage_error("invalid --count '%s' (a count >= 1)",
+                                   optarg);
+        break;
+    case CTL_OPT_RAW:
+        o->raw = true;
+        break;
+    case CTL_OPT_QUEUE:
+        o->reg_flags |= BROKER_NAME_QUEUE;
+        break;
+    case CTL_OPT_REPLACE:
+        o->reg_flags |= BROKER_NAME_REPLACE_EXISTING;
+        break;
+    case CTL_OPT_ALLOW_REPLACEMENT:
+        o->reg_flags |= BROKER_NAME_ALLOW_REPLACEMENT;
+        break;
+    }
+    return CTL_PARSE_GO_ON;
 }
 
 /* Store option c's value in o.  Returns CTL_PARSE_GO_ON, or an exit code
@@ -230,6 +313,14 @@ static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
     long snap;
 
     switch (c) {
+    case CTL_OPT_GROUP:
+    case CTL_OPT_POLICY:
+    case CTL_OPT_COUNT:
+    case CTL_OPT_RAW:
+    case CTL_OPT_QUEUE:
+    case CTL_OPT_REPLACE:
+    case CTL_OPT_ALLOW_REPLACEMENT:
+        return ctl_take_pubsub(c, o);
     case 's':
         o->socket = optarg;
         break;

@@ -173,8 +173,8 @@ int ctl_event_loop(broker_t *b, ctl_handle_fn fn, void *ctx)
         if (r == 0) {
             r = fn(b, msg, ctx);
             broker_msg_free(msg);
-            if (r < 0)
-                return r;
+            if (r != 0)
+                return r < 0 ? r : 0;
             continue;
         }
         if (r == -ESHUTDOWN)    /* the broker said BYE */

@@ -11,8 +11,8 @@
  *   record.c     ctl_rec_    the broker's listing and status text, parsed
  *                            in place into records, and their order
  *   output.c     ctl_out_    tables and JSON on stdout
- *   messaging.c  ctl_msg_    send, call, listen, serve
- *   inspect.c    ctl_inspect_  status, clients, names, streams, shm
+ *   messaging.c  ctl_msg_    send, call, listen, serve, pub, sub
+ *   inspect.c    ctl_inspect_  status, clients, names, streams, shm, subs
  *   admin.c      ctl_admin_  ping, kick, shutdown, reload
  *   top.c        ctl_top_    top
  *   monitor.c    ctl_mon_    monitor, and the monitor session it shares
@@ -24,7 +24,9 @@
  * Everything else follows src/common/error.h: failures are negative errno
  * values, positive returns are named outcomes or counts.
  *
- * brokerctl uses only the public API of libbroker (include/broker.h).
+ * brokerctl uses only the public API of libbroker (include/broker.h), and
+ * the pure topic and name checks of src/common (topic.h, frame.h) so that
+ * a bad pattern is a usage error before anything is sent.
  */
 #ifndef CTL_H
 #define CTL_H
@@ -57,6 +59,12 @@ typedef struct ctl_opts {
     int interval_ms;        /* top --interval MS */
     long iterations;        /* top --iterations N, 0: until a signal */
     uint32_t snap;          /* monitor/capture --snap N, 0: default */
+    const char *group;      /* sub --group G, or NULL */
+    int policy;             /* sub --policy: BROKER_SUB_* */
+    long count;             /* sub --count N, 0: until a signal */
+    bool raw;               /* sub --raw */
+    uint32_t reg_flags;     /* listen --queue/--replace/--allow-replacement:
+                               BROKER_NAME_* */
     const char *cmd;
     char **args;            /* positional arguments after the command */
     int nargs;
@@ -94,12 +102,14 @@ bool ctl_stopped(void);
 int ctl_wait(int fd, int timeout_ms);
 
 /* Handles one message; it owns nothing (the loop frees the message).
- * ctx is the loop's caller's.  0 or a negative errno that ends the loop. */
+ * ctx is the loop's caller's.  0 to go on, CTL_LOOP_DONE to end the loop
+ * successfully, or a negative errno that ends it. */
 typedef int (*ctl_handle_fn)(broker_t *b, broker_msg_t *msg, void *ctx);
+#define CTL_LOOP_DONE 1
 
-/* Deliver messages to fn until a signal or the broker's shutdown.
- * Returns 0, or a negative errno for a failure worth reporting (a
- * connection lost without the broker's BYE is one). */
+/* Deliver messages to fn until a signal, the broker's shutdown or fn's
+ * CTL_LOOP_DONE.  Returns 0, or a negative errno for a failure worth
+ * reporting (a connection lost without the broker's BYE is one). */
 int ctl_event_loop(broker_t *b, ctl_handle_fn fn, void *ctx);
 
 /* ---- record.c: the broker's text, parsed in place ----------------------- */
@@ -192,9 +202,12 @@ int ctl_run_send(const ctl_opts_t *o);
 int ctl_run_call(const ctl_opts_t *o);
 int ctl_run_listen(const ctl_opts_t *o);
 int ctl_run_serve(const ctl_opts_t *o);
+int ctl_run_pub(const ctl_opts_t *o);
+int ctl_run_sub(const ctl_opts_t *o);
 
 int ctl_run_status(const ctl_opts_t *o);
-int ctl_run_list(const ctl_opts_t *o);      /* clients names streams shm */
+int ctl_run_list(const ctl_opts_t *o);      /* clients names streams shm
+                                               subs */
 
 int ctl_run_ping(const ctl_opts_t *o);
 int ctl_run_kick(const ctl_opts_t *o);

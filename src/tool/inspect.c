@@ -1,10 +1,12 @@
 /*
  * inspect.c - the commands that show the broker's state (prefix
- * ctl_inspect_): status, and the listings clients, names, streams and shm.
+ * ctl_inspect_): status, and the listings clients, names, streams, shm
+ * and subs.
  *
  * Owns, per command, its connection (closed as soon as the answer is in)
  * and the answer's text with the records parsed from it, freed before the
- * command returns.
+ * command returns.  subs also owns the clients listing, whose comm values
+ * its records borrow.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -56,18 +58,22 @@ static const char *const ctl_inspect_cols_clients[] = {
     "id", "pid", "uid", "comm", "names", "queued_bytes", "msgs_in",
     "msgs_out", "streams", "shm_segments", "age_ms", NULL };
 static const char *const ctl_inspect_cols_names[] = {
-    "name", "owner", "pid", "comm", "age_ms", NULL };
+    "name", "owner", "pid", "comm", "flags", "queue", "age_ms", NULL };
 static const char *const ctl_inspect_cols_streams[] = {
     "opener", "opener_sid", "acceptor", "acceptor_sid", "opener_bytes",
     "acceptor_bytes", "age_ms", NULL };
 static const char *const ctl_inspect_cols_shm[] = {
     "owner", "segid", "size", "receivers", NULL };
+static const char *const ctl_inspect_cols_subs[] = {
+    "client", "comm", "sub", "pattern", "group", "policy", "delivered",
+    "dropped", "queued", NULL };
 
 static const ctl_inspect_list_t ctl_inspect_lists[] = {
     { "clients", BROKER_CTRL_LIST_CLIENTS, ctl_inspect_cols_clients },
     { "names",   BROKER_CTRL_LIST_NAMES,   ctl_inspect_cols_names },
     { "streams", BROKER_CTRL_LIST_STREAMS, ctl_inspect_cols_streams },
     { "shm",     BROKER_CTRL_LIST_SHM,     ctl_inspect_cols_shm },
+    { "subs",    BROKER_CTRL_LIST_SUBS,    ctl_inspect_cols_subs },
 };
 
 static const ctl_inspect_list_t *ctl_inspect_find(const char *cmd)
@@ -113,8 +119,49 @@ static int ctl_inspect_print(const ctl_opts_t *o, const ctl_inspect_list_t *k,
     return fflush(stdout) == EOF ? CTL_EXIT_RUNTIME : CTL_EXIT_OK;
 }
 
+/* subs: each record gains its client's comm from the clients listing
+ * (ctext, parsed into crecs; the values stay in ctext). */
+static void ctl_inspect_add_comm(ctl_rec_t *recs, size_t n,
+                                 const ctl_rec_t *crecs, size_t nc)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *id = ctl_rec_get(&recs[i], "client");
+
+        if (!id || recs[i].n >= CTL_REC_MAX_KEYS)
+            continue;
+        for (size_t j = 0; j < nc; j++) {
+            const char *cid = ctl_rec_get(&crecs[j], "id");
+            char *comm = (char *)ctl_rec_get(&crecs[j], "comm");
+
+            if (cid && comm && !strcmp(cid, id)) {
+                recs[i].keys[recs[i].n] = (char *)"comm";
+                recs[i].vals[recs[i].n++] = comm;
+                break;
+            }
+        }
+    }
+}
+
+/* The clients listing for subs' comm column: best effort (a client gone
+ * meanwhile just has none).  *ctext and *crecs are the caller's to free. */
+static void ctl_inspect_clients(broker_t *b, char **ctext, ctl_rec_t **crecs,
+                                size_t *nc)
+{
+    ssize_t n;
+
+    *nc = 0;
+    if (broker_list(b, BROKER_CTRL_LIST_CLIENTS, ctext, NULL) < 0)
+        return;
+    n = ctl_rec_parse(*ctext, crecs);
+    if (n > 0)
+        *nc = (size_t)n;
+}
+
 int ctl_run_list(const ctl_opts_t *o)
 {
+    char *ctext = NULL;
+    ctl_rec_t *crecs = NULL;
+    size_t nc = 0;
     const ctl_inspect_list_t *k = ctl_inspect_find(o->cmd);
     char path[CTL_PATH_MAX];
     ctl_rec_t *recs = NULL;
@@ -128,6 +175,8 @@ int ctl_run_list(const ctl_opts_t *o)
     if (!(b = ctl_connect(o, path, sizeof(path))))
         return CTL_EXIT_RUNTIME;
     r = broker_list(b, k->op, &text, NULL);
+    if (r == 0 && k->op == BROKER_CTRL_LIST_SUBS)
+        ctl_inspect_clients(b, &ctext, &crecs, &nc);
     broker_close(b);
     if (r < 0) {
         ctl_err("%s %s: %s", k->cmd, path, ctl_priv_strerror(r));
@@ -138,9 +187,12 @@ int ctl_run_list(const ctl_opts_t *o)
         ctl_err("%s: %s", k->cmd, broker_strerror((int)n));
         r = CTL_EXIT_RUNTIME;
     } else {
+        ctl_inspect_add_comm(recs, (size_t)n, crecs, nc);
         r = ctl_inspect_print(o, k, recs, (size_t)n);
     }
     free(recs);
     free(text);
+    free(crecs);
+    free(ctext);
     return r;
 }

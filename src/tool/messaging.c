@@ -1,7 +1,8 @@
 /*
- * messaging.c - the commands that talk to services (prefix ctl_msg_):
- * send and call (one message, the payload from the command line or
- * stdin), listen and serve --echo (own a name until a signal).
+ * messaging.c - the commands that send and receive messages (prefix
+ * ctl_msg_): send, call and pub (one message, the payload from the
+ * command line or stdin), listen and serve --echo (own a name until a
+ * signal), sub (one subscription until a signal or --count messages).
  *
  * Owns, per command, its connection and the payload read from stdin;
  * both are released before the command returns.
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "frame.h"
+#include "topic.h"
 
 #define CTL_MSG_PREVIEW_MAX 64      /* payload bytes shown by listen */
 
@@ -189,10 +192,12 @@ int ctl_run_call(const ctl_opts_t *o)
 
 /* ---- listen / serve ----------------------------------------------------- */
 
-/* Printable preview: ASCII graphic bytes as is, the rest escaped. */
-static void ctl_msg_preview(FILE *f, const unsigned char *p, size_t len)
+/* Printable text of at most max bytes of p: ASCII graphic bytes and
+ * spaces as is, the rest escaped, "..." when cut. */
+static void ctl_msg_escape(FILE *f, const unsigned char *p, size_t len,
+                           size_t max)
 {
-    size_t n = len < CTL_MSG_PREVIEW_MAX ? len : CTL_MSG_PREVIEW_MAX;
+    size_t n = len < max ? len : max;
 
     for (size_t i = 0; i < n; i++) {
         unsigned char c = p[i];
@@ -219,7 +224,7 @@ static int ctl_msg_listen_one(broker_t *b, broker_msg_t *m, void *ctx)
     case BROKER_MSG_DATA:
         printf("[%" PRIu64 "] stream=%" PRIu32 " len=%zu: ", m->source,
                m->stream, m->len);
-        ctl_msg_preview(stdout, m->data, m->len);
+        ctl_msg_escape(stdout, m->data, m->len, CTL_MSG_PREVIEW_MAX);
         putchar('\n');
         if (fflush(stdout) == EOF)
             return -errno;
@@ -265,11 +270,18 @@ static int ctl_msg_own_and_loop(const ctl_opts_t *o, const char *verb,
 
     if (!(b = ctl_start(o, path, sizeof(path))))
         return CTL_EXIT_RUNTIME;
-    if ((r = broker_register(b, name)) < 0) {
-        ctl_err("register '%s': %s", name, broker_strerror(r));
+    r = o->reg_flags ? broker_register_flags(b, name, o->reg_flags)
+                     : broker_register(b, name);
+    if (r < 0) {
+        ctl_err("register '%s': %s", name, r == -EEXIST ?
+                "the name is taken (--queue waits for it)" :
+                broker_strerror(r));
         broker_close(b);
         return CTL_EXIT_RUNTIME;
     }
+    if (r == BROKER_NAME_QUEUED)
+        fprintf(stderr, "brokerctl: '%s' is taken: waiting in line\n",
+                name);
     r = ctl_event_loop(b, handle, NULL);
     broker_close(b);
     if (r < 0) {
@@ -290,4 +302,118 @@ int ctl_run_serve(const ctl_opts_t *o)
     if (!o->echo)
         return ctl_usage_error("serve needs a mode: --echo");
     return ctl_msg_own_and_loop(o, "serve", ctl_msg_echo_one);
+}
+
+/* ---- pub / sub ---------------------------------------------------------- */
+
+int ctl_run_pub(const ctl_opts_t *o)
+{
+    const char *topic = o->args[0];
+    ctl_msg_payload_t pl;
+    broker_t *b;
+    int r;
+
+    if (strlen(topic) > BK_MAX_TOPIC || !bk_topic_valid(topic, strlen(topic)))
+        return ctl_usage_error("invalid topic '%s' ('.'-separated tokens "
+                               "of printable characters, no '*' or '>')",
+                               topic);
+    if (!(b = ctl_msg_open(o, &pl)))
+        return CTL_EXIT_RUNTIME;
+    r = broker_publish(b, topic, pl.data, pl.len, NULL, 0);
+    if (r == 0)
+        r = ctl_msg_send_outcome(b, o->timeout_ms);
+    broker_close(b);
+    free(pl.owned);
+    if (r < 0) {
+        ctl_err("pub '%s': %s", topic, broker_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    return CTL_EXIT_OK;
+}
+
+/* What sub's handler needs: the options and the messages so far. */
+typedef struct ctl_msg_sub {
+    const ctl_opts_t *o;
+    long received;
+} ctl_msg_sub_t;
+
+static int ctl_msg_sub_print(const ctl_opts_t *o, const broker_msg_t *m)
+{
+    if (o->raw) {
+        if (m->len && fwrite(m->data, 1, m->len, stdout) != m->len)
+            return -EIO;
+        putchar('\n');
+    } else {
+        printf("%s ", m->topic);
+        ctl_msg_escape(stdout, m->data, m->len, SIZE_MAX);
+        putchar('\n');
+    }
+    return fflush(stdout) == EOF ? -errno : 0;
+}
+
+static int ctl_msg_sub_one(broker_t *b, broker_msg_t *m, void *ctx)
+{
+    ctl_msg_sub_t *s = ctx;
+    int r;
+
+    (void)b;
+    switch (m->kind) {
+    case BROKER_MSG_DATA:
+        if (!(m->flags & BROKER_MSGF_TOPIC))
+            return 0;   /* not a publication: not ours to print */
+        if ((r = ctl_msg_sub_print(s->o, m)) < 0)
+            return r;
+        return s->o->count && ++s->received >= s->o->count ? CTL_LOOP_DONE
+                                                           : 0;
+    case BROKER_MSG_GAP:
+        /* with --raw stdout holds payloads only */
+        fprintf(s->o->raw ? stderr : stdout,
+                "gap: %" PRIu64 " messages missed on subscription %"
+                PRIu32 "\n", m->gap, m->sub_id);
+        return fflush(stdout) == EOF ? -errno : 0;
+    case BROKER_MSG_ERROR:
+        ctl_err("stream %" PRIu32 ": %s: %.*s", m->stream,
+                broker_strerror(m->code),
+                (int)(m->len > INT_MAX ? INT_MAX : m->len),
+                m->data ? (const char *)m->data : "");
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+int ctl_run_sub(const ctl_opts_t *o)
+{
+    const char *pattern = o->args[0];
+    ctl_msg_sub_t s = { .o = o };
+    char path[CTL_PATH_MAX];
+    uint32_t id;
+    broker_t *b;
+    int r;
+
+    if (strlen(pattern) > BK_MAX_TOPIC ||
+        !bk_topic_pattern_valid(pattern, strlen(pattern)))
+        return ctl_usage_error("invalid pattern '%s' ('.'-separated tokens; "
+                               "'*' is one token, '>' the last ones)",
+                               pattern);
+    if (o->group && !bk_name_valid(o->group, strlen(o->group), BK_MAX_NAME))
+        return ctl_usage_error("invalid --group '%s' (a name: letters, "
+                               "digits and . _ - : /)", o->group);
+    if (!(b = ctl_start(o, path, sizeof(path))))
+        return CTL_EXIT_RUNTIME;
+    r = broker_subscribe(b, pattern, o->group,
+                         (broker_sub_policy_t)o->policy, &id);
+    if (r < 0) {
+        ctl_err("subscribe '%s': %s", pattern, broker_strerror(r));
+        broker_close(b);
+        return CTL_EXIT_RUNTIME;
+    }
+    r = ctl_event_loop(b, ctl_msg_sub_one, &s);
+    broker_close(b);
+    if (r < 0) {
+        ctl_err("sub '%s': %s", pattern, r == -ECONNRESET ?
+                "lost the connection to brokerd" : broker_strerror(r));
+        return CTL_EXIT_RUNTIME;
+    }
+    return CTL_EXIT_OK;
 }

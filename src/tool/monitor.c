@@ -43,7 +43,7 @@ int ctl_mon_loop(const ctl_opts_t *o, const char *verb, const char *filter,
         return CTL_EXIT_RUNTIME;
     if ((r = broker_monitor(b, filter, o->snap)) < 0) {
         ctl_err("%s %s: %s", verb, path, r == -EINVAL ?
-                "invalid filter (name:PATTERN or id:N)" :
+                "invalid filter (name:PATTERN, id:N or topic:PATTERN)" :
                 ctl_priv_strerror(r));
         broker_close(b);
         return CTL_EXIT_RUNTIME;
@@ -68,6 +68,7 @@ static const char *ctl_mon_type(uint8_t type)
     case 3: return "DATA";
     case 4: return "CLOSE";
     case 5: return "ERROR";
+    case 13: return "GAP";
     default: return "OTHER";
     }
 }
@@ -76,7 +77,7 @@ static const char *ctl_mon_type(uint8_t type)
 static void ctl_mon_flags(uint8_t flags, char *buf, size_t len)
 {
     static const char *const names[] = {
-        "MORE", "CONT", "OPEN", "CLOSE", "NAME", "SHM",
+        "MORE", "CONT", "OPEN", "CLOSE", "NAME", "SHM", "TOPIC",
     };
     size_t n = 0;
 
@@ -102,14 +103,17 @@ static void ctl_mon_time(uint64_t ns, char *buf, size_t len)
              tm.tm_sec, (unsigned)(ns % 1000000000u / 1000u));
 }
 
-/* The message bytes of a record (after a destination name) and how many
- * there were in the original frame. */
+#define CTL_MON_F_PREFIXED 0x50     /* NAME, TOPIC: aux bytes lead */
+#define CTL_MON_F_TOPIC    0x40
+
+/* The message bytes of a record (after a destination name or a topic)
+ * and how many there were in the original frame. */
 static const uint8_t *ctl_mon_body(const broker_monitor_rec_t *r,
                                    size_t *shown, uint32_t *size)
 {
     uint32_t skip = 0;
 
-    if (r->type == 3 && (r->flags & 0x10))
+    if (r->type == 3 && (r->flags & CTL_MON_F_PREFIXED))
         skip = r->aux <= r->length ? r->aux : r->length;
     *size = r->length - skip;
     *shown = r->captured > skip ? r->captured - skip : 0;
@@ -137,9 +141,24 @@ static void ctl_mon_preview(const uint8_t *p, size_t shown, uint32_t size,
         snprintf(buf + o, len - o, "...");
 }
 
+/* A publication's topic as far as it was captured ("" for others). */
+static void ctl_mon_topic(const broker_monitor_rec_t *r, char *buf,
+                          size_t len)
+{
+    size_t n = 0;
+
+    if (r->type == 3 && (r->flags & CTL_MON_F_TOPIC)) {
+        n = r->aux < r->captured ? r->aux : r->captured;
+        if (n >= len)
+            n = len - 1;
+        memcpy(buf, r->preview, n);
+    }
+    buf[n] = '\0';
+}
+
 static int ctl_mon_print(broker_t *b, broker_msg_t *m, void *ctx)
 {
-    char tbuf[32], fbuf[48], pbuf[4 * CTL_MON_PREVIEW + 8];
+    char tbuf[32], fbuf[48], pbuf[4 * CTL_MON_PREVIEW + 8], topic[256];
     ctl_mon_t *mon = ctx;
     broker_monitor_rec_t r;
     const uint8_t *body;
@@ -153,6 +172,7 @@ static int ctl_mon_print(broker_t *b, broker_msg_t *m, void *ctx)
     ctl_mon_flags(r.flags, fbuf, sizeof(fbuf));
     body = ctl_mon_body(&r, &shown, &size);
     ctl_mon_preview(body, shown, size, pbuf, sizeof(pbuf));
+    ctl_mon_topic(&r, topic, sizeof(topic));
     if (mon->json) {
         printf("{\"time\":\"%s\",\"time_ns\":%" PRIu64 ",\"type\":\"%s\","
                "\"flags\":\"%s\",\"sender\":%" PRIu64 ",\"receiver\":%"
@@ -163,12 +183,17 @@ static int ctl_mon_print(broker_t *b, broker_msg_t *m, void *ctx)
                r.sender_stream, r.receiver_stream, size, shown, r.aux,
                m->code);
         ctl_out_json_string(stdout, pbuf);
+        if (*topic) {
+            fputs(",\"topic\":", stdout);
+            ctl_out_json_string(stdout, topic);
+        }
         puts("}");
     } else {
         printf("%s %s %s %" PRIu64 " -> %" PRIu64 " stream=%" PRIu32 "->%"
-               PRIu32 " size=%" PRIu32 " %s\n", tbuf, ctl_mon_type(r.type),
-               fbuf, r.sender, r.receiver, r.sender_stream,
-               r.receiver_stream, size, pbuf);
+               PRIu32 " size=%" PRIu32 "%s%s %s\n", tbuf,
+               ctl_mon_type(r.type), fbuf, r.sender, r.receiver,
+               r.sender_stream, r.receiver_stream, size,
+               *topic ? " topic=" : "", topic, pbuf);
     }
     return fflush(stdout) == EOF ? -errno : 0;
 }

@@ -1,6 +1,8 @@
 /*
  * fuzz_frame.c - libFuzzer target for the frame parser, frame validation
- * and message reassembly (prefix fz_).  Built by `make fuzz`.
+ * (names, publication topics, GAP, CTRL bounds) and message reassembly
+ * (prefix fz_).  Built by `make fuzz`; fuzz_topic.c covers the topic
+ * grammar and the matcher on their own.
  *
  * The input is one packet.  Its frames are walked with bk_pkt_next and
  * each is validated in both directions.  DATA frames that pass either

@@ -521,6 +521,7 @@ const char *th_kind_str(broker_kind_t k)
     case BROKER_MSG_CLOSE: return "CLOSE";
     case BROKER_MSG_ERROR: return "ERROR";
     case BROKER_MSG_MONITOR: return "MONITOR";
+    case BROKER_MSG_GAP: return "GAP";
     }
     return "?";
 }

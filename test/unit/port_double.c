@@ -32,6 +32,8 @@ dbl_world_t *dbl_world_new(void)
     bk_ht_init(&w->srv.clients);
     bk_names_init(&w->srv.names);
     bk_st_init(&w->srv.streams);
+    w->srv.subs = bk_subs_new();
+    cr_assert_not_null(w->srv.subs);
     bk_list_init(&w->srv.reap);
     bk_list_init(&w->srv.all);
     bk_list_init(&w->srv.dirty);
@@ -48,6 +50,7 @@ void dbl_world_free(dbl_world_t *w)
         free(p);
     }
     bk_st_fini(&w->srv.streams);
+    bk_subs_free(w->srv.subs);
     bk_names_fini(&w->srv.names);
     bk_ht_fini(&w->srv.clients);
     bk_policy_free(&w->cfg.policy);
@@ -213,4 +216,28 @@ void bk_mon_record(const bk_port_t *from, const bk_port_t *to,
 {
     (void)from, (void)to, (void)from_sid, (void)o, (void)payload;
     cr_assert_fail("no monitor in these tests");
+}
+
+/* Publications: logged like any other frame (no queue to share into). */
+int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                     bk_opayload_t **shared, int *fds, unsigned nfds,
+                     bk_port_t *cause, void *tag)
+{
+    (void)shared;
+    (void)tag;
+    return bk_port_send(to, h, payload, fds, nfds, cause);
+}
+
+int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
+{
+    (void)to;
+    (void)h;
+    bk_outq_frame_free(f);
+    return -ECONNRESET;
+}
+
+void bk_port_hangup(bk_port_t *p, int err, const char *text)
+{
+    bk_port_error(p, 0, err, text, NULL);
+    bk_port_fail(p, err);
 }

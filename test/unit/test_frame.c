@@ -391,8 +391,9 @@ Test(check_common, bad_type)
 
 Test(check_common, unknown_flag_bits)
 {
-    /* 0x20 is BK_F_SHM now: only bits above BK_F_ALL_ are unknown. */
-    static const uint8_t bad[] = { 0x40, 0x80, 0xc0, 0xff };
+    /* 0x20 is BK_F_SHM, 0x40 BK_F_TOPIC: only bits above BK_F_ALL_ are
+     * unknown. */
+    static const uint8_t bad[] = { 0x80, 0xc0, 0xff };
 
     for (unsigned i = 0; i < sizeof(bad); i++) {
         bk_hdr_t h = cdata();
@@ -880,15 +881,33 @@ Test(shm_wire, constants_are_the_documented_numbers)
     cr_expect_eq(BK_T_RELEASE, 10);
     cr_expect_eq(BK_T_SEG_DROP, 11);
     cr_expect_eq(BK_T_MONITOR, 12);
-    cr_expect_eq(BK_T_MAX_, 12);
+    cr_expect_eq(BK_T_GAP, 13);
+    cr_expect_eq(BK_T_MAX_, 13);
     cr_expect_eq(BK_F_SHM, 0x20);
-    cr_expect_eq(BK_F_ALL_, 0x3f);
+    cr_expect_eq(BK_F_TOPIC, 0x40);
+    cr_expect_eq(BK_F_ALL_, 0x7f);
     cr_expect_eq(BK_OP_SEGMENT, 6);
     cr_expect_eq(BK_OP_LIST_CLIENTS, 7);
     cr_expect_eq(BK_OP_SHUTDOWN, 12);
     cr_expect_eq(BK_OP_RELOAD, 13);
     cr_expect_eq(BK_OP_MONITOR, 14);
-    cr_expect_eq(BK_OP_MAX_, 14);
+    cr_expect_eq(BK_OP_SUBSCRIBE, 15);
+    cr_expect_eq(BK_OP_UNSUBSCRIBE, 16);
+    cr_expect_eq(BK_OP_LIST_SUBS, 17);
+    cr_expect_eq(BK_OP_REGISTER_EX, 18);
+    cr_expect_eq(BK_OP_MAX_, 18);
+    cr_expect_eq(BK_SUB_REQ_FIXED, 8);
+    cr_expect_eq(BK_SUB_REQ_MAX, 518);
+    cr_expect_eq(BK_SUB_DROP, 0);
+    cr_expect_eq(BK_SUB_BLOCK, 1);
+    cr_expect_eq(BK_SUB_DISCONNECT, 2);
+    cr_expect_eq(BK_GAP_SIZE, 8);
+    cr_expect_eq(BK_MAX_TOPIC, 255);
+    cr_expect_eq(BK_REG_ALLOW_REPLACEMENT, 1);
+    cr_expect_eq(BK_REG_REPLACE_EXISTING, 2);
+    cr_expect_eq(BK_REG_QUEUE, 4);
+    cr_expect_eq(BK_REG_OWNER, 1);
+    cr_expect_eq(BK_REG_QUEUED, 2);
     cr_expect_eq(BK_SEG_REG_SIZE, 16);
     cr_expect_eq(BK_SHM_DESC_SIZE, 24);
     cr_expect_eq(BK_RELEASE_SIZE, 24);
@@ -1564,4 +1583,331 @@ Test(welcome, roundtrip_defaults_and_extremes)
         cr_assert_eq(out.max_segments, in[i].max_segments);
         cr_assert_eq(out.max_shm, in[i].max_shm);
     }
+}
+
+/* ---- publish/subscribe: PUBLISH (client -> broker) ---------------------- */
+
+/* A valid one-way publication to "svc.echo" (pl's first 8 bytes). */
+static bk_hdr_t cpub(void)
+{
+    bk_hdr_t h = hdr(BK_T_DATA);
+    h.flags = BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE;
+    h.stream = 1;
+    h.aux = 8;
+    h.length = 12;
+    return h;
+}
+
+/* A valid delivered publication on subscription 5. */
+static bk_hdr_t bpub(void)
+{
+    bk_hdr_t h = cpub();
+    h.stream = BK_SID_PEER_BIT | 9;
+    h.source = 3;
+    h.dest = 5;
+    return h;
+}
+
+#define CLIENT_P(h, p, want) \
+    cr_expect_eq(bk_frame_check_from_client(&(h), (const uint8_t *)(p), \
+                                            &lim), (want), \
+                 "from client line %d", __LINE__)
+#define BROKER_P(h, p, want) \
+    cr_expect_eq(bk_frame_check_from_broker(&(h), (const uint8_t *)(p), \
+                                            &lim), (want), \
+                 "from broker line %d", __LINE__)
+
+Test(publish, accepted_shapes)
+{
+    bk_hdr_t h = cpub();
+
+    CLIENT(h, 0);                               /* single fragment */
+    h.length = 8;                               /* no data at all */
+    CLIENT(h, 0);
+    h.flags = BK_F_OPEN | BK_F_TOPIC | BK_F_MORE; /* first of several */
+    CLIENT(h, 0);
+    h = cpub();
+    h.nfds = lim.max_fds;                       /* fds on the first */
+    CLIENT(h, 0);
+    h = cpub();
+    h.stream = BK_SID_MAX_LOCAL;
+    CLIENT(h, 0);
+    /* Continuations of a publication are plain continuations. */
+    h = hdr(BK_T_DATA);
+    h.stream = 1;
+    h.flags = BK_F_CONT | BK_F_MORE;
+    CLIENT(h, 0);
+    h.flags = BK_F_CONT | BK_F_CLOSE;
+    CLIENT(h, 0);
+}
+
+Test(publish, first_fragment_must_open_and_close_or_continue)
+{
+    bk_hdr_t h = cpub();
+
+    h.flags = BK_F_OPEN | BK_F_TOPIC;           /* neither MORE nor CLOSE */
+    CLIENT(h, -EPROTO);
+    h.flags = BK_F_TOPIC | BK_F_CLOSE;          /* not OPEN */
+    CLIENT(h, -EPROTO);
+    h.flags = BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE | BK_F_MORE;
+    CLIENT(h, -EPROTO);
+    h.flags = BK_F_CONT | BK_F_TOPIC | BK_F_CLOSE; /* TOPIC on a cont */
+    h.aux = 0;
+    CLIENT(h, -EPROTO);
+    h.aux = 8;
+    CLIENT(h, -EPROTO);
+    h = cpub();                                 /* on a peer's stream */
+    h.stream = BK_SID_PEER_BIT | 1;
+    CLIENT(h, -EPROTO);
+    h.stream = 0;
+    CLIENT(h, -EPROTO);
+}
+
+Test(publish, addressing)
+{
+    bk_hdr_t h = cpub();
+
+    h.dest = 7;                                 /* the topic addresses it */
+    CLIENT(h, -EPROTO);
+    h.dest = 0;
+    h.flags |= BK_F_NAME;                       /* never both */
+    CLIENT(h, -EPROTO);
+    h.source = 1;
+    h.flags &= (uint8_t)~BK_F_NAME;
+    CLIENT(h, -EPROTO);
+}
+
+Test(publish, topic_length_in_aux)
+{
+    bk_hdr_t h = cpub();
+    static uint8_t big[BK_MAX_TOPIC + 8];
+
+    h.aux = 0;
+    CLIENT(h, -EPROTO);
+    h.aux = 13;                                 /* beyond the payload */
+    CLIENT(h, -EPROTO);
+    memset(big, 'x', sizeof big);
+    h.length = sizeof big;
+    h.aux = BK_MAX_TOPIC;
+    CLIENT_P(h, big, 0);
+    h.aux = BK_MAX_TOPIC + 1;
+    CLIENT_P(h, big, -EPROTO);
+    h.aux = UINT32_MAX;
+    CLIENT_P(h, big, -EPROTO);
+    h.length = 12;
+    h.aux = 3;                                  /* "svc" alone: valid */
+    CLIENT(h, 0);
+    h.aux = 4;                                  /* "svc.": not a topic */
+    CLIENT(h, -EINVAL);
+}
+
+Test(publish, bad_topics_are_einval)
+{
+    static const char *const bad[] = { "a..b", ".a", "a.", "a b", "a.*",
+                                       "a*", ">", "*", "a.>", "a\x01" };
+    for (unsigned i = 0; i < sizeof bad / sizeof *bad; i++) {
+        bk_hdr_t h = cpub();
+        h.aux = (uint32_t)strlen(bad[i]);
+        h.length = h.aux + 2;
+        char buf[16];
+        memcpy(buf, bad[i], h.aux);
+        memcpy(buf + h.aux, "hi", 2);
+        cr_expect_eq(bk_frame_check_from_client(&h, (uint8_t *)buf, &lim),
+                     -EINVAL, "topic '%s'", bad[i]);
+        h.stream = BK_SID_PEER_BIT | 1;
+        h.dest = 5;
+        cr_expect_eq(bk_frame_check_from_broker(&h, (uint8_t *)buf, &lim),
+                     -EINVAL, "topic '%s'", bad[i]);
+    }
+    /* A framing error wins over a bad topic. */
+    bk_hdr_t h = cpub();
+    h.aux = 4;
+    h.dest = 7;
+    CLIENT_P(h, "a..b", -EPROTO);
+}
+
+Test(publish, shm)
+{
+    bk_hdr_t h = cpub();
+
+    h.flags |= BK_F_SHM;
+    h.length = 8 + BK_SHM_DESC_SIZE;            /* topic + descriptor */
+    CLIENT(h, 0);
+    h.length = 8 + BK_SHM_DESC_SIZE + 1;
+    CLIENT(h, -EPROTO);
+    h.length = BK_SHM_DESC_SIZE;                /* topic not counted */
+    CLIENT(h, -EPROTO);
+    h.length = 8 + BK_SHM_DESC_SIZE;
+    h.flags = BK_F_OPEN | BK_F_TOPIC | BK_F_SHM | BK_F_MORE;
+    CLIENT(h, -EPROTO);                         /* never fragmented */
+    h.flags = BK_F_OPEN | BK_F_TOPIC | BK_F_SHM | BK_F_CLOSE;
+    h.nfds = 1;
+    CLIENT(h, -EPROTO);                         /* no fds with SHM */
+
+    h = bpub();
+    h.flags |= BK_F_SHM;
+    h.length = 8 + BK_SHM_DESC_SIZE;
+    BROKER(h, 0);
+    h.length--;
+    BROKER(h, -EPROTO);
+}
+
+/* ---- publish/subscribe: delivery (broker -> client) --------------------- */
+
+Test(delivery, accepted_shapes)
+{
+    bk_hdr_t h = bpub();
+
+    BROKER(h, 0);
+    h.source = 0;                               /* the broker's own */
+    BROKER(h, 0);
+    h.flags = BK_F_OPEN | BK_F_TOPIC | BK_F_MORE;
+    BROKER(h, 0);
+    h.dest = UINT32_MAX;                        /* largest sub id */
+    BROKER(h, 0);
+    h = bpub();
+    h.nfds = 2;
+    BROKER(h, 0);
+    /* Continuations carry the subscription id too. */
+    h = hdr(BK_T_DATA);
+    h.stream = BK_SID_PEER_BIT | 9;
+    h.source = 3;
+    h.dest = 5;
+    h.flags = BK_F_CONT | BK_F_CLOSE;
+    BROKER(h, 0);
+}
+
+Test(delivery, refused_shapes)
+{
+    bk_hdr_t h = bpub();
+
+    h.dest = 0;                                 /* no subscription */
+    BROKER(h, -EPROTO);
+    h.dest = (uint64_t)UINT32_MAX + 1;          /* upper bits are 0 */
+    BROKER(h, -EPROTO);
+    h = bpub();
+    h.stream = 9;                               /* not the broker's */
+    BROKER(h, -EPROTO);
+    h = bpub();
+    h.flags = BK_F_OPEN | BK_F_TOPIC;           /* not one-way */
+    BROKER(h, -EPROTO);
+    h.flags = BK_F_TOPIC | BK_F_CLOSE;
+    BROKER(h, -EPROTO);
+    h.flags = BK_F_OPEN | BK_F_TOPIC | BK_F_NAME | BK_F_CLOSE;
+    BROKER(h, -EPROTO);
+    h = bpub();
+    h.aux = 0;
+    BROKER(h, -EPROTO);
+    h.aux = 13;
+    BROKER(h, -EPROTO);
+    /* Source 0 is the broker's own publications only. */
+    h = bdata();
+    h.source = 0;
+    BROKER(h, -EPROTO);
+    h.flags = BK_F_CONT;
+    BROKER(h, -EPROTO);
+}
+
+/* ---- GAP (broker -> client) --------------------------------------------- */
+
+static bk_hdr_t bgap(void)
+{
+    bk_hdr_t h = hdr(BK_T_GAP);
+    h.aux = 5;
+    h.dest = 7;
+    h.length = BK_GAP_SIZE;
+    return h;
+}
+
+Test(gap, accepted)
+{
+    bk_hdr_t h = bgap();
+
+    BROKER(h, 0);
+    h.aux = UINT32_MAX;
+    BROKER(h, 0);
+}
+
+Test(gap, refused_shapes)
+{
+    bk_hdr_t h = bgap();
+
+    h.aux = 0;
+    BROKER(h, -EPROTO);
+    h = bgap();
+    h.stream = 1;
+    BROKER(h, -EPROTO);
+    h = bgap();
+    h.source = 3;
+    BROKER(h, -EPROTO);
+    for (uint32_t len = 0; len < 20; len++) {
+        h = bgap();
+        h.length = len;
+        BROKER(h, len == BK_GAP_SIZE ? 0 : -EPROTO);
+    }
+    h = bgap();
+    expect_no_data_fields(bk_frame_check_from_broker, h, BK_F_MORE, 2);
+    h.flags = BK_F_TOPIC;
+    BROKER(h, -EPROTO);
+}
+
+Test(gap, never_from_a_client)
+{
+    bk_hdr_t h = bgap();
+
+    CLIENT(h, -EPROTO);
+    h.dest = 0;
+    CLIENT(h, -EPROTO);
+}
+
+/* ---- publish/subscribe: CTRL request bounds ----------------------------- */
+
+Test(ctrl_pubsub, request_size_bounds)
+{
+    bk_hdr_t h = hdr(BK_T_CTRL);
+
+    h.stream = 1;
+    h.aux = BK_OP_SUBSCRIBE;
+    h.length = BK_SUB_REQ_MAX;
+    CLIENT(h, 0);
+    h.length = BK_SUB_REQ_MAX + 1;
+    CLIENT(h, -EPROTO);
+    h.length = 0;                               /* ctrl.c: EINVAL */
+    CLIENT(h, 0);
+
+    h.aux = BK_OP_REGISTER_EX;
+    h.length = 4 + lim.max_name;
+    CLIENT(h, 0);
+    h.length = 5 + lim.max_name;
+    CLIENT(h, -EPROTO);
+    bk_limits_t small = lim;
+    small.max_name = 16;
+    h.length = 20;
+    cr_expect_eq(bk_frame_check_from_client(&h, pl, &small), 0);
+    h.length = 21;
+    cr_expect_eq(bk_frame_check_from_client(&h, pl, &small), -EPROTO);
+
+    static const uint32_t plain[] = { BK_OP_UNSUBSCRIBE, BK_OP_LIST_SUBS,
+                                      BK_OP_REGISTER };
+    for (unsigned i = 0; i < sizeof plain / sizeof *plain; i++) {
+        h.aux = plain[i];
+        h.length = lim.max_name;
+        CLIENT(h, 0);
+        h.length = lim.max_name + 1;
+        CLIENT(h, -EPROTO);
+    }
+    /* SUBSCRIBE's bound does not depend on max_name. */
+    h.aux = BK_OP_SUBSCRIBE;
+    h.length = BK_SUB_REQ_MAX;
+    cr_expect_eq(bk_frame_check_from_client(&h, pl, &small), 0);
+    /* No fds, flags or dest on the new ops. */
+    h.length = 8;
+    h.nfds = 1;
+    CLIENT(h, -EPROTO);
+    h.nfds = 0;
+    h.flags = BK_F_TOPIC;
+    CLIENT(h, -EPROTO);
+    h.flags = 0;
+    h.dest = 1;
+    CLIENT(h, -EPROTO);
 }

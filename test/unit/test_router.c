@@ -20,7 +20,8 @@ static void setup(void)
     a = dbl_port_new(w, 1);
     b = dbl_port_new(w, 2);
     cr_assert_eq(bk_names_register(&w->srv.names, "svc.b", 5, b->id,
-                                   &b->names, 16, 0), 0);
+                                   &b->names, 16, 0, 0, &(uint32_t){ 0 }),
+                 0);
 }
 
 static void teardown(void)

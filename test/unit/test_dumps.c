@@ -1,0 +1,130 @@
+/*
+ * test_dumps.c - the hex dumps of man/broker-protocol.7 are real frames.
+ *
+ * Every dump in the page (an .EX block of "0000: xx xx ..." lines) must be
+ * exactly one frame that the frame checks of its direction accept.  The
+ * dumps of "PUBLISH AND SUBSCRIBE" must also be byte for byte the frames
+ * the codec builds from the fields the text around them describes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <criterion/criterion.h>
+#include "frame.h"
+
+#include "mandump.h"
+
+#define DUMPS_MAX 32
+
+static md_dump_t dumps[DUMPS_MAX];
+static size_t ndumps;
+
+static void load_dumps(void)
+{
+    ndumps = md_load(TOP_SRCDIR "/man/broker-protocol.7", dumps, DUMPS_MAX);
+}
+
+static const bk_limits_t lim = {
+    .max_packet = BK_DEF_MAX_PACKET,
+    .max_fds = BK_DEF_MAX_FDS,
+    .max_name = BK_MAX_NAME,
+};
+
+/* Who sends a frame of this type (DATA: by its source or stream). */
+static bool from_client(const bk_hdr_t *h)
+{
+    switch (h->type) {
+    case BK_T_HELLO:
+    case BK_T_CTRL:
+        return true;
+    case BK_T_DATA:
+        return h->source == 0 && !(h->stream & BK_SID_PEER_BIT);
+    case BK_T_RELEASE:
+        return h->dest == 0;
+    default:
+        return false;
+    }
+}
+
+Test(dumps, every_dump_is_one_valid_frame)
+{
+    load_dumps();
+    /* 4 in EXAMPLE, 5 in SHARED MEMORY, 5 in PUBLISH AND SUBSCRIBE */
+    cr_assert_eq(ndumps, 14, "found %zu dumps", ndumps);
+    for (size_t i = 0; i < ndumps; i++) {
+        const md_dump_t *d = &dumps[i];
+        size_t off = 0;
+        bk_hdr_t h;
+        const uint8_t *payload;
+        cr_assert_eq(bk_pkt_next(d->b, d->len, &off, &h, &payload), 1,
+                     "dump at line %d", d->line);
+        cr_expect_eq(off, d->len, "dump at line %d: %zu bytes, frame %zu",
+                     d->line, d->len, off);
+        int r = from_client(&h) ? bk_frame_check_from_client(&h, payload,
+                                                             &lim)
+                                : bk_frame_check_from_broker(&h, payload,
+                                                             &lim);
+        cr_expect_eq(r, 0, "dump at line %d (type %u) refused: %d", d->line,
+                     h.type, r);
+    }
+}
+
+static size_t frame(uint8_t *out, bk_hdr_t h, const void *p1, size_t n1,
+                    const void *p2, size_t n2)
+{
+    h.version = BK_PROTO_VERSION;
+    h.length = (uint32_t)(n1 + n2);
+    bk_hdr_encode(&h, out);
+    memcpy(out + BK_HDR_SIZE, p1, n1);
+    if (n2)
+        memcpy(out + BK_HDR_SIZE + n1, p2, n2);
+    return BK_HDR_SIZE + n1 + n2;
+}
+
+Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)
+{
+    load_dumps();
+    md_dump_t *ps[8];
+    size_t n = md_section(dumps, ndumps, "PUBLISH AND SUBSCRIBE", ps, 8);
+    cr_assert_eq(n, 5, "%zu dumps in PUBLISH AND SUBSCRIBE", n);
+
+    uint8_t want[5][MD_BYTES];
+    size_t wlen[5];
+    static const char pat[] = "sensors.*.temp";
+    static const char topic[] = "sensors.kitchen.temp";
+    uint8_t req[BK_SUB_REQ_FIXED] = { BK_SUB_DROP, 0 };
+    bk_put16(req + 2, sizeof pat - 1);
+    wlen[0] = frame(want[0], (bk_hdr_t){ .type = BK_T_CTRL, .stream = 3,
+                                         .aux = BK_OP_SUBSCRIBE },
+                    req, sizeof req, pat, sizeof pat - 1);
+    uint8_t id[4];
+    bk_put32(id, 1);
+    wlen[1] = frame(want[1], (bk_hdr_t){ .type = BK_T_CTRL_REPLY,
+                                         .stream = 3, .dest = 2 },
+                    id, 4, NULL, 0);
+    uint8_t pf = BK_F_OPEN | BK_F_CLOSE | BK_F_TOPIC;
+    wlen[2] = frame(want[2], (bk_hdr_t){ .type = BK_T_DATA, .flags = pf,
+                                         .stream = 1,
+                                         .aux = sizeof topic - 1 },
+                    topic, sizeof topic - 1, "21.5", 4);
+    wlen[3] = frame(want[3], (bk_hdr_t){ .type = BK_T_DATA, .flags = pf,
+                                         .stream = BK_SID_PEER_BIT | 1,
+                                         .aux = sizeof topic - 1,
+                                         .source = 1, .dest = 1 },
+                    topic, sizeof topic - 1, "21.5", 4);
+    uint8_t count[BK_GAP_SIZE];
+    bk_put64(count, 3);
+    wlen[4] = frame(want[4], (bk_hdr_t){ .type = BK_T_GAP, .aux = 1,
+                                         .dest = 2 },
+                    count, sizeof count, NULL, 0);
+    for (size_t i = 0; i < 5; i++) {
+        cr_expect_eq(ps[i]->len, wlen[i], "dump %zu (line %d): %zu bytes, "
+                     "want %zu", i, ps[i]->line, ps[i]->len, wlen[i]);
+        for (size_t k = 0; k < wlen[i] && k < ps[i]->len; k++)
+            cr_expect_eq(ps[i]->b[k], want[i][k],
+                         "dump %zu (line %d) byte 0x%02zx: 0x%02x want "
+                         "0x%02x", i, ps[i]->line, k, ps[i]->b[k],
+                         want[i][k]);
+    }
+}
