@@ -24,6 +24,8 @@ struct bk_relrec {
 struct bk_out {
     bk_list_t urgent;           /* library frames: before any data */
     bk_list_t ring;             /* struct bk_outq with pending output */
+    bk_list_t oneway_line;      /* one-way queues waiting for the ring */
+    struct bk_outq *oneway_on_ring; /* the one-way queue on the ring */
     uint8_t *sbuf;              /* the staged packet */
     size_t st_len;
     int st_fds[BK_MAX_FDS_HARD];
@@ -47,6 +49,7 @@ void bk_outq_init(struct bk_outq *q)
 {
     bk_list_init(&q->msgs);
     bk_list_init(&q->ring);
+    q->oneway = false;
     q->wire = false;
     q->closing = false;
 }
@@ -64,6 +67,7 @@ int bk_out_init(broker_t *b)
     }
     bk_list_init(&o->urgent);
     bk_list_init(&o->ring);
+    bk_list_init(&o->oneway_line);
     bk_outq_init(&o->ctlq);
     bk_outq_init(&o->actlq);
     b->out = o;
@@ -233,11 +237,48 @@ static void list_free(broker_t *b, bk_list_t *head)
         omsg_free(b, bk_container_of(l, struct bk_omsg, link));
 }
 
+static bool omsg_oneway(const struct bk_omsg *m)
+{
+    return m->type == BK_T_DATA &&
+           (m->flags & (BK_F_OPEN | BK_F_CLOSE)) == (BK_F_OPEN | BK_F_CLOSE);
+}
+
+/* q has work: put it on the ring, or a one-way queue on the line behind
+ * the one-way queue already on the ring. */
+static void ring_join(struct bk_out *o, struct bk_outq *q)
+{
+    if (q->oneway) {
+        if (o->oneway_on_ring) {
+            bk_list_push_tail(&o->oneway_line, &q->ring);
+            return;
+        }
+        o->oneway_on_ring = q;
+    }
+    bk_list_push_tail(&o->ring, &q->ring);
+}
+
+/* q leaves the ring (or the line): drained or dropped.  The next one-way
+ * queue in line takes its turn. */
+static void ring_leave(struct bk_out *o, struct bk_outq *q)
+{
+    bk_list_t *next;
+
+    bk_list_unlink(&q->ring);
+    if (o->oneway_on_ring != q)
+        return;
+    o->oneway_on_ring = NULL;
+    next = bk_list_pop_head(&o->oneway_line);
+    if (next)
+        ring_join(o, bk_container_of(next, struct bk_outq, ring));
+}
+
 void bk_out_push(broker_t *b, struct bk_outq *q, struct bk_omsg *m)
 {
+    if (bk_list_empty(&q->msgs))
+        q->oneway = omsg_oneway(m);
     bk_list_push_tail(&q->msgs, &m->link);
     if (!bk_list_linked(&q->ring))
-        bk_list_push_tail(&b->out->ring, &q->ring);
+        ring_join(b->out, q);
     b->out->queued_bytes += omsg_pending(m);
 }
 
@@ -245,7 +286,7 @@ void bk_out_drop(broker_t *b, struct bk_outq *q)
 {
     struct bk_omsg *m;
 
-    bk_list_unlink(&q->ring);
+    ring_leave(b->out, q);
     bk_list_for_each(m, &q->msgs, struct bk_omsg, link)
         b->out->queued_bytes -= omsg_pending(m);
     list_free(b, &q->msgs);
@@ -433,6 +474,22 @@ static size_t stage_release(struct bk_out *o, uint8_t *out, size_t room)
     return BK_HDR_SIZE + h.length;
 }
 
+/* Whether starting m in the room left would cut a message that fits
+ * whole in a packet of its own.  Such a message waits for the next
+ * packet instead: a message that travels whole reaches the receiver
+ * through the broker's FIFO of whole one-way messages, in order. */
+static bool splits_needlessly(const struct bk_omsg *m, size_t cap,
+                              size_t room)
+{
+    size_t whole;
+
+    if (m->started || m->type != BK_T_DATA)
+        return false;
+    whole = BK_HDR_SIZE + (m->flags & BK_OUT_PREFIXED ? m->namelen : 0) +
+            m->len;
+    return whole <= cap && whole > room;
+}
+
 /* Take one frame of the queue at the head of the ring.  Returns false when
  * the packet is full. */
 static bool stage_stream_frame(broker_t *b, size_t *used, unsigned *nfds)
@@ -444,6 +501,8 @@ static bool stage_stream_frame(broker_t *b, size_t *used, unsigned *nfds)
     size_t c;
 
     if (!m->started && m->nfds && *nfds + m->nfds > BK_MAX_FDS_HARD)
+        return false;
+    if (*used > 0 && splits_needlessly(m, b->pkt_cap, b->pkt_cap - *used))
         return false;
     if (!bk_out_plan(m, b->pkt_cap - *used, *used > 0, &h, &c))
         return false;
@@ -467,7 +526,7 @@ static bool stage_stream_frame(broker_t *b, size_t *used, unsigned *nfds)
     if (!bk_list_empty(&q->msgs)) {
         bk_list_move_tail(&o->ring, &q->ring);
     } else {
-        bk_list_unlink(&q->ring);
+        ring_leave(o, q);
         if (q->closing && o->hooks.drained)
             o->hooks.drained(b, q);
     }

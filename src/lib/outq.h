@@ -62,10 +62,17 @@ struct bk_omsg {
  * data, counted in aux. */
 #define BK_OUT_PREFIXED (BK_F_NAME | BK_F_TOPIC)
 
-/* A stream's pending output (attached mode). */
+/* A stream's pending output (attached mode).  A queue whose first
+ * message is a whole one-way message (OPEN and CLOSE: broker_send,
+ * broker_publish) is a one-way queue: one-way queues take the ring one
+ * at a time, in the order they were queued, so one-way messages leave
+ * (and arrive) in the order they were sent even when they are cut into
+ * fragments; the others wait on the one-way line. */
 struct bk_outq {
     bk_list_t msgs;             /* struct bk_omsg, oldest first */
-    bk_list_t ring;             /* on the ring while msgs is not empty */
+    bk_list_t ring;             /* on the ring (or the one-way line) while
+                                   msgs is not empty */
+    bool oneway;                /* a one-way queue, see above */
     bool wire;                  /* a frame of the stream went out */
     bool closing;               /* our last frame is queued: hooks.drained
                                    once it is staged */

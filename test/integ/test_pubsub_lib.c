@@ -685,6 +685,87 @@ Test(pubsub, attached_subscribe_publish_receive)
     th_broker_stop(&br);
 }
 
+/* An attached sender queues faster than the socket drains, so the library
+ * packs its messages; one-way messages must still leave, and arrive, in
+ * the order they were sent, also when packing would have cut them (sizes
+ * that do not divide the packet, up to one just under a packet). */
+static void *attached_burst_payload(size_t size, uint32_t seq)
+{
+    uint8_t *p = malloc(size);
+
+    cr_assert_not_null(p);
+    memset(p, (int)(seq & 0xff), size);
+    memcpy(p, &seq, sizeof(seq));
+    return p;
+}
+
+static void check_attached_order(bool publish)
+{
+    static const size_t sizes[] = { 100, 4096, 30000, 65000 };
+    /* each burst stays well under the broker's queue limit (4 MiB): the
+     * receiver only reads once the burst is written */
+    enum { PER_SIZE = 400, BURST_BYTES = 2 << 20 };
+    broker_callbacks_t cbs = { on_message, NULL };
+    broker_t *tx = th_connect(&br), *rx = th_connect(&br);
+    uint32_t id = 0, seq = 0, want = 0;
+    uv_loop_t loop;
+
+    if (publish)
+        id = sub_ok(rx, "order.burst", NULL, BROKER_SUB_BLOCK);
+    else
+        cr_assert_eq(broker_register(rx, "order.sink"), 0);
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(broker_attach(tx, &loop, &cbs, NULL), 0);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t n = BURST_BYTES / sizes[k];
+
+        if (n > PER_SIZE)
+            n = PER_SIZE;
+        for (size_t i = 0; i < n; i++, seq++) {
+            void *p = attached_burst_payload(sizes[k], seq);
+            int r = publish
+                ? broker_publish(tx, "order.burst", p, sizes[k], NULL, 0)
+                : broker_send(tx, "order.sink", p, sizes[k], NULL, 0);
+
+            cr_assert_eq(r, 0, "send %u: %s", seq, broker_strerror(r));
+            free(p);
+        }
+        /* read what has come so far while the loop writes the rest */
+        flushing = tx;
+        run_until(&loop, flushed, NULL);
+        while (want < seq) {
+            broker_msg_t *m = th_recv_kind(rx, BROKER_MSG_DATA);
+            uint32_t got;
+
+            cr_assert_geq(m->len, sizeof(got));
+            memcpy(&got, m->data, sizeof(got));
+            cr_assert_eq(got, want, "message %u arrived as number %u "
+                         "(%zu bytes)", got, want, m->len);
+            cr_assert_eq(m->len, sizes[k], "message %u: %zu bytes", got,
+                         m->len);
+            if (publish)
+                cr_assert_eq(m->sub_id, id);
+            broker_msg_free(m);
+            want++;
+        }
+    }
+    broker_close(tx);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    broker_close(rx);
+    th_broker_stop(&br);
+}
+
+Test(pubsub, attached_publisher_keeps_publish_order)
+{
+    check_attached_order(true);
+}
+
+Test(pubsub, attached_sender_keeps_send_order)
+{
+    check_attached_order(false);
+}
+
 /* ---- name flags --------------------------------------------------------- */
 
 Test(pubsub, register_flags_outcomes)
