@@ -123,13 +123,26 @@ static void no_packet(void)
                               BK_MAX_FDS_HARD), -EAGAIN);
 }
 
-static void queue_data(struct bk_outq *q, uint32_t sid, const char *text)
+static void queue_flags(struct bk_outq *q, uint32_t sid, uint8_t flags,
+                        const char *text)
 {
     struct bk_omsg *m;
 
-    cr_assert_eq(bk_out_copy(BK_T_DATA, BK_F_OPEN | BK_F_CLOSE, sid, 0, 7,
-                             NULL, 0, text, strlen(text), NULL, 0, &m), 0);
+    cr_assert_eq(bk_out_copy(BK_T_DATA, flags, sid, 0, 7, NULL, 0, text,
+                             strlen(text), NULL, 0, &m), 0);
     bk_out_push(b, q, m);
+}
+
+/* A message on an open stream (a call's request, a stream write). */
+static void queue_stream(struct bk_outq *q, uint32_t sid, const char *text)
+{
+    queue_flags(q, sid, BK_F_OPEN, text);
+}
+
+/* A whole one-way message. */
+static void queue_data(struct bk_outq *q, uint32_t sid, const char *text)
+{
+    queue_flags(q, sid, BK_F_OPEN | BK_F_CLOSE, text);
 }
 
 Test(outq, one_frame_per_stream_in_turn)
@@ -139,9 +152,9 @@ Test(outq, one_frame_per_stream_in_turn)
 
     bk_outq_init(&q1);
     bk_outq_init(&q2);
-    queue_data(&q1, 1, "a1");
-    queue_data(&q1, 1, "a2");
-    queue_data(&q2, 2, "b1");
+    queue_stream(&q1, 1, "a1");
+    queue_stream(&q1, 1, "a2");
+    queue_stream(&q2, 2, "b1");
     cr_assert(bk_out_pending(b));
     cr_assert_eq(bk_out_backlog(b), 6);
     cr_assert_eq(bk_out_flush(b, true, 8), 0);
@@ -159,6 +172,59 @@ Test(outq, one_frame_per_stream_in_turn)
     cr_assert(q1.wire && q2.wire);
     cr_assert_not(bk_list_linked(&q1.ring));
     cr_assert_not(bk_list_linked(&q2.ring));
+    no_packet();
+}
+
+/* One-way messages do not take turns: each queue of one goes out whole,
+ * in the order they were queued, while stream queues keep their turns. */
+Test(outq, one_way_messages_leave_in_order)
+{
+    struct bk_outq q1, q2, q3;
+    struct packet pk;
+
+    bk_outq_init(&q1);
+    bk_outq_init(&q2);
+    bk_outq_init(&q3);
+    queue_data(&q1, 1, "o1");
+    queue_stream(&q3, 3, "s1");
+    queue_data(&q2, 2, "o2");
+    queue_stream(&q3, 3, "s2");
+    cr_assert(q1.oneway && q2.oneway && !q3.oneway);
+    cr_assert_eq(bk_out_flush(b, true, 8), 0);
+    read_packet(&pk);
+    cr_assert_eq(pk.n, 4);
+    /* o1 and s1 take their turns; o2 waits for o1, then s2 */
+    cr_assert_eq(memcmp(pk.p[0], "o1", 2), 0);
+    cr_assert_eq(memcmp(pk.p[1], "s1", 2), 0);
+    cr_assert_eq(memcmp(pk.p[2], "o2", 2), 0);
+    cr_assert_eq(memcmp(pk.p[3], "s2", 2), 0);
+    cr_assert_not(bk_list_linked(&q1.ring));
+    cr_assert_not(bk_list_linked(&q2.ring));
+    cr_assert_not(bk_list_linked(&q3.ring));
+    no_packet();
+}
+
+/* Packing does not cut a message that fits a packet of its own. */
+Test(outq, packing_keeps_small_messages_whole)
+{
+    static char big[3000];
+    struct bk_outq q1, q2;
+    struct packet pk;
+
+    memset(big, 'x', sizeof(big) - 1);
+    bk_outq_init(&q1);
+    bk_outq_init(&q2);
+    queue_data(&q1, 1, big);
+    queue_data(&q2, 2, big);
+    cr_assert_eq(bk_out_flush(b, true, 8), 0);
+    read_packet(&pk);
+    cr_assert_eq(pk.n, 1, "a 4 KiB packet holds one 3 KB message");
+    cr_assert_eq(pk.h[0].flags & (BK_F_MORE | BK_F_CONT), 0);
+    read_packet(&pk);
+    cr_assert_eq(pk.n, 1);
+    cr_assert_eq(pk.h[0].stream, 2);
+    cr_assert_eq(pk.h[0].flags & (BK_F_MORE | BK_F_CONT), 0,
+                 "the second went whole in a packet of its own");
     no_packet();
 }
 
