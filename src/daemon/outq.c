@@ -174,11 +174,11 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
     return f;
 }
 
-static int push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
-                bk_opayload_t *shared, int *fds, unsigned nfds,
-                bk_oframe_t **out)
+static int push(bk_outq_t *q, uint32_t sid, const bk_hdr_t *h,
+                const void *payload, bk_opayload_t *shared, int *fds,
+                unsigned nfds, bk_oframe_t **out)
 {
-    bk_oq_t *oq = oq_get(q, queue_sid(h));
+    bk_oq_t *oq = oq_get(q, sid);
     bk_oframe_t *f = oq ? frame_new(h, payload, shared, fds, nfds) : NULL;
 
     if (!f) {
@@ -197,13 +197,13 @@ static int push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
 int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
                  int *fds, unsigned nfds, bk_oframe_t **out)
 {
-    return push(q, h, payload, NULL, fds, nfds, out);
+    return push(q, queue_sid(h), h, payload, NULL, fds, nfds, out);
 }
 
 int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
                         int *fds, unsigned nfds, bk_oframe_t **out)
 {
-    return push(q, h, NULL, pl, fds, nfds, out);
+    return push(q, DGRAM_SID, h, NULL, pl, fds, nfds, out);
 }
 
 unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
@@ -212,7 +212,8 @@ unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
     unsigned n = 0;
 
     bk_list_for_each_safe(f, &q->dgram.frames, bk_oframe_t, link) {
-        if (f->tag != tag || !f->tag_first || (f->flags & BK_F_SHM))
+        if (f->tag != tag || !f->tag_first ||
+            (f->flags & (BK_F_SHM | BK_F_MORE)))
             continue;
         bk_list_unlink(&f->link);
         bk_list_push_tail(out, &f->link);

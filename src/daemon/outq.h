@@ -139,8 +139,12 @@ static inline bool bk_outq_bypass(const bk_outq_t *q, uint32_t length,
 int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
                  int *fds, unsigned nfds, bk_oframe_t **out);
 
-/* Same, but the frame refers to the shared payload `pl` (one more
- * reference taken; pl->len must be h->length) instead of a copy. */
+/* A frame of a publication delivery: it refers to the shared payload
+ * `pl` (one more reference taken; pl->len must be h->length) instead of
+ * a copy, and goes on the one-way queue whatever its flags, so that every
+ * frame of every publication to this client (fragments, the CLOSE or
+ * ERROR that ends one early, GAPs) leaves in the order it came: one
+ * publisher's messages then complete at the receiver in publish order. */
 int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
                         int *fds, unsigned nfds, bk_oframe_t **out);
 

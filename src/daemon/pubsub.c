@@ -385,6 +385,8 @@ void bk_pub_forward(bk_port_t *from, const bk_pub_t *rec, const bk_hdr_t *h,
 void bk_pub_abort(bk_port_t *from, const bk_pub_t *rec, int err,
                   const char *text)
 {
+    bk_opayload_t *shared = NULL;
+
     for (uint32_t i = 0; i < rec->n; i++) {
         bk_port_t *to = rcpt_port(from->srv, &rec->r[i]);
         bk_hdr_t h = {
@@ -398,8 +400,10 @@ void bk_pub_abort(bk_port_t *from, const bk_pub_t *rec, int err,
         h.dest = to->id;
         to->errors++;
         bk_mon_tap(from, to, 0, &h, text);
-        bk_port_send(to, &h, text, NULL, 0, NULL);
+        /* behind the fragments already queued for that delivery */
+        bk_port_send_pub(to, &h, text, &shared, NULL, 0, NULL, NULL);
     }
+    bk_opayload_put(shared);
 }
 
 void bk_pub_free(bk_pub_t *rec)
