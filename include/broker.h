@@ -181,7 +181,8 @@ enum broker_ctrl_op {
 };
 
 /* Send one raw CTRL request `op` with `len` bytes of `req` (len at most
- * the broker's max_name, 255 by default) and wait for its answer.
+ * the broker's max_name, 255 by default; SUBSCRIBE up to 518 bytes,
+ * REGISTER_EX up to 4 + max_name) and wait for its answer.
  * Returns 0 or the broker's error negated (-EPERM, -ENOENT, ...) or a
  * local error; *reply (malloc'd, NUL-terminated after *reply_len bytes,
  * free() it) holds the reply payload, also on an error when the broker

@@ -95,7 +95,7 @@ static void do_release(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
 
     if (!r)
         r = bk_names_release(&p->srv->names, (const char *)name, h->length,
-                              p->id, &p->names);
+                              p->id, &p->names, bk_now_ms());
     reply(p, h, r, "", 0);
 }
 

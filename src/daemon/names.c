@@ -212,7 +212,7 @@ static void hand_over(bk_names_t *n, bk_name_t *e, uint64_t now_ms)
 }
 
 int bk_names_release(bk_names_t *n, const char *name, size_t len,
-                     uint64_t owner, bk_name_list_t *owned)
+                     uint64_t owner, bk_name_list_t *owned, uint64_t now_ms)
 {
     bk_name_t *e = find(n, name, len);
     bk_name_wait_t *w;
@@ -221,7 +221,7 @@ int bk_names_release(bk_names_t *n, const char *name, size_t len,
     if (!e)
         return -ENOENT;
     if (e->owner == owner) {
-        hand_over(n, e, e->registered_ms);
+        hand_over(n, e, now_ms);
         return 0;
     }
     w = waiting(e, owner);
@@ -231,7 +231,8 @@ int bk_names_release(bk_names_t *n, const char *name, size_t len,
     return 0;
 }
 
-void bk_names_release_all(bk_names_t *n, bk_name_list_t *owned)
+void bk_names_release_all(bk_names_t *n, bk_name_list_t *owned,
+                          uint64_t now_ms)
 {
     bk_name_t *e;
     bk_list_t *l;
@@ -239,7 +240,7 @@ void bk_names_release_all(bk_names_t *n, bk_name_list_t *owned)
     while ((l = bk_list_first(&owned->waiting)))
         leave_line(bk_container_of(l, bk_name_wait_t, client_link));
     while ((e = bk_list_first_entry(&owned->head, bk_name_t, owned_link)))
-        hand_over(n, e, e->registered_ms);
+        hand_over(n, e, now_ms);
 }
 
 uint64_t bk_names_lookup(const bk_names_t *n, const char *name, size_t len)

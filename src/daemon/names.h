@@ -86,13 +86,15 @@ void bk_names_fini(bk_names_t *n);
 int bk_names_register(bk_names_t *n, const char *name, size_t len,
                       uint64_t owner, bk_name_list_t *owned, uint32_t max,
                       uint64_t now_ms, uint32_t flags, uint32_t *outcome);
-/* Release a name this client owns (the next in line gets it) or leave its
- * line.  Returns 0, -ENOENT (nobody owns it), -EPERM (another client owns
- * it and this one is not in line). */
+/* Release a name this client owns (the next in line gets it, registered
+ * at now_ms) or leave its line.  Returns 0, -ENOENT (nobody owns it),
+ * -EPERM (another client owns it and this one is not in line). */
 int bk_names_release(bk_names_t *n, const char *name, size_t len,
-                     uint64_t owner, bk_name_list_t *owned);
-/* Leave every line, release every name in `owned`. */
-void bk_names_release_all(bk_names_t *n, bk_name_list_t *owned);
+                     uint64_t owner, bk_name_list_t *owned, uint64_t now_ms);
+/* Leave every line, release every name in `owned` (the next in line of
+ * each gets it, registered at now_ms). */
+void bk_names_release_all(bk_names_t *n, bk_name_list_t *owned,
+                          uint64_t now_ms);
 /* The owner's client id, or 0 if the name is not owned. */
 uint64_t bk_names_lookup(const bk_names_t *n, const char *name, size_t len);
 size_t bk_names_count(const bk_names_t *n);

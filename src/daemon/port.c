@@ -683,7 +683,7 @@ void bk_port_hangup(bk_port_t *p, int err, const char *text)
     /* from now on nothing more is queued for it, and its names go to
      * whoever is next in line */
     p->hangup = true;
-    bk_names_release_all(&p->srv->names, &p->names);
+    bk_names_release_all(&p->srv->names, &p->names, bk_now_ms());
     update_poll(p);
 }
 
@@ -712,7 +712,7 @@ void bk_port_close(bk_port_t *p)
     bk_mon_port_gone(p);
     bk_pub_port_gone(p);
     bk_router_port_gone(p);
-    bk_names_release_all(&srv->names, &p->names);
+    bk_names_release_all(&srv->names, &p->names, bk_now_ms());
     if (announce)
         bk_pub_client_event(p, "disconnect");
     bk_outq_fini(&p->out, lost_oneway, p);

@@ -289,7 +289,7 @@ static int send_garbage(enum garbage_kind g, int fd, uint64_t sink,
         break;
     case G_BAD_FLAGS:
         h = data_to(sink, 1, 2);
-        h.flags |= 0x40;
+        h.flags |= 0x80;
         (void)th_raw_send(fd, &h, "hi", NULL, 0);
         break;
     case G_CONT_WITHOUT_FIRST:

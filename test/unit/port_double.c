@@ -87,7 +87,7 @@ void dbl_port_gone(dbl_world_t *w, bk_port_t *p)
     p->in_table = false;
     p->state = BK_PORT_CLOSING;
     bk_router_port_gone(p);
-    bk_names_release_all(&w->srv.names, &p->names);
+    bk_names_release_all(&w->srv.names, &p->names, 0);
     bk_shm_port_gone(p);
 }
 
