@@ -19,13 +19,21 @@
 /* Listing keys whose values are text (JSON strings, left-aligned). */
 static bool ctl_out_key_is_text(const char *key)
 {
-    return !strcmp(key, "comm") || !strcmp(key, "name");
+    static const char *const text[] = {
+        "comm", "name", "pattern", "group", "policy", "flags",
+    };
+
+    for (size_t i = 0; i < sizeof(text) / sizeof(text[0]); i++)
+        if (!strcmp(key, text[i]))
+            return true;
+    return false;
 }
 
-/* The listing key whose value is a comma-separated list. */
+/* The listing keys whose values are comma-separated lists (JSON arrays
+ * of strings). */
 static bool ctl_out_key_is_list(const char *key)
 {
-    return !strcmp(key, "names");
+    return !strcmp(key, "names") || !strcmp(key, "queue");
 }
 
 /* ---- JSON --------------------------------------------------------------- */
