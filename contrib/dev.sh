@@ -102,6 +102,11 @@ retry() {
     done
 }
 
+# demo_subscribed CTL...: both demo subscriptions are in place.
+demo_subscribed() {
+    "$@" status | grep -Eq '^subscriptions: +2$'
+}
+
 dev_demo() {
     DEV_QUIET_BUILD=1 dev_build "$DEV_ROOT/build"
     local bin=$DEV_ROOT/build
@@ -141,6 +146,22 @@ dev_demo() {
         die "the listener printed nothing"
     say "the listener printed:"
     cat "$DEMO_TMP/news.out"
+
+    say "brokerctl sub 'sensors.*.temp' --count 1, and sub 'sensors.>' --count 1"
+    "${ctl[@]}" sub 'sensors.*.temp' --count 1 >"$DEMO_TMP/sub1.out" &
+    local sub1=$!
+    "${ctl[@]}" sub 'sensors.>' --count 1 >"$DEMO_TMP/sub2.out" &
+    local sub2=$!
+    DEMO_PIDS+=("$sub1" "$sub2")
+    retry 50 demo_subscribed "${ctl[@]}" ||
+        die "the subscribers did not subscribe"
+    say "brokerctl subs"
+    "${ctl[@]}" subs
+    say "brokerctl pub sensors.kitchen.temp 21.5"
+    "${ctl[@]}" pub sensors.kitchen.temp 21.5 || die "pub failed"
+    wait "$sub1" && wait "$sub2" || die "a subscriber failed"
+    say "both subscribers printed (topic, then payload):"
+    cat "$DEMO_TMP/sub1.out" "$DEMO_TMP/sub2.out"
 
     say "stopping brokerd with SIGTERM"
     kill -TERM "$broker"
