@@ -30,32 +30,121 @@ void bk_outq_init(bk_outq_t *q)
     bk_list_init(&q->ring);
 }
 
+/* ---- recycled blocks ----------------------------------------------------
+ *
+ * Fan-out allocates a frame node per receiver and one payload per
+ * publication, and frees them a packet later: freed blocks are kept on
+ * bounded free lists (brokerd is one thread) and reused, so a steady
+ * stream of publications does no malloc.  Nodes of frames with a shared
+ * payload all have one size; payloads are kept in two classes of
+ * capacity, the ones glibc's per-thread cache does not keep itself.
+ * bk_outq_cache_trim gives everything back. */
+
+#define CACHE_FRAMES   512u
+#define CACHE_PAYLOADS 64u
+#define PL_CLASS_MIN   1024u                 /* malloc's own fast path below */
+static const uint32_t pl_class_cap[2] = { 2048u, 8192u };
+
+typedef struct cached { struct cached *next; } cached_t;
+
+static struct {
+    cached_t *frames;
+    unsigned nframes;
+    cached_t *pl[2];
+    unsigned npl[2];
+} cache;
+
+static void *cache_pop(cached_t **head, unsigned *n)
+{
+    cached_t *c = *head;
+
+    if (!c)
+        return NULL;
+    *head = c->next;
+    (*n)--;
+    return c;
+}
+
+/* Keep block p on the list, or free it when the list is full. */
+static void cache_push(cached_t **head, unsigned *n, unsigned max, void *p)
+{
+    cached_t *c = p;
+
+    if (*n >= max) {
+        free(p);
+        return;
+    }
+    c->next = *head;
+    *head = c;
+    (*n)++;
+}
+
+static void cache_drain(cached_t **head, unsigned *n)
+{
+    void *p;
+
+    while ((p = cache_pop(head, n)))
+        free(p);
+}
+
+void bk_outq_cache_trim(void)
+{
+    cache_drain(&cache.frames, &cache.nframes);
+    for (unsigned i = 0; i < 2; i++)
+        cache_drain(&cache.pl[i], &cache.npl[i]);
+}
+
+/* The payload class for len bytes: 0 (malloc'd to size), or 1 + index. */
+static uint32_t pl_class(uint32_t len)
+{
+    for (unsigned i = 0; i < 2; i++)
+        if (len >= PL_CLASS_MIN && len <= pl_class_cap[i])
+            return i + 1;
+    return 0;
+}
+
 bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
 {
-    bk_opayload_t *p = malloc(sizeof(*p) + len);
+    uint32_t cls = pl_class(len);
+    bk_opayload_t *p = NULL;
 
+    if (cls)
+        p = cache_pop(&cache.pl[cls - 1], &cache.npl[cls - 1]);
+    if (!p)
+        p = malloc(sizeof(*p) + (cls ? pl_class_cap[cls - 1] : len));
     if (!p)
         return NULL;
     p->refs = 1;
     p->len = len;
+    p->cls = cls;
     memcpy(p->data, data, len);
     return p;
 }
 
 void bk_opayload_put(bk_opayload_t *p)
 {
-    if (p && --p->refs == 0)
+    if (!p || --p->refs)
+        return;
+    if (p->cls)
+        cache_push(&cache.pl[p->cls - 1], &cache.npl[p->cls - 1],
+                   CACHE_PAYLOADS, p);
+    else
         free(p);
 }
 
 static void frame_free(bk_oframe_t *f)
 {
+    bk_opayload_t *shared = f->shared;
+
     if (f->nfds) {
         bk_close_fds(f->fds, f->nfds);
         free(f->fds);
     }
-    bk_opayload_put(f->shared);
-    free(f);
+    bk_opayload_put(shared);
+    if (shared)                 /* a node of the one size */
+        cache_push(&cache.frames, &cache.nframes, CACHE_FRAMES, f);
+    else
+        free(f);
 }
 
 void bk_outq_frame_free(bk_oframe_t *f)
@@ -141,15 +230,21 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
                               bk_opayload_t *shared, const int *fds,
                               unsigned nfds)
 {
-    bk_oframe_t *f = malloc(sizeof(*f) + (shared ? 0 : h->length));
+    bk_oframe_t *f = shared ? cache_pop(&cache.frames, &cache.nframes)
+                            : NULL;
 
+    if (!f)
+        f = malloc(sizeof(*f) + (shared ? 0 : h->length));
     if (!f)
         return NULL;
     f->fds = NULL;
     if (nfds) {
         f->fds = malloc(nfds * sizeof(int));
         if (!f->fds) {
-            free(f);
+            if (shared)
+                cache_push(&cache.frames, &cache.nframes, CACHE_FRAMES, f);
+            else
+                free(f);
             return NULL;
         }
         memcpy(f->fds, fds, nfds * sizeof(int));
