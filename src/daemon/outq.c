@@ -36,82 +36,97 @@ void bk_outq_init(bk_outq_t *q)
  * publication, and frees them a packet later: freed blocks are kept on
  * bounded free lists (brokerd is one thread) and reused, so a steady
  * stream of publications does no malloc.  Nodes of frames with a shared
- * payload all have one size; payloads are kept in two classes of
- * capacity, the ones glibc's per-thread cache does not keep itself.
- * bk_outq_cache_trim gives everything back. */
+ * payload all have one size.  Payloads from PL_MIN to PL_MAX bytes (the
+ * sizes glibc's per-thread cache does not keep itself) are allocated in
+ * classes PL_STEP bytes apart, and at most CACHE_PL_BYTES of them are
+ * kept.  bk_outq_cache_trim gives everything back. */
 
 #define CACHE_FRAMES   512u
-#define CACHE_PAYLOADS 64u
-#define PL_CLASS_MIN   1024u                 /* malloc's own fast path below */
-static const uint32_t pl_class_cap[2] = { 2048u, 8192u };
+#define CACHE_PL_BYTES (256u * 1024)
+#define PL_MIN         1024u
+#define PL_MAX         8192u
+#define PL_STEP        512u
+#define PL_CLASSES     (PL_MAX / PL_STEP)
 
 typedef struct cached { struct cached *next; } cached_t;
 
 static struct {
     cached_t *frames;
     unsigned nframes;
-    cached_t *pl[2];
-    unsigned npl[2];
+    cached_t *pl[PL_CLASSES + 1];   /* [c]: capacity c * PL_STEP */
+    size_t pl_bytes;
 } cache;
 
-static void *cache_pop(cached_t **head, unsigned *n)
+static void *cache_pop(cached_t **head)
 {
     cached_t *c = *head;
 
-    if (!c)
-        return NULL;
-    *head = c->next;
-    (*n)--;
+    if (c)
+        *head = c->next;
     return c;
 }
 
-/* Keep block p on the list, or free it when the list is full. */
-static void cache_push(cached_t **head, unsigned *n, unsigned max, void *p)
+static void cache_push(cached_t **head, void *p)
 {
     cached_t *c = p;
 
-    if (*n >= max) {
-        free(p);
-        return;
-    }
     c->next = *head;
     *head = c;
-    (*n)++;
-}
-
-static void cache_drain(cached_t **head, unsigned *n)
-{
-    void *p;
-
-    while ((p = cache_pop(head, n)))
-        free(p);
 }
 
 void bk_outq_cache_trim(void)
 {
-    cache_drain(&cache.frames, &cache.nframes);
-    for (unsigned i = 0; i < 2; i++)
-        cache_drain(&cache.pl[i], &cache.npl[i]);
+    void *p;
+
+    while ((p = cache_pop(&cache.frames)))
+        free(p);
+    cache.nframes = 0;
+    for (unsigned c = 0; c <= PL_CLASSES; c++)
+        while ((p = cache_pop(&cache.pl[c])))
+            free(p);
+    cache.pl_bytes = 0;
 }
 
-/* The payload class for len bytes: 0 (malloc'd to size), or 1 + index. */
+static bk_oframe_t *frame_alloc_shared(void)
+{
+    bk_oframe_t *f = cache_pop(&cache.frames);
+
+    if (f) {
+        cache.nframes--;
+        return f;
+    }
+    return malloc(sizeof(*f));
+}
+
+/* A node of a frame with a shared payload, to keep or free. */
+static void frame_release_shared(bk_oframe_t *f)
+{
+    if (cache.nframes >= CACHE_FRAMES) {
+        free(f);
+        return;
+    }
+    cache_push(&cache.frames, f);
+    cache.nframes++;
+}
+
+/* The payload class for len bytes: 0 (malloc'd to size) or c, for a
+ * capacity of c * PL_STEP. */
 static uint32_t pl_class(uint32_t len)
 {
-    for (unsigned i = 0; i < 2; i++)
-        if (len >= PL_CLASS_MIN && len <= pl_class_cap[i])
-            return i + 1;
-    return 0;
+    if (len < PL_MIN || len > PL_MAX)
+        return 0;
+    return (len + PL_STEP - 1) / PL_STEP;
 }
 
 bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
 {
     uint32_t cls = pl_class(len);
-    bk_opayload_t *p = NULL;
+    bk_opayload_t *p = cls ? cache_pop(&cache.pl[cls]) : NULL;
 
-    if (cls)
-        p = cache_pop(&cache.pl[cls - 1], &cache.npl[cls - 1]);
-    if (!p)
-        p = malloc(sizeof(*p) + (cls ? pl_class_cap[cls - 1] : len));
+    if (p)
+        cache.pl_bytes -= cls * PL_STEP;
+    else
+        p = malloc(sizeof(*p) + (cls ? cls * PL_STEP : len));
     if (!p)
         return NULL;
     p->refs = 1;
@@ -125,11 +140,12 @@ void bk_opayload_put(bk_opayload_t *p)
 {
     if (!p || --p->refs)
         return;
-    if (p->cls)
-        cache_push(&cache.pl[p->cls - 1], &cache.npl[p->cls - 1],
-                   CACHE_PAYLOADS, p);
-    else
-        free(p);
+    if (p->cls && cache.pl_bytes + p->cls * PL_STEP <= CACHE_PL_BYTES) {
+        cache.pl_bytes += p->cls * PL_STEP;
+        cache_push(&cache.pl[p->cls], p);
+        return;
+    }
+    free(p);
 }
 
 static void frame_free(bk_oframe_t *f)
@@ -141,8 +157,8 @@ static void frame_free(bk_oframe_t *f)
         free(f->fds);
     }
     bk_opayload_put(shared);
-    if (shared)                 /* a node of the one size */
-        cache_push(&cache.frames, &cache.nframes, CACHE_FRAMES, f);
+    if (shared)
+        frame_release_shared(f);
     else
         free(f);
 }
@@ -230,11 +246,9 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
                               bk_opayload_t *shared, const int *fds,
                               unsigned nfds)
 {
-    bk_oframe_t *f = shared ? cache_pop(&cache.frames, &cache.nframes)
-                            : NULL;
+    bk_oframe_t *f = shared ? frame_alloc_shared()
+                            : malloc(sizeof(*f) + h->length);
 
-    if (!f)
-        f = malloc(sizeof(*f) + (shared ? 0 : h->length));
     if (!f)
         return NULL;
     f->fds = NULL;
@@ -242,7 +256,7 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
         f->fds = malloc(nfds * sizeof(int));
         if (!f->fds) {
             if (shared)
-                cache_push(&cache.frames, &cache.nframes, CACHE_FRAMES, f);
+                frame_release_shared(f);
             else
                 free(f);
             return NULL;
