@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <string.h>
 #include "proto.h"
 
 /* Limits a frame is validated against. */
@@ -53,28 +54,55 @@ bool bk_shm_desc_fits(const bk_shm_desc_t *d, uint64_t seg_size);
 void bk_welcome_encode(const bk_welcome_t *w, uint8_t out[BK_WELCOME_SIZE]);
 void bk_welcome_decode(const uint8_t in[BK_WELCOME_SIZE], bk_welcome_t *w);
 
-/* Little-endian loads and stores. */
+/* Little-endian loads and stores.  On a little-endian host they are
+ * plain unaligned moves (memcpy), elsewhere byte by byte. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define BK_LE_HOST 1
+#else
+#define BK_LE_HOST 0
+#endif
+
 static inline void bk_put16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8);
 }
 static inline void bk_put32(uint8_t *p, uint32_t v)
 {
+    if (BK_LE_HOST) {
+        memcpy(p, &v, sizeof(v));
+        return;
+    }
     for (int i = 0; i < 4; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 static inline void bk_put64(uint8_t *p, uint64_t v)
 {
+    if (BK_LE_HOST) {
+        memcpy(p, &v, sizeof(v));
+        return;
+    }
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 static inline uint32_t bk_get32(const uint8_t *p)
 {
+    uint32_t v;
+
+    if (BK_LE_HOST) {
+        memcpy(&v, p, sizeof(v));
+        return v;
+    }
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
            (uint32_t)p[3] << 24;
 }
 static inline uint64_t bk_get64(const uint8_t *p)
 {
+    uint64_t v;
+
+    if (BK_LE_HOST) {
+        memcpy(&v, p, sizeof(v));
+        return v;
+    }
     return (uint64_t)bk_get32(p) | (uint64_t)bk_get32(p + 4) << 32;
 }
 

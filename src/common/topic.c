@@ -40,28 +40,37 @@ bool bk_topic_next_token(const char *t, size_t len, size_t *off,
 }
 
 /* Shared by both validators: wildcards says whether `*` and `>` tokens
- * are allowed. */
+ * are allowed.  One pass over the bytes: tokens are split on '.', none
+ * empty; a literal token is bytes 0x21-0x7e but '.', '*' and '>'; a
+ * wildcard token is exactly "*", or ">" as the last token. */
 static bool topic_check(const char *t, size_t len, bool wildcards)
 {
+    size_t tok = 0;             /* bytes of the current token so far */
+
     if (len == 0 || len > BK_MAX_TOPIC)
         return false;
-    size_t off = 0, n;
-    const char *tok;
-    while (bk_topic_next_token(t, len, &off, &tok, &n)) {
-        if (n == 0)
-            return false;
-        if (wildcards && topic_is_star(tok, n))
-            continue;
-        if (wildcards && topic_is_tail(tok, n)) {
-            if (off <= len)         /* not the last token */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)t[i];
+        bool last = i + 1 == len;
+
+        if (c == '.') {
+            if (tok == 0)
                 return false;
+            tok = 0;
             continue;
         }
-        for (size_t i = 0; i < n; i++)
-            if (!topic_literal_byte((unsigned char)tok[i]))
+        if (c == '*' || c == '>') {
+            if (!wildcards || tok != 0 || (!last && t[i + 1] != '.') ||
+                (c == '>' && !last))
                 return false;
+            tok = 1;
+            continue;
+        }
+        if (!topic_literal_byte(c))
+            return false;
+        tok++;
     }
-    return true;
+    return tok != 0;
 }
 
 bool bk_topic_valid(const char *t, size_t len)

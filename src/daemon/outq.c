@@ -30,32 +30,137 @@ void bk_outq_init(bk_outq_t *q)
     bk_list_init(&q->ring);
 }
 
+/* ---- recycled blocks ----------------------------------------------------
+ *
+ * Fan-out allocates a frame node per receiver and one payload per
+ * publication, and frees them a packet later: freed blocks are kept on
+ * bounded free lists (brokerd is one thread) and reused, so a steady
+ * stream of publications does no malloc.  Nodes of frames with a shared
+ * payload all have one size.  Payloads from PL_MIN to PL_MAX bytes (the
+ * sizes glibc's per-thread cache does not keep itself) are allocated in
+ * classes PL_STEP bytes apart, and at most CACHE_PL_BYTES of them are
+ * kept.  bk_outq_cache_trim gives everything back. */
+
+#define CACHE_FRAMES   512u
+#define CACHE_PL_BYTES (256u * 1024)
+#define PL_MIN         1024u
+#define PL_MAX         8192u
+#define PL_STEP        512u
+#define PL_CLASSES     (PL_MAX / PL_STEP)
+
+typedef struct cached { struct cached *next; } cached_t;
+
+static struct {
+    cached_t *frames;
+    unsigned nframes;
+    cached_t *pl[PL_CLASSES + 1];   /* [c]: capacity c * PL_STEP */
+    size_t pl_bytes;
+} cache;
+
+static void *cache_pop(cached_t **head)
+{
+    cached_t *c = *head;
+
+    if (c)
+        *head = c->next;
+    return c;
+}
+
+static void cache_push(cached_t **head, void *p)
+{
+    cached_t *c = p;
+
+    c->next = *head;
+    *head = c;
+}
+
+void bk_outq_cache_trim(void)
+{
+    void *p;
+
+    while ((p = cache_pop(&cache.frames)))
+        free(p);
+    cache.nframes = 0;
+    for (unsigned c = 0; c <= PL_CLASSES; c++)
+        while ((p = cache_pop(&cache.pl[c])))
+            free(p);
+    cache.pl_bytes = 0;
+}
+
+static bk_oframe_t *frame_alloc_shared(void)
+{
+    bk_oframe_t *f = cache_pop(&cache.frames);
+
+    if (f) {
+        cache.nframes--;
+        return f;
+    }
+    return malloc(sizeof(*f));
+}
+
+/* A node of a frame with a shared payload, to keep or free. */
+static void frame_release_shared(bk_oframe_t *f)
+{
+    if (cache.nframes >= CACHE_FRAMES) {
+        free(f);
+        return;
+    }
+    cache_push(&cache.frames, f);
+    cache.nframes++;
+}
+
+/* The payload class for len bytes: 0 (malloc'd to size) or c, for a
+ * capacity of c * PL_STEP. */
+static uint32_t pl_class(uint32_t len)
+{
+    if (len < PL_MIN || len > PL_MAX)
+        return 0;
+    return (len + PL_STEP - 1) / PL_STEP;
+}
+
 bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
 {
-    bk_opayload_t *p = malloc(sizeof(*p) + len);
+    uint32_t cls = pl_class(len);
+    bk_opayload_t *p = cls ? cache_pop(&cache.pl[cls]) : NULL;
 
+    if (p)
+        cache.pl_bytes -= cls * PL_STEP;
+    else
+        p = malloc(sizeof(*p) + (cls ? cls * PL_STEP : len));
     if (!p)
         return NULL;
     p->refs = 1;
     p->len = len;
+    p->cls = cls;
     memcpy(p->data, data, len);
     return p;
 }
 
 void bk_opayload_put(bk_opayload_t *p)
 {
-    if (p && --p->refs == 0)
-        free(p);
+    if (!p || --p->refs)
+        return;
+    if (p->cls && cache.pl_bytes + p->cls * PL_STEP <= CACHE_PL_BYTES) {
+        cache.pl_bytes += p->cls * PL_STEP;
+        cache_push(&cache.pl[p->cls], p);
+        return;
+    }
+    free(p);
 }
 
 static void frame_free(bk_oframe_t *f)
 {
+    bk_opayload_t *shared = f->shared;
+
     if (f->nfds) {
         bk_close_fds(f->fds, f->nfds);
         free(f->fds);
     }
-    bk_opayload_put(f->shared);
-    free(f);
+    bk_opayload_put(shared);
+    if (shared)
+        frame_release_shared(f);
+    else
+        free(f);
 }
 
 void bk_outq_frame_free(bk_oframe_t *f)
@@ -141,7 +246,8 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
                               bk_opayload_t *shared, const int *fds,
                               unsigned nfds)
 {
-    bk_oframe_t *f = malloc(sizeof(*f) + (shared ? 0 : h->length));
+    bk_oframe_t *f = shared ? frame_alloc_shared()
+                            : malloc(sizeof(*f) + h->length);
 
     if (!f)
         return NULL;
@@ -149,7 +255,10 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
     if (nfds) {
         f->fds = malloc(nfds * sizeof(int));
         if (!f->fds) {
-            free(f);
+            if (shared)
+                frame_release_shared(f);
+            else
+                free(f);
             return NULL;
         }
         memcpy(f->fds, fds, nfds * sizeof(int));

@@ -41,6 +41,7 @@
 typedef struct bk_opayload {
     uint32_t refs;
     uint32_t len;
+    uint32_t cls;               /* outq.c's capacity class, 0: none */
     uint8_t data[];
 } bk_opayload_t;
 
@@ -48,6 +49,10 @@ typedef struct bk_opayload {
  * caller's), or NULL on allocation failure. */
 bk_opayload_t *bk_opayload_new(const void *data, uint32_t len);
 void bk_opayload_put(bk_opayload_t *p);
+
+/* Free the frame nodes and payloads kept for reuse (outq.c keeps a
+ * bounded number of freed ones, process-wide). */
+void bk_outq_cache_trim(void);
 
 /* A frame waiting to be written.  Owned by its queue: the payload is a
  * copy (or a reference to a shared one), the fds are the queue's and are

@@ -123,12 +123,15 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     return p;
 }
 
+/* Every stream end of client p is on p->streams (router.c opens them so),
+ * so with none there no id can be taken and the lookup is skipped. */
 uint32_t bk_port_alloc_sid(bk_port_t *p)
 {
     for (;;) {
         uint32_t n = p->next_psid++ & BK_SID_MAX_LOCAL;
         uint32_t sid = BK_SID_PEER_BIT | n;
-        if (n && !bk_st_find(&p->srv->streams, p->id, sid))
+        if (n && (p->streams.count == 0 ||
+                  !bk_st_find(&p->srv->streams, p->id, sid)))
             return sid;
     }
 }

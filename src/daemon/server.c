@@ -433,4 +433,5 @@ void bk_server_fini(bk_server_t *s)
         close(s->lockfd);
     if (s->lfd >= 0)
         close(s->lfd);
+    bk_outq_cache_trim();
 }

@@ -379,6 +379,40 @@ static int handle_gap(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 
 /* ---- frames ------------------------------------------------------------- */
 
+/* A whole publication (OPEN|CLOSE, no MORE) on a stream id we have no
+ * entry for: it opens and ends at once, so no stream entry is made; the
+ * topic and subscription go straight onto the message.  Everything else
+ * (limits, chunked delivery, fds, a reassembly key still busy) is as for
+ * any one-fragment message. */
+static int handle_whole_pub(broker_t *b, const bk_hdr_t *h,
+                            const uint8_t *p, int *fds, const char *topic)
+{
+    uint32_t sub_id = (uint32_t)h->dest;
+    bk_reasm_result_t res;
+    int r;
+
+    if (h->flags & BK_F_SHM)
+        return handle_shm(b, h, p, topic, sub_id);
+    r = bk_reasm_feed(&b->in->reasm, h, p, fds, bk_io_now_ms(), &res);
+    if (r == -EPROTO)
+        return -EPROTO;
+    if (r < 0) {
+        refuse(b, h->source, h->stream, r, false);
+        return 0;
+    }
+    for (unsigned i = 0; i < res.nout; i++) {
+        struct bk_msg *m = bk_msg_from_out(&res.out[i], topic, sub_id);
+
+        if (!m) {
+            for (unsigned j = i; j < res.nout; j++)
+                bk_reasm_out_release(&res.out[j]);
+            return -ENOMEM;
+        }
+        deliver(b, m);
+    }
+    return 0;
+}
+
 static int handle_data(broker_t *b, const bk_hdr_t *hin, const uint8_t *p,
                        int *fds)
 {
@@ -403,6 +437,8 @@ static int handle_data(broker_t *b, const bk_hdr_t *hin, const uint8_t *p,
             bk_close_fds(fds, h->nfds);
             return -EPROTO;
         }
+        if (!s && pub && ends)
+            return handle_whole_pub(b, h, p, fds, topic);
         if (!s) {
             s = bk_stream_add(b, h->stream);
             if (!s) {

@@ -222,6 +222,92 @@ Test(pubsub, chunked_publication_keeps_topic_on_every_piece)
     th_broker_stop(&br);
 }
 
+/* A whole publication (one frame, OPEN|CLOSE) is delivered without a
+ * stream entry at the subscriber: beside streams open to it and a
+ * fragmented publication in progress, over the receiver's limit (refused,
+ * the next one still arrives) and in chunked mode (one last chunk). */
+Test(pubsub, whole_publications_beside_streams_and_limits)
+{
+    broker_t *s = th_connect(&br), *p = th_connect(&br);
+    uint64_t pid = broker_client_id(p);
+    uint32_t id = sub_ok(s, "w.>", NULL, BROKER_SUB_BLOCK);
+    uint32_t osid, rsid;
+    size_t big = 200000;
+    char *buf = malloc(big), small[2000];
+    broker_msg_t *m;
+
+    cr_assert_not_null(buf);
+    cr_assert_eq(broker_set_option(p, BROKER_OPT_SHM_THRESHOLD, 0), 0);
+    /* a stream from p stays open at s while publications pass it */
+    cr_assert_eq(broker_stream_open(p, NULL, broker_client_id(s), &osid), 0);
+    cr_assert_eq(broker_stream_write(p, osid, "open", 4, NULL, 0), 0);
+    m = th_recv_kind(s, BROKER_MSG_DATA);
+    cr_assert_null(m->topic);
+    rsid = m->stream;
+    broker_msg_free(m);
+    for (int i = 0; i < 20; i++) {
+        char t[16];
+        snprintf(t, sizeof(t), "%d", i);
+        pub_ok(p, "w.a", t);
+        expect_pub(s, "w.a", id, t, pid);
+    }
+    /* a fragmented publication, then a whole one: both whole, in order */
+    th_pattern(buf, big, 5, 0);
+    cr_assert_eq(broker_publish(p, "w.big", buf, big, NULL, 0), 0);
+    pub_ok(p, "w.b", "after big");
+    m = th_recv_kind(s, BROKER_MSG_DATA);
+    cr_assert_str_eq(m->topic, "w.big");
+    cr_assert_eq(m->len, big);
+    cr_assert_eq(th_pattern_check(m->data, big, 5, 0), -1);
+    broker_msg_free(m);
+    expect_pub(s, "w.b", id, "after big", pid);
+    /* the stream still works both ways */
+    cr_assert_eq(broker_stream_write(s, rsid, "back", 4, NULL, 0), 0);
+    m = th_recv_kind(p, BROKER_MSG_DATA);
+    cr_assert_eq(m->stream, osid);
+    cr_assert_eq(m->len, 4);
+    broker_msg_free(m);
+    cr_assert_eq(broker_stream_write(p, osid, "more", 4, NULL, 0), 0);
+    m = th_recv_kind(s, BROKER_MSG_DATA);
+    cr_assert_eq(m->stream, rsid);
+    cr_assert_null(m->topic);
+    broker_msg_free(m);
+
+    /* over the subscriber's limit: an ERROR event, the next one arrives */
+    memset(small, 'z', sizeof(small));
+    cr_assert_eq(broker_set_option(s, BROKER_OPT_MAX_MSG, 1000), 0);
+    cr_assert_eq(broker_publish(p, "w.c", small, sizeof(small), NULL, 0), 0);
+    m = th_recv_kind(s, BROKER_MSG_ERROR);
+    cr_assert_eq(m->code, -EMSGSIZE, "code %d", m->code);
+    broker_msg_free(m);
+    pub_ok(p, "w.d", "fits");
+    expect_pub(s, "w.d", id, "fits", pid);
+
+    /* chunked: the same message is one last chunk, topic kept */
+    cr_assert_eq(broker_set_option(s, BROKER_OPT_CHUNKED, 1), 0);
+    cr_assert_eq(broker_publish(p, "w.e", small, sizeof(small), NULL, 0), 0);
+    m = th_recv_kind(s, BROKER_MSG_DATA);
+    cr_assert_eq(m->flags & (BROKER_MSGF_CHUNK | BROKER_MSGF_LAST |
+                             BROKER_MSGF_TOPIC | BROKER_MSGF_CLOSE),
+                 BROKER_MSGF_CHUNK | BROKER_MSGF_LAST | BROKER_MSGF_TOPIC |
+                 BROKER_MSGF_CLOSE, "flags %#x", m->flags);
+    cr_assert_str_eq(m->topic, "w.e");
+    cr_assert_eq(m->sub_id, id);
+    cr_assert_eq(m->len, sizeof(small));
+    cr_assert_eq(memcmp(m->data, small, sizeof(small)), 0);
+    broker_msg_free(m);
+
+    cr_assert_eq(broker_stream_close(p, osid), 0);
+    m = th_recv_kind(s, BROKER_MSG_CLOSE);
+    cr_assert_eq(m->stream, rsid);
+    broker_msg_free(m);
+    free(buf);
+    cr_assert_eq(broker_recv(s, &m, 0), -ETIMEDOUT);
+    broker_close(s);
+    broker_close(p);
+    th_broker_stop(&br);
+}
+
 Test(pubsub, overlapping_subscriptions_each_get_a_copy)
 {
     broker_t *s = th_connect(&br), *p = th_connect(&br);

@@ -587,3 +587,47 @@ Test(outq, tagged_whole_messages_can_be_taken_and_requeued_in_order)
     assert_tags(tags, n, (uint32_t[]){ 100, 102, 200 }, 3);
     bk_outq_fini(&other, NULL, NULL);
 }
+
+/* Freed frame nodes and payloads are reused: every size around the
+ * payload classes' edges comes back with its own bytes, whatever block
+ * held another size before, and trimming gives them all back. */
+Test(outq, recycled_payloads_and_nodes_keep_their_bytes)
+{
+    static const uint32_t sizes[] = { 1, 1023, 1024, 1025, 1536, 1537,
+                                      4000, 8191, 8192, 8193, 20000 };
+    enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+    static uint8_t data[20000];
+
+    for (int round = 0; round < 3; round++) {
+        bk_opayload_t *pl[N];
+
+        for (unsigned i = 0; i < N; i++) {
+            memset(data, (int)(i + 16 * round), sizes[i]);
+            pl[i] = bk_opayload_new(data, sizes[i]);
+            cr_assert_not_null(pl[i]);
+            cr_assert_eq(pl[i]->len, sizes[i]);
+            cr_assert_eq(pl[i]->refs, 1);
+            push_pub(&q, pl[i], NULL);
+            bk_opayload_put(pl[i]);
+        }
+        for (unsigned i = 0; i < N; i++) {
+            bk_outq_pkt_t pkt;
+            bk_outq_tally_t sent = { 0, 0 };
+
+            cr_assert_eq(bk_outq_gather(&q, 1 << 20, &pkt), N - i,
+                         "one-way publications pack together");
+            cr_assert_eq(pkt.iov[1].iov_len, sizes[i]);
+            for (uint32_t j = 0; j < sizes[i]; j++)
+                cr_assert_eq(((uint8_t *)pkt.iov[1].iov_base)[j],
+                             (uint8_t)(i + 16 * round), "size %u byte %u",
+                             sizes[i], j);
+            /* send only the first frame: the rest stays for the next */
+            pkt.nframes = 1;
+            bk_outq_consume(&q, &pkt, &sent);
+            cr_assert_eq(sent.bytes, sizes[i]);
+        }
+        cr_assert_eq(q.frames, 0);
+    }
+    bk_outq_cache_trim();
+    bk_outq_cache_trim();       /* twice: nothing left the second time */
+}
