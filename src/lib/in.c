@@ -144,8 +144,9 @@ static bool watch_aborted(const broker_t *b)
 static void deliver(broker_t *b, struct bk_msg *m)
 {
     struct bk_in *in = b->in;
-    struct bk_stream *s = m->pub.stream ? bk_stream_find(b, m->pub.stream)
-                                        : NULL;
+    /* only an attached connection has async calls waiting on streams */
+    struct bk_stream *s = m->pub.stream && bk_conn_attached(b)
+                          ? bk_stream_find(b, m->pub.stream) : NULL;
 
     if (s && s->acall) {
         m->acall = s->acall;
