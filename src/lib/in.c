@@ -188,8 +188,12 @@ static void refuse(broker_t *b, uint64_t source, uint32_t sid, int err,
 
     bk_reasm_drop_stream(&b->in->reasm, source, sid);
     s = bk_stream_find(b, sid);
-    if (tell && !(s && s->q.closing))
-        bk_out_queue_close(b, sid, err, NULL);
+    if (tell && !(s && s->q.closing) &&
+        bk_out_queue_close(b, sid, err, NULL) == 0)
+        /* At once, not after the rest of this read burst: the broker
+         * tells the sender only while the message is still passing, and
+         * a refused message's remaining fragments are being swallowed. */
+        (void)bk_out_flush(b, false, 1);
     m = bk_msg_event(BROKER_MSG_ERROR, sid, source, err, text,
                      strlen(text));
     if (m)
