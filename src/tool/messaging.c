@@ -142,25 +142,33 @@ static int ctl_msg_send_outcome(broker_t *b, int timeout_ms)
     return r;
 }
 
-int ctl_run_send(const ctl_opts_t *o)
+/* One one-way message to a name (send) or a topic (pub), then the
+ * broker's verdict; `what` starts the error line ("send to", "pub"). */
+static int ctl_msg_one_way(const ctl_opts_t *o, bool publish,
+                           const char *target, const char *what)
 {
-    const char *name = o->args[0];
     ctl_msg_payload_t pl;
     broker_t *b;
     int r;
 
     if (!(b = ctl_msg_open(o, &pl)))
         return CTL_EXIT_RUNTIME;
-    r = broker_send(b, name, pl.data, pl.len, NULL, 0);
+    r = publish ? broker_publish(b, target, pl.data, pl.len, NULL, 0)
+                : broker_send(b, target, pl.data, pl.len, NULL, 0);
     if (r == 0)
         r = ctl_msg_send_outcome(b, o->timeout_ms);
     broker_close(b);
     free(pl.owned);
     if (r < 0) {
-        ctl_err("send to '%s': %s", name, broker_strerror(r));
+        ctl_err("%s '%s': %s", what, target, broker_strerror(r));
         return CTL_EXIT_RUNTIME;
     }
     return CTL_EXIT_OK;
+}
+
+int ctl_run_send(const ctl_opts_t *o)
+{
+    return ctl_msg_one_way(o, false, o->args[0], "send to");
 }
 
 int ctl_run_call(const ctl_opts_t *o)
@@ -309,26 +317,12 @@ int ctl_run_serve(const ctl_opts_t *o)
 int ctl_run_pub(const ctl_opts_t *o)
 {
     const char *topic = o->args[0];
-    ctl_msg_payload_t pl;
-    broker_t *b;
-    int r;
 
     if (strlen(topic) > BK_MAX_TOPIC || !bk_topic_valid(topic, strlen(topic)))
         return ctl_usage_error("invalid topic '%s' ('.'-separated tokens "
                                "of printable characters, no '*' or '>')",
                                topic);
-    if (!(b = ctl_msg_open(o, &pl)))
-        return CTL_EXIT_RUNTIME;
-    r = broker_publish(b, topic, pl.data, pl.len, NULL, 0);
-    if (r == 0)
-        r = ctl_msg_send_outcome(b, o->timeout_ms);
-    broker_close(b);
-    free(pl.owned);
-    if (r < 0) {
-        ctl_err("pub '%s': %s", topic, broker_strerror(r));
-        return CTL_EXIT_RUNTIME;
-    }
-    return CTL_EXIT_OK;
+    return ctl_msg_one_way(o, true, topic, "pub");
 }
 
 /* What sub's handler needs: the options and the messages so far. */
