@@ -18,6 +18,7 @@
 #include <uv.h>
 #include <criterion/criterion.h>
 #include "harness.h"
+#include "th_uv.h"
 
 TH_BROKER_SUITE(ctl, 180);
 
@@ -463,30 +464,6 @@ static void on_disconnect(broker_t *b, int err, void *ud)
     c->disconnect_err = err;
 }
 
-static void tick(uv_timer_t *t)
-{
-    (void)t;        /* only wakes the loop so run_until can check */
-}
-
-/* Run the loop until *flag (or cond) holds; hang-guarded. */
-static void run_until(uv_loop_t *loop, bool (*cond)(void *), void *arg)
-{
-    uv_timer_t t;
-    uint64_t end;
-
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, tick, 20, 20);
-    uv_update_time(loop);
-    end = uv_now(loop) + TH_HANG_MS;
-    while (!cond(arg)) {
-        uv_update_time(loop);
-        cr_assert_lt(uv_now(loop), end, "async: nothing happened (hang guard)");
-        uv_run(loop, UV_RUN_ONCE);
-    }
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-}
-
 static bool calls_done(void *p)
 {
     struct actx *c = p;
@@ -545,7 +522,7 @@ Test(ctl, async_api)
                                    on_reply, &ctx.nobody), 0);
     cr_assert_eq(broker_call_async(b, "svc.silent", "x", 1, 100, on_reply,
                                    &ctx.silent), 0);
-    run_until(&loop, calls_done, &ctx);
+    th_uv_run_until(&loop, calls_done, &ctx);
     for (int i = 0; i < ASYNC_CALLS; i++) {
         char want[16];
         int n = snprintf(want, sizeof(want), "re:n=%d", i);
@@ -565,7 +542,7 @@ Test(ctl, async_api)
     cr_assert_eq(broker_send_id(other, broker_client_id(b), "m3", 2, NULL, 0),
                  0);
     want_msgs = 3;
-    run_until(&loop, msgs_done, &ctx);
+    th_uv_run_until(&loop, msgs_done, &ctx);
     cr_assert_str_eq(ctx.msgs[0], "m1");
     cr_assert_str_eq(ctx.msgs[1], "m2");
     cr_assert_str_eq(ctx.msgs[2], "m3");
@@ -580,7 +557,7 @@ Test(ctl, async_api)
     free(big);                  /* the library keeps its own copy */
     cr_assert_gt(broker_pending(b), 0, "8 MiB cannot all be in the socket");
     want_msgs = 4;
-    run_until(&loop, msgs_done, &ctx);
+    th_uv_run_until(&loop, msgs_done, &ctx);
     cr_assert_str_eq(ctx.msgs[3], "ok", "peer says the big message was %s",
                      ctx.msgs[3]);
     cr_assert_eq(broker_pending(b), 0);
@@ -590,7 +567,7 @@ Test(ctl, async_api)
     th_join(pid);
     int status = th_broker_signal_wait(&br, SIGTERM);
     cr_assert(TH_EXITED(status, 0), "brokerd on SIGTERM: 0x%x", status);
-    run_until(&loop, disconnected, &ctx);
+    th_uv_run_until(&loop, disconnected, &ctx);
     cr_assert_eq(ctx.disconnect_err, -ESHUTDOWN, "on_disconnect(%d)",
                  ctx.disconnect_err);
 

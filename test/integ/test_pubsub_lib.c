@@ -25,6 +25,7 @@
 #include <uv.h>
 #include <criterion/criterion.h>
 #include "harness.h"
+#include "th_uv.h"
 
 TH_BROKER_SUITE(pubsub, 240);
 
@@ -673,29 +674,6 @@ static void on_message(broker_t *b, broker_msg_t *m, void *ud)
     broker_msg_free(m);
 }
 
-static void tick(uv_timer_t *t)
-{
-    (void)t;        /* only wakes the loop so run_until can check */
-}
-
-static void run_until(uv_loop_t *loop, bool (*cond)(void *), void *arg)
-{
-    uv_timer_t t;
-    uint64_t end;
-
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, tick, 20, 20);
-    uv_update_time(loop);
-    end = uv_now(loop) + TH_HANG_MS;
-    while (!cond(arg)) {
-        uv_update_time(loop);
-        cr_assert_lt(uv_now(loop), end, "async: nothing happened");
-        uv_run(loop, UV_RUN_ONCE);
-    }
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-}
-
 static bool subscribed(void *p) { return ((struct actx *)p)->sub_calls > 0; }
 static int want_got;
 static bool got_enough(void *p)
@@ -723,7 +701,7 @@ Test(pubsub, attached_subscribe_publish_receive)
     cr_assert_eq(broker_subscribe_async(a, "att.in", NULL, BROKER_SUB_DROP,
                                         on_sub, &ctx), 0);
     cr_assert_eq(ctx.sub_calls, 0, "the callback runs from the loop");
-    run_until(&loop, subscribed, &ctx);
+    th_uv_run_until(&loop, subscribed, &ctx);
     cr_assert_eq(ctx.sub_err, 0, "%s", broker_strerror(ctx.sub_err));
     cr_assert_neq(ctx.sub_id, 0);
     first = ctx.sub_id;
@@ -732,14 +710,14 @@ Test(pubsub, attached_subscribe_publish_receive)
     out_id = sub_ok(blk, "att.out", NULL, BROKER_SUB_DROP);
     pub_ok(blk, "att.in", "hello");
     want_got = 1;
-    run_until(&loop, got_enough, &ctx);
+    th_uv_run_until(&loop, got_enough, &ctx);
     cr_assert_str_eq(ctx.got[0], "att.in=hello");
     cr_assert_eq(ctx.got_id[0], first);
 
     /* and publishes itself without blocking */
     cr_assert_eq(broker_publish(a, "att.out", "reply", 5, NULL, 0), 0);
     flushing = a;
-    run_until(&loop, flushed, NULL);
+    th_uv_run_until(&loop, flushed, NULL);
     expect_pub(blk, "att.out", out_id, "reply", aid);
 
     /* unsubscribe does not wait; what comes after is dropped */
@@ -748,13 +726,13 @@ Test(pubsub, attached_subscribe_publish_receive)
     ctx.sub_calls = 0;
     cr_assert_eq(broker_subscribe_async(a, "att.in2", "grp", BROKER_SUB_BLOCK,
                                         on_sub, &ctx), 0);
-    run_until(&loop, subscribed, &ctx);
+    th_uv_run_until(&loop, subscribed, &ctx);
     cr_assert_eq(ctx.sub_err, 0);
     cr_assert_neq(ctx.sub_id, first);
     pub_ok(blk, "att.in", "late");
     pub_ok(blk, "att.in2", "marker");
     want_got = 2;
-    run_until(&loop, got_enough, &ctx);
+    th_uv_run_until(&loop, got_enough, &ctx);
     cr_assert_str_eq(ctx.got[1], "att.in2=marker", "got %s", ctx.got[1]);
     cr_assert_eq(ctx.got_id[1], ctx.sub_id);
     (void)bid;
@@ -818,7 +796,7 @@ static void check_attached_order(bool publish)
         }
         /* read what has come so far while the loop writes the rest */
         flushing = tx;
-        run_until(&loop, flushed, NULL);
+        th_uv_run_until(&loop, flushed, NULL);
         while (want < seq) {
             broker_msg_t *m = th_recv_kind(rx, BROKER_MSG_DATA);
             uint32_t got;
