@@ -32,29 +32,25 @@ void bk_outq_init(bk_outq_t *q)
 
 /* ---- recycled blocks ----------------------------------------------------
  *
- * Fan-out allocates a frame node per receiver and one payload per
- * publication, and frees them a packet later: freed blocks are kept on
- * bounded free lists (brokerd is one thread) and reused, so a steady
- * stream of publications does no malloc.  Nodes of frames with a shared
- * payload all have one size.  Payloads from PL_MIN to PL_MAX bytes (the
- * sizes glibc's per-thread cache does not keep itself) are allocated in
- * classes PL_STEP bytes apart, and at most CACHE_PL_BYTES of them are
- * kept.  bk_outq_cache_trim gives everything back. */
+ * Every queued frame allocates a node (with its payload inline, or with a
+ * reference to a shared one), every publication one shared payload, and
+ * they are freed a packet later.  Blocks up to BLK_MAX bytes come in
+ * classes BLK_STEP bytes apart; freed ones are kept on one free list per
+ * class (brokerd is one thread), at most CACHE_BYTES in all, and reused:
+ * a packed packet of hundreds of small messages is queued from the blocks
+ * the previous one freed, without malloc.  bk_outq_cache_trim gives
+ * everything back. */
 
-#define CACHE_FRAMES   512u
-#define CACHE_PL_BYTES (256u * 1024)
-#define PL_MIN         1024u
-#define PL_MAX         8192u
-#define PL_STEP        512u
-#define PL_CLASSES     (PL_MAX / PL_STEP)
+#define BLK_STEP     64u
+#define BLK_MAX      8192u
+#define BLK_CLASSES  (BLK_MAX / BLK_STEP)
+#define CACHE_BYTES  (2048u * 1024)
 
 typedef struct cached { struct cached *next; } cached_t;
 
 static struct {
-    cached_t *frames;
-    unsigned nframes;
-    cached_t *pl[PL_CLASSES + 1];   /* [c]: capacity c * PL_STEP */
-    size_t pl_bytes;
+    cached_t *free[BLK_CLASSES + 1];   /* [c]: blocks of c * BLK_STEP */
+    size_t bytes;
 } cache;
 
 static void *cache_pop(cached_t **head)
@@ -78,55 +74,42 @@ void bk_outq_cache_trim(void)
 {
     void *p;
 
-    while ((p = cache_pop(&cache.frames)))
-        free(p);
-    cache.nframes = 0;
-    for (unsigned c = 0; c <= PL_CLASSES; c++)
-        while ((p = cache_pop(&cache.pl[c])))
+    for (unsigned c = 0; c <= BLK_CLASSES; c++)
+        while ((p = cache_pop(&cache.free[c])))
             free(p);
-    cache.pl_bytes = 0;
+    cache.bytes = 0;
 }
 
-static bk_oframe_t *frame_alloc_shared(void)
+/* A block of at least size bytes; *cls its class (0: plain malloc). */
+static void *blk_alloc(size_t size, uint8_t *cls)
 {
-    bk_oframe_t *f = cache_pop(&cache.frames);
+    unsigned c = size <= BLK_MAX ? (unsigned)((size + BLK_STEP - 1) / BLK_STEP)
+                                 : 0;
+    void *p = c ? cache_pop(&cache.free[c]) : NULL;
 
-    if (f) {
-        cache.nframes--;
-        return f;
+    *cls = (uint8_t)c;
+    if (p) {
+        cache.bytes -= c * BLK_STEP;
+        return p;
     }
-    return malloc(sizeof(*f));
+    return malloc(c ? c * BLK_STEP : size);
 }
 
-/* A node of a frame with a shared payload, to keep or free. */
-static void frame_release_shared(bk_oframe_t *f)
+static void blk_free(void *p, uint8_t cls)
 {
-    if (cache.nframes >= CACHE_FRAMES) {
-        free(f);
+    if (cls && cache.bytes + cls * BLK_STEP <= CACHE_BYTES) {
+        cache.bytes += cls * BLK_STEP;
+        cache_push(&cache.free[cls], p);
         return;
     }
-    cache_push(&cache.frames, f);
-    cache.nframes++;
-}
-
-/* The payload class for len bytes: 0 (malloc'd to size) or c, for a
- * capacity of c * PL_STEP. */
-static uint32_t pl_class(uint32_t len)
-{
-    if (len < PL_MIN || len > PL_MAX)
-        return 0;
-    return (len + PL_STEP - 1) / PL_STEP;
+    free(p);
 }
 
 bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
 {
-    uint32_t cls = pl_class(len);
-    bk_opayload_t *p = cls ? cache_pop(&cache.pl[cls]) : NULL;
+    uint8_t cls;
+    bk_opayload_t *p = blk_alloc(sizeof(*p) + len, &cls);
 
-    if (p)
-        cache.pl_bytes -= cls * PL_STEP;
-    else
-        p = malloc(sizeof(*p) + (cls ? cls * PL_STEP : len));
     if (!p)
         return NULL;
     p->refs = 1;
@@ -140,12 +123,7 @@ void bk_opayload_put(bk_opayload_t *p)
 {
     if (!p || --p->refs)
         return;
-    if (p->cls && cache.pl_bytes + p->cls * PL_STEP <= CACHE_PL_BYTES) {
-        cache.pl_bytes += p->cls * PL_STEP;
-        cache_push(&cache.pl[p->cls], p);
-        return;
-    }
-    free(p);
+    blk_free(p, (uint8_t)p->cls);
 }
 
 static void frame_free(bk_oframe_t *f)
@@ -157,10 +135,7 @@ static void frame_free(bk_oframe_t *f)
         free(f->fds);
     }
     bk_opayload_put(shared);
-    if (shared)
-        frame_release_shared(f);
-    else
-        free(f);
+    blk_free(f, f->blk);
 }
 
 void bk_outq_frame_free(bk_oframe_t *f)
@@ -246,19 +221,17 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
                               bk_opayload_t *shared, const int *fds,
                               unsigned nfds)
 {
-    bk_oframe_t *f = shared ? frame_alloc_shared()
-                            : malloc(sizeof(*f) + h->length);
+    uint8_t cls;
+    bk_oframe_t *f = blk_alloc(sizeof(*f) + (shared ? 0 : h->length), &cls);
 
     if (!f)
         return NULL;
+    f->blk = cls;
     f->fds = NULL;
     if (nfds) {
         f->fds = malloc(nfds * sizeof(int));
         if (!f->fds) {
-            if (shared)
-                frame_release_shared(f);
-            else
-                free(f);
+            blk_free(f, cls);
             return NULL;
         }
         memcpy(f->fds, fds, nfds * sizeof(int));

@@ -34,14 +34,14 @@
 #include "proto.h"
 
 /* Frames packed into one packet at most. */
-#define BK_OUTQ_PACK_MAX 64
+#define BK_OUTQ_PACK_MAX 256
 
 /* A payload shared by the queued frames of several receivers: `refs`
  * references, freed by the last bk_opayload_put. */
 typedef struct bk_opayload {
     uint32_t refs;
     uint32_t len;
-    uint32_t cls;               /* outq.c's capacity class, 0: none */
+    uint32_t cls;               /* outq.c's block class, 0: none */
     uint8_t data[];
 } bk_opayload_t;
 
@@ -62,6 +62,7 @@ typedef struct bk_oframe {
     bk_list_t link;             /* on its bk_oq's frames, oldest first */
     uint8_t hdr[BK_HDR_SIZE];   /* encoded, ready for sendmsg */
     uint8_t type, flags;        /* of hdr, for the counters after sending */
+    uint8_t blk;                /* outq.c's block class, 0: none */
     uint32_t len;
     uint32_t nfds;
     int *fds;                   /* malloc'd when nfds > 0 */
