@@ -124,8 +124,28 @@ typedef enum broker_opt {
     /* 1 (default): when the pool is full, broker_send*() falls back to the
      * socket path instead of waiting for buffers to be released. */
     BROKER_OPT_SHM_FALLBACK = 8,
+    /* 1: batch the messages of broker_send*() and broker_publish*() in
+     * blocking mode (default 0: each is written before the call returns).
+     * A batched message that fits one packet is added to the packet being
+     * built and returns at once; the packet is written when the next
+     * message no longer fits, on broker_flush(), before any call waits
+     * for the broker (broker_recv, broker_call, broker_ping and every
+     * other request, a send that must wait for room), and by
+     * broker_close().  Order is kept: a message that cannot be batched
+     * (larger than a packet, carrying fds) first writes the packet.
+     * Attached connections always batch this way within one loop pass,
+     * whatever this option says (see broker_attach). */
+    BROKER_OPT_BATCH = 9,
 } broker_opt_t;
 int broker_set_option(broker_t *b, broker_opt_t opt, uint64_t value);
+
+/* Write every message batching holds (BROKER_OPT_BATCH) and every other
+ * frame the library queued.  Blocking mode: waits while the socket is full
+ * (timeout_ms < 0: as long as it takes); 0, -ETIMEDOUT (what is left stays
+ * queued, in order) or the connection's error.  Attached mode: writes what
+ * the socket takes now and leaves the rest to the loop; 0 or the
+ * connection's error. */
+int broker_flush(broker_t *b, int timeout_ms);
 
 const char *broker_strerror(int err);
 
@@ -355,8 +375,11 @@ typedef void (*broker_reply_cb)(broker_t *b, int err, broker_msg_t *reply,
                                 void *userdata);
 
 /* Attach a connected broker_t to a loop.  From then on, sends queue without
- * blocking and are flushed by the loop; received messages go to the
- * callbacks; the blocking receive calls return -EBUSY.  broker_close()
+ * blocking and are flushed by the loop: the messages sent while the loop
+ * runs one pass (from callbacks, or before uv_run) are packed into as few
+ * packets as they fit and written before the loop next waits for events.
+ * Received messages go to the callbacks; the blocking receive calls
+ * return -EBUSY.  broker_close()
  * detaches (it must be called from the loop thread; the loop must run once
  * more for libuv to release its handle). */
 int broker_attach(broker_t *b, struct uv_loop_s *loop,

@@ -59,6 +59,28 @@ BROKER_API int broker_connect(const char *path, broker_t **out)
     return 0;
 }
 
+BROKER_API int broker_flush(broker_t *b, int timeout_ms)
+{
+    int r;
+
+    if (!b)
+        return -EINVAL;
+    if (b->closing)
+        return -ECANCELED;
+    if (b->io.err)
+        return b->io.err;
+    if (bk_conn_attached(b)) {
+        r = bk_out_flush(b, true, BK_FLUSH_BUDGET);
+        bk_conn_kick(b);
+        return r == -EAGAIN ? 0 : r;
+    }
+    return bk_out_flush_wait(b, bk_io_deadline(timeout_ms));
+}
+
+/* What batching holds is written before the socket closes, waiting for
+ * the broker to read at most this long. */
+#define BK_CLOSE_FLUSH_MS 5000
+
 BROKER_API void broker_close(broker_t *b)
 {
     if (!b || b->closing)
@@ -67,6 +89,8 @@ BROKER_API void broker_close(broker_t *b)
         bk_async_close(b);
         return;
     }
+    if (b->opt_batch && !b->io.err && bk_out_backlog(b))
+        (void)bk_out_flush_wait(b, bk_io_deadline(BK_CLOSE_FLUSH_MS));
     bk_handle_free(b);
 }
 
@@ -126,6 +150,13 @@ BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
         if (value > 1)
             return -EINVAL;
         b->opt_shm_fallback = value;
+        break;
+    case BROKER_OPT_BATCH:
+        if (value > 1)
+            return -EINVAL;
+        b->opt_batch = value;
+        if (!value && !bk_conn_attached(b) && !b->io.err)
+            bk_out_flush(b, false, BK_FLUSH_BUDGET);
         break;
     default:
         return -EINVAL;

@@ -259,8 +259,8 @@ BROKER_API int broker_buf_send_id(broker_t *b, uint64_t id,
 
 BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
 {
-    int64_t deadline = bk_io_deadline(timeout_ms < 0 ? -1 : timeout_ms);
-    bool tried = false;
+    int64_t deadline = 0;
+    bool tried = false, timed = false;
 
     if (!b || !msg)
         return -EINVAL;
@@ -286,6 +286,10 @@ BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
             r = bk_in_pump(b, BK_PUMP_BUDGET);
             if (r != 0)
                 continue;
+        }
+        if (!timed) {           /* the clock only once we must wait */
+            deadline = bk_io_deadline(timeout_ms < 0 ? -1 : timeout_ms);
+            timed = true;
         }
         r = bk_in_wait(b, false, deadline);
         if (r < 0 && !bk_in_has_msgs(b))

@@ -51,15 +51,25 @@ struct bk_async {
     uv_poll_t poll;
     uv_idle_t idle;
     uv_timer_t expire;
+    uv_prepare_t prepare;           /* writes output before the loop waits */
     broker_callbacks_t cbs;
     void *ud;
     int events;                     /* current poll mask */
+    bool prepared;                  /* prepare is active */
+    bool wblocked;                  /* the last flush left output: wait
+                                       for the socket to be writable */
     unsigned open_handles;
     bool reported;                  /* on_disconnect has run */
     bk_list_t calls;                /* struct bk_acall, newest first */
 };
 
 static void update(broker_t *b);
+
+/* Write what the socket takes; the rest waits for it to be writable. */
+static void flush_out(broker_t *b)
+{
+    b->as->wblocked = bk_out_flush(b, true, BK_FLUSH_BUDGET) == -EAGAIN;
+}
 
 /* ---- async calls -------------------------------------------------------- */
 
@@ -262,9 +272,20 @@ static void on_poll(uv_poll_t *h, int status, int events)
         if (events & UV_READABLE)
             bk_in_pump(b, BK_PUMP_BUDGET);
         if ((events & UV_WRITABLE) && !b->io.err)
-            bk_out_flush(b, true, BK_FLUSH_BUDGET);
+            flush_out(b);
     }
     dispatch(b);
+    update(b);
+}
+
+/* Before the loop waits: everything sent during this pass leaves, packed
+ * (outq.c), in one write when it fits a packet. */
+static void on_prepare(uv_prepare_t *h)
+{
+    broker_t *b = h->data;
+
+    if (!b->io.err)
+        flush_out(b);
     update(b);
 }
 
@@ -297,8 +318,20 @@ static void update(broker_t *b)
         if (as->events)
             uv_poll_stop(&as->poll);
         as->events = 0;
+        uv_prepare_stop(&as->prepare);
+        as->prepared = false;
     } else {
-        int want = UV_READABLE | (bk_out_pending(b) ? UV_WRITABLE : 0);
+        bool out = bk_out_pending(b);
+        int want = UV_READABLE | (out && as->wblocked ? UV_WRITABLE : 0);
+        bool prep = out && !as->wblocked;
+
+        if (prep != as->prepared) {
+            if (prep)
+                uv_prepare_start(&as->prepare, on_prepare);
+            else
+                uv_prepare_stop(&as->prepare);
+            as->prepared = prep;
+        }
         if (want != as->events) {
             int r = uv_poll_start(&as->poll, want, on_poll);
             if (r < 0)
@@ -349,8 +382,9 @@ BROKER_API int broker_attach(broker_t *b, struct uv_loop_s *loop,
     }
     uv_idle_init(loop, &as->idle);
     uv_timer_init(loop, &as->expire);
-    as->poll.data = as->idle.data = as->expire.data = b;
-    as->open_handles = 3;
+    uv_prepare_init(loop, &as->prepare);
+    as->poll.data = as->idle.data = as->expire.data = as->prepare.data = b;
+    as->open_handles = 4;
     as->loop = loop;
     as->ud = userdata;
     if (cbs)
@@ -381,6 +415,9 @@ void bk_async_close(broker_t *b)
     struct bk_async *as = b->as;
     struct bk_msg *m;
 
+    /* what this pass sent still leaves if the socket takes it */
+    if (!b->io.err)
+        (void)bk_out_flush(b, true, BK_FLUSH_BUDGET);
     b->closing = true;
     while (!bk_list_empty(&as->calls))
         acall_fail(b, calls_first(as), -ECANCELED);
@@ -398,6 +435,7 @@ void bk_async_close(broker_t *b)
     uv_close((uv_handle_t *)&as->poll, on_handle_closed);
     uv_close((uv_handle_t *)&as->idle, on_handle_closed);
     uv_close((uv_handle_t *)&as->expire, on_handle_closed);
+    uv_close((uv_handle_t *)&as->prepare, on_handle_closed);
 }
 
 /* ---- public async API --------------------------------------------------- */

@@ -73,6 +73,7 @@ struct broker {
     uint64_t opt_shm_seg_size;
     uint64_t opt_shm_pool_max;
     bool opt_shm_fallback;
+    bool opt_batch;             /* BROKER_OPT_BATCH (blocking mode) */
 
     /* attached mode: brings the loop's handles in line with the state
      * after an operation; set by async.c */

@@ -560,6 +560,24 @@ static bool stage(broker_t *b, bool all)
     return used > 0;
 }
 
+/* ---- batching ----------------------------------------------------------- */
+
+int bk_out_batch(broker_t *b, const struct bk_omsg *m)
+{
+    struct bk_out *o = b->out;
+    bk_hdr_t h;
+    size_t c;
+
+    if (m->nfds || m->started || !bk_list_empty(&o->urgent) || o->nrel ||
+        !bk_list_empty(&o->ring) ||
+        !bk_out_plan(m, b->pkt_cap, false, &h, &c) || c != m->len)
+        return BK_OUT_UNBATCHED;
+    if (BK_HDR_SIZE + h.length > b->pkt_cap - o->st_len)
+        return BK_OUT_FULL;
+    stage_frame(o, &o->st_len, &h, m, c);
+    return 0;
+}
+
 /* ---- writing ------------------------------------------------------------ */
 
 static bool out_needed(const struct bk_out *o, bool all)
@@ -606,6 +624,19 @@ int bk_out_flush(broker_t *b, bool all, unsigned budget)
             o->ctl_in_stage = o->ctl_queued = false;
     }
     return out_needed(o, all) ? -EAGAIN : 0;
+}
+
+int bk_out_flush_wait(broker_t *b, int64_t deadline)
+{
+    for (;;) {
+        int r = bk_out_flush(b, true, UINT32_MAX);
+
+        if (r != -EAGAIN)
+            return r;
+        r = bk_io_wait(&b->io, true, deadline);
+        if (r < 0)
+            return r;
+    }
 }
 
 int bk_out_send_direct(broker_t *b, const struct iovec *iov, int iovcnt,

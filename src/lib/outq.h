@@ -160,6 +160,23 @@ void bk_out_release(broker_t *b, uint64_t owner, uint32_t segid,
 /* Whether RELEASE records wait to be written. */
 bool bk_out_release_pending(const broker_t *b);
 
+/* ---- batching ----------------------------------------------------------- */
+
+/* Outcomes of bk_out_batch besides 0 (the message is in the staged packet,
+ * copied: the caller's memory is free again). */
+#define BK_OUT_UNBATCHED 1      /* it cannot be batched now: send it the
+                                   usual way (that writes the packet
+                                   first) */
+#define BK_OUT_FULL      2      /* no room left: write the staged packet
+                                   (bk_out_flush_wait), then try again */
+
+/* Add the whole message m (a DATA message not started, without fds) to
+ * the staged packet as one frame, behind what it holds.  Only when nothing
+ * else waits (no library frame, release or queued stream output, which
+ * must leave first) and m fits one packet.  A shared-memory descriptor's
+ * reference (m->shm) travels with the frame from here on. */
+int bk_out_batch(broker_t *b, const struct bk_omsg *m);
+
 /* ---- writing ------------------------------------------------------------ */
 
 /* Whether anything waits to be written. */
@@ -171,6 +188,10 @@ size_t bk_out_backlog(const broker_t *b);
  * all written, -EAGAIN if the socket is full or the budget ran out, or the
  * sticky error. */
 int bk_out_flush(broker_t *b, bool all, unsigned budget);
+/* Blocking mode: bk_out_flush everything, waiting (reading meanwhile)
+ * while the socket is full.  0, -ETIMEDOUT (the rest stays queued) or the
+ * sticky error. */
+int bk_out_flush_wait(broker_t *b, int64_t deadline);
 /* Send one packet from the caller's memory, after any library frames.
  * While the socket is full, wait (reading meanwhile).  Returns 0,
  * -ETIMEDOUT, -ECANCELED (the watched stream was closed or failed

@@ -75,6 +75,34 @@ static int send_frames(broker_t *b, uint32_t sid, uint8_t flags,
     return r;
 }
 
+/* BROKER_OPT_BATCH: add a message that fits one packet to the staged
+ * packet, writing that first if it is full.  0 (batched), BK_OUT_UNBATCHED
+ * or a negative errno. */
+static int send_batched(broker_t *b, uint32_t sid, uint8_t flags,
+                        const char *name, uint64_t dest, const void *data,
+                        size_t len, int64_t deadline)
+{
+    struct bk_omsg m = {
+        .type = BK_T_DATA, .flags = flags, .stream = sid, .dest = dest,
+        .name = name, .namelen = name ? (uint8_t)strlen(name) : 0,
+        .data = data, .len = len,
+    };
+    struct bk_stream *s;
+    int r = bk_out_batch(b, &m);
+
+    if (r == BK_OUT_FULL) {
+        r = bk_out_flush_wait(b, deadline);
+        if (r < 0)
+            return r;
+        r = bk_out_batch(b, &m);
+    }
+    if (r != 0)
+        return BK_OUT_UNBATCHED;
+    if ((s = bk_stream_find(b, sid)))
+        s->q.wire = s->opened = true;
+    return 0;
+}
+
 /* A shared-memory message is one frame, so when this fails the
  * descriptor was never sent. */
 int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
@@ -87,8 +115,12 @@ int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
 
     if (r < 0)
         return r;
-    r = send_frames(b, sid, flags, name, dest, data, len, fds, nfds,
-                    deadline);
+    r = BK_OUT_UNBATCHED;
+    if (b->opt_batch && nfds == 0)
+        r = send_batched(b, sid, flags, name, dest, data, len, deadline);
+    if (r == BK_OUT_UNBATCHED)
+        r = send_frames(b, sid, flags, name, dest, data, len, fds, nfds,
+                        deadline);
     if (r < 0 && sb)
         bk_shm_unsent(sb);
     return r;
@@ -111,7 +143,17 @@ static int queue_msg(broker_t *b, uint32_t sid, uint8_t flags,
     size_t c;
     int r;
 
-    if (!bk_out_pending(b) &&
+    /* without fds it joins the packet the loop writes before it waits
+     * (async.c); while that is full and the socket too, it queues */
+    r = nfds ? BK_OUT_UNBATCHED : bk_out_batch(b, &tmp);
+    if (r == BK_OUT_FULL && bk_out_flush(b, true, BK_FLUSH_BUDGET) == 0)
+        r = bk_out_batch(b, &tmp);
+    if (r == 0) {
+        if (s)
+            s->q.wire = s->opened = true;
+        return 0;
+    }
+    if (nfds && !bk_out_pending(b) &&
         bk_out_plan(&tmp, b->pkt_cap, false, &h, &c) && c == len) {
         uint8_t hdr[BK_HDR_SIZE];
         struct iovec iov[3];
@@ -173,7 +215,9 @@ int bk_send_finish(broker_t *b, int r)
     } else if (m) {
         bk_in_push(b, m);
     }
-    if (!b->io.err)
+    /* frames the library queued meanwhile; batching writes them with
+     * its packet (bk_out_batch leaves them first in line) */
+    if (!b->io.err && !b->opt_batch)
         bk_out_flush(b, false, BK_FLUSH_BUDGET);
     return r;
 }

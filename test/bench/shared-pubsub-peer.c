@@ -118,6 +118,9 @@ static void *op(int role, int nsub, int wl, const char *tmp) {
     h_t *h = calloc(1, sizeof *h);
     if (!h || broker_connect(sock, &h->b) < 0) return NULL;
     broker_set_option(h->b, BROKER_OPT_MAX_MSG, 64u << 20);
+    const char *batch = getenv("BROKERD_PUBSUB_BATCH");
+    if (!(batch && *batch == '0'))
+        broker_set_option(h->b, BROKER_OPT_BATCH, 1);
     if (role == 0) strcpy(topic, "A");
     else if (wl == WL_FANOUT) strcpy(topic, "F");
     else snprintf(topic, sizeof topic, "B%d", role);
@@ -164,6 +167,7 @@ static int snd(void *hh, int dst, const void *buf, size_t len) {
 static void fl(void *hh) {
     h_t *h = hh;
     if (h->loop) run_loop(h, -1, 0);
+    else broker_flush(h->b, -1);
 }
 
 static void idl(void *hh, int ms) {
