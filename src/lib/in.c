@@ -384,15 +384,15 @@ static int handle_gap(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 
 /* ---- frames ------------------------------------------------------------- */
 
-/* A whole publication (OPEN|CLOSE, no MORE) on a stream id we have no
- * entry for: it opens and ends at once, so no stream entry is made; the
- * topic and subscription go straight onto the message.  Everything else
- * (limits, chunked delivery, fds, a reassembly key still busy) is as for
- * any one-fragment message. */
-static int handle_whole_pub(broker_t *b, const bk_hdr_t *h,
-                            const uint8_t *p, int *fds, const char *topic)
+/* A whole one-way message or publication (OPEN|CLOSE, no MORE) on a
+ * stream id we have no entry for: it opens and ends at once, so no stream
+ * entry is made; a publication's topic (NULL: none) and subscription go
+ * straight onto the message.  Everything else (limits, chunked delivery,
+ * fds, a reassembly key still busy) is as for any one-fragment message. */
+static int handle_whole(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
+                        int *fds, const char *topic)
 {
-    uint32_t sub_id = (uint32_t)h->dest;
+    uint32_t sub_id = topic ? (uint32_t)h->dest : 0;
     bk_reasm_result_t res;
     int r;
 
@@ -442,8 +442,8 @@ static int handle_data(broker_t *b, const bk_hdr_t *hin, const uint8_t *p,
             bk_close_fds(fds, h->nfds);
             return -EPROTO;
         }
-        if (!s && pub && ends)
-            return handle_whole_pub(b, h, p, fds, topic);
+        if (!s && ends)
+            return handle_whole(b, h, p, fds, pub ? topic : NULL);
         if (!s) {
             s = bk_stream_add(b, h->stream);
             if (!s) {
