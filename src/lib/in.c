@@ -628,6 +628,10 @@ int bk_in_pump(broker_t *b, unsigned budget)
         }
         if (!was && b->welcomed)
             return (int)n + 1;
+        /* packed packets hold hundreds of messages: hand these out
+         * before reading more (their blocks are then reused, msg.c) */
+        if (b->in->fifo_len >= BK_PUMP_FIFO)
+            return (int)n + 1;
     }
     return (int)n;
 }

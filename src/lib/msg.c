@@ -2,6 +2,8 @@
  * msg.c - libbroker layer 6: received message objects.
  */
 #include "config.h"
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +15,91 @@ _Static_assert(BK_REASM_OPEN == BROKER_MSGF_OPEN &&
                BK_REASM_CHUNK == BROKER_MSGF_CHUNK &&
                BK_REASM_LAST == BROKER_MSGF_LAST,
                "reassembly flags must match BROKER_MSGF_*");
+
+/* ---- message blocks ------------------------------------------------------
+ *
+ * A packed packet brings hundreds of small messages at once, each in a
+ * block of its own that the application frees one by one.  Blocks up to
+ * BLK_MAX bytes come in classes BLK_STEP bytes apart; freed ones are kept
+ * on free lists of the thread that frees them (a message may be freed by
+ * any thread, see THREAD SAFETY in libbroker(3)), at most CACHE_BYTES per
+ * thread, and reused by the next messages that thread's connections
+ * receive.  A thread's lists are emptied when it exits. */
+
+#define BLK_STEP     64u
+#define BLK_MAX      2048u
+#define BLK_CLASSES  (BLK_MAX / BLK_STEP)
+#define CACHE_BYTES  (256u * 1024)
+
+struct blk { struct blk *next; };
+
+struct blk_cache {
+    struct blk *free[BLK_CLASSES + 1];  /* [c]: blocks of c * BLK_STEP */
+    size_t bytes;
+    bool keyed;                         /* the exit destructor is set */
+};
+
+static __thread struct blk_cache tcache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static bool cache_key_ok;
+
+static void cache_drain(void *arg)
+{
+    struct blk_cache *c = arg;
+
+    for (unsigned i = 0; i <= BLK_CLASSES; i++)
+        while (c->free[i]) {
+            struct blk *b = c->free[i];
+            c->free[i] = b->next;
+            free(b);
+        }
+    c->bytes = 0;
+}
+
+static void cache_key_init(void)
+{
+    cache_key_ok = pthread_key_create(&cache_key, cache_drain) == 0;
+}
+
+/* A block of at least size bytes; *cls its class (0: plain malloc). */
+static void *blk_alloc(size_t size, uint8_t *cls)
+{
+    unsigned c = size <= BLK_MAX ? (unsigned)((size + BLK_STEP - 1) / BLK_STEP)
+                                 : 0;
+    struct blk *b = c ? tcache.free[c] : NULL;
+
+    *cls = (uint8_t)c;
+    if (b) {
+        tcache.free[c] = b->next;
+        tcache.bytes -= c * BLK_STEP;
+        return b;
+    }
+    return malloc(c ? c * BLK_STEP : size);
+}
+
+static void blk_free(void *p, uint8_t cls)
+{
+    struct blk *b = p;
+
+    if (!cls || tcache.bytes + cls * BLK_STEP > CACHE_BYTES) {
+        free(p);
+        return;
+    }
+    if (!tcache.keyed) {
+        pthread_once(&cache_once, cache_key_init);
+        if (!cache_key_ok || pthread_setspecific(cache_key, &tcache) != 0) {
+            free(p);
+            return;
+        }
+        tcache.keyed = true;
+    }
+    b->next = tcache.free[cls];
+    tcache.free[cls] = b;
+    tcache.bytes += cls * BLK_STEP;
+}
+
+/* ---- messages -------------------------------------------------------------- */
 
 struct bk_msg *bk_msg_event(broker_kind_t kind, uint32_t stream,
                             uint64_t source, int code, const void *text,
@@ -56,12 +143,15 @@ struct bk_msg *bk_msg_from_out(bk_reasm_out_t *o, const char *topic,
     size_t toplen = topic ? strlen(topic) + 1 : 0;
     size_t inl = o->data_owned ? 0 : o->len + 1;
     size_t fdsz = o->nfds * sizeof(int);
-    struct bk_msg *m = malloc(sizeof(*m) + fdsz + namelen + toplen + inl);
+    uint8_t cls;
+    struct bk_msg *m = blk_alloc(sizeof(*m) + fdsz + namelen + toplen + inl,
+                                 &cls);
     char *p;
 
     if (!m)
         return NULL;
     memset(m, 0, sizeof(*m));
+    m->blk = cls;
     bk_list_init(&m->link);
     p = (char *)(m + 1);
     m->pub.kind = BROKER_MSG_DATA;
@@ -113,5 +203,5 @@ void bk_msg_free(struct bk_msg *m)
         if (m->pub.fds && m->pub.fds[i] >= 0)
             close(m->pub.fds[i]);
     free(m->own_data);
-    free(m);
+    blk_free(m, m->blk);
 }

@@ -27,6 +27,7 @@ struct bk_msg {
     void *own_data;             /* payload allocated apart, or NULL */
     struct bk_rseg *view;       /* BROKER_MSGF_SHM: the segment data is in */
     uint64_t view_off;          /* and the descriptor's offset */
+    uint8_t blk;                /* msg.c's block class, 0: plain malloc */
     broker_msg_t pub;
 };
 
