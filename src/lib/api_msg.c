@@ -283,7 +283,7 @@ BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
             return b->io.err;
         if (!tried) {
             tried = true;
-            r = bk_in_pump(b, BK_PUMP_BUDGET);
+            r = bk_in_first_pump(b);
             if (r != 0)
                 continue;
         }

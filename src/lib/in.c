@@ -26,6 +26,7 @@ struct bk_in {
     uint32_t watch_sid;
     bool watch_data;            /* capture DATA too, not only CLOSE/ERROR */
     struct bk_msg *watch_msg;
+    bool recv_waited;           /* the last receive had to wait */
     struct bk_in_hooks hooks;
 };
 
@@ -636,6 +637,15 @@ int bk_in_pump(broker_t *b, unsigned budget)
     return (int)n;
 }
 
+int bk_in_first_pump(broker_t *b)
+{
+    int r = b->in->recv_waited ? 0 : bk_in_pump(b, BK_PUMP_BUDGET);
+
+    if (r > 0)
+        b->in->recv_waited = false;
+    return r;
+}
+
 bool bk_in_next_deadline(const broker_t *b, uint64_t *when)
 {
     return bk_reasm_next_deadline(&b->in->reasm, when);
@@ -682,6 +692,9 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
             r = bk_in_pump(b, BK_PUMP_BUDGET);
             if (r < 0)
                 return r;
+            /* one packet after a wait: the peer is not ahead of us, the
+             * next receive would likely read nothing first */
+            in->recv_waited = r == 1;
             if (r > 0)
                 return 0;
         }

@@ -56,6 +56,12 @@ struct bk_msg *bk_in_watch_end(broker_t *b);
 /* Read and handle up to budget packets that are there now.  Returns the
  * number read or the sticky error. */
 int bk_in_pump(broker_t *b, unsigned budget);
+/* A receive's first look at the socket: bk_in_pump, unless the last wait
+ * (bk_in_wait) woke to a single packet: a request/reply client then goes
+ * straight to bk_in_wait, whose poll tells when the reply is there, one
+ * read that finds nothing less per reply.  Returns what bk_in_pump does,
+ * or 0 if it did not pump. */
+int bk_in_first_pump(broker_t *b);
 /* See bk_io_wait(). */
 int bk_in_wait(broker_t *b, bool want_write, int64_t deadline);
 /* Expire partial messages whose time is up. */
