@@ -42,8 +42,8 @@
 #define BK_DEF_LIB_TIMEOUT_MS   30000u
 #define BK_HANDSHAKE_MS         10000
 #define BK_PUMP_BUDGET          64u     /* packets read per wake-up */
-#define BK_PUMP_FIFO            256u    /* ... unless this many messages
-                                           wait in the FIFO already */
+#define BK_PUMP_FIFO            256u    /* ... unless this many messages */
+#define BK_PUMP_FIFO_BYTES      (256u << 10) /* or bytes wait in the FIFO */
 #define BK_FLUSH_BUDGET         64u     /* packets written per wake-up */
 #define BK_DEF_SHM_THRESHOLD    262144u
 #define BK_DEF_SHM_SEGMENT      (UINT64_C(64) << 20)

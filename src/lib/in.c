@@ -22,6 +22,7 @@ struct bk_in {
     bk_reasm_t reasm;
     bk_list_t fifo;             /* struct bk_msg, oldest first */
     size_t fifo_len;
+    size_t fifo_bytes;          /* payload bytes of the FIFO's messages */
     /* the blocking operation in progress and the stream it watches */
     uint32_t watch_sid;
     bool watch_data;            /* capture DATA too, not only CLOSE/ERROR */
@@ -92,16 +93,20 @@ void bk_in_push(broker_t *b, struct bk_msg *m)
 {
     bk_list_push_tail(&b->in->fifo, &m->link);
     b->in->fifo_len++;
+    b->in->fifo_bytes += m->pub.len;
 }
 
 struct bk_msg *bk_in_pop(broker_t *b)
 {
     bk_list_t *l = bk_list_pop_head(&b->in->fifo);
+    struct bk_msg *m;
 
     if (!l)
         return NULL;
+    m = bk_container_of(l, struct bk_msg, link);
     b->in->fifo_len--;
-    return bk_container_of(l, struct bk_msg, link);
+    b->in->fifo_bytes -= m->pub.len;
+    return m;
 }
 
 bool bk_in_has_msgs(const broker_t *b)
@@ -631,7 +636,8 @@ int bk_in_pump(broker_t *b, unsigned budget)
             return (int)n + 1;
         /* packed packets hold hundreds of messages: hand these out
          * before reading more (their blocks are then reused, msg.c) */
-        if (b->in->fifo_len >= BK_PUMP_FIFO)
+        if (b->in->fifo_len >= BK_PUMP_FIFO ||
+            b->in->fifo_bytes >= BK_PUMP_FIFO_BYTES)
             return (int)n + 1;
     }
     return (int)n;

@@ -27,9 +27,9 @@ _Static_assert(BK_REASM_OPEN == BROKER_MSGF_OPEN &&
  * receive.  A thread's lists are emptied when it exits. */
 
 #define BLK_STEP     64u
-#define BLK_MAX      2048u
+#define BLK_MAX      8192u
 #define BLK_CLASSES  (BLK_MAX / BLK_STEP)
-#define CACHE_BYTES  (256u * 1024)
+#define CACHE_BYTES  (512u * 1024)
 
 struct blk { struct blk *next; };
 
