@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <criterion/criterion.h>
 #include "frame.h"
@@ -43,6 +44,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+    if (getenv("PK_DUMP")) th_broker_dump_log(&br);
     th_broker_cleanup(&br);
 }
 
@@ -110,6 +112,20 @@ static void pk_add_fds(pk_t *p, const int *fds, unsigned n)
     TH_CHECK(p->nfds + n <= BK_MAX_FDS_HARD, "too many fds");
     memcpy(p->fds + p->nfds, fds, n * sizeof(int));
     p->nfds += n;
+}
+
+/* Room in fd's send buffer for packets of max_packet bytes, as libbroker
+ * makes it (the kernel refuses a packet larger than the buffer). */
+static void raw_sndbuf_for(int fd, uint32_t max_packet)
+{
+    int want = (int)(2 * max_packet + 4096), cur = 0;
+    socklen_t sl = sizeof(cur);
+
+    TH_CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want)) == 0,
+             "SO_SNDBUF: %s", strerror(errno));
+    TH_CHECK(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &sl) == 0 &&
+             cur > (int)max_packet, "SO_SNDBUF is %d, packets up to %u", cur,
+             max_packet);
 }
 
 /* Send the packet (waiting while the socket is full) and start a new one. */
@@ -265,15 +281,15 @@ static struct last_words raw_last_words(int fd)
     }
 }
 
-/* A CTRL PING on a raw connection and its reply (frames before it that
- * are not the reply are skipped): everything sent before it has been
- * processed once this returns. */
-static void raw_ping(int fd, uint32_t req)
+static bk_hdr_t hdr_ping(uint32_t req)
 {
-    bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_CTRL,
-                   .stream = req, .aux = BK_OP_PING };
+    return (bk_hdr_t){ .type = BK_T_CTRL, .stream = req, .aux = BK_OP_PING };
+}
 
-    TH_OK(th_raw_send(fd, &h, NULL, NULL, 0));
+/* Wait for the reply to PING `req` (frames before it that are not the
+ * reply are skipped; an ERROR fails). */
+static void raw_await_pong(int fd, uint32_t req)
+{
     for (;;) {
         int fds[BK_MAX_FDS_HARD];
         unsigned nfds;
@@ -293,6 +309,17 @@ static void raw_ping(int fd, uint32_t req)
                      "waiting for PING", r.aux, r.stream);
         }
     }
+}
+
+/* A CTRL PING on a raw connection and its reply: everything sent before
+ * it has been processed once this returns. */
+static void raw_ping(int fd, uint32_t req)
+{
+    bk_hdr_t h = hdr_ping(req);
+
+    h.version = BK_PROTO_VERSION;
+    TH_OK(th_raw_send(fd, &h, NULL, NULL, 0));
+    raw_await_pong(fd, req);
 }
 
 /* ---- broker state ---------------------------------------------------------------- */
@@ -962,5 +989,726 @@ Test(packed, bad_topic_refused_alone)
     pk_fini(&pk);
     close(fd);
     broker_close(s);
+    th_broker_stop(&br);
+}
+
+/* ---- fds on a frame in the middle of a packet ------------------------------------------ */
+
+/* A memfd named after `tag` holding `tag`; its inode tells it apart. */
+static int memfd_with(const char *tag)
+{
+    int fd = memfd_create(tag, MFD_CLOEXEC);
+
+    TH_CHECK(fd >= 0, "memfd_create: %s", strerror(errno));
+    TH_CHECK(write(fd, tag, strlen(tag)) == (ssize_t)strlen(tag), "write");
+    return fd;
+}
+
+static bool same_file(int a, int b)
+{
+    struct stat sa, sb;
+
+    TH_CHECK(fstat(a, &sa) == 0 && fstat(b, &sb) == 0, "fstat: %s",
+             strerror(errno));
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Frames 0..FD_FRAMES-1 of one packet to one receiver: frame 3 carries a
+ * memfd and a pipe's write end, frame 6 another memfd, the rest none. */
+#define FD_FRAMES 10u
+
+struct fd_plan {
+    int mem3, pipe3[2], mem6;
+};
+
+static void fd_plan_open(struct fd_plan *f)
+{
+    f->mem3 = memfd_with("pk-three");
+    f->mem6 = memfd_with("pk-six");
+    TH_CHECK(pipe2(f->pipe3, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+}
+
+static unsigned fd_plan_nfds(unsigned i)
+{
+    return i == 3 ? 2 : i == 6 ? 1 : 0;
+}
+
+/* The packet: frames to dest[i % ndest]. */
+static void fd_plan_packet(const struct fd_plan *f, pk_t *pk,
+                           const uint64_t *dest, unsigned ndest)
+{
+    uint8_t buf[64];
+
+    for (unsigned i = 0; i < FD_FRAMES; i++) {
+        bk_hdr_t h = hdr_oneway(i + 1, dest[i % ndest]);
+        h.nfds = (uint8_t)fd_plan_nfds(i);
+        msg_fill(buf, small_len(i), 0, i);
+        pk_frame(pk, h, NULL, 0, buf, small_len(i));
+    }
+    pk_add_fds(pk, &f->mem3, 1);
+    pk_add_fds(pk, &f->pipe3[1], 1);
+    pk_add_fds(pk, &f->mem6, 1);
+}
+
+/* Message i came with the fds the plan gave frame i. */
+static void fd_plan_check(const struct fd_plan *f, unsigned i,
+                          const int *fds, unsigned nfds)
+{
+    TH_CHECK(nfds == fd_plan_nfds(i), "message %u has %u fds, expected %u",
+             i, nfds, fd_plan_nfds(i));
+    if (i == 3) {
+        TH_CHECK(same_file(fds[0], f->mem3), "message 3: first fd is not "
+                 "its memfd");
+        char msg[] = "via message 3", got[sizeof(msg)];
+        TH_CHECK(write(fds[1], msg, sizeof(msg)) == (ssize_t)sizeof(msg),
+                 "message 3: second fd is not a pipe's write end: %s",
+                 strerror(errno));
+        TH_CHECK(read(f->pipe3[0], got, sizeof(got)) == (ssize_t)sizeof(got)
+                 && !memcmp(got, msg, sizeof(msg)),
+                 "message 3: second fd is not its pipe");
+    }
+    if (i == 6)
+        TH_CHECK(same_file(fds[0], f->mem6), "message 6: fd is not its "
+                 "memfd");
+}
+
+/* Once every copy the broker and the receivers had is closed. */
+static void fd_plan_close(struct fd_plan *f)
+{
+    close(f->mem3);
+    close(f->mem6);
+    close(f->pipe3[1]);
+    await_pipe_eof(f->pipe3[0], "message 3's pipe");
+    close(f->pipe3[0]);
+}
+
+Test(packed, fds_in_the_middle_libbroker)
+{
+    broker_t *r = th_connect(&br);
+    uint64_t rid = broker_client_id(r);
+    bk_welcome_t w;
+    int fd = th_raw_connect_hello(br.sock, &w);
+    struct fd_plan f;
+    pk_t pk;
+
+    fd_plan_open(&f);
+    pk_init(&pk, BK_DEF_MAX_PACKET);
+    fd_plan_packet(&f, &pk, &rid, 1);
+    pk_send(fd, &pk);
+    for (unsigned i = 0; i < FD_FRAMES; i++) {
+        broker_msg_t *m = th_recv(r);
+        msg_check(m, small_len(i), 0, i);
+        cr_assert_eq(m->source, w.client_id);
+        fd_plan_check(&f, i, m->fds, m->nfds);
+        broker_msg_free(m);             /* closes the received fds */
+    }
+    fd_plan_close(&f);
+    pk_fini(&pk);
+    close(fd);
+    broker_close(r);
+    th_broker_stop(&br);
+}
+
+/* The packets brokerd packs for a raw receiver: per packet, the fds add
+ * up to the frames' nfds and belong to them in frame order (only a
+ * packet's first frame may have any, outq.h). */
+static void raw_receive_plan(int fd, const struct fd_plan *f,
+                             const unsigned *want, unsigned nwant)
+{
+    unsigned got = 0;
+
+    while (got < nwant) {
+        int fds[BK_MAX_FDS_HARD];
+        unsigned nfds, used = 0;
+        ssize_t n = raw_recv_fds(fd, fds, &nfds);
+        const uint8_t *payload;
+        size_t off = 0;
+        bk_hdr_t h;
+
+        cr_assert_gt(n, 0, "receiver: %zd", n);
+        while (bk_pkt_next(rxbuf, (size_t)n, &off, &h, &payload) == 1) {
+            cr_assert_eq(h.type, BK_T_DATA, "type %u", h.type);
+            cr_assert_lt(got, nwant, "more frames than sent");
+            cr_assert_geq(h.length, 8);
+            cr_assert_eq(bk_get64(payload), want[got], "frame %u is "
+                         "message %llu, expected %u", got,
+                         (unsigned long long)bk_get64(payload), want[got]);
+            cr_assert_leq(used + h.nfds, nfds, "frame nfds beyond the "
+                          "packet's fds");
+            cr_assert(used == 0 || h.nfds == 0, "fds on a frame that is "
+                      "not the packet's first");
+            fd_plan_check(f, want[got], fds + used, h.nfds);
+            used += h.nfds;
+            got++;
+        }
+        cr_assert_eq(used, nfds, "packet with %u fds, frames claim %u",
+                     nfds, used);
+        bk_close_fds(fds, nfds);
+    }
+}
+
+/* Two raw receivers, the frames of one packet alternating between them:
+ * each gets its own frames, and the fds of frame 3 (to the second) and of
+ * frame 6 (to the first) with them. */
+Test(packed, fds_in_the_middle_two_raw_receivers)
+{
+    bk_welcome_t w0, w1;
+    int r0 = th_raw_connect_hello(br.sock, &w0);
+    int r1 = th_raw_connect_hello(br.sock, &w1);
+    int fd = th_raw_connect_hello(br.sock, NULL);
+    uint64_t dest[2] = { w0.client_id, w1.client_id };
+    static const unsigned even[] = { 0, 2, 4, 6, 8 }, odd[] = { 1, 3, 5, 7, 9 };
+    struct fd_plan f;
+    pk_t pk;
+
+    fd_plan_open(&f);
+    pk_init(&pk, BK_DEF_MAX_PACKET);
+    fd_plan_packet(&f, &pk, dest, 2);
+    pk_send(fd, &pk);
+    raw_receive_plan(r0, &f, even, 5);
+    raw_receive_plan(r1, &f, odd, 5);
+    fd_plan_close(&f);
+    pk_fini(&pk);
+    close(fd);
+    close(r0);
+    close(r1);
+    th_broker_stop(&br);
+}
+
+/* While the receiver's queue holds a backlog the broker packs several
+ * frames per packet: the frames around the one with fds still come
+ * without them, in order. */
+Test(packed, fds_in_the_middle_behind_a_backlog)
+{
+    bk_welcome_t wr;
+    int r = th_raw_connect_hello(br.sock, &wr);
+    int fd = th_raw_connect_hello(br.sock, NULL);
+    unsigned rounds = (unsigned)th_scaled(100, 20);
+    unsigned *want = calloc(rounds * FD_FRAMES, sizeof(unsigned));
+    struct fd_plan f;
+    pk_t pk;
+
+    cr_assert_not_null(want);
+    fd_plan_open(&f);
+    pk_init(&pk, BK_DEF_MAX_PACKET);
+    for (unsigned k = 0; k < rounds; k++) {
+        fd_plan_packet(&f, &pk, &wr.client_id, 1);
+        pk_send(fd, &pk);
+        for (unsigned i = 0; i < FD_FRAMES; i++)
+            want[k * FD_FRAMES + i] = i;
+    }
+    raw_ping(fd, 1);                /* all of it is queued or written */
+    raw_receive_plan(r, &f, want, rounds * FD_FRAMES);
+    fd_plan_close(&f);
+    free(want);
+    pk_fini(&pk);
+    close(fd);
+    close(r);
+    th_broker_stop(&br);
+}
+
+/* ---- packed publications to block and drop subscribers ----------------------------------- */
+
+#define PUB_TOPIC "pk.pub"
+#define PUB_QUEUE_LIMIT 65536u
+
+struct pub_arg {
+    size_t count, len;          /* publications, data bytes each */
+    bool split;                 /* fill packets: cut a publication that
+                                   does not fit into two fragments */
+    unsigned bursts;
+    th_barrier_t sent;          /* the broker has processed a burst */
+    th_barrier_t go;            /* send the next burst, or finish */
+};
+
+/* Publication seq as the frames of one packet, or split over the end of
+ * this one and the start of the next. */
+static void add_pub(int fd, pk_t *pk, const struct pub_arg *a, uint64_t seq,
+                    const uint8_t *buf)
+{
+    size_t tlen = strlen(PUB_TOPIC), room = pk->cap - pk->len;
+    size_t fixed = BK_HDR_SIZE + tlen, part;
+    uint32_t sid = (uint32_t)(seq % BK_SID_MAX_LOCAL) + 1;
+
+    if (pk->nframes == PER_PACKET || room < fixed + 1) {
+        pk_send(fd, pk);
+        room = pk->cap;
+    }
+    if (room >= fixed + a->len) {
+        pk_frame(pk, hdr_pub(sid, tlen, 0), PUB_TOPIC, tlen, buf, a->len);
+        return;
+    }
+    if (!a->split) {
+        pk_send(fd, pk);
+        pk_frame(pk, hdr_pub(sid, tlen, 0), PUB_TOPIC, tlen, buf, a->len);
+        return;
+    }
+    part = room - fixed;
+    pk_frame(pk, hdr_pub(sid, tlen, 1), PUB_TOPIC, tlen, buf, part);
+    pk_send(fd, pk);
+    pk_frame(pk, hdr_frag(sid, FRAG_LAST, 0), NULL, 0, buf + part,
+             a->len - part);
+}
+
+/* Publication seq: len bytes of data (msg_fill) on PUB_TOPIC, packed up
+ * to PER_PACKET per packet as far as max_packet allows, in `bursts`
+ * bursts: after each one a PING makes sure the broker has processed it,
+ * `sent` says so, and the next burst waits for `go`. */
+static int pub_sender(void *p)
+{
+    struct pub_arg *a = p;
+    bk_welcome_t w;
+    int fd = th_raw_connect_hello(br.sock, &w);
+    uint8_t *buf = malloc(a->len);
+    uint64_t seq = 0;
+    pk_t pk;
+
+    TH_CHECK(buf != NULL, "oom");
+    raw_sndbuf_for(fd, w.max_packet);
+    pk_init(&pk, w.max_packet);
+    for (unsigned k = 0; k < a->bursts; k++) {
+        for (uint64_t end = a->count * (k + 1) / a->bursts; seq < end; seq++) {
+            msg_fill(buf, a->len, 0, seq);
+            add_pub(fd, &pk, a, seq, buf);
+        }
+        if (pk.nframes)
+            pk_send(fd, &pk);
+        raw_ping(fd, k + 1);
+        th_barrier_signal(&a->sent, 0);
+        th_barrier_wait(&a->go);
+    }
+    free(buf);
+    pk_fini(&pk);
+    close(fd);
+    return 0;
+}
+
+static void pub_start(struct pub_arg *a, pid_t *pid)
+{
+    th_barrier_init(&a->sent);
+    th_barrier_init(&a->go);
+    *pid = th_spawn(pub_sender, a);
+}
+
+static void pub_finish(struct pub_arg *a, pid_t pid)
+{
+    th_join(pid);
+    th_barrier_fini(&a->sent);
+    th_barrier_fini(&a->go);
+}
+
+static void restart_small_queue(void)
+{
+    char limit[32];
+
+    snprintf(limit, sizeof(limit), "%u", PUB_QUEUE_LIMIT);
+    th_broker_restart(&br, "--queue-limit", limit, NULL);
+}
+
+/* Wait until client `rx`'s queue in the broker holds more than half its
+ * limit while rx does not read.  Then a sender that feeds it is held
+ * back: it was paused when the queue passed the limit, and stays paused
+ * until the queue drains to half (broker-protocol(7) FLOW CONTROL). */
+static uint64_t await_backlog(broker_t *obs, uint64_t rx, uint64_t limit)
+{
+    return await_queued_over(obs, rx, limit / 2);
+}
+
+/* Policy block: the subscriber starts reading only once the publisher is
+ * held back, then reads slowly, so the publisher is held back again and
+ * again.  Nothing is lost, the order is kept, the publisher's socket is
+ * not read meanwhile, and the queue never holds more than the limit plus
+ * one packet. */
+static void pub_block(size_t count, size_t len, bool split)
+{
+    restart_small_queue();
+    broker_t *s = th_connect(&br), *obs = th_connect(&br);
+    uint64_t sid = broker_client_id(s), publisher = next_client_id(s);
+    uint64_t limit = broker_limits(s)->queue_limit, most, bound, read_in;
+    unsigned every = len >= 1024 ? 8 : 64;
+    struct pub_arg a = { .count = count, .len = len, .split = split,
+                         .bursts = 1 };
+    uint32_t sub;
+    pid_t pid;
+
+    cr_assert_eq(limit, PUB_QUEUE_LIMIT);
+    bound = limit + broker_limits(s)->max_packet;
+    cr_assert_eq(broker_subscribe(s, "pk.*", NULL, BROKER_SUB_BLOCK, &sub),
+                 0);
+    pub_start(&a, &pid);
+    most = await_backlog(obs, sid, limit);
+    read_in = client_value(obs, publisher, "msgs_in");
+    cr_assert_lt(read_in, count, "the broker read all %zu publications "
+                 "from the publisher of a block subscriber that reads "
+                 "nothing", count);
+    for (uint64_t seq = 0; seq < count; seq++) {
+        broker_msg_t *m = th_recv(s);
+        cr_assert_eq(m->kind, BROKER_MSG_DATA, "publication %llu: %s "
+                     "(gap %llu)", (unsigned long long)seq,
+                     th_kind_str(m->kind), (unsigned long long)m->gap);
+        cr_assert_eq(m->sub_id, sub);
+        msg_check(m, len, 0, seq);
+        broker_msg_free(m);
+        if (seq % every == every - 1) {
+            uint64_t q = client_value(obs, sid, "queued_bytes");
+            most = q > most ? q : most;
+            cr_assert_leq(q, bound, "after %llu: %llu bytes queued for a "
+                          "block subscriber (limit %llu)",
+                          (unsigned long long)seq, (unsigned long long)q,
+                          (unsigned long long)limit);
+            usleep(1000);       /* a slow reader: a pace, not a check */
+        }
+    }
+    th_barrier_wait(&a.sent);
+    th_barrier_signal(&a.go, 0);
+    cr_log_info("block, %zu x %zu bytes%s: %llu read by the broker when "
+                "the subscriber started; at most %llu bytes queued (limit "
+                "%llu, bound %llu)", count, len, split ? ", split" : "",
+                (unsigned long long)read_in, (unsigned long long)most,
+                (unsigned long long)limit, (unsigned long long)bound);
+    cr_assert_eq(th_status_value(obs, "dropped_pub"), 0);
+    pub_finish(&a, pid);
+    broker_close(s);
+    broker_close(obs);
+    th_broker_stop(&br);
+}
+
+/* The `dropped` of subscription sub in LIST_SUBS. */
+static uint64_t sub_dropped(broker_t *b, uint64_t client, uint32_t sub)
+{
+    char *text, want[64];
+    size_t len;
+    const char *rec, *v;
+    uint64_t n;
+
+    TH_OK(broker_list(b, BROKER_CTRL_LIST_SUBS, &text, &len));
+    snprintf(want, sizeof(want), "client=%llu sub=%u ",
+             (unsigned long long)client, sub);
+    rec = strstr(text, want);
+    TH_CHECK(rec != NULL, "subscription %u not listed", sub);
+    v = strstr(rec, " dropped=");
+    TH_CHECK(v != NULL, "no dropped=");
+    n = strtoull(v + 9, NULL, 10);
+    free(text);
+    return n;
+}
+
+#define DROP_BURSTS 4u
+
+/* Policy drop: the publisher sends in DROP_BURSTS bursts, and the
+ * subscriber reads nothing of a burst until the broker has processed all
+ * of it, so most of each is dropped.  What arrives is in order, intact,
+ * and before each delivery a GAP counts exactly the publications missing
+ * since the previous one (the drops at a burst's end are reported once
+ * the queue drains); the GAPs add up to the subscription's dropped
+ * count. */
+static void pub_drop(size_t count, size_t len, bool split)
+{
+    restart_small_queue();
+    broker_t *s = th_connect(&br), *obs = th_connect(&br);
+    struct pub_arg a = { .count = count, .len = len, .split = split,
+                         .bursts = DROP_BURSTS };
+    uint64_t next = 0, pending = 0, gaps = 0, ngap = 0, got = 0;
+    uint32_t sub;
+    pid_t pid;
+
+    cr_assert_eq(broker_subscribe(s, "pk.*", NULL, BROKER_SUB_DROP, &sub),
+                 0);
+    pub_start(&a, &pid);
+    for (unsigned k = 0; k < DROP_BURSTS; k++) {
+        uint64_t end = count * (k + 1) / DROP_BURSTS, gaps0 = gaps;
+
+        th_barrier_wait(&a.sent);
+        while (next + pending < end) {
+            broker_msg_t *m = th_recv(s);
+            cr_assert_eq(m->sub_id, sub);
+            if (m->kind == BROKER_MSG_GAP) {
+                cr_assert_gt(m->gap, 0, "empty GAP");
+                pending += m->gap;
+                gaps += m->gap;
+                ngap++;
+                broker_msg_free(m);
+                continue;
+            }
+            cr_assert_eq(m->kind, BROKER_MSG_DATA, "%s",
+                         th_kind_str(m->kind));
+            cr_assert_geq(m->len, 8);
+            uint64_t seq = bk_get64(m->data);
+            cr_assert_geq(seq, next, "publication %llu after %llu",
+                          (unsigned long long)seq,
+                          (unsigned long long)next - 1);
+            cr_assert_eq(seq - next, pending, "publication %llu after "
+                         "%llu: %llu missing, GAPs said %llu",
+                         (unsigned long long)seq,
+                         (unsigned long long)next - 1,
+                         (unsigned long long)(seq - next),
+                         (unsigned long long)pending);
+            msg_check(m, len, 0, seq);
+            broker_msg_free(m);
+            pending = 0;
+            next = seq + 1;
+            got++;
+        }
+        cr_assert_gt(gaps, gaps0, "burst %u: nothing was dropped, the "
+                     "test did not test", k);
+        th_barrier_signal(&a.go, 0);
+    }
+    cr_log_info("drop, %zu x %zu bytes%s: %llu delivered, %llu dropped in "
+                "%llu GAPs", count, len, split ? ", split" : "",
+                (unsigned long long)got, (unsigned long long)gaps,
+                (unsigned long long)ngap);
+    cr_assert_eq(got + gaps, count);
+    cr_assert_eq(sub_dropped(obs, broker_client_id(s), sub), gaps);
+    cr_assert_eq(th_status_value(obs, "dropped_pub"), gaps);
+    cr_assert_eq(th_status_value(obs, "delivered_pub"), got);
+    pub_finish(&a, pid);
+    broker_close(s);
+    broker_close(obs);
+    th_broker_stop(&br);
+}
+
+/* The counts are large enough that even the scaled-down runs send many
+ * times what the subscriber's socket and queue can hold. */
+Test(packed, publications_block_small)
+{
+    pub_block(th_scaled(20000, 10000), 40, false);
+}
+
+Test(packed, publications_drop_small)
+{
+    pub_drop(th_scaled(40000, 20000), 40, false);
+}
+
+/* 4 KiB publications: 15 fit into a packet of 64 KiB. */
+Test(packed, publications_block_4k)
+{
+    pub_block(th_scaled(3000, 1000), 4 * KiB, false);
+}
+
+Test(packed, publications_drop_4k)
+{
+    pub_drop(th_scaled(3000, 1000), 4 * KiB, false);
+}
+
+/* Packets filled to the last byte, as a packing library would: the
+ * publication that does not fit starts at the end of one packet and ends
+ * at the start of the next. */
+Test(packed, publications_block_4k_split)
+{
+    pub_block(th_scaled(3000, 1000), 4 * KiB, true);
+}
+
+Test(packed, publications_drop_4k_split)
+{
+    pub_drop(th_scaled(3000, 1000), 4 * KiB, true);
+}
+
+/* ---- flow control with packed frames ---------------------------------------------------------- */
+
+#define FLOW_QUEUE_LIMIT (256u * KiB)
+#define FLOW_MSG 600u               /* 100 of them fill a 64 KiB packet */
+
+struct flow_arg {
+    uint64_t dest;
+    size_t count;
+};
+
+static int flow_sender(void *p)
+{
+    struct flow_arg *a = p;
+    int fd = th_raw_connect_hello(br.sock, NULL);
+    uint8_t buf[FLOW_MSG];
+    pk_t pk;
+
+    pk_init(&pk, BK_DEF_MAX_PACKET);
+    for (uint64_t seq = 0; seq < a->count; seq++) {
+        msg_fill(buf, FLOW_MSG, 0, seq);
+        pk_frame(&pk, hdr_oneway((uint32_t)(seq % BK_SID_MAX_LOCAL) + 1,
+                                 a->dest), NULL, 0, buf, FLOW_MSG);
+        if (pk.nframes == PER_PACKET)
+            pk_send(fd, &pk);
+    }
+    if (pk.nframes)
+        pk_send(fd, &pk);
+    raw_ping(fd, 1);
+    pk_fini(&pk);
+    close(fd);
+    return 0;
+}
+
+/* A sender packing 100 messages per packet to a receiver that does not
+ * read: the broker stops reading the sender (what it has read is far less
+ * than what was sent), the receiver's queue stays within queue_limit plus
+ * one packet, and once the receiver reads, everything arrives in order. */
+Test(packed, flow_control_packed_sender)
+{
+    char limit[32];
+
+    snprintf(limit, sizeof(limit), "%u", FLOW_QUEUE_LIMIT);
+    th_broker_restart(&br, "--queue-limit", limit, NULL);
+    broker_t *r = th_connect(&br), *obs = th_connect(&br);
+    uint64_t rid = broker_client_id(r), sender = next_client_id(r);
+    uint64_t bound = FLOW_QUEUE_LIMIT + broker_limits(r)->max_packet;
+    struct flow_arg a = { .dest = rid, .count = th_scaled(20000, 5000) };
+    uint64_t q, most, read_in;
+    pid_t pid;
+
+    cr_assert_eq(broker_limits(r)->queue_limit, FLOW_QUEUE_LIMIT);
+    pid = th_spawn(flow_sender, &a);
+    most = await_backlog(obs, rid, FLOW_QUEUE_LIMIT);
+    read_in = client_value(obs, sender, "msgs_in");
+    q = client_value(obs, rid, "queued_bytes");
+    cr_assert_leq(q, bound, "%llu bytes queued, limit %u",
+                  (unsigned long long)q, FLOW_QUEUE_LIMIT);
+    cr_assert_lt(read_in, a.count, "the broker read every message of a "
+                 "sender to a receiver that reads nothing");
+    for (uint64_t seq = 0; seq < a.count; seq++) {
+        broker_msg_t *m = th_recv(r);
+        cr_assert_eq(m->source, sender);
+        msg_check(m, FLOW_MSG, 0, seq);
+        broker_msg_free(m);
+        if (seq % 256 == 255) {
+            q = client_value(obs, rid, "queued_bytes");
+            most = q > most ? q : most;
+            cr_assert_leq(q, bound, "after %llu: %llu bytes queued, limit "
+                          "%u", (unsigned long long)seq,
+                          (unsigned long long)q, FLOW_QUEUE_LIMIT);
+        }
+    }
+    th_join(pid);
+    cr_log_info("flow: %zu messages of %u bytes; %llu read by the broker "
+                "when the receiver started; at most %llu bytes queued "
+                "(limit %u, bound %llu)", a.count, FLOW_MSG,
+                (unsigned long long)read_in, (unsigned long long)most,
+                FLOW_QUEUE_LIMIT, (unsigned long long)bound);
+    cr_assert_eq(client_value(obs, rid, "queued_bytes"), 0);
+    broker_close(r);
+    broker_close(obs);
+    th_broker_stop(&br);
+}
+
+/* ---- fairness: a bulk stream and small messages to one receiver ------------------------------- */
+
+#define FAIR_SMALL 100u
+
+struct bulk_arg {
+    uint64_t dest;
+    size_t len;
+};
+
+/* One one-way message of len bytes through libbroker, which cuts it into
+ * fragments of a packet each (shared memory off). */
+static int bulk_sender(void *p)
+{
+    struct bulk_arg *a = p;
+    broker_t *b = th_connect(&br);
+    uint8_t *data = malloc(a->len);
+
+    TH_CHECK(data != NULL, "oom");
+    th_pattern(data, a->len, 99, 0);
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_THRESHOLD, 0));
+    TH_OK(broker_send_id(b, a->dest, data, a->len, NULL, 0));
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    free(data);
+    broker_close(b);
+    return 0;
+}
+
+/* X sends one 64 MiB message; once the receiver's queue holds a backlog of
+ * X's fragments, Y sends 100 small messages in one packet.  The receiver
+ * (raw) sees Y's messages come between X's fragments, long before the
+ * backlog that was queued ahead of them is through (FAIRNESS: queues
+ * take turns, one packet each). */
+Test(packed, fairness_bulk_stream_and_small_messages)
+{
+    bk_welcome_t wr;
+    int r = th_raw_connect_hello(br.sock, &wr);
+    broker_t *obs = th_connect(&br);
+    struct bulk_arg a = { .dest = wr.client_id,
+                          .len = th_scaled(64 * MiB, 16 * MiB) };
+    uint64_t x = next_client_id(obs), xbytes = 0, xfrags = 0;
+    uint64_t backlog, xq, x_before_last_y = 0, ynext = 0;
+    bk_welcome_t wy;
+    int y;
+    uint8_t buf[64];
+    bool xdone = false;
+    pk_t pk;
+    pid_t pid;
+
+    pid = th_spawn(bulk_sender, &a);
+    await_backlog(obs, wr.client_id, wr.queue_limit);
+
+    y = th_raw_connect_hello(br.sock, &wy);
+    pk_init(&pk, BK_DEF_MAX_PACKET);
+    for (uint64_t seq = 0; seq < FAIR_SMALL; seq++) {
+        msg_fill(buf, small_len(seq), 1, seq);
+        pk_frame(&pk, hdr_oneway((uint32_t)seq + 1, wr.client_id), NULL, 0,
+                 buf, small_len(seq));
+    }
+    /* the PING rides in the same packet: a paused Y still gets its
+     * answer, and then all of Y's messages are queued */
+    pk_frame(&pk, hdr_ping(9), NULL, 0, NULL, 0);
+    pk_send(y, &pk);
+    raw_await_pong(y, 9);
+    backlog = client_value(obs, wr.client_id, "queued_bytes");
+    /* X's fragments queued ahead of Y's messages, about a packet each */
+    xq = backlog / wr.max_packet;
+
+    while (!xdone || ynext < FAIR_SMALL) {
+        int fds[BK_MAX_FDS_HARD];
+        unsigned nfds;
+        ssize_t n = raw_recv_fds(r, fds, &nfds);
+        const uint8_t *payload;
+        size_t off = 0;
+        bk_hdr_t h;
+
+        bk_close_fds(fds, nfds);
+        cr_assert_gt(n, 0, "receiver: %zd", n);
+        while (bk_pkt_next(rxbuf, (size_t)n, &off, &h, &payload) == 1) {
+            cr_assert_eq(h.type, BK_T_DATA, "type %u aux %u", h.type, h.aux);
+            if (h.source == x) {
+                cr_assert_not(xdone, "X: a fragment after the last");
+                cr_assert_leq(xbytes + h.length, a.len);
+                cr_assert_lt(th_pattern_check(payload, h.length, 99, xbytes),
+                             0, "X: bytes differ at offset %llu",
+                             (unsigned long long)xbytes);
+                xbytes += h.length;
+                xfrags++;
+                xdone = !(h.flags & BK_F_MORE);
+                continue;
+            }
+            cr_assert_eq(h.source, wy.client_id, "a frame from %llu",
+                         (unsigned long long)h.source);
+            cr_assert_geq(h.length, 8);
+            cr_assert_eq(bk_get64(payload), ynext, "Y: message %llu, "
+                         "expected %llu",
+                         (unsigned long long)bk_get64(payload),
+                         (unsigned long long)ynext);
+            cr_assert_lt(th_pattern_check(payload + 8, h.length - 8,
+                                          msg_seed(1, ynext), 0), 0);
+            if (++ynext == FAIR_SMALL)
+                x_before_last_y = xfrags;
+        }
+    }
+    cr_log_info("fairness: %zu MiB from X in %llu fragments; %llu bytes "
+                "(~%llu fragments) queued ahead of Y's %u messages; the "
+                "last of them came after %llu fragments of X",
+                a.len / MiB, (unsigned long long)xfrags,
+                (unsigned long long)backlog, (unsigned long long)xq,
+                FAIR_SMALL, (unsigned long long)x_before_last_y);
+    cr_assert_eq(xbytes, a.len);
+    cr_assert_geq(xq, 8, "no backlog to be fair about (%llu bytes)",
+                  (unsigned long long)backlog);
+    /* in order of arrival Y would wait for all xq of them (and those in
+     * the socket); taking turns it waits for a few */
+    cr_assert_leq(x_before_last_y, xq / 2, "Y's last message came after "
+                  "%llu of X's fragments, with ~%llu queued ahead of it",
+                  (unsigned long long)x_before_last_y,
+                  (unsigned long long)xq);
+    th_join(pid);
+    pk_fini(&pk);
+    close(y);
+    close(r);
+    broker_close(obs);
     th_broker_stop(&br);
 }
