@@ -44,7 +44,6 @@ static void setup(void)
 
 static void teardown(void)
 {
-    if (getenv("PK_DUMP")) th_broker_dump_log(&br);
     th_broker_cleanup(&br);
 }
 
@@ -1109,17 +1108,21 @@ Test(packed, fds_in_the_middle_libbroker)
     th_broker_stop(&br);
 }
 
+/* Filler messages (ids from FILLER_ID on) that a raw receiver skips. */
+#define FILLER_ID 1000000u
+
 /* The packets brokerd packs for a raw receiver: per packet, the fds add
  * up to the frames' nfds and belong to them in frame order (only a
- * packet's first frame may have any, outq.h). */
-static void raw_receive_plan(int fd, const struct fd_plan *f,
-                             const unsigned *want, unsigned nwant)
+ * packet's first frame may have any, outq.h).  Returns the number of
+ * packets that held more than one frame. */
+static unsigned raw_receive_plan(int fd, const struct fd_plan *f,
+                                 const unsigned *want, unsigned nwant)
 {
-    unsigned got = 0;
+    unsigned got = 0, packed = 0;
 
     while (got < nwant) {
         int fds[BK_MAX_FDS_HARD];
-        unsigned nfds, used = 0;
+        unsigned nfds, used = 0, nframes = 0;
         ssize_t n = raw_recv_fds(fd, fds, &nfds);
         const uint8_t *payload;
         size_t off = 0;
@@ -1127,24 +1130,31 @@ static void raw_receive_plan(int fd, const struct fd_plan *f,
 
         cr_assert_gt(n, 0, "receiver: %zd", n);
         while (bk_pkt_next(rxbuf, (size_t)n, &off, &h, &payload) == 1) {
+            nframes++;
             cr_assert_eq(h.type, BK_T_DATA, "type %u", h.type);
-            cr_assert_lt(got, nwant, "more frames than sent");
             cr_assert_geq(h.length, 8);
-            cr_assert_eq(bk_get64(payload), want[got], "frame %u is "
-                         "message %llu, expected %u", got,
-                         (unsigned long long)bk_get64(payload), want[got]);
             cr_assert_leq(used + h.nfds, nfds, "frame nfds beyond the "
                           "packet's fds");
             cr_assert(used == 0 || h.nfds == 0, "fds on a frame that is "
                       "not the packet's first");
+            if (bk_get64(payload) >= FILLER_ID) {
+                cr_assert_eq(h.nfds, 0, "a filler message with fds");
+                continue;
+            }
+            cr_assert_lt(got, nwant, "more frames than sent");
+            cr_assert_eq(bk_get64(payload), want[got], "frame %u is "
+                         "message %llu, expected %u", got,
+                         (unsigned long long)bk_get64(payload), want[got]);
             fd_plan_check(f, want[got], fds + used, h.nfds);
             used += h.nfds;
             got++;
         }
         cr_assert_eq(used, nfds, "packet with %u fds, frames claim %u",
                      nfds, used);
+        packed += nframes > 1;
         bk_close_fds(fds, nfds);
     }
+    return packed;
 }
 
 /* Two raw receivers, the frames of one packet alternating between them:
@@ -1175,22 +1185,35 @@ Test(packed, fds_in_the_middle_two_raw_receivers)
     th_broker_stop(&br);
 }
 
-/* While the receiver's queue holds a backlog the broker packs several
- * frames per packet: the frames around the one with fds still come
- * without them, in order. */
+/* While the receiver's queue holds a backlog (its socket is full of
+ * filler), the broker packs the queued frames: the frames around the ones
+ * with fds still come without them, in order. */
 Test(packed, fds_in_the_middle_behind_a_backlog)
 {
     bk_welcome_t wr;
     int r = th_raw_connect_hello(br.sock, &wr);
     int fd = th_raw_connect_hello(br.sock, NULL);
-    unsigned rounds = (unsigned)th_scaled(100, 20);
+    broker_t *obs = th_connect(&br);
+    unsigned rounds = (unsigned)th_scaled(100, 20), packed;
     unsigned *want = calloc(rounds * FD_FRAMES, sizeof(unsigned));
+    uint8_t filler[600];
+    uint64_t queued;
     struct fd_plan f;
     pk_t pk;
 
     cr_assert_not_null(want);
     fd_plan_open(&f);
     pk_init(&pk, BK_DEF_MAX_PACKET);
+    /* 1 MiB of filler: more than the receiver's socket holds */
+    for (uint32_t i = 0; i < 1700; i++) {
+        msg_fill(filler, sizeof(filler), 2, FILLER_ID + i);
+        pk_frame(&pk, hdr_oneway(i + 1, wr.client_id), NULL, 0, filler,
+                 sizeof(filler));
+        if (pk.nframes == PER_PACKET)
+            pk_send(fd, &pk);
+    }
+    if (pk.nframes)
+        pk_send(fd, &pk);
     for (unsigned k = 0; k < rounds; k++) {
         fd_plan_packet(&f, &pk, &wr.client_id, 1);
         pk_send(fd, &pk);
@@ -1198,12 +1221,19 @@ Test(packed, fds_in_the_middle_behind_a_backlog)
             want[k * FD_FRAMES + i] = i;
     }
     raw_ping(fd, 1);                /* all of it is queued or written */
-    raw_receive_plan(r, &f, want, rounds * FD_FRAMES);
+    queued = client_value(obs, wr.client_id, "queued_frames");
+    cr_assert_geq(queued, rounds * FD_FRAMES, "only %llu frames queued: no "
+                  "backlog", (unsigned long long)queued);
+    packed = raw_receive_plan(r, &f, want, rounds * FD_FRAMES);
+    cr_log_info("fds behind a backlog: %llu frames queued, %u packets of "
+                "several frames", (unsigned long long)queued, packed);
+    cr_assert_gt(packed, 0, "the broker packed nothing");
     fd_plan_close(&f);
     free(want);
     pk_fini(&pk);
     close(fd);
     close(r);
+    broker_close(obs);
     th_broker_stop(&br);
 }
 
