@@ -78,8 +78,7 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     struct ucred cred;
     socklen_t len = sizeof(cred);
 
-    if (!p || !(p->rbuf = malloc(srv->cfg->max_packet))) {
-        free(p);
+    if (!p) {
         close(fd);
         return NULL;
     }
@@ -113,7 +112,6 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     p->node.key = p->idkey;
     p->node.keylen = sizeof(p->idkey);
     if (uv_poll_init(srv->loop, &p->poll, fd) < 0) {
-        free(p->rbuf);
         free(p);
         close(fd);
         return NULL;
@@ -192,8 +190,11 @@ static void mark_dirty(bk_port_t *p)
 /* A frame was queued: pause `cause` if this fills the queue. */
 static void queued(bk_port_t *to, bk_port_t *cause)
 {
-    if (cause && to->out.bytes > to->srv->cfg->queue_limit)
-        pause_sender(to, cause);
+    if (to->out.bytes > to->srv->cfg->queue_limit) {
+        to->overfull = true;
+        if (cause)
+            pause_sender(to, cause);
+    }
     if (!(to->events & UV_WRITABLE))
         mark_dirty(to);         /* else the socket is full: poll flushes */
 }
@@ -366,6 +367,10 @@ static void flush(bk_port_t *p)
 
     if (write_queue(p) < 0)
         return;
+    if (p->overfull && !p->out.frames) {
+        p->overfull = false;
+        bk_server_trim_soon(p->srv);    /* the memory rule, server.h */
+    }
     /* drops reported once the queue has room again (pubsub.h) */
     if (p->gaps_pending && p->out.bytes <= limit / 2 &&
         p->state != BK_PORT_CLOSING) {
@@ -549,7 +554,8 @@ static bool only_topic_invalid(const bk_hdr_t *h)
 
 /* Validate the whole packet before acting on any of it, so a bad packet
  * has no partial effect and the fds add up. */
-static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
+static void process_packet(bk_port_t *p, const uint8_t *buf, size_t n,
+                           int *fds, unsigned nfds)
 {
     const bk_conf_t *c = p->srv->cfg;
     bk_limits_t lim = { c->max_packet, c->max_fds, c->max_name };
@@ -559,7 +565,7 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
     bk_hdr_t h;
     int r;
 
-    while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
+    while ((r = bk_pkt_next(buf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
         if (e == -EINVAL && (h.flags & BK_F_TOPIC))
             e = only_topic_invalid(&h) ? 0 : -EPROTO;
@@ -577,7 +583,7 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
         return;
     }
     off = 0;
-    while (bk_pkt_next(p->rbuf, n, &off, &h, &payload) == 1) {
+    while (bk_pkt_next(buf, n, &off, &h, &payload) == 1) {
         if (p->state == BK_PORT_CLOSING || p->failed) {
             bk_close_fds(fds + used, nfds - used);
             return;
@@ -587,17 +593,24 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
     }
 }
 
+/* Read and process up to READ_BURST packets, each into the server's
+ * receive buffer (bk_server_rbuf: processed before the next is read). */
 static void read_packets(bk_port_t *p)
 {
     int fds[BK_MAX_FDS_HARD];
 
     for (int i = 0; i < READ_BURST; i++) {
+        uint8_t *buf;
         unsigned nfds = 0;
         ssize_t n;
 
         if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
             return;
-        n = bk_sock_recv(p->fd, p->rbuf, p->srv->cfg->max_packet, fds,
+        if (!(buf = bk_server_rbuf(p->srv))) {
+            bk_port_fail(p, -ENOMEM);
+            return;
+        }
+        n = bk_sock_recv(p->fd, buf, p->srv->cfg->max_packet, fds,
                          &nfds, BK_MAX_FDS_HARD);
         if (n == -EAGAIN)
             return;
@@ -614,7 +627,7 @@ static void read_packets(bk_port_t *p)
             bk_port_fail(p, (int)n);
             return;
         }
-        process_packet(p, (size_t)n, fds, nfds);
+        process_packet(p, buf, (size_t)n, fds, nfds);
     }
 }
 
@@ -652,7 +665,6 @@ static void on_closed(uv_handle_t *h)
     bk_port_t *p = h->data;
 
     free(p->waiters);
-    free(p->rbuf);
     free(p);
 }
 
@@ -719,6 +731,8 @@ void bk_port_close(bk_port_t *p)
     if (announce)
         bk_pub_client_event(p, "disconnect");
     bk_outq_fini(&p->out, lost_oneway, p);
+    if (p->overfull)
+        bk_server_trim_soon(srv);       /* the memory rule, server.h */
     bk_shm_port_gone(p);
     resume_waiters(p);
     bk_list_unlink(&p->dirty_link);
