@@ -593,16 +593,126 @@ static void process_packet(bk_port_t *p, const uint8_t *buf, size_t n,
     }
 }
 
-/* Read and process up to READ_BURST packets, each into the server's
- * receive buffer (bk_server_rbuf: processed before the next is read). */
+/* One recvmmsg call's worth of packets: each lands in its own slot of the
+ * server's receive buffer, with its own control data. */
+typedef union ctl_buf {
+    char buf[CMSG_SPACE(BK_MAX_FDS_HARD * sizeof(int))];
+    struct cmsghdr align;
+} ctl_buf_t;
+
+typedef struct rx_batch {
+    struct mmsghdr msg[BK_RECV_BATCH];
+    struct iovec iov[BK_RECV_BATCH];
+    ctl_buf_t ctl[BK_RECV_BATCH];
+} rx_batch_t;
+
+/* Take up to BK_RECV_BATCH packets.  Returns how many, -EAGAIN or another
+ * negative errno. */
+static int recv_batch(bk_port_t *p, uint8_t *buf, rx_batch_t *rx)
+{
+    size_t len = p->srv->cfg->max_packet;
+    int n;
+
+    for (int i = 0; i < BK_RECV_BATCH; i++) {
+        rx->iov[i] = (struct iovec){ buf + i * len, len };
+        rx->msg[i].msg_hdr = (struct msghdr){
+            .msg_iov = &rx->iov[i], .msg_iovlen = 1,
+            .msg_control = rx->ctl[i].buf,
+            .msg_controllen = sizeof(rx->ctl[i].buf),
+        };
+        rx->msg[i].msg_len = 0;
+    }
+    do {
+        n = recvmmsg(p->fd, rx->msg, BK_RECV_BATCH,
+                     MSG_CMSG_CLOEXEC | MSG_DONTWAIT, NULL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+/* The fds a packet carried, into fds[0..*nfds).  Returns 0, or -EPROTO
+ * (every fd closed) if its control data held anything but SCM_RIGHTS,
+ * more than BK_MAX_FDS_HARD fds, or was cut short, or the packet was. */
+static int take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
+{
+    bool bad = mh->msg_flags & (MSG_CTRUNC | MSG_TRUNC);
+
+    *nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        const unsigned char *d = CMSG_DATA(c);
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            bad = true;
+            continue;
+        }
+        for (size_t i = 0; i < k; i++) {
+            int f;
+            memcpy(&f, d + i * sizeof(int), sizeof(f));
+            if (*nfds < BK_MAX_FDS_HARD) {
+                fds[(*nfds)++] = f;
+            } else {
+                close(f);
+                bad = true;
+            }
+        }
+    }
+    if (bad) {
+        bk_close_fds(fds, *nfds);
+        *nfds = 0;
+        return -EPROTO;
+    }
+    return 0;
+}
+
+/* Act on one received packet.  Returns false once the port reads no
+ * more (EOF, an error, closing). */
+static bool take_packet(bk_port_t *p, struct mmsghdr *m, int *fds)
+{
+    unsigned nfds;
+    int r = take_fds(&m->msg_hdr, fds, &nfds);
+
+    if (r == 0 && m->msg_len == 0 && nfds) {
+        bk_close_fds(fds, nfds);
+        r = -EPROTO;
+    }
+    if (r < 0) {
+        bk_port_protocol_error(p, -EPROTO, 0, "packet or its control data "
+                               "truncated (too large, or too many fds)");
+        return false;
+    }
+    if (m->msg_len == 0) {
+        bk_port_fail(p, 0);     /* EOF */
+        return false;
+    }
+    process_packet(p, m->msg_hdr.msg_iov->iov_base, m->msg_len, fds, nfds);
+    return p->state != BK_PORT_CLOSING && !p->failed;
+}
+
+/* Packets taken after the one that ended reading: only their fds matter. */
+static void drop_packets(struct mmsghdr *m, int n, int *fds)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned nfds;
+        if (take_fds(&m[i].msg_hdr, fds, &nfds) == 0)
+            bk_close_fds(fds, nfds);
+    }
+}
+
+/* Read and process up to READ_BURST packets, BK_RECV_BATCH per syscall,
+ * into the server's receive buffer (bk_server_rbuf): a batch is processed
+ * whole before the next read.  A sender paused by one packet of a batch
+ * has the rest of the batch processed still (they are out of its socket):
+ * the queue limit is exceeded by BK_RECV_BATCH packets at most. */
 static void read_packets(bk_port_t *p)
 {
     int fds[BK_MAX_FDS_HARD];
+    rx_batch_t rx;
 
-    for (int i = 0; i < READ_BURST; i++) {
+    for (int done = 0; done < READ_BURST;) {
         uint8_t *buf;
-        unsigned nfds = 0;
-        ssize_t n;
+        int n, i = 0;
 
         if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
             return;
@@ -610,24 +720,22 @@ static void read_packets(bk_port_t *p)
             bk_port_fail(p, -ENOMEM);
             return;
         }
-        n = bk_sock_recv(p->fd, buf, p->srv->cfg->max_packet, fds,
-                         &nfds, BK_MAX_FDS_HARD);
+        n = recv_batch(p, buf, &rx);
         if (n == -EAGAIN)
             return;
-        if (n == 0) {
-            bk_port_fail(p, 0);
-            return;
-        }
-        if (n == -EPROTO) {
-            bk_port_protocol_error(p, -EPROTO, 0, "packet or its control data "
-                           "truncated (too large, or too many fds)");
-            return;
-        }
         if (n < 0) {
-            bk_port_fail(p, (int)n);
+            bk_port_fail(p, n);
             return;
         }
-        process_packet(p, buf, (size_t)n, fds, nfds);
+        while (i < n && take_packet(p, &rx.msg[i], fds))
+            i++;
+        if (i < n) {
+            drop_packets(&rx.msg[i + 1], n - i - 1, fds);
+            return;
+        }
+        if (n < BK_RECV_BATCH)
+            return;             /* the socket is empty */
+        done += n;
     }
 }
 

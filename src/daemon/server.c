@@ -91,7 +91,7 @@ static void check_drop(bk_server_t *s)
 
 uint8_t *bk_server_rbuf(bk_server_t *s)
 {
-    size_t want = s->cfg->max_packet;
+    size_t want = (size_t)s->cfg->max_packet * BK_RECV_BATCH;
     uint8_t *b;
 
     if (s->rbuf && s->rbuf_len == want)

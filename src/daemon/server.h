@@ -35,6 +35,10 @@
 
 struct bk_port;
 
+/* Packets read from a client per syscall (recvmmsg): the receive buffer
+ * has a slot of max_packet bytes for each. */
+#define BK_RECV_BATCH 8
+
 /* The memory rule above: connections that must have gone, at least, for
  * a fall to half the peak to count. */
 #define BK_TRIM_MIN_DROP 256u
@@ -65,8 +69,9 @@ typedef struct bk_server {
     uv_timer_t grace;
     uv_prepare_t flusher;       /* once per loop pass: flush, then reap */
     uv_timer_t trimmer;         /* one-shot: malloc_trim */
-    uint8_t *rbuf;              /* one packet: every port reads into it */
-    size_t rbuf_len;            /* cfg->max_packet when it was sized */
+    uint8_t *rbuf;              /* BK_RECV_BATCH packets: every port reads
+                                 * into it */
+    size_t rbuf_len;            /* its size */
     bk_htable_t clients;        /* id -> bk_port */
     uint32_t nclients;          /* past the handshake */
     uint32_t nports;            /* every connection, handshaking or not */
@@ -107,11 +112,11 @@ struct bk_port *bk_server_find(const bk_server_t *s, uint64_t id);
 /* Close every port marked failed during the current callback (the frames
  * this queues for others leave with the loop pass's flush). */
 void bk_server_reap(bk_server_t *s);
-/* The receive buffer, cfg->max_packet bytes (resized here if a reload
- * changed that), or NULL if it cannot be had.  A packet read into it must
- * be processed before the next read: nothing may keep a pointer into it,
- * what has to outlive the packet is copied (queued frames, names, monitor
- * records). */
+/* The receive buffer, BK_RECV_BATCH slots of cfg->max_packet bytes
+ * (resized here if a reload changed that), or NULL if it cannot be had.
+ * Packets read into it must be processed before the next read: nothing
+ * may keep a pointer into it, what has to outlive a packet is copied
+ * (queued frames, names, monitor records). */
 uint8_t *bk_server_rbuf(bk_server_t *s);
 /* Give freed memory back to the system a second from now (memory rule
  * above); a no-op if that is planned already. */
