@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <uv.h>
 #include "conf.h"
 #include "log.h"
@@ -74,6 +75,34 @@ static void detach_stdio(void)
         close(fd);
 }
 
+/* Every client is an fd: raise the soft RLIMIT_NOFILE to the hard limit
+ * and say what we got. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    rlim_t was;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        bk_warn("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return;
+    }
+    was = rl.rlim_cur;
+    if (rl.rlim_cur == rl.rlim_max) {
+        bk_info("file descriptor limit %llu (the hard limit)",
+                (unsigned long long)rl.rlim_cur);
+        return;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        bk_warn("cannot raise the file descriptor limit from %llu to %llu: "
+                "%s", (unsigned long long)was,
+                (unsigned long long)rl.rlim_max, strerror(errno));
+        return;
+    }
+    bk_info("file descriptor limit %llu (raised from %llu)",
+            (unsigned long long)rl.rlim_cur, (unsigned long long)was);
+}
+
 static void write_pidfile(const char *path)
 {
     FILE *f = fopen(path, "we");
@@ -110,6 +139,7 @@ int main(int argc, char **argv)
         bk_conf_free(&cfg);
         return 1;
     }
+    raise_nofile();
     /* Before daemonize(): LISTEN_PID names this process, not a child. */
     lfd = bk_sd_listen_fd(cfg.socket_path, sizeof(cfg.socket_path));
     if (lfd < 0)

@@ -78,8 +78,7 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     struct ucred cred;
     socklen_t len = sizeof(cred);
 
-    if (!p || !(p->rbuf = malloc(srv->cfg->max_packet))) {
-        free(p);
+    if (!p) {
         close(fd);
         return NULL;
     }
@@ -113,7 +112,6 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     p->node.key = p->idkey;
     p->node.keylen = sizeof(p->idkey);
     if (uv_poll_init(srv->loop, &p->poll, fd) < 0) {
-        free(p->rbuf);
         free(p);
         close(fd);
         return NULL;
@@ -192,8 +190,11 @@ static void mark_dirty(bk_port_t *p)
 /* A frame was queued: pause `cause` if this fills the queue. */
 static void queued(bk_port_t *to, bk_port_t *cause)
 {
-    if (cause && to->out.bytes > to->srv->cfg->queue_limit)
-        pause_sender(to, cause);
+    if (to->out.bytes > to->srv->cfg->queue_limit) {
+        to->overfull = true;
+        if (cause)
+            pause_sender(to, cause);
+    }
     if (!(to->events & UV_WRITABLE))
         mark_dirty(to);         /* else the socket is full: poll flushes */
 }
@@ -366,6 +367,10 @@ static void flush(bk_port_t *p)
 
     if (write_queue(p) < 0)
         return;
+    if (p->overfull && !p->out.frames) {
+        p->overfull = false;
+        bk_server_trim_soon(p->srv);    /* the memory rule, server.h */
+    }
     /* drops reported once the queue has room again (pubsub.h) */
     if (p->gaps_pending && p->out.bytes <= limit / 2 &&
         p->state != BK_PORT_CLOSING) {
@@ -549,7 +554,8 @@ static bool only_topic_invalid(const bk_hdr_t *h)
 
 /* Validate the whole packet before acting on any of it, so a bad packet
  * has no partial effect and the fds add up. */
-static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
+static void process_packet(bk_port_t *p, const uint8_t *buf, size_t n,
+                           int *fds, unsigned nfds)
 {
     const bk_conf_t *c = p->srv->cfg;
     bk_limits_t lim = { c->max_packet, c->max_fds, c->max_name };
@@ -559,7 +565,7 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
     bk_hdr_t h;
     int r;
 
-    while ((r = bk_pkt_next(p->rbuf, n, &off, &h, &payload)) == 1) {
+    while ((r = bk_pkt_next(buf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
         if (e == -EINVAL && (h.flags & BK_F_TOPIC))
             e = only_topic_invalid(&h) ? 0 : -EPROTO;
@@ -577,7 +583,7 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
         return;
     }
     off = 0;
-    while (bk_pkt_next(p->rbuf, n, &off, &h, &payload) == 1) {
+    while (bk_pkt_next(buf, n, &off, &h, &payload) == 1) {
         if (p->state == BK_PORT_CLOSING || p->failed) {
             bk_close_fds(fds + used, nfds - used);
             return;
@@ -587,34 +593,149 @@ static void process_packet(bk_port_t *p, size_t n, int *fds, unsigned nfds)
     }
 }
 
+/* One recvmmsg call's worth of packets: each lands in its own slot of the
+ * server's receive buffer, with its own control data. */
+typedef union ctl_buf {
+    char buf[CMSG_SPACE(BK_MAX_FDS_HARD * sizeof(int))];
+    struct cmsghdr align;
+} ctl_buf_t;
+
+typedef struct rx_batch {
+    struct mmsghdr msg[BK_RECV_BATCH];
+    struct iovec iov[BK_RECV_BATCH];
+    ctl_buf_t ctl[BK_RECV_BATCH];
+} rx_batch_t;
+
+/* Take up to BK_RECV_BATCH packets.  Returns how many, -EAGAIN or another
+ * negative errno. */
+static int recv_batch(bk_port_t *p, uint8_t *buf, rx_batch_t *rx)
+{
+    size_t len = p->srv->cfg->max_packet;
+    int n;
+
+    for (int i = 0; i < BK_RECV_BATCH; i++) {
+        rx->iov[i] = (struct iovec){ buf + i * len, len };
+        rx->msg[i].msg_hdr = (struct msghdr){
+            .msg_iov = &rx->iov[i], .msg_iovlen = 1,
+            .msg_control = rx->ctl[i].buf,
+            .msg_controllen = sizeof(rx->ctl[i].buf),
+        };
+        rx->msg[i].msg_len = 0;
+    }
+    do {
+        n = recvmmsg(p->fd, rx->msg, BK_RECV_BATCH,
+                     MSG_CMSG_CLOEXEC | MSG_DONTWAIT, NULL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+/* The fds a packet carried, into fds[0..*nfds).  Returns 0, or -EPROTO
+ * (every fd closed) if its control data held anything but SCM_RIGHTS,
+ * more than BK_MAX_FDS_HARD fds, or was cut short, or the packet was. */
+static int take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
+{
+    bool bad = mh->msg_flags & (MSG_CTRUNC | MSG_TRUNC);
+
+    *nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        const unsigned char *d = CMSG_DATA(c);
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            bad = true;
+            continue;
+        }
+        for (size_t i = 0; i < k; i++) {
+            int f;
+            memcpy(&f, d + i * sizeof(int), sizeof(f));
+            if (*nfds < BK_MAX_FDS_HARD) {
+                fds[(*nfds)++] = f;
+            } else {
+                close(f);
+                bad = true;
+            }
+        }
+    }
+    if (bad) {
+        bk_close_fds(fds, *nfds);
+        *nfds = 0;
+        return -EPROTO;
+    }
+    return 0;
+}
+
+/* Act on one received packet.  Returns false once the port reads no
+ * more (EOF, an error, closing). */
+static bool take_packet(bk_port_t *p, struct mmsghdr *m, int *fds)
+{
+    unsigned nfds;
+    int r = take_fds(&m->msg_hdr, fds, &nfds);
+
+    if (r == 0 && m->msg_len == 0 && nfds) {
+        bk_close_fds(fds, nfds);
+        r = -EPROTO;
+    }
+    if (r < 0) {
+        bk_port_protocol_error(p, -EPROTO, 0, "packet or its control data "
+                               "truncated (too large, or too many fds)");
+        return false;
+    }
+    if (m->msg_len == 0) {
+        bk_port_fail(p, 0);     /* EOF */
+        return false;
+    }
+    process_packet(p, m->msg_hdr.msg_iov->iov_base, m->msg_len, fds, nfds);
+    return p->state != BK_PORT_CLOSING && !p->failed;
+}
+
+/* Packets taken after the one that ended reading: only their fds matter. */
+static void drop_packets(struct mmsghdr *m, int n, int *fds)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned nfds;
+        if (take_fds(&m[i].msg_hdr, fds, &nfds) == 0)
+            bk_close_fds(fds, nfds);
+    }
+}
+
+/* Read and process up to READ_BURST packets, BK_RECV_BATCH per syscall,
+ * into the server's receive buffer (bk_server_rbuf): a batch is processed
+ * whole before the next read.  A sender paused by one packet of a batch
+ * has the rest of the batch processed still (they are out of its socket):
+ * the queue limit is exceeded by BK_RECV_BATCH packets at most. */
 static void read_packets(bk_port_t *p)
 {
     int fds[BK_MAX_FDS_HARD];
+    rx_batch_t rx;
 
-    for (int i = 0; i < READ_BURST; i++) {
-        unsigned nfds = 0;
-        ssize_t n;
+    for (int done = 0; done < READ_BURST;) {
+        uint8_t *buf;
+        int n, i = 0;
 
         if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
             return;
-        n = bk_sock_recv(p->fd, p->rbuf, p->srv->cfg->max_packet, fds,
-                         &nfds, BK_MAX_FDS_HARD);
+        if (!(buf = bk_server_rbuf(p->srv))) {
+            bk_port_fail(p, -ENOMEM);
+            return;
+        }
+        n = recv_batch(p, buf, &rx);
         if (n == -EAGAIN)
             return;
-        if (n == 0) {
-            bk_port_fail(p, 0);
-            return;
-        }
-        if (n == -EPROTO) {
-            bk_port_protocol_error(p, -EPROTO, 0, "packet or its control data "
-                           "truncated (too large, or too many fds)");
-            return;
-        }
         if (n < 0) {
-            bk_port_fail(p, (int)n);
+            bk_port_fail(p, n);
             return;
         }
-        process_packet(p, (size_t)n, fds, nfds);
+        while (i < n && take_packet(p, &rx.msg[i], fds))
+            i++;
+        if (i < n) {
+            drop_packets(&rx.msg[i + 1], n - i - 1, fds);
+            return;
+        }
+        if (n < BK_RECV_BATCH)
+            return;             /* the socket is empty */
+        done += n;
     }
 }
 
@@ -652,7 +773,6 @@ static void on_closed(uv_handle_t *h)
     bk_port_t *p = h->data;
 
     free(p->waiters);
-    free(p->rbuf);
     free(p);
 }
 
@@ -719,6 +839,8 @@ void bk_port_close(bk_port_t *p)
     if (announce)
         bk_pub_client_event(p, "disconnect");
     bk_outq_fini(&p->out, lost_oneway, p);
+    if (p->overfull)
+        bk_server_trim_soon(srv);       /* the memory rule, server.h */
     bk_shm_port_gone(p);
     resume_waiters(p);
     bk_list_unlink(&p->dirty_link);

@@ -3,17 +3,21 @@
  * dispatching its packets, writing its output queue, flow control, and
  * its teardown (prefix bk_port_).
  *
- * Owns: the client's socket fd, the uv_poll handle, the read buffer, the
- * output queue (outq.h: the frames waiting for this client, with their
- * fds), the list of senders paused on it, and the port itself (freed once
- * libuv has released the poll handle).  The server (server.h) owns the
- * lists a port is on.
+ * Owns: the client's socket fd, the uv_poll handle, the output queue
+ * (outq.h: the frames waiting for this client, with their fds), the list
+ * of senders paused on it, and the port itself (freed once libuv has
+ * released the poll handle).  The server (server.h) owns the lists a port
+ * is on and the one receive buffer every port reads its packets into.
+ *
+ * Input: a packet is read into the server's buffer and processed whole
+ * before the next read; what must outlive it is copied.
  *
  * Output: a large frame is written straight to the socket, without
  * copying, when nothing is queued (bk_outq_bypass); other frames are
- * queued and the port is flushed once at the end of the current event
- * callback (bk_port_flush_dirty), so a burst of small messages leaves in
- * few packets.  outq.h says in which order and how they are packed.
+ * queued and the port is flushed once per loop pass, before the loop
+ * waits (bk_port_flush_dirty from the server's flush handle), so a burst
+ * of small messages, from one sender or many, leaves in few packets.
+ * outq.h says in which order and how they are packed.
  *
  * Flow control: when a frame caused by sender S lands in this port's queue
  * and the queue holds more than queue_limit bytes, S is paused (its socket
@@ -62,9 +66,9 @@ typedef struct bk_port {
     bk_list_t reap_link;        /* on srv->reap once failed */
     bk_list_t all_link;         /* on srv->all: every port */
     bk_list_t dirty_link;       /* on srv->dirty: frames queued this
-                                 * callback, not flushed yet */
-
-    uint8_t *rbuf;              /* one packet */
+                                 * loop pass, not flushed yet */
+    bool overfull;              /* the queue went past queue_limit since
+                                 * it was last empty (server.h: memory) */
 
     bk_outq_t out;              /* frames waiting to be written */
 
@@ -142,8 +146,8 @@ void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
 void bk_port_hangup(bk_port_t *p, int err, const char *text);
 
 /* Mark the port failed (err: 0 for an orderly EOF, else why, as a
- * negative errno); it is closed
- * by bk_server_reap at the end of the current callback. */
+ * negative errno); it is closed by bk_server_reap at the end of the
+ * current callback (or of the loop pass's flush). */
 void bk_port_fail(bk_port_t *p, int err);
 /* Tear down now: streams, names, queue, socket.  Memory is freed once
  * libuv has released the poll handle. */
@@ -151,7 +155,7 @@ void bk_port_close(bk_port_t *p);
 /* Stop reading (shutdown) and send BYE. */
 void bk_port_shutdown(bk_port_t *p);
 
-/* Flush every port that got frames during this callback. */
+/* Flush every port that got frames during this loop pass. */
 void bk_port_flush_dirty(struct bk_server *srv);
 
 /* Allocate a local stream id for a stream this client accepts. */

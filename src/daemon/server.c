@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@
 #include "sockio.h"
 
 #define ACCEPT_BURST 64
+/* How long after a trigger of the memory rule (server.h) the trim runs. */
+#define TRIM_DELAY_MS 1000
 
 uint64_t bk_now_ms(void)
 {
@@ -48,6 +51,8 @@ bk_port_t *bk_server_find(const bk_server_t *s, uint64_t id)
 static void link_port(bk_server_t *s, bk_port_t *p)
 {
     s->nports++;
+    if (s->nports > s->nports_peak)
+        s->nports_peak = s->nports;
     bk_list_push_head(&s->all, &p->all_link);
 }
 
@@ -57,22 +62,78 @@ static void unlink_port(bk_server_t *s, bk_port_t *p)
     bk_list_unlink(&p->all_link);
 }
 
-/* End of every callback: write what was queued, close what failed;
- * closing tells peers, which queues more, so repeat until both are done. */
+/* ---- memory ----------------------------------------------------------------- */
+
+static void on_trim(uv_timer_t *t)
+{
+    bk_server_t *s = t->data;
+
+    s->nports_peak = s->nports;
+    malloc_trim(0);
+    bk_debug("gave free heap memory back to the system (%u connections)",
+             s->nports);
+}
+
+void bk_server_trim_soon(bk_server_t *s)
+{
+    if (s->finished || uv_is_active((uv_handle_t *)&s->trimmer))
+        return;
+    uv_timer_start(&s->trimmer, on_trim, TRIM_DELAY_MS, 0);
+}
+
+/* The memory rule's second half: many connections went. */
+static void check_drop(bk_server_t *s)
+{
+    if (s->nports_peak - s->nports >= BK_TRIM_MIN_DROP &&
+        s->nports < s->nports_peak / 2)
+        bk_server_trim_soon(s);
+}
+
+uint8_t *bk_server_rbuf(bk_server_t *s)
+{
+    size_t want = (size_t)s->cfg->max_packet * BK_RECV_BATCH;
+    uint8_t *b;
+
+    if (s->rbuf && s->rbuf_len == want)
+        return s->rbuf;
+    b = malloc(want);
+    if (!b)
+        return NULL;
+    free(s->rbuf);
+    s->rbuf = b;
+    s->rbuf_len = want;
+    return b;
+}
+
+/* ---- once per callback, once per loop pass ---------------------------------- */
+
+/* End of every callback: close what failed.  Closing tells peers, which
+ * may fail more ports; the loop takes those too. */
 void bk_server_reap(bk_server_t *s)
 {
     bk_list_t *l;
 
-    for (;;) {
-        bk_port_flush_dirty(s);
-        if (bk_list_empty(&s->reap))
-            return;
-        while ((l = bk_list_pop_head(&s->reap))) {
-            bk_port_t *p = bk_container_of(l, bk_port_t, reap_link);
-            unlink_port(s, p);
-            bk_port_close(p);
-        }
+    if (bk_list_empty(&s->reap))
+        return;
+    while ((l = bk_list_pop_head(&s->reap))) {
+        bk_port_t *p = bk_container_of(l, bk_port_t, reap_link);
+        unlink_port(s, p);
+        bk_port_close(p);
     }
+    check_drop(s);
+}
+
+/* Once per loop pass, before it waits: write what was queued during the
+ * pass and close what failed; closing queues more for peers (and writing
+ * may fail a port), so repeat until both are done. */
+static void on_flush(uv_prepare_t *h)
+{
+    bk_server_t *s = h->data;
+
+    do {
+        bk_port_flush_dirty(s);
+        bk_server_reap(s);
+    } while (!bk_list_empty(&s->dirty));
 }
 
 /* ---- accepting -------------------------------------------------------------- */
@@ -296,6 +357,35 @@ static void on_sighup(uv_signal_t *h, int signum)
     bk_server_reload(h->data, err, sizeof(err));
 }
 
+/* The handles every broker has, listening or not. */
+static void init_handles(bk_server_t *s, uv_loop_t *loop)
+{
+    uv_signal_init(loop, &s->sigint);
+    uv_signal_init(loop, &s->sigterm);
+    uv_signal_init(loop, &s->sighup);
+    s->sigint.data = s->sigterm.data = s->sighup.data = s;
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_timer_init(loop, &s->grace);
+    s->grace.data = s;
+    uv_timer_init(loop, &s->trimmer);
+    s->trimmer.data = s;
+    uv_prepare_init(loop, &s->flusher);
+    s->flusher.data = s;
+    uv_prepare_start(&s->flusher, on_flush);
+}
+
+static void close_handles(bk_server_t *s)
+{
+    uv_close((uv_handle_t *)&s->grace, NULL);
+    uv_close((uv_handle_t *)&s->trimmer, NULL);
+    uv_close((uv_handle_t *)&s->flusher, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
+}
+
 int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
                    int lfd)
 {
@@ -316,20 +406,12 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     s->names.on_change = bk_pub_name_changed;
     s->names.arg = s;
     bk_st_init(&s->streams);
+    s->subs = bk_subs_new();
+    if (!s->subs || !bk_server_rbuf(s))
+        return -ENOMEM;
     /* Signals first: a client may connect (and a test may SIGTERM us) as
      * soon as listen() returns. */
-    uv_signal_init(loop, &s->sigint);
-    uv_signal_init(loop, &s->sigterm);
-    uv_signal_init(loop, &s->sighup);
-    s->sigint.data = s->sigterm.data = s->sighup.data = s;
-    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
-    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-    uv_timer_init(loop, &s->grace);
-    s->grace.data = s;
-    s->subs = bk_subs_new();
-    if (!s->subs)
-        return -ENOMEM;
+    init_handles(s, loop);
     if (lfd >= 0) {
         s->lfd = lfd;
         s->activated = true;
@@ -338,10 +420,7 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
         r = listen_on(s, cfg->socket_path);
     }
     if (r < 0) {
-        uv_close((uv_handle_t *)&s->sigint, NULL);
-        uv_close((uv_handle_t *)&s->sigterm, NULL);
-        uv_close((uv_handle_t *)&s->sighup, NULL);
-        uv_close((uv_handle_t *)&s->grace, NULL);
+        close_handles(s);
         uv_run(loop, UV_RUN_NOWAIT);
         return r;
     }
@@ -367,10 +446,7 @@ static void finish(bk_server_t *s)
     bk_list_for_each(p, &s->all, bk_port_t, all_link)
         bk_port_fail(p, -ESHUTDOWN);
     bk_server_reap(s);
-    uv_close((uv_handle_t *)&s->grace, NULL);
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
-    uv_close((uv_handle_t *)&s->sighup, NULL);
+    close_handles(s);
 }
 
 static void on_grace(uv_timer_t *t)
@@ -427,6 +503,8 @@ void bk_server_fini(bk_server_t *s)
     s->subs = NULL;
     bk_names_fini(&s->names);
     bk_ht_fini(&s->clients);
+    free(s->rbuf);
+    s->rbuf = NULL;
     if (s->reserve_fd >= 0)
         close(s->reserve_fd);
     if (s->lockfd >= 0)

@@ -3,10 +3,22 @@
  * streams, counters, signals and shutdown (prefix bk_server_).
  *
  * Owns the listening socket and its lock file fd, the spare fd for
- * EMFILE, the signal and grace-timer handles, the client table and the
- * lists every port is on (all, reap, dirty; the ports themselves are
- * port.c's), the name, stream and subscription tables and the counters.  The monitor
- * list hangs here but is monitor.c's; the configuration is main's.
+ * EMFILE, the signal, grace-timer, flush (uv_prepare) and trim-timer
+ * handles, the receive buffer every port reads into, the client table and
+ * the lists every port is on (all, reap, dirty; the ports themselves are
+ * port.c's), the name, stream and subscription tables and the counters.
+ * The monitor list hangs here but is monitor.c's; the configuration is
+ * main's.
+ *
+ * Once per loop pass, just before the loop waits for events, the flush
+ * handle writes every port that got frames during the pass (the dirty
+ * list) and closes what failed meanwhile; the end of each callback only
+ * closes what failed (bk_server_reap).
+ *
+ * Memory: freed heap memory is given back to the system (malloc_trim) a
+ * second after the number of connections fell below half of its peak
+ * since the last trim (by BK_TRIM_MIN_DROP at least), or after an output
+ * queue that had grown past queue_limit drained (bk_server_trim_soon).
  */
 #ifndef BK_SERVER_H
 #define BK_SERVER_H
@@ -22,6 +34,14 @@
 #include "subs.h"
 
 struct bk_port;
+
+/* Packets read from a client per syscall (recvmmsg): the receive buffer
+ * has a slot of max_packet bytes for each. */
+#define BK_RECV_BATCH 8
+
+/* The memory rule above: connections that must have gone, at least, for
+ * a fall to half the peak to count. */
+#define BK_TRIM_MIN_DROP 256u
 
 typedef struct bk_stats {
     uint64_t msgs_in, msgs_out;
@@ -47,9 +67,15 @@ typedef struct bk_server {
     uv_poll_t lpoll;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
+    uv_prepare_t flusher;       /* once per loop pass: flush, then reap */
+    uv_timer_t trimmer;         /* one-shot: malloc_trim */
+    uint8_t *rbuf;              /* BK_RECV_BATCH packets: every port reads
+                                 * into it */
+    size_t rbuf_len;            /* its size */
     bk_htable_t clients;        /* id -> bk_port */
     uint32_t nclients;          /* past the handshake */
     uint32_t nports;            /* every connection, handshaking or not */
+    uint32_t nports_peak;       /* most ports since the last trim */
     bk_names_t names;
     bk_st_table_t streams;
     bk_subs_t *subs;            /* every subscription (subs.h) */
@@ -83,9 +109,18 @@ void bk_server_stop(bk_server_t *s);
 void bk_server_fini(bk_server_t *s);
 
 struct bk_port *bk_server_find(const bk_server_t *s, uint64_t id);
-/* Flush ports with newly queued frames and close every port marked
- * failed during the current callback. */
+/* Close every port marked failed during the current callback (the frames
+ * this queues for others leave with the loop pass's flush). */
 void bk_server_reap(bk_server_t *s);
+/* The receive buffer, BK_RECV_BATCH slots of cfg->max_packet bytes
+ * (resized here if a reload changed that), or NULL if it cannot be had.
+ * Packets read into it must be processed before the next read: nothing
+ * may keep a pointer into it, what has to outlive a packet is copied
+ * (queued frames, names, monitor records). */
+uint8_t *bk_server_rbuf(bk_server_t *s);
+/* Give freed memory back to the system a second from now (memory rule
+ * above); a no-op if that is planned already. */
+void bk_server_trim_soon(bk_server_t *s);
 /* Called by a port when its queue became empty (shutdown progress). */
 void bk_server_port_drained(bk_server_t *s);
 uint64_t bk_now_ms(void);
