@@ -100,6 +100,8 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     bk_list_init(&p->reap_link);
     bk_list_init(&p->all_link);
     bk_list_init(&p->dirty_link);
+    bk_list_init(&p->stash);
+    bk_list_init(&p->stash_link);
     bk_shm_port_init(&p->shm);
     bk_st_list_init(&p->streams);
     bk_name_list_init(&p->names);
@@ -169,6 +171,9 @@ static void resume_waiters(bk_port_t *p)
         if (!w || w->paused == 0)
             continue;
         w->paused--;
+        if (w->paused == 0 && !bk_list_empty(&w->stash) &&
+            !bk_list_linked(&w->stash_link))
+            bk_list_push_tail(&p->srv->unstash, &w->stash_link);
         update_poll(w);
     }
 }
@@ -700,11 +705,111 @@ static void drop_packets(struct mmsghdr *m, int n, int *fds)
     }
 }
 
+/* ---- packets read past a pause ------------------------------------------
+ *
+ * recvmmsg takes several packets at once; when one of them pauses its
+ * sender (a receiver's queue went over the limit), the ones after it are
+ * copied here, with their fds, instead of being acted on: they are acted
+ * on in order once the sender is resumed, before anything else is read
+ * from it, so a receiver's queue grows by one packet past the limit at
+ * most (broker-protocol(7) FLOW CONTROL). */
+
+typedef struct stashed {
+    bk_list_t link;
+    size_t len;                 /* 0: EOF; SIZE_MAX: bad control data */
+    unsigned nfds;
+    int *fds;                   /* into data, after the packet */
+    uint8_t data[];
+} stashed_t;
+
+static void stash_free(stashed_t *st)
+{
+    bk_close_fds(st->fds, st->nfds);
+    free(st);
+}
+
+static void stash_clear(bk_port_t *p)
+{
+    bk_list_t *l;
+
+    bk_list_unlink(&p->stash_link);
+    while ((l = bk_list_pop_head(&p->stash)))
+        stash_free(bk_container_of(l, stashed_t, link));
+}
+
+static int take_fds(struct msghdr *mh, int *fds, unsigned *nfds);
+static void read_packets(bk_port_t *p);
+
+/* Keep packets m[0..n) for later.  Out of memory, the port fails. */
+static void stash_packets(bk_port_t *p, struct mmsghdr *m, int n, int *fds)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned nfds = 0;
+        bool bad = take_fds(&m[i].msg_hdr, fds, &nfds) < 0;
+        size_t len = bad ? 0 : m[i].msg_len;
+        stashed_t *st = malloc(sizeof(*st) + len + nfds * sizeof(int));
+
+        if (!st) {
+            bk_close_fds(fds, nfds);
+            for (int j = i + 1; j < n; j++)
+                if (take_fds(&m[j].msg_hdr, fds, &nfds) == 0)
+                    bk_close_fds(fds, nfds);
+            bk_port_fail(p, -ENOMEM);
+            return;
+        }
+        st->len = bad ? SIZE_MAX : len;
+        st->nfds = nfds;
+        st->fds = (int *)(st->data + len);
+        memcpy(st->data, m[i].msg_hdr.msg_iov->iov_base, len);
+        memcpy(st->fds, fds, nfds * sizeof(int));
+        bk_list_push_tail(&p->stash, &st->link);
+    }
+}
+
+/* Act on stashed packets while the port reads.  Returns true once none is
+ * left. */
+static bool unstash(bk_port_t *p)
+{
+    bk_list_t *l;
+
+    while (!bk_list_empty(&p->stash)) {
+        stashed_t *st;
+
+        if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
+            return false;
+        l = bk_list_pop_head(&p->stash);
+        st = bk_container_of(l, stashed_t, link);
+        if (st->len == SIZE_MAX) {
+            bk_port_protocol_error(p, -EPROTO, 0, "packet or its control "
+                                   "data truncated (too large, or too many "
+                                   "fds)");
+        } else if (st->len == 0) {
+            bk_port_fail(p, 0);
+        } else {
+            process_packet(p, st->data, st->len, st->fds, st->nfds);
+            st->nfds = 0;       /* process_packet took them */
+        }
+        stash_free(st);
+    }
+    return true;
+}
+
+void bk_port_unstash_resumed(bk_server_t *srv)
+{
+    bk_list_t *l;
+
+    while ((l = bk_list_pop_head(&srv->unstash))) {
+        bk_port_t *p = bk_container_of(l, bk_port_t, stash_link);
+
+        if (unstash(p) && !p->failed && p->fd >= 0)
+            read_packets(p);    /* what waited in the socket meanwhile */
+    }
+}
+
 /* Read and process up to READ_BURST packets, BK_RECV_BATCH per syscall,
  * into the server's receive buffer (bk_server_rbuf): a batch is processed
- * whole before the next read.  A sender paused by one packet of a batch
- * has the rest of the batch processed still (they are out of its socket):
- * the queue limit is exceeded by BK_RECV_BATCH packets at most. */
+ * before the next read, but for the packets after one that paused the
+ * sender, which wait in its stash (above). */
 static void read_packets(bk_port_t *p)
 {
     int fds[BK_MAX_FDS_HARD];
@@ -715,6 +820,8 @@ static void read_packets(bk_port_t *p)
         int n, i = 0;
 
         if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
+            return;
+        if (!unstash(p))
             return;
         if (!(buf = bk_server_rbuf(p->srv))) {
             bk_port_fail(p, -ENOMEM);
@@ -727,8 +834,13 @@ static void read_packets(bk_port_t *p)
             bk_port_fail(p, n);
             return;
         }
-        while (i < n && take_packet(p, &rx.msg[i], fds))
+        while (i < n && take_packet(p, &rx.msg[i], fds)) {
             i++;
+            if (p->paused && i < n) {
+                stash_packets(p, &rx.msg[i], n - i, fds);
+                return;
+            }
+        }
         if (i < n) {
             drop_packets(&rx.msg[i + 1], n - i - 1, fds);
             return;
@@ -843,6 +955,7 @@ void bk_port_close(bk_port_t *p)
         bk_server_trim_soon(srv);       /* the memory rule, server.h */
     bk_shm_port_gone(p);
     resume_waiters(p);
+    stash_clear(p);
     bk_list_unlink(&p->dirty_link);
     uv_close((uv_handle_t *)&p->poll, on_closed);
     close(p->fd);

@@ -65,6 +65,8 @@ typedef struct bk_port {
     int fail_err;
     bk_list_t reap_link;        /* on srv->reap once failed */
     bk_list_t all_link;         /* on srv->all: every port */
+    bk_list_t stash;            /* packets read past a pause (port.c) */
+    bk_list_t stash_link;       /* on srv->unstash: resumed with a stash */
     bk_list_t dirty_link;       /* on srv->dirty: frames queued this
                                  * loop pass, not flushed yet */
     bool overfull;              /* the queue went past queue_limit since
@@ -157,6 +159,9 @@ void bk_port_shutdown(bk_port_t *p);
 
 /* Flush every port that got frames during this loop pass. */
 void bk_port_flush_dirty(struct bk_server *srv);
+/* Act on the packets of resumed senders that were read past their pause
+ * (see read_packets in port.c); the flush handle does this first. */
+void bk_port_unstash_resumed(struct bk_server *srv);
 
 /* Allocate a local stream id for a stream this client accepts. */
 uint32_t bk_port_alloc_sid(bk_port_t *p);

@@ -69,6 +69,7 @@ static void on_trim(uv_timer_t *t)
     bk_server_t *s = t->data;
 
     s->nports_peak = s->nports;
+    bk_outq_cache_trim();       /* its blocks would pin pages of the heap */
     malloc_trim(0);
     bk_debug("gave free heap memory back to the system (%u connections)",
              s->nports);
@@ -123,17 +124,19 @@ void bk_server_reap(bk_server_t *s)
     check_drop(s);
 }
 
-/* Once per loop pass, before it waits: write what was queued during the
- * pass and close what failed; closing queues more for peers (and writing
- * may fail a port), so repeat until both are done. */
+/* Once per loop pass, before it waits: act on the packets resumed senders
+ * had read past their pause, write what was queued during the pass and
+ * close what failed; each may cause more of the others (writing resumes
+ * senders, closing queues for peers), so repeat until all are done. */
 static void on_flush(uv_prepare_t *h)
 {
     bk_server_t *s = h->data;
 
     do {
+        bk_port_unstash_resumed(s);
         bk_port_flush_dirty(s);
         bk_server_reap(s);
-    } while (!bk_list_empty(&s->dirty));
+    } while (!bk_list_empty(&s->dirty) || !bk_list_empty(&s->unstash));
 }
 
 /* ---- accepting -------------------------------------------------------------- */
@@ -401,6 +404,7 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     bk_list_init(&s->reap);
     bk_list_init(&s->all);
     bk_list_init(&s->dirty);
+    bk_list_init(&s->unstash);
     bk_list_init(&s->monitors);
     bk_names_init(&s->names);
     s->names.on_change = bk_pub_name_changed;

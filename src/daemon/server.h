@@ -87,6 +87,8 @@ typedef struct bk_server {
     bk_list_t all;              /* bk_port.all_link: every port,
                                  * handshaking or not, newest first */
     bk_list_t dirty;            /* bk_port.dirty_link: frames to flush */
+    bk_list_t unstash;          /* bk_port.stash_link: resumed senders
+                                   with packets read past their pause */
     bk_list_t monitors;         /* bk_mon.link: traffic taps (monitor.c) */
     bool stopping;
     bool finished;
