@@ -72,6 +72,33 @@ static void read_comm(bk_port_t *p)
     p->comm[strcspn(p->comm, "\n")] = '\0';
 }
 
+/* The kernel refuses a datagram longer than the send buffer less 32
+ * bytes, and reports the socket writable only while less than a quarter
+ * of the buffer is in flight: room for two packets of max_packet keeps
+ * one in flight when poll wakes us.  getsockopt reports the doubled value
+ * the kernel keeps. */
+int bk_port_size_sndbuf(int fd, uint32_t max_packet, int *got)
+{
+    int want = (int)(2 * (size_t)max_packet + 4096), cur = 0;
+    socklen_t sl = sizeof(cur);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &sl) == 0 &&
+        cur >= 2 * want) {
+        *got = cur;
+        return 0;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+    sl = sizeof(cur);
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &sl) == 0 &&
+        cur < 2 * want)     /* capped by net.core.wmem_max: as root, force */
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof(want));
+    sl = sizeof(cur);
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &sl) < 0)
+        return -errno;
+    *got = cur;
+    return (size_t)cur >= (size_t)max_packet + 32 ? 0 : -ENOBUFS;
+}
+
 bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
 {
     bk_port_t *p = calloc(1, sizeof(*p));
@@ -95,6 +122,10 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
         p->gid = cred.gid;
     }
     read_comm(p);
+    {
+        int got;                /* checked for max_packet at start */
+        (void)bk_port_size_sndbuf(fd, srv->cfg->max_packet, &got);
+    }
     p->connected_ms = bk_now_ms();
     bk_outq_init(&p->out);
     bk_list_init(&p->reap_link);

@@ -94,6 +94,11 @@ typedef struct bk_port {
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out, errors;
 } bk_port_t;
 
+/* Size the send buffer of a client's socket for packets of max_packet
+ * bytes (past net.core.wmem_max where the broker may).  *got: the
+ * buffer it has.  0, -ENOBUFS (too small for such packets) or -errno. */
+int bk_port_size_sndbuf(int fd, uint32_t max_packet, int *got);
+
 /* Take ownership of an accepted socket.  Returns the port or NULL (the fd
  * is closed then). */
 bk_port_t *bk_port_new(struct bk_server *srv, int fd, uint64_t id);

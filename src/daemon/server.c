@@ -389,6 +389,27 @@ static void close_handles(bk_server_t *s)
     uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
+/* Whether client sockets can take packets of max_packet bytes: tried on a
+ * socketpair, so a --max-packet the system cannot carry fails at start. */
+static int check_sndbuf(uint32_t max_packet)
+{
+    int sv[2], got = 0, r;
+
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    r = bk_port_size_sndbuf(sv[0], max_packet, &got);
+    close(sv[0]);
+    close(sv[1]);
+    if (r == -ENOBUFS)
+        bk_err("max-packet %u needs a socket send buffer of %u bytes, the "
+               "system allows %d: raise net.core.wmem_max (sysctl) to %u or "
+               "more, or lower max-packet", max_packet, max_packet + 32, got,
+               (unsigned)(2 * (size_t)max_packet + 4096));
+    else if (r < 0)
+        bk_err("cannot size a socket's send buffer: %s", strerror(-r));
+    return r;
+}
+
 int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
                    int lfd)
 {
@@ -413,6 +434,9 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     s->subs = bk_subs_new();
     if (!s->subs || !bk_server_rbuf(s))
         return -ENOMEM;
+    r = check_sndbuf(cfg->max_packet);
+    if (r < 0)
+        return r;
     /* Signals first: a client may connect (and a test may SIGTERM us) as
      * soon as listen() returns. */
     init_handles(s, loop);

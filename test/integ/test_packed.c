@@ -1742,3 +1742,36 @@ Test(packed, fairness_bulk_stream_and_small_messages)
     broker_close(obs);
     th_broker_stop(&br);
 }
+
+/* ---- packets larger than the default socket buffer ---------------------- */
+
+/* With --max-packet above what a default socket send buffer holds
+ * (212992 bytes), the broker's packets towards a receiver must still go
+ * out: it sizes each client's send buffer for max_packet. */
+Test(packed, a_max_packet_above_the_default_send_buffer_is_carried)
+{
+    th_broker_t big = { 0 };
+    broker_t *tx, *rx;
+    broker_msg_t *m;
+    size_t len = 600000;
+    uint8_t *buf = malloc(len);
+
+    cr_assert_not_null(buf);
+    th_broker_start(&big, "--max-packet", "1048576", NULL);
+    tx = th_connect(&big);
+    rx = th_connect(&big);
+    cr_assert_eq(broker_limits(tx)->max_packet, 1048576);
+    cr_assert_eq(broker_set_option(tx, BROKER_OPT_SHM_THRESHOLD, 0), 0);
+    th_pattern(buf, len, 0x600d, 0);
+    cr_assert_eq(broker_send_id(tx, broker_client_id(rx), buf, len, NULL,
+                                0), 0);
+    m = th_recv_kind(rx, BROKER_MSG_DATA);
+    cr_assert_eq(m->len, len);
+    cr_assert_eq(th_pattern_check(m->data, len, 0x600d, 0), -1,
+                 "the 600 KB message arrived corrupted");
+    broker_msg_free(m);
+    broker_close(tx);
+    broker_close(rx);
+    th_broker_cleanup(&big);
+    free(buf);
+}
