@@ -31,11 +31,15 @@
  * segment's `touched` mark); then, after reading the RELEASEs already
  * waiting on the socket (a blocking sender reads nothing while it sends,
  * so without this its pool would grow by a segment whenever the
- * releases merely had not been read yet), warm memory again; only then
- * new memory, the untouched end of a segment or a new segment, faulted
- * in with one madvise(MADV_POPULATE_WRITE) instead of a fault per page.
- * In a steady stream no syscall is made beyond the sendmsg of the
- * descriptor: the socket is read only when warm memory runs out.
+ * releases merely had not been read yet), warm memory again; then, in
+ * blocking mode with two or more buffers in flight, a wait for a release
+ * bounded by the rent-or-buy rule (await_warm); only then new memory,
+ * the untouched end of a segment or a new segment, faulted in with one
+ * madvise(MADV_POPULATE_WRITE) instead of a fault per page.  A stream
+ * thus settles on two buffers when the receivers keep up (one written,
+ * one read), and in a steady stream no syscall is made beyond the
+ * sendmsg of the descriptor: the socket is read only when warm memory
+ * runs out.
  *
  * References.  A buffer holds one reference for the application (dropped
  * by broker_buf_free) plus one per descriptor sent and not yet released
@@ -49,6 +53,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include "outq.h"
@@ -98,6 +103,9 @@ struct bk_shm {
     struct bk_frun recent[BK_SHM_RECENT];   /* most recently freed last */
     uint32_t nrecent;
     uint64_t nfreed;            /* buffers that went back, ever */
+    uint32_t awaiting;          /* buffers with descriptors unreleased */
+    uint64_t fresh_ns;          /* faulting in a new chunk took, 0: unknown */
+    uint64_t waited_ns;         /* waited for releases since new memory */
 };
 
 /* ---- setup and teardown ------------------------------------------------- */
@@ -259,6 +267,23 @@ static struct bk_sbuf *sbuf_find(struct bk_shm *shm, uint32_t segid,
     return n ? bk_container_of(n, struct bk_sbuf, node) : NULL;
 }
 
+/* Descriptors of sb sent (add) or released or never sent (sub). */
+static void sent_add(struct bk_sbuf *sb, uint32_t n)
+{
+    if (!sb->sent && n)
+        sb->shm->awaiting++;
+    sb->sent += n;
+}
+
+static void sent_sub(struct bk_sbuf *sb, uint32_t n)
+{
+    if (n > sb->sent)
+        n = sb->sent;
+    sb->sent -= n;
+    if (n && !sb->sent)
+        sb->shm->awaiting--;
+}
+
 /* A buffer on the run [first, first + need) of seg, already marked in
  * use (given back if this fails). */
 static int sbuf_make(struct bk_shm *shm, struct bk_pseg *seg, uint32_t first,
@@ -362,31 +387,48 @@ static int get_warm(struct bk_shm *shm, uint32_t need, size_t size,
 }
 
 /* Fault in chunks [from, to) of seg, never used before, with one call
- * rather than one page fault per page on the first write.  Failing is
- * harmless: the pages then fault in as they are written. */
-static void pseg_populate(struct bk_pseg *seg, uint32_t from, uint32_t to)
+ * rather than one page fault per page on the first write.  Returns 0, or
+ * -1 if it did not happen, which is harmless: the pages then fault in as
+ * they are written. */
+static int pseg_populate(struct bk_pseg *seg, uint32_t from, uint32_t to)
 {
 #ifdef MADV_POPULATE_WRITE
-    (void)madvise(seg->map + (uint64_t)from * BK_SHMA_CHUNK,
-                  (uint64_t)(to - from) * BK_SHMA_CHUNK, MADV_POPULATE_WRITE);
+    return madvise(seg->map + (uint64_t)from * BK_SHMA_CHUNK,
+                   (uint64_t)(to - from) * BK_SHMA_CHUNK,
+                   MADV_POPULATE_WRITE) == 0 ? 0 : -1;
 #else
     (void)seg, (void)from, (void)to;
+    return -1;
 #endif
 }
 
-/* First fit in seg, new memory included (faulted in at once). */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* First fit in seg, new memory included: faulted in at once, and how
+ * long that took per chunk is remembered (await_warm). */
 static int get_in(struct bk_shm *shm, struct bk_pseg *seg, uint32_t need,
                   size_t size, struct bk_sbuf **out)
 {
-    uint32_t touched = seg->alloc.touched, end;
+    uint32_t touched = seg->alloc.touched, end, from;
     int64_t first = bk_shma_alloc(&seg->alloc, need);
+    uint64_t t0;
 
     if (first < 0)
         return (int)first;
     end = (uint32_t)first + need;
-    if (end > touched)
-        pseg_populate(seg, (uint32_t)first > touched ? (uint32_t)first
-                                                     : touched, end);
+    if (end > touched) {
+        from = (uint32_t)first > touched ? (uint32_t)first : touched;
+        t0 = now_ns();
+        if (pseg_populate(seg, from, end) == 0)
+            shm->fresh_ns = (now_ns() - t0) / (end - from);
+        shm->waited_ns = 0;
+    }
     return sbuf_make(shm, seg, (uint32_t)first, need, size, out);
 }
 
@@ -406,6 +448,44 @@ static int pump_releases(broker_t *b)
     if (r < 0)
         return r;
     return shm->nfreed != freed;
+}
+
+/* Buffers are in flight but none is free: wait for a release rather
+ * than take new memory, as long as all the waiting since new memory was
+ * last taken stays below what new memory would cost to fault in (as
+ * measured the last time).  That is the rent-or-buy rule: it never costs
+ * more than twice the better choice, and usually much less, since a
+ * release tends to be a round trip away and new memory costs about ten
+ * copies of it.  Not while fewer than two buffers are in flight: one
+ * being written while the receivers read another is what lets the
+ * sender and the receivers work at the same time.  Returns 0 with *out,
+ * -ENOSPC (no release in time: take new memory), or the connection's
+ * error. */
+static int await_warm(broker_t *b, uint32_t need, size_t size,
+                      int64_t deadline, struct bk_sbuf **out)
+{
+    struct bk_shm *shm = b->shm;
+    uint64_t cost = (uint64_t)need * shm->fresh_ns, t0 = now_ns();
+    int64_t until;
+    int r = -ENOSPC;
+
+    if (shm->awaiting < 2 || cost <= shm->waited_ns + 1000000u)
+        return -ENOSPC;
+    until = (int64_t)bk_io_now_ms() +
+            (int64_t)((cost - shm->waited_ns) / 1000000u);
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    while (shm->awaiting && !bk_io_aborted(&b->io)) {
+        r = bk_io_wait(&b->io, false, until);
+        if (r == -ETIMEDOUT) {
+            r = -ENOSPC;
+            break;
+        }
+        if (r < 0 || (r = get_warm(shm, need, size, out)) != -ENOSPC)
+            break;
+    }
+    shm->waited_ns += now_ns() - t0;
+    return r;
 }
 
 /* Back to the pool once nobody references the buffer. */
@@ -447,9 +527,9 @@ static int pool_grow(broker_t *b, uint32_t need, int64_t deadline,
 
 /* Memory used before comes first (its pages are there already); then,
  * after reading the releases that came meanwhile, memory used before
- * again; only then new memory: the untouched end of a segment, else a
- * new segment. */
-int bk_shm_get(broker_t *b, size_t size, int64_t deadline,
+ * again, and with may_wait, a short wait for a release; only then new
+ * memory: the untouched end of a segment, else a new segment. */
+int bk_shm_get(broker_t *b, size_t size, bool may_wait, int64_t deadline,
                struct bk_sbuf **out)
 {
     struct bk_shm *shm = b->shm;
@@ -466,6 +546,9 @@ int bk_shm_get(broker_t *b, size_t size, int64_t deadline,
     if (r < 0)
         return r;
     if (r > 0 && (r = get_warm(shm, need, size, out)) != -ENOSPC)
+        return r;
+    if (may_wait && !bk_conn_attached(b) &&
+        (r = await_warm(b, need, size, deadline, out)) != -ENOSPC)
         return r;
     bk_list_for_each(seg, &shm->segs, struct bk_pseg, link) {
         if (seg->alloc.nfree < need)
@@ -497,7 +580,7 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
         *len < b->opt_shm_threshold || !bk_shm_supported(b))
         return BK_SHM_AS_IS;
     for (;;) {
-        r = bk_shm_get(b, *len, deadline, &sb);
+        r = bk_shm_get(b, *len, true, deadline, &sb);
         if (r == 0)
             break;
         if (r == -ENOSPC || (b->opt_shm_fallback && !b->io.err &&
@@ -515,7 +598,7 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
     }
     memcpy(sb->pub.data, *data, *len);
     sb->owned = false;
-    sb->sent = 1;
+    sent_add(sb, 1);
     d.segid = sb->seg->segid;
     d.offset = sb->off;
     d.length = *len;
@@ -529,8 +612,7 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
 
 void bk_shm_unsent(struct bk_sbuf *sb)
 {
-    if (sb->sent)
-        sb->sent--;
+    sent_sub(sb, 1);
     sbuf_maybe_free(sb);
 }
 
@@ -545,7 +627,7 @@ int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 
         if (!sb)
             continue;
-        sb->sent -= count < sb->sent ? count : sb->sent;
+        sent_sub(sb, count);
         sbuf_maybe_free(sb);
     }
     return 0;
@@ -571,7 +653,7 @@ BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
         return -EOPNOTSUPP;
     nowait = bk_conn_attached(b) || timeout_ms == 0;
     for (;;) {
-        r = bk_shm_get(b, size, nowait ? -1 : deadline, &sb);
+        r = bk_shm_get(b, size, !nowait, nowait ? -1 : deadline, &sb);
         if (r != -EAGAIN)
             break;
         if (nowait)
@@ -602,7 +684,7 @@ int bk_shm_buf_desc(broker_t *b, broker_buf_t *buf, size_t len,
     d.offset = sb->off;
     d.length = len;
     bk_shm_desc_encode(&d, desc);
-    sb->sent++;
+    sent_add(sb, 1);
     *out = sb;
     return 0;
 }
