@@ -442,7 +442,7 @@ static int pump_releases(broker_t *b)
     uint64_t freed = shm->nfreed;
     int r;
 
-    if (bk_conn_attached(b) || shm->nbufs == 0 || b->io.err)
+    if (bk_conn_attached(b) || !shm->awaiting || b->io.err)
         return 0;
     r = bk_io_pump(&b->io, BK_PUMP_BUDGET);
     if (r < 0)
