@@ -39,9 +39,9 @@ bool bk_shm_supported(const broker_t *b);
  * free; with may_wait it then waits for a release a little (no longer
  * than new memory would take to fault in, nor than deadline) before it
  * takes new memory; a new segment may need a round trip to the broker,
- * bounded by deadline.  It never waits for a full pool: returns 0,
- * -EAGAIN if it will fit once buffers are released, -ENOSPC if it never
- * can, or another negative errno. */
+ * bounded by deadline.  Beyond that short wait it does not wait for a
+ * full pool: returns 0, -EAGAIN if it will fit once buffers are
+ * released, -ENOSPC if it never can, or another negative errno. */
 int bk_shm_get(broker_t *b, size_t size, bool may_wait, int64_t deadline,
                struct bk_sbuf **out);
 /* The automatic path: should this message travel through the pool?
