@@ -8,6 +8,8 @@
  * shmview.h's.
  *
  * Ownership:
+ *   - a segment's memfd stays open (for fallocate) until every chunk of
+ *     it has been handed out once, or until bk_shm_destroy;
  *   - a struct bk_sbuf is freed when no reference is left: the
  *     application's (broker_buf_alloc .. broker_buf_free) and one per
  *     descriptor sent and not yet released.  A descriptor's reference is
