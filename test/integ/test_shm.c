@@ -2074,7 +2074,9 @@ Test(shm, held_view_survives_reuse_of_other_buffers)
 {
     const size_t len = MIB;
     unsigned n = (unsigned)th_scaled(60, 12);
-    broker_t *a = th_connect(&br), *r = th_connect(&br);
+    broker_t *r = th_connect(&br);
+    int fds0 = th_fd_count(getpid());
+    broker_t *a = th_connect(&br);
     broker_shm_stats_t base = pool(a);
     uint8_t *scratch = malloc(len);
     broker_buf_t *buf;
@@ -2098,8 +2100,10 @@ Test(shm, held_view_survives_reuse_of_other_buffers)
     broker_msg_free(held);
     await_pool(a, &base);
     free(scratch);
-    broker_close(r);
     broker_close(a);
+    cr_assert_eq(th_fd_count(getpid()), fds0, "the closed pool left fds "
+                 "open (its segment was only partly used)");
+    broker_close(r);
     th_broker_stop(&br);
 }
 
