@@ -21,6 +21,28 @@
  * The bitmaps and the buffers' reference counts are private heap memory:
  * a receiver can read the segment but nothing in it steers the sender.
  *
+ * Warm memory first.  Memory used for the first time costs far more than
+ * the copy into it: the kernel allocates and zeroes every page, and the
+ * sender and every receiver take a page fault for it (a fresh 16 MiB
+ * buffer costs about ten warm copies of 16 MiB).  Pages once used stay in
+ * the segment and mapped on both sides, so a buffer is taken, in this
+ * order: from the runs freed last (LIFO, a short list; the freshest in
+ * the caches), from the chunks handed out before (first fit below each
+ * segment's `touched` mark); then, after reading the RELEASEs already
+ * waiting on the socket (a blocking sender reads nothing while it sends,
+ * so without this its pool would grow by a segment whenever the
+ * releases merely had not been read yet), warm memory again; then, in
+ * blocking mode with two or more buffers in flight, a wait for a release
+ * bounded by the rent-or-buy rule (await_warm); only then new memory,
+ * the untouched end of a segment or a new segment, allocated with one
+ * fallocate() and mapped with one madvise(MADV_POPULATE_WRITE) instead
+ * of a fault per page (a segment's memfd stays open for that until all
+ * of it has been used).  A stream
+ * thus settles on two buffers when the receivers keep up (one written,
+ * one read), and in a steady stream no syscall is made beyond the
+ * sendmsg of the descriptor: the socket is read only when warm memory
+ * runs out.
+ *
  * References.  A buffer holds one reference for the application (dropped
  * by broker_buf_free) plus one per descriptor sent and not yet released
  * (RELEASE records from the broker, keyed by segment id and the buffer's
@@ -33,6 +55,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include "outq.h"
@@ -44,6 +67,8 @@
 struct bk_pseg {
     bk_list_t link;             /* on shm->segs, oldest first */
     uint32_t segid;
+    int fd;                     /* our memfd while part of it was never
+                                 * used (to allocate it), then -1 */
     uint8_t *map;
     uint64_t size;
     bk_shma_t alloc;
@@ -62,6 +87,14 @@ struct bk_sbuf {
     bool owned;                 /* the application's reference */
 };
 
+/* A run of chunks that went back to the pool. */
+struct bk_frun {
+    struct bk_pseg *seg;
+    uint32_t first, n;
+};
+
+#define BK_SHM_RECENT   16u     /* freed runs remembered for reuse */
+
 struct bk_shm {
     bk_list_t segs;             /* struct bk_pseg */
     uint32_t nsegs;
@@ -71,6 +104,12 @@ struct bk_shm {
     uint64_t in_use;
     uint64_t nbufs;
     bk_htable_t bufs;           /* struct bk_sbuf by (segid, offset) */
+    struct bk_frun recent[BK_SHM_RECENT];   /* most recently freed last */
+    uint32_t nrecent;
+    uint64_t nfreed;            /* buffers that went back, ever */
+    uint32_t awaiting;          /* buffers with descriptors unreleased */
+    uint64_t fresh_ns;          /* faulting in a new chunk took, 0: unknown */
+    uint64_t waited_ns;         /* waited for releases since new memory */
 };
 
 /* ---- setup and teardown ------------------------------------------------- */
@@ -119,6 +158,8 @@ void bk_shm_destroy(broker_t *b)
         struct bk_pseg *seg = bk_container_of(l, struct bk_pseg, link);
 
         munmap(seg->map, seg->size);
+        if (seg->fd >= 0)
+            close(seg->fd);
         bk_shma_fini(&seg->alloc);
         free(seg);
     }
@@ -204,8 +245,9 @@ static int pseg_new(broker_t *b, uint32_t nchunks, int64_t deadline,
     bk_put64(reg + 8, size);
     r = bk_ctrl_call(b, BK_OP_SEGMENT, reg, sizeof(reg), fd, deadline, NULL,
                      NULL);
-    close(fd);
+    seg->fd = fd;
     if (r < 0) {
+        close(fd);
         munmap(seg->map, size);
         bk_shma_fini(&seg->alloc);
         free(seg);
@@ -232,23 +274,37 @@ static struct bk_sbuf *sbuf_find(struct bk_shm *shm, uint32_t segid,
     return n ? bk_container_of(n, struct bk_sbuf, node) : NULL;
 }
 
-/* Take a run of chunks from seg for a buffer of `size` bytes. */
-static int sbuf_carve(struct bk_shm *shm, struct bk_pseg *seg,
-                      uint32_t need, size_t size, struct bk_sbuf **out)
+/* Descriptors of sb sent (add) or released or never sent (sub). */
+static void sent_add(struct bk_sbuf *sb, uint32_t n)
 {
-    struct bk_sbuf *sb;
-    int64_t first = bk_shma_alloc(&seg->alloc, need);
+    if (!sb->sent && n)
+        sb->shm->awaiting++;
+    sb->sent += n;
+}
 
-    if (first < 0)
-        return (int)first;
-    sb = calloc(1, sizeof(*sb));
+static void sent_sub(struct bk_sbuf *sb, uint32_t n)
+{
+    if (n > sb->sent)
+        n = sb->sent;
+    sb->sent -= n;
+    if (n && !sb->sent)
+        sb->shm->awaiting--;
+}
+
+/* A buffer on the run [first, first + need) of seg, already marked in
+ * use (given back if this fails). */
+static int sbuf_make(struct bk_shm *shm, struct bk_pseg *seg, uint32_t first,
+                     uint32_t need, size_t size, struct bk_sbuf **out)
+{
+    struct bk_sbuf *sb = calloc(1, sizeof(*sb));
+
     if (!sb) {
-        bk_shma_free(&seg->alloc, (uint32_t)first, need);
+        bk_shma_free(&seg->alloc, first, need);
         return -ENOMEM;
     }
     sb->shm = shm;
     sb->seg = seg;
-    sb->first = (uint32_t)first;
+    sb->first = first;
     sb->nchunks = need;
     sb->off = (uint64_t)first * BK_SHMA_CHUNK;
     sb->owned = true;
@@ -259,7 +315,7 @@ static int sbuf_carve(struct bk_shm *shm, struct bk_pseg *seg,
     sb->node.key = sb->key;
     sb->node.keylen = sizeof(sb->key);
     if (bk_ht_insert(&shm->bufs, &sb->node) < 0) {
-        bk_shma_free(&seg->alloc, sb->first, need);
+        bk_shma_free(&seg->alloc, first, need);
         free(sb);
         return -ENOMEM;
     }
@@ -267,6 +323,185 @@ static int sbuf_carve(struct bk_shm *shm, struct bk_pseg *seg,
     shm->nbufs++;
     *out = sb;
     return 0;
+}
+
+/* Remember a run that went back to the pool, most recent last; the
+ * oldest is forgotten when the list is full. */
+static void recent_push(struct bk_shm *shm, struct bk_pseg *seg,
+                        uint32_t first, uint32_t n)
+{
+    if (shm->nrecent == BK_SHM_RECENT) {
+        memmove(shm->recent, shm->recent + 1,
+                (BK_SHM_RECENT - 1) * sizeof(shm->recent[0]));
+        shm->nrecent--;
+    }
+    shm->recent[shm->nrecent++] = (struct bk_frun){ seg, first, n };
+}
+
+static void recent_remove(struct bk_shm *shm, uint32_t i)
+{
+    memmove(shm->recent + i, shm->recent + i + 1,
+            (shm->nrecent - i - 1) * sizeof(shm->recent[0]));
+    shm->nrecent--;
+}
+
+/* LIFO: the start of the most recently freed run that still is free and
+ * has need chunks (its rest stays remembered), or -ENOSPC.  Runs taken
+ * meanwhile by first fit are forgotten on the way. */
+static int64_t recent_take(struct bk_shm *shm, uint32_t need,
+                           struct bk_pseg **seg)
+{
+    for (uint32_t i = shm->nrecent; i-- > 0; ) {
+        struct bk_frun *fr = &shm->recent[i];
+        uint32_t first = fr->first;
+
+        if (fr->n < need)
+            continue;
+        if (bk_shma_take(&fr->seg->alloc, first, need) < 0) {
+            recent_remove(shm, i);
+            continue;
+        }
+        *seg = fr->seg;
+        if (fr->n > need) {
+            fr->first += need;
+            fr->n -= need;
+        } else {
+            recent_remove(shm, i);
+        }
+        return first;
+    }
+    return -ENOSPC;
+}
+
+/* A buffer on memory that was used before: the most recently freed run,
+ * else first fit among the warm chunks of the segments, oldest first. */
+static int get_warm(struct bk_shm *shm, uint32_t need, size_t size,
+                    struct bk_sbuf **out)
+{
+    struct bk_pseg *seg;
+    int64_t first = recent_take(shm, need, &seg);
+
+    if (first >= 0)
+        return sbuf_make(shm, seg, (uint32_t)first, need, size, out);
+    bk_list_for_each(seg, &shm->segs, struct bk_pseg, link) {
+        if (seg->alloc.nfree < need)
+            continue;
+        first = bk_shma_alloc_warm(&seg->alloc, need);
+        if (first >= 0)
+            return sbuf_make(shm, seg, (uint32_t)first, need, size, out);
+    }
+    return -ENOSPC;
+}
+
+/* Chunks [from, to) of seg, never used before, are about to be: their
+ * pages are allocated with one fallocate() and mapped with one
+ * madvise(MADV_POPULATE_WRITE) rather than one page fault per page on
+ * the first write (each in batches, about 30% cheaper than the faults).
+ * The memfd is closed once no chunk of it is new any more.  Returns 0,
+ * or -1 if the pages were not mapped, which is harmless: they then fault
+ * in as they are written. */
+static int pseg_populate(struct bk_pseg *seg, uint32_t from, uint32_t to)
+{
+    uint64_t off = (uint64_t)from * BK_SHMA_CHUNK;
+    uint64_t len = (uint64_t)(to - from) * BK_SHMA_CHUNK;
+    int r = -1;
+
+    if (seg->fd >= 0)
+        (void)fallocate(seg->fd, 0, (off_t)off, (off_t)len);
+    if (seg->fd >= 0 && seg->alloc.touched == seg->alloc.nchunks) {
+        close(seg->fd);
+        seg->fd = -1;
+    }
+#ifdef MADV_POPULATE_WRITE
+    r = madvise(seg->map + off, len, MADV_POPULATE_WRITE) == 0 ? 0 : -1;
+#endif
+    return r;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* First fit in seg, new memory included: faulted in at once, and how
+ * long that took per chunk is remembered (await_warm). */
+static int get_in(struct bk_shm *shm, struct bk_pseg *seg, uint32_t need,
+                  size_t size, struct bk_sbuf **out)
+{
+    uint32_t touched = seg->alloc.touched, end, from;
+    int64_t first = bk_shma_alloc(&seg->alloc, need);
+    uint64_t t0;
+
+    if (first < 0)
+        return (int)first;
+    end = (uint32_t)first + need;
+    if (end > touched) {
+        from = (uint32_t)first > touched ? (uint32_t)first : touched;
+        t0 = now_ns();
+        if (pseg_populate(seg, from, end) == 0)
+            shm->fresh_ns = (now_ns() - t0) / (end - from);
+        shm->waited_ns = 0;
+    }
+    return sbuf_make(shm, seg, (uint32_t)first, need, size, out);
+}
+
+/* Read the RELEASEs that arrived meanwhile: a blocking sender reads
+ * nothing while it sends.  An attached connection reads in its loop, and
+ * what is read here would not wake it, so it is left alone.  Returns
+ * whether a buffer went back to the pool, or the connection's error. */
+static int pump_releases(broker_t *b)
+{
+    struct bk_shm *shm = b->shm;
+    uint64_t freed = shm->nfreed;
+    int r;
+
+    if (bk_conn_attached(b) || !shm->awaiting || b->io.err)
+        return 0;
+    r = bk_io_pump(&b->io, BK_PUMP_BUDGET);
+    if (r < 0)
+        return r;
+    return shm->nfreed != freed;
+}
+
+/* Buffers are in flight but none is free: wait for a release rather
+ * than take new memory, as long as all the waiting since new memory was
+ * last taken stays below what new memory would cost to fault in (as
+ * measured the last time).  That is the rent-or-buy rule: it never costs
+ * more than twice the better choice, and usually much less, since a
+ * release tends to be a round trip away and new memory costs about ten
+ * copies of it.  Not while fewer than two buffers are in flight: one
+ * being written while the receivers read another is what lets the
+ * sender and the receivers work at the same time.  Returns 0 with *out,
+ * -ENOSPC (no release in time: take new memory), or the connection's
+ * error. */
+static int await_warm(broker_t *b, uint32_t need, size_t size,
+                      int64_t deadline, struct bk_sbuf **out)
+{
+    struct bk_shm *shm = b->shm;
+    uint64_t cost = (uint64_t)need * shm->fresh_ns, t0 = now_ns();
+    int64_t until;
+    int r = -ENOSPC;
+
+    if (shm->awaiting < 2 || cost <= shm->waited_ns + 1000000u)
+        return -ENOSPC;
+    until = (int64_t)bk_io_now_ms() +
+            (int64_t)((cost - shm->waited_ns) / 1000000u);
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    while (shm->awaiting && !bk_io_aborted(&b->io)) {
+        r = bk_io_wait(&b->io, false, until);
+        if (r == -ETIMEDOUT) {
+            r = -ENOSPC;
+            break;
+        }
+        if (r < 0 || (r = get_warm(shm, need, size, out)) != -ENOSPC)
+            break;
+    }
+    shm->waited_ns += now_ns() - t0;
+    return r;
 }
 
 /* Back to the pool once nobody references the buffer. */
@@ -278,13 +513,40 @@ static void sbuf_maybe_free(struct bk_sbuf *sb)
         return;
     bk_ht_remove(&shm->bufs, &sb->node);
     bk_shma_free(&sb->seg->alloc, sb->first, sb->nchunks);
+    recent_push(shm, sb->seg, sb->first, sb->nchunks);
     shm->in_use -= (uint64_t)sb->nchunks * BK_SHMA_CHUNK;
     shm->nbufs--;
+    shm->nfreed++;
     free(sb);
 }
 
-int bk_shm_get(broker_t *b, size_t size, int64_t deadline,
-                    struct bk_sbuf **out)
+/* A new segment for a request of need chunks, if the limits allow one:
+ * 0, -ENOSPC (they do not), or another negative errno. */
+static int pool_grow(broker_t *b, uint32_t need, int64_t deadline,
+                     struct bk_pseg **seg)
+{
+    struct bk_shm *shm = b->shm;
+    uint64_t limit = pool_limit(b);
+    uint64_t left = limit > shm->mapped ?
+                    (limit - shm->mapped) / BK_SHMA_CHUNK : 0;
+    uint32_t seg_chunks = bk_shma_chunks_for(b->opt_shm_seg_size);
+    uint32_t n = bk_shma_plan(need, seg_chunks ? seg_chunks : need, left);
+    int r;
+
+    if (shm->no_grow || shm->nsegs >= b->lim.max_segments || !n)
+        return -ENOSPC;
+    r = pseg_new(b, n, deadline, seg);
+    if (r == -ENOSR || r == -ENOSPC)
+        shm->no_grow = true;
+    return r == -ENOSR ? -ENOSPC : r;
+}
+
+/* Memory used before comes first (its pages are there already); then,
+ * after reading the releases that came meanwhile, memory used before
+ * again, and with may_wait, a short wait for a release; only then new
+ * memory: the untouched end of a segment, else a new segment. */
+int bk_shm_get(broker_t *b, size_t size, bool may_wait, int64_t deadline,
+               struct bk_sbuf **out)
 {
     struct bk_shm *shm = b->shm;
     uint32_t need = bk_shma_chunks_for(size);
@@ -293,29 +555,29 @@ int bk_shm_get(broker_t *b, size_t size, int64_t deadline,
 
     if (need == 0)
         return -ENOSPC;
+    r = get_warm(shm, need, size, out);
+    if (r != -ENOSPC)
+        return r;
+    r = pump_releases(b);
+    if (r < 0)
+        return r;
+    if (r > 0 && (r = get_warm(shm, need, size, out)) != -ENOSPC)
+        return r;
+    if (may_wait && !bk_conn_attached(b) &&
+        (r = await_warm(b, need, size, deadline, out)) != -ENOSPC)
+        return r;
     bk_list_for_each(seg, &shm->segs, struct bk_pseg, link) {
         if (seg->alloc.nfree < need)
             continue;
-        r = sbuf_carve(shm, seg, need, size, out);
+        r = get_in(shm, seg, need, size, out);
         if (r != -ENOSPC)
             return r;
     }
-    if (!shm->no_grow && shm->nsegs < b->lim.max_segments) {
-        uint64_t limit = pool_limit(b);
-        uint64_t left = limit > shm->mapped ?
-                        (limit - shm->mapped) / BK_SHMA_CHUNK : 0;
-        uint32_t seg_chunks = bk_shma_chunks_for(b->opt_shm_seg_size);
-        uint32_t n = bk_shma_plan(need, seg_chunks ? seg_chunks : need, left);
-
-        if (n) {
-            r = pseg_new(b, n, deadline, &seg);
-            if (r == 0)
-                return sbuf_carve(shm, seg, need, size, out);
-            if (r != -ENOSR && r != -ENOSPC)
-                return r;
-            shm->no_grow = true;
-        }
-    }
+    r = pool_grow(b, need, deadline, &seg);
+    if (r == 0)
+        return get_in(shm, seg, need, size, out);
+    if (r != -ENOSPC)
+        return r;
     bk_list_for_each(seg, &shm->segs, struct bk_pseg, link)
         if (seg->alloc.nchunks >= need)
             return -EAGAIN;
@@ -334,7 +596,7 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
         *len < b->opt_shm_threshold || !bk_shm_supported(b))
         return BK_SHM_AS_IS;
     for (;;) {
-        r = bk_shm_get(b, *len, deadline, &sb);
+        r = bk_shm_get(b, *len, true, deadline, &sb);
         if (r == 0)
             break;
         if (r == -ENOSPC || (b->opt_shm_fallback && !b->io.err &&
@@ -352,7 +614,7 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
     }
     memcpy(sb->pub.data, *data, *len);
     sb->owned = false;
-    sb->sent = 1;
+    sent_add(sb, 1);
     d.segid = sb->seg->segid;
     d.offset = sb->off;
     d.length = *len;
@@ -366,8 +628,7 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
 
 void bk_shm_unsent(struct bk_sbuf *sb)
 {
-    if (sb->sent)
-        sb->sent--;
+    sent_sub(sb, 1);
     sbuf_maybe_free(sb);
 }
 
@@ -382,7 +643,7 @@ int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 
         if (!sb)
             continue;
-        sb->sent -= count < sb->sent ? count : sb->sent;
+        sent_sub(sb, count);
         sbuf_maybe_free(sb);
     }
     return 0;
@@ -408,7 +669,7 @@ BROKER_API int broker_buf_alloc(broker_t *b, size_t size, broker_buf_t **buf,
         return -EOPNOTSUPP;
     nowait = bk_conn_attached(b) || timeout_ms == 0;
     for (;;) {
-        r = bk_shm_get(b, size, nowait ? -1 : deadline, &sb);
+        r = bk_shm_get(b, size, !nowait, nowait ? -1 : deadline, &sb);
         if (r != -EAGAIN)
             break;
         if (nowait)
@@ -439,7 +700,7 @@ int bk_shm_buf_desc(broker_t *b, broker_buf_t *buf, size_t len,
     d.offset = sb->off;
     d.length = len;
     bk_shm_desc_encode(&d, desc);
-    sb->sent++;
+    sent_add(sb, 1);
     *out = sb;
     return 0;
 }

@@ -8,6 +8,8 @@
  * shmview.h's.
  *
  * Ownership:
+ *   - a segment's memfd stays open (for fallocate) until every chunk of
+ *     it has been handed out once, or until bk_shm_destroy;
  *   - a struct bk_sbuf is freed when no reference is left: the
  *     application's (broker_buf_alloc .. broker_buf_free) and one per
  *     descriptor sent and not yet released.  A descriptor's reference is
@@ -34,11 +36,15 @@ void bk_shm_destroy(broker_t *b);
 
 /* Whether the broker takes shared memory from us. */
 bool bk_shm_supported(const broker_t *b);
-/* Get a buffer without waiting for releases (a new segment may need a
- * round trip to the broker, bounded by deadline).  Returns 0, -EAGAIN if
- * it will fit once buffers are released, -ENOSPC if it never can, or
- * another negative errno. */
-int bk_shm_get(broker_t *b, size_t size, int64_t deadline,
+/* Get a buffer, memory used before first (shm.c explains the order).
+ * Blocking mode reads the releases already there when no used memory is
+ * free; with may_wait it then waits for a release a little (no longer
+ * than new memory would take to fault in, nor than deadline) before it
+ * takes new memory; a new segment may need a round trip to the broker,
+ * bounded by deadline.  Beyond that short wait it does not wait for a
+ * full pool: returns 0, -EAGAIN if it will fit once buffers are
+ * released, -ENOSPC if it never can, or another negative errno. */
+int bk_shm_get(broker_t *b, size_t size, bool may_wait, int64_t deadline,
                struct bk_sbuf **out);
 /* The automatic path: should this message travel through the pool?
  * Nothing to decide when *out already holds a buffer or the message is a

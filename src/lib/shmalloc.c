@@ -46,7 +46,7 @@ int bk_shma_init(bk_shma_t *a, uint32_t nchunks)
     uint32_t words = (nchunks + WORD_BITS - 1) / WORD_BITS;
 
     a->bits = NULL;
-    a->nchunks = a->nfree = a->hint = 0;
+    a->nchunks = a->nfree = a->hint = a->touched = 0;
     if (nchunks == 0 || nchunks > BK_SHMA_MAX_CHUNKS)
         return -EINVAL;
     a->bits = calloc(words, sizeof(*a->bits));
@@ -62,7 +62,7 @@ void bk_shma_fini(bk_shma_t *a)
 {
     free(a->bits);
     a->bits = NULL;
-    a->nchunks = a->nfree = a->hint = 0;
+    a->nchunks = a->nfree = a->hint = a->touched = 0;
 }
 
 bool bk_shma_in_use(const bk_shma_t *a, uint32_t chunk)
@@ -70,15 +70,16 @@ bool bk_shma_in_use(const bk_shma_t *a, uint32_t chunk)
     return chunk >= a->nchunks || bit_get(a->bits, chunk);
 }
 
-/* Scan from the hint for a run of n clear bits, skipping whole words that
- * are full, and taking whole empty words at once. */
-int64_t bk_shma_alloc(bk_shma_t *a, uint32_t n)
+/* Scan from the hint for a run of n clear bits ending at or below end,
+ * skipping whole words that are full, and taking whole empty words at
+ * once.  Returns its start or -ENOSPC. */
+static int64_t find_run(const bk_shma_t *a, uint32_t n, uint32_t end)
 {
     uint32_t start = 0, run = 0, i = a->hint;
 
     if (n == 0 || n > a->nfree)
         return -ENOSPC;
-    while (i < a->nchunks && run < n) {
+    while (i < end && run < n) {
         uint64_t w = a->bits[i / WORD_BITS];
 
         if (i % WORD_BITS == 0 && w == UINT64_MAX) {
@@ -99,13 +100,50 @@ int64_t bk_shma_alloc(bk_shma_t *a, uint32_t n)
             i++;
         }
     }
-    if (run < n)
+    /* a whole empty word may have carried the run past end */
+    if (run < n || start + n > end)
         return -ENOSPC;
+    return start;
+}
+
+/* Mark the free run [start, start + n) in use. */
+static void mark_used(bk_shma_t *a, uint32_t start, uint32_t n)
+{
     bits_fill(a->bits, start, n, true);
     a->nfree -= n;
     if (start == a->hint)
         a->hint = start + n;
+    if (start + n > a->touched)
+        a->touched = start + n;
+}
+
+int64_t bk_shma_alloc(bk_shma_t *a, uint32_t n)
+{
+    int64_t start = find_run(a, n, a->nchunks);
+
+    if (start >= 0)
+        mark_used(a, (uint32_t)start, n);
     return start;
+}
+
+int64_t bk_shma_alloc_warm(bk_shma_t *a, uint32_t n)
+{
+    int64_t start = find_run(a, n, a->touched);
+
+    if (start >= 0)
+        mark_used(a, (uint32_t)start, n);
+    return start;
+}
+
+int bk_shma_take(bk_shma_t *a, uint32_t first, uint32_t n)
+{
+    if (n == 0 || first >= a->nchunks || n > a->nchunks - first)
+        return -ENOSPC;
+    for (uint32_t i = first; i < first + n; i++)
+        if (bit_get(a->bits, i))
+            return -ENOSPC;
+    mark_used(a, first, n);
+    return 0;
 }
 
 void bk_shma_free(bk_shma_t *a, uint32_t first, uint32_t n)

@@ -6,6 +6,9 @@
  * A segment is cut into chunks of BK_SHMA_CHUNK bytes; a buffer is a run
  * of contiguous chunks.  The state is a bitmap in private memory (one bit
  * per chunk, set = in use); nothing is ever stored in the segment itself.
+ * Under first fit the chunks never handed out are always the tail of the
+ * segment, from `touched` on: that is all it takes to prefer memory whose
+ * pages were faulted in and zeroed already (bk_shma_alloc_warm).
  */
 #ifndef BK_SHMALLOC_H
 #define BK_SHMALLOC_H
@@ -21,6 +24,7 @@ typedef struct bk_shma {
     uint32_t nchunks;
     uint32_t nfree;
     uint32_t hint;          /* every chunk below it is in use */
+    uint32_t touched;       /* no chunk from here on was ever handed out */
 } bk_shma_t;
 
 /* Chunks needed for `bytes` (at least 1), or 0 if that is more than
@@ -35,6 +39,16 @@ void bk_shma_fini(bk_shma_t *a);
 /* First fit: the lowest-numbered run of n free chunks is marked in use.
  * Returns its first chunk index, or -ENOSPC (also for n == 0). */
 int64_t bk_shma_alloc(bk_shma_t *a, uint32_t n);
+
+/* The same among the warm chunks only (those below a->touched, handed
+ * out before, so their pages are already there): -ENOSPC if no run of n
+ * ends at or below a->touched. */
+int64_t bk_shma_alloc_warm(bk_shma_t *a, uint32_t n);
+
+/* Mark exactly [first, first + n) in use if every chunk of it is free.
+ * Returns 0, or -ENOSPC (some chunk is in use, the run leaves the
+ * segment, or n == 0). */
+int bk_shma_take(bk_shma_t *a, uint32_t first, uint32_t n);
 
 /* Give back the run [first, first + n), which must be in use. */
 void bk_shma_free(bk_shma_t *a, uint32_t first, uint32_t n);

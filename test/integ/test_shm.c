@@ -2,8 +2,9 @@
  * test_shm.c - shared-memory (zero-copy) messages through a real brokerd:
  * byte-exact delivery, read-only views, hostile segments, descriptors and
  * releases, releases when processes die, the pool, fan-out, the automatic
- * threshold (one-way, request/reply, streams, attached mode), buffer rules
- * and the broker's limits.
+ * threshold (one-way, request/reply, streams, attached mode), buffer rules,
+ * warm reuse (a sender that never reads still gets its buffers back, held
+ * views survive, one mapping per segment) and the broker's limits.
  *
  * Ordering facts the tests lean on (design.md, "Shared memory"): a client's
  * frames are handled by the broker in the order it sent them, and the
@@ -1989,6 +1990,174 @@ Test(shm, view_outlives_receiver_close)
     await_pool(a, &base);
     cr_assert_eq(th_status_value(a, "shm_held"), 0);
     broker_close(a);
+    th_broker_stop(&br);
+}
+
+/* ---- warm reuse: the pool stays as small as what is in flight ------------------ */
+
+/* Wait until b's socket has input (hang guard only): the broker has
+ * written what it queued for b, a RELEASE here, which b has not read. */
+static void await_input(broker_t *b)
+{
+    struct pollfd pfd = { .fd = broker_fd(b), .events = POLLIN };
+    int r;
+
+    do
+        r = poll(&pfd, 1, TH_HANG_MS);
+    while (r < 0 && errno == EINTR);
+    TH_CHECK(r == 1, "no input came: %s", r < 0 ? strerror(errno)
+                                                : "hang guard");
+}
+
+/* Send message i of len bytes (pattern seed0 + i) from a to r, through
+ * broker_send's automatic path (even i) or a buffer written in place (odd
+ * i); r checks every byte and frees it; then the release waits, unread,
+ * in a's socket.  Returns where r saw the data. */
+static const void *lockstep(broker_t *a, broker_t *r, size_t len,
+                            uint64_t seed, uint8_t *scratch)
+{
+    uint64_t to = broker_client_id(r);
+    const void *at;
+    broker_msg_t *m;
+
+    if (seed % 2 == 0) {
+        th_pattern(scratch, len, seed, 0);
+        TH_OK(broker_send_id(a, to, scratch, len, NULL, 0));
+    } else {
+        broker_buf_t *buf = filled_buf(a, len, seed);
+        TH_OK(broker_buf_send_id(a, to, buf, len));
+        broker_buf_free(a, buf);
+    }
+    m = th_recv(r);
+    check_msg(m, len, seed, true);
+    at = m->data;
+    broker_msg_free(m);
+    TH_OK(broker_ping(r, TH_HANG_MS));  /* the broker handled the release */
+    await_input(a);
+    return at;
+}
+
+/* A sender that never reads (blocking broker_send and broker_buf_alloc
+ * only) still gets its buffers back: before it takes memory never used,
+ * it reads the releases waiting for it, and the pool does not grow.  The
+ * memory a message lands on is the memory the last one used. */
+Test(shm, released_buffers_are_reused_before_new_memory)
+{
+    const size_t len = MIB;
+    unsigned n = (unsigned)th_scaled(100, 20);
+    broker_t *a = th_connect(&br), *r = th_connect(&br);
+    uint8_t *scratch = malloc(len);
+    const void *first;
+
+    cr_assert_not_null(scratch);
+    /* one buffer per segment: any new memory would be a new segment */
+    cr_assert_eq(broker_set_option(a, BROKER_OPT_SHM_SEGMENT_SIZE, len), 0);
+    first = lockstep(a, r, len, 2000, scratch);
+    for (unsigned i = 1; i < n; i++) {
+        const void *at = lockstep(a, r, len, 2000 + i, scratch);
+        cr_assert_eq(at, first, "message %u landed on other memory", i);
+    }
+    broker_shm_stats_t st = pool(a);
+    cr_assert_eq(st.segments, 1, "the pool grew to %u segments",
+                 st.segments);
+    cr_assert_eq(st.mapped, len);
+    cr_assert_eq(th_status_value(a, "shm_bytes"), len);
+    free(scratch);
+    broker_close(r);
+    broker_close(a);
+    th_broker_stop(&br);
+}
+
+/* A view a receiver holds is never reused, however many messages go
+ * through the other buffers of the pool meanwhile. */
+Test(shm, held_view_survives_reuse_of_other_buffers)
+{
+    const size_t len = MIB;
+    unsigned n = (unsigned)th_scaled(60, 12);
+    broker_t *r = th_connect(&br);
+    int fds0 = th_fd_count(getpid());
+    broker_t *a = th_connect(&br);
+    broker_shm_stats_t base = pool(a);
+    uint8_t *scratch = malloc(len);
+    broker_buf_t *buf;
+    broker_msg_t *held;
+
+    cr_assert_not_null(scratch);
+    cr_assert_eq(broker_set_option(a, BROKER_OPT_SHM_SEGMENT_SIZE, 4 * len),
+                 0);
+    buf = filled_buf(a, len, 2500);
+    cr_assert_eq(broker_buf_send_id(a, broker_client_id(r), buf, len), 0);
+    broker_buf_free(a, buf);
+    held = th_recv(r);
+    check_msg(held, len, 2500, true);
+    for (unsigned i = 0; i < n; i++) {
+        const void *at = lockstep(a, r, len, 2600 + i, scratch);
+        cr_assert(at != held->data, "message %u reused the held buffer", i);
+    }
+    /* every byte of the held view is still the first message's */
+    check_msg(held, len, 2500, true);
+    cr_assert_eq(pool(a).segments, 1);
+    broker_msg_free(held);
+    await_pool(a, &base);
+    free(scratch);
+    broker_close(a);
+    cr_assert_eq(th_fd_count(getpid()), fds0, "the closed pool left fds "
+                 "open (its segment was only partly used)");
+    broker_close(r);
+    th_broker_stop(&br);
+}
+
+/* The receiver maps each segment once, whatever the number of messages
+ * into it, keeps no fd of it, and unmaps it when the owner is gone. */
+Test(shm, receiver_maps_a_segment_once_until_it_is_dropped)
+{
+    const size_t len = MIB;
+    unsigned n = (unsigned)th_scaled(40, 10);
+    broker_t *r = th_connect(&br), *a;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
+    unsigned us = 500;
+    broker_msg_t *m0, *m1;
+    uint8_t *scratch = malloc(len);
+
+    cr_assert_not_null(scratch);
+    TH_OK(broker_ping(r, TH_HANG_MS));
+    int maps0 = memfd_mappings(), fds0 = th_fd_count(getpid());
+    a = th_connect(&br);
+    int fds_a = th_fd_count(getpid());  /* a's socket */
+    cr_assert_eq(broker_set_option(a, BROKER_OPT_SHM_SEGMENT_SIZE, len), 0);
+    /* two views held at once: two segments, each mapped on both sides */
+    for (unsigned i = 0; i < 2; i++) {
+        broker_buf_t *buf = filled_buf(a, len, 2800 + i);
+        cr_assert_eq(broker_buf_send_id(a, broker_client_id(r), buf, len), 0);
+        broker_buf_free(a, buf);
+    }
+    m0 = th_recv(r);
+    m1 = th_recv(r);
+    check_msg(m0, len, 2800, true);
+    check_msg(m1, len, 2801, true);
+    cr_assert_eq(memfd_mappings(), maps0 + 4);
+    broker_msg_free(m0);
+    broker_msg_free(m1);
+    TH_OK(broker_ping(r, TH_HANG_MS));  /* the broker handled both */
+    await_buffers(a, 0);                /* and a read both releases */
+    for (unsigned i = 0; i < n; i++)
+        lockstep(a, r, len, 2900 + i, scratch);
+    cr_assert_eq(memfd_mappings(), maps0 + 4, "mapped once per segment, "
+                 "not once per message");
+    cr_assert_eq(th_fd_count(getpid()), fds_a, "segment fds kept open");
+    broker_close(a);
+    /* SEG_DROP: the receiver unmaps both */
+    for (;;) {
+        TH_OK(broker_ping(r, TH_HANG_MS));
+        if (memfd_mappings() == maps0)
+            break;
+        TH_CHECK(th_now_ms() < end, "%d memfd mappings, want %d",
+                 memfd_mappings(), maps0);
+        th_nap(&us);
+    }
+    cr_assert_eq(th_fd_count(getpid()), fds0);
+    free(scratch);
+    broker_close(r);
     th_broker_stop(&br);
 }
 

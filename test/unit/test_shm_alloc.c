@@ -1,6 +1,8 @@
 /*
  * test_shm_alloc.c - unit tests for the shared-memory pool's chunk
- * allocator (src/lib/shmalloc.c).
+ * allocator (src/lib/shmalloc.c): first fit, the warm mark (memory handed
+ * out before comes first) and taking an exact run (reuse of the run freed
+ * last).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -162,6 +164,121 @@ Test(shma, matches_a_naive_first_fit)
             memset(used + live[i].first, 0, live[i].n);
             live[i] = live[--nlive];
         }
+        if (step % 1000 == 0) {
+            uint32_t nfree = 0;
+            for (uint32_t c = 0; c < N; c++) {
+                cr_assert_eq(bk_shma_in_use(&A, c), used[c]);
+                nfree += !used[c];
+            }
+            cr_assert_eq(A.nfree, nfree);
+        }
+    }
+}
+
+Test(shma, touched_marks_the_never_used_tail)
+{
+    cr_assert_eq(bk_shma_init(&A, 16), 0);
+    cr_expect_eq(A.touched, 0);
+    cr_expect_eq(bk_shma_alloc_warm(&A, 1), -ENOSPC, "nothing used yet");
+    cr_expect_eq(bk_shma_alloc(&A, 3), 0);
+    cr_expect_eq(bk_shma_alloc(&A, 2), 3);
+    cr_expect_eq(A.touched, 5);
+    bk_shma_free(&A, 0, 3);
+    cr_expect_eq(A.touched, 5, "freeing keeps memory warm");
+    cr_expect_eq(bk_shma_alloc_warm(&A, 4), -ENOSPC, "only 3 warm chunks");
+    cr_expect_eq(bk_shma_alloc_warm(&A, 2), 0);
+    cr_expect_eq(bk_shma_alloc_warm(&A, 2), -ENOSPC, "chunk 2 alone is left");
+    cr_expect_eq(bk_shma_alloc_warm(&A, 1), 2);
+    cr_expect_eq(A.touched, 5);
+    cr_expect_eq(bk_shma_alloc(&A, 4), 5, "new memory from the tail");
+    cr_expect_eq(A.touched, 9);
+    cr_expect_eq(A.nfree, 7);
+}
+
+Test(shma, a_warm_run_never_reaches_past_touched)
+{
+    cr_assert_eq(bk_shma_init(&A, 200), 0);
+    cr_expect_eq(bk_shma_alloc(&A, 64), 0, "exactly word 0");
+    cr_expect_eq(bk_shma_alloc(&A, 10), 64);
+    bk_shma_free(&A, 0, 64);
+    bk_shma_free(&A, 64, 10);
+    cr_expect_eq(A.touched, 74);
+    /* words 0 and 1 are empty: the scan takes them whole, but a run of
+     * 100 would end in memory never used */
+    cr_expect_eq(bk_shma_alloc_warm(&A, 100), -ENOSPC);
+    cr_expect_eq(bk_shma_alloc_warm(&A, 75), -ENOSPC);
+    cr_expect_eq(bk_shma_alloc_warm(&A, 74), 0);
+    cr_expect_eq(A.nfree, 200 - 74);
+}
+
+Test(shma, take_claims_exactly_a_free_run)
+{
+    cr_assert_eq(bk_shma_init(&A, 16), 0);
+    cr_expect_eq(bk_shma_take(&A, 4, 3), 0);
+    cr_expect(bk_shma_in_use(&A, 4) && bk_shma_in_use(&A, 6));
+    cr_expect(!bk_shma_in_use(&A, 3) && !bk_shma_in_use(&A, 7));
+    cr_expect_eq(A.nfree, 13);
+    cr_expect_eq(A.touched, 7);
+    cr_expect_eq(bk_shma_take(&A, 6, 2), -ENOSPC, "chunk 6 is in use");
+    cr_expect_eq(bk_shma_take(&A, 15, 2), -ENOSPC, "leaves the segment");
+    cr_expect_eq(bk_shma_take(&A, 16, 1), -ENOSPC);
+    cr_expect_eq(bk_shma_take(&A, 0, 0), -ENOSPC);
+    cr_expect_eq(A.nfree, 13, "failed takes change nothing");
+    cr_expect_eq(bk_shma_alloc(&A, 4), 0, "first fit still sees the hole");
+    cr_expect_eq(bk_shma_alloc(&A, 1), 7);
+    bk_shma_free(&A, 4, 3);
+    cr_expect_eq(bk_shma_take(&A, 4, 3), 0, "a freed run can be taken again");
+}
+
+Test(shma, warm_and_take_match_a_naive_model)
+{
+    enum { N = 333, LIVE = 64 };
+    struct { uint32_t first, n; } live[LIVE];
+    bool used[N] = { 0 };
+    uint32_t touched = 0;
+    unsigned nlive = 0, seed = 777;
+
+    cr_assert_eq(bk_shma_init(&A, N), 0);
+    for (int step = 0; step < 20000; step++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned op = (seed >> 16) % 4;
+        uint32_t want = 1 + (seed >> 8) % ((seed >> 20) % 4 ? 8 : 80);
+        int64_t got = -ENOSPC, exp = -ENOSPC;
+
+        if (nlive && (op == 0 || nlive == LIVE)) {
+            unsigned i = (seed >> 10) % nlive;
+
+            bk_shma_free(&A, live[i].first, live[i].n);
+            memset(used + live[i].first, 0, live[i].n);
+            live[i] = live[--nlive];
+            continue;
+        }
+        if (op == 1) {
+            got = bk_shma_alloc_warm(&A, want);
+            /* the model of the warm mark: first fit in [0, touched) */
+            exp = model_alloc(used, touched, want);
+        } else if (op == 2) {
+            uint32_t first = (seed >> 4) % N, k = 0;
+
+            while (k < want && first + k < N && !used[first + k])
+                k++;
+            got = bk_shma_take(&A, first, want) == 0 ? (int64_t)first : -ENOSPC;
+            exp = k == want ? (int64_t)first : -ENOSPC;
+            if (exp >= 0)
+                memset(used + first, 1, want);
+        } else {
+            got = bk_shma_alloc(&A, want);
+            exp = model_alloc(used, N, want);
+        }
+        cr_assert_eq(got, exp, "step %d op %u: %u chunks gave %ld, want %ld",
+                     step, op, want, (long)got, (long)exp);
+        if (got >= 0) {
+            if ((uint32_t)got + want > touched)
+                touched = (uint32_t)got + want;
+            live[nlive].first = (uint32_t)got;
+            live[nlive++].n = want;
+        }
+        cr_assert_eq(A.touched, touched, "step %d", step);
         if (step % 1000 == 0) {
             uint32_t nfree = 0;
             for (uint32_t c = 0; c < N; c++) {
