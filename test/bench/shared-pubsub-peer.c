@@ -29,15 +29,18 @@
  * policy block; if one came it is counted on stderr, and the harness sees
  * the missing sequence numbers.
  *
+ * Every client batches (BROKER_OPT_BATCH, libbroker(3) "Batching"): a
+ * burst of publications leaves in packets of hundreds, written when a
+ * packet is full, when the client waits (the harness's receive) and by
+ * the harness's flush hook (broker_flush).  BROKERD_PUBSUB_BATCH=0 turns
+ * that off (one packet per publication).
+ *
  * BROKERD_PUBSUB_ASYNC=1 (environment, off by default): client A of
  * stream64, stream4k and fanout publishes through the libuv-attached API
- * instead (broker_attach; broker_publish queues in the library once the
- * socket is full and the loop writes the queue packed, many frames per
- * packet, up to PENDING_MAX bytes ahead: the pipelining the redis driver
- * does with its batches of 256).  It cuts the publisher's sendmsg calls
- * and brokerd's recvmsg calls about 40-fold in fanout, but with it
- * stream4k arrives out of order (badseq ~10%, 4 KiB publications in
- * attached mode; blocking mode is in order), so it is not the default.
+ * instead (broker_attach; what one loop pass publishes is packed and
+ * written before the loop sleeps, and the driver lets at most PENDING_MAX
+ * bytes wait in the library: the pipelining the redis driver does with
+ * its batches of 256).
  * BROKERD_SRC is the source tree (for include/), BROKERD_BUILD the build
  * tree that holds brokerd and .libs/libbroker.so (run.sh sets both).
  * CFLAGS: -I${BROKERD_SRC}/include
