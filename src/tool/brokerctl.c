@@ -16,6 +16,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -48,6 +49,8 @@ enum {
     CTL_ACCEPT_SNAP = 0x10,     /* --snap */
     CTL_ACCEPT_SUB = 0x20,      /* --group, --policy, --count, --raw */
     CTL_ACCEPT_REG = 0x40,      /* --queue, --replace, --allow-replacement */
+    CTL_ACCEPT_BENCH = 0x80,    /* --count, --size, --subs, --clients,
+                                   --reps, --baseline, --no-batch */
 };
 
 typedef struct ctl_cmd {
@@ -79,13 +82,16 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "monitor",  0, 1, CTL_ACCEPT_JSON | CTL_ACCEPT_SNAP, NULL,
       ctl_run_monitor },
     { "capture",  1, 2, CTL_ACCEPT_SNAP, "a FILE", ctl_run_capture },
+    { "bench",    0, 6, CTL_ACCEPT_JSON | CTL_ACCEPT_BENCH, NULL,
+      ctl_run_bench },
 };
 
 enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
        CTL_OPT_NO_LEGEND, CTL_OPT_SORT, CTL_OPT_TOP, CTL_OPT_INTERVAL,
        CTL_OPT_ITERATIONS, CTL_OPT_SNAP, CTL_OPT_GROUP, CTL_OPT_POLICY,
        CTL_OPT_COUNT, CTL_OPT_RAW, CTL_OPT_QUEUE, CTL_OPT_REPLACE,
-       CTL_OPT_ALLOW_REPLACEMENT };
+       CTL_OPT_ALLOW_REPLACEMENT, CTL_OPT_SIZE, CTL_OPT_SUBS, CTL_OPT_CLIENTS,
+       CTL_OPT_REPS, CTL_OPT_BASELINE, CTL_OPT_NO_BATCH };
 
 static const struct option ctl_long_opts[] = {
     { "socket",  required_argument, NULL, 's' },
@@ -105,6 +111,12 @@ static const struct option ctl_long_opts[] = {
     { "queue",   no_argument,       NULL, CTL_OPT_QUEUE },
     { "replace", no_argument,       NULL, CTL_OPT_REPLACE },
     { "allow-replacement", no_argument, NULL, CTL_OPT_ALLOW_REPLACEMENT },
+    { "size",    required_argument, NULL, CTL_OPT_SIZE },
+    { "subs",    required_argument, NULL, CTL_OPT_SUBS },
+    { "clients", required_argument, NULL, CTL_OPT_CLIENTS },
+    { "reps",    required_argument, NULL, CTL_OPT_REPS },
+    { "baseline", no_argument,      NULL, CTL_OPT_BASELINE },
+    { "no-batch", no_argument,      NULL, CTL_OPT_NO_BATCH },
     { "version", no_argument,       NULL, CTL_OPT_VERSION },
     { "help",    no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
@@ -163,6 +175,12 @@ static void ctl_help(void)
 "  capture FILE [FILTER] [--snap N]\n"
 "                           write the same records as pcapng to FILE\n"
 "                           ('-': stdout)\n"
+"  bench [WORKLOAD...] [--count N] [--size BYTES] [--subs N] [--clients N]\n"
+"      [--reps R] [--baseline] [--no-batch] [--json]\n"
+"                           measure the broker with forked clients\n"
+"                           (pingpong, stream, bulk, fanout, clients;\n"
+"                           default all); --baseline: also over a\n"
+"                           socketpair and an epoll relay, with ratios\n"
 "\n"
 "-s, --timeout, --json and --no-legend may also follow the command.\n"
 "--sort takes a field (JSON key) of the list; numbers sort largest first,\n"
@@ -244,11 +262,19 @@ static unsigned ctl_opt_scope(int c, bool global)
         return CTL_ACCEPT_TOP;
     case CTL_OPT_SNAP:
         return CTL_ACCEPT_SNAP;
+    case CTL_OPT_COUNT:
+        return CTL_ACCEPT_SUB | CTL_ACCEPT_BENCH;
     case CTL_OPT_GROUP:
     case CTL_OPT_POLICY:
-    case CTL_OPT_COUNT:
     case CTL_OPT_RAW:
         return CTL_ACCEPT_SUB;
+    case CTL_OPT_SIZE:
+    case CTL_OPT_SUBS:
+    case CTL_OPT_CLIENTS:
+    case CTL_OPT_REPS:
+    case CTL_OPT_BASELINE:
+    case CTL_OPT_NO_BATCH:
+        return CTL_ACCEPT_BENCH;
     case CTL_OPT_QUEUE:
     case CTL_OPT_REPLACE:
     case CTL_OPT_ALLOW_REPLACEMENT:
@@ -306,6 +332,68 @@ static int ctl_take_pubsub(int c, ctl_opts_t *o)
     return CTL_PARSE_GO_ON;
 }
 
+/* --size BYTES: a number with an optional K, M or G (powers of 1024),
+ * from 8 (the sequence number) to 1 GiB.  0 or -EINVAL. */
+static int ctl_parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v;
+    int shift = 0;
+
+    errno = 0;
+    if (!isdigit((unsigned char)*s))
+        return -EINVAL;
+    v = strtoull(s, &end, 10);
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (errno || *end || v > (1ull << 30) >> shift)
+        return -EINVAL;
+    v <<= shift;
+    if (v < 8)
+        return -EINVAL;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* The options of bench (--count is sub's too).  Returns CTL_PARSE_GO_ON
+ * or an exit code. */
+static int ctl_take_bench(int c, ctl_opts_t *o)
+{
+    switch (c) {
+    case CTL_OPT_SIZE:
+        if (ctl_parse_size(optarg, &o->bench_size) < 0)
+            return ctl_usage_error("invalid --size '%s' (bytes, 8 to 1G; "
+                                   "K, M, G allowed)", optarg);
+        break;
+    case CTL_OPT_SUBS:
+        if (ctl_parse_long(optarg, 1, 256, &o->bench_subs) < 0)
+            return ctl_usage_error("invalid --subs '%s' (1 to 256)", optarg);
+        break;
+    case CTL_OPT_CLIENTS:
+        if (ctl_parse_long(optarg, 1, 1000, &o->bench_clients) < 0)
+            return ctl_usage_error("invalid --clients '%s' (1 to 1000)",
+                                   optarg);
+        break;
+    case CTL_OPT_REPS:
+        if (ctl_parse_long(optarg, 1, 99, &o->bench_reps) < 0)
+            return ctl_usage_error("invalid --reps '%s' (1 to 99)", optarg);
+        break;
+    case CTL_OPT_BASELINE:
+        o->bench_baseline = true;
+        break;
+    case CTL_OPT_NO_BATCH:
+        o->bench_no_batch = true;
+        break;
+    }
+    return CTL_PARSE_GO_ON;
+}
+
 /* Store option c's value in o.  Returns CTL_PARSE_GO_ON, or an exit code
  * to stop with (--help, --version, an invalid value or option). */
 static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
@@ -321,6 +409,13 @@ static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
     case CTL_OPT_REPLACE:
     case CTL_OPT_ALLOW_REPLACEMENT:
         return ctl_take_pubsub(c, o);
+    case CTL_OPT_SIZE:
+    case CTL_OPT_SUBS:
+    case CTL_OPT_CLIENTS:
+    case CTL_OPT_REPS:
+    case CTL_OPT_BASELINE:
+    case CTL_OPT_NO_BATCH:
+        return ctl_take_bench(c, o);
     case 's':
         o->socket = optarg;
         break;

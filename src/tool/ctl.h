@@ -18,6 +18,8 @@
  *   monitor.c    ctl_mon_    monitor, and the monitor session it shares
  *                            with capture
  *   capture.c    ctl_cap_    capture (pcapng)
+ *   bench.c      bench_      bench: workloads in forked clients, the
+ *                            socketpair and relay baselines
  *
  * Each command is a ctl_run_NAME(opts) in its family's file that returns
  * an exit code (CTL_EXIT_*); the files' own helpers carry their prefix.
@@ -61,10 +63,17 @@ typedef struct ctl_opts {
     uint32_t snap;          /* monitor/capture --snap N, 0: default */
     const char *group;      /* sub --group G, or NULL */
     int policy;             /* sub --policy: BROKER_SUB_* */
-    long count;             /* sub --count N, 0: until a signal */
+    long count;             /* sub --count N, 0: until a signal; bench
+                               --count N, 0: each workload's default */
     bool raw;               /* sub --raw */
     uint32_t reg_flags;     /* listen --queue/--replace/--allow-replacement:
                                BROKER_NAME_* */
+    size_t bench_size;      /* bench --size, 0: each workload's default */
+    long bench_subs;        /* bench --subs, 0: default */
+    long bench_clients;     /* bench --clients, 0: default */
+    long bench_reps;        /* bench --reps, 0: one */
+    bool bench_baseline;    /* bench --baseline */
+    bool bench_no_batch;    /* bench --no-batch */
     const char *cmd;
     char **args;            /* positional arguments after the command */
     int nargs;
@@ -218,5 +227,7 @@ int ctl_run_top(const ctl_opts_t *o);
 
 int ctl_run_monitor(const ctl_opts_t *o);
 int ctl_run_capture(const ctl_opts_t *o);
+
+int ctl_run_bench(const ctl_opts_t *o);
 
 #endif
