@@ -50,7 +50,8 @@ enum {
     CTL_ACCEPT_SUB = 0x20,      /* --group, --policy, --count, --raw */
     CTL_ACCEPT_REG = 0x40,      /* --queue, --replace, --allow-replacement */
     CTL_ACCEPT_BENCH = 0x80,    /* --count, --size, --subs, --clients,
-                                   --reps, --baseline, --no-batch */
+                                   --reps, --baseline, --no-batch,
+                                   --no-legend */
 };
 
 typedef struct ctl_cmd {
@@ -251,7 +252,7 @@ static unsigned ctl_opt_scope(int c, bool global)
     case CTL_OPT_JSON:
         return global ? 0 : CTL_ACCEPT_JSON;
     case CTL_OPT_NO_LEGEND:
-        return global ? 0 : CTL_ACCEPT_LIST;
+        return global ? 0 : CTL_ACCEPT_LIST | CTL_ACCEPT_BENCH;
     case CTL_OPT_SORT:
     case CTL_OPT_TOP:
         return CTL_ACCEPT_LIST;
