@@ -972,6 +972,10 @@ static int bench_bulk_sender(bench_run_t *run, unsigned idx, bench_rep_t *rep,
     int r = run->mode && !priv ? -ENOMEM : bench_connect(run, NULL, &b);
 
     (void)idx;
+    /* broker_send waits for pool buffers rather than falling back to the
+     * socket: a message in fragments could be overtaken (libbroker(3)). */
+    if (r == 0 && priv)
+        r = broker_set_option(b, BROKER_OPT_SHM_FALLBACK, 0);
     if (r == 0 && (r = bench_ready(fd)) == 0)
         r = bench_wait_eof(run->go[0]);
     for (size_t i = 0; i < run->count && r == 0; i++) {
