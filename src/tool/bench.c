@@ -48,6 +48,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -62,6 +63,7 @@
 #define BENCH_PAGE         4096u
 #define BENCH_PAIR_MAX     65536u   /* largest payload of the baseline */
 #define BENCH_BULK_DEF     ((size_t)16 << 20)
+#define BENCH_RING_SLOTS   4u       /* bulk floor: messages in flight */
 
 /* Default counts, per workload (--count overrides them all). */
 #define BENCH_DEF_PINGPONG 20000
@@ -124,7 +126,7 @@ typedef struct bench_res {
     char label[32];         /* "pingpong", "stream64", ... */
     size_t size, count;
     unsigned n;             /* fanout: subscribers; clients: clients */
-    bool baseline;          /* pair and relay are measured */
+    unsigned vias;          /* 1 << BENCH_VIA_*: the transports run */
     unsigned nfig;
     bench_fig_t fig[BENCH_MAX_FIGS];
     uint64_t sent, received, badseq;    /* all runs, all transports */
@@ -157,6 +159,8 @@ typedef struct bench_run {
     int *a, *b, *r;
     unsigned na;
     int l;
+    unsigned char *ring;    /* bulk over pair: BENCH_RING_SLOTS messages
+                               in memory both processes share */
     bench_child_t *kids;
     unsigned nkids;
 } bench_run_t;
@@ -660,6 +664,15 @@ static int bench_run_init(bench_run_t *run, bench_t *bt,
     run->kids = calloc(nkids, sizeof(*run->kids));
     if (!run->kids)
         return -ENOMEM;
+    if (via != BENCH_VIA_BROKER && res->kind == BENCH_BULK) {
+        run->ring = mmap(NULL, BENCH_RING_SLOTS * res->size,
+                         PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                         -1, 0);
+        if (run->ring == MAP_FAILED) {
+            run->ring = NULL;
+            return -errno;
+        }
+    }
     return via == BENCH_VIA_BROKER ? 0 : bench_run_net(run);
 }
 
@@ -672,6 +685,8 @@ static void bench_run_fini(bench_run_t *run)
     free(run->b);
     free(run->r);
     free(run->kids);
+    if (run->ring)
+        munmap(run->ring, BENCH_RING_SLOTS * run->res->size);
 }
 
 /* ---- the relay ---------------------------------------------------------- */
@@ -996,6 +1011,62 @@ static int bench_bulk_sender(bench_run_t *run, unsigned idx, bench_rep_t *rep,
     return r;
 }
 
+/*
+ * The floor of bulk (its "pair" baseline): BENCH_RING_SLOTS messages in
+ * memory both processes map (no broker, no library), a socketpair
+ * carrying slot numbers: full ones to the consumer, read ones back.  The
+ * same pages are stamped and checked as through the broker.
+ */
+static int bench_slot_recv(int fd, uint32_t *slot)
+{
+    ssize_t n = bench_pkt_recv(fd, slot, sizeof(*slot), BENCH_IO_MS);
+
+    if (n < 0)
+        return (int)n;
+    return n == sizeof(*slot) && *slot < BENCH_RING_SLOTS ? 0 : -EPROTO;
+}
+
+static int bench_floor_receiver(bench_run_t *run, unsigned idx,
+                                bench_rep_t *rep, int fd)
+{
+    size_t size = run->res->size;
+    bench_count_t c = { .size = size, .want = run->count,
+                        .warm = bench_warm(run->count) };
+    int r = bench_ready(fd);
+
+    (void)idx;
+    while (r == 0 && rep->got < c.want) {
+        uint32_t slot;
+        if ((r = bench_slot_recv(run->b[0], &slot)) < 0)
+            break;
+        bench_bulk_check(&c, rep, run->ring + slot * size, size);
+        r = bench_pkt_send(run->b[0], &slot, sizeof(slot));
+    }
+    return r == -ETIMEDOUT ? 0 : r;
+}
+
+static int bench_floor_sender(bench_run_t *run, unsigned idx,
+                              bench_rep_t *rep, int fd)
+{
+    size_t size = run->res->size;
+    int r = bench_ready(fd);
+
+    (void)idx;
+    if (r == 0)
+        r = bench_wait_eof(run->go[0]);
+    for (size_t i = 0; i < run->count && r == 0; i++) {
+        uint32_t slot = (uint32_t)i;
+        if (i >= BENCH_RING_SLOTS && (r = bench_slot_recv(run->a[0], &slot)))
+            break;
+        bench_bulk_stamp(run->ring + slot * size, size, i);
+        if ((r = bench_pkt_send(run->a[0], &slot, sizeof(slot))) == 0)
+            rep->sent++;
+    }
+    if (r == 0)
+        r = bench_wait_eof(run->end[0]);
+    return r;
+}
+
 /* ---- clients ---------------------------------------------------------------- */
 
 static bool bench_is_request(const broker_msg_t *m)
@@ -1101,9 +1172,13 @@ static int bench_spawn_roles(bench_run_t *run)
         break;
     case BENCH_BULK:
         if (r == 0)
-            r = bench_spawn(run, bench_bulk_receiver, 0, false, false);
+            r = bench_spawn(run, run->ring ? bench_floor_receiver
+                                           : bench_bulk_receiver,
+                            0, false, false);
         if (r == 0)
-            r = bench_spawn(run, bench_bulk_sender, 0, true, false);
+            r = bench_spawn(run, run->ring ? bench_floor_sender
+                                           : bench_bulk_sender,
+                            0, true, false);
         break;
     case BENCH_CLIENTS:
         r = -EINVAL;
@@ -1253,9 +1328,12 @@ static void bench_progress(const bench_t *bt, const bench_res_t *res,
 static void bench_store(bench_res_t *res, bench_via_t via, unsigned rep,
                         const bench_out_t *out, int mode)
 {
+    /* bulk: a run per path through brokerd, the floor serves both. */
     for (unsigned f = 0; f < res->nfig; f++)
         if (res->kind != BENCH_BULK || (int)f == mode)
             res->fig[f].v[via][rep] = out->fig[f];
+        else if (via != BENCH_VIA_BROKER)
+            res->fig[f].v[via][rep] = out->fig[0];
     if (via == BENCH_VIA_BROKER) {
         res->sent += out->sent;
         res->received += out->received;
@@ -1265,16 +1343,23 @@ static void bench_store(bench_res_t *res, bench_via_t via, unsigned rep,
     }
 }
 
+/* How many runs res makes over via: none if via is not measured; bulk
+ * through brokerd: one per path. */
+static int bench_modes(const bench_res_t *res, bench_via_t via)
+{
+    if (!(res->vias & (1u << via)))
+        return 0;
+    return res->kind == BENCH_BULK && via == BENCH_VIA_BROKER ? 2 : 1;
+}
+
 /* Every repetition of res: brokerd, then (--baseline) pair and relay,
  * so all three see the same machine noise. */
 static void bench_measure(bench_t *bt, bench_res_t *res)
 {
-    unsigned nvia = res->baseline ? BENCH_VIAS : 1;
-    int nmode = res->kind == BENCH_BULK ? 2 : 1;
-
     for (unsigned rep = 0; rep < bt->reps; rep++)
-        for (unsigned v = 0; v < nvia; v++)
-            for (int mode = 0; mode < nmode; mode++) {
+        for (unsigned v = 0; v < BENCH_VIAS; v++)
+            for (int mode = 0; mode < bench_modes(res, (bench_via_t)v);
+                 mode++) {
                 bench_out_t out = { .fig = { 0 } };
                 bench_progress(bt, res, (bench_via_t)v, mode, rep);
                 int r = bench_run_once(bt, res, (bench_via_t)v, mode, &out);
@@ -1355,8 +1440,12 @@ static int bench_res_init(bench_res_t *res, const bench_t *bt,
     }
     if (o->count)
         res->count = (size_t)o->count;
-    res->baseline = o->bench_baseline && kind != BENCH_BULK &&
-                    kind != BENCH_CLIENTS && size <= BENCH_PAIR_MAX;
+    res->vias = 1u << BENCH_VIA_BROKER;
+    if (o->bench_baseline && kind == BENCH_BULK)
+        res->vias |= 1u << BENCH_VIA_PAIR;      /* the shared-memory floor */
+    else if (o->bench_baseline && kind != BENCH_CLIENTS &&
+             size <= BENCH_PAIR_MAX)
+        res->vias |= 1u << BENCH_VIA_PAIR | 1u << BENCH_VIA_RELAY;
     return r ? -ENOMEM : 0;
 }
 
@@ -1418,25 +1507,21 @@ static const char *bench_fmt(double v, char *buf, size_t len)
 static void bench_table_row(const bench_t *bt, const bench_res_t *res,
                             const bench_fig_t *f)
 {
-    char a[32], b[32], c[32], d[32], e[32], g[32], h[32], mm[72];
-    double med, min, max, base[BENCH_VIAS];
+    char a[32], b[32], c[32], mm[72];
+    double med, min, max;
 
     bench_stats(f->v[BENCH_VIA_BROKER], bt->reps, &med, &min, &max);
     snprintf(mm, sizeof(mm), "%s-%s", bench_fmt(min, a, sizeof(a)),
              bench_fmt(max, b, sizeof(b)));
     printf("%-11s %-12s %-6s %12s %21s", res->label, f->label, f->unit,
            bench_fmt(med, c, sizeof(c)), bt->reps > 1 ? mm : "-");
-    if (bt->o->bench_baseline) {
-        for (int v = 1; v < BENCH_VIAS; v++)
-            base[v] = bench_median(f->v[v], bt->reps);
-        if (res->baseline)
-            printf(" %12s %7sx %12s %7sx",
-                   bench_fmt(base[1], d, sizeof(d)),
-                   bench_fmt(bench_ratio(med, base[1]), e, sizeof(e)),
-                   bench_fmt(base[2], g, sizeof(g)),
-                   bench_fmt(bench_ratio(med, base[2]), h, sizeof(h)));
+    for (int v = 1; bt->o->bench_baseline && v < BENCH_VIAS; v++) {
+        double base = bench_median(f->v[v], bt->reps);
+        if (res->vias & (1u << v))
+            printf(" %12s %7sx", bench_fmt(base, a, sizeof(a)),
+                   bench_fmt(bench_ratio(med, base), b, sizeof(b)));
         else
-            printf(" %12s %8s %12s %8s", "-", "-", "-", "-");
+            printf(" %12s %8s", "-", "-");
     }
     putchar('\n');
 }
@@ -1496,10 +1581,10 @@ static void bench_json_fig(const bench_t *bt, const bench_res_t *res,
     bench_json_num(first, res->label, f->key, NULL, med, false);
     bench_json_num(first, res->label, f->key, "min", min, false);
     bench_json_num(first, res->label, f->key, "max", max, false);
-    if (!res->baseline)
-        return;
     for (int v = 1; v < BENCH_VIAS; v++) {
         char ratio[32];
+        if (!(res->vias & (1u << v)))
+            continue;
         double base = bench_median(f->v[v], bt->reps);
         snprintf(ratio, sizeof(ratio), "%s_ratio", bench_via_names[v]);
         bench_json_num(first, res->label, f->key, bench_via_names[v], base,
