@@ -540,14 +540,15 @@ static int bench_await_ready(bench_run_t *run, unsigned from)
 }
 
 /* Start the run, collect every report: receivers, then (end closed)
- * senders.  Returns the first error. */
+ * senders.  Returns the first error; after a receiver's, the senders are
+ * not waited for (one may be blocked on it: bench_reap kills them). */
 static int bench_collect(bench_run_t *run)
 {
     int r = 0, e;
 
     close(run->go[1]);
     run->go[1] = -1;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 2 && r == 0; pass++) {
         if (pass == 1) {
             close(run->end[1]);
             run->end[1] = -1;
@@ -692,7 +693,8 @@ static void bench_run_fini(bench_run_t *run)
 /* ---- the relay ---------------------------------------------------------- */
 
 /* Forward every packet from l to every r[i], and from any r[i] to l,
- * until killed. */
+ * until killed.  A packet it fails to forward is lost: the receiver
+ * counts it so. */
 static int bench_relay(bench_run_t *run, unsigned idx, bench_rep_t *rep,
                        int fd)
 {
@@ -702,7 +704,9 @@ static int bench_relay(bench_run_t *run, unsigned idx, bench_rep_t *rep,
 
     (void)idx;
     (void)rep;
-    if (!buf || ep < 0)
+    if (ep < 0)
+        return -errno;
+    if (!buf)
         return -ENOMEM;
     for (unsigned i = 0; i <= run->n; i++) {
         struct epoll_event e = { .events = EPOLLIN };
