@@ -18,10 +18,12 @@
  *
  * Workloads (see brokerctl(1), BENCH):
  *   pingpong  broker_send to a name, echoed with broker_send_id; latency
- *   stream    one producer, one consumer (a name), sequence-checked
+ *   stream    one producer, one consumer (a name), sequence-checked;
+ *             the producer batches (BROKER_OPT_BATCH) unless --no-batch
  *   bulk      shared memory: broker_buf_alloc written in place, and
  *             broker_send; the consumer touches every 4 KiB page
- *   fanout    broker_publish to N subscribers with policy block
+ *   fanout    broker_publish to N subscribers with policy block,
+ *             batched as stream
  *   clients   N clients doing broker_call to one echo service; brokerd's
  *             VmRSS per client
  * pingpong, stream and fanout also run over a direct SOCK_SEQPACKET
@@ -395,11 +397,10 @@ static void bench_ep_close(bench_ep_t *ep)
     ep->buf = NULL;
 }
 
-/* Batched sends, where the library has them (see ctl_run_bench). */
+/* Write what batching holds (baseline sockets hold nothing). */
 static int bench_ep_flush(bench_ep_t *ep)
 {
-    (void)ep;
-    return 0;
+    return ep->b ? broker_flush(ep->b, BENCH_GUARD_MS) : 0;
 }
 
 /* Connect to the session's broker; register `name` if not NULL. */
@@ -823,6 +824,8 @@ static int bench_flow_sender(bench_run_t *run, unsigned idx, bench_rep_t *rep,
     int r = bench_ep_sender(run, bench_is_fanout(run), &ep);
 
     (void)idx;
+    if (r == 0 && ep.b && run->bt->batch)
+        r = broker_set_option(ep.b, BROKER_OPT_BATCH, 1);
     if (r == 0)
         r = bench_ready(fd);
     if (r == 0)
@@ -1750,7 +1753,7 @@ int ctl_run_bench(const ctl_opts_t *o)
     if (bench_open(&bt) < 0)
         return CTL_EXIT_RUNTIME;
     bt.tty = isatty(STDERR_FILENO);
-    bt.batch = false;
+    bt.batch = !o->bench_no_batch;
     if (bench_plan(&bt, mask, res, &nres) < 0) {
         ctl_err("bench: %s", broker_strerror(-ENOMEM));
         rc = CTL_EXIT_RUNTIME;

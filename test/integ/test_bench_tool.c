@@ -1,7 +1,8 @@
 /*
  * test_bench_tool.c - brokerctl bench against a real brokerd: every
  * workload with a tiny count succeeds, its JSON (one flat object) parses
- * and counts exactly what was sent with no message out of order, the
+ * and counts exactly what was sent with no message out of order (with
+ * and without batched sends), the
  * baseline adds its figures and ratios, repetitions give a spread, the
  * table has its columns, and bad options are usage errors naming the
  * option.
@@ -120,6 +121,25 @@ Test(bench_tool, stream_runs_both_default_sizes_or_the_one_given)
     BENCH_JSON(&j, "stream", "--count", "12", "--size", "100K");
     assert_counted(&j, "stream102400", 12, 12);
     cr_assert(!has_key(&j, "stream64", "count"));
+    th_json_obj_free(&j);
+}
+
+Test(bench_tool, producers_batch_unless_no_batch)
+{
+    th_json_obj_t j;
+
+    BENCH_JSON(&j, "stream", "fanout", "--size", "100", "--count", "300",
+               "--subs", "2");
+    cr_assert_eq(th_json_u64(&j, "batch"), 1);
+    assert_counted(&j, "stream100", 300, 300);
+    assert_counted(&j, "fanout", 300, 600);
+    th_json_obj_free(&j);
+
+    BENCH_JSON(&j, "stream", "fanout", "--size", "100", "--count", "300",
+               "--subs", "2", "--no-batch");
+    cr_assert_eq(th_json_u64(&j, "batch"), 0);
+    assert_counted(&j, "stream100", 300, 300);
+    assert_counted(&j, "fanout", 300, 600);
     th_json_obj_free(&j);
 }
 
