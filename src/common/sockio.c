@@ -48,6 +48,12 @@ void bk_close_fds(int *fds, unsigned n)
 ssize_t bk_sock_recv(int fd, void *buf, size_t len, int *fds,
                      unsigned *nfds, unsigned maxfds)
 {
+    return bk_sock_recv_wait(fd, buf, len, fds, nfds, maxfds, false);
+}
+
+ssize_t bk_sock_recv_wait(int fd, void *buf, size_t len, int *fds,
+                          unsigned *nfds, unsigned maxfds, bool wait)
+{
     union {
         char buf[CMSG_SPACE(BK_MAX_FDS_HARD * sizeof(int))];
         struct cmsghdr align;
@@ -61,9 +67,16 @@ ssize_t bk_sock_recv(int fd, void *buf, size_t len, int *fds,
     int bad = 0;
 
     *nfds = 0;
-    do {
-        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
+    if (wait) {                 /* a signal ends the wait: the caller
+                                   decides whether to wait again */
+        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            return -EINTR;
+    } else {
+        do {
+            n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+    }
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
@@ -140,9 +153,10 @@ int bk_sock_connect(const char *path)
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    /* connect blocking, so a full backlog waits instead of failing */
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+    /* connect blocking, so a full backlog waits instead of failing; the
+     * socket stays blocking: every read and write but one that means to
+     * wait (bk_sock_recv_wait) passes MSG_DONTWAIT */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         int e = errno;
         close(fd);
         return -e;

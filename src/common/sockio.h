@@ -6,6 +6,7 @@
 #ifndef BK_SOCKIO_H
 #define BK_SOCKIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -21,6 +22,10 @@ int bk_sock_path(const char *explicit_path, char *out, size_t outlen);
  * orderly EOF, or a negative errno: -EAGAIN when nothing is there, -EPROTO
  * when the packet or its control data was truncated (any fds that did
  * arrive are closed before returning). */
+/* The same, waiting for a packet when `wait` (on a socket without
+ * O_NONBLOCK; SO_RCVTIMEO bounds the wait, -EAGAIN once it passed). */
+ssize_t bk_sock_recv_wait(int fd, void *buf, size_t len, int *fds,
+                          unsigned *nfds, unsigned maxfds, bool wait);
 ssize_t bk_sock_recv(int fd, void *buf, size_t len, int *fds,
                      unsigned *nfds, unsigned maxfds);
 
@@ -30,7 +35,8 @@ ssize_t bk_sock_recv(int fd, void *buf, size_t len, int *fds,
 int bk_sock_send(int fd, const struct iovec *iov, int iovcnt,
                  const int *fds, unsigned nfds);
 
-/* Connect to a broker socket (non-blocking, close-on-exec). */
+/* Connect to a broker socket (close-on-exec).  The socket is left
+ * blocking: every call here passes MSG_DONTWAIT but bk_sock_recv_wait. */
 int bk_sock_connect(const char *path);
 
 void bk_close_fds(int *fds, unsigned n);

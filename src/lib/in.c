@@ -643,6 +643,26 @@ int bk_in_pump(broker_t *b, unsigned budget)
     return (int)n;
 }
 
+/* Wait in the read for one packet (until: bk_io_now_ms time, -1: none)
+ * and handle it.  1, -EAGAIN (until passed, or the socket's timeout ran
+ * out first), -EINTR, or the sticky error. */
+static int pump_wait(broker_t *b, int64_t until)
+{
+    int fds[BK_MAX_FDS_HARD];
+    unsigned nfds = 0;
+    ssize_t len = bk_io_read_wait(&b->io, fds, &nfds, BK_MAX_FDS_HARD, until);
+    int r;
+
+    if (len < 0)
+        return (int)len;
+    r = process_packet(b, (size_t)len, fds, nfds);
+    if (r < 0) {
+        bk_io_fail(&b->io, r);
+        return b->io.err;
+    }
+    return 1;
+}
+
 int bk_in_first_pump(broker_t *b)
 {
     int r = b->in->recv_waited ? 0 : bk_in_pump(b, BK_PUMP_BUDGET);
@@ -684,6 +704,20 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
         if (bk_reasm_next_deadline(&in->reasm, &exp) &&
             (until < 0 || (int64_t)exp < until))
             until = (int64_t)exp;
+        if (!(events & POLLOUT) && !bk_conn_attached(b)) {
+            /* only input to wait for: wait in the read itself */
+            r = pump_wait(b, until);
+            if (r == 1) {
+                in->recv_waited = true;
+                return 0;
+            }
+            if (r == -EAGAIN && deadline >= 0 &&
+                (int64_t)bk_io_now_ms() >= deadline)
+                return -ETIMEDOUT;
+            if (r < 0 && r != -EAGAIN && r != -EINTR)
+                return r;
+            continue;
+        }
         revents = bk_io_poll(&b->io, events, until);
         if (revents == -EINTR)
             continue;

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include "sockio.h"
 #include "io.h"
 
@@ -33,6 +35,7 @@ int bk_io_init(struct bk_io *io, int fd, size_t rbuf_len)
     if (!io->rbuf)
         return -ENOMEM;
     io->rbuf_len = rbuf_len;
+    io->rcvtimeo_ms = 0;
     io->fd = fd;
     return 0;
 }
@@ -68,15 +71,9 @@ void bk_io_lost(struct bk_io *io)
     bk_io_fail(io, io->bye ? -ESHUTDOWN : -ECONNRESET);
 }
 
-ssize_t bk_io_read(struct bk_io *io, int *fds, unsigned *nfds,
-                   unsigned maxfds)
+static ssize_t read_result(struct bk_io *io, ssize_t len)
 {
-    ssize_t len;
-
-    if (io->err)
-        return io->err;
-    len = bk_sock_recv(io->fd, io->rbuf, io->rbuf_len, fds, nfds, maxfds);
-    if (len == -EAGAIN || len > 0)
+    if (len == -EAGAIN || len == -EINTR || len > 0)
         return len;
     if (len == 0 || len == -ECONNRESET || len == -ENOTCONN ||
         len == -EPIPE) {
@@ -85,6 +82,49 @@ ssize_t bk_io_read(struct bk_io *io, int *fds, unsigned *nfds,
     }
     bk_io_fail(io, (int)len);
     return io->err;
+}
+
+ssize_t bk_io_read(struct bk_io *io, int *fds, unsigned *nfds,
+                   unsigned maxfds)
+{
+    if (io->err)
+        return io->err;
+    return read_result(io, bk_sock_recv(io->fd, io->rbuf, io->rbuf_len, fds,
+                                        nfds, maxfds));
+}
+
+/* SO_RCVTIMEO for a wait of ms (0: none).  A timeout already set that is
+ * no longer than ms and at least half of it is kept: the read may end
+ * early and is then repeated, but the option is not set for every read. */
+static void set_rcvtimeo(struct bk_io *io, int64_t ms)
+{
+    struct timeval tv;
+
+    if (ms == io->rcvtimeo_ms ||
+        (ms > 0 && io->rcvtimeo_ms > 0 && io->rcvtimeo_ms <= ms &&
+         2 * io->rcvtimeo_ms >= ms))
+        return;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    if (setsockopt(io->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0)
+        io->rcvtimeo_ms = ms;
+}
+
+ssize_t bk_io_read_wait(struct bk_io *io, int *fds, unsigned *nfds,
+                        unsigned maxfds, int64_t until)
+{
+    int64_t ms = 0;
+
+    if (io->err)
+        return io->err;
+    if (until >= 0) {
+        ms = until - (int64_t)bk_io_now_ms();
+        if (ms <= 0)            /* no time left: what is there now */
+            return bk_io_read(io, fds, nfds, maxfds);
+    }
+    set_rcvtimeo(io, ms);
+    return read_result(io, bk_sock_recv_wait(io->fd, io->rbuf, io->rbuf_len,
+                                             fds, nfds, maxfds, true));
 }
 
 int bk_io_send(struct bk_io *io, const struct iovec *iov, int iovcnt,

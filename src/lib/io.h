@@ -50,6 +50,7 @@ struct bk_io {
     bool bye;                   /* the broker said BYE */
     uint8_t *rbuf;              /* input packet buffer */
     size_t rbuf_len;
+    int64_t rcvtimeo_ms;        /* SO_RCVTIMEO now set (0: none) */
     const struct bk_io_hooks *hooks;
 };
 
@@ -80,6 +81,13 @@ ssize_t bk_io_read(struct bk_io *io, int *fds, unsigned *nfds,
  * send (not made sticky), or, when the connection is gone, the sticky
  * error after reading what is left (a BYE, errors) through the pump
  * hook. */
+/* Read one packet, waiting for it until `until` (bk_io_now_ms time; -1:
+ * no limit) in the read itself: one system call where poll and two reads
+ * would be; once until has passed, only what is there now.  Returns as
+ * bk_io_read: -EAGAIN when nothing came (until passed, or the socket's
+ * timeout ran out first: try again), -EINTR on a signal. */
+ssize_t bk_io_read_wait(struct bk_io *io, int *fds, unsigned *nfds,
+                        unsigned maxfds, int64_t until);
 int bk_io_send(struct bk_io *io, const struct iovec *iov, int iovcnt,
                const int *fds, unsigned nfds);
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <criterion/criterion.h>
 #include "proto.h"
@@ -391,8 +392,9 @@ Test(connect, to_listener_and_errors)
     c = bk_sock_connect(path);
     cr_assert_geq(c, 0, "connect: %s", strerror(-c));
     cr_assert(fcntl(c, F_GETFD) & FD_CLOEXEC, "not close-on-exec");
-    cr_assert(fcntl(c, F_GETFL) & O_NONBLOCK,
-              "sockio.h documents a non-blocking socket");
+    cr_assert_not(fcntl(c, F_GETFL) & O_NONBLOCK,
+                  "sockio.h documents a blocking socket (reads and writes "
+                  "pass MSG_DONTWAIT, bk_sock_recv_wait waits)");
     a = accept(l, NULL, NULL);
     cr_assert_geq(a, 0);
     int type = 0;
@@ -436,4 +438,38 @@ Test(connect, refused_on_stale_socket)
     cr_assert_eq(bk_sock_connect(path), -ECONNREFUSED);
     unlink(path);
     rmdir(dir);
+}
+
+/* bk_sock_recv_wait on a blocking socket: it waits for the packet and
+ * brings its fds; with nothing sent, SO_RCVTIMEO ends the wait with
+ * -EAGAIN; without `wait` it never waits. */
+Test(recv, wait_brings_the_packet_and_a_timeout_ends_it)
+{
+    int sv[2], fds[4], p[2];
+    unsigned nfds = 9;
+    char buf[64];
+    struct timeval tv = { .tv_sec = 0, .tv_usec = 20000 };
+    struct iovec iov = { "ping", 4 };
+
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+    cr_assert_eq(setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)),
+                 0);
+    cr_assert_eq(bk_sock_recv_wait(sv[1], buf, sizeof(buf), fds, &nfds, 4,
+                                   true), -EAGAIN, "the timeout ends it");
+    cr_assert_eq(nfds, 0);
+    cr_assert_eq(bk_sock_recv_wait(sv[1], buf, sizeof(buf), fds, &nfds, 4,
+                                   false), -EAGAIN);
+    cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(bk_sock_send(sv[0], &iov, 1, &p[1], 1), 0);
+    cr_assert_eq(bk_sock_recv_wait(sv[1], buf, sizeof(buf), fds, &nfds, 4,
+                                   true), 4);
+    cr_assert_eq(memcmp(buf, "ping", 4), 0);
+    cr_assert_eq(nfds, 1);
+    cr_assert_eq(write(fds[0], "x", 1), 1, "the pipe's write end came");
+    cr_assert_eq(read(p[0], buf, 1), 1);
+    close(fds[0]);
+    close(p[0]);
+    close(p[1]);
+    close(sv[0]);
+    close(sv[1]);
 }
