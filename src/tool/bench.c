@@ -187,22 +187,6 @@ static uint64_t bench_get_seq(const unsigned char *p)
     return seq;
 }
 
-static int bench_write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Wait up to ms for fd to be readable.  0, -ETIMEDOUT or -errno. */
 static int bench_poll_in(int fd, int ms)
 {
@@ -465,7 +449,7 @@ static int bench_ready(int fd)
 {
     bench_rep_t rep = { .done = 0 };
 
-    return bench_write_full(fd, &rep, sizeof(rep));
+    return ctl_write_all(fd, &rep, sizeof(rep));
 }
 
 static int bench_child_main(bench_run_t *run, bench_role_fn fn, unsigned idx,
@@ -480,7 +464,7 @@ static int bench_child_main(bench_run_t *run, bench_role_fn fn, unsigned idx,
     close(run->end[1]);
     rep.err = fn(run, idx, &rep, fd);
     rep.done = 1;
-    if (bench_write_full(fd, &rep, sizeof(rep)) < 0)
+    if (ctl_write_all(fd, &rep, sizeof(rep)) < 0)
         return 1;
     return rep.err < 0;
 }

@@ -150,6 +150,22 @@ bool ctl_stopped(void)
     return ctl_stop != 0;
 }
 
+int ctl_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int ctl_wait(int fd, int timeout_ms)
 {
     struct pollfd p[2] = {

@@ -109,6 +109,9 @@ bool ctl_stopped(void);
 /* Sleep until fd (ignored if negative) is readable, a signal arrives or
  * timeout_ms pass.  Returns 0 or a negative errno. */
 int ctl_wait(int fd, int timeout_ms);
+/* Write all of data[0..len) to fd, across short writes and EINTR.  0 or
+ * -errno. */
+int ctl_write_all(int fd, const void *data, size_t len);
 
 /* Handles one message; it owns nothing (the loop frees the message).
  * ctx is the loop's caller's.  0 to go on, CTL_LOOP_DONE to end the loop

@@ -63,22 +63,6 @@ static int ctl_msg_read_all(int fd, void **out, size_t *outlen)
     return 0;
 }
 
-static int ctl_msg_write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* ---- send / call -------------------------------------------------------- */
 
 /* The payload of send/call: args[1] as text, or stdin for "-" or none.
@@ -188,7 +172,7 @@ int ctl_run_call(const ctl_opts_t *o)
         broker_close(b);
         return CTL_EXIT_RUNTIME;
     }
-    r = ctl_msg_write_all(STDOUT_FILENO, reply->data, reply->len);
+    r = ctl_write_all(STDOUT_FILENO, reply->data, reply->len);
     broker_msg_free(reply);
     broker_close(b);
     if (r < 0) {
