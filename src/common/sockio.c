@@ -45,6 +45,39 @@ void bk_close_fds(int *fds, unsigned n)
     }
 }
 
+int bk_sock_take_fds(struct msghdr *mh, int *fds, unsigned *nfds,
+                     unsigned maxfds)
+{
+    bool bad = mh->msg_flags & (MSG_CTRUNC | MSG_TRUNC);
+
+    *nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        const unsigned char *d = CMSG_DATA(c);
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            bad = true;
+            continue;
+        }
+        for (size_t i = 0; i < k; i++) {
+            int f;
+            memcpy(&f, d + i * sizeof(int), sizeof(f));
+            if (*nfds < maxfds) {
+                fds[(*nfds)++] = f;
+            } else {
+                close(f);
+                bad = true;
+            }
+        }
+    }
+    if (bad) {
+        bk_close_fds(fds, *nfds);
+        *nfds = 0;
+        return -EPROTO;
+    }
+    return 0;
+}
+
 ssize_t bk_sock_recv(int fd, void *buf, size_t len, int *fds,
                      unsigned *nfds, unsigned maxfds)
 {
@@ -64,7 +97,6 @@ ssize_t bk_sock_recv_wait(int fd, void *buf, size_t len, int *fds,
         .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
     };
     ssize_t n;
-    int bad = 0;
 
     *nfds = 0;
     if (wait) {                 /* a signal ends the wait: the caller
@@ -79,29 +111,8 @@ ssize_t bk_sock_recv_wait(int fd, void *buf, size_t len, int *fds,
     }
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-            bad = 1;
-            continue;
-        }
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        int *p = (int *)CMSG_DATA(c);
-        for (size_t i = 0; i < k; i++) {
-            int f;
-            memcpy(&f, p + i, sizeof(f));
-            if (*nfds < maxfds)
-                fds[(*nfds)++] = f;
-            else {
-                close(f);
-                bad = 1;
-            }
-        }
-    }
-    if (bad || (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
-        bk_close_fds(fds, *nfds);
-        *nfds = 0;
+    if (bk_sock_take_fds(&mh, fds, nfds, maxfds) < 0)
         return -EPROTO;
-    }
     if (n == 0 && *nfds) {
         bk_close_fds(fds, *nfds);
         *nfds = 0;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 /* Resolve the socket path: explicit (if non-NULL and non-empty), else
@@ -22,6 +23,12 @@ int bk_sock_path(const char *explicit_path, char *out, size_t outlen);
  * orderly EOF, or a negative errno: -EAGAIN when nothing is there, -EPROTO
  * when the packet or its control data was truncated (any fds that did
  * arrive are closed before returning). */
+/* The fds a received packet's control data carries, into fds[0..*nfds)
+ * (close-on-exec if received with MSG_CMSG_CLOEXEC).  0, or -EPROTO with
+ * every fd closed when the control data holds anything but SCM_RIGHTS,
+ * more than maxfds fds, or it or the packet was cut short. */
+int bk_sock_take_fds(struct msghdr *mh, int *fds, unsigned *nfds,
+                     unsigned maxfds);
 /* The same, waiting for a packet when `wait` (on a socket without
  * O_NONBLOCK; SO_RCVTIMEO bounds the wait, -EAGAIN once it passed). */
 ssize_t bk_sock_recv_wait(int fd, void *buf, size_t len, int *fds,

@@ -667,47 +667,12 @@ static int recv_batch(bk_port_t *p, uint8_t *buf, rx_batch_t *rx)
     return n;
 }
 
-/* The fds a packet carried, into fds[0..*nfds).  Returns 0, or -EPROTO
- * (every fd closed) if its control data held anything but SCM_RIGHTS,
- * more than BK_MAX_FDS_HARD fds, or was cut short, or the packet was. */
-static int take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
-{
-    bool bad = mh->msg_flags & (MSG_CTRUNC | MSG_TRUNC);
-
-    *nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
-        const unsigned char *d = CMSG_DATA(c);
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-            bad = true;
-            continue;
-        }
-        for (size_t i = 0; i < k; i++) {
-            int f;
-            memcpy(&f, d + i * sizeof(int), sizeof(f));
-            if (*nfds < BK_MAX_FDS_HARD) {
-                fds[(*nfds)++] = f;
-            } else {
-                close(f);
-                bad = true;
-            }
-        }
-    }
-    if (bad) {
-        bk_close_fds(fds, *nfds);
-        *nfds = 0;
-        return -EPROTO;
-    }
-    return 0;
-}
-
 /* Act on one received packet.  Returns false once the port reads no
  * more (EOF, an error, closing). */
 static bool take_packet(bk_port_t *p, struct mmsghdr *m, int *fds)
 {
     unsigned nfds;
-    int r = take_fds(&m->msg_hdr, fds, &nfds);
+    int r = bk_sock_take_fds(&m->msg_hdr, fds, &nfds, BK_MAX_FDS_HARD);
 
     if (r == 0 && m->msg_len == 0 && nfds) {
         bk_close_fds(fds, nfds);
@@ -731,7 +696,8 @@ static void drop_packets(struct mmsghdr *m, int n, int *fds)
 {
     for (int i = 0; i < n; i++) {
         unsigned nfds;
-        if (take_fds(&m[i].msg_hdr, fds, &nfds) == 0)
+        if (bk_sock_take_fds(&m[i].msg_hdr, fds, &nfds,
+                             BK_MAX_FDS_HARD) == 0)
             bk_close_fds(fds, nfds);
     }
 }
@@ -768,7 +734,6 @@ static void stash_clear(bk_port_t *p)
         stash_free(bk_container_of(l, stashed_t, link));
 }
 
-static int take_fds(struct msghdr *mh, int *fds, unsigned *nfds);
 static void read_packets(bk_port_t *p);
 
 /* Keep packets m[0..n) for later.  Out of memory, the port fails. */
@@ -776,14 +741,16 @@ static void stash_packets(bk_port_t *p, struct mmsghdr *m, int n, int *fds)
 {
     for (int i = 0; i < n; i++) {
         unsigned nfds = 0;
-        bool bad = take_fds(&m[i].msg_hdr, fds, &nfds) < 0;
+        bool bad = bk_sock_take_fds(&m[i].msg_hdr, fds, &nfds,
+                                    BK_MAX_FDS_HARD) < 0;
         size_t len = bad ? 0 : m[i].msg_len;
         stashed_t *st = malloc(sizeof(*st) + len + nfds * sizeof(int));
 
         if (!st) {
             bk_close_fds(fds, nfds);
             for (int j = i + 1; j < n; j++)
-                if (take_fds(&m[j].msg_hdr, fds, &nfds) == 0)
+                if (bk_sock_take_fds(&m[j].msg_hdr, fds, &nfds,
+                                     BK_MAX_FDS_HARD) == 0)
                     bk_close_fds(fds, nfds);
             bk_port_fail(p, -ENOMEM);
             return;

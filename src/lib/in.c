@@ -610,6 +610,22 @@ static int process_packet(broker_t *b, size_t len, int *fds, unsigned nfds)
     return 0;
 }
 
+/* A read's outcome: the packet of len bytes handled (1), or why not: the
+ * read's error, or the packet's, made sticky. */
+static int handle_read(broker_t *b, ssize_t len, int *fds, unsigned nfds)
+{
+    int r;
+
+    if (len < 0)
+        return (int)len;
+    r = process_packet(b, (size_t)len, fds, nfds);
+    if (r < 0) {
+        bk_io_fail(&b->io, r);
+        return b->io.err;
+    }
+    return 1;
+}
+
 /* Read and handle up to budget packets that are there now. */
 int bk_in_pump(broker_t *b, unsigned budget)
 {
@@ -625,13 +641,9 @@ int bk_in_pump(broker_t *b, unsigned budget)
         len = bk_io_read(&b->io, fds, &nfds, BK_MAX_FDS_HARD);
         if (len == -EAGAIN)
             break;
-        if (len < 0)
-            return (int)len;
-        r = process_packet(b, (size_t)len, fds, nfds);
-        if (r < 0) {
-            bk_io_fail(&b->io, r);
-            return b->io.err;
-        }
+        r = handle_read(b, len, fds, nfds);
+        if (r < 0)
+            return r;
         if (!was && b->welcomed)
             return (int)n + 1;
         /* packed packets hold hundreds of messages: hand these out
@@ -651,16 +663,8 @@ static int pump_wait(broker_t *b, int64_t until)
     int fds[BK_MAX_FDS_HARD];
     unsigned nfds = 0;
     ssize_t len = bk_io_read_wait(&b->io, fds, &nfds, BK_MAX_FDS_HARD, until);
-    int r;
 
-    if (len < 0)
-        return (int)len;
-    r = process_packet(b, (size_t)len, fds, nfds);
-    if (r < 0) {
-        bk_io_fail(&b->io, r);
-        return b->io.err;
-    }
-    return 1;
+    return handle_read(b, len, fds, nfds);
 }
 
 int bk_in_first_pump(broker_t *b)

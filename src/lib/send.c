@@ -27,20 +27,25 @@ int bk_send_check(const broker_t *b, const void *data, size_t len,
     return 0;
 }
 
-/* Send a whole message now, fragmenting it.  If it stops half way because
- * the broker ended the stream (-ECANCELED), an empty last fragment tells
- * the broker the message is over; after any other failure a CLOSE ends the
- * stream so the receiver drops the partial message. */
-static int send_frames(broker_t *b, uint32_t sid, uint8_t flags,
-                       const char *name, uint64_t dest, const void *data,
-                       size_t len, const int *fds, unsigned nfds,
-                       int64_t deadline)
+/* An outgoing DATA message in the caller's memory (not owned). */
+static struct bk_omsg data_msg(uint32_t sid, uint8_t flags, const char *name,
+                               uint64_t dest, const void *data, size_t len,
+                               const int *fds, unsigned nfds)
 {
-    struct bk_omsg m = {
+    return (struct bk_omsg){
         .type = BK_T_DATA, .flags = flags, .stream = sid, .dest = dest,
         .name = name, .namelen = name ? (uint8_t)strlen(name) : 0,
         .data = data, .len = len, .fds = fds, .nfds = nfds,
     };
+}
+
+/* Send m whole now, fragmenting it.  If it stops half way because the
+ * broker ended the stream (-ECANCELED), an empty last fragment tells the
+ * broker the message is over; after any other failure a CLOSE ends the
+ * stream so the receiver drops the partial message. */
+static int send_frames(broker_t *b, struct bk_omsg m, int64_t deadline)
+{
+    uint32_t sid = m.stream;
     uint8_t hdr[BK_HDR_SIZE];
     struct iovec iov[3];
     struct bk_stream *s;
@@ -53,7 +58,7 @@ static int send_frames(broker_t *b, uint32_t sid, uint8_t flags,
 
         bk_out_plan(&m, b->pkt_cap, false, &h, &c);
         n = bk_out_iov(&m, &h, c, hdr, iov);
-        r = bk_out_send_direct(b, iov, n, h.nfds ? fds : NULL, h.nfds,
+        r = bk_out_send_direct(b, iov, n, h.nfds ? m.fds : NULL, h.nfds,
                                deadline);
         if (r < 0)
             break;
@@ -65,7 +70,7 @@ static int send_frames(broker_t *b, uint32_t sid, uint8_t flags,
     }
     if (r < 0 && m.started && !b->io.err) {
         if (r == -ECANCELED) {
-            bk_out_queue_terminator(b, sid, flags);
+            bk_out_queue_terminator(b, sid, m.flags);
         } else {
             bk_out_queue_close(b, sid, r, NULL);
             if ((s = bk_stream_find(b, sid)))
@@ -75,30 +80,24 @@ static int send_frames(broker_t *b, uint32_t sid, uint8_t flags,
     return r;
 }
 
-/* BROKER_OPT_BATCH: add a message that fits one packet to the staged
- * packet, writing that first if it is full.  0 (batched), BK_OUT_UNBATCHED
- * or a negative errno. */
-static int send_batched(broker_t *b, uint32_t sid, uint8_t flags,
-                        const char *name, uint64_t dest, const void *data,
-                        size_t len, int64_t deadline)
+/* BROKER_OPT_BATCH: add m (without fds, fitting one packet) to the
+ * staged packet, writing that first if it is full.  0 (batched),
+ * BK_OUT_UNBATCHED or a negative errno. */
+static int send_batched(broker_t *b, const struct bk_omsg *m,
+                        int64_t deadline)
 {
-    struct bk_omsg m = {
-        .type = BK_T_DATA, .flags = flags, .stream = sid, .dest = dest,
-        .name = name, .namelen = name ? (uint8_t)strlen(name) : 0,
-        .data = data, .len = len,
-    };
     struct bk_stream *s;
-    int r = bk_out_batch(b, &m);
+    int r = bk_out_batch(b, m);
 
     if (r == BK_OUT_FULL) {
         r = bk_out_flush_wait(b, deadline);
         if (r < 0)
             return r;
-        r = bk_out_batch(b, &m);
+        r = bk_out_batch(b, m);
     }
     if (r != 0)
         return BK_OUT_UNBATCHED;
-    if ((s = bk_stream_find(b, sid)))
+    if ((s = bk_stream_find(b, m->stream)))
         s->q.wire = s->opened = true;
     return 0;
 }
@@ -111,16 +110,17 @@ int bk_send_blocking(broker_t *b, uint32_t sid, uint8_t flags,
                      int64_t deadline, struct bk_sbuf *sb)
 {
     uint8_t desc[BK_SHM_DESC_SIZE];
+    struct bk_omsg m;
     int r = bk_shm_auto(b, &data, &len, &flags, nfds, deadline, &sb, desc);
 
     if (r < 0)
         return r;
+    m = data_msg(sid, flags, name, dest, data, len, fds, nfds);
     r = BK_OUT_UNBATCHED;
     if (b->opt_batch && nfds == 0)
-        r = send_batched(b, sid, flags, name, dest, data, len, deadline);
+        r = send_batched(b, &m, deadline);
     if (r == BK_OUT_UNBATCHED)
-        r = send_frames(b, sid, flags, name, dest, data, len, fds, nfds,
-                        deadline);
+        r = send_frames(b, m, deadline);
     if (r < 0 && sb)
         bk_shm_unsent(sb);
     return r;
@@ -131,11 +131,8 @@ static int queue_msg(broker_t *b, uint32_t sid, uint8_t flags,
                      size_t len, const int *fds, unsigned nfds,
                      struct bk_sbuf *sb)
 {
-    struct bk_omsg tmp = {
-        .type = BK_T_DATA, .flags = flags, .stream = sid, .dest = dest,
-        .name = name, .namelen = name ? (uint8_t)strlen(name) : 0,
-        .data = data, .len = len, .fds = fds, .nfds = nfds,
-    };
+    struct bk_omsg tmp = data_msg(sid, flags, name, dest, data, len, fds,
+                                  nfds);
     struct bk_stream *s = bk_stream_find(b, sid);
     bool created = false;
     struct bk_omsg *m;
