@@ -28,10 +28,21 @@ struct bk_in {
     bool watch_data;            /* capture DATA too, not only CLOSE/ERROR */
     struct bk_msg *watch_msg;
     bool recv_waited;           /* the last receive had to wait */
+    uint64_t pkt_now_ms;        /* the clock for this packet's frames, 0:
+                                 * not read yet (in_now) */
     struct bk_in_hooks hooks;
 };
 
 static const struct bk_io_hooks in_io_hooks;
+
+/* The time the frames of the packet being handled arrived: read once per
+ * packet, not once per message (reassembly only needs milliseconds). */
+static uint64_t in_now(broker_t *b)
+{
+    if (!b->in->pkt_now_ms)
+        b->in->pkt_now_ms = bk_io_now_ms();
+    return b->in->pkt_now_ms;
+}
 
 static void limits_of(const broker_t *b, bk_reasm_limits_t *lim)
 {
@@ -270,7 +281,7 @@ static int handle_shm(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
     }
     fh.flags &= (uint8_t)~BK_F_SHM;
     fh.length = (uint32_t)nl;
-    r = bk_reasm_feed(&b->in->reasm, &fh, p, NULL, bk_io_now_ms(), &res);
+    r = bk_reasm_feed(&b->in->reasm, &fh, p, NULL, in_now(b), &res);
     if (r != 1) {
         if (r > 0)
             for (int i = 0; i < r; i++)
@@ -404,7 +415,7 @@ static int handle_whole(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
 
     if (h->flags & BK_F_SHM)
         return handle_shm(b, h, p, topic, sub_id);
-    r = bk_reasm_feed(&b->in->reasm, h, p, fds, bk_io_now_ms(), &res);
+    r = bk_reasm_feed(&b->in->reasm, h, p, fds, in_now(b), &res);
     if (r == -EPROTO)
         return -EPROTO;
     if (r < 0) {
@@ -475,7 +486,7 @@ static int handle_data(broker_t *b, const bk_hdr_t *hin, const uint8_t *p,
     }
     if (shm)
         return handle_shm(b, h, p, s->topic, s->sub_id);
-    r = bk_reasm_feed(&b->in->reasm, h, p, fds, bk_io_now_ms(), &res);
+    r = bk_reasm_feed(&b->in->reasm, h, p, fds, in_now(b), &res);
     if (r == -EPROTO)
         return -EPROTO;
     if (r < 0) {
@@ -599,6 +610,7 @@ static int process_packet(broker_t *b, size_t len, int *fds, unsigned nfds)
         return -EPROTO;
     }
     off = 0;
+    b->in->pkt_now_ms = 0;
     while (bk_pkt_next(b->io.rbuf, len, &off, &h, &p) == 1) {
         r = handle_frame(b, &h, p, h.nfds ? fds + k : NULL);
         k += h.nfds;
