@@ -362,6 +362,7 @@ unsigned bk_outq_gather(bk_outq_t *q, size_t max_packet, bk_outq_pkt_t *pkt)
                 pkt->fds = f->fds;
                 pkt->nfds = f->nfds;
             }
+            __builtin_prefetch(f->pdata);   /* read by the write soon */
             pkt->iov[2 * n] = (struct iovec){ f->hdr, BK_HDR_SIZE };
             pkt->iov[2 * n + 1] = (struct iovec){ (void *)f->pdata,
                                                   f->len };

@@ -106,6 +106,22 @@ uint8_t *bk_server_rbuf(bk_server_t *s)
     return b;
 }
 
+uint8_t *bk_server_wbuf(bk_server_t *s)
+{
+    size_t want = s->cfg->max_packet;
+    uint8_t *b;
+
+    if (s->wbuf && s->wbuf_len == want)
+        return s->wbuf;
+    b = malloc(want);
+    if (!b)
+        return NULL;
+    free(s->wbuf);
+    s->wbuf = b;
+    s->wbuf_len = want;
+    return b;
+}
+
 /* ---- once per callback, once per loop pass ---------------------------------- */
 
 /* End of every callback: close what failed.  Closing tells peers, which
@@ -533,6 +549,8 @@ void bk_server_fini(bk_server_t *s)
     bk_ht_fini(&s->clients);
     free(s->rbuf);
     s->rbuf = NULL;
+    free(s->wbuf);
+    s->wbuf = NULL;
     if (s->reserve_fd >= 0)
         close(s->reserve_fd);
     if (s->lockfd >= 0)

@@ -13,7 +13,11 @@
  * Once per loop pass, just before the loop waits for events, the flush
  * handle writes every port that got frames during the pass (the dirty
  * list) and closes what failed meanwhile; the end of each callback only
- * closes what failed (bk_server_reap).
+ * closes what failed (bk_server_reap).  A port that reads much in one
+ * callback flushes the dirty list itself once BK_FLUSH_EARLY bytes were
+ * queued since the last flush, so what a burst queued is written while
+ * it is still in the cache (a fan-out packet of publications queues
+ * eight packets' worth).
  *
  * Memory: freed heap memory is given back to the system (malloc_trim) a
  * second after the number of connections fell below half of its peak
@@ -38,6 +42,10 @@ struct bk_port;
 /* Packets read from a client per syscall (recvmmsg): the receive buffer
  * has a slot of max_packet bytes for each. */
 #define BK_RECV_BATCH 8
+
+/* Bytes queued in one callback after which the dirty list is flushed at
+ * once rather than at the end of the loop pass. */
+#define BK_FLUSH_EARLY (256u * 1024)
 
 /* The memory rule above: connections that must have gone, at least, for
  * a fall to half the peak to count. */
@@ -72,6 +80,9 @@ typedef struct bk_server {
     uint8_t *rbuf;              /* BK_RECV_BATCH packets: every port reads
                                  * into it */
     size_t rbuf_len;            /* its size */
+    uint8_t *wbuf;              /* one packet: packed frames are copied
+                                 * into it and written as one segment */
+    size_t wbuf_len;            /* its size */
     bk_htable_t clients;        /* id -> bk_port */
     uint32_t nclients;          /* past the handshake */
     uint32_t nports;            /* every connection, handshaking or not */
@@ -87,6 +98,8 @@ typedef struct bk_server {
     bk_list_t all;              /* bk_port.all_link: every port,
                                  * handshaking or not, newest first */
     bk_list_t dirty;            /* bk_port.dirty_link: frames to flush */
+    uint64_t unflushed;         /* bytes queued since the dirty list was
+                                 * last flushed */
     bk_list_t unstash;          /* bk_port.stash_link: resumed senders
                                    with packets read past their pause */
     bk_list_t monitors;         /* bk_mon.link: traffic taps (monitor.c) */
@@ -120,6 +133,8 @@ void bk_server_reap(bk_server_t *s);
  * may keep a pointer into it, what has to outlive a packet is copied
  * (queued frames, names, monitor records). */
 uint8_t *bk_server_rbuf(bk_server_t *s);
+/* The write staging buffer, max_packet bytes (NULL: out of memory). */
+uint8_t *bk_server_wbuf(bk_server_t *s);
 /* Give freed memory back to the system a second from now (memory rule
  * above); a no-op if that is planned already. */
 void bk_server_trim_soon(bk_server_t *s);
