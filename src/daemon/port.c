@@ -378,7 +378,6 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int err,
     bk_port_send(to, &h, text ? text : "", NULL, 0, cause);
 }
 
-/* Write queued packets until the socket is full or the queue is empty. */
 /* A packet of many small frames as one segment.  The kernel copies an
  * iovec segment by segment, and for 32-byte headers beside payloads of a
  * few hundred bytes that costs several times one memcpy here into the
@@ -411,6 +410,7 @@ static const struct iovec *coalesce(bk_port_t *p, const bk_outq_pkt_t *pkt,
     return one;
 }
 
+/* Write queued packets until the socket is full or the queue is empty. */
 static int write_queue(bk_port_t *p)
 {
     bk_outq_pkt_t pkt;
