@@ -275,10 +275,22 @@ int broker_call_fds(broker_t *b, const char *name, const void *data,
                     size_t len, const int *fds, unsigned nfds,
                     broker_msg_t **reply, int timeout_ms);
 
-/* Answer a request (a message received with BROKER_MSGF_OPEN and without
- * BROKER_MSGF_CLOSE): sends one message on its stream and closes it. */
+/* Answer a request (see broker_msg_is_request; any DATA message without
+ * BROKER_MSGF_CLOSE on a stream still open is accepted): sends one message
+ * on its stream and closes it. */
 int broker_reply(broker_t *b, const broker_msg_t *req, const void *data,
                  size_t len, const int *fds, unsigned nfds);
+
+/* True if msg expects an answer: a BROKER_MSG_DATA message that opened a
+ * stream (BROKER_MSGF_OPEN) its sender keeps open (no BROKER_MSGF_CLOSE),
+ * that is a broker_call*() request or the first message of a stream the
+ * peer opened with broker_stream_open().  False for NULL, every event
+ * (CLOSE, ERROR, GAP, MONITOR), one-way messages, publications, replies,
+ * later messages of a stream, and the pieces of a chunked message that
+ * came in more than one piece (BROKER_MSGF_CHUNK without
+ * BROKER_MSGF_LAST, or without OPEN).  Answer with broker_reply() or end
+ * the stream with broker_stream_close(). */
+bool broker_msg_is_request(const broker_msg_t *msg);
 
 /* ---- publish/subscribe ------------------------------------------------- */
 
