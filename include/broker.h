@@ -376,13 +376,32 @@ int broker_stream_close(broker_t *b, uint32_t stream);
 
 struct uv_loop_s;
 
+/* What an attached connection calls (broker_attach copies the struct; a
+ * NULL member is not called).  Callbacks run on the loop's thread from
+ * the library's own libuv callbacks, never nested inside a libbroker
+ * call except for the -ECANCELED completions broker_close() runs; so they
+ * may call any libbroker function on b, broker_close() included (then no
+ * later callback of b runs, save those -ECANCELED ones).  libbroker(3),
+ * "Callbacks", has the details. */
 typedef struct broker_callbacks {
-    /* A message or event; the callee owns msg (broker_msg_free). */
+    /* A message or event, in the order received (the messages of the
+     * pass in which the loop read them, or of the next pass).  The callee
+     * owns msg: broker_msg_free() it, now or later.  NULL: messages are
+     * freed unread. */
     void (*on_message)(broker_t *b, broker_msg_t *msg, void *userdata);
-    /* The connection failed (err < 0); the broker_t must be closed. */
+    /* The connection failed (err < 0: -ECONNRESET, -ESHUTDOWN, -EPROTO,
+     * ...): once, after every message received before the failure went to
+     * on_message and every pending async call got err.  Not called after
+     * broker_close().  The callee (or later code on the loop thread) must
+     * call broker_close(b). */
     void (*on_disconnect)(broker_t *b, int err, void *userdata);
 } broker_callbacks_t;
 
+/* The end of broker_call_async(), run once: err 0 and reply (a DATA
+ * message the callee owns and frees with broker_msg_free), or err < 0 and
+ * reply NULL: the peer's or the broker's error (-ENOENT, -ECONNRESET,
+ * ...), -ENODATA (closed without a reply), -ETIMEDOUT, the connection's
+ * error, or -ECANCELED from inside broker_close(). */
 typedef void (*broker_reply_cb)(broker_t *b, int err, broker_msg_t *reply,
                                 void *userdata);
 
