@@ -2,14 +2,20 @@
  * test_request.c - broker_msg_is_request() on every kind of message a
  * real broker delivers (requests by call and by stream, one-way messages,
  * replies, later stream messages, CLOSE, ERROR, publications, GAP,
- * monitor records, shared-memory and chunked messages).
+ * monitor records, shared-memory and chunked messages), and the libuv
+ * example contrib/examples/example-uv: run against a real broker, and
+ * the same text as in libbroker(3).
  *
  * The tests of suite request_doc need no broker.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#ifndef TOP_SRCDIR
+#error "TOP_SRCDIR must name the source tree"
+#endif
 #include <errno.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,4 +302,140 @@ Test(request, chunked)
     broker_close(cli);
     broker_close(svc);
     th_broker_stop(&br);
+}
+
+/* ---- the libuv example -------------------------------------------------------- */
+
+/* contrib/examples/example-uv next to $BROKERD in the build tree. */
+static void example_uv_path(char *buf, size_t len)
+{
+    char dir[512];
+
+    snprintf(dir, sizeof(dir), "%s", th_brokerd_path());
+    snprintf(buf, len, "%s/contrib/examples/example-uv", dirname(dir));
+    cr_assert_eq(access(buf, X_OK), 0, "%s: %s", buf, strerror(errno));
+}
+
+Test(request, example_uv)
+{
+    char prog[600], env[200];
+    const char *const envs[] = { env, NULL };
+    const char *const argv[] = { prog, "rq.upper", "4", NULL };
+    th_output_t o;
+    int status;
+
+    example_uv_path(prog, sizeof(prog));
+    snprintf(env, sizeof(env), "BROKER_SOCKET=%s", br.sock);
+    status = th_run(argv, envs, NULL, 0, &o);
+    cr_assert(TH_EXITED(status, 0), "status 0x%x, stderr: %s", status,
+              o.err);
+    cr_assert_str_eq(o.out,
+                     "service: note \"hello from the client\" needs no reply\n"
+                     "client: reply 1: \"REQUEST 1\"\n"
+                     "client: reply 2: \"REQUEST 2\"\n"
+                     "client: reply 3: \"REQUEST 3\"\n"
+                     "client: reply 4: \"REQUEST 4\"\n"
+                     "done: 4 replies\n");
+    cr_assert_str_eq(o.err, "");
+    th_output_free(&o);
+    th_broker_stop(&br);
+}
+
+/* A name another client owns: the example says so and exits 1. */
+Test(request, example_uv_name_taken)
+{
+    char prog[600], env[200];
+    const char *const envs[] = { env, NULL };
+    const char *const argv[] = { prog, "rq.taken", NULL };
+    broker_t *owner = th_connect(&br);
+    th_output_t o;
+    int status;
+
+    th_register(owner, "rq.taken");
+    example_uv_path(prog, sizeof(prog));
+    snprintf(env, sizeof(env), "BROKER_SOCKET=%s", br.sock);
+    status = th_run(argv, envs, NULL, 0, &o);
+    cr_assert(TH_EXITED(status, 1), "status 0x%x", status);
+    cr_assert_str_eq(o.out, "");
+    cr_assert_not_null(strstr(o.err, "register rq.taken"), "stderr: %s",
+                       o.err);
+    th_output_free(&o);
+    broker_close(owner);
+    th_broker_stop(&br);
+}
+
+/* No broker: connect fails, the example says so and exits 1. */
+Test(request, example_uv_no_broker)
+{
+    char prog[600], env[200];
+    const char *const envs[] = { env, NULL };
+    const char *const argv[] = { prog, NULL };
+    th_output_t o;
+    int status;
+
+    example_uv_path(prog, sizeof(prog));
+    snprintf(env, sizeof(env), "BROKER_SOCKET=%s", br.sock);
+    th_broker_stop(&br);
+    status = th_run(argv, envs, NULL, 0, &o);
+    cr_assert(TH_EXITED(status, 1), "status 0x%x", status);
+    cr_assert_not_null(strstr(o.err, "connect"), "stderr: %s", o.err);
+    th_output_free(&o);
+}
+
+/* ---- the example in libbroker(3) ------------------------------------------- */
+
+/* The file under the source tree, NUL-terminated (fails if empty). */
+static char *src_file(const char *rel)
+{
+    char path[1024];
+    size_t len;
+    char *text;
+
+    snprintf(path, sizeof(path), "%s/%s", TOP_SRCDIR, rel);
+    text = th_read_file(path, &len);
+    cr_assert_gt(len, 0, "%s is missing or empty", path);
+    return text;
+}
+
+/* text as an .EX block holds it, between ".EX" and ".EE" lines: a
+ * backslash is written \e, '-' as \-, and a line starting with '.' or a
+ * quote gets a leading \&. */
+static char *roff_ex(const char *text)
+{
+    char *out = malloc(3 * strlen(text) + sizeof(".EX\n.EE\n")), *o = out;
+    bool bol = true;
+
+    cr_assert_not_null(out);
+    o = stpcpy(o, ".EX\n");
+    for (const char *p = text; *p; p++) {
+        if (bol && (*p == '.' || *p == '\''))
+            o = stpcpy(o, "\\&");
+        if (*p == '\\')
+            o = stpcpy(o, "\\e");
+        else if (*p == '-')
+            o = stpcpy(o, "\\-");
+        else
+            *o++ = *p;
+        bol = *p == '\n';
+    }
+    stpcpy(o, ".EE\n");
+    return out;
+}
+
+Test(request_doc, example_uv_in_man_page)
+{
+    char *c = src_file("contrib/examples/example-uv.c");
+    char *man = src_file("man/libbroker.3");
+    char *body = strstr(c, "*/\n"), *want;
+
+    cr_assert_not_null(body, "example-uv.c has no first comment");
+    want = roff_ex(body + 3);
+    cr_assert_not_null(strstr(man, want),
+                       "the libuv example in man/libbroker.3 is not "
+                       "contrib/examples/example-uv.c after its first "
+                       "comment, escaped for an .EX block (\\ as \\e, "
+                       "- as \\-, a leading . or ' after \\&)");
+    free(want);
+    free(man);
+    free(c);
 }
