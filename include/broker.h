@@ -178,8 +178,9 @@ int broker_status(broker_t *b, char **text);
 /* ---- operator control (brokerctl) --------------------------------------- */
 
 /* Control operation numbers (the CTRL frame's `aux`, broker-protocol(7)).
- * The LIST ops, KICK, SHUTDOWN and RELOAD are privileged: the broker answers
- * -EPERM unless the caller's uid is 0 or the broker's own uid. */
+ * The LIST ops, KICK, SHUTDOWN, RELOAD and MONITOR are privileged: the
+ * broker answers -EPERM unless the caller's uid is 0 or the broker's own
+ * uid. */
 enum broker_ctrl_op {
     BROKER_CTRL_PING         = 1,
     BROKER_CTRL_REGISTER     = 2,
@@ -222,7 +223,8 @@ int broker_shutdown(broker_t *b);
 /* Become a monitor (privileged): from now on broker_recv() also returns
  * BROKER_MSG_MONITOR messages, one per DATA, CLOSE or stream ERROR frame
  * the broker delivers to anyone else.  filter: NULL or "" for everything,
- * "name:PATTERN" (exact, or a prefix ending in '*'), or "id:N".  snap:
+ * "name:PATTERN" (exact, or a prefix ending in '*'), "id:N", or
+ * "topic:PATTERN" (publications on matching topics).  snap:
  * payload bytes captured per record (0: the broker's default, 256; at
  * most 4096).  Calling it again replaces the filter. */
 int broker_monitor(broker_t *b, const char *filter, uint32_t snap);
