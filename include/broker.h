@@ -178,8 +178,9 @@ int broker_status(broker_t *b, char **text);
 /* ---- operator control (brokerctl) --------------------------------------- */
 
 /* Control operation numbers (the CTRL frame's `aux`, broker-protocol(7)).
- * The LIST ops, KICK, SHUTDOWN and RELOAD are privileged: the broker answers
- * -EPERM unless the caller's uid is 0 or the broker's own uid. */
+ * The LIST ops, KICK, SHUTDOWN, RELOAD and MONITOR are privileged: the
+ * broker answers -EPERM unless the caller's uid is 0 or the broker's own
+ * uid. */
 enum broker_ctrl_op {
     BROKER_CTRL_PING         = 1,
     BROKER_CTRL_REGISTER     = 2,
@@ -222,7 +223,8 @@ int broker_shutdown(broker_t *b);
 /* Become a monitor (privileged): from now on broker_recv() also returns
  * BROKER_MSG_MONITOR messages, one per DATA, CLOSE or stream ERROR frame
  * the broker delivers to anyone else.  filter: NULL or "" for everything,
- * "name:PATTERN" (exact, or a prefix ending in '*'), or "id:N".  snap:
+ * "name:PATTERN" (exact, or a prefix ending in '*'), "id:N", or
+ * "topic:PATTERN" (publications on matching topics).  snap:
  * payload bytes captured per record (0: the broker's default, 256; at
  * most 4096).  Calling it again replaces the filter. */
 int broker_monitor(broker_t *b, const char *filter, uint32_t snap);
@@ -275,10 +277,22 @@ int broker_call_fds(broker_t *b, const char *name, const void *data,
                     size_t len, const int *fds, unsigned nfds,
                     broker_msg_t **reply, int timeout_ms);
 
-/* Answer a request (a message received with BROKER_MSGF_OPEN and without
- * BROKER_MSGF_CLOSE): sends one message on its stream and closes it. */
+/* Answer a request (see broker_msg_is_request; any DATA message without
+ * BROKER_MSGF_CLOSE on a stream still open is accepted): sends one message
+ * on its stream and closes it. */
 int broker_reply(broker_t *b, const broker_msg_t *req, const void *data,
                  size_t len, const int *fds, unsigned nfds);
+
+/* True if msg expects an answer: a BROKER_MSG_DATA message that opened a
+ * stream (BROKER_MSGF_OPEN) its sender keeps open (no BROKER_MSGF_CLOSE),
+ * that is a broker_call*() request or the first message of a stream the
+ * peer opened with broker_stream_open().  False for NULL, every event
+ * (CLOSE, ERROR, GAP, MONITOR), one-way messages, publications, replies,
+ * later messages of a stream, and the pieces of a chunked message that
+ * came in more than one piece (BROKER_MSGF_CHUNK without
+ * BROKER_MSGF_LAST, or without OPEN).  Answer with broker_reply() or end
+ * the stream with broker_stream_close(). */
+bool broker_msg_is_request(const broker_msg_t *msg);
 
 /* ---- publish/subscribe ------------------------------------------------- */
 
@@ -364,13 +378,32 @@ int broker_stream_close(broker_t *b, uint32_t stream);
 
 struct uv_loop_s;
 
+/* What an attached connection calls (broker_attach copies the struct; a
+ * NULL member is not called).  Callbacks run on the loop's thread from
+ * the library's own libuv callbacks, never nested inside a libbroker
+ * call except for the -ECANCELED completions broker_close() runs; so they
+ * may call any libbroker function on b, broker_close() included (then no
+ * later callback of b runs, save those -ECANCELED ones).  libbroker(3),
+ * "Callbacks", has the details. */
 typedef struct broker_callbacks {
-    /* A message or event; the callee owns msg (broker_msg_free). */
+    /* A message or event, in the order received (the messages of the
+     * pass in which the loop read them, or of the next pass).  The callee
+     * owns msg: broker_msg_free() it, now or later.  NULL: messages are
+     * freed unread. */
     void (*on_message)(broker_t *b, broker_msg_t *msg, void *userdata);
-    /* The connection failed (err < 0); the broker_t must be closed. */
+    /* The connection failed (err < 0: -ECONNRESET, -ESHUTDOWN, -EPROTO,
+     * ...): once, after every message received before the failure went to
+     * on_message and every pending async call got err.  Not called after
+     * broker_close().  The callee (or later code on the loop thread) must
+     * call broker_close(b). */
     void (*on_disconnect)(broker_t *b, int err, void *userdata);
 } broker_callbacks_t;
 
+/* The end of broker_call_async(), run once: err 0 and reply (a DATA
+ * message the callee owns and frees with broker_msg_free), or err < 0 and
+ * reply NULL: the peer's or the broker's error (-ENOENT, -ECONNRESET,
+ * ...), -ENODATA (closed without a reply), -ETIMEDOUT, the connection's
+ * error, or -ECANCELED from inside broker_close(). */
 typedef void (*broker_reply_cb)(broker_t *b, int err, broker_msg_t *reply,
                                 void *userdata);
 

@@ -27,8 +27,7 @@ static int handle(broker_t *b, const broker_msg_t *msg)
     char *reply;
     int r;
 
-    if (msg->kind != BROKER_MSG_DATA || !(msg->flags & BROKER_MSGF_OPEN) ||
-        (msg->flags & BROKER_MSGF_CLOSE))
+    if (!broker_msg_is_request(msg))
         return 0;
     reply = malloc(len);
     if (!reply)

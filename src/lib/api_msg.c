@@ -1,7 +1,7 @@
 /*
  * api_msg.c - libbroker layer 7, public API: messages and streams
  * (send, shared-memory buffer send, stream open/write/close, reply,
- * receive, call, freeing a message).
+ * receive, call, what a received message is, freeing a message).
  *
  * A DATA frame from broker_send() to the socket (blocking mode); each
  * file appears once, the functions it uses from lower layers in brackets:
@@ -217,6 +217,19 @@ BROKER_API int broker_reply(broker_t *b, const broker_msg_t *req,
     if (r == 0 && (s = bk_stream_find(b, sid)))
         bk_stream_forget(b, s);
     return bk_send_finish(b, r);
+}
+
+BROKER_API bool broker_msg_is_request(const broker_msg_t *msg)
+{
+    uint32_t f;
+
+    if (!msg || msg->kind != BROKER_MSG_DATA)
+        return false;
+    f = msg->flags;
+    if ((f & BROKER_MSGF_CHUNK) && !(f & BROKER_MSGF_LAST))
+        return false;           /* a piece: CLOSE may still come */
+    return (f & (BROKER_MSGF_OPEN | BROKER_MSGF_CLOSE | BROKER_MSGF_TOPIC))
+           == BROKER_MSGF_OPEN;
 }
 
 static int buf_send(broker_t *b, uint8_t flags, const char *name,
