@@ -12,8 +12,8 @@
  *
  * Owns one ctl_top_t for the run: the connection, the previous
  * snapshot's counters (replaced at each refresh, freed at the end), the
- * terminal's settings and the signal mask and SIGWINCH action it had
- * before (restored on every way out).  Each refresh's listing text,
+ * terminal's settings and the SIGWINCH action it had before (restored on
+ * every way out).  Each refresh's listing text,
  * records and rows are freed before the next one.
  */
 #ifndef _GNU_SOURCE
@@ -72,7 +72,6 @@ typedef struct ctl_top {
     bool keys;                  /* stdin is a terminal, read key by key */
     bool reading;               /* ... and not failed */
     struct termios term;        /* stdin's settings before (if keys) */
-    sigset_t mask;              /* the signal mask before */
     struct sigaction winch;     /* SIGWINCH's action before */
     int sort_rate;              /* CTL_TOP_*, or -1: by sort_rec */
     ctl_rec_order_t sort_rec;
@@ -419,22 +418,16 @@ static void ctl_top_on_winch(int sig)
     ctl_top_resized = 1;
 }
 
-/* SIGINT, SIGTERM and SIGWINCH stay blocked but while top sleeps, so that
- * the sleep cannot miss one; SIGWINCH asks for a redraw.  0 or -errno. */
+/* SIGWINCH asks for a redraw (what it interrupts goes on). */
 static int ctl_top_signals(ctl_top_t *top)
 {
     struct sigaction sa;
-    sigset_t set;
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = ctl_top_on_winch;
+    sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGWINCH);
-    if (sigprocmask(SIG_BLOCK, &set, &top->mask) < 0 ||
-        sigaction(SIGWINCH, &sa, &top->winch) < 0)
+    if (sigaction(SIGWINCH, &sa, &top->winch) < 0)
         return -errno;
     return 0;
 }
@@ -458,7 +451,7 @@ static void ctl_top_term_on(ctl_top_t *top)
     fputs("\033[?1049h\033[?25l", stdout);
 }
 
-/* Everything as it was: the terminal, SIGWINCH and the signal mask. */
+/* Everything as it was: the terminal and SIGWINCH. */
 static void ctl_top_restore(ctl_top_t *top)
 {
     if (top->keys)
@@ -467,7 +460,6 @@ static void ctl_top_restore(ctl_top_t *top)
         fputs("\033[?25h\033[?1049l", stdout);
     fflush(stdout);
     (void)sigaction(SIGWINCH, &top->winch, NULL);
-    (void)sigprocmask(SIG_SETMASK, &top->mask, NULL);
 }
 
 /* ---- the run ------------------------------------------------------------ */
@@ -503,9 +495,9 @@ static int ctl_top_keys(ctl_top_t *top)
     return ev;
 }
 
-/* Wait until `deadline` (monotonic ns), a signal or a key.  A CTL_TOP_*
- * (QUIT also for SIGINT/SIGTERM) or -errno. */
-static int ctl_top_wait(ctl_top_t *top, uint64_t deadline)
+/* ctl_top_wait's loop; mask: the signal mask to wait with. */
+static int ctl_top_wait_blocked(ctl_top_t *top, uint64_t deadline,
+                                const sigset_t *mask)
 {
     for (;;) {
         struct pollfd p = { .fd = top->reading ? STDIN_FILENO : -1,
@@ -525,12 +517,31 @@ static int ctl_top_wait(ctl_top_t *top, uint64_t deadline)
         left = deadline - now;
         ts = (struct timespec){ (time_t)(left / 1000000000u),
                                 (long)(left % 1000000000u) };
-        r = ppoll(&p, 1, &ts, &top->mask);
+        r = ppoll(&p, 1, &ts, mask);
         if (r < 0 && errno != EINTR)
             return -errno;
         if (r > 0 && (r = ctl_top_keys(top)) != CTL_TOP_TICK)
             return r;
     }
+}
+
+/* Wait until `deadline` (monotonic ns), a signal or a key.  A CTL_TOP_*
+ * (QUIT also for SIGINT/SIGTERM) or -errno.  SIGINT, SIGTERM and SIGWINCH
+ * are blocked but in ppoll, so that the wait cannot miss one. */
+static int ctl_top_wait(ctl_top_t *top, uint64_t deadline)
+{
+    sigset_t set, mask;
+    int r;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGWINCH);
+    if (sigprocmask(SIG_BLOCK, &set, &mask) < 0)
+        return -errno;
+    r = ctl_top_wait_blocked(top, deadline, &mask);
+    (void)sigprocmask(SIG_SETMASK, &mask, NULL);
+    return r;
 }
 
 /* Our own counters in a listing (zeros if absent). */
