@@ -246,7 +246,7 @@ void ctl_out_size(char *buf, size_t len, uint64_t bytes)
     if (k == 0)
         snprintf(buf, len, "%" PRIu64 "B", bytes);
     else
-        snprintf(buf, len, v < 9.95 ? "%.1f%s" : "%.0f%s", v, unit[k]);
+        snprintf(buf, len, "%.*f%s", v < 9.95 ? 1 : 0, v, unit[k]);
 }
 
 void ctl_out_duration(char *buf, size_t len, uint64_t ms)
