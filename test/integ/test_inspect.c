@@ -532,6 +532,14 @@ Test(inspect, sort_and_top)
     st = th_ctl(br.sock, &o, "names", "--sort", "nosuchfield", NULL);
     cr_assert(TH_EXITED(st, 2), "unknown field: 0x%x", st);
     th_output_free(&o);
+    /* --top 0, like no --top: all of them. */
+    st = th_ctl(br.sock, &o, "names", "--json", "--top", "0", NULL);
+    cr_assert(TH_EXITED(st, 0), "%s", o.err);
+    n = parse_listing(o.out, &arr);
+    cr_assert_eq(n, 3, "--top 0: %s", o.out);
+    th_json_array_free(arr, n);
+    th_output_free(&o);
+
     st = th_ctl(br.sock, &o, "names", "--top", "-3", NULL);
     cr_assert(TH_EXITED(st, 2), "bad --top: 0x%x", st);
     th_output_free(&o);

@@ -46,7 +46,7 @@ typedef struct top_traffic {
 
 #define TOP_CLIENTS 5       /* the four children and watch */
 
-/* Owns TOP_SINK and takes messages until one says "stop". */
+/* Owns TOP_SINK and answers requests until a message says "stop". */
 static int top_sink(void *arg)
 {
     top_traffic_t *t = arg;
@@ -59,13 +59,18 @@ static int top_sink(void *arg)
         broker_msg_t *m = th_recv(b);
         done = m->kind == BROKER_MSG_DATA && m->len == 4 &&
                !memcmp(m->data, "stop", 4);
+        if (m->kind == BROKER_MSG_DATA && (m->flags & BROKER_MSGF_OPEN) &&
+            !(m->flags & BROKER_MSGF_CLOSE))
+            TH_OK(broker_reply(b, m, "ok", 2, NULL, 0));
         broker_msg_free(m);
     }
     broker_close(b);
     return 0;
 }
 
-/* Sends to TOP_SINK until the stop barrier has a token, then "stop". */
+/* Calls TOP_SINK until the stop barrier has a token, then sends "stop":
+ * one request at a time, so that nothing piles up in the sink's queue
+ * however slow it is. */
 static int top_sender(void *arg)
 {
     top_traffic_t *t = arg;
@@ -77,7 +82,11 @@ static int top_sender(void *arg)
     for (;;) {
         struct pollfd p = { .fd = t->stop.rd, .events = POLLIN };
 
-        TH_OK(broker_send(b, TOP_SINK, payload, sizeof(payload), NULL, 0));
+        broker_msg_t *reply = NULL;
+
+        TH_OK(broker_call(b, TOP_SINK, payload, sizeof(payload), &reply,
+                          TH_HANG_MS));
+        broker_msg_free(reply);
         if (poll(&p, 1, 0) > 0)
             break;
     }
