@@ -175,7 +175,22 @@ void ctl_rec_sort(ctl_rec_t *recs, size_t n, const ctl_rec_order_t *ord);
 /* s as a JSON string on f; invalid UTF-8 bytes become U+FFFD. */
 void ctl_out_json_string(FILE *f, const char *s);
 
-/* key: value lines, values aligned. */
+/* The text output shows values for people: sizes in B, KiB, MiB, GiB
+ * (keys with "bytes" in them, size, the max_* sizes, queue_limit),
+ * durations (keys ending in _ms, labelled without the suffix) as 850ms,
+ * 2.8s, 42s, 3m, 2h, 5d, a uid as its user name, and lists (names,
+ * queue) cut to CTL_OUT_LIST_WIDTH bytes with a count of the items left
+ * out ("svc.a, svc.b +18", names_more included).  JSON keeps the raw
+ * values. */
+#define CTL_OUT_LIST_WIDTH 40
+
+/* bytes as "850B", "1.2KiB", "34MiB" ... into buf. */
+void ctl_out_size(char *buf, size_t len, uint64_t bytes);
+
+/* ms as "850ms", "2.8s", "42s", "3m", "2h", "5d" into buf. */
+void ctl_out_duration(char *buf, size_t len, uint64_t ms);
+
+/* key: value lines, values aligned, in human units. */
 void ctl_out_pairs(char *const *keys, char *const *vals, size_t n);
 
 /* One JSON object of the pairs; digit-only values are numbers. */
@@ -186,9 +201,14 @@ void ctl_out_json_pairs(char *const *keys, char *const *vals, size_t n,
 void ctl_out_json_records(const ctl_rec_t *recs, size_t n, int mode);
 
 /* The records as a table of the columns cols (NULL-terminated), with a
- * header line if legend. */
-void ctl_out_table(const char *const *cols, const ctl_rec_t *recs,
-                   size_t n, bool legend);
+ * header line if legend.  0 or -ENOMEM (nothing printed). */
+int ctl_out_table(const char *const *cols, const ctl_rec_t *recs,
+                  size_t n, bool legend);
+
+/* The same in lines of at most width bytes: a last list column gets the
+ * room the others leave, and lines are cut at width. */
+int ctl_out_table_fit(const char *const *cols, const ctl_rec_t *recs,
+                      size_t n, bool legend, size_t width);
 
 /* ---- monitor.c: the monitor session monitor and capture share ----------- */
 

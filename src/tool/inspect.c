@@ -11,6 +11,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,12 +111,14 @@ static int ctl_inspect_print(const ctl_opts_t *o, const ctl_inspect_list_t *k,
         return ctl_usage_error("unknown field '%s' for '%s'", o->sort,
                                k->cmd);
     ctl_rec_sort(recs, n, &ord);
-    if (o->top >= 0 && (size_t)o->top < n)
+    if (o->top > 0 && (size_t)o->top < n)      /* --top 0: all */
         n = (size_t)o->top;
-    if (o->json)
+    if (o->json) {
         ctl_out_json_records(recs, n, o->json);
-    else
-        ctl_out_table(k->cols, recs, n, !o->no_legend);
+    } else if (ctl_out_table(k->cols, recs, n, !o->no_legend) < 0) {
+        ctl_err("%s: %s", k->cmd, broker_strerror(-ENOMEM));
+        return CTL_EXIT_RUNTIME;
+    }
     return fflush(stdout) == EOF ? CTL_EXIT_RUNTIME : CTL_EXIT_OK;
 }
 

@@ -9,6 +9,9 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
+#include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,27 +195,91 @@ void ctl_out_json_records(const ctl_rec_t *recs, size_t n, int mode)
     puts(pretty && n ? "\n]" : "]");
 }
 
-/* ---- text --------------------------------------------------------------- */
+/* ---- human units -------------------------------------------------------- */
 
-void ctl_out_pairs(char *const *keys, char *const *vals, size_t n)
+/* How the text output shows a key's values. */
+typedef enum ctl_out_kind {
+    CTL_OUT_PLAIN,      /* as the broker sent it */
+    CTL_OUT_SIZE,       /* bytes: B, KiB, MiB, GiB, TiB */
+    CTL_OUT_MS,         /* milliseconds: 850ms, 2.8s, 42s, 3m, 2h, 5d */
+    CTL_OUT_USER,       /* a uid: the user's name */
+    CTL_OUT_LIST,       /* a comma-separated list, cut with a count */
+} ctl_out_kind_t;
+
+static bool ctl_out_ends_with(const char *s, const char *tail)
 {
-    int width = 0;
+    size_t n = strlen(s), k = strlen(tail);
 
-    for (size_t i = 0; i < n; i++) {
-        size_t k = strlen(keys[i]);
-        if (k > (size_t)width)
-            width = k > 64 ? 64 : (int)k;
-    }
-    for (size_t i = 0; i < n; i++)
-        printf("%s:%*s %s\n", keys[i], width - (int)strlen(keys[i]), "",
-               vals[i]);
+    return n >= k && !strcmp(s + n - k, tail);
 }
 
-/* Display form of a value: unescaped, control bytes shown as '?'.  The
- * caller frees it (NULL on no memory). */
-static char *ctl_out_cell_text(const char *raw)
+static ctl_out_kind_t ctl_out_kind(const char *key)
 {
-    char *v = ctl_rec_unescape(raw ? raw : "", raw ? strlen(raw) : 0);
+    static const char *const sizes[] = {
+        "size", "max_shm", "max_packet", "max_msg", "queue_limit",
+    };
+
+    if (ctl_out_key_is_list(key))
+        return CTL_OUT_LIST;
+    if (!strcmp(key, "uid"))
+        return CTL_OUT_USER;
+    if (ctl_out_ends_with(key, "_ms"))
+        return CTL_OUT_MS;
+    if (strstr(key, "bytes"))
+        return CTL_OUT_SIZE;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        if (!strcmp(key, sizes[i]))
+            return CTL_OUT_SIZE;
+    return CTL_OUT_PLAIN;
+}
+
+void ctl_out_size(char *buf, size_t len, uint64_t bytes)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    double v = (double)bytes;
+    size_t k = 0;
+
+    while (v >= 1024 && k + 1 < sizeof(unit) / sizeof(unit[0])) {
+        v /= 1024;
+        k++;
+    }
+    if (k == 0)
+        snprintf(buf, len, "%" PRIu64 "B", bytes);
+    else
+        snprintf(buf, len, "%.*f%s", v < 9.95 ? 1 : 0, v, unit[k]);
+}
+
+void ctl_out_duration(char *buf, size_t len, uint64_t ms)
+{
+    if (ms < 1000)
+        snprintf(buf, len, "%" PRIu64 "ms", ms);
+    else if (ms < 10000)
+        snprintf(buf, len, "%" PRIu64 ".%" PRIu64 "s", ms / 1000,
+                 ms / 100 % 10);
+    else if (ms < 60000)
+        snprintf(buf, len, "%" PRIu64 "s", ms / 1000);
+    else if (ms < 3600000)
+        snprintf(buf, len, "%" PRIu64 "m", ms / 60000);
+    else if (ms < 86400000)
+        snprintf(buf, len, "%" PRIu64 "h", ms / 3600000);
+    else
+        snprintf(buf, len, "%" PRIu64 "d", ms / 86400000);
+}
+
+/* The user name of uid, or the number when it has none. */
+static void ctl_out_user(char *buf, size_t len, const char *raw)
+{
+    struct passwd *pw = ctl_rec_is_num(raw) ?
+                        getpwuid((uid_t)strtoul(raw, NULL, 10)) : NULL;
+
+    snprintf(buf, len, "%s", pw ? pw->pw_name : raw);
+}
+
+/* Display form of n bytes of a raw value: unescaped, control bytes
+ * shown as '?'.  The caller frees it (NULL on no memory). */
+static char *ctl_out_text(const char *raw, size_t n)
+{
+    char *v = ctl_rec_unescape(raw, n);
 
     for (char *p = v; p && *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
@@ -220,74 +287,312 @@ static char *ctl_out_cell_text(const char *raw)
     return v;
 }
 
-/* The layout of a table: per column its width and whether it is a
- * number (right-aligned). */
+static char *ctl_out_cell_text(const char *raw)
+{
+    return ctl_out_text(raw ? raw : "", raw ? strlen(raw) : 0);
+}
+
+/* Append to a growing string; false on no memory (it is then freed). */
+typedef struct ctl_out_str {
+    char *s;
+    size_t len, cap;
+} ctl_out_str_t;
+
+static bool ctl_out_put(ctl_out_str_t *d, const char *s, size_t n)
+{
+    if (d->len + n + 1 > d->cap) {
+        size_t cap = (d->len + n + 1) * 2;
+        char *t = realloc(d->s, cap);
+        if (!t) {
+            free(d->s);
+            d->s = NULL;
+            return false;
+        }
+        d->s = t;
+        d->cap = cap;
+    }
+    memcpy(d->s + d->len, s, n);
+    d->len += n;
+    d->s[d->len] = '\0';
+    return true;
+}
+
+/* How many items a comma-separated list has. */
+static size_t ctl_out_list_count(const char *raw)
+{
+    size_t n = *raw ? 1 : 0;
+
+    for (; *raw; raw++)
+        n += *raw == ',';
+    return n;
+}
+
+/* Append item to d as the next of a list cut at budget bytes, if it
+ * fits with the " +left" count that would follow it.  A first item too
+ * long alone is cut with "...".  Returns 1 if it was added whole, 2 if
+ * cut (the list ends), 0 if not added (the list ends), or -ENOMEM. */
+static int ctl_out_list_add(ctl_out_str_t *d, const char *item, size_t left,
+                            size_t budget)
+{
+    char tail[32];
+    size_t len = strlen(item), sep = d->len ? 2 : 0;
+    size_t tlen = left ? (size_t)snprintf(tail, sizeof(tail), " +%zu", left)
+                       : 0;
+
+    if (d->len + sep + len + tlen <= budget)
+        return ctl_out_put(d, ", ", sep) && ctl_out_put(d, item, len) ?
+               1 : -ENOMEM;
+    if (d->len || budget < tlen + 3 + 4)
+        return 0;
+    return ctl_out_put(d, item, budget - tlen - 3) &&
+           ctl_out_put(d, "...", 3) ? 2 : -ENOMEM;
+}
+
+/* A list shown as "a, b +N" in at most budget bytes: as many items as
+ * fit, then how many are left out (more: those the broker left out
+ * already).  The caller frees the result (NULL on no memory). */
+static char *ctl_out_list(const char *raw, uint64_t more, size_t budget)
+{
+    size_t total = ctl_out_list_count(raw), shown = 0;
+    ctl_out_str_t d = { 0 };
+    char tail[32];
+    int r = 1;
+
+    if (!ctl_out_put(&d, "", 0))
+        return NULL;
+    for (const char *p = raw; r == 1 && shown < total; ) {
+        size_t len = strcspn(p, ",");
+        char *item = ctl_out_text(p, len);
+
+        r = item ? ctl_out_list_add(&d, item, total - shown - 1 +
+                                    (size_t)more, budget) : -ENOMEM;
+        free(item);
+        if (r < 0)
+            return NULL;        /* d.s was freed */
+        shown += r > 0;
+        p += len + (p[len] == ',');
+    }
+    if (total - shown + more) {
+        snprintf(tail, sizeof(tail), "%s+%zu", d.len ? " " : "",
+                 total - shown + (size_t)more);
+        if (!ctl_out_put(&d, tail, strlen(tail)))
+            return NULL;
+    }
+    return d.s;
+}
+
+/* The text of key's raw value in rec for people: units, user names, a
+ * cut list (in at most budget bytes).  The caller frees it (NULL on no
+ * memory). */
+static char *ctl_out_human(const ctl_rec_t *rec, const char *key,
+                           const char *raw, size_t budget)
+{
+    char buf[64];
+
+    if (!raw)
+        raw = "";
+    switch (ctl_out_kind(key)) {
+    case CTL_OUT_LIST:
+        return ctl_out_list(raw, rec && !strcmp(key, "names") ?
+                            ctl_rec_u64(ctl_rec_get(rec, "names_more")) : 0,
+                            budget);
+    case CTL_OUT_SIZE:
+        if (!ctl_rec_is_num(raw))
+            break;
+        ctl_out_size(buf, sizeof(buf), ctl_rec_u64(raw));
+        return strdup(buf);
+    case CTL_OUT_MS:
+        if (!ctl_rec_is_num(raw))
+            break;
+        ctl_out_duration(buf, sizeof(buf), ctl_rec_u64(raw));
+        return strdup(buf);
+    case CTL_OUT_USER:
+        ctl_out_user(buf, sizeof(buf), raw);
+        return strdup(buf);
+    case CTL_OUT_PLAIN:
+        break;
+    }
+    return ctl_out_cell_text(raw);
+}
+
+/* The heading of a key's column (or its label in status): the key in
+ * capitals, without a unit the values now carry. */
+static void ctl_out_heading(char *buf, size_t len, const char *key,
+                            bool upper)
+{
+    size_t n = strlen(key), j = 0;
+
+    if (!strcmp(key, "queued_bytes"))
+        n = strlen("queued");
+    else if (ctl_out_ends_with(key, "_ms"))
+        n -= 3;
+    for (; j < n && j + 1 < len; j++)
+        buf[j] = (char)(upper && key[j] >= 'a' && key[j] <= 'z' ?
+                        key[j] - 'a' + 'A' : key[j]);
+    buf[j] = '\0';
+}
+
+/* ---- text --------------------------------------------------------------- */
+
+void ctl_out_pairs(char *const *keys, char *const *vals, size_t n)
+{
+    char label[64];
+    int width = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        ctl_out_heading(label, sizeof(label), keys[i], false);
+        if (strlen(label) > (size_t)width)
+            width = (int)strlen(label);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *v = ctl_out_human(NULL, keys[i], vals[i], CTL_OUT_LIST_WIDTH);
+        ctl_out_heading(label, sizeof(label), keys[i], false);
+        printf("%s:%*s %s\n", label, width - (int)strlen(label), "",
+               v ? v : vals[i]);
+        free(v);
+    }
+}
+
+/* A table's cells for people, and per column its width and whether it
+ * is a number (right-aligned).  cell[i * ncols + c]: row i, column c;
+ * all owned, freed by ctl_out_layout_free. */
 typedef struct ctl_out_layout {
-    size_t ncols;
+    size_t ncols, nrows;
     size_t width[CTL_REC_MAX_KEYS];
     bool num[CTL_REC_MAX_KEYS];
+    char head[CTL_REC_MAX_KEYS][64];
+    char **cell;
 } ctl_out_layout_t;
 
-static void ctl_out_measure(ctl_out_layout_t *t, const char *const *cols,
-                            const ctl_rec_t *recs, size_t n, bool legend)
+static void ctl_out_layout_free(ctl_out_layout_t *t)
 {
-    t->ncols = 0;
-    while (cols[t->ncols])
-        t->ncols++;
-    for (size_t c = 0; c < t->ncols; c++) {
-        t->width[c] = legend ? strlen(cols[c]) : 0;
-        t->num[c] = !ctl_out_key_is_text(cols[c]) &&
-                    !ctl_out_key_is_list(cols[c]);
-        for (size_t i = 0; i < n; i++) {
-            char *v = ctl_out_cell_text(ctl_rec_get(&recs[i], cols[c]));
-            size_t w = v ? strlen(v) : 0;
-            free(v);
-            if (w > t->width[c])
-                t->width[c] = w;
+    for (size_t i = 0; t->cell && i < t->nrows * t->ncols; i++)
+        free(t->cell[i]);
+    free(t->cell);
+}
+
+/* Fill in the cells of columns [from, to) with list cells cut at budget,
+ * and their widths.  Returns 0 or -ENOMEM. */
+static int ctl_out_fill(ctl_out_layout_t *t, const char *const *cols,
+                        const ctl_rec_t *recs, size_t from, size_t to,
+                        size_t budget)
+{
+    for (size_t c = from; c < to; c++) {
+        for (size_t i = 0; i < t->nrows; i++) {
+            char **v = &t->cell[i * t->ncols + c];
+            *v = ctl_out_human(&recs[i], cols[c], ctl_rec_get(&recs[i],
+                               cols[c]), budget);
+            if (!*v)
+                return -ENOMEM;
+            if (strlen(*v) > t->width[c])
+                t->width[c] = strlen(*v);
         }
     }
+    return 0;
+}
+
+/* Measure and format: a last list column gets what width leaves of it
+ * (0: no limit, lists get CTL_OUT_LIST_WIDTH).  0 or -ENOMEM. */
+static int ctl_out_layout(ctl_out_layout_t *t, const char *const *cols,
+                          const ctl_rec_t *recs, size_t n, bool legend,
+                          size_t width)
+{
+    size_t last, used = 0;
+
+    memset(t, 0, sizeof(*t));
+    while (cols[t->ncols] && t->ncols < CTL_REC_MAX_KEYS)
+        t->ncols++;
+    t->nrows = n;
+    if (!t->ncols || !(t->cell = calloc(n * t->ncols + 1, sizeof(char *))))
+        return t->ncols ? -ENOMEM : 0;
+    for (size_t c = 0; c < t->ncols; c++) {
+        ctl_out_heading(t->head[c], sizeof(t->head[c]), cols[c], true);
+        t->width[c] = legend ? strlen(t->head[c]) : 0;
+        t->num[c] = !ctl_out_key_is_text(cols[c]) &&
+                    !ctl_out_key_is_list(cols[c]);
+    }
+    last = t->ncols - 1;
+    if (!width || !ctl_out_key_is_list(cols[last]))
+        return ctl_out_fill(t, cols, recs, 0, t->ncols, CTL_OUT_LIST_WIDTH);
+    if (ctl_out_fill(t, cols, recs, 0, last, CTL_OUT_LIST_WIDTH) < 0)
+        return -ENOMEM;
+    for (size_t c = 0; c < last; c++)
+        used += t->width[c] + 2;
+    return ctl_out_fill(t, cols, recs, last, t->ncols,
+                        width > used ? width - used : 0);
 }
 
 /* One cell of column c, padded (the last text column is not). */
-static void ctl_out_cell(const ctl_out_layout_t *t, size_t c,
+static void ctl_out_cell(FILE *f, const ctl_out_layout_t *t, size_t c,
                          const char *text)
 {
-    printf(t->num[c] ? "%s%*s" : "%s%-*s", c ? "  " : "",
-           c + 1 == t->ncols && !t->num[c] ? 0 : (int)t->width[c], text);
+    fprintf(f, t->num[c] ? "%s%*s" : "%s%-*s", c ? "  " : "",
+            c + 1 == t->ncols && !t->num[c] ? 0 : (int)t->width[c], text);
 }
 
-/* The header line: column names in capitals, bold on a terminal. */
-static void ctl_out_legend(const ctl_out_layout_t *t, const char *const *cols)
+/* Write line (len bytes, no newline) cut to width bytes (0: whole), in
+ * bold if asked, then a newline. */
+static void ctl_out_line(const char *line, size_t len, size_t width,
+                         bool bold)
 {
-    bool tty = isatty(STDOUT_FILENO);
-
-    fputs(tty ? "\033[1m" : "", stdout);
-    for (size_t c = 0; c < t->ncols; c++) {
-        char head[64];
-        size_t j = 0;
-        for (; cols[c][j] && j < sizeof(head) - 1; j++)
-            head[j] = (char)(cols[c][j] >= 'a' && cols[c][j] <= 'z'
-                             ? cols[c][j] - 'a' + 'A' : cols[c][j]);
-        head[j] = '\0';
-        ctl_out_cell(t, c, head);
-    }
-    fputs(tty ? "\033[0m\n" : "\n", stdout);
+    if (width && len > width)
+        len = width;
+    while (len && line[len - 1] == ' ')
+        len--;
+    fputs(bold ? "\033[1m" : "", stdout);
+    fwrite(line, 1, len, stdout);
+    fputs(bold ? "\033[0m\n" : "\n", stdout);
 }
 
-void ctl_out_table(const char *const *cols, const ctl_rec_t *recs,
-                   size_t n, bool legend)
+/* The table into a string, one line per row after the legend. */
+static char *ctl_out_render(const ctl_out_layout_t *t, bool legend)
 {
-    ctl_out_layout_t t;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
 
-    ctl_out_measure(&t, cols, recs, n, legend);
+    if (!f)
+        return NULL;
+    for (size_t c = 0; legend && c < t->ncols; c++)
+        ctl_out_cell(f, t, c, t->head[c]);
     if (legend)
-        ctl_out_legend(&t, cols);
-    for (size_t i = 0; i < n; i++) {
-        for (size_t c = 0; c < t.ncols; c++) {
-            char *v = ctl_out_cell_text(ctl_rec_get(&recs[i], cols[c]));
-            ctl_out_cell(&t, c, v ? v : "");
-            free(v);
-        }
-        putchar('\n');
+        fputc('\n', f);
+    for (size_t i = 0; i < t->nrows; i++) {
+        for (size_t c = 0; c < t->ncols; c++)
+            ctl_out_cell(f, t, c, t->cell[i * t->ncols + c]);
+        fputc('\n', f);
     }
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+int ctl_out_table_fit(const char *const *cols, const ctl_rec_t *recs,
+                      size_t n, bool legend, size_t width)
+{
+    bool bold = legend && isatty(STDOUT_FILENO);
+    ctl_out_layout_t t;
+    char *text, *line;
+    int r = ctl_out_layout(&t, cols, recs, n, legend, width);
+
+    if (r < 0 || !(text = ctl_out_render(&t, legend))) {
+        ctl_out_layout_free(&t);
+        return -ENOMEM;
+    }
+    line = text;
+    for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+        ctl_out_line(line, (size_t)(nl - line), width, bold);
+        bold = false;
+    }
+    free(text);
+    ctl_out_layout_free(&t);
+    return 0;
+}
+
+int ctl_out_table(const char *const *cols, const ctl_rec_t *recs,
+                  size_t n, bool legend)
+{
+    return ctl_out_table_fit(cols, recs, n, legend, 0);
 }

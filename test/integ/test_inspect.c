@@ -1,12 +1,15 @@
 /*
  * test_inspect.c - the operator listings (LIST_CLIENTS, LIST_NAMES,
  * LIST_STREAMS, LIST_SHM) through libbroker and brokerctl, their paging,
- * --sort/--top, KICK, SHUTDOWN and the privilege rule.
+ * --sort/--top, the tables' human units and cut NAMES cells beside
+ * --json's raw numbers, KICK, SHUTDOWN and the privilege rule.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <ctype.h>
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +68,88 @@ static int lines_of(const char *s, char *first, size_t len)
     for (; *s; s++)
         n += *s == '\n';
     return n;
+}
+
+/* A size as the tables show it ("850B", "1.2KiB" ...) in bytes, or -1. */
+static double size_of(const char *s)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    char *end;
+    double v = strtod(s, &end), m = 1;
+
+    if (end == s || !isdigit((unsigned char)*s))
+        return -1;
+    for (size_t i = 0; i < sizeof(unit) / sizeof(unit[0]); i++, m *= 1024)
+        if (!strcmp(end, unit[i]))
+            return v * m;
+    return -1;
+}
+
+/* Whether s is a duration as the tables show it: 850ms, 2.8s, 42s, 3m,
+ * 2h, 5d. */
+static bool is_duration(const char *s)
+{
+    size_t d = strspn(s, "0123456789");
+
+    if (d == 0)
+        return false;
+    if (!strcmp(s + d, "ms") || !strcmp(s + d, "s") || !strcmp(s + d, "m") ||
+        !strcmp(s + d, "h") || !strcmp(s + d, "d"))
+        return true;
+    return s[d] == '.' && isdigit((unsigned char)s[d + 1]) &&
+           !strcmp(s + d + 2, "s");
+}
+
+/* The line of the table in text whose first word is id, copied into
+ * line (fails the test if there is none). */
+static void row_of(const char *text, uint64_t id, char *line, size_t len)
+{
+    char want[32];
+
+    snprintf(want, sizeof(want), "%llu ", (unsigned long long)id);
+    for (const char *p = text; *p; ) {
+        size_t k = strcspn(p, "\n");
+        const char *w = p + strspn(p, " ");
+        if (!strncmp(w, want, strlen(want))) {
+            snprintf(line, len, "%.*s", (int)k, p);
+            return;
+        }
+        p += k + (p[k] == '\n');
+    }
+    cr_assert_fail("no row for client %llu in:\n%s", (unsigned long long)id,
+                   text);
+}
+
+/* The last whitespace-separated word of line. */
+static const char *last_word(const char *line)
+{
+    const char *e = line + strlen(line), *b;
+
+    while (e > line && e[-1] == ' ')
+        e--;
+    for (b = e; b > line && b[-1] != ' '; b--)
+        ;
+    return b;
+}
+
+/* A NAMES cell of a clients row: names of the form prefix%d shown, then
+ * " +N"; checks that it fits CTL's 40 bytes and that shown + N == total. */
+static void check_cut_names(const char *row, const char *prefix, int total)
+{
+    const char *first = strstr(row, prefix), *plus, *p;
+    int shown = 0;
+
+    cr_assert_not_null(first, "no names in: %s", row);
+    plus = strstr(first, " +");
+    cr_assert_not_null(plus, "no count of the names left out: %s", row);
+    for (p = first; (p = strstr(p, prefix)) && p < plus; p += strlen(prefix))
+        shown++;
+    cr_assert_geq(shown, 1);
+    cr_assert_eq(shown + atoi(plus + 2), total, "%d shown + %d: %s", shown,
+                 atoi(plus + 2), row);
+    p = plus + 2 + strspn(plus + 2, "0123456789");
+    cr_assert_leq(p - first, 40, "NAMES cell of %d bytes: %s",
+                  (int)(p - first), row);
 }
 
 /* ---- the listings ------------------------------------------------------------ */
@@ -198,7 +283,15 @@ Test(inspect, shm_segments_after_buffer_send)
     th_json_array_free(arr, n);
 
     th_output_t o;
-    int st = th_ctl(br.sock, &o, "shm", NULL);
+    char row[256], owner[24], segid[24], size[24];
+    int st = th_ctl(br.sock, &o, "shm", "--no-legend", NULL);
+    cr_assert(TH_EXITED(st, 0));
+    cr_assert_eq(lines_of(o.out, row, sizeof(row)), 1, "%s", o.out);
+    cr_assert_eq(sscanf(row, "%23s %23s %23s", owner, segid, size), 3);
+    cr_assert(size_of(size) >= 4096 && strcmp(size, "4096"),
+              "SIZE not in units: %s", row);
+    th_output_free(&o);
+    st = th_ctl(br.sock, &o, "shm", NULL);
     cr_assert(TH_EXITED(st, 0));
     cr_assert_eq(lines_of(o.out, NULL, 0), 2, "%s", o.out);
     cr_assert(!strncmp(o.out, "OWNER", 5), "%s", o.out);
@@ -208,6 +301,86 @@ Test(inspect, shm_segments_after_buffer_send)
     broker_buf_free(a, buf);
     broker_close(a);
     broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* ---- units ------------------------------------------------------------------- */
+
+#define CUT_NAMES 25
+
+Test(inspect, tables_in_units_json_raw_names_cut)
+{
+    broker_t *a = th_connect(&br);
+    uint64_t ida = broker_client_id(a);
+    struct passwd *pw = getpwuid(getuid());
+    char name[64], row[512], first[256], *w[16], *save = NULL;
+    th_json_obj_t *arr;
+    th_output_t o;
+    int n, st, nw = 0;
+
+    for (int i = 0; i < CUT_NAMES; i++) {
+        snprintf(name, sizeof(name), "svc.cut.%02d", i);
+        th_register(a, name);
+    }
+    cr_assert_eq(broker_send(a, "svc.cut.00", "0123456789", 10, NULL, 0), 0);
+    broker_msg_free(th_recv(a));
+
+    /* The table: QUEUED and AGE in units, UID as a name, NAMES cut. */
+    st = th_ctl(br.sock, &o, "clients", NULL);
+    cr_assert(TH_EXITED(st, 0), "%s", o.err);
+    lines_of(o.out, first, sizeof(first));
+    cr_assert(strstr(first, " QUEUED ") && strstr(first, " AGE") &&
+              !strstr(first, "AGE_MS") && !strstr(first, "QUEUED_BYTES"),
+              "legend: %s", first);
+    row_of(o.out, ida, row, sizeof(row));
+    check_cut_names(row, "svc.cut.", CUT_NAMES);
+    cr_assert(is_duration(last_word(row)), "AGE: %s", row);
+    for (char *t = strtok_r(row, " ", &save); t && nw < 16;
+         t = strtok_r(NULL, " ", &save))
+        w[nw++] = t;
+    cr_assert_geq(nw, 5);
+    if (pw)
+        cr_assert_str_eq(w[2], pw->pw_name, "UID: %s", w[2]);
+    th_output_free(&o);
+
+    /* JSON: every name, raw numbers. */
+    n = ctl_json(&arr, "clients", NULL);
+    const th_json_obj_t *ca = th_json_find(arr, n, "id", ida);
+    cr_assert_not_null(ca);
+    cr_assert_eq(th_json_u64(ca, "uid"), (unsigned long long)getuid());
+    cr_assert_eq(th_json_u64(ca, "names_more"), 0);
+    cr_assert_geq(th_json_u64(ca, "bytes_in"), 10);
+    th_json_u64(ca, "age_ms");
+    const char *names = th_json_str(ca, "names");
+    int items = *names != '\0';
+    for (const char *p = names; *p; p++)
+        items += *p == ',';
+    cr_assert_eq(items, CUT_NAMES, "names: %s", names);
+    th_json_array_free(arr, n);
+
+    /* status: sizes and the uptime in units, raw in JSON. */
+    st = th_ctl(br.sock, &o, "status", NULL);
+    cr_assert(TH_EXITED(st, 0), "%s", o.err);
+    const char *up = strstr(o.out, "\nuptime:");
+    const char *bin = strstr(o.out, "\nbytes_in:");
+    const char *shm = strstr(o.out, "\nmax_shm:");
+    cr_assert(up && bin && shm && !strstr(o.out, "uptime_ms"), "%s", o.out);
+    char val[64];
+    cr_assert_eq(sscanf(up + 8, " %63s", val), 1);
+    cr_assert(is_duration(val), "uptime: %s", val);
+    cr_assert_eq(sscanf(bin + 10, " %63s", val), 1);
+    cr_assert_geq(size_of(val), 10, "bytes_in: %s", val);
+    cr_assert_eq(sscanf(shm + 9, " %63s", val), 1);
+    cr_assert_gt(size_of(val), 1024, "max_shm: %s", val);
+    th_output_free(&o);
+    st = th_ctl(br.sock, &o, "status", "--json", NULL);
+    cr_assert(TH_EXITED(st, 0), "%s", o.err);
+    cr_assert(strstr(o.out, "\"uptime_ms\":") && strstr(o.out, "\"bytes_in\":"),
+              "%s", o.out);
+    cr_assert_null(strstr(o.out, "iB\""), "units in JSON: %s", o.out);
+    th_output_free(&o);
+
+    broker_close(a);
     th_broker_stop(&br);
 }
 
@@ -297,6 +470,16 @@ Test(inspect, many_names_span_pages_each_once)
     cr_assert_eq(listed + strtoul(more + 12, NULL, 10), MANY_NAMES);
     free(text);
 
+    /* The table's NAMES cell counts them all, those left out of the
+     * record too. */
+    th_output_t o;
+    char row[512];
+    int st = th_ctl(br.sock, &o, "clients", NULL);
+    cr_assert(TH_EXITED(st, 0), "%s", o.err);
+    row_of(o.out, broker_client_id(a), row, sizeof(row));
+    check_cut_names(row, "page.test.name.", MANY_NAMES);
+    th_output_free(&o);
+
     broker_close(a);
     th_broker_stop(&br);
 }
@@ -349,6 +532,14 @@ Test(inspect, sort_and_top)
     st = th_ctl(br.sock, &o, "names", "--sort", "nosuchfield", NULL);
     cr_assert(TH_EXITED(st, 2), "unknown field: 0x%x", st);
     th_output_free(&o);
+    /* --top 0, like no --top: all of them. */
+    st = th_ctl(br.sock, &o, "names", "--json", "--top", "0", NULL);
+    cr_assert(TH_EXITED(st, 0), "%s", o.err);
+    n = parse_listing(o.out, &arr);
+    cr_assert_eq(n, 3, "--top 0: %s", o.out);
+    th_json_array_free(arr, n);
+    th_output_free(&o);
+
     st = th_ctl(br.sock, &o, "names", "--top", "-3", NULL);
     cr_assert(TH_EXITED(st, 2), "bad --top: 0x%x", st);
     th_output_free(&o);
