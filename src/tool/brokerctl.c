@@ -215,8 +215,8 @@ static void ctl_help_lines(const char *text, int first, int indent)
     }
 }
 
-/* text's '\n'-separated lines after `lead`: the first line after the
- * text `lead`, the others after `indent` spaces. */
+/* A usage's '\n'-separated lines: the first after the text `lead`, the
+ * others after `indent` spaces. */
 static void ctl_help_usage(const char *lead, const char *usage, int indent)
 {
     size_t n = strcspn(usage, "\n");
