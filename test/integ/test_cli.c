@@ -258,12 +258,19 @@ Test(cli, connect_error_too_many_clients)
     th_broker_stop(&br);
 }
 
-/* In a child: brokerctl ping as nobody; its stderr must say permission
- * denied, in lower case. */
+/* What a ping as nobody must print: the socket and a part of the
+ * line. */
+struct nobody_arg {
+    const char *path;
+    const char *want;
+};
+
+/* In a child: brokerctl ping as nobody exits 1 with a.want on stderr, in
+ * lower case. */
 static int ping_as_nobody(void *p)
 {
-    const char *path = p;
-    const char *const argv[] = { th_brokerctl_path(), "-s", path, "ping",
+    const struct nobody_arg *a = p;
+    const char *const argv[] = { th_brokerctl_path(), "-s", a->path, "ping",
                                  NULL };
     th_output_t o;
     int st;
@@ -272,7 +279,7 @@ static int ping_as_nobody(void *p)
     st = th_run(argv, NULL, NULL, 0, &o);
     TH_CHECK(TH_EXITED(st, 1), "status 0x%x: %s", st, o.err);
     TH_CHECK(strstr(o.err, "cannot connect to brokerd at ") &&
-             strstr(o.err, ": permission denied ("), "stderr: %s", o.err);
+             strstr(o.err, a->want), "stderr: %s", o.err);
     TH_CHECK(!strstr(o.err, "Permission"), "capitalised: %s", o.err);
     th_output_free(&o);
     return 0;
@@ -280,12 +287,16 @@ static int ping_as_nobody(void *p)
 
 Test(cli, connect_error_permission_denied)
 {
+    struct nobody_arg a = { br.sock, ": permission denied (the socket is "
+                            "root:root mode 0600; connecting needs write "
+                            "permission on it (its owner, group or root))" };
+
     if (geteuid() == 0) {
         /* root passes every permission check: try as nobody, through a
-         * directory nobody may search and then on the socket itself */
+         * directory nobody may search, on a socket only root may use */
         cr_assert_eq(chmod(br.dir, 0755), 0);
         cr_assert_eq(chmod(br.sock, 0600), 0);
-        th_join(th_spawn(ping_as_nobody, br.sock));
+        th_join(th_spawn(ping_as_nobody, &a));
         th_broker_stop(&br);
         return;
     }
@@ -294,6 +305,26 @@ Test(cli, connect_error_permission_denied)
     cr_assert(strstr(err, ": permission denied (the socket is "), "%s", err);
     free(err);
     cr_assert_eq(chmod(br.sock, 0600), 0);
+    th_broker_stop(&br);
+}
+
+Test(cli, connect_error_refused_by_allow_connect)
+{
+    struct nobody_arg a = { br.sock, ": the broker refused the connection "
+                            "(its allow-connect rules)\n" };
+    char conf[64];
+    FILE *f;
+
+    if (geteuid() != 0)
+        cr_skip_test("needs root to run brokerctl as uid %d", TH_NOBODY);
+    snprintf(conf, sizeof(conf), "/tmp/bkt-cli-%d.conf", (int)getpid());
+    cr_assert_not_null(f = fopen(conf, "w"));
+    fputs("allow-connect = uid:1 gid:1\n", f);
+    cr_assert_eq(fclose(f), 0);
+    th_broker_restart(&br, "-c", conf, "--socket-mode", "0666", NULL);
+    unlink(conf);
+    cr_assert_eq(chmod(br.dir, 0755), 0);
+    th_join(th_spawn(ping_as_nobody, &a));
     th_broker_stop(&br);
 }
 
