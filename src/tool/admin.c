@@ -174,12 +174,15 @@ int ctl_run_wait(const ctl_opts_t *o)
 
 /* ---- kick, shutdown, reload ------------------------------------------------- */
 
-/* A client id: decimal, not 0, no sign.  0 or -EINVAL. */
+/* A client id: decimal, not 0, no sign, optionally written ":ID" as
+ * send and call take it.  0 or -EINVAL. */
 static int ctl_admin_client_id(const char *s, uint64_t *id)
 {
     unsigned long long v;
     char *end;
 
+    if (s[0] == ':')
+        s++;
     errno = 0;
     v = strtoull(s, &end, 10);
     if (errno || end == s || *end || v == 0 || s[0] == '-')

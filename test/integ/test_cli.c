@@ -682,6 +682,31 @@ Test(cli, send_and_call_to_a_client_id)
     th_broker_stop(&br);
 }
 
+Test(cli, kick_takes_colon_id_too)
+{
+    broker_t *b = th_connect(&br);
+    broker_msg_t *m = NULL;
+    th_output_t o;
+    char id[32];
+    int st, r;
+
+    snprintf(id, sizeof(id), ":%llu",
+             (unsigned long long)broker_client_id(b));
+    st = CTL(&o, "kick", id);
+    cr_assert(TH_EXITED(st, 0), "kick %s: %s", id, o.err);
+    th_output_free(&o);
+    /* its ERROR, then the connection is gone */
+    do {
+        broker_msg_free(m);
+        m = NULL;
+        r = broker_recv(b, &m, TH_HANG_MS);
+    } while (r == 0);
+    cr_assert(r == -ECONNABORTED || r == -ECONNRESET, "recv after kick: %d",
+              r);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
 /* In a child: broker_call_id to the parent's client, which answers with
  * broker_reply_error. */
 static int call_id_child(void *p)
