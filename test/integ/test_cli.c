@@ -239,6 +239,47 @@ Test(cli, connect_error_not_a_broker)
     th_broker_stop(&br);
 }
 
+/* A refusing peer: it waits for the HELLO to be queued, then answers
+ * ERROR ENOSR and closes without reading it, so the client's first read
+ * reports a reset ahead of the queued ERROR (what brokerd does when it is
+ * full and the HELLO comes quickly). */
+static int refusing_peer(void *p)
+{
+    struct fake_arg *a = p;
+    bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+                   .aux = ENOSR };
+    char buf[64];
+    int c = accept(a->lfd, NULL, NULL);
+
+    TH_CHECK(c >= 0, "accept: %s", strerror(errno));
+    TH_CHECK(recv(c, buf, sizeof(buf), MSG_PEEK) > 0, "no HELLO");
+    TH_OK(th_raw_send(c, &h, NULL, NULL, 0));
+    close(c);
+    return 0;
+}
+
+Test(cli, connect_error_refused_after_the_hello)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct fake_arg a;
+    char path[sizeof(sa.sun_path)];
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "%s/full.sock", br.dir);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    a.lfd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    cr_assert_geq(a.lfd, 0);
+    cr_assert_eq(bind(a.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(a.lfd, 1), 0);
+    pid = th_spawn(refusing_peer, &a);
+    expect_connect_error(path, "the broker refused the connection: too "
+                         "many clients (its max-clients or "
+                         "max-clients-per-uid limit)");
+    th_join(pid);
+    close(a.lfd);
+    th_broker_stop(&br);
+}
+
 Test(cli, connect_error_too_many_clients)
 {
     broker_t *b = NULL;
