@@ -276,12 +276,19 @@ int broker_call(broker_t *b, const char *name, const void *data, size_t len,
 int broker_call_fds(broker_t *b, const char *name, const void *data,
                     size_t len, const int *fds, unsigned nfds,
                     broker_msg_t **reply, int timeout_ms);
+/* The same to client id `id` (broker_msg_t.source of a message from it,
+ * broker_client_id() on its side) instead of a name. */
+int broker_call_id(broker_t *b, uint64_t id, const void *data, size_t len,
+                   broker_msg_t **reply, int timeout_ms);
 
 /* Answer a request (see broker_msg_is_request; any DATA message without
  * BROKER_MSGF_CLOSE on a stream still open is accepted): sends one message
  * on its stream and closes it. */
 int broker_reply(broker_t *b, const broker_msg_t *req, const void *data,
                  size_t len, const int *fds, unsigned nfds);
+/* Answer a request with an error instead: closes its stream with err (a
+ * negative errno), which the caller's broker_call() returns. */
+int broker_reply_error(broker_t *b, const broker_msg_t *req, int err);
 
 /* True if msg expects an answer: a BROKER_MSG_DATA message that opened a
  * stream (BROKER_MSGF_OPEN) its sender keeps open (no BROKER_MSGF_CLOSE),

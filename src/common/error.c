@@ -2,9 +2,10 @@
  * error.c - broker_strerror(): error codes as the broker means them.
  *
  * Part of libbkcommon so brokerd, brokerctl and libbroker share the same
- * wording; exported from libbroker (which is built with hidden visibility).
+ * wording, every text in lower case (the C library's too); exported from libbroker (which is built with hidden visibility).
  */
 #include "config.h"
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ static const char *known(int e)
     case ECONNREFUSED:    return "no broker is listening on the socket";
     case ENAMETOOLONG:    return "socket path too long";
     case EPIPE:           return "connection to the broker lost";
+    case EACCES:          return "permission denied";
     default:              return NULL;
     }
 }
@@ -54,5 +56,9 @@ BK_EXPORT const char *broker_strerror(int err)
     sys = strerror_r(e, buf, sizeof(buf));
     if (sys != buf)
         snprintf(buf, sizeof(buf), "%s", sys);
+    /* the C library capitalises ("Bad file descriptor"); our texts and
+     * the lines they end up in do not */
+    if (isupper((unsigned char)buf[0]) && islower((unsigned char)buf[1]))
+        buf[0] = (char)tolower((unsigned char)buf[0]);
     return buf;
 }

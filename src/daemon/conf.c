@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "conf.h"
 #include "log.h"
 #include "proto.h"
@@ -527,6 +528,14 @@ static int conf_line(bk_conf_t *c, char *line, char seen[][32],
     return 0;
 }
 
+/* Whether the opened configuration path is a directory. */
+static bool conf_is_dir(FILE *f)
+{
+    struct stat st;
+
+    return fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
                         size_t errlen)
 {
@@ -539,6 +548,11 @@ int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
 
     if (!f) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -EINVAL;
+    }
+    if (conf_is_dir(f)) {       /* it opens, and reads as nothing */
+        snprintf(err, errlen, "%s: is a directory", path);
+        fclose(f);
         return -EINVAL;
     }
     while ((n = getline(&line, &cap, f)) >= 0) {

@@ -145,12 +145,13 @@ BROKER_API int broker_stream_write(broker_t *b, uint32_t stream,
     return bk_send_finish(b, r);
 }
 
-BROKER_API int broker_stream_close(broker_t *b, uint32_t stream)
+/* A CLOSE frame for stream with reason err (0 or a negative errno). */
+static int close_stream(broker_t *b, uint32_t stream, int err)
 {
     uint8_t hdr[BK_HDR_SIZE];
     struct iovec iov = { hdr, sizeof(hdr) };
     bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
-                   .stream = stream };
+                   .stream = stream, .aux = bk_err_to_wire(err) };
     struct bk_stream *s;
     bool tell;
     int r;
@@ -167,7 +168,7 @@ BROKER_API int broker_stream_close(broker_t *b, uint32_t stream)
     tell = s->q.wire || !s->ours || !bk_list_empty(&s->q.msgs);
     if (bk_conn_attached(b)) {
         if (tell) {
-            r = bk_out_queue_close(b, stream, 0, &s->q);
+            r = bk_out_queue_close(b, stream, err, &s->q);
             if (r == 0)
                 s->q.closing = true;
         } else {
@@ -181,6 +182,11 @@ BROKER_API int broker_stream_close(broker_t *b, uint32_t stream)
         return 0;
     bk_hdr_encode(&h, hdr);
     return bk_out_send_direct(b, &iov, 1, NULL, 0, -1);
+}
+
+BROKER_API int broker_stream_close(broker_t *b, uint32_t stream)
+{
+    return close_stream(b, stream, 0);
 }
 
 BROKER_API int broker_reply(broker_t *b, const broker_msg_t *req,
@@ -230,6 +236,15 @@ BROKER_API bool broker_msg_is_request(const broker_msg_t *msg)
         return false;           /* a piece: CLOSE may still come */
     return (f & (BROKER_MSGF_OPEN | BROKER_MSGF_CLOSE | BROKER_MSGF_TOPIC))
            == BROKER_MSGF_OPEN;
+}
+
+BROKER_API int broker_reply_error(broker_t *b, const broker_msg_t *req,
+                                  int err)
+{
+    if (!b || !req || req->kind != BROKER_MSG_DATA ||
+        (req->flags & BROKER_MSGF_CLOSE) || err >= 0)
+        return -EINVAL;
+    return close_stream(b, req->stream, err);
 }
 
 static int buf_send(broker_t *b, uint8_t flags, const char *name,
@@ -311,10 +326,10 @@ BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
     }
 }
 
-BROKER_API int broker_call_fds(broker_t *b, const char *name,
-                               const void *data, size_t len, const int *fds,
-                               unsigned nfds, broker_msg_t **reply,
-                               int timeout_ms)
+/* A request to name or, with name NULL, to client id; then its reply. */
+static int call(broker_t *b, const char *name, uint64_t id, const void *data,
+                size_t len, const int *fds, unsigned nfds,
+                broker_msg_t **reply, int timeout_ms)
 {
     int64_t deadline = bk_io_deadline(timeout_ms);
     struct bk_stream *s;
@@ -331,7 +346,7 @@ BROKER_API int broker_call_fds(broker_t *b, const char *name,
         return r;
     if (bk_conn_attached(b))
         return -EBUSY;
-    if (!bk_conn_name_ok(b, name, &nl))
+    if (name ? !bk_conn_name_ok(b, name, &nl) : id == 0)
         return -EINVAL;
     r = bk_stream_alloc_id(b, &sid);
     if (r < 0)
@@ -341,8 +356,9 @@ BROKER_API int broker_call_fds(broker_t *b, const char *name,
         return -ENOMEM;
     s->opened = true;
     bk_in_watch_begin(b, sid, true);
-    r = bk_send_blocking(b, sid, BK_F_OPEN | BK_F_NAME, name, 0, data, len,
-                         fds, nfds, deadline, NULL);
+    r = bk_send_blocking(b, sid, name ? BK_F_OPEN | BK_F_NAME : BK_F_OPEN,
+                         name, name ? 0 : id, data, len, fds, nfds, deadline,
+                         NULL);
     if (r == -ECANCELED)
         r = 0;
     while (r == 0 && !bk_in_watch_caught(b))
@@ -362,6 +378,23 @@ BROKER_API int broker_call_fds(broker_t *b, const char *name,
     if (!b->io.err)
         bk_out_flush(b, false, BK_FLUSH_BUDGET);
     return r;
+}
+
+BROKER_API int broker_call_fds(broker_t *b, const char *name,
+                               const void *data, size_t len, const int *fds,
+                               unsigned nfds, broker_msg_t **reply,
+                               int timeout_ms)
+{
+    if (!name)
+        return -EINVAL;
+    return call(b, name, 0, data, len, fds, nfds, reply, timeout_ms);
+}
+
+BROKER_API int broker_call_id(broker_t *b, uint64_t id, const void *data,
+                              size_t len, broker_msg_t **reply,
+                              int timeout_ms)
+{
+    return call(b, NULL, id, data, len, NULL, 0, reply, timeout_ms);
 }
 
 BROKER_API int broker_call(broker_t *b, const char *name, const void *data,

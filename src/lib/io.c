@@ -84,13 +84,27 @@ static ssize_t read_result(struct bk_io *io, ssize_t len)
     return io->err;
 }
 
+/* A reset is reported before the packets the peer sent ahead of it (a
+ * broker that refuses a client writes its ERROR and closes without
+ * reading the HELLO): after ECONNRESET, take what is still queued. */
+static ssize_t after_reset(struct bk_io *io, ssize_t len, int *fds,
+                           unsigned *nfds, unsigned maxfds)
+{
+    if (len != -ECONNRESET)
+        return len;
+    len = bk_sock_recv(io->fd, io->rbuf, io->rbuf_len, fds, nfds, maxfds);
+    return len > 0 ? len : -ECONNRESET;
+}
+
 ssize_t bk_io_read(struct bk_io *io, int *fds, unsigned *nfds,
                    unsigned maxfds)
 {
+    ssize_t len;
+
     if (io->err)
         return io->err;
-    return read_result(io, bk_sock_recv(io->fd, io->rbuf, io->rbuf_len, fds,
-                                        nfds, maxfds));
+    len = bk_sock_recv(io->fd, io->rbuf, io->rbuf_len, fds, nfds, maxfds);
+    return read_result(io, after_reset(io, len, fds, nfds, maxfds));
 }
 
 /* SO_RCVTIMEO for a wait of ms (0: none).  A timeout already set that is
@@ -114,6 +128,7 @@ ssize_t bk_io_read_wait(struct bk_io *io, int *fds, unsigned *nfds,
                         unsigned maxfds, int64_t until)
 {
     int64_t ms = 0;
+    ssize_t len;
 
     if (io->err)
         return io->err;
@@ -123,8 +138,9 @@ ssize_t bk_io_read_wait(struct bk_io *io, int *fds, unsigned *nfds,
             return bk_io_read(io, fds, nfds, maxfds);
     }
     set_rcvtimeo(io, ms);
-    return read_result(io, bk_sock_recv_wait(io->fd, io->rbuf, io->rbuf_len,
-                                             fds, nfds, maxfds, true));
+    len = bk_sock_recv_wait(io->fd, io->rbuf, io->rbuf_len, fds, nfds,
+                            maxfds, true);
+    return read_result(io, after_reset(io, len, fds, nfds, maxfds));
 }
 
 int bk_io_send(struct bk_io *io, const struct iovec *iov, int iovcnt,

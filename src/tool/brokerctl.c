@@ -43,48 +43,119 @@
  * before or after any command). */
 enum {
     CTL_ACCEPT_JSON = 0x1,
-    CTL_ACCEPT_ECHO = 0x2,
+    CTL_ACCEPT_SERVE = 0x2,     /* --echo, --exec */
     CTL_ACCEPT_LIST = 0x4,      /* --no-legend, --sort, --top */
     CTL_ACCEPT_TOP = 0x8,       /* --interval, --iterations */
     CTL_ACCEPT_SNAP = 0x10,     /* --snap */
-    CTL_ACCEPT_SUB = 0x20,      /* --group, --policy, --count, --raw */
+    CTL_ACCEPT_SUB = 0x20,      /* --group, --policy */
     CTL_ACCEPT_REG = 0x40,      /* --queue, --replace, --allow-replacement */
     CTL_ACCEPT_BENCH = 0x80,    /* --count, --size, --subs, --clients,
                                    --reps, --baseline, --no-batch,
                                    --no-legend */
+    CTL_ACCEPT_RECV = 0x100,    /* --raw, --count, --timestamps */
 };
 
+/* One command: its arguments, options, what it runs, and its usage (after
+ * "brokerctl "; '\n' continues on an indented line) and help text ('\n'
+ * between lines) for --help, `help CMD` and `CMD --help`. */
 typedef struct ctl_cmd {
     const char *name;
     int min_args, max_args;
     unsigned accepts;           /* CTL_ACCEPT_* */
     const char *needs;          /* what min_args are, for the usage error */
     int (*run)(const ctl_opts_t *o);
+    const char *usage;
+    const char *help;
 } ctl_cmd_t;
 
+static int ctl_run_help(const ctl_opts_t *o);
+
+#define CTL_LIST_USAGE "[--sort FIELD] [--top N] [--json] [--no-legend]"
+#define CTL_LIST_HELP "(needs root or the broker's user)"
+
 static const ctl_cmd_t ctl_cmds[] = {
-    { "ping",   0, 0, 0,               NULL,     ctl_run_ping },
-    { "status", 0, 0, CTL_ACCEPT_JSON, NULL,     ctl_run_status },
-    { "send",   1, 2, 0,               "a NAME", ctl_run_send },
-    { "call",   1, 2, 0,               "a NAME", ctl_run_call },
-    { "listen", 1, 1, CTL_ACCEPT_REG,  "a NAME", ctl_run_listen },
-    { "serve",  1, 1, CTL_ACCEPT_ECHO, "a NAME", ctl_run_serve },
-    { "pub",    1, 2, 0,               "a TOPIC", ctl_run_pub },
-    { "sub",    1, 1, CTL_ACCEPT_SUB,  "a PATTERN", ctl_run_sub },
-    { "clients", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
-    { "names",   0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
-    { "streams", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
-    { "shm",     0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
-    { "subs",    0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list },
-    { "top",     0, 0, CTL_ACCEPT_LIST | CTL_ACCEPT_TOP, NULL, ctl_run_top },
-    { "kick",    1, 1, 0, "a client ID", ctl_run_kick },
-    { "shutdown", 0, 0, 0, NULL, ctl_run_shutdown },
-    { "reload",   0, 0, 0, NULL, ctl_run_reload },
+    { "ping",   0, 0, 0,               NULL,     ctl_run_ping,
+      "ping", "round trip to the broker" },
+    { "status", 0, 0, CTL_ACCEPT_JSON, NULL,     ctl_run_status,
+      "status [--json]", "broker counters and limits" },
+    { "clients", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list,
+      "clients " CTL_LIST_USAGE, "list the connected clients\n" CTL_LIST_HELP },
+    { "names",   0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list,
+      "names " CTL_LIST_USAGE,
+      "list the owned names and who waits for them\n" CTL_LIST_HELP },
+    { "streams", 0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list,
+      "streams " CTL_LIST_USAGE, "list the open streams\n" CTL_LIST_HELP },
+    { "shm",     0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list,
+      "shm " CTL_LIST_USAGE,
+      "list the shared-memory segments\n" CTL_LIST_HELP },
+    { "subs",    0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list,
+      "subs " CTL_LIST_USAGE, "list the subscriptions\n" CTL_LIST_HELP },
+    { "top",     0, 0, CTL_ACCEPT_LIST | CTL_ACCEPT_TOP, NULL, ctl_run_top,
+      "top [--sort FIELD] [--top N] [--interval MS] [--iterations N]",
+      "live view of the busiest clients: rates per\n"
+      "second, refreshed every MS (default 1000)" },
+    { "kick",    1, 1, 0, "a client ID", ctl_run_kick,
+      "kick ID", "disconnect client ID" },
+    { "shutdown", 0, 0, 0, NULL, ctl_run_shutdown,
+      "shutdown", "stop the broker as SIGTERM would" },
+    { "reload",   0, 0, 0, NULL, ctl_run_reload,
+      "reload", "re-read the broker's configuration file (-c)" },
+    { "send",   1, 2, 0,               "a NAME", ctl_run_send,
+      "send NAME|:ID [DATA|-]",
+      "one-way message to the owner of NAME or to\n"
+      "client ID (no DATA or '-': read stdin)" },
+    { "call",   1, 2, 0,               "a NAME", ctl_run_call,
+      "call NAME|:ID [DATA|-]",
+      "request; the reply is written to stdout" },
+    { "listen", 1, 1, CTL_ACCEPT_REG | CTL_ACCEPT_RECV, "a NAME",
+      ctl_run_listen,
+      "listen NAME [--queue] [--replace] [--allow-replacement]\n"
+      "[--raw] [--count N] [--timestamps]",
+      "register NAME and print every message; with\n"
+      "--queue wait in line if it is taken, with\n"
+      "--replace take it from an owner that allows\n"
+      "it, with --allow-replacement let others take it;\n"
+      "--raw: only the payloads; --count: exit after\n"
+      "N messages; --timestamps: time of day first" },
+    { "serve",  1, 1, CTL_ACCEPT_SERVE, "a NAME", ctl_run_serve,
+      "serve NAME --echo | --exec CMD",
+      "register NAME and answer requests with their\n"
+      "own payload (--echo) or with what CMD (run by\n"
+      "/bin/sh -c, the request on its stdin) writes\n"
+      "to stdout; CMD failing is an error reply" },
+    { "wait",   1, 1, 0, "a NAME", ctl_run_wait,
+      "wait NAME [--timeout MS]",
+      "exit 0 once NAME has an owner, 1 after MS\n"
+      "(default 10000, -1: no limit)" },
+    { "pub",    1, 2, 0,               "a TOPIC", ctl_run_pub,
+      "pub TOPIC [DATA|-]",
+      "publish a message on TOPIC (no DATA or '-':\nread stdin)" },
+    { "sub",    1, 1, CTL_ACCEPT_SUB | CTL_ACCEPT_RECV, "a PATTERN",
+      ctl_run_sub,
+      "sub PATTERN [--group G] [--policy drop|block|disconnect]\n"
+      "[--count N] [--raw] [--timestamps]",
+      "subscribe and print 'TOPIC DATA' per message\n"
+      "('*' one token, '>' the rest); --raw: only the\n"
+      "payloads; --count: exit after N messages;\n"
+      "--timestamps: time of day first" },
     { "monitor",  0, 1, CTL_ACCEPT_JSON | CTL_ACCEPT_SNAP, NULL,
-      ctl_run_monitor },
-    { "capture",  1, 2, CTL_ACCEPT_SNAP, "a FILE", ctl_run_capture },
+      ctl_run_monitor,
+      "monitor [FILTER] [--snap N] [--json]",
+      "print every message the broker forwards\n"
+      "(FILTER: name:PATTERN, id:N or topic:PATTERN)" },
+    { "capture",  1, 2, CTL_ACCEPT_SNAP, "a FILE", ctl_run_capture,
+      "capture FILE [FILTER] [--snap N]",
+      "write the same records as pcapng to FILE\n('-': stdout)" },
     { "bench",    0, 6, CTL_ACCEPT_JSON | CTL_ACCEPT_BENCH, NULL,
-      ctl_run_bench },
+      ctl_run_bench,
+      "bench [WORKLOAD...] [--count N] [--size BYTES] [--subs N]\n"
+      "[--clients N] [--reps R] [--baseline] [--no-batch] [--json]",
+      "measure the broker with forked clients\n"
+      "(pingpong, stream, bulk, fanout, clients;\n"
+      "default all); --baseline: also over a\n"
+      "socketpair and an epoll relay, with ratios" },
+    { "help",     0, 1, 0, NULL, ctl_run_help,
+      "help [COMMAND]", "this help, or COMMAND's" },
 };
 
 enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
@@ -92,7 +163,8 @@ enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
        CTL_OPT_ITERATIONS, CTL_OPT_SNAP, CTL_OPT_GROUP, CTL_OPT_POLICY,
        CTL_OPT_COUNT, CTL_OPT_RAW, CTL_OPT_QUEUE, CTL_OPT_REPLACE,
        CTL_OPT_ALLOW_REPLACEMENT, CTL_OPT_SIZE, CTL_OPT_SUBS, CTL_OPT_CLIENTS,
-       CTL_OPT_REPS, CTL_OPT_BASELINE, CTL_OPT_NO_BATCH };
+       CTL_OPT_REPS, CTL_OPT_BASELINE, CTL_OPT_NO_BATCH, CTL_OPT_TIMESTAMPS,
+       CTL_OPT_EXEC };
 
 static const struct option ctl_long_opts[] = {
     { "socket",  required_argument, NULL, 's' },
@@ -102,6 +174,7 @@ static const struct option ctl_long_opts[] = {
     { "sort",    required_argument, NULL, CTL_OPT_SORT },
     { "top",     required_argument, NULL, CTL_OPT_TOP },
     { "echo",    no_argument,       NULL, CTL_OPT_ECHO },
+    { "exec",    required_argument, NULL, CTL_OPT_EXEC },
     { "interval", required_argument, NULL, CTL_OPT_INTERVAL },
     { "iterations", required_argument, NULL, CTL_OPT_ITERATIONS },
     { "snap",    required_argument, NULL, CTL_OPT_SNAP },
@@ -109,6 +182,7 @@ static const struct option ctl_long_opts[] = {
     { "policy",  required_argument, NULL, CTL_OPT_POLICY },
     { "count",   required_argument, NULL, CTL_OPT_COUNT },
     { "raw",     no_argument,       NULL, CTL_OPT_RAW },
+    { "timestamps", no_argument,    NULL, CTL_OPT_TIMESTAMPS },
     { "queue",   no_argument,       NULL, CTL_OPT_QUEUE },
     { "replace", no_argument,       NULL, CTL_OPT_REPLACE },
     { "allow-replacement", no_argument, NULL, CTL_OPT_ALLOW_REPLACEMENT },
@@ -123,6 +197,50 @@ static const struct option ctl_long_opts[] = {
     { NULL, 0, NULL, 0 }
 };
 
+/* ---- help --------------------------------------------------------------- */
+
+#define CTL_HELP_COL 27     /* where the help texts of --help start */
+
+/* text's '\n'-separated lines, each after `indent` spaces; the first one
+ * after `first` spaces instead. */
+static void ctl_help_lines(const char *text, int first, int indent)
+{
+    for (int pad = first; *text; pad = indent) {
+        size_t n = strcspn(text, "\n");
+
+        printf("%*s%.*s\n", pad, "", (int)n, text);
+        text += n;
+        if (*text == '\n')
+            text++;
+    }
+}
+
+/* A usage's '\n'-separated lines: the first after the text `lead`, the
+ * others after `indent` spaces. */
+static void ctl_help_usage(const char *lead, const char *usage, int indent)
+{
+    size_t n = strcspn(usage, "\n");
+
+    printf("%s%.*s\n", lead, (int)n, usage);
+    if (usage[n] == '\n')
+        ctl_help_lines(usage + n + 1, indent, indent);
+}
+
+/* One command's entry of --help: its usage, then its help text in the
+ * column, on the usage's line when that is short. */
+static void ctl_help_entry(const ctl_cmd_t *c)
+{
+    size_t n = strlen(c->usage);
+
+    if (!strchr(c->usage, '\n') && 2 + n + 1 <= CTL_HELP_COL) {
+        printf("  %s", c->usage);
+        ctl_help_lines(c->help, (int)(CTL_HELP_COL - 2 - n), CTL_HELP_COL);
+        return;
+    }
+    ctl_help_usage("  ", c->usage, 6);
+    ctl_help_lines(c->help, CTL_HELP_COL, CTL_HELP_COL);
+}
+
 static void ctl_help(void)
 {
     printf(
@@ -133,62 +251,35 @@ static void ctl_help(void)
 "  -s, --socket PATH   broker socket (default: $BROKER_SOCKET,\n"
 "                      $XDG_RUNTIME_DIR/brokerd.sock, /run/brokerd.sock\n"
 "                      for root, else /tmp/brokerd-$UID/brokerd.sock)\n"
-"      --timeout MS    how long ping, call and send's delivery check\n"
-"                      wait, in milliseconds (default %d, -1: no limit)\n"
+"      --timeout MS    how long ping, call, wait, serve --exec and send's\n"
+"                      delivery check wait, in milliseconds (default %d,\n"
+"                      -1: no limit)\n"
 "      --json[=short|pretty]  JSON output (status and the lists)\n"
 "      --no-legend     tables without their header line\n"
 "      --version       print the version and exit\n"
 "  -h, --help          print this help and exit\n"
 "\n"
-"Commands:\n"
-"  ping                     round trip to the broker\n"
-"  status [--json]          broker counters and limits\n"
-"  clients, names, streams, shm, subs [--sort FIELD] [--top N]\n"
-"                           list connected clients, owned names (and who\n"
-"                           waits for them), open streams, shared-memory\n"
-"                           segments, subscriptions (needs root or the\n"
-"                           broker's user)\n"
-"  top [--sort FIELD] [--top N] [--interval MS] [--iterations N]\n"
-"                           live view of the busiest clients: rates per\n"
-"                           second, refreshed every MS (default 1000)\n"
-"  kick ID                  disconnect client ID\n"
-"  shutdown                 stop the broker as SIGTERM would\n"
-"  reload                   re-read the broker's configuration file (-c)\n"
-"  send NAME [DATA|-]       one-way message (no DATA or '-': read stdin)\n"
-"  call NAME [DATA|-]       request; the reply is written to stdout\n"
-"  listen NAME [--queue] [--replace] [--allow-replacement]\n"
-"                           register NAME and print every message; with\n"
-"                           --queue wait in line if it is taken, with\n"
-"                           --replace take it from an owner that allows\n"
-"                           it, with --allow-replacement let others take it\n"
-"  pub TOPIC [DATA|-]       publish a message on TOPIC (no DATA or '-':\n"
-"                           read stdin)\n"
-"  sub PATTERN [--group G] [--policy drop|block|disconnect] [--count N]\n"
-"      [--raw]              subscribe and print 'TOPIC DATA' per message\n"
-"                           ('*' one token, '>' the rest); --raw: only the\n"
-"                           payloads; --count: exit after N messages\n"
-"  serve NAME --echo        register NAME and answer requests with\n"
-"                           their own payload\n"
-"  monitor [FILTER] [--snap N] [--json]\n"
-"                           print every message the broker forwards\n"
-"                           (FILTER: name:PATTERN, id:N or\n"
-"                           topic:PATTERN)\n"
-"  capture FILE [FILTER] [--snap N]\n"
-"                           write the same records as pcapng to FILE\n"
-"                           ('-': stdout)\n"
-"  bench [WORKLOAD...] [--count N] [--size BYTES] [--subs N] [--clients N]\n"
-"      [--reps R] [--baseline] [--no-batch] [--json]\n"
-"                           measure the broker with forked clients\n"
-"                           (pingpong, stream, bulk, fanout, clients;\n"
-"                           default all); --baseline: also over a\n"
-"                           socketpair and an epoll relay, with ratios\n"
+"Commands:\n", CTL_DEF_TIMEOUT_MS);
+    for (size_t i = 0; i < sizeof(ctl_cmds) / sizeof(ctl_cmds[0]); i++)
+        ctl_help_entry(&ctl_cmds[i]);
+    printf(
 "\n"
 "-s, --timeout, --json and --no-legend may also follow the command.\n"
 "--sort takes a field (JSON key) of the list; numbers sort largest first,\n"
-"text in byte order.  listen, serve, sub (without --count), monitor and\n"
+"text in byte order.  --top 0 and --iterations 0 mean no limit, as when\n"
+"they are not given.  listen, serve, sub (without --count), monitor and\n"
 "capture run until SIGINT/SIGTERM or broker shutdown.\n"
-"Exit status: 0 success, 1 runtime error, 2 usage error.\n",
-           CTL_DEF_TIMEOUT_MS);
+"'brokerctl help COMMAND' or 'brokerctl COMMAND --help': one command.\n"
+"Exit status: 0 success, 1 runtime error, 2 usage error.\n");
+}
+
+/* `help CMD` and `CMD --help`: the command's usage and help text. */
+static void ctl_help_cmd(const ctl_cmd_t *c)
+{
+    ctl_help_usage("Usage: brokerctl [-s PATH] [--timeout MS] ", c->usage,
+                   9);
+    ctl_help_lines(c->help, 0, 0);
+    printf("See brokerctl(1).\n");
 }
 
 /* ---- command line ------------------------------------------------------- */
@@ -226,10 +317,34 @@ static int ctl_parse_int(const char *s, int min, int max, int *out)
     return r;
 }
 
-/* Name of the option getopt stopped at, for error messages. */
-static const char *ctl_bad_opt(char **argv, int idx)
+/* The option c as the user wrote it, for error messages (never its
+ * value): "--NAME" when getopt_long matched a long option (longidx),
+ * else "-c", else the long name of c's value; an unknown option is the
+ * word getopt stopped at (argv[optind - 1]), cut at '='.  Points into a
+ * static buffer. */
+static const char *ctl_opt_label(int c, int longidx, char **argv)
 {
-    return argv[idx - 1] ? argv[idx - 1] : "?";
+    static char buf[64];
+    const char *w;
+
+    if (c == '?' || c == ':')
+        c = optopt;
+    if (longidx >= 0) {
+        snprintf(buf, sizeof(buf), "--%s", ctl_long_opts[longidx].name);
+        return buf;
+    }
+    if (c > 0 && c < 0x100) {
+        snprintf(buf, sizeof(buf), "-%c", c);
+        return buf;
+    }
+    for (const struct option *lo = ctl_long_opts; c && lo->name; lo++)
+        if (lo->val == c) {
+            snprintf(buf, sizeof(buf), "--%s", lo->name);
+            return buf;
+        }
+    w = optind > 0 && argv[optind - 1] ? argv[optind - 1] : "?";
+    snprintf(buf, sizeof(buf), "%.*s", (int)strcspn(w, "="), w);
+    return buf;
 }
 
 /* --json[=short|pretty].  0 or -EINVAL. */
@@ -257,17 +372,20 @@ static unsigned ctl_opt_scope(int c, bool global)
     case CTL_OPT_TOP:
         return CTL_ACCEPT_LIST;
     case CTL_OPT_ECHO:
-        return CTL_ACCEPT_ECHO;
+    case CTL_OPT_EXEC:
+        return CTL_ACCEPT_SERVE;
     case CTL_OPT_INTERVAL:
     case CTL_OPT_ITERATIONS:
         return CTL_ACCEPT_TOP;
     case CTL_OPT_SNAP:
         return CTL_ACCEPT_SNAP;
     case CTL_OPT_COUNT:
-        return CTL_ACCEPT_SUB | CTL_ACCEPT_BENCH;
+        return CTL_ACCEPT_RECV | CTL_ACCEPT_BENCH;
+    case CTL_OPT_RAW:
+    case CTL_OPT_TIMESTAMPS:
+        return CTL_ACCEPT_RECV;
     case CTL_OPT_GROUP:
     case CTL_OPT_POLICY:
-    case CTL_OPT_RAW:
         return CTL_ACCEPT_SUB;
     case CTL_OPT_SIZE:
     case CTL_OPT_SUBS:
@@ -299,7 +417,7 @@ static int ctl_parse_policy(const char *s, int *policy)
     return 0;
 }
 
-/* The options of sub and listen.  Returns CTL_PARSE_GO_ON or an exit
+/* The options of sub, listen and serve.  Returns CTL_PARSE_GO_ON or an exit
  * code. */
 static int ctl_take_pubsub(int c, ctl_opts_t *o)
 {
@@ -319,6 +437,14 @@ static int ctl_take_pubsub(int c, ctl_opts_t *o)
         break;
     case CTL_OPT_RAW:
         o->raw = true;
+        break;
+    case CTL_OPT_TIMESTAMPS:
+        o->timestamps = true;
+        break;
+    case CTL_OPT_EXEC:
+        if (!*optarg)
+            return ctl_usage_error("option '--exec' needs a command");
+        o->exec = optarg;
         break;
     case CTL_OPT_QUEUE:
         o->reg_flags |= BROKER_NAME_QUEUE;
@@ -396,8 +522,9 @@ static int ctl_take_bench(int c, ctl_opts_t *o)
 }
 
 /* Store option c's value in o.  Returns CTL_PARSE_GO_ON, or an exit code
- * to stop with (--help, --version, an invalid value or option). */
-static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
+ * to stop with (--help, --version, an invalid value or option); label
+ * names the option in messages. */
+static int ctl_take_value(int c, ctl_opts_t *o, const char *label)
 {
     long snap;
 
@@ -406,6 +533,8 @@ static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
     case CTL_OPT_POLICY:
     case CTL_OPT_COUNT:
     case CTL_OPT_RAW:
+    case CTL_OPT_TIMESTAMPS:
+    case CTL_OPT_EXEC:
     case CTL_OPT_QUEUE:
     case CTL_OPT_REPLACE:
     case CTL_OPT_ALLOW_REPLACEMENT:
@@ -438,8 +567,10 @@ static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
         break;
     case CTL_OPT_TOP:
         if (ctl_parse_long(optarg, 0, LONG_MAX, &o->top) < 0)
-            return ctl_usage_error("invalid --top '%s' (a count >= 0)",
-                                   optarg);
+            return ctl_usage_error("invalid --top '%s' (a count >= 0, 0: "
+                                   "no limit)", optarg);
+        if (o->top == 0)
+            o->top = -1;    /* as --iterations 0: no limit */
         break;
     case CTL_OPT_ECHO:
         o->echo = true;
@@ -467,13 +598,9 @@ static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
         ctl_help();
         return CTL_EXIT_OK;
     case ':':
-        return ctl_usage_error("option '%s' needs an argument",
-                               ctl_bad_opt(argv, optind));
+        return ctl_usage_error("option '%s' needs an argument", label);
     default:
-        if (optopt && optopt < 0x100)
-            return ctl_usage_error("unknown option '-%c'", optopt);
-        return ctl_usage_error("unknown option '%s'",
-                               ctl_bad_opt(argv, optind));
+        return ctl_usage_error("unknown option '%s'", label);
     }
     return CTL_PARSE_GO_ON;
 }
@@ -481,23 +608,35 @@ static int ctl_take_value(int c, ctl_opts_t *o, char **argv)
 /* Handle one option of either pass.  cmd is NULL for the options before
  * the command.  Returns CTL_PARSE_GO_ON, or an exit code to stop with. */
 static int ctl_take_opt(int c, ctl_opts_t *o, const ctl_cmd_t *cmd,
-                        char **argv)
+                        const char *label)
 {
-    int r = ctl_take_value(c, o, argv);
     unsigned need = ctl_opt_scope(c, !cmd);
+    int r;
 
-    if (r != CTL_PARSE_GO_ON || need == 0)
+    if (c == 'h' && cmd) {
+        ctl_help_cmd(cmd);
+        return CTL_EXIT_OK;
+    }
+    if ((r = ctl_take_value(c, o, label)) != CTL_PARSE_GO_ON || need == 0)
         return r;
     /* --echo, --sort, --top ... belong to their command. */
     if (!cmd)
-        return ctl_usage_error("option '%s' must follow its command",
-                               c == CTL_OPT_SORT ? "--sort" :
-                               c == CTL_OPT_TOP ? "--top" :
-                               ctl_bad_opt(argv, optind));
+        return ctl_usage_error("option '%s' must follow its command", label);
     if (!(cmd->accepts & need))
-        return ctl_usage_error("option '%s' is not valid for '%s'",
-                               ctl_bad_opt(argv, optind), cmd->name);
+        return ctl_usage_error("option '%s' is not valid for '%s'", label,
+                               cmd->name);
     return CTL_PARSE_GO_ON;
+}
+
+/* getopt_long once; *label names what it returned, for messages. */
+static int ctl_getopt(int argc, char **argv, const char *shorts,
+                      const char **label)
+{
+    int longidx = -1;
+    int c = getopt_long(argc, argv, shorts, ctl_long_opts, &longidx);
+
+    *label = c == -1 || c == 1 ? NULL : ctl_opt_label(c, longidx, argv);
+    return c;
 }
 
 /* Pass 2: the command's own arguments, options in any position; the
@@ -505,16 +644,16 @@ static int ctl_take_opt(int c, ctl_opts_t *o, const ctl_cmd_t *cmd,
 static int ctl_parse_args(int sub_argc, char **sub_argv, ctl_opts_t *o,
                           const ctl_cmd_t *cmd)
 {
+    const char *label;
     int c, r;
 
     optind = 0;     /* GNU getopt: restart scanning on a new vector */
-    while ((c = getopt_long(sub_argc, sub_argv, "-:s:h", ctl_long_opts,
-                            NULL)) != -1) {
+    while ((c = ctl_getopt(sub_argc, sub_argv, "-:s:h", &label)) != -1) {
         if (c == 1) {           /* a positional argument, in order */
             sub_argv[1 + o->nargs++] = optarg;
             continue;
         }
-        if ((r = ctl_take_opt(c, o, cmd, sub_argv)) != CTL_PARSE_GO_ON)
+        if ((r = ctl_take_opt(c, o, cmd, label)) != CTL_PARSE_GO_ON)
             return r;
     }
     /* Arguments after "--" are positional too. */
@@ -534,12 +673,13 @@ static int ctl_parse_args(int sub_argc, char **sub_argv, ctl_opts_t *o,
 static int ctl_parse(int argc, char **argv, ctl_opts_t *o,
                      const ctl_cmd_t **cmdp)
 {
+    const char *label;
     int c, r;
 
     opterr = 0;
     /* Pass 1: options before the command ('+' stops at the command). */
-    while ((c = getopt_long(argc, argv, "+:s:h", ctl_long_opts, NULL)) != -1)
-        if ((r = ctl_take_opt(c, o, NULL, argv)) != CTL_PARSE_GO_ON)
+    while ((c = ctl_getopt(argc, argv, "+:s:h", &label)) != -1)
+        if ((r = ctl_take_opt(c, o, NULL, label)) != CTL_PARSE_GO_ON)
             return r;
     if (optind >= argc)
         return ctl_usage_error("no command given");
@@ -547,6 +687,20 @@ static int ctl_parse(int argc, char **argv, ctl_opts_t *o,
     if (!(*cmdp = ctl_find_cmd(o->cmd)))
         return ctl_usage_error("unknown command '%s'", o->cmd);
     return ctl_parse_args(argc - optind, argv + optind, o, *cmdp);
+}
+
+static int ctl_run_help(const ctl_opts_t *o)
+{
+    const ctl_cmd_t *c;
+
+    if (o->nargs == 0) {
+        ctl_help();
+        return CTL_EXIT_OK;
+    }
+    if (!(c = ctl_find_cmd(o->args[0])))
+        return ctl_usage_error("unknown command '%s'", o->args[0]);
+    ctl_help_cmd(c);
+    return CTL_EXIT_OK;
 }
 
 int main(int argc, char **argv)

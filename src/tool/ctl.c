@@ -12,13 +12,16 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "ctl.h"
 
@@ -82,19 +85,112 @@ static int ctl_path(const ctl_opts_t *o, char *buf, size_t len)
     return broker_default_path(buf, len);
 }
 
+/* Who may connect to the socket at path: its owner, group and mode, for
+ * the permission error. */
+static void ctl_socket_owner(const char *path, char *buf, size_t len)
+{
+    struct stat st;
+    struct passwd *pw;
+    struct group *gr;
+
+    if (stat(path, &st) < 0) {
+        snprintf(buf, len, "a directory on the way may not be searched");
+        return;
+    }
+    pw = getpwuid(st.st_uid);
+    gr = getgrgid(st.st_gid);
+    snprintf(buf, len, "the socket is %s:%s mode %04o; connecting needs "
+             "write permission on it (its owner, group or root)",
+             pw ? pw->pw_name : "?", gr ? gr->gr_name : "?",
+             (unsigned)(st.st_mode & 07777));
+}
+
+/* ECONNREFUSED: a file that is no socket, or a socket nobody listens on. */
+static void ctl_refused(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+        ctl_err("cannot connect to brokerd at %s: not a socket (%s)", path,
+                S_ISDIR(st.st_mode) ? "a directory" :
+                S_ISREG(st.st_mode) ? "a regular file" : "another file type");
+    else
+        ctl_err("cannot connect to brokerd at %s: the socket exists but no "
+                "broker listens on it (a stale socket: start brokerd, or "
+                "remove it)", path);
+}
+
+/* The words for a failed connect or handshake, or NULL where the caller
+ * needs more than a fixed text (ENOENT, ECONNREFUSED, EACCES). */
+static const char *ctl_connect_why(int err)
+{
+    switch (err) {
+    case -ENOTDIR:      return "a component of the path is not a directory";
+    case -ENAMETOOLONG: return "socket path too long (at most 107 bytes)";
+    case -ELOOP:        return "too many symbolic links in the path";
+    case -ENOTSOCK:     return "not a socket";
+    case -EPROTOTYPE:   return "a socket of another type, not a broker's "
+                               "(brokerd listens with SOCK_SEQPACKET)";
+    case -EAGAIN:       return "the broker's listen backlog is full (it is "
+                               "overloaded or stuck): try again";
+    case -ENOSR:        return "the broker refused the connection: too many "
+                               "clients (its max-clients or "
+                               "max-clients-per-uid limit)";
+    case -EPROTO:       return "the peer does not speak the broker protocol "
+                               "(not a brokerd?)";
+    case -EPROTONOSUPPORT:
+                        return "the broker speaks another protocol version";
+    case -ETIMEDOUT:    return "no answer to the handshake (not a brokerd, "
+                               "or it is stuck)";
+    case -ECONNRESET:
+    case -EPIPE:        return "the connection closed during the handshake "
+                               "(not a brokerd, or it is stopping)";
+    case -ESHUTDOWN:    return "the broker is shutting down";
+    case -EMFILE:
+    case -ENFILE:       return "out of file descriptors";
+    default:            return NULL;
+    }
+}
+
+void ctl_connect_error(const char *path, int err)
+{
+    const char *why = ctl_connect_why(err);
+    char who[256];
+
+    if (err == -ENOENT) {
+        ctl_err("no broker socket at %s: is brokerd running? (brokerd -f, "
+                "or systemctl start brokerd.socket)", path);
+    } else if (err == -ECONNREFUSED) {
+        ctl_refused(path);
+    } else if ((err == -EACCES || err == -EPERM) && access(path, W_OK) == 0) {
+        /* the socket let us in: the broker said no in the handshake */
+        ctl_err("cannot connect to brokerd at %s: the broker refused the "
+                "connection (its allow-connect rules)", path);
+    } else if (err == -EACCES || err == -EPERM) {
+        ctl_socket_owner(path, who, sizeof(who));
+        ctl_err("cannot connect to brokerd at %s: permission denied (%s)",
+                path, who);
+    } else {
+        ctl_err("cannot connect to brokerd at %s: %s", path,
+                why ? why : broker_strerror(err));
+    }
+}
+
 broker_t *ctl_connect(const ctl_opts_t *o, char *path, size_t len)
 {
     broker_t *b = NULL;
     int r = ctl_path(o, path, len);
 
     if (r < 0) {
-        ctl_err("socket path: %s", broker_strerror(r));
+        ctl_err("cannot connect to brokerd at %s: %s",
+                o->socket && *o->socket ? o->socket : "the default path",
+                ctl_connect_why(r) ? ctl_connect_why(r)
+                                   : broker_strerror(r));
         return NULL;
     }
     r = broker_connect(path, &b);
     if (r < 0) {
-        ctl_err("cannot connect to brokerd at %s: %s", path,
-                broker_strerror(r));
+        ctl_connect_error(path, r);
         return NULL;
     }
     return b;

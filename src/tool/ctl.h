@@ -4,8 +4,9 @@
  * Owns nothing itself: it declares the parsed command line (ctl_opts_t)
  * and what one part of brokerctl offers the others:
  *
- *   brokerctl.c  ctl_        main, the command table ctl_cmds, option
- *                            parsing, the help text
+ *   brokerctl.c  ctl_        main, the command table ctl_cmds (with each
+ *                            command's usage and help text), option
+ *                            parsing, --help and help
  *   ctl.c        ctl_        messages to the user, connecting, signals and
  *                            the event loop of the long-running commands
  *   record.c     ctl_rec_    the broker's listing and status text, parsed
@@ -13,7 +14,7 @@
  *   output.c     ctl_out_    tables and JSON on stdout
  *   messaging.c  ctl_msg_    send, call, listen, serve, pub, sub
  *   inspect.c    ctl_inspect_  status, clients, names, streams, shm, subs
- *   admin.c      ctl_admin_  ping, kick, shutdown, reload
+ *   admin.c      ctl_admin_  ping, wait, kick, shutdown, reload
  *   top.c        ctl_top_    top
  *   monitor.c    ctl_mon_    monitor, and the monitor session it shares
  *                            with capture
@@ -56,16 +57,19 @@ typedef struct ctl_opts {
     int json;               /* --json: CTL_JSON_* */
     bool no_legend;         /* --no-legend: tables without a header */
     const char *sort;       /* --sort FIELD (list commands) */
-    long top;               /* --top N, -1: all rows */
+    long top;               /* --top N, -1: all rows (also --top 0) */
     bool echo;              /* serve --echo */
+    const char *exec;       /* serve --exec CMD, or NULL */
     int interval_ms;        /* top --interval MS */
     long iterations;        /* top --iterations N, 0: until a signal */
     uint32_t snap;          /* monitor/capture --snap N, 0: default */
     const char *group;      /* sub --group G, or NULL */
     int policy;             /* sub --policy: BROKER_SUB_* */
-    long count;             /* sub --count N, 0: until a signal; bench
-                               --count N, 0: each workload's default */
-    bool raw;               /* sub --raw */
+    long count;             /* listen/sub --count N, 0: until a signal;
+                               bench --count N, 0: each workload's
+                               default */
+    bool raw;               /* listen/sub --raw */
+    bool timestamps;        /* listen/sub --timestamps */
     uint32_t reg_flags;     /* listen --queue/--replace/--allow-replacement:
                                BROKER_NAME_* */
     size_t bench_size;      /* bench --size, 0: each workload's default */
@@ -98,6 +102,10 @@ uint64_t ctl_now_ns(void);
  * to the user into path.  On failure print why and return NULL; the
  * caller owns (broker_close) what it returns. */
 broker_t *ctl_connect(const ctl_opts_t *o, char *path, size_t len);
+
+/* Print why connecting to path failed with err (one line per errno,
+ * ENOENT: no broker socket). */
+void ctl_connect_error(const char *path, int err);
 
 /* For the commands that run until a signal: catch SIGINT/SIGTERM, then
  * connect.  NULL (after a message) on failure. */
@@ -242,6 +250,7 @@ int ctl_run_list(const ctl_opts_t *o);      /* clients names streams shm
                                                subs */
 
 int ctl_run_ping(const ctl_opts_t *o);
+int ctl_run_wait(const ctl_opts_t *o);
 int ctl_run_kick(const ctl_opts_t *o);
 int ctl_run_shutdown(const ctl_opts_t *o);
 int ctl_run_reload(const ctl_opts_t *o);
