@@ -340,15 +340,14 @@ static void ctl_top_header(const ctl_top_t *top, const ctl_top_status_t *now,
     putchar('\n');
 }
 
-/* How many client rows fit: --top N (0: all; none: 20), and on a
- * terminal no more than its height leaves below the header, one line
- * kept free so that nothing scrolls. */
+/* How many client rows fit: --top N (none, or 0 which the parser turns
+ * into none: 20), and on a terminal no more than its height leaves below
+ * the header, one line kept free so that nothing scrolls. */
 static size_t ctl_top_max_rows(const ctl_top_t *top)
 {
     struct winsize ws = ctl_top_winsize(top);
     long want = top->o->top;
-    size_t lim = want > 0 ? (size_t)want : want == 0 ? SIZE_MAX
-                                                     : CTL_TOP_DEF_ROWS;
+    size_t lim = want > 0 ? (size_t)want : CTL_TOP_DEF_ROWS;
     size_t fit;
 
     if (ws.ws_row == 0)
