@@ -93,7 +93,9 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "top",     0, 0, CTL_ACCEPT_LIST | CTL_ACCEPT_TOP, NULL, ctl_run_top,
       "top [--sort FIELD] [--top N] [--interval MS] [--iterations N]",
       "live view of the busiest clients: rates per\n"
-      "second, refreshed every MS (default 1000)" },
+      "second, refreshed every MS (default 1000);\n"
+      "--sort msgs|bytes|queued|errors (or any field);\n"
+      "on a terminal, keys q (quit), m b u e (sort)" },
     { "kick",    1, 1, 0, "a client ID", ctl_run_kick,
       "kick ID", "disconnect client ID" },
     { "shutdown", 0, 0, 0, NULL, ctl_run_shutdown,
