@@ -2,10 +2,15 @@
  * monitor.c - brokerctl monitor, and the monitor session it shares with
  * capture (prefix ctl_mon_).
  *
- * A monitor session owns its connection and a ctl_mon_t of counts that
- * the record handler updates; the counts are printed on stderr when the
- * session ends.  monitor prints each record as a text line or a JSON
- * object on stdout.
+ * A monitor session owns its connection, a ctl_mon_t of counts that the
+ * record handler updates (printed on stderr when the session ends), and
+ * the session's names (struct ctl_mon_names, allocated by ctl_mon_loop
+ * and freed there): the comm of client ids, learnt from LIST_CLIENTS and
+ * the $broker.clients announcements the session subscribes to, and per
+ * stream end the name or topic it was opened to and the size of the
+ * message under way.  Both tables are direct-mapped and bounded: a clash
+ * forgets the older entry.  monitor prints each record as a text line or
+ * a JSON object on stdout.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
