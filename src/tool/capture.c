@@ -57,7 +57,8 @@ static void ctl_cap_opt(ctl_cap_buf_t *c, uint16_t code, const void *v,
     c->b[c->n++] = code >> 8;
     c->b[c->n++] = len & 0xff;
     c->b[c->n++] = (uint8_t)(len >> 8);
-    memcpy(c->b + c->n, v, len);
+    if (len)
+        memcpy(c->b + c->n, v, len);
     memset(c->b + c->n + len, 0, (4 - len % 4) % 4);
     c->n += (len + 3) & ~(size_t)3;
 }
