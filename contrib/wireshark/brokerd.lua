@@ -20,6 +20,11 @@
 
 local p = Proto("brokerd", "brokerd broker protocol")
 
+-- Bitwise and: Wireshark's Lua 5.2 has the bit library, Lua 5.3 and
+-- later have the operator.
+local band = (bit and bit.band) or (bit32 and bit32.band) or
+    load("return function(a, b) return a & b end")()
+
 local HDR = 32
 
 local types = {
@@ -144,7 +149,7 @@ p.experts = { e_malformed, e_cut, e_error }
 local function flags_text(v)
     local t = {}
     for i, n in ipairs(flag_names) do
-        if bit.band(v, bit.lshift(1, i - 1)) ~= 0 then t[#t + 1] = n end
+        if band(v, 2 ^ (i - 1)) ~= 0 then t[#t + 1] = n end
     end
     return #t > 0 and table.concat(t, ",") or "-"
 end
@@ -180,11 +185,11 @@ end
 
 local function data_payload(tree, tvb, off, h, info)
     local n = 0
-    if bit.band(h.flags, F_CONT) == 0 and bit.band(h.flags, F_NAME) ~= 0 then
+    if band(h.flags, F_CONT) == 0 and band(h.flags, F_NAME) ~= 0 then
         n = h.aux
         local s = add_string(tree, f.name, tvb, off, n)
         info[#info + 1] = "to " .. s
-    elseif bit.band(h.flags, F_CONT) == 0 and bit.band(h.flags, F_TOPIC) ~= 0 then
+    elseif band(h.flags, F_CONT) == 0 and band(h.flags, F_TOPIC) ~= 0 then
         n = h.aux
         local s = add_string(tree, f.topic, tvb, off, n)
         info[#info + 1] = "topic " .. s
@@ -194,7 +199,7 @@ local function data_payload(tree, tvb, off, h, info)
         return
     end
     local body = h.length - n
-    if bit.band(h.flags, F_SHM) ~= 0 then
+    if band(h.flags, F_SHM) ~= 0 then
         local len = shm_desc(tree, tvb, off + n, body)
         info[#info + 1] = "shm " .. (len and tostring(len) or "?") .. " bytes"
         return
@@ -315,9 +320,9 @@ local frame                     -- forward: MONITOR records hold a frame
 
 -- The meaning of aux for this frame type, as its own field.
 local function aux_field(tree, r, h)
-    if h.type == T.DATA and bit.band(h.flags, F_NAME) ~= 0 then
+    if h.type == T.DATA and band(h.flags, F_NAME) ~= 0 then
         tree:add_le(f.name_len, r)
-    elseif h.type == T.DATA and bit.band(h.flags, F_TOPIC) ~= 0 then
+    elseif h.type == T.DATA and band(h.flags, F_TOPIC) ~= 0 then
         tree:add_le(f.topic_len, r)
     elseif h.type == T.CTRL then
         tree:add_le(f.op, r)
@@ -349,7 +354,7 @@ local function header(tree, tvb, off, h)
     aux_field(tree, ar, h)
     tree:add_le(f.source, tvb:range(off + 16, 8))
     local dr = tvb:range(off + 24, 8)
-    if h.type == T.DATA and bit.band(h.flags, F_TOPIC) ~= 0 then
+    if h.type == T.DATA and band(h.flags, F_TOPIC) ~= 0 then
         -- delivered publications carry the subscription id in dest
         tree:add_le(f.sub_id, tvb:range(off + 24, 4))
     end
@@ -363,15 +368,15 @@ local function check(item, h)
     if h.type ~= T.DATA and h.flags ~= 0 then
         malformed(item, "flags on a frame that is not DATA")
     end
-    if bit.band(h.flags, 0x80) ~= 0 then malformed(item, "reserved flag 0x80 set") end
-    if bit.band(h.flags, F_CONT) ~= 0 and bit.band(h.flags,
+    if band(h.flags, 0x80) ~= 0 then malformed(item, "reserved flag 0x80 set") end
+    if band(h.flags, F_CONT) ~= 0 and band(h.flags,
             F_OPEN + F_NAME + F_TOPIC + F_SHM) ~= 0 then
         malformed(item, "a continuation fragment with OPEN, NAME, TOPIC or SHM")
     end
-    if bit.band(h.flags, F_MORE) ~= 0 and bit.band(h.flags, F_CLOSE) ~= 0 then
+    if band(h.flags, F_MORE) ~= 0 and band(h.flags, F_CLOSE) ~= 0 then
         malformed(item, "MORE and CLOSE on one frame")
     end
-    if bit.band(h.flags, F_NAME) ~= 0 and bit.band(h.flags, F_TOPIC) ~= 0 then
+    if band(h.flags, F_NAME) ~= 0 and band(h.flags, F_TOPIC) ~= 0 then
         malformed(item, "NAME and TOPIC on one frame")
     end
 end
