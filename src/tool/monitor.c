@@ -122,17 +122,50 @@ static const char *ctl_mon_comm(broker_t *b, struct ctl_mon_names *n,
     return c->id == id ? c->comm : "?";
 }
 
+/* The value of `key` ("id=") in one announcement line t[0..n), or NULL;
+ * *len gets its length. */
+static const char *ctl_mon_field(const char *t, size_t n, const char *key,
+                                 size_t *len)
+{
+    size_t k = strlen(key);
+
+    for (size_t i = 0; i + k <= n; i++) {
+        if ((i == 0 || t[i - 1] == ' ') && !memcmp(t + i, key, k)) {
+            const char *v = t + i + k, *end = memchr(v, ' ', n - i - k);
+            *len = end ? (size_t)(end - v) : n - i - k;
+            while (*len && v[*len - 1] == '\n')
+                (*len)--;
+            return v;
+        }
+    }
+    return NULL;
+}
+
 /* A $broker.clients announcement: remember the comm of a new client (a
  * client that left keeps its slot for the records still to come). */
 static void ctl_mon_announce(struct ctl_mon_names *n, const broker_msg_t *m)
 {
-    char *text;
+    static const char connect[] = "event=connect ";
+    const char *t = m->data, *id, *comm;
+    size_t len = m->len, il, cl;
+    char idbuf[24], *raw;
+    ctl_mon_client_t *c;
+    uint64_t v;
 
     if (!n || !m->topic || strcmp(m->topic, CTL_MON_CLIENTS_TOPIC) ||
-        !(text = strndup(m->data ? m->data : "", m->len)))
+        len < sizeof(connect) - 1 || memcmp(t, connect, sizeof(connect) - 1))
         return;
-    ctl_mon_learn_text(n, text);
-    free(text);
+    if (!(id = ctl_mon_field(t, len, "id=", &il)) || il >= sizeof(idbuf) ||
+        !(comm = ctl_mon_field(t, len, "comm=", &cl)))
+        return;
+    memcpy(idbuf, id, il);
+    idbuf[il] = '\0';
+    if (!(v = ctl_rec_u64(idbuf)) || !(raw = ctl_rec_unescape(comm, cl)))
+        return;
+    c = ctl_mon_client_slot(n, v);
+    c->id = v;
+    snprintf(c->comm, sizeof(c->comm), "%s", raw);
+    free(raw);
 }
 
 static ctl_mon_stream_t *ctl_mon_stream_slot(struct ctl_mon_names *n,
