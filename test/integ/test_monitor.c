@@ -317,12 +317,6 @@ static int count_str(const char *t, const char *s)
     return n;
 }
 
-static bool two_lines(const char *t, size_t len)
-{
-    (void)len;
-    return count_str(t, " DATA ") >= 2;
-}
-
 static bool two_lines_json(const char *t, size_t len)
 {
     (void)len;
@@ -391,10 +385,17 @@ static pid_t start_monitor(broker_t *b, const char *log, const char *arg1,
     return pid;
 }
 
+static bool three_lines(const char *t, size_t len)
+{
+    (void)len;
+    return count_str(t, " DATA ") >= 3;
+}
+
 Test(monitor, brokerctl_monitor_lines)
 {
-    broker_t *s = th_connect(&br), *c = th_connect(&br);
+    broker_t *s = th_connect(&br), *c = th_connect(&br), *c2;
     char log[160], *t, *cur;
+    uint64_t id2;
     mon_line_t l;
     size_t len;
     pid_t pid;
@@ -404,7 +405,14 @@ Test(monitor, brokerctl_monitor_lines)
     th_register(s, "mon.ctl");
     pid = start_monitor(s, log, "name:mon.ctl", NULL);
     two_messages(c, s);
-    free(th_await_file(log, two_lines, &len));
+    /* a client that comes and goes while the monitor runs: its comm can
+     * only come from the $broker.clients announcement */
+    c2 = th_connect(&br);
+    id2 = broker_client_id(c2);
+    cr_assert_eq(broker_send(c2, "mon.ctl", "bye", 3, NULL, 0), 0);
+    broker_close(c2);
+    broker_msg_free(th_recv_kind(s, BROKER_MSG_DATA));
+    free(th_await_file(log, three_lines, &len));
     st = th_signal_join(pid, SIGINT);
     cr_assert(TH_EXITED(st, 0), "brokerctl monitor: 0x%x", st);
     t = th_await_file(log, summary_line, &len);
@@ -427,7 +435,11 @@ Test(monitor, brokerctl_monitor_lines)
     cr_assert_str_eq(l.size, "6");
     cr_assert_eq(l.frag, 6);
     cr_assert_str_eq(l.prev, "second");
-    cr_assert_not_null(strstr(cur, "2 records, 0 dropped\n"), "%s", cur);
+    mon_line(&cur, &l);
+    cr_assert_eq(l.from, id2);
+    cr_assert_str_eq(l.from_comm, "test_monitor");
+    cr_assert_str_eq(l.prev, "bye");
+    cr_assert_not_null(strstr(cur, "3 records, 0 dropped\n"), "%s", cur);
     free(t);
     broker_close(c);
     broker_close(s);
