@@ -16,7 +16,7 @@ set -euo pipefail
 
 DEV_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEV_PACKAGES=(libuv1-dev libxxhash-dev libcriterion-dev autoconf automake
-              libtool pkg-config make gcc clang libclang-rt-14-dev)
+              libtool pkg-config make gcc clang libclang-rt-14-dev tshark)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
@@ -45,6 +45,12 @@ dev_install() {
         die "missing packages (${missing[*]}): run as root or install them"
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # tshark's wireshark-common asks whether non-root users may capture
+    case " ${missing[*]} " in
+        *" tshark "*)
+            echo "wireshark-common wireshark-common/install-setuid boolean false" |
+                debconf-set-selections ;;
+    esac
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 }

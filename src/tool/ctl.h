@@ -225,11 +225,43 @@ typedef struct ctl_mon {
     uint64_t records, dropped;
     int json;                   /* monitor --json */
     FILE *file;                 /* capture: the pcapng output (not owned) */
+    struct ctl_mon_names *names;    /* owned by ctl_mon_loop: comm names
+                                       of client ids, names and sizes of
+                                       streams */
 } ctl_mon_t;
 
-/* If m is a monitor record, parse it into r, count it and return true. */
-bool ctl_mon_take(ctl_mon_t *mon, const broker_msg_t *m,
-                  broker_monitor_rec_t *r);
+/* One record with what the session knows around it.  The strings live
+ * until the next record; comm and dest are raw (unescaped) text. */
+typedef struct ctl_mon_view {
+    broker_monitor_rec_t rec;
+    const char *from_comm;      /* the sender's comm, "broker", or "?" */
+    const char *to_comm;        /* the receiver's comm, or "?" */
+    const char *dest_key;       /* "dest" (frame towards a name), "src"
+                                   (answer from a name's owner), "topic",
+                                   or NULL when none is known */
+    const char *dest;           /* the name or topic, when dest_key */
+    const uint8_t *body;        /* message bytes captured (after a name or
+                                   topic), `shown` of them */
+    size_t shown;
+    uint32_t frag;              /* message bytes in this frame */
+    uint64_t size;              /* message bytes so far: the whole message
+                                   once `more` is false */
+    bool more;                  /* more fragments follow */
+    bool size_known;            /* false: a continuation whose start this
+                                   session did not see */
+} ctl_mon_view_t;
+
+/* If m is a monitor record, decode it into v, count it and return true;
+ * other messages (the $broker.clients announcements the session
+ * subscribes to, to learn comm names) are used and give false. */
+bool ctl_mon_take(broker_t *b, ctl_mon_t *mon, const broker_msg_t *m,
+                  ctl_mon_view_t *v);
+
+/* Text of at most max bytes of p[0..n) with bytes outside printable
+ * ASCII, space and backslash as \xHH ("\\" for backslash), and "..."
+ * when cut short or when `more`; into buf of len bytes. */
+void ctl_mon_escape(const uint8_t *p, size_t n, size_t max, bool more,
+                    char *buf, size_t len, bool keep_space);
 
 /* Connect, become a monitor with filter and hand records to fn (ctx: mon)
  * until a signal; then print the counts.  Returns an exit code. */

@@ -317,10 +317,10 @@ static int count_str(const char *t, const char *s)
     return n;
 }
 
-static bool two_lines(const char *t, size_t len)
+static bool two_lines_json(const char *t, size_t len)
 {
     (void)len;
-    return count_str(t, " DATA ") >= 2;
+    return count_str(t, "\"type\":\"DATA\"") >= 2;
 }
 
 static bool summary_line(const char *t, size_t len)
@@ -337,47 +337,207 @@ static void two_messages(broker_t *c, broker_t *s)
     broker_msg_free(th_recv_kind(s, BROKER_MSG_DATA));
 }
 
+/* One monitor line, cut into its fields. */
+typedef struct mon_line {
+    char tm[32], type[16], flags[64], from_comm[32], to_comm[32];
+    char label[80], size[32], prev[160];
+    unsigned long long from, to;
+    unsigned ss, rs, frag;
+} mon_line_t;
+
+/* Parse the line at *cur (and step past it): "TIME TYPE FLAGS S(comm) ->
+ * R(comm) [dest=|src=|topic=X] stream=0xS->0xR size=N frag=N PREVIEW". */
+static void mon_line(char **cur, mon_line_t *l)
+{
+    char *line = *cur, *nl = strchr(line, '\n'), *st;
+    int n;
+
+    cr_assert_not_null(nl, "no more lines: %s", line);
+    *nl = '\0';
+    *cur = nl + 1;
+    memset(l, 0, sizeof(*l));
+    n = sscanf(line, "%31s %15s %63s %llu(%31[^)]) -> %llu(%31[^)])",
+               l->tm, l->type, l->flags, &l->from, l->from_comm, &l->to,
+               l->to_comm);
+    cr_assert_eq(n, 7, "line: %s", line);
+    st = strstr(line, " stream=0x");
+    cr_assert_not_null(st, "line: %s", line);
+    n = sscanf(st, " stream=0x%x->0x%x size=%31s frag=%u %159[^\n]", &l->ss,
+               &l->rs, l->size, &l->frag, l->prev);
+    cr_assert(n >= 4, "line: %s", line);
+    *st = '\0';
+    if ((st = strrchr(line, ' ')) && strchr(st, '='))
+        snprintf(l->label, sizeof(l->label), "%s", st + 1);
+    cr_assert_eq(l->tm[2], ':');
+    cr_assert_eq(l->tm[8], '.');
+}
+
+/* Start `brokerctl monitor ARGS` into dir/name; returns its pid once the
+ * broker counts it as a monitor. */
+static pid_t start_monitor(broker_t *b, const char *log, const char *arg1,
+                           const char *arg2)
+{
+    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "monitor",
+                           arg1, arg2, NULL };
+    pid_t pid = th_run_bg(argv, NULL, log);
+
+    th_await_status(b, "monitors", 1);
+    return pid;
+}
+
+static bool three_lines(const char *t, size_t len)
+{
+    (void)len;
+    return count_str(t, " DATA ") >= 3;
+}
+
 Test(monitor, brokerctl_monitor_lines)
 {
-    broker_t *s = th_connect(&br), *c = th_connect(&br);
-    const char *argv[] = { th_brokerctl_path(), "-s", br.sock, "monitor",
-                           "name:mon.ctl", NULL };
-    char log[160], tm[32], type[16], flags[64], prev[128];
-    unsigned long long from, to;
-    unsigned ss, rs, size;
-    char *t, *line;
+    broker_t *s = th_connect(&br), *c = th_connect(&br), *c2;
+    char log[160], *t, *cur;
+    uint64_t id2;
+    mon_line_t l;
     size_t len;
     pid_t pid;
     int st;
 
     snprintf(log, sizeof(log), "%s/monitor.out", br.dir);
     th_register(s, "mon.ctl");
-    pid = th_run_bg(argv, NULL, log);
-    th_await_status(s, "monitors", 1);
+    pid = start_monitor(s, log, "name:mon.ctl", NULL);
     two_messages(c, s);
-    free(th_await_file(log, two_lines, &len));
+    /* a client that comes and goes while the monitor runs: its comm can
+     * only come from the $broker.clients announcement */
+    c2 = th_connect(&br);
+    id2 = broker_client_id(c2);
+    cr_assert_eq(broker_send(c2, "mon.ctl", "bye", 3, NULL, 0), 0);
+    broker_close(c2);
+    broker_msg_free(th_recv_kind(s, BROKER_MSG_DATA));
+    free(th_await_file(log, three_lines, &len));
     st = th_signal_join(pid, SIGINT);
     cr_assert(TH_EXITED(st, 0), "brokerctl monitor: 0x%x", st);
     t = th_await_file(log, summary_line, &len);
-    line = t;
-    cr_assert_eq(sscanf(line, "%31s %15s %63s %llu -> %llu stream=%u->%u "
-                        "size=%u %127[^\n]", tm, type, flags, &from, &to,
-                        &ss, &rs, &size, prev), 9, "line: %s", line);
-    cr_assert_str_eq(type, "DATA");
-    cr_assert_str_eq(flags, "OPEN,CLOSE,NAME");
-    cr_assert_eq(from, broker_client_id(c));
-    cr_assert_eq(to, broker_client_id(s));
-    cr_assert_eq(size, 11);
-    cr_assert_str_eq(prev, "hello\\x09world");
-    cr_assert_eq(tm[2], ':');
-    cr_assert_eq(tm[8], '.');
-    line = strchr(line, '\n') + 1;
-    cr_assert_eq(sscanf(line, "%31s %15s %63s %llu -> %llu stream=%u->%u "
-                        "size=%u %127[^\n]", tm, type, flags, &from, &to,
-                        &ss, &rs, &size, prev), 9, "line: %s", line);
-    cr_assert_eq(size, 6);
-    cr_assert_str_eq(prev, "second");
-    cr_assert_not_null(strstr(t, "2 records, 0 dropped\n"), "%s", t);
+    cur = t;
+    mon_line(&cur, &l);
+    cr_assert_str_eq(l.type, "DATA");
+    cr_assert_str_eq(l.flags, "OPEN,CLOSE,NAME");
+    cr_assert_eq(l.from, broker_client_id(c));
+    cr_assert_eq(l.to, broker_client_id(s));
+    /* the test's own comm, as /proc shows it */
+    cr_assert_str_eq(l.from_comm, "test_monitor");
+    cr_assert_str_eq(l.to_comm, "test_monitor");
+    cr_assert_str_eq(l.label, "dest=mon.ctl");
+    cr_assert(l.ss >= 1 && l.ss < 0x80000000u, "sender's sid %x", l.ss);
+    cr_assert_geq(l.rs, 0x80000000u, "the broker's sid %x", l.rs);
+    cr_assert_str_eq(l.size, "11");
+    cr_assert_eq(l.frag, 11);
+    cr_assert_str_eq(l.prev, "hello\\x09world");
+    mon_line(&cur, &l);
+    cr_assert_str_eq(l.size, "6");
+    cr_assert_eq(l.frag, 6);
+    cr_assert_str_eq(l.prev, "second");
+    mon_line(&cur, &l);
+    cr_assert_eq(l.from, id2);
+    cr_assert_str_eq(l.from_comm, "test_monitor");
+    cr_assert_str_eq(l.prev, "bye");
+    cr_assert_not_null(strstr(cur, "3 records, 0 dropped\n"), "%s", cur);
+    free(t);
+    broker_close(c);
+    broker_close(s);
+}
+
+static bool four_lines(const char *t, size_t len)
+{
+    (void)len;
+    return count_str(t, " DATA ") >= 4;
+}
+
+/* A request of three fragments and its reply: the message size beside
+ * each fragment's, the name on both directions of the stream. */
+Test(monitor, brokerctl_monitor_fragments_and_reply)
+{
+    broker_t *s = th_connect(&br), *c = th_connect(&br);
+    size_t big = 2 * 65536 + 1000, len, sum = 0;
+    char log[160], *t, *cur, want[32], *buf = malloc(big);
+    broker_msg_t *req, *rep;
+    mon_line_t l;
+    uint32_t sid;
+    pid_t pid;
+    int st;
+
+    cr_assert_not_null(buf);
+    memset(buf, 'x', big);
+    snprintf(log, sizeof(log), "%s/monitor.out", br.dir);
+    th_register(s, "mon.frag");
+    pid = start_monitor(s, log, NULL, NULL);
+    cr_assert_eq(broker_stream_open(c, "mon.frag", 0, &sid), 0);
+    cr_assert_eq(broker_stream_write(c, sid, buf, big, NULL, 0), 0);
+    req = th_recv_kind(s, BROKER_MSG_DATA);
+    cr_assert_eq(req->len, big);
+    cr_assert_eq(broker_reply(s, req, "done", 4, NULL, 0), 0);
+    broker_msg_free(req);
+    rep = th_recv_kind(c, BROKER_MSG_DATA);
+    broker_msg_free(rep);
+    free(th_await_file(log, four_lines, &len));
+    st = th_signal_join(pid, SIGINT);
+    cr_assert(TH_EXITED(st, 0), "brokerctl monitor: 0x%x", st);
+    t = th_await_file(log, summary_line, &len);
+    cur = t;
+    for (int i = 0; ; i++) {
+        mon_line(&cur, &l);
+        cr_assert_str_eq(l.label, "dest=mon.frag");
+        cr_assert_eq(l.ss, sid);
+        sum += l.frag;
+        if (i == 0)
+            cr_assert_str_eq(l.flags, "MORE,OPEN,NAME");
+        if (!strstr(l.flags, "MORE"))
+            break;
+        /* the size so far, with a + while fragments are to come */
+        snprintf(want, sizeof(want), "%zu+", sum);
+        cr_assert_str_eq(l.size, want);
+        cr_assert(i < 8, "too many fragments");
+    }
+    cr_assert_eq(sum, big);
+    snprintf(want, sizeof(want), "%zu", big);
+    cr_assert_str_eq(l.size, want);
+    cr_assert_str_eq(l.flags, "CONT");
+    mon_line(&cur, &l);
+    cr_assert_str_eq(l.flags, "CLOSE");
+    cr_assert_eq(l.from, broker_client_id(s));
+    cr_assert_eq(l.rs, sid);
+    cr_assert_str_eq(l.label, "src=mon.frag");
+    cr_assert_str_eq(l.size, "4");
+    cr_assert_str_eq(l.prev, "done");
+    free(t);
+    free(buf);
+    broker_close(c);
+    broker_close(s);
+}
+
+/* --json: raw numbers, comm names and the name as their own keys. */
+Test(monitor, brokerctl_monitor_json)
+{
+    broker_t *s = th_connect(&br), *c = th_connect(&br);
+    char log[160], want[256], *t;
+    size_t len;
+    pid_t pid;
+    int st;
+
+    snprintf(log, sizeof(log), "%s/monitor.out", br.dir);
+    th_register(s, "mon.ctl");
+    pid = start_monitor(s, log, "--json", NULL);
+    two_messages(c, s);
+    free(th_await_file(log, two_lines_json, &len));
+    st = th_signal_join(pid, SIGINT);
+    cr_assert(TH_EXITED(st, 0), "brokerctl monitor: 0x%x", st);
+    t = th_await_file(log, summary_line, &len);
+    snprintf(want, sizeof(want), "\"sender\":%" PRIu64 ",\"sender_comm\":"
+             "\"test_monitor\",\"receiver\":%" PRIu64 ",\"receiver_comm\":"
+             "\"test_monitor\"", broker_client_id(c), broker_client_id(s));
+    cr_assert_not_null(strstr(t, want), "%s", t);
+    cr_assert_not_null(strstr(t, "\"size\":11,\"frag\":11,\"more\":false"),
+                       "%s", t);
+    cr_assert_not_null(strstr(t, "\"preview\":\"second\",\"dest\":"
+                                 "\"mon.ctl\"}"), "%s", t);
     free(t);
     broker_close(c);
     broker_close(s);
@@ -408,6 +568,42 @@ static int pcap_blocks(const uint8_t *buf, size_t len, size_t *offs,
     return n;
 }
 
+/* The value of the first option `code` in the options [p, end), or
+ * NULL; *len gets its length. */
+static const uint8_t *pcap_find(const uint8_t *p, const uint8_t *end,
+                                unsigned code, size_t *len)
+{
+    while (p + 4 <= end) {
+        unsigned c = p[0] | p[1] << 8, l = p[2] | p[3] << 8;
+        if (c == 0 || p + 4 + l > end)
+            return NULL;
+        if (c == code) {
+            *len = l;
+            return p + 4;
+        }
+        p += 4 + ((l + 3) & ~3u);
+    }
+    return NULL;
+}
+
+static bool pcap_option(const uint8_t *p, const uint8_t *end, unsigned code,
+                        const char *want, size_t wlen)
+{
+    size_t len;
+    const uint8_t *v = pcap_find(p, end, code, &len);
+
+    return v && len == wlen && memcmp(v, want, len) == 0;
+}
+
+static bool pcap_option_prefix(const uint8_t *p, const uint8_t *end,
+                               unsigned code, const char *want)
+{
+    size_t len;
+    const uint8_t *v = pcap_find(p, end, code, &len);
+
+    return v && len >= strlen(want) && memcmp(v, want, strlen(want)) == 0;
+}
+
 static bool four_blocks(const char *t, size_t len)
 {
     size_t offs[8];
@@ -424,7 +620,7 @@ Test(monitor, brokerctl_capture_pcapng)
     static const uint32_t want_len[2] = { 7 + 11, 7 + 6 };
     const uint8_t *b;
     size_t len, offs[8];
-    char *t;
+    char *t, want[300];
     pid_t pid;
     int st, n;
 
@@ -447,10 +643,16 @@ Test(monitor, brokerctl_capture_pcapng)
     cr_assert_eq(le32(b), 0x0A0D0D0Au);
     cr_assert_eq(le32(b + 8), 0x1A2B3C4Du);
     cr_assert_eq(b[12] | b[13] << 8, 1);
-    /* Interface Description Block: LINKTYPE_USER0, snaplen 32 + 8 */
+    /* Interface Description Block: LINKTYPE_USER0, snaplen 32 + 8, the
+     * socket as its name, nanoseconds */
     cr_assert_eq(le32(b + offs[1]), 1);
     cr_assert_eq(b[offs[1] + 8] | b[offs[1] + 9] << 8, 147);
     cr_assert_eq(le32(b + offs[1] + 12), 32 + 8);
+    snprintf(want, sizeof(want), "brokerd:%s", br.sock);
+    cr_assert(pcap_option(b + offs[1] + 16, b + offs[2] - 4, 2, want,
+                          strlen(want)), "if_name %s", want);
+    cr_assert(pcap_option(b + offs[1] + 16, b + offs[2] - 4, 9, "\x09", 1),
+              "if_tsresol 9");
     for (int i = 0; i < 2; i++) {
         const uint8_t *e = b + offs[2 + i];
         bk_hdr_t h;
@@ -459,7 +661,12 @@ Test(monitor, brokerctl_capture_pcapng)
         cr_assert_eq(le32(e + 8), 0);
         cr_assert_eq(le32(e + 20), 32 + 8, "captured length");
         cr_assert_eq(le32(e + 24), 32 + want_len[i], "original length");
-        cr_assert_eq(le32(e + 4), 28 + 40 + 4);
+        cr_assert_gt(le32(e + 4), 28 + 40 + 4, "with a comment");
+        snprintf(want, sizeof(want), "%" PRIu64 "(test_monitor) -> %" PRIu64
+                 "(test_monitor) stream=0x", broker_client_id(c),
+                 broker_client_id(s));
+        cr_assert(pcap_option_prefix(e + 28 + 40, e + le32(e + 4) - 4, 1,
+                                     want), "comment %s", want);
         bk_hdr_decode(e + 28, &h);
         cr_assert_eq(h.type, BK_T_DATA);
         cr_assert_eq(h.length, want_len[i]);
