@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include "log.h"
 
-static int log_level = BK_LOG_INFO;
+int bk_log_level_ = BK_LOG_INFO;
 static int log_syslog;
 static bool log_journal;         /* stderr is $JOURNAL_STREAM */
 static FILE *log_file;           /* takes precedence over syslog/stderr */
@@ -48,7 +48,7 @@ static bool stderr_is_journal(void)
 
 void bk_log_init(int level, int use_syslog)
 {
-    log_level = level;
+    bk_log_level_ = level;
     log_syslog = use_syslog;
     log_journal = !use_syslog && stderr_is_journal();
     if (use_syslog)
@@ -73,11 +73,6 @@ void bk_log_close_file(void)
     if (log_file)
         fclose(log_file);
     log_file = NULL;
-}
-
-int bk_log_enabled(int level)
-{
-    return level <= log_level;
 }
 
 bool bk_log_to_journal(void)

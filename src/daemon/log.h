@@ -33,7 +33,13 @@ void bk_log_init(int level, int use_syslog);
  * the previous destination stays. */
 int bk_log_set_file(const char *path);
 void bk_log_close_file(void);
-int bk_log_enabled(int level);
+/* The level set by bk_log_init; read it through bk_log_enabled. */
+extern int bk_log_level_;
+/* Inline: the frame trace asks for every frame. */
+static inline int bk_log_enabled(int level)
+{
+    return level <= bk_log_level_;
+}
 /* True when lines go to the journal (stderr is $JOURNAL_STREAM). */
 bool bk_log_to_journal(void);
 void bk_log(int level, const char *fmt, ...)
