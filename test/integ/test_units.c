@@ -233,9 +233,33 @@ static void verify(const char *service, const char *socket)
     free(man);
 }
 
+/* Copy the installed PATTERN{service,socket} to the root's
+ * /etc/systemd/system and verify them there. */
+static void verify_pair(const char *pattern)
+{
+    char script[1024], pat[128], *service, *socket;
+    th_output_t o;
+    int st;
+
+    snprintf(pat, sizeof(pat), "%sservice", pattern);
+    service = installed_file(pat);
+    snprintf(pat, sizeof(pat), "%ssocket", pattern);
+    socket = installed_file(pat);
+    snprintf(script, sizeof(script), "mkdir -p '%s/etc/systemd/system' && "
+             "cp '%s%s' '%s%s' '%s/etc/systemd/system/'", dest, dest, service,
+             dest, socket, dest);
+    st = sh(script, &o);
+    cr_assert(TH_EXITED(st, 0), "%s", o.err);
+    th_output_free(&o);
+    verify("/etc/systemd/system/brokerd.service",
+           "/etc/systemd/system/brokerd.socket");
+    free(service);
+    free(socket);
+}
+
 Test(units, systemd_analyze_verify_accepts_the_installed_units)
 {
-    char *service, *socket, script[1024];
+    char script[512];
     th_output_t o;
     int st;
 
@@ -251,29 +275,11 @@ Test(units, systemd_analyze_verify_accepts_the_installed_units)
     cr_assert(TH_EXITED(st, 0), "no system units to copy: %s", o.err);
     th_output_free(&o);
 
-    service = installed_file("*/systemd/system/brokerd.service");
-    socket = installed_file("*/systemd/system/brokerd.socket");
-    verify(service, socket);
+    /* Requires= and Also= find the other unit by name, so each pair is
+     * checked from /etc/systemd/system of the root, which is in the
+     * search path whatever configure's unit directories are. */
+    verify_pair("*/systemd/system/brokerd.");
     /* systemd 252 verifies user units only without --root: check them
-     * as system units, in the system's search path (Requires= and Also=
-     * find them by name) instead of the system ones. */
-    snprintf(script, sizeof(script), "rm '%s%s' '%s%s'", dest, service,
-             dest, socket);
-    st = sh(script, &o);
-    cr_assert(TH_EXITED(st, 0), "%s", o.err);
-    th_output_free(&o);
-    free(service);
-    free(socket);
-    service = installed_file("*/systemd/user/brokerd.service");
-    socket = installed_file("*/systemd/user/brokerd.socket");
-    snprintf(script, sizeof(script), "mkdir -p '%s/etc/systemd/system' && "
-             "cp '%s%s' '%s%s' '%s/etc/systemd/system/'", dest, dest, service,
-             dest, socket, dest);
-    st = sh(script, &o);
-    cr_assert(TH_EXITED(st, 0), "%s", o.err);
-    th_output_free(&o);
-    free(service);
-    free(socket);
-    verify("/etc/systemd/system/brokerd.service",
-           "/etc/systemd/system/brokerd.socket");
+     * as system units. */
+    verify_pair("*/systemd/user/brokerd.");
 }
