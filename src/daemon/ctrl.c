@@ -67,7 +67,8 @@ static void register_name(bk_port_t *p, const bk_hdr_t *h,
         bk_port_refused(p, BK_REFUSE_NAMES, "max-names reached (%u names "
                         "owned or waited for)", srv->cfg->max_names);
     if (!r)
-        bk_info("client %" PRIu64 " (%s) %s '%.*s'", p->id, p->comm,
+        bk_info("client %" PRIu64 " (pid %d, uid %d, %s) %s '%.*s'", p->id,
+                (int)p->pid, (int)p->uid, p->comm,
                 outcome == BK_REG_QUEUED ? "waits for" : "owns", (int)len,
                 (const char *)name);
     bk_put32(out, outcome);

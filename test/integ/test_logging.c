@@ -118,7 +118,7 @@ Test(logging, journal_stream_gets_priorities_without_timestamps)
 {
     const char *args[] = { "--max-names", "1", NULL };
     broker_t *b;
-    char *log, want[96];
+    char *log, want[160];
     uint64_t id;
 
     start_with_journal_stream(NULL, args);
@@ -166,7 +166,7 @@ Test(logging, send_loop_at_info_logs_no_line_per_connection)
 {
     size_t n = th_scaled(200, 20);
     broker_t *svc, *b;
-    char *log, want[96];
+    char *log, want[160];
     uint64_t svc_id;
 
     th_broker_start(&br, NULL);
@@ -187,6 +187,10 @@ Test(logging, send_loop_at_info_logs_no_line_per_connection)
     cr_assert_leq(count_lines(log), 8, "%zu connections logged %u lines:\n%s",
                   n, count_lines(log), log);
     cr_assert_eq(count_of(log, " connected ("), 0, "%s", log);
+    snprintf(want, sizeof(want), "info: client %llu (pid %d, uid %d, "
+             "test_logging) owns 'svc.sink'\n", (unsigned long long)svc_id,
+             (int)getpid(), (int)getuid());
+    cr_assert(strstr(log, want), "no '%s' in:\n%s", want, log);
     snprintf(want, sizeof(want), "info: client %llu (pid ",
              (unsigned long long)svc_id);
     cr_assert(strstr(log, want) && strstr(log, ") disconnected\n"),
