@@ -16,7 +16,8 @@ set -euo pipefail
 
 DEV_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEV_PACKAGES=(libuv1-dev libxxhash-dev libcriterion-dev autoconf automake
-              libtool pkg-config make gcc clang libclang-rt-14-dev tshark)
+              libtool pkg-config make gcc clang libclang-rt-14-dev tshark
+              systemd)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }

@@ -55,16 +55,20 @@ static void register_name(bk_port_t *p, const bk_hdr_t *h,
     if (!r && !bk_policy_may_own(&srv->cfg->policy,
                                  &(bk_policy_peer_t){ p->uid, p->gid },
                                  (const char *)name, len)) {
-        bk_info("client %" PRIu64 " (uid %d, %s) may not own '%.*s'", p->id,
-                (int)p->uid, p->comm, (int)len, (const char *)name);
+        bk_port_refused(p, BK_REFUSE_OWN, "allow-own refuses '%.*s'",
+                        (int)len, (const char *)name);
         r = -EACCES;
     }
     if (!r)
         r = bk_names_register(&srv->names, (const char *)name, len, p->id,
                               &p->names, srv->cfg->max_names, bk_now_ms(),
                               flags, &outcome);
+    if (r == -ENOSR)
+        bk_port_refused(p, BK_REFUSE_NAMES, "max-names reached (%u names "
+                        "owned or waited for)", srv->cfg->max_names);
     if (!r)
-        bk_info("client %" PRIu64 " (%s) %s '%.*s'", p->id, p->comm,
+        bk_info("client %" PRIu64 " (pid %d, uid %d, %s) %s '%.*s'", p->id,
+                (int)p->pid, (int)p->uid, p->comm,
                 outcome == BK_REG_QUEUED ? "waits for" : "owns", (int)len,
                 (const char *)name);
     bk_put32(out, outcome);

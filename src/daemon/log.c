@@ -1,17 +1,21 @@
 /*
- * log.c - levelled logging to stderr or syslog.
+ * log.c - levelled logging to stderr, the journal, syslog or a file.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 #include "log.h"
 
-static int log_level = BK_LOG_INFO;
+int bk_log_level_ = BK_LOG_INFO;
 static int log_syslog;
+static bool log_journal;         /* stderr is $JOURNAL_STREAM */
 static FILE *log_file;           /* takes precedence over syslog/stderr */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
@@ -26,10 +30,27 @@ int bk_log_parse_level(const char *s)
     return -EINVAL;
 }
 
+/* $JOURNAL_STREAM is "DEV:INODE" of the stream the service manager
+ * connected to stdout/stderr; it is inherited by children that may have
+ * other stderr, so it counts only if it names our fd 2. */
+static bool stderr_is_journal(void)
+{
+    const char *env = getenv("JOURNAL_STREAM");
+    uintmax_t dev, ino;
+    struct stat st;
+    int used = 0;
+
+    if (!env || sscanf(env, "%ju:%ju%n", &dev, &ino, &used) != 2 ||
+        env[used] != '\0' || fstat(2, &st) < 0)
+        return false;
+    return (uintmax_t)st.st_dev == dev && (uintmax_t)st.st_ino == ino;
+}
+
 void bk_log_init(int level, int use_syslog)
 {
-    log_level = level;
+    bk_log_level_ = level;
     log_syslog = use_syslog;
+    log_journal = !use_syslog && stderr_is_journal();
     if (use_syslog)
         openlog("brokerd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
@@ -54,9 +75,9 @@ void bk_log_close_file(void)
     log_file = NULL;
 }
 
-int bk_log_enabled(int level)
+bool bk_log_to_journal(void)
 {
-    return level <= log_level;
+    return log_journal && !log_file;
 }
 
 void bk_log(int level, const char *fmt, ...)
@@ -72,6 +93,10 @@ void bk_log(int level, const char *fmt, ...)
     va_end(ap);
     if (log_syslog && !log_file) {
         syslog(prio[level], "%s", msg);
+        return;
+    }
+    if (bk_log_to_journal()) {  /* sd-daemon(3): "<N>" and the text */
+        fprintf(stderr, "<%d>%s\n", prio[level], msg);
         return;
     }
     struct timespec ts;

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,11 +278,82 @@ static int write_now(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     return 0;
 }
 
+/* ---- the frame trace (--log-level debug) ------------------------------ */
+
+static const char *trace_type(uint8_t type)
+{
+    static const char *const names[] = {
+        "?", "HELLO", "WELCOME", "DATA", "CLOSE", "ERROR", "CTRL",
+        "CTRL_REPLY", "BYE", "SEGMENT", "RELEASE", "SEG_DROP", "MONITOR",
+        "GAP",
+    };
+
+    return type <= BK_T_MAX_ ? names[type] : "?";
+}
+
+static void trace_flags(uint8_t flags, char *buf, size_t len)
+{
+    static const char *const names[] = {
+        "MORE", "CONT", "OPEN", "CLOSE", "NAME", "SHM", "TOPIC",
+    };
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (flags & (1u << i))
+            n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",
+                                  n ? "," : "", names[i]);
+    if (!n)
+        snprintf(buf, len, "-");
+}
+
+/* "5->'echo'", "5->topic 'a.b'", "5->7": where a frame goes. */
+static void trace_route(uint64_t src, const bk_hdr_t *h,
+                        const uint8_t *payload, char *buf, size_t len)
+{
+    int n = (int)(h->aux < 64 ? h->aux : 64);
+
+    if (payload && h->type == BK_T_DATA && (h->flags & BK_F_NAME))
+        snprintf(buf, len, "%llu->'%.*s'", (unsigned long long)src, n,
+                 (const char *)payload);
+    else if (payload && h->type == BK_T_DATA && (h->flags & BK_F_TOPIC))
+        snprintf(buf, len, "%llu->topic '%.*s'", (unsigned long long)src, n,
+                 (const char *)payload);
+    else
+        snprintf(buf, len, "%llu->%llu", (unsigned long long)src,
+                 (unsigned long long)h->dest);
+}
+
+/* One line per frame: direction and client, type, flags, route, stream,
+ * size (without a name or topic prefix), fds; CTRL frames add the op. */
+static void trace_frame(const char *dir, const bk_port_t *p,
+                        const bk_hdr_t *h, const uint8_t *payload)
+{
+    char flags[48], route[160], op[24] = "";
+    bool prefixed = h->type == BK_T_DATA &&
+                    (h->flags & (BK_F_NAME | BK_F_TOPIC));
+    uint32_t size = prefixed && h->aux <= h->length ? h->length - h->aux :
+                    h->length;
+
+    trace_flags(h->flags, flags, sizeof(flags));
+    trace_route(dir[0] == 'f' ? p->id : h->source, h, payload, route,
+                sizeof(route));
+    if (h->type == BK_T_CTRL || h->type == BK_T_CTRL_REPLY)
+        snprintf(op, sizeof(op), " %s=%u", h->type == BK_T_CTRL ? "op" :
+                 "status", h->aux);
+    bk_log(BK_LOG_DEBUG, "frame %s client %llu (%s): %s %s %s stream=0x%x "
+           "size=%u fds=%u%s", dir, (unsigned long long)p->id, p->comm,
+           trace_type(h->type), flags, route, h->stream, size, h->nfds, op);
+}
+
 static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                       int *fds, unsigned nfds, bk_port_t *cause,
                       bk_oframe_t **queued)
 {
     int r;
+
+    if (bk_log_enabled(BK_LOG_DEBUG))
+        trace_frame("to", to, h, payload);
 
     *queued = NULL;
     if (to->failed || to->fd < 0 || to->hangup) {
@@ -326,6 +398,8 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     bk_oframe_t *f;
     int r;
 
+    if (bk_log_enabled(BK_LOG_DEBUG))
+        trace_frame("to", to, h, payload);
     if (to->failed || to->fd < 0 || to->hangup) {
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
@@ -352,6 +426,8 @@ int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
 {
     int r;
 
+    if (bk_log_enabled(BK_LOG_DEBUG))
+        trace_frame("to", to, h, NULL);
     if (to->failed || to->fd < 0 || to->hangup) {
         bk_outq_frame_free(f);
         return -ECONNRESET;
@@ -490,6 +566,23 @@ void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
     bk_port_fail(p, err);
 }
 
+void bk_port_refused(bk_port_t *p, enum bk_port_refusal kind,
+                     const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+
+    if (p->refusals_logged & (1u << kind) || !bk_log_enabled(BK_LOG_WARN))
+        return;
+    p->refusals_logged |= (uint16_t)(1u << kind);
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    bk_warn("client %llu (pid %d, uid %d, %s): %s (logged once per client)",
+            (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm,
+            text);
+}
+
 static void welcome(bk_port_t *p)
 {
     const bk_conf_t *c = p->srv->cfg;
@@ -515,8 +608,8 @@ static void welcome(bk_port_t *p)
     p->srv->nclients++;
     p->state = BK_PORT_READY;
     bk_port_send(p, &h, buf, NULL, 0, NULL);
-    bk_info("client %llu connected (pid %d, uid %d, %s)",
-            (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
+    bk_debug("client %llu connected (pid %d, uid %d, %s)",
+             (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
     bk_pub_client_event(p, "connect");
 }
 
@@ -533,6 +626,22 @@ static bool uid_full(const bk_port_t *p)
             q->uid == p->uid)
             n++;
     return n >= max;
+}
+
+/* max-clients-per-uid: one line per episode of a user's refusals. */
+static void uid_refused(bk_port_t *p)
+{
+    bk_server_t *s = p->srv;
+
+    if (s->uid_full_logged && s->uid_full == p->uid)
+        return;
+    s->uid_full_logged = true;
+    s->uid_full = p->uid;
+    bk_warn("client %llu (pid %d, uid %d, %s): refused, uid %d has %u "
+            "clients already; further refusals are not logged until one "
+            "of its clients is let in", (unsigned long long)p->id,
+            (int)p->pid, (int)p->uid, p->comm, (int)p->uid,
+            s->cfg->max_clients_per_uid);
 }
 
 /* The handshake is refused (err: a negative errno): say why and hang up. */
@@ -562,19 +671,20 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         return;
     }
     if (uid_full(p)) {
-        bk_warn("client %llu (pid %d, uid %d, %s): refused, uid %d has %u "
-                "clients already", (unsigned long long)p->id, (int)p->pid,
-                (int)p->uid, p->comm, (int)p->uid,
-                p->srv->cfg->max_clients_per_uid);
+        uid_refused(p);
         refuse(p, -ENOSR, "too many clients for this user");
         return;
     }
+    if (p->srv->uid_full_logged && p->srv->uid_full == p->uid)
+        p->srv->uid_full_logged = false;    /* the episode is over */
     welcome(p);
 }
 
 static void dispatch(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
                      int *fds)
 {
+    if (bk_log_enabled(BK_LOG_DEBUG))
+        trace_frame("from", p, h, payload);
     if (p->state == BK_PORT_HELLO) {
         if (h->type != BK_T_HELLO) {
             bk_close_fds(fds, h->nfds);
@@ -960,6 +1070,27 @@ void bk_port_hangup(bk_port_t *p, int err, const char *text)
     update_poll(p);
 }
 
+/* At info only for clients that owned or waited for a name, or went
+ * for a reason other than hanging up: a plain client that connects,
+ * sends and leaves is a debug matter (its connect line is too). */
+static void log_disconnect(const bk_port_t *p)
+{
+    bool failed = p->fail_err && p->fail_err != -ECONNRESET &&
+                  p->fail_err != -EPIPE;
+    int level = failed || p->names.count || p->names.nwaiting ?
+                BK_LOG_INFO : BK_LOG_DEBUG;
+
+    if (!bk_log_enabled(level))
+        return;
+    if (failed)
+        bk_log(level, "client %llu (pid %d, %s) disconnected: %s",
+               (unsigned long long)p->id, (int)p->pid, p->comm,
+               strerror(-p->fail_err));
+    else
+        bk_log(level, "client %llu (pid %d, %s) disconnected",
+               (unsigned long long)p->id, (int)p->pid, p->comm);
+}
+
 void bk_port_close(bk_port_t *p)
 {
     bk_server_t *srv = p->srv;
@@ -974,13 +1105,7 @@ void bk_port_close(bk_port_t *p)
         bk_ht_remove(&srv->clients, &p->node);
         p->in_table = false;
         srv->nclients--;
-        if (p->fail_err && p->fail_err != -ECONNRESET && p->fail_err != -EPIPE)
-            bk_info("client %llu (pid %d, %s) disconnected: %s",
-                    (unsigned long long)p->id, (int)p->pid, p->comm,
-                    strerror(-p->fail_err));
-        else
-            bk_info("client %llu (pid %d, %s) disconnected",
-                    (unsigned long long)p->id, (int)p->pid, p->comm);
+        log_disconnect(p);
     }
     bk_mon_port_gone(p);
     bk_pub_port_gone(p);

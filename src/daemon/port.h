@@ -92,7 +92,31 @@ typedef struct bk_port {
     uint64_t pub_dropped;       /* publications dropped towards it */
 
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out, errors;
+
+    uint16_t refusals_logged;   /* 1 << bk_port_refusal kinds logged */
 } bk_port_t;
+
+/* What a client can be refused over and over: its limits and the access
+ * rules.  Each kind is logged once per client (bk_port_refused). */
+enum bk_port_refusal {
+    BK_REFUSE_STREAMS,          /* max-streams */
+    BK_REFUSE_NAMES,            /* max-names */
+    BK_REFUSE_SUBS,             /* max-subscriptions */
+    BK_REFUSE_SEGMENTS,         /* max-segments */
+    BK_REFUSE_SHM,              /* max-shm */
+    BK_REFUSE_OWN,              /* allow-own */
+    BK_REFUSE_SEND,             /* allow-send */
+    BK_REFUSE_PUBLISH,          /* allow-publish */
+    BK_REFUSE_SUBSCRIBE,        /* allow-subscribe */
+};
+
+/* Log a refusal of kind `kind` (a warning naming the client's id, pid,
+ * uid and comm, then the text) the first time this client meets it; a
+ * client that keeps hitting the same limit makes one line, not one per
+ * request. */
+void bk_port_refused(bk_port_t *p, enum bk_port_refusal kind,
+                     const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Size the send buffer of a client's socket for packets of max_packet
  * bytes (past net.core.wmem_max where the broker may).  *got: the

@@ -97,13 +97,15 @@ int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
     int r;
 
     if (!may_subscribe(p, pat, plen)) {
-        bk_info("client %llu (uid %d, %s) may not subscribe to '%.*s'",
-                (unsigned long long)p->id, (int)p->uid, p->comm, (int)plen,
-                pat);
+        bk_port_refused(p, BK_REFUSE_SUBSCRIBE, "allow-subscribe refuses "
+                        "'%.*s'", (int)plen, pat);
         return -EACCES;
     }
-    if (p->nsubs >= srv->cfg->max_subs || p->next_sub == 0)
+    if (p->nsubs >= srv->cfg->max_subs || p->next_sub == 0) {
+        bk_port_refused(p, BK_REFUSE_SUBS, "max-subscriptions reached "
+                        "(%u subscriptions)", p->nsubs);
         return -ENOSR;
+    }
     r = bk_subs_add(srv->subs, p->id, p, p->next_sub, pat, plen, group, glen,
                     policy, &s);
     if (r < 0)

@@ -188,6 +188,21 @@ static bool may_send(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
     return false;
 }
 
+/* A stream refused because `from` or `to` has max-streams open: logged
+ * once per client that is full. */
+static void streams_refused(bk_port_t *from, bk_port_t *to)
+{
+    uint32_t max = from->srv->cfg->max_streams;
+
+    if (from->streams.count >= max)
+        bk_port_refused(from, BK_REFUSE_STREAMS, "max-streams reached "
+                        "(%u open streams); new streams are refused", max);
+    else
+        bk_port_refused(to, BK_REFUSE_STREAMS, "max-streams reached "
+                        "(%u open streams); streams from client %" PRIu64
+                        " (%s) are refused", max, from->id, from->comm);
+}
+
 /* First fragment with OPEN: a new stream to a name or a client id. */
 static void open_stream(bk_port_t *from, const bk_hdr_t *h,
                         const uint8_t *payload, int *fds)
@@ -212,9 +227,8 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     }
     if (!may_send(from, to, h, payload)) {
         bk_close_fds(fds, h->nfds);
-        bk_info("client %" PRIu64 " (uid %d, %s) may not send to client %"
-                PRIu64 " (%s)", from->id, (int)from->uid, from->comm, to->id,
-                to->comm);
+        bk_port_refused(from, BK_REFUSE_SEND, "allow-send refuses sending "
+                        "to client %" PRIu64 " (%s)", to->id, to->comm);
         reject(from, h, payload, -EACCES, "not allowed to send there");
         return;
     }
@@ -244,6 +258,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (from->streams.count >= cfg->max_streams ||
         to->streams.count >= cfg->max_streams) {
         bk_close_fds(fds, h->nfds);
+        streams_refused(from, to);
         reject(from, h, payload, -ENOSR,
                from->streams.count >= cfg->max_streams ?
                "too many open streams" :
@@ -337,9 +352,10 @@ static void publish(bk_port_t *from, const bk_hdr_t *h,
     if (r < 0) {
         bk_close_fds(fds, h->nfds);
         if (r == -EACCES)
-            bk_info("client %" PRIu64 " (uid %d, %s) may not publish to "
-                    "'%.*s'", from->id, (int)from->uid, from->comm,
-                    (int)h->aux, (const char *)payload);
+            bk_port_refused(from, BK_REFUSE_PUBLISH, "may not publish to "
+                            "'%.*s'", (int)h->aux, (const char *)payload);
+        else if (r == -ENOSR)
+            streams_refused(from, from);
         reject(from, h, payload, r, why);
         return;
     }

@@ -212,8 +212,14 @@ static void on_accept(uv_poll_t *h, int status, int events)
         }
         if (s->nports >= s->cfg->max_clients) {
             refuse(fd, -ENOSR, "too many clients");
+            if (!s->full_logged)
+                bk_warn("max-clients reached (%u connections); refusing "
+                        "new connections until one closes (logged once)",
+                        s->cfg->max_clients);
+            s->full_logged = true;
             continue;
         }
+        s->full_logged = false;
         p = bk_port_new(s, fd, s->next_client_id++);
         if (!p) {
             bk_warn("out of memory for a new client");
@@ -367,13 +373,31 @@ int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
     return 0;
 }
 
+/* SIGHUP re-reads the -c file; without one it only reopens the log file
+ * (for log rotation), which is not a failed reload. */
 static void on_sighup(uv_signal_t *h, int signum)
 {
+    bk_server_t *s = h->data;
+    const bk_conf_t *c = s->cfg;
     char err[512];
+    int r;
 
     (void)signum;
-    bk_info("SIGHUP: reloading the configuration");
-    bk_server_reload(h->data, err, sizeof(err));
+    if (c->confpath) {
+        bk_info("SIGHUP: reloading the configuration");
+        bk_server_reload(s, err, sizeof(err));
+        return;
+    }
+    if (!c->logfile) {
+        bk_info("SIGHUP: started without a configuration file (-c), "
+                "nothing to reload");
+        return;
+    }
+    if ((r = bk_log_set_file(c->logfile)) < 0)
+        bk_err("SIGHUP: cannot reopen %s: %s", c->logfile, strerror(-r));
+    else
+        bk_info("SIGHUP: reopened %s; started without a configuration "
+                "file (-c), nothing else to reload", c->logfile);
 }
 
 /* The handles every broker has, listening or not. */

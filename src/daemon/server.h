@@ -107,6 +107,12 @@ typedef struct bk_server {
     bool finished;
     bool listening;
     bool activated;             /* lfd came from the service manager */
+    /* Refused connections are logged once per episode: max-clients until
+     * a connection is accepted again, max-clients-per-uid until that
+     * user's next client is let in (port.c). */
+    bool full_logged;
+    bool uid_full_logged;
+    uid_t uid_full;             /* the user uid_full_logged is about */
 } bk_server_t;
 
 /* Set up: lock, stale-socket check, bind, listen, signal handlers.

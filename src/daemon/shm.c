@@ -191,10 +191,18 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
 
     if (!r && seg_find(p, segid))
         r = -EEXIST;
-    if (!r && p->shm.nsegs >= cfg->max_segments)
+    if (!r && p->shm.nsegs >= cfg->max_segments) {
         r = -ENOSR;
-    if (!r && size > cfg->max_shm - p->shm.bytes)
+        bk_port_refused(p, BK_REFUSE_SEGMENTS, "max-segments reached (%u "
+                        "shared-memory segments)", cfg->max_segments);
+    }
+    if (!r && size > cfg->max_shm - p->shm.bytes) {
         r = -ENOSPC;
+        bk_port_refused(p, BK_REFUSE_SHM, "max-shm reached (%" PRIu64
+                        " of %" PRIu64 " bytes of shared memory, a segment "
+                        "of %" PRIu64 " refused)", p->shm.bytes,
+                        cfg->max_shm, size);
+    }
     if (r) {
         close(fd);
         return r;

@@ -349,7 +349,8 @@ Test(config, log_file_is_written_and_reopened_on_reload)
 
     snprintf(log, sizeof(log), "%s/brokerd.log", confdir);
     snprintf(rotated, sizeof(rotated), "%s.1", log);
-    snprintf(text, sizeof(text), "log-file = %s\n", log);
+    /* debug: connect lines are debug lines */
+    snprintf(text, sizeof(text), "log-file = %s\nlog-level = debug\n", log);
     write_conf(text);
     th_broker_start(&br, "-c", conf, NULL);
     b = th_connect(&br);

@@ -177,6 +177,13 @@ void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
     bk_port_fail(p, err);
 }
 
+void bk_port_refused(bk_port_t *p, enum bk_port_refusal kind,
+                     const char *fmt, ...)
+{
+    (void)fmt;
+    p->refusals_logged |= (uint16_t)(1u << kind);
+}
+
 void bk_port_fail(bk_port_t *p, int err)
 {
     if (p->failed)
