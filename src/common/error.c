@@ -1,5 +1,6 @@
 /*
- * error.c - broker_strerror(): error codes as the broker means them.
+ * error.c - broker_strerror(): error codes as the broker means them;
+ * bk_sys_strerror(): a system call's failure in the same lower case.
  *
  * Part of libbkcommon so brokerd, brokerctl and libbroker share the same
  * wording, every text in lower case (the C library's too); exported from libbroker (which is built with hidden visibility).
@@ -44,21 +45,39 @@ static const char *known(int e)
     }
 }
 
-BK_EXPORT const char *broker_strerror(int err)
+/* The C library's text for e in buf, in lower case. */
+static const char *sys_text(int e, char *buf, size_t len)
 {
-    static _Thread_local char buf[96];
-    int e = err == INT_MIN ? INT_MAX : (err < 0 ? -err : err);
-    const char *s = known(e);
-    const char *sys;
+    const char *sys = strerror_r(e, buf, len);
 
-    if (s)
-        return s;
-    sys = strerror_r(e, buf, sizeof(buf));
     if (sys != buf)
-        snprintf(buf, sizeof(buf), "%s", sys);
+        snprintf(buf, len, "%s", sys);
     /* the C library capitalises ("Bad file descriptor"); our texts and
      * the lines they end up in do not */
     if (isupper((unsigned char)buf[0]) && islower((unsigned char)buf[1]))
         buf[0] = (char)tolower((unsigned char)buf[0]);
     return buf;
+}
+
+static int abs_err(int err)
+{
+    return err == INT_MIN ? INT_MAX : (err < 0 ? -err : err);
+}
+
+const char *bk_sys_strerror(int err)
+{
+    static _Thread_local char buf[96];
+
+    return sys_text(abs_err(err), buf, sizeof(buf));
+}
+
+BK_EXPORT const char *broker_strerror(int err)
+{
+    static _Thread_local char buf[96];
+    int e = abs_err(err);
+    const char *s = known(e);
+
+    if (s)
+        return s;
+    return sys_text(e, buf, sizeof(buf));
 }

@@ -23,6 +23,7 @@
  *
  * broker_strerror() (error.c, public in broker.h) words an error for a
  * person; it accepts either sign so that a wire code can be shown as is.
+ * bk_sys_strerror() words a system call's failure the same way.
  */
 #ifndef BK_ERROR_H
 #define BK_ERROR_H
@@ -44,5 +45,12 @@ static inline int bk_err_from_wire(uint32_t code)
 }
 
 const char *broker_strerror(int err);
+
+/* The C library's text for an errno of either sign, in lower case like
+ * the rest of our messages: for failures of system calls, where
+ * broker_strerror's broker meanings ("no such name, client or stream" for
+ * ENOENT) would mislead.  The text lives in a thread-local buffer until
+ * the thread's next call. */
+const char *bk_sys_strerror(int err);
 
 #endif

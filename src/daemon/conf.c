@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include "conf.h"
+#include "error.h"
 #include "log.h"
 #include "proto.h"
 #include "sockio.h"
@@ -402,7 +403,7 @@ int bk_conf_load(bk_conf_t *c, int argc, char **argv)
         return r;
     abs = realpath(c->conffile, NULL);
     if (!abs) {
-        fprintf(stderr, "brokerd: %s: %s\n", c->conffile, strerror(errno));
+        fprintf(stderr, "brokerd: %s: %s\n", c->conffile, bk_sys_strerror(errno));
         return -EINVAL;
     }
     bk_conf_free(c);
@@ -547,7 +548,7 @@ int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
     int r = 0;
 
     if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s: %s", path, bk_sys_strerror(errno));
         return -EINVAL;
     }
     if (conf_is_dir(f)) {       /* it opens, and reads as nothing */

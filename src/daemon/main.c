@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <uv.h>
 #include "conf.h"
+#include "error.h"
 #include "log.h"
 #include "sdaemon.h"
 #include "server.h"
@@ -83,7 +84,7 @@ static void raise_nofile(void)
     rlim_t was;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        bk_warn("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        bk_warn("getrlimit(RLIMIT_NOFILE): %s", bk_sys_strerror(errno));
         return;
     }
     was = rl.rlim_cur;
@@ -96,7 +97,7 @@ static void raise_nofile(void)
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
         bk_warn("cannot raise the file descriptor limit from %llu to %llu: "
                 "%s", (unsigned long long)was,
-                (unsigned long long)rl.rlim_max, strerror(errno));
+                (unsigned long long)rl.rlim_max, bk_sys_strerror(errno));
         return;
     }
     bk_info("file descriptor limit %llu (raised from %llu)",
@@ -108,7 +109,7 @@ static void write_pidfile(const char *path)
     FILE *f = fopen(path, "we");
 
     if (!f) {
-        bk_warn("cannot write pidfile %s: %s", path, strerror(errno));
+        bk_warn("cannot write pidfile %s: %s", path, bk_sys_strerror(errno));
         return;
     }
     fprintf(f, "%d\n", (int)getpid());
@@ -135,7 +136,7 @@ int main(int argc, char **argv)
     bk_log_init(cfg.log_level, 0);
     if (cfg.logfile && (r = bk_log_set_file(cfg.logfile)) < 0) {
         fprintf(stderr, "brokerd: cannot open log file %s: %s\n",
-                cfg.logfile, strerror(-r));
+                cfg.logfile, bk_sys_strerror(-r));
         bk_conf_free(&cfg);
         return 1;
     }
@@ -159,11 +160,11 @@ int main(int argc, char **argv)
         write_pidfile(cfg.pidfile);
     if (report >= 0) {
         if (chdir("/") < 0)
-            bk_warn("chdir /: %s", strerror(errno));
+            bk_warn("chdir /: %s", bk_sys_strerror(errno));
         bk_log_init(cfg.log_level, 1);
         detach_stdio();
         if (write(report, "R", 1) < 0)
-            bk_warn("cannot report readiness: %s", strerror(errno));
+            bk_warn("cannot report readiness: %s", bk_sys_strerror(errno));
         close(report);
     }
     bk_sd_notify_ready();

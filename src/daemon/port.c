@@ -1085,7 +1085,7 @@ static void log_disconnect(const bk_port_t *p)
     if (failed)
         bk_log(level, "client %llu (pid %d, %s) disconnected: %s",
                (unsigned long long)p->id, (int)p->pid, p->comm,
-               strerror(-p->fail_err));
+               bk_sys_strerror(-p->fail_err));
     else
         bk_log(level, "client %llu (pid %d, %s) disconnected",
                (unsigned long long)p->id, (int)p->pid, p->comm);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include "error.h"
 #include "log.h"
 #include "sdaemon.h"
 
@@ -73,7 +74,7 @@ static int check_socket(int fd)
         (r = sockopt_int(fd, SO_TYPE, &type)) < 0 ||
         (r = sockopt_int(fd, SO_ACCEPTCONN, &listening)) < 0) {
         bk_err("socket activation: fd %d is not a socket: %s", fd,
-               strerror(-r));
+               bk_sys_strerror(-r));
         return r;
     }
     if (domain != AF_UNIX) {
@@ -105,7 +106,7 @@ static int bound_path(int fd, char *path, size_t len)
     memset(&sa, 0, sizeof(sa));
     if (getsockname(fd, (struct sockaddr *)&sa, &salen) < 0) {
         int e = errno;
-        bk_err("socket activation: getsockname: %s", strerror(e));
+        bk_err("socket activation: getsockname: %s", bk_sys_strerror(e));
         return -e;
     }
     if (salen <= offsetof(struct sockaddr_un, sun_path)) {
@@ -142,7 +143,7 @@ static int set_flags(int fd)
     if (fl < 0 || fdfl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
         fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) {
         int e = errno;
-        bk_err("socket activation: fcntl on fd %d: %s", fd, strerror(e));
+        bk_err("socket activation: fcntl on fd %d: %s", fd, bk_sys_strerror(e));
         return -e;
     }
     return 0;
@@ -222,7 +223,7 @@ int bk_sd_notify(const char *state)
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         e = errno;
-        bk_warn("notify: socket: %s", strerror(e));
+        bk_warn("notify: socket: %s", bk_sys_strerror(e));
         return -e;
     }
     n = sendto(fd, state, strlen(state), MSG_NOSIGNAL,
@@ -230,7 +231,7 @@ int bk_sd_notify(const char *state)
     e = errno;
     close(fd);
     if (n < 0) {
-        bk_warn("cannot notify %s: %s", name, strerror(e));
+        bk_warn("cannot notify %s: %s", name, bk_sys_strerror(e));
         return -e;
     }
     return BK_SD_NOTIFIED;

@@ -207,7 +207,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             if (errno == EMFILE || errno == ENFILE)
                 shed(s);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
-                bk_warn("accept: %s", strerror(errno));
+                bk_warn("accept: %s", bk_sys_strerror(errno));
             break;
         }
         if (s->nports >= s->cfg->max_clients) {
@@ -239,7 +239,7 @@ static int take_lock(bk_server_t *s, const char *path)
     s->lockfd = open(s->lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (s->lockfd < 0) {
         int e = errno;
-        bk_err("cannot create %s: %s", s->lockpath, strerror(e));
+        bk_err("cannot create %s: %s", s->lockpath, bk_sys_strerror(e));
         return -e;
     }
     if (flock(s->lockfd, LOCK_EX | LOCK_NB) < 0) {
@@ -250,7 +250,7 @@ static int take_lock(bk_server_t *s, const char *path)
             bk_err("another broker is listening on %s", path);
             return -EADDRINUSE;
         }
-        bk_err("cannot lock %s: %s", s->lockpath, strerror(e));
+        bk_err("cannot lock %s: %s", s->lockpath, bk_sys_strerror(e));
         return -e;
     }
     return 0;
@@ -275,7 +275,7 @@ static int clear_stale(const char *path)
         return -EADDRINUSE;
     }
     if (fd != -ECONNREFUSED && fd != -ENOENT) {
-        bk_err("cannot check %s: %s", path, strerror(-fd));
+        bk_err("cannot check %s: %s", path, bk_sys_strerror(-fd));
         return fd;
     }
     if (unlink(path) < 0 && errno != ENOENT)
@@ -325,7 +325,7 @@ static int listen_on(bk_server_t *s, const char *path)
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
         set_perms(s->cfg, path) < 0 || listen(fd, SOMAXCONN) < 0) {
         e = errno;
-        bk_err("cannot listen on %s: %s", path, strerror(e));
+        bk_err("cannot listen on %s: %s", path, bk_sys_strerror(e));
         close(fd);
         return -e;
     }
@@ -357,14 +357,14 @@ int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
 
     /* reopen first: a rotated log gets the reload's own lines */
     if (c->logfile && (r = bk_log_set_file(c->logfile)) < 0)
-        bk_err("cannot reopen %s: %s", c->logfile, strerror(-r));
+        bk_err("cannot reopen %s: %s", c->logfile, bk_sys_strerror(-r));
     if (bk_conf_reload(c, err, errlen) < 0) {
         bk_err("reload failed, configuration unchanged: %s", err);
         return -EINVAL;
     }
     bk_log_init(c->log_level, !c->foreground);
     if (c->logfile && (r = bk_log_set_file(c->logfile)) < 0)
-        bk_err("cannot open %s: %s", c->logfile, strerror(-r));
+        bk_err("cannot open %s: %s", c->logfile, bk_sys_strerror(-r));
     bk_info("reloaded %s (queue limit %" PRIu64 ", max clients %u, max "
             "streams %u, max names %u; %zu connect, %zu own, %zu send rules)",
             c->confpath, c->queue_limit, c->max_clients, c->max_streams,
@@ -394,7 +394,7 @@ static void on_sighup(uv_signal_t *h, int signum)
         return;
     }
     if ((r = bk_log_set_file(c->logfile)) < 0)
-        bk_err("SIGHUP: cannot reopen %s: %s", c->logfile, strerror(-r));
+        bk_err("SIGHUP: cannot reopen %s: %s", c->logfile, bk_sys_strerror(-r));
     else
         bk_info("SIGHUP: reopened %s; started without a configuration "
                 "file (-c), nothing else to reload", c->logfile);
@@ -446,7 +446,7 @@ static int check_sndbuf(uint32_t max_packet)
                "more, or lower max-packet", max_packet, max_packet + 32, got,
                (unsigned)(2 * (size_t)max_packet + 4096));
     else if (r < 0)
-        bk_err("cannot size a socket's send buffer: %s", strerror(-r));
+        bk_err("cannot size a socket's send buffer: %s", bk_sys_strerror(-r));
     return r;
 }
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "error.h"
 
 #define CTL_CAP_LINKTYPE 147u      /* LINKTYPE_USER0 */
 #define CTL_CAP_DEF_SNAP 256u       /* the broker's default snap length */
@@ -192,7 +193,7 @@ int ctl_run_capture(const ctl_opts_t *o)
     int r;
 
     if (strcmp(file, "-") && !(mon.file = fopen(file, "wbe"))) {
-        ctl_err("capture %s: %s", file, strerror(errno));
+        ctl_err("capture %s: %s", file, bk_sys_strerror(errno));
         return CTL_EXIT_RUNTIME;
     }
     r = ctl_cap_header(mon.file, o, o->snap ? o->snap : CTL_CAP_DEF_SNAP);
@@ -200,11 +201,11 @@ int ctl_run_capture(const ctl_opts_t *o)
         r = ctl_mon_loop(o, "capture", o->nargs > 1 ? o->args[1] : NULL,
                          ctl_cap_record, &mon);
     } else {
-        ctl_err("capture %s: %s", file, strerror(-r));
+        ctl_err("capture %s: %s", file, bk_sys_strerror(-r));
         r = CTL_EXIT_RUNTIME;
     }
     if (mon.file != stdout && fclose(mon.file) == EOF && r == CTL_EXIT_OK) {
-        ctl_err("capture %s: %s", file, strerror(errno));
+        ctl_err("capture %s: %s", file, bk_sys_strerror(errno));
         r = CTL_EXIT_RUNTIME;
     }
     return r;
