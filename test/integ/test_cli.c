@@ -304,20 +304,68 @@ Test(cli, connect_error_too_many_clients)
 struct nobody_arg {
     const char *path;
     const char *want;
+    char bin[512];              /* brokerctl_for_nobody's copy */
 };
+
+/* Copy file src to dst (mode 0755). */
+static void copy_file(const char *src, const char *dst)
+{
+    char buf[65536];
+    int in = open(src, O_RDONLY | O_CLOEXEC), out;
+    ssize_t n;
+
+    cr_assert_geq(in, 0, "%s: %s", src, strerror(errno));
+    out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    cr_assert_geq(out, 0, "%s: %s", dst, strerror(errno));
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        cr_assert_eq(write(out, buf, (size_t)n), n);
+    cr_assert_eq(n, 0);
+    close(in);
+    cr_assert_eq(close(out), 0);
+}
+
+/* brokerctl where nobody may run it: the build tree may sit under a
+ * directory only root can enter (a clone in /root, a mktemp -d).  The
+ * program (libtool's real one from .libs/ beside its wrapper script, if
+ * there is one) and libbroker go into dir, which nobody may search and
+ * LD_LIBRARY_PATH names. */
+static const char *brokerctl_for_nobody(const char *dir, char *bin,
+                                        size_t len)
+{
+    const char *ctl = th_brokerctl_path();
+    const char *slash = strrchr(ctl, '/');
+    int dl = slash ? (int)(slash - ctl) : 1;
+    char real[512], lib[512];
+
+    snprintf(real, sizeof(real), "%.*s/.libs/brokerctl", dl,
+             slash ? ctl : ".");
+    snprintf(lib, sizeof(lib), "%.*s/.libs/libbroker.so.0", dl,
+             slash ? ctl : ".");
+    snprintf(bin, len, "%s/brokerctl", dir);
+    copy_file(access(real, X_OK) == 0 ? real : ctl, bin);
+    if (access(lib, R_OK) == 0) {
+        char to[512];
+
+        snprintf(to, sizeof(to), "%s/libbroker.so.0", dir);
+        copy_file(lib, to);
+    }
+    return bin;
+}
 
 /* In a child: brokerctl ping as nobody exits 1 with a.want on stderr, in
  * lower case. */
 static int ping_as_nobody(void *p)
 {
     const struct nobody_arg *a = p;
-    const char *const argv[] = { th_brokerctl_path(), "-s", a->path, "ping",
-                                 NULL };
+    char env[600];
+    const char *const argv[] = { a->bin, "-s", a->path, "ping", NULL };
+    const char *const envp[] = { env, NULL };
     th_output_t o;
     int st;
 
+    snprintf(env, sizeof(env), "LD_LIBRARY_PATH=%s", br.dir);
     TH_CHECK(th_become_nobody(), "cannot become nobody");
-    st = th_run(argv, NULL, NULL, 0, &o);
+    st = th_run(argv, envp, NULL, 0, &o);
     TH_CHECK(TH_EXITED(st, 1), "status 0x%x: %s", st, o.err);
     TH_CHECK(strstr(o.err, "cannot connect to brokerd at ") &&
              strstr(o.err, a->want), "stderr: %s", o.err);
@@ -328,7 +376,8 @@ static int ping_as_nobody(void *p)
 
 Test(cli, connect_error_permission_denied)
 {
-    struct nobody_arg a = { br.sock, ": permission denied (the socket is "
+    struct nobody_arg a = { .path = br.sock,
+                            .want = ": permission denied (the socket is "
                             "root:root mode 0600; connecting needs write "
                             "permission on it (its owner, group or root))" };
 
@@ -337,7 +386,8 @@ Test(cli, connect_error_permission_denied)
          * directory nobody may search, on a socket only root may use */
         cr_assert_eq(chmod(br.dir, 0755), 0);
         cr_assert_eq(chmod(br.sock, 0600), 0);
-        th_join(th_spawn(ping_as_nobody, &a));
+        brokerctl_for_nobody(br.dir, a.bin, sizeof(a.bin));
+    th_join(th_spawn(ping_as_nobody, &a));
         th_broker_stop(&br);
         return;
     }
@@ -351,7 +401,8 @@ Test(cli, connect_error_permission_denied)
 
 Test(cli, connect_error_refused_by_allow_connect)
 {
-    struct nobody_arg a = { br.sock, ": the broker refused the connection "
+    struct nobody_arg a = { .path = br.sock,
+                            .want = ": the broker refused the connection "
                             "(its allow-connect rules)\n" };
     char conf[64];
     FILE *f;
@@ -365,6 +416,7 @@ Test(cli, connect_error_refused_by_allow_connect)
     th_broker_restart(&br, "-c", conf, "--socket-mode", "0666", NULL);
     unlink(conf);
     cr_assert_eq(chmod(br.dir, 0755), 0);
+    brokerctl_for_nobody(br.dir, a.bin, sizeof(a.bin));
     th_join(th_spawn(ping_as_nobody, &a));
     th_broker_stop(&br);
 }
