@@ -133,6 +133,8 @@ enum bk_sub_policy {
 #define BK_SEALS_REQUIRED (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
 #define BK_DEF_MAX_SEGMENTS 64u
 #define BK_DEF_MAX_SHM    (UINT64_C(2) << 30)
+/* Time from accept to HELLO before brokerd closes the connection. */
+#define BK_DEF_HANDSHAKE_TIMEOUT_MS 5000u
 
 /* Stream ids: clients choose ids with bit 31 clear; the broker assigns the
  * accepting side's ids with bit 31 set. */

@@ -36,6 +36,7 @@ void bk_conf_defaults(bk_conf_t *c)
     c->max_segments = BK_DEF_MAX_SEGMENTS;
     c->max_shm = BK_DEF_MAX_SHM;
     c->shutdown_grace_ms = 2000;
+    c->handshake_timeout_ms = BK_DEF_HANDSHAKE_TIMEOUT_MS;
     c->socket_mode = 0600;
     bk_policy_init(&c->policy);
 }
@@ -109,6 +110,9 @@ static void usage(FILE *f)
 "      --max-clients-per-uid N\n"
 "                          connected clients of one user, 0 for no limit;\n"
 "                          root and brokerd's user are exempt (default 0)\n"
+"      --handshake-timeout MS\n"
+"                          close a connection that sent no HELLO within MS\n"
+"                          milliseconds (default 5000)\n"
 "      --max-segments N    shared-memory segments per client (default 64)\n"
 "      --max-shm SIZE      bytes of shared memory per client (default 2G)\n"
 "      --socket-mode MODE  permissions of the socket file (default 0600)\n"
@@ -183,6 +187,7 @@ enum {
     OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES, OPT_MAX_SUBS,
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
     OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
+    OPT_HANDSHAKE_TIMEOUT,
 };
 
 static const struct option opts[] = {
@@ -201,6 +206,7 @@ static const struct option opts[] = {
     { "max-subscriptions", required_argument, NULL, OPT_MAX_SUBS },
     { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
     { "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_UID },
+    { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
     { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
     { "max-shm", required_argument, NULL, OPT_MAX_SHM },
     { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
@@ -277,6 +283,9 @@ static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
     case OPT_MAX_CLIENTS_UID:
         return parse_u32(err, el, name, arg, 0, 1u << 20,
                          &c->max_clients_per_uid);
+    case OPT_HANDSHAKE_TIMEOUT:
+        return parse_u32(err, el, name, arg, 10, 3600000,
+                         &c->handshake_timeout_ms);
     case OPT_MAX_SEGMENTS:
         return parse_u32(err, el, name, arg, 0, 1u << 16, &c->max_segments);
     case OPT_MAX_SHM:
@@ -466,6 +475,7 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
     live->max_subs = n.max_subs;
     live->max_clients = n.max_clients;
     live->max_clients_per_uid = n.max_clients_per_uid;
+    live->handshake_timeout_ms = n.handshake_timeout_ms;
     live->max_segments = n.max_segments;
     live->max_shm = n.max_shm;
     free(live->logfile);

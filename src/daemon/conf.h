@@ -45,6 +45,7 @@ typedef struct bk_conf {
     uint32_t max_segments;      /* shared-memory segments per client */
     uint64_t max_shm;           /* bytes of segments per client */
     uint32_t shutdown_grace_ms;
+    uint32_t handshake_timeout_ms;  /* accept to HELLO, at most */
 } bk_conf_t;
 
 void bk_conf_defaults(bk_conf_t *c);

@@ -132,6 +132,7 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     bk_list_init(&p->reap_link);
     bk_list_init(&p->all_link);
     bk_list_init(&p->dirty_link);
+    bk_list_init(&p->hs_link);
     bk_list_init(&p->stash);
     bk_list_init(&p->stash_link);
     bk_shm_port_init(&p->shm);
@@ -607,25 +608,23 @@ static void welcome(bk_port_t *p)
     p->in_table = true;
     p->srv->nclients++;
     p->state = BK_PORT_READY;
+    bk_list_unlink(&p->hs_link);       /* the handshake timeout is off */
     bk_port_send(p, &h, buf, NULL, 0, NULL);
     bk_debug("client %llu connected (pid %d, uid %d, %s)",
              (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
     bk_pub_client_event(p, "connect");
 }
 
-/* --max-clients-per-uid: count this user's connected clients. */
+/* --max-clients-per-uid: whether this connection is one too many for its
+ * user.  Every connection counts from accept (user.h), in the handshake
+ * or not, this one included. */
 static bool uid_full(const bk_port_t *p)
 {
-    uint32_t max = p->srv->cfg->max_clients_per_uid, n = 0;
-    const bk_port_t *q;
+    uint32_t max = p->srv->cfg->max_clients_per_uid;
 
-    if (!max || p->uid == 0 || p->uid == geteuid())
+    if (!max || p->uid == 0 || p->uid == geteuid() || !p->user)
         return false;
-    bk_list_for_each(q, &p->srv->all, bk_port_t, all_link)
-        if (q != p && q->state == BK_PORT_READY && !q->failed &&
-            q->uid == p->uid)
-            n++;
-    return n >= max;
+    return p->user->nports > max;
 }
 
 /* max-clients-per-uid: one line per episode of a user's refusals. */
@@ -649,6 +648,26 @@ static void refuse(bk_port_t *p, int err, const char *text)
 {
     bk_port_error(p, 0, err, text, NULL);
     bk_port_fail(p, err);
+}
+
+void bk_port_admit(bk_port_t *p)
+{
+    if (uid_full(p)) {
+        uid_refused(p);
+        refuse(p, -ENOSR, "too many clients for this user");
+    }
+}
+
+void bk_port_handshake_expired(bk_port_t *p)
+{
+    char text[80];
+
+    snprintf(text, sizeof(text), "no HELLO within %u ms",
+             p->srv->cfg->handshake_timeout_ms);
+    bk_debug("client %llu (pid %d, uid %d, %s): %s; closing",
+             (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm,
+             text);
+    refuse(p, -ETIMEDOUT, text);
 }
 
 static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)

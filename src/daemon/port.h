@@ -58,6 +58,8 @@ typedef struct bk_port {
     gid_t gid;
     char comm[17];
     uint64_t connected_ms;
+    struct bk_user *user;       /* its uid's record, referenced from accept */
+    bk_list_t hs_link;          /* on srv->handshaking until WELCOME */
     int events;                 /* UV_READABLE / UV_WRITABLE wanted */
     bool in_table;
     bool failed;
@@ -166,6 +168,12 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int err,
 /* The client broke the protocol: count it, log it, send an ERROR (err: a
  * negative errno; stream: the stream it concerns, or 0) saying "protocol
  * error: what", and fail the port. */
+/* A connection just accepted (and counted against its user): refused
+ * with ENOSR when its user has more than max-clients-per-uid. */
+void bk_port_admit(bk_port_t *p);
+/* A connection that sent no HELLO in time: ERROR ETIMEDOUT and close. */
+void bk_port_handshake_expired(bk_port_t *p);
+
 void bk_port_protocol_error(bk_port_t *p, int err, uint32_t stream,
                             const char *what);
 

@@ -48,18 +48,76 @@ bk_port_t *bk_server_find(const bk_server_t *s, uint64_t id)
 
 /* ---- ports ------------------------------------------------------------------ */
 
-static void link_port(bk_server_t *s, bk_port_t *p)
+/* A new connection counts against its user from now on, and waits for
+ * its HELLO on the handshaking list.  Returns 0 or -ENOMEM (the port is
+ * linked either way, so reaping it undoes both). */
+static int link_port(bk_server_t *s, bk_port_t *p)
 {
     s->nports++;
     if (s->nports > s->nports_peak)
         s->nports_peak = s->nports;
     bk_list_push_head(&s->all, &p->all_link);
+    bk_list_push_tail(&s->handshaking, &p->hs_link);
+    p->user = bk_user_ref(&s->users, p->uid);
+    return p->user ? 0 : -ENOMEM;
 }
 
 static void unlink_port(bk_server_t *s, bk_port_t *p)
 {
     s->nports--;
     bk_list_unlink(&p->all_link);
+    bk_list_unlink(&p->hs_link);
+    bk_user_unref(&s->users, p->user);
+    p->user = NULL;
+}
+
+/* ---- the handshake timeout ---------------------------------------------------
+ *
+ * Connections wait for their HELLO on s->handshaking in the order they
+ * were accepted, and all get the same time, so the first is always the
+ * next to expire: one timer, armed for it, is enough. */
+
+static void on_handshake_timer(uv_timer_t *t);
+
+static void arm_handshake_timer(bk_server_t *s)
+{
+    bk_list_t *l = bk_list_first(&s->handshaking);
+    uint64_t now = bk_now_ms(), due;
+    bk_port_t *p;
+
+    if (!l) {
+        uv_timer_stop(&s->hs_timer);
+        return;
+    }
+    p = bk_container_of(l, bk_port_t, hs_link);
+    due = p->connected_ms + s->cfg->handshake_timeout_ms;
+    uv_timer_start(&s->hs_timer, on_handshake_timer, due > now ? due - now : 0,
+                   0);
+}
+
+static void on_handshake_timer(uv_timer_t *t)
+{
+    bk_server_t *s = t->data;
+    uint64_t now = bk_now_ms();
+    unsigned n = 0;
+    bk_list_t *l;
+
+    while ((l = bk_list_first(&s->handshaking))) {
+        bk_port_t *p = bk_container_of(l, bk_port_t, hs_link);
+
+        if (now - p->connected_ms < s->cfg->handshake_timeout_ms)
+            break;
+        bk_list_unlink(&p->hs_link);
+        if (!p->failed) {
+            bk_port_handshake_expired(p);
+            n++;
+        }
+    }
+    if (n)
+        bk_info("closed %u connection%s that sent no HELLO within %u ms",
+                n, n == 1 ? "" : "s", s->cfg->handshake_timeout_ms);
+    arm_handshake_timer(s);
+    bk_server_reap(s);
 }
 
 /* ---- memory ----------------------------------------------------------------- */
@@ -225,9 +283,14 @@ static void on_accept(uv_poll_t *h, int status, int events)
             bk_warn("out of memory for a new client");
             continue;
         }
-        link_port(s, p);
         s->stats.clients_total++;
+        if (link_port(s, p) < 0)
+            bk_port_fail(p, -ENOMEM);
+        else
+            bk_port_admit(p);
     }
+    if (!uv_is_active((uv_handle_t *)&s->hs_timer))
+        arm_handshake_timer(s);
     bk_server_reap(s);
 }
 
@@ -365,6 +428,8 @@ int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
     bk_log_init(c->log_level, !c->foreground);
     if (c->logfile && (r = bk_log_set_file(c->logfile)) < 0)
         bk_err("cannot open %s: %s", c->logfile, bk_sys_strerror(-r));
+    if (s->listening)
+        arm_handshake_timer(s);     /* the timeout may have changed */
     bk_info("reloaded %s (queue limit %" PRIu64 ", max clients %u, max "
             "streams %u, max names %u; %zu connect, %zu own, %zu send rules)",
             c->confpath, c->queue_limit, c->max_clients, c->max_streams,
@@ -414,6 +479,8 @@ static void init_handles(bk_server_t *s, uv_loop_t *loop)
     s->grace.data = s;
     uv_timer_init(loop, &s->trimmer);
     s->trimmer.data = s;
+    uv_timer_init(loop, &s->hs_timer);
+    s->hs_timer.data = s;
     uv_prepare_init(loop, &s->flusher);
     s->flusher.data = s;
     uv_prepare_start(&s->flusher, on_flush);
@@ -423,6 +490,7 @@ static void close_handles(bk_server_t *s)
 {
     uv_close((uv_handle_t *)&s->grace, NULL);
     uv_close((uv_handle_t *)&s->trimmer, NULL);
+    uv_close((uv_handle_t *)&s->hs_timer, NULL);
     uv_close((uv_handle_t *)&s->flusher, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -465,6 +533,8 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     bk_list_init(&s->reap);
     bk_list_init(&s->all);
     bk_list_init(&s->dirty);
+    bk_list_init(&s->handshaking);
+    bk_users_init(&s->users);
     bk_list_init(&s->unstash);
     bk_list_init(&s->monitors);
     bk_names_init(&s->names);
@@ -571,6 +641,7 @@ void bk_server_fini(bk_server_t *s)
     s->subs = NULL;
     bk_names_fini(&s->names);
     bk_ht_fini(&s->clients);
+    bk_users_fini(&s->users);
     free(s->rbuf);
     s->rbuf = NULL;
     free(s->wbuf);

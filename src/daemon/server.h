@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "conf.h"
+#include "user.h"
 #include "htable.h"
 #include "list.h"
 #include "names.h"
@@ -98,6 +99,10 @@ typedef struct bk_server {
     bk_list_t all;              /* bk_port.all_link: every port,
                                  * handshaking or not, newest first */
     bk_list_t dirty;            /* bk_port.dirty_link: frames to flush */
+    bk_list_t handshaking;      /* bk_port.hs_link: no WELCOME yet, oldest
+                                 * first */
+    uv_timer_t hs_timer;        /* closes the oldest when its time is up */
+    bk_users_t users;           /* one record per uid with a connection */
     uint64_t unflushed;         /* bytes queued since the dirty list was
                                  * last flushed */
     bk_list_t unstash;          /* bk_port.stash_link: resumed senders

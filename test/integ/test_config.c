@@ -210,6 +210,48 @@ Test(config, max_clients_per_uid)
     th_broker_stop(&br);
 }
 
+/* Connections that never say HELLO count against their user from accept
+ * on: two silent ones use up a quota of two, and a third (a real client)
+ * is refused with ENOSR; closing a silent one frees its place. */
+static int nobody_silent_connections_count(void *arg)
+{
+    broker_t *b = NULL;
+    int silent[2], r;
+
+    (void)arg;
+    become_nobody();
+    for (int i = 0; i < 2; i++)
+        TH_CHECK((silent[i] = th_raw_connect(br.sock)) >= 0, "connect");
+    r = broker_connect(br.sock, &b);
+    TH_CHECK(r == -ENOSR, "third connection of one uid, two of them "
+             "silent: %d, want -ENOSR", r);
+    close(silent[0]);
+    for (int tries = 0; r != 0; tries++) {
+        TH_CHECK(tries < 1000, "the place never freed up: %d", r);
+        r = broker_connect(br.sock, &b);
+        TH_CHECK(r == 0 || r == -ENOSR, "connect: %d", r);
+        if (r != 0)
+            usleep(1000);
+    }
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    broker_close(b);
+    close(silent[1]);
+    return 0;
+}
+
+Test(config, unhandshaken_connections_count_against_their_uid)
+{
+    broker_t *a;
+
+    start_open_broker("max-clients-per-uid = 2\n"
+                      "handshake-timeout = 3600000\n");
+    th_join(th_spawn(nobody_silent_connections_count, NULL));
+    a = th_connect(&br);            /* root is exempt */
+    cr_assert_eq(broker_ping(a, TH_HANG_MS), 0);
+    broker_close(a);
+    th_broker_stop(&br);
+}
+
 Test(config, allow_connect_refuses_other_users)
 {
     broker_t *a;
@@ -402,6 +444,36 @@ Test(config, reload_changes_limits_and_keeps_clients)
     cr_assert_eq(register_until_error(b, "svc.more.", &err), 1);
     cr_assert_eq(broker_ping(b, TH_HANG_MS), 0, "client still connected");
     broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* handshake-timeout comes from the file, and a reload that shortens it
+ * applies to the connections already waiting: one silent for an hour's
+ * timeout is closed with ETIMEDOUT once the file says 100 ms. */
+Test(config, reload_shortens_the_handshake_timeout)
+{
+    uint32_t aux;
+    int fd, nerr, n;
+    th_output_t o;
+    int st;
+
+    write_conf("handshake-timeout = 3600000\n");
+    th_broker_start(&br, "-c", conf, NULL);
+    fd = th_raw_connect(br.sock);
+    cr_assert_geq(fd, 0);
+    write_conf("handshake-timeout = 100\n");
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    cr_assert(TH_EXITED(st, 0), "brokerctl reload: 0x%x %s", st, o.err);
+    th_output_free(&o);
+    n = th_raw_drain_to_eof(fd, &aux, &nerr);
+    cr_assert_eq(n, 1, "%d packets before EOF", n);
+    cr_assert_eq(aux, ETIMEDOUT, "ERROR code %u", aux);
+    close(fd);
+    write_conf("handshake-timeout = 5\n");
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    cr_assert(TH_EXITED(st, 1), "a timeout below 10 ms: 0x%x", st);
+    cr_assert(strstr(o.err, "handshake-timeout") != NULL, "%s", o.err);
+    th_output_free(&o);
     th_broker_stop(&br);
 }
 
