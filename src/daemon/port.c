@@ -569,6 +569,8 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         refuse(p, -ENOSR, "too many clients for this user");
         return;
     }
+    p->desc_len = (uint16_t)(h->length - 4);  /* at most 256: frame.c */
+    memcpy(p->desc, payload + 4, p->desc_len);
     welcome(p);
 }
 
