@@ -173,6 +173,8 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "shm_held", c->shm.nheld);
     rec_u64(pg, "subs", c->nsubs);
     rec_u64(pg, "dropped", c->pub_dropped);
+    rec_key(pg, "desc");
+    rec_escaped(pg, c->desc, c->desc_len);
 }
 
 static void list_clients(page_t *pg, const bk_server_t *srv, uint64_t now)

@@ -696,6 +696,8 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
     }
     if (p->srv->uid_full_logged && p->srv->uid_full == p->uid)
         p->srv->uid_full_logged = false;    /* the episode is over */
+    p->desc_len = (uint16_t)(h->length - 4);  /* at most 256: frame.c */
+    memcpy(p->desc, payload + 4, p->desc_len);
     welcome(p);
 }
 
@@ -1056,18 +1058,29 @@ static void on_closed(uv_handle_t *h)
 }
 
 /* A queued one-way message is dropped with its receiver: its sender hears
- * of it (unless the broker is stopping). */
+ * of it (unless the broker is stopping), as of any peer that disconnects:
+ * ECONNRESET on its stream id, from the receiver's id. */
 static void lost_oneway(const bk_oframe_t *f, void *arg)
 {
+    static const char text[] = "receiver disconnected before reading the "
+                               "message";
     bk_port_t *p = arg;
     bk_port_t *src;
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+        .stream = f->src_sid, .aux = bk_err_to_wire(-ECONNRESET),
+        .source = p->id, .length = sizeof(text) - 1,
+    };
 
     if (p->srv->stopping)
         return;
     src = bk_server_find(p->srv, f->src);
-    if (src && src != p)
-        bk_port_error(src, f->src_sid, -ECONNRESET, "receiver disconnected "
-                      "before reading the message", NULL);
+    if (!src || src == p)
+        return;
+    h.dest = src->id;
+    src->errors++;
+    bk_mon_tap(NULL, src, 0, &h, text);
+    bk_port_send(src, &h, text, NULL, 0, NULL);
 }
 
 void bk_port_hangup(bk_port_t *p, int err, const char *text)

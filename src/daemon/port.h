@@ -57,6 +57,8 @@ typedef struct bk_port {
     uid_t uid;
     gid_t gid;
     char comm[17];
+    char desc[BK_MAX_HELLO_DESC];   /* HELLO's description (LIST_CLIENTS) */
+    uint16_t desc_len;
     uint64_t connected_ms;
     struct bk_user *user;       /* its uid's record, referenced from accept */
     bk_list_t hs_link;          /* on srv->handshaking until WELCOME */

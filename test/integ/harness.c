@@ -785,6 +785,7 @@ int th_raw_drain_to_eof(int fd, uint32_t *err_aux, int *nerr)
 {
     static uint8_t pkt[BK_MAX_MAX_PACKET];
     int count = 0;
+    bool reset = false;
 
     *err_aux = 0;
     *nerr = 0;
@@ -794,7 +795,13 @@ int th_raw_drain_to_eof(int fd, uint32_t *err_aux, int *nerr)
         bk_hdr_t h;
         const uint8_t *payload;
 
-        /* ECONNRESET: the broker closed while our packets were unread. */
+        /* ECONNRESET: the broker closed while our packets were unread;
+         * what it wrote before, its last ERROR, is still to be read
+         * (broker-protocol(7) TRANSPORT). */
+        if (n == -ECONNRESET && !reset) {
+            reset = true;
+            continue;
+        }
         if (n == 0 || n == -ECONNRESET)
             return count;
         if (n < 0)

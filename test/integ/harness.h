@@ -185,7 +185,8 @@ int th_raw_send_bytes(int fd, const void *buf, size_t len, const int *fds,
 /* Wait (hang-guarded) for one packet.  Returns its length, 0 on EOF or a
  * negative errno.  Any received fds are closed. */
 ssize_t th_raw_recv(int fd, void *buf, size_t len);
-/* Read until EOF (hang-guarded).  Returns the number of packets read
+/* Read until EOF (hang-guarded), reading on past one ECONNRESET (the
+ * broker's last ERROR may follow it).  Returns the number of packets read
  * before EOF, or -1 on timeout/error; *err_aux gets the aux of the last
  * ERROR frame seen (0 if none).  *nerr counts ERROR frames. */
 int th_raw_drain_to_eof(int fd, uint32_t *err_aux, int *nerr);
