@@ -23,7 +23,7 @@
 static bool ctl_out_key_is_text(const char *key)
 {
     static const char *const text[] = {
-        "comm", "name", "pattern", "group", "policy", "flags",
+        "comm", "name", "pattern", "group", "policy", "flags", "desc",
     };
 
     for (size_t i = 0; i < sizeof(text) / sizeof(text[0]); i++)

@@ -566,6 +566,27 @@ Test(page, hello_description_in_list_clients)
     rd_free(r);
 }
 
+/* brokerctl clients --json shows a description as a string, also one
+ * made of digits only. */
+Test(page, hello_description_in_clients_json)
+{
+    rd_t *r = rd_new(th_raw_connect(br.sock));
+    static pkt_t p;
+    th_output_t o;
+    bk_hdr_t h;
+    const uint8_t *pl;
+    int st;
+
+    hello_frame(&p, BK_PROTO_VERSION, "12345");
+    pkt_send(r->fd, &p);
+    rd_expect(r, BK_T_WELCOME, &h, &pl);
+    st = th_ctl(br.sock, &o, "clients", "--json", NULL);
+    cr_assert(TH_EXITED(st, 0), "0x%x %s", st, o.err);
+    cr_assert(strstr(o.out, "\"desc\":\"12345\""), "%s", o.out);
+    th_output_free(&o);
+    rd_free(r);
+}
+
 /* Ids are given at accept: the earlier connection gets the lower id
  * whatever the order of the HELLOs. */
 Test(page, ids_assigned_at_accept)
