@@ -1060,27 +1060,30 @@ static void on_closed(uv_handle_t *h)
 /* A queued one-way message is dropped with its receiver: its sender hears
  * of it (unless the broker is stopping), as of any peer that disconnects:
  * ECONNRESET on its stream id, from the receiver's id. */
-static void lost_oneway(const bk_oframe_t *f, void *arg)
+void bk_port_oneway_lost(bk_port_t *p, bk_port_t *src, uint32_t src_sid)
 {
     static const char text[] = "receiver disconnected before reading the "
                                "message";
-    bk_port_t *p = arg;
-    bk_port_t *src;
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
-        .stream = f->src_sid, .aux = bk_err_to_wire(-ECONNRESET),
-        .source = p->id, .length = sizeof(text) - 1,
+        .stream = src_sid, .aux = bk_err_to_wire(-ECONNRESET),
+        .source = p->id, .dest = src->id, .length = sizeof(text) - 1,
     };
 
-    if (p->srv->stopping)
+    if (p->srv->stopping || src == p)
         return;
-    src = bk_server_find(p->srv, f->src);
-    if (!src || src == p)
-        return;
-    h.dest = src->id;
     src->errors++;
     bk_mon_tap(NULL, src, 0, &h, text);
     bk_port_send(src, &h, text, NULL, 0, NULL);
+}
+
+static void lost_oneway(const bk_oframe_t *f, void *arg)
+{
+    bk_port_t *p = arg;
+    bk_port_t *src = bk_server_find(p->srv, f->src);
+
+    if (src)
+        bk_port_oneway_lost(p, src, f->src_sid);
 }
 
 void bk_port_hangup(bk_port_t *p, int err, const char *text)

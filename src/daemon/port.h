@@ -170,6 +170,11 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int err,
 /* The client broke the protocol: count it, log it, send an ERROR (err: a
  * negative errno; stream: the stream it concerns, or 0) saying "protocol
  * error: what", and fail the port. */
+/* A one-way message from src (its stream src_sid) will never reach `p`,
+ * which is going away: src hears ECONNRESET from p (nothing while the
+ * broker stops). */
+void bk_port_oneway_lost(bk_port_t *p, bk_port_t *src, uint32_t src_sid);
+
 /* A connection just accepted (and counted against its user): refused
  * with ENOSR when its user has more than max-clients-per-uid. */
 void bk_port_admit(bk_port_t *p);

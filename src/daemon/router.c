@@ -93,28 +93,28 @@ static bk_port_t *resolve(bk_port_t *from, const bk_hdr_t *h,
 }
 
 /* Count the reference `to` will hold (and introduce the segment) before
- * the descriptor is queued; on failure the sender hears and gets the
- * reference back. */
+ * the descriptor is queued.  Returns 0 or -ENOMEM (nothing counted; the
+ * caller gives the reference back and tells the sender). */
 static int deliver_shm(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
                        const uint8_t *payload)
 {
     if (!(h->flags & BK_F_SHM))
         return 0;
-    if (bk_shm_deliver(from, to, shm_desc(h, payload)) == 0)
-        return 0;
-    bk_port_error(from, h->stream, -ENOMEM,
-                  "broker out of memory or fds for shared memory", from);
-    bk_shm_undelivered(from, shm_desc(h, payload));
-    return -ENOMEM;
+    return bk_shm_deliver(from, to, shm_desc(h, payload)) == 0 ? 0 : -ENOMEM;
 }
 
+/* Queue one fragment of a stream for `to`.  Returns what bk_port_send
+ * does (negative: nothing was queued; a descriptor's reference went back
+ * to the sender, the fds are closed). */
 static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
                    const bk_hdr_t *h, const uint8_t *payload, int *fds)
 {
     bk_hdr_t o = *h;
+    int r;
 
     if (deliver_shm(from, to, h, payload) < 0) {
         bk_close_fds(fds, h->nfds);
+        bk_shm_undelivered(from, shm_desc(h, payload));
         return -ENOMEM;
     }
     o.source = from->id;
@@ -124,7 +124,10 @@ static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     if (!(h->flags & BK_F_MORE))
         from->srv->stats.msgs_in++;
     bk_mon_tap(from, to, h->stream, &o, payload);
-    return bk_port_send(to, &o, payload, fds, h->nfds, from);
+    r = bk_port_send(to, &o, payload, fds, h->nfds, from);
+    if (r < 0 && (h->flags & BK_F_SHM))
+        bk_shm_unhold(from, to, shm_desc(h, payload));
+    return r;
 }
 
 static bool over_limit(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
@@ -133,20 +136,20 @@ static bool over_limit(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
     return e->msg_bytes > from->srv->cfg->max_msg;
 }
 
-/* The sender's message grew past max_msg: the sender is told, the receiver
- * sees the stream closed, the rest of the message is swallowed. */
-static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
+/* The message `h` belongs to cannot go on (err: a negative errno): the
+ * sender hears err on its stream, the receiver sees the stream closed with
+ * err (and drops what it has of the message), the rest of the message is
+ * swallowed. */
+static void reset_stream(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h,
+                         int err, const char *text, bool receiver_knows)
 {
     bk_st_end_t *peer = bk_st_peer(e);
-    char text[96];
 
-    snprintf(text, sizeof(text), "message exceeds the broker's limit of %"
-             PRIu64 " bytes", from->srv->cfg->max_msg);
-    bk_port_error(from, e->sid, -EMSGSIZE, text, from);
-    if (peer && !peer->discard) {
+    bk_port_error(from, e->sid, err, text, from);
+    if (peer && !peer->discard && receiver_knows) {
         bk_hdr_t c = {
             .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
-            .stream = peer->sid, .aux = bk_err_to_wire(-EMSGSIZE),
+            .stream = peer->sid, .aux = bk_err_to_wire(err),
             .source = from->id,
             .dest = peer->client, .length = (uint32_t)strlen(text),
         };
@@ -165,6 +168,27 @@ static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
     } else {
         bk_st_remove_end(table(from), e);
     }
+}
+
+/* The sender's message grew past max_msg. */
+static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
+{
+    char text[96];
+
+    snprintf(text, sizeof(text), "message exceeds the broker's limit of %"
+             PRIu64 " bytes", from->srv->cfg->max_msg);
+    reset_stream(from, e, h, -EMSGSIZE, text, true);
+}
+
+/* A fragment of e's message could not be queued for lack of memory.
+ * Later fragments carry no offset, so the receiver would join the rest
+ * into a corrupt message: the stream is reset at both ends instead.  (A
+ * receiver that is going away, the other failure, tells the sender itself,
+ * with ECONNRESET, when it is closed.) */
+static void lost_fragment(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
+{
+    reset_stream(from, e, h, -ENOMEM, "broker out of memory: the message "
+                 "was dropped", true);
 }
 
 /* allow-send: a name is checked as given; a client id passes if the
@@ -203,6 +227,39 @@ static void streams_refused(bk_port_t *from, bk_port_t *to)
                         " (%s) are refused", max, from->id, from->comm);
 }
 
+/* A whole one-way message: no stream outlives it.  One that cannot be
+ * queued is refused to its sender (out of memory), or reported as lost
+ * (its receiver is going away). */
+static void send_whole(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
+                       const bk_hdr_t *h, const uint8_t *payload, int *fds)
+{
+    bk_hdr_t o = *h;
+    int r;
+
+    o.source = from->id;
+    o.dest = to->id;
+    o.stream = to_sid;
+    from->srv->stats.bytes_in += data_bytes(h);
+    from->srv->stats.msgs_in++;
+    if (deliver_shm(from, to, h, payload) < 0) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, payload, -ENOMEM, "broker out of memory or fds for "
+               "shared memory");
+        return;
+    }
+    bk_mon_tap(from, to, h->stream, &o, payload);
+    r = bk_port_send_oneway(to, &o, payload, fds, h->nfds, from, h->stream);
+    if (r >= 0)
+        return;
+    if (h->flags & BK_F_SHM)
+        bk_shm_unhold(from, to, shm_desc(h, payload));
+    if (r == -ENOMEM)
+        bk_port_error(from, h->stream, -ENOMEM, "broker out of memory: the "
+                      "message was dropped", from);
+    else
+        bk_port_oneway_lost(to, from, h->stream);
+}
+
 /* First fragment with OPEN: a new stream to a name or a client id. */
 static void open_stream(bk_port_t *from, const bk_hdr_t *h,
                         const uint8_t *payload, int *fds)
@@ -212,6 +269,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     bk_port_t *to;
     bk_stream_t *s;
     uint32_t to_sid;
+    int r;
 
     if (bk_st_find(table(from), from->id, h->stream)) {
         bk_close_fds(fds, h->nfds);
@@ -240,19 +298,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     }
     to_sid = bk_port_alloc_sid(to);
     if ((h->flags & BK_F_CLOSE) && !(h->flags & BK_F_MORE)) {
-        /* a whole one-way message: no stream outlives it */
-        bk_hdr_t o = *h;
-        o.source = from->id;
-        o.dest = to->id;
-        o.stream = to_sid;
-        from->srv->stats.bytes_in += data_bytes(h);
-        from->srv->stats.msgs_in++;
-        if (deliver_shm(from, to, h, payload) < 0) {
-            bk_close_fds(fds, h->nfds);
-            return;
-        }
-        bk_mon_tap(from, to, h->stream, &o, payload);
-        bk_port_send_oneway(to, &o, payload, fds, h->nfds, from, h->stream);
+        send_whole(from, to, to_sid, h, payload, fds);
         return;
     }
     if (from->streams.count >= cfg->max_streams ||
@@ -275,7 +321,10 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     s->end[0].in_msg = h->flags & BK_F_MORE;
     s->end[0].msg_bytes = data_bytes(h);
     s->end[0].bytes += data_bytes(h);
-    forward(from, to, to_sid, h, payload, fds);
+    r = forward(from, to, to_sid, h, payload, fds);
+    if (r == -ENOMEM)
+        reset_stream(from, &s->end[0], h, -ENOMEM, "broker out of memory: "
+                     "the message was dropped", false);
 }
 
 /* ---- publications ------------------------------------------------------ */
@@ -440,6 +489,7 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
 {
     bk_st_end_t *e = bk_st_find(table(from), from->id, h->stream);
     bk_st_end_t *peer;
+    int r;
 
     if (e && e->in_msg) {
         bk_close_fds(fds, h->nfds);
@@ -463,7 +513,11 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
         return;
     }
     e->bytes += data_bytes(h);
-    forward(from, peer->owner, peer->sid, h, payload, fds);
+    r = forward(from, peer->owner, peer->sid, h, payload, fds);
+    if (r == -ENOMEM) {
+        lost_fragment(from, e, h);
+        return;
+    }
     if (h->flags & BK_F_MORE)
         e->in_msg = true;
     else
@@ -475,6 +529,7 @@ static void continuation(bk_port_t *from, const bk_hdr_t *h,
 {
     bk_st_end_t *e = bk_st_find(table(from), from->id, h->stream);
     bk_st_end_t *peer;
+    int r;
 
     if (!e || !e->in_msg) {
         bk_port_protocol_error(from, -EPROTO, h->stream,
@@ -500,7 +555,11 @@ static void continuation(bk_port_t *from, const bk_hdr_t *h,
         return;
     }
     e->bytes += h->length;
-    forward(from, peer->owner, peer->sid, h, payload, NULL);
+    r = forward(from, peer->owner, peer->sid, h, payload, NULL);
+    if (r == -ENOMEM) {
+        lost_fragment(from, e, h);
+        return;
+    }
     if (!(h->flags & BK_F_MORE))
         after_message(from, e, h);
 }

@@ -413,6 +413,34 @@ static void drop_known_refs(bk_port_t *p, uint64_t owner, uint32_t segid,
     }
 }
 
+/* `p` gives up `count` of the references `held` counts (it holds that
+ * many). */
+static void unhold(bk_port_t *p, bk_held_t *held, uint64_t owner,
+                   uint32_t segid, uint32_t count)
+{
+    held->count -= count;
+    p->shm.nheld -= count;
+    p->srv->stats.shm_held -= count;
+    if (!held->count) {
+        bk_ht_remove(&p->shm.held, &held->node);
+        free(held);
+    }
+    drop_known_refs(p, owner, segid, count);
+}
+
+void bk_shm_unhold(bk_port_t *from, bk_port_t *to, const uint8_t *desc)
+{
+    bk_shm_desc_t d;
+    bk_held_t *held;
+
+    if (bk_shm_desc_decode(desc, &d) < 0)
+        return;
+    held = held_find(to, from->id, d.segid, d.offset);
+    if (held)
+        unhold(to, held, from->id, d.segid, 1);
+    send_release(from, 0, d.segid, 1, d.offset, from);
+}
+
 int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
                    const char **why)
 {
@@ -427,14 +455,7 @@ int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
             *why = "release of a shared-memory buffer it does not hold";
             return -EPROTO;
         }
-        held->count -= count;
-        p->shm.nheld -= count;
-        p->srv->stats.shm_held -= count;
-        if (!held->count) {
-            bk_ht_remove(&p->shm.held, &held->node);
-            free(held);
-        }
-        drop_known_refs(p, owner, segid, count);
+        unhold(p, held, owner, segid, count);
         op = bk_server_find(p->srv, owner);
         if (op && (count = (uint32_t)absorb(op, segid, offset, count)))
             send_release(op, p->id, segid, count, offset, p);

@@ -56,6 +56,10 @@ int bk_shm_fanout(struct bk_port *from, const uint8_t *desc, uint32_t n);
 
 /* The descriptor was not delivered: give the reference back to `from`. */
 void bk_shm_undelivered(struct bk_port *from, const uint8_t *desc);
+/* bk_shm_deliver counted the reference for `to` but the descriptor could
+ * not be queued: `to` no longer holds it, and `from` gets it back. */
+void bk_shm_unhold(struct bk_port *from, struct bk_port *to,
+                   const uint8_t *desc);
 
 /* A RELEASE frame from `p`.  Returns 0 or -EPROTO (releases a reference
  * it does not hold) with *why set. */

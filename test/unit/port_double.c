@@ -137,6 +137,11 @@ int bk_port_send(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         bk_close_fds(fds, nfds);
         return -ECONNRESET;
     }
+    if (w->fail_to == to && h->type == BK_T_DATA) {
+        w->fail_to = NULL;
+        bk_close_fds(fds, nfds);
+        return w->fail_err ? w->fail_err : -ENOMEM;
+    }
     cr_assert_lt(w->nlog, DBL_LOG);
     f = &w->log[w->nlog++];
     f->to = to;
@@ -154,6 +159,18 @@ int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
 {
     (void)src_sid;
     return bk_port_send(to, h, payload, fds, nfds, cause);
+}
+
+void bk_port_oneway_lost(bk_port_t *p, bk_port_t *src, uint32_t src_sid)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR, .stream = src_sid,
+        .aux = bk_err_to_wire(-ECONNRESET), .source = p->id,
+        .dest = src->id,
+    };
+
+    src->errors++;
+    bk_port_send(src, &h, "", NULL, 0, NULL);
 }
 
 void bk_port_error(bk_port_t *to, uint32_t stream, int err,

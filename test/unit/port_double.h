@@ -39,6 +39,11 @@ typedef struct dbl_world {
     unsigned nports;
     dbl_frame_t log[DBL_LOG];
     unsigned nlog;
+    /* The next DATA frame sent to fail_to (NULL: none) fails with
+     * fail_err (0: -ENOMEM, as a full heap would make it) instead of
+     * being logged. */
+    bk_port_t *fail_to;
+    int fail_err;
 } dbl_world_t;
 
 /* A world with default limits (max_streams 4, max_msg 1 MiB); tests may

@@ -227,3 +227,97 @@ Test(router, too_many_refused_messages_in_flight_cut_the_sender_off)
     cr_assert(a->failed);
     cr_assert_eq(a->fail_err, -ENOSR);
 }
+
+/* ---- a fragment the broker cannot queue ------------------------------------ */
+
+/* The frames of type `type` logged for `to`, the n-th of them. */
+static const dbl_frame_t *nth_of(const bk_port_t *to, uint8_t type,
+                                 unsigned n)
+{
+    const dbl_frame_t *f;
+
+    for (unsigned i = 0; (f = dbl_nth(w, to, i)); i++)
+        if (f->h.type == type && n-- == 0)
+            return f;
+    return NULL;
+}
+
+/* A middle fragment lost for lack of memory would leave b to join the
+ * rest into a corrupt message: both ends hear ENOMEM instead, and the
+ * rest of a's message is swallowed. */
+Test(router, a_fragment_that_cannot_be_queued_resets_the_stream)
+{
+    const dbl_frame_t *f;
+    uint32_t sid;
+
+    data(a, 3, BK_F_OPEN | BK_F_MORE, b->id);
+    sid = b_sid();
+    w->fail_to = b;
+    data(a, 3, BK_F_CONT | BK_F_MORE, b->id);
+    f = nth_of(a, BK_T_ERROR, 0);
+    cr_assert_not_null(f, "the sender is told");
+    cr_assert_eq(f->h.stream, 3);
+    cr_assert_eq(f->h.aux, ENOMEM);
+    f = nth_of(b, BK_T_CLOSE, 0);
+    cr_assert_not_null(f, "the receiver sees the stream end");
+    cr_assert_eq(f->h.stream, sid);
+    cr_assert_eq(f->h.aux, ENOMEM);
+    dbl_clear(w);
+    data(a, 3, BK_F_CONT | BK_F_MORE, b->id);
+    data(a, 3, BK_F_CONT | BK_F_CLOSE, b->id);
+    cr_assert_eq(dbl_count(w, NULL), 0, "the rest is swallowed");
+    assert_no_streams();
+    assert_healthy();
+}
+
+/* The first fragment lost: b never heard of the stream and hears
+ * nothing; a hears ENOMEM and its later fragments are swallowed. */
+Test(router, a_first_fragment_that_cannot_be_queued_is_refused)
+{
+    const dbl_frame_t *f;
+
+    w->fail_to = b;
+    data(a, 3, BK_F_OPEN | BK_F_MORE, b->id);
+    cr_assert_eq(dbl_count(w, b), 0, "%u frames to b", dbl_count(w, b));
+    f = nth_of(a, BK_T_ERROR, 0);
+    cr_assert_not_null(f);
+    cr_assert_eq(f->h.aux, ENOMEM);
+    dbl_clear(w);
+    data(a, 3, BK_F_CONT | BK_F_CLOSE, b->id);
+    cr_assert_eq(dbl_count(w, NULL), 0);
+    assert_no_streams();
+    assert_healthy();
+}
+
+/* A whole one-way message that cannot be queued is refused to its
+ * sender, not lost in silence. */
+Test(router, a_oneway_message_that_cannot_be_queued_is_refused)
+{
+    const dbl_frame_t *f;
+
+    w->fail_to = b;
+    data(a, 5, BK_F_OPEN | BK_F_CLOSE, b->id);
+    cr_assert_eq(dbl_count(w, b), 0);
+    f = nth_of(a, BK_T_ERROR, 0);
+    cr_assert_not_null(f);
+    cr_assert_eq(f->h.stream, 5);
+    cr_assert_eq(f->h.aux, ENOMEM);
+    assert_no_streams();
+    assert_healthy();
+}
+
+/* A one-way message whose receiver's socket failed as it was written is
+ * reported lost, with ECONNRESET from that receiver. */
+Test(router, a_oneway_message_to_a_failing_receiver_is_reported)
+{
+    const dbl_frame_t *f;
+
+    w->fail_to = b;
+    w->fail_err = -EPIPE;
+    data(a, 5, BK_F_OPEN | BK_F_CLOSE, b->id);
+    f = nth_of(a, BK_T_ERROR, 0);
+    cr_assert_not_null(f);
+    cr_assert_eq(f->h.stream, 5);
+    cr_assert_eq(f->h.aux, ECONNRESET);
+    cr_assert_eq(f->h.source, b->id);
+}
