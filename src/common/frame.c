@@ -235,7 +235,7 @@ int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
     switch (h->type) {
     case BK_T_HELLO:
         if (h->length < 4 || h->length > 4 + BK_MAX_HELLO_DESC ||
-            h->stream || h->aux || h->dest)
+            h->stream || (h->aux & ~BK_HELLO_CAPS_) || h->dest)
             return -EPROTO;
         return 0;
     case BK_T_DATA:

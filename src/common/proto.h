@@ -150,6 +150,11 @@ enum bk_sub_policy {
 #define BK_DEF_MAX_STREAMS  4096u
 #define BK_DEF_QUEUE_LIMIT  (4u << 20)
 #define BK_MAX_HELLO_DESC   256u
+/* HELLO's aux: what the client can take.  SHM: it maps the segments of
+ * others, so descriptors may be sent to it; without it the broker sends
+ * the bytes themselves (broker-protocol(7), SHARED MEMORY). */
+#define BK_HELLO_SHM        0x1u
+#define BK_HELLO_CAPS_      0x1u
 #define BK_MAX_TEXT         1024u          /* ERROR text payload bound */
 
 /* The decoded header.  Use bk_hdr_encode/bk_hdr_decode for the wire form;

@@ -94,28 +94,37 @@ static bk_port_t *resolve(bk_port_t *from, const bk_hdr_t *h,
 
 /* Count the reference `to` will hold (and introduce the segment) before
  * the descriptor is queued; on failure the sender hears and gets the
- * reference back. */
+ * reference back.  *body: what to queue instead for a receiver that does
+ * not map segments (shm.h), else NULL. */
 static int deliver_shm(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
-                       const uint8_t *payload)
+                       const uint8_t *payload, bk_obody_t **body)
 {
+    int r;
+
+    *body = NULL;
     if (!(h->flags & BK_F_SHM))
         return 0;
-    if (bk_shm_deliver(from, to, shm_desc(h, payload)) == 0)
+    r = bk_shm_deliver(from, to, shm_desc(h, payload), body);
+    if (r == 0)
         return 0;
-    bk_port_error(from, h->stream, -ENOMEM,
+    bk_port_error(from, h->stream, r, r == -EMSGSIZE ?
+                  "message exceeds the broker's limit for a receiver "
+                  "without shared memory" :
                   "broker out of memory or fds for shared memory", from);
     bk_shm_undelivered(from, shm_desc(h, payload));
-    return -ENOMEM;
+    return r;
 }
 
 static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
                    const bk_hdr_t *h, const uint8_t *payload, int *fds)
 {
     bk_hdr_t o = *h;
+    bk_obody_t *body;
+    int r = deliver_shm(from, to, h, payload, &body);
 
-    if (deliver_shm(from, to, h, payload) < 0) {
+    if (r < 0) {
         bk_close_fds(fds, h->nfds);
-        return -ENOMEM;
+        return r;
     }
     o.source = from->id;
     o.dest = to->id;
@@ -124,6 +133,8 @@ static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     if (!(h->flags & BK_F_MORE))
         from->srv->stats.msgs_in++;
     bk_mon_tap(from, to, h->stream, &o, payload);
+    if (body)
+        return bk_port_send_body(to, &o, payload, body, from, false, NULL, 0);
     return bk_port_send(to, &o, payload, fds, h->nfds, from);
 }
 
@@ -233,12 +244,18 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
         o.stream = to_sid;
         from->srv->stats.bytes_in += data_bytes(h);
         from->srv->stats.msgs_in++;
-        if (deliver_shm(from, to, h, payload) < 0) {
+        bk_obody_t *body;
+        if (deliver_shm(from, to, h, payload, &body) < 0) {
             bk_close_fds(fds, h->nfds);
             return;
         }
         bk_mon_tap(from, to, h->stream, &o, payload);
-        bk_port_send_oneway(to, &o, payload, fds, h->nfds, from, h->stream);
+        if (body)
+            bk_port_send_body(to, &o, payload, body, from, false, NULL,
+                              h->stream);
+        else
+            bk_port_send_oneway(to, &o, payload, fds, h->nfds, from,
+                                h->stream);
         return;
     }
     if (from->streams.count >= cfg->max_streams ||

@@ -19,12 +19,19 @@
 #include "server.h"
 #include "shm.h"
 
+/* A segment's read-only fd, shared by the segment and the bodies read
+ * from it: closed with the last reference. */
+typedef struct bk_segfile {
+    int fd;
+    uint32_t refs;
+} bk_segfile_t;
+
 typedef struct bk_segment {
     bk_hnode_t node;
     uint8_t key[4];
     uint32_t segid;
     uint64_t size;
-    int rofd;                   /* read-only reopen, forwarded to receivers */
+    bk_segfile_t *file;         /* read-only reopen, forwarded to receivers */
     uint64_t *sent_to;          /* client ids that were sent rofd */
     uint32_t nsent, capsent;
     /* Publications of one buffer to n receivers: the owner counts one
@@ -46,6 +53,24 @@ typedef struct bk_held {
     uint8_t key[20];            /* owner id, segid, offset */
     uint64_t count;
 } bk_held_t;
+
+/* A body read out for a receiver without shared memory. */
+typedef struct bk_copy {
+    bk_obody_t body;
+    bk_segfile_t *file;
+    bk_port_t *to;              /* its queue holds the body: outlives it */
+    uint64_t owner;
+    uint32_t segid;
+    uint64_t offset;            /* the descriptor's: the reference's key */
+} bk_copy_t;
+
+static void file_put(bk_segfile_t *f)
+{
+    if (f && --f->refs == 0) {
+        close(f->fd);
+        free(f);
+    }
+}
 
 void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
                      uint32_t *nreceivers)
@@ -204,18 +229,22 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     if (rofd < 0)
         return rofd;
     seg = calloc(1, sizeof(*seg));
+    if (seg && !(seg->file = malloc(sizeof(*seg->file)))) {
+        free(seg);
+        seg = NULL;
+    }
     if (!seg) {
         close(rofd);
         return -ENOMEM;
     }
+    *seg->file = (bk_segfile_t){ .fd = rofd, .refs = 1 };
     seg->segid = segid;
     seg->size = size;
-    seg->rofd = rofd;
     bk_put32(seg->key, segid);
     seg->node.key = seg->key;
     seg->node.keylen = sizeof(seg->key);
     if (bk_ht_insert(&p->shm.segs, &seg->node) < 0) {
-        close(rofd);
+        file_put(seg->file);
         free(seg);
         return -ENOMEM;
     }
@@ -282,7 +311,7 @@ static bk_known_t *introduce(bk_port_t *from, bk_port_t *to,
     known_key(k->key, from->id, seg->segid);
     k->node.key = k->key;
     k->node.keylen = sizeof(k->key);
-    fd = fcntl(seg->rofd, F_DUPFD_CLOEXEC, 0);
+    fd = fcntl(seg->file->fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0 || remember_receiver(seg, to->id) < 0 ||
         bk_ht_insert(&to->shm.known, &k->node) < 0) {
         if (fd >= 0)
@@ -297,24 +326,50 @@ static bk_known_t *introduce(bk_port_t *from, bk_port_t *to,
     return k;
 }
 
-int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc)
-{
-    bk_shm_desc_t d;
-    bk_segment_t *seg;
-    bk_known_t *k;
-    bk_held_t *held;
+static void release_one(bk_port_t *p, uint64_t owner, uint32_t segid,
+                        uint32_t count, uint64_t offset);
 
-    if (bk_shm_desc_decode(desc, &d) < 0 || !(seg = seg_find(from, d.segid)))
-        return -EPROTO;         /* bk_shm_check ran first: cannot happen */
-    k = known_find(to, from->id, d.segid);
-    if (!k && !(k = introduce(from, to, seg)))
-        return -ENOMEM;
-    held = held_find(to, from->id, d.segid, d.offset);
+/* The body went out or was dropped: its receiver's reference ends. */
+static void copy_done(bk_obody_t *b)
+{
+    bk_copy_t *c = bk_container_of(b, bk_copy_t, body);
+
+    if (held_find(c->to, c->owner, c->segid, c->offset))
+        release_one(c->to, c->owner, c->segid, 1, c->offset);
+    file_put(c->file);
+    free(c);
+}
+
+static bk_obody_t *copy_new(bk_port_t *from, bk_port_t *to,
+                            bk_segment_t *seg, const bk_shm_desc_t *d)
+{
+    bk_copy_t *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->file = seg->file;
+    c->file->refs++;
+    c->to = to;
+    c->owner = from->id;
+    c->segid = d->segid;
+    c->offset = d->offset;
+    c->body.fd = seg->file->fd;
+    c->body.pos = d->offset;
+    c->body.end = d->offset + d->length;
+    c->body.done = copy_done;
+    return &c->body;
+}
+
+/* Count one reference of `to` to (from, segid, offset). */
+static int hold(bk_port_t *from, bk_port_t *to, const bk_shm_desc_t *d)
+{
+    bk_held_t *held = held_find(to, from->id, d->segid, d->offset);
+
     if (!held) {
         held = calloc(1, sizeof(*held));
         if (!held)
             return -ENOMEM;
-        held_key(held->key, from->id, d.segid, d.offset);
+        held_key(held->key, from->id, d->segid, d->offset);
         held->node.key = held->key;
         held->node.keylen = sizeof(held->key);
         if (bk_ht_insert(&to->shm.held, &held->node) < 0) {
@@ -323,9 +378,46 @@ int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc)
         }
     }
     held->count++;
-    k->refs++;
     to->shm.nheld++;
     to->srv->stats.shm_held++;
+    return 0;
+}
+
+/* A receiver without shared memory: the bytes go instead. */
+static int deliver_copy(bk_port_t *from, bk_port_t *to, bk_segment_t *seg,
+                        const bk_shm_desc_t *d, bk_obody_t **body)
+{
+    if (d->length > to->srv->cfg->max_msg)
+        return -EMSGSIZE;
+    if (!(*body = copy_new(from, to, seg, d)))
+        return -ENOMEM;
+    if (hold(from, to, d) < 0) {
+        file_put(seg->file);
+        free(bk_container_of(*body, bk_copy_t, body));
+        *body = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc,
+                   bk_obody_t **body)
+{
+    bk_shm_desc_t d;
+    bk_segment_t *seg;
+    bk_known_t *k;
+
+    *body = NULL;
+    if (bk_shm_desc_decode(desc, &d) < 0 || !(seg = seg_find(from, d.segid)))
+        return -EPROTO;         /* bk_shm_check ran first: cannot happen */
+    if (!to->shm.maps)
+        return deliver_copy(from, to, seg, &d, body);
+    k = known_find(to, from->id, d.segid);
+    if (!k && !(k = introduce(from, to, seg)))
+        return -ENOMEM;
+    if (hold(from, to, &d) < 0)
+        return -ENOMEM;
+    k->refs++;
     return 0;
 }
 
@@ -405,6 +497,27 @@ static void drop_known_refs(bk_port_t *p, uint64_t owner, uint32_t segid,
     }
 }
 
+/* `p` releases `count` references to (owner, segid, offset), which it
+ * holds: the owner hears of those its publications do not absorb. */
+static void release_one(bk_port_t *p, uint64_t owner, uint32_t segid,
+                        uint32_t count, uint64_t offset)
+{
+    bk_held_t *held = held_find(p, owner, segid, offset);
+    bk_port_t *op;
+
+    held->count -= count;
+    p->shm.nheld -= count;
+    p->srv->stats.shm_held -= count;
+    if (!held->count) {
+        bk_ht_remove(&p->shm.held, &held->node);
+        free(held);
+    }
+    drop_known_refs(p, owner, segid, count);
+    op = bk_server_find(p->srv, owner);
+    if (op && (count = (uint32_t)absorb(op, segid, offset, count)))
+        send_release(op, p->id, segid, count, offset, p);
+}
+
 int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
                    const char **why)
 {
@@ -413,23 +526,12 @@ int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
         uint64_t owner = bk_get64(r), offset = bk_get64(r + 16);
         uint32_t segid = bk_get32(r + 8), count = bk_get32(r + 12);
         bk_held_t *held = held_find(p, owner, segid, offset);
-        bk_port_t *op;
 
         if (!held || count == 0 || count > held->count) {
             *why = "release of a shared-memory buffer it does not hold";
             return -EPROTO;
         }
-        held->count -= count;
-        p->shm.nheld -= count;
-        p->srv->stats.shm_held -= count;
-        if (!held->count) {
-            bk_ht_remove(&p->shm.held, &held->node);
-            free(held);
-        }
-        drop_known_refs(p, owner, segid, count);
-        op = bk_server_find(p->srv, owner);
-        if (op && (count = (uint32_t)absorb(op, segid, offset, count)))
-            send_release(op, p->id, segid, count, offset, p);
+        release_one(p, owner, segid, count, offset);
     }
     return 0;
 }
@@ -484,7 +586,7 @@ static void retire(bk_port_t *p, bk_segment_t *seg)
         free(k);
         send_seg_drop(r, p->id, seg->segid);
     }
-    close(seg->rofd);
+    file_put(seg->file);
     free(seg->sent_to);
     free(seg->fan);
 }

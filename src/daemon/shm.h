@@ -14,17 +14,27 @@
  * Owns all of that (a bk_shm_port embedded in each port, freed by
  * bk_shm_port_gone), including each segment's read-only fd; receivers get
  * dups of it, which their output queue owns until sent.
+ *
+ * A receiver that did not declare BK_HELLO_SHM never gets a segment: a
+ * descriptor for it becomes a body (outq.h bk_obody) that its output
+ * queue reads out of the segment and sends as ordinary fragments.  The
+ * body holds the segment's fd (counted, so it outlives the segment's
+ * owner) and the receiver's reference, released on its behalf once the
+ * last byte went out or the body was dropped.
  */
 #ifndef BK_SHM_H
 #define BK_SHM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "htable.h"
+#include "outq.h"
 #include "proto.h"
 
 struct bk_port;
 
 typedef struct bk_shm_port {
+    bool maps;                  /* HELLO said BK_HELLO_SHM */
     bk_htable_t segs;           /* owned: segid -> bk_segment */
     uint32_t nsegs;
     uint64_t bytes;
@@ -45,9 +55,12 @@ int bk_shm_register(struct bk_port *p, const uint8_t *payload, int fd);
 int bk_shm_check(struct bk_port *from, const uint8_t *desc, const char **why);
 
 /* The descriptor is about to be queued for `to`: send `to` the segment
- * first if it never got it, and count the reference `to` now holds. */
+ * first if it never got it, and count the reference `to` now holds.  If
+ * `to` does not map segments, *body is the body to queue instead (its
+ * ownership the caller's); else NULL.  Returns 0, -EMSGSIZE (a body
+ * larger than max_msg) or -ENOMEM. */
 int bk_shm_deliver(struct bk_port *from, struct bk_port *to,
-                   const uint8_t *desc);
+                   const uint8_t *desc, bk_obody_t **body);
 
 /* The descriptor was published to n receivers (n references counted by
  * bk_shm_deliver): `from` sent one, so it will hear one release, once

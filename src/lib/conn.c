@@ -48,6 +48,7 @@ int bk_conn_send_hello(broker_t *b, int64_t deadline)
     size_t dlen = desc ? strnlen(desc, BK_MAX_HELLO_DESC) : 0;
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_HELLO,
+        .aux = BK_HELLO_SHM,    /* shmview.c maps what others share */
         .length = (uint32_t)(sizeof(ver) + dlen),
     };
     struct iovec iov[3] = {

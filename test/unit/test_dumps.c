@@ -50,8 +50,9 @@ static bool from_client(const bk_hdr_t *h)
 Test(dumps, every_dump_is_one_valid_frame)
 {
     load_dumps();
-    /* 4 in EXAMPLE, 5 in SHARED MEMORY, 5 in PUBLISH AND SUBSCRIBE */
-    cr_assert_eq(ndumps, 14, "found %zu dumps", ndumps);
+    /* 1 in HANDSHAKE, 4 in EXAMPLE, 5 in SHARED MEMORY, 5 in PUBLISH AND
+     * SUBSCRIBE */
+    cr_assert_eq(ndumps, 15, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -80,6 +81,24 @@ static size_t frame(uint8_t *out, bk_hdr_t h, const void *p1, size_t n1,
     if (n2)
         memcpy(out + BK_HDR_SIZE + n1, p2, n2);
     return BK_HDR_SIZE + n1 + n2;
+}
+
+/* HANDSHAKE's HELLO declaring SHM is the codec's frame. */
+Test(dumps, hello_with_capabilities_is_the_codec_s_frame)
+{
+    md_dump_t *hs[2];
+    uint8_t want[MD_BYTES], ver[4];
+    size_t n, wlen;
+
+    load_dumps();
+    n = md_section(dumps, ndumps, "HANDSHAKE", hs, 2);
+    cr_assert_eq(n, 1, "%zu dumps in HANDSHAKE", n);
+    bk_put32(ver, BK_PROTO_VERSION);
+    wlen = frame(want, (bk_hdr_t){ .type = BK_T_HELLO, .aux = BK_HELLO_SHM },
+                 ver, 4, "demo", 4);
+    cr_assert_eq(hs[0]->len, wlen, "HELLO dump of %zu bytes, want %zu",
+                 hs[0]->len, wlen);
+    cr_assert_arr_eq(hs[0]->b, want, wlen, "HELLO dump differs");
 }
 
 Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)

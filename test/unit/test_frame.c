@@ -510,8 +510,12 @@ Test(from_client, hello)
     h.stream = 1;
     CLIENT(h, -EPROTO);
     h.stream = 0;
-    h.aux = 1;
-    CLIENT(h, -EPROTO);
+    h.aux = BK_HELLO_SHM;                       /* the one capability */
+    CLIENT(h, 0);
+    for (unsigned bit = 1; bit < 32; bit++) {   /* the others: reserved */
+        h.aux = BK_HELLO_SHM | 1u << bit;
+        CLIENT(h, -EPROTO);
+    }
     h.aux = 0;
     h.dest = 1;
     CLIENT(h, -EPROTO);
