@@ -30,7 +30,8 @@ enum bk_type {
     BK_T_BYE        = 8,  /* broker -> client: broker shutting down */
     BK_T_SEGMENT    = 9,  /* broker -> client: a sender's segment (1 fd) */
     BK_T_RELEASE    = 10, /* both ways: shared-memory buffers released */
-    BK_T_SEG_DROP   = 11, /* broker -> client: a segment's owner is gone */
+    BK_T_SEG_DROP   = 11, /* both ways: a segment is gone (its owner left
+                             or dropped it) / owner drops its segment */
     BK_T_MONITOR    = 12, /* broker -> monitor: one recorded frame */
     BK_T_GAP        = 13, /* broker -> subscriber: publications dropped */
     BK_T_MAX_       = 13

@@ -627,6 +627,12 @@ static void dispatch(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
             bk_port_protocol_error(p, -EPROTO, 0, why);
         return;
     }
+    case BK_T_SEG_DROP: {
+        const char *why = NULL;
+        if (bk_shm_drop(p, payload, &why) < 0)
+            bk_port_protocol_error(p, -EPROTO, 0, why);
+        return;
+    }
     default:
         bk_port_protocol_error(p, -EPROTO, 0, "HELLO after the handshake");
         return;

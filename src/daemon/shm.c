@@ -86,6 +86,7 @@ void bk_shm_port_init(bk_shm_port_t *s)
 {
     memset(s, 0, sizeof(*s));
     bk_ht_init(&s->segs);
+    bk_ht_init(&s->dropped);
     bk_ht_init(&s->known);
     bk_ht_init(&s->held);
 }
@@ -113,6 +114,16 @@ static bk_segment_t *seg_find(bk_port_t *p, uint32_t segid)
 
     bk_put32(k, segid);
     n = bk_ht_find(&p->shm.segs, k, sizeof(k));
+    return n ? bk_container_of(n, bk_segment_t, node) : NULL;
+}
+
+static bk_segment_t *dropped_find(bk_port_t *p, uint32_t segid)
+{
+    uint8_t k[4];
+    bk_hnode_t *n;
+
+    bk_put32(k, segid);
+    n = bk_ht_find(&p->shm.dropped, k, sizeof(k));
     return n ? bk_container_of(n, bk_segment_t, node) : NULL;
 }
 
@@ -206,6 +217,9 @@ static int reopen_ro(int fd)
     return fd < 0 ? -errno : fd;
 }
 
+static void settle(bk_port_t *p, uint32_t segid);
+static void settle_all(bk_port_t *p);
+
 int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
 {
     const bk_conf_t *cfg = p->srv->cfg;
@@ -214,9 +228,14 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     bk_segment_t *seg;
     int r = check_memfd(fd, size), rofd;
 
-    if (!r && seg_find(p, segid))
+    if (!r && p->shm.ndropped) {
+        settle(p, segid);
+        if (p->shm.nsegs + p->shm.ndropped >= cfg->max_segments)
+            settle_all(p);
+    }
+    if (!r && (seg_find(p, segid) || dropped_find(p, segid)))
         r = -EEXIST;
-    if (!r && p->shm.nsegs >= cfg->max_segments)
+    if (!r && p->shm.nsegs + p->shm.ndropped >= cfg->max_segments)
         r = -ENOSR;
     if (!r && size > cfg->max_shm - p->shm.bytes)
         r = -ENOSPC;
@@ -491,9 +510,12 @@ static void drop_known_refs(bk_port_t *p, uint64_t owner, uint32_t segid,
         return;
     k->refs -= count < k->refs ? count : k->refs;
     if (k->owner_gone && k->refs == 0) {
+        bk_port_t *op;
         bk_ht_remove(&p->shm.known, &k->node);
         free(k);
         send_seg_drop(p, owner, segid);
+        if ((op = bk_server_find(p->srv, owner)))
+            settle(op, segid);
     }
 }
 
@@ -568,10 +590,13 @@ static void return_held(bk_port_t *p)
     bk_ht_fini(&p->shm.known);
 }
 
-/* The owner of `seg` is gone: each receiver hears it once it holds no
- * reference into the segment, so the news never overtakes a descriptor. */
-static void retire(bk_port_t *p, bk_segment_t *seg)
+/* The owner of `seg` is gone or dropped it: each receiver hears it once
+ * it holds no reference into the segment, so the news never overtakes a
+ * descriptor.  Returns how many receivers still hold one. */
+static uint32_t retire_receivers(bk_port_t *p, bk_segment_t *seg)
 {
+    uint32_t pending = 0;
+
     for (uint32_t i = 0; i < seg->nsent; i++) {
         bk_port_t *r = bk_server_find(p->srv, seg->sent_to[i]);
         bk_known_t *k;
@@ -580,15 +605,96 @@ static void retire(bk_port_t *p, bk_segment_t *seg)
             continue;
         if (k->refs) {
             k->owner_gone = true;
+            pending++;
             continue;
         }
         bk_ht_remove(&r->shm.known, &k->node);
         free(k);
         send_seg_drop(r, p->id, seg->segid);
     }
+    return pending;
+}
+
+static void retire(bk_port_t *p, bk_segment_t *seg)
+{
+    retire_receivers(p, seg);
     file_put(seg->file);
     free(seg->sent_to);
     free(seg->fan);
+}
+
+/* Whether some receiver of p's dropped seg has not been sent SEG_DROP. */
+static bool still_known(bk_port_t *p, const bk_segment_t *seg)
+{
+    for (uint32_t i = 0; i < seg->nsent; i++) {
+        bk_port_t *r = bk_server_find(p->srv, seg->sent_to[i]);
+        if (r && r != p && known_find(r, p->id, seg->segid))
+            return true;
+    }
+    return false;
+}
+
+static void tomb_free(bk_port_t *p, bk_segment_t *seg)
+{
+    bk_ht_remove(&p->shm.dropped, &seg->node);
+    p->shm.ndropped--;
+    free(seg->sent_to);
+    free(seg);
+}
+
+/* Forget p's dropped segment segid once every receiver heard of it. */
+static void settle(bk_port_t *p, uint32_t segid)
+{
+    bk_segment_t *seg = p->shm.ndropped ? dropped_find(p, segid) : NULL;
+
+    if (seg && !still_known(p, seg))
+        tomb_free(p, seg);
+}
+
+static void settle_all(bk_port_t *p)
+{
+    bk_hnode_t *n, *next;
+
+    for (n = bk_ht_next(&p->shm.dropped, NULL); n; n = next) {
+        bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+        next = bk_ht_next(&p->shm.dropped, n);
+        if (!still_known(p, seg))
+            tomb_free(p, seg);
+    }
+}
+
+int bk_shm_drop(bk_port_t *p, const uint8_t *payload, const char **why)
+{
+    uint32_t segid = bk_get32(payload);
+    bk_segment_t *seg = seg_find(p, segid);
+
+    if (bk_get32(payload + 4) != 0) {
+        *why = "SEG_DROP with a reserved field not 0";
+        return -EPROTO;
+    }
+    if (!seg) {
+        *why = "SEG_DROP of a segment it has not registered";
+        return -EPROTO;
+    }
+    bk_ht_remove(&p->shm.segs, &seg->node);
+    p->shm.nsegs--;
+    p->shm.bytes -= seg->size;
+    p->srv->stats.shm_segments--;
+    p->srv->stats.shm_bytes -= seg->size;
+    file_put(seg->file);        /* bodies being sent keep their reference */
+    seg->file = NULL;
+    free(seg->fan);
+    seg->fan = NULL;
+    seg->nfan = seg->capfan = 0;
+    bk_debug("client %" PRIu64 " dropped segment %" PRIu32, p->id, segid);
+    if (retire_receivers(p, seg) == 0 || bk_ht_insert(&p->shm.dropped,
+                                                      &seg->node) < 0) {
+        free(seg->sent_to);
+        free(seg);
+        return 0;
+    }
+    p->shm.ndropped++;
+    return 0;
 }
 
 void bk_shm_port_gone(bk_port_t *p)
@@ -607,5 +713,13 @@ void bk_shm_port_gone(bk_port_t *p)
     }
     bk_ht_fini(&p->shm.segs);
     p->shm.nsegs = 0;
+    for (n = bk_ht_next(&p->shm.dropped, NULL); n; n = next) {
+        bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+        next = bk_ht_next(&p->shm.dropped, n);
+        free(seg->sent_to);
+        free(seg);
+    }
+    bk_ht_fini(&p->shm.dropped);
+    p->shm.ndropped = 0;
     p->shm.bytes = 0;
 }

@@ -11,6 +11,9 @@
  *     are checked and a departing receiver's references go back to their
  *     owners.
  *
+ * An owner may drop one segment (SEG_DROP from the client): it goes as on
+ * the owner's departure, its fd is closed at once.
+ *
  * Owns all of that (a bk_shm_port embedded in each port, freed by
  * bk_shm_port_gone), including each segment's read-only fd; receivers get
  * dups of it, which their output queue owns until sent.
@@ -37,6 +40,12 @@ typedef struct bk_shm_port {
     bool maps;                  /* HELLO said BK_HELLO_SHM */
     bk_htable_t segs;           /* owned: segid -> bk_segment */
     uint32_t nsegs;
+    /* Dropped segments some receiver still holds references into: their
+     * segid stays taken (and counts towards max_segments) until every
+     * receiver was sent SEG_DROP, so (owner, segid) never means two
+     * segments to one receiver. */
+    bk_htable_t dropped;        /* segid -> bk_segment, fd closed */
+    uint32_t ndropped;
     uint64_t bytes;
     bk_htable_t known;          /* received: (owner, segid) -> bk_known */
     bk_htable_t held;           /* (owner, segid, offset) -> bk_held */
@@ -74,6 +83,11 @@ void bk_shm_undelivered(struct bk_port *from, const uint8_t *desc);
  * it does not hold) with *why set. */
 int bk_shm_release(struct bk_port *p, const uint8_t *payload, uint32_t len,
                    const char **why);
+
+/* A SEG_DROP frame from `p`: its segment goes as when its owner leaves
+ * (receivers hear SEG_DROP once they hold no reference into it).
+ * Returns 0 or -EPROTO (not a segment it registered) with *why set. */
+int bk_shm_drop(struct bk_port *p, const uint8_t *payload, const char **why);
 
 /* For listings: the segment behind a node of bk_shm_port_t.segs. */
 void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,

@@ -26,6 +26,7 @@ broker_t *bk_conn_new(int fd)
     b->opt_shm_seg_size = BK_DEF_SHM_SEGMENT;
     b->opt_shm_pool_max = UINT64_MAX;
     b->opt_shm_fallback = true;
+    b->opt_shm_idle_ms = BK_DEF_SHM_IDLE_MS;
     b->flim.max_packet = BK_MIN_MAX_PACKET;
     b->flim.max_fds = BK_MAX_FDS_HARD;
     b->flim.max_name = BK_MAX_NAME;

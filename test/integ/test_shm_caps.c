@@ -4,20 +4,26 @@
  * its socket (broker-protocol(7), SHARED MEMORY, "Receivers without shared
  * memory"), whoever sent them and however: replies of `brokerctl serve
  * --echo`, one-way messages, publications fanned out to a mix of
- * receivers; the owner's buffers come back either way; idle segments of a
- * pool are dropped after BROKER_OPT_SHM_IDLE_MS and brokerd's fds with
- * them.
+ * receivers; the owner's buffers come back either way.  Idle segments of
+ * a pool are dropped after BROKER_OPT_SHM_IDLE_MS, brokerd's fds with
+ * them, and the page's HELLO and SEG_DROP dumps do what the page says
+ * against brokerd.
  *
  * The receivers without shared memory are raw clients: they speak the
  * wire format as a client written from the page alone would, and check
  * that no SEGMENT frame and no descriptor ever reaches them.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE         /* memfd_create, F_ADD_SEALS */
+#endif
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <criterion/criterion.h>
 #include "error.h"
 #include "frame.h"
@@ -440,5 +446,143 @@ Test(shm_caps, unread_bodies_released_when_receiver_goes)
     free(data);
     broker_close(r);
     broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* ---- idle segments ------------------------------------------------------ */
+
+/* A segment with no buffer in use for BROKER_OPT_SHM_IDLE_MS is dropped:
+ * the sender's pool shrinks to nothing, brokerd's fd for it goes (back to
+ * the count before the segment existed), `brokerctl shm` lists nothing,
+ * the receiver unmaps its view; the next large message gets a new
+ * segment and arrives intact. */
+Test(shm_caps, idle_segments_are_dropped)
+{
+    broker_t *b = th_connect(&br), *r = th_connect(&br);
+    uint8_t *data = malloc(MIB);
+    broker_shm_stats_t st;
+    broker_msg_t *m;
+    th_output_t o;
+    uint64_t end;
+    unsigned us = 500;
+    int base, mine;
+
+    cr_assert_not_null(data);
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_IDLE_MS, 200));
+    th_register(r, "lib.ear");
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    base = th_fd_count(br.pid);
+    mine = th_fd_count(getpid());
+    for (uint64_t round = 0; round < 2; round++) {
+        th_pattern(data, MIB, 70 + round, 0);
+        TH_OK(broker_send(b, "lib.ear", data, MIB, NULL, 0));
+        m = th_recv(r);
+        cr_assert(m->flags & BROKER_MSGF_SHM);
+        check_body(m->data, m->len, MIB, 70 + round);
+        broker_msg_free(m);
+        broker_shm_stats(b, &st);
+        cr_assert_eq(st.segments, 1, "round %llu: %u segments",
+                     (unsigned long long)round, st.segments);
+        end = th_now_ms() + TH_HANG_MS;
+        for (;;) {
+            int n, mn;
+            TH_OK(broker_ping(b, TH_HANG_MS));
+            TH_OK(broker_ping(r, TH_HANG_MS));      /* reads SEG_DROP */
+            broker_shm_stats(b, &st);
+            n = th_fd_count(br.pid);
+            mn = th_fd_count(getpid());
+            if (st.segments == 0 && st.mapped == 0 && n == base &&
+                mn == mine)
+                break;
+            TH_CHECK(th_now_ms() < end, "round %llu: %u segments, brokerd "
+                     "%d fds (had %d), this process %d fds (had %d)",
+                     (unsigned long long)round, st.segments, n, base, mn,
+                     mine);
+            th_nap(&us);
+        }
+        cr_assert(TH_EXITED(th_ctl(br.sock, &o, "--no-legend", "shm",
+                                   NULL), 0));
+        cr_assert_eq(o.out_len, 0, "brokerctl shm lists: %s", o.out);
+        th_output_free(&o);
+    }
+    free(data);
+    broker_close(r);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* With the option at 0 a segment stays however long it is idle (the
+ * broker still holds it after the idle time of the test above). */
+Test(shm_caps, idle_drop_off)
+{
+    broker_t *b = th_connect(&br), *r = th_connect(&br);
+    uint8_t *data = malloc(MIB);
+    broker_shm_stats_t st;
+    broker_msg_t *m;
+
+    cr_assert_not_null(data);
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_IDLE_MS, 0));
+    th_register(r, "lib.ear");
+    th_pattern(data, MIB, 1, 0);
+    TH_OK(broker_send(b, "lib.ear", data, MIB, NULL, 0));
+    m = th_recv(r);
+    broker_msg_free(m);
+    await_buffers(b, 0);
+    usleep(400 * 1000);
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    broker_shm_stats(b, &st);
+    cr_assert_eq(st.segments, 1);
+    cr_assert_eq(th_status_value(b, "shm_segments"), 1);
+    free(data);
+    broker_close(r);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* The SEG_DROP of broker-protocol(7), "Dropping a segment", sent by a raw
+ * owner of segment 3: brokerd closes its fd at once, lists nothing more,
+ * and takes segid 3 again afterwards (no receiver ever had it). */
+Test(shm_caps, page_seg_drop_unregisters)
+{
+    md_dump_t dumps[32], *sm[8], *drop = NULL;
+    size_t nd = md_load(TOP_SRCDIR "/man/broker-protocol.7", dumps, 32);
+    size_t n = md_section(dumps, nd, "SHARED MEMORY", sm, 8);
+    uint8_t reg[BK_SEG_REG_SIZE];
+    int base, fd;
+    raw_t c;
+
+    for (size_t i = 0; i < n; i++)
+        if (sm[i]->b[1] == BK_T_SEG_DROP)
+            drop = sm[i];
+    cr_assert_not_null(drop, "no SEG_DROP dump in SHARED MEMORY");
+    raw_open(&c);
+    cr_assert_eq(raw_ctrl(&c, BK_OP_PING, 1, NULL, 0, NULL), 0);
+    base = th_fd_count(br.pid);
+    bk_put32(reg, 3);
+    bk_put32(reg + 4, 0);
+    bk_put64(reg + 8, 4096);
+    for (int round = 0; round < 2; round++) {
+        bk_hdr_t h = { .version = 1, .type = BK_T_CTRL, .stream = 2,
+                       .aux = BK_OP_SEGMENT, .nfds = 1,
+                       .length = sizeof(reg) };
+        const uint8_t *pl;
+
+        fd = memfd_create("caps", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(ftruncate(fd, 4096), 0);
+        cr_assert_eq(fcntl(fd, F_ADD_SEALS, BK_SEALS_REQUIRED), 0);
+        TH_OK(th_raw_send(c.fd, &h, reg, &fd, 1));
+        close(fd);
+        do
+            raw_next(&c, &h, &pl);
+        while (h.type != BK_T_CTRL_REPLY);
+        cr_assert_eq(h.aux, 0, "round %d: SEGMENT refused: %u", round,
+                     h.aux);
+        cr_assert_eq(th_fd_count(br.pid), base + 1);
+        TH_OK(th_raw_send_bytes(c.fd, drop->b, drop->len, NULL, 0));
+        cr_assert_eq(raw_ctrl(&c, BK_OP_PING, 3, NULL, 0, NULL), 0);
+        cr_assert_eq(th_fd_count(br.pid), base, "round %d: fd kept", round);
+    }
+    raw_close(&c);
     th_broker_stop(&br);
 }

@@ -41,6 +41,7 @@ static bool from_client(const bk_hdr_t *h)
     case BK_T_DATA:
         return h->source == 0 && !(h->stream & BK_SID_PEER_BIT);
     case BK_T_RELEASE:
+    case BK_T_SEG_DROP:
         return h->dest == 0;
     default:
         return false;
@@ -50,9 +51,9 @@ static bool from_client(const bk_hdr_t *h)
 Test(dumps, every_dump_is_one_valid_frame)
 {
     load_dumps();
-    /* 1 in HANDSHAKE, 4 in EXAMPLE, 5 in SHARED MEMORY, 5 in PUBLISH AND
+    /* 1 in HANDSHAKE, 4 in EXAMPLE, 6 in SHARED MEMORY, 5 in PUBLISH AND
      * SUBSCRIBE */
-    cr_assert_eq(ndumps, 15, "found %zu dumps", ndumps);
+    cr_assert_eq(ndumps, 16, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -99,6 +100,23 @@ Test(dumps, hello_with_capabilities_is_the_codec_s_frame)
     cr_assert_eq(hs[0]->len, wlen, "HELLO dump of %zu bytes, want %zu",
                  hs[0]->len, wlen);
     cr_assert_arr_eq(hs[0]->b, want, wlen, "HELLO dump differs");
+}
+
+/* The SEG_DROP a client sends, in SHARED MEMORY, is the codec's frame. */
+Test(dumps, client_seg_drop_is_the_codec_s_frame)
+{
+    md_dump_t *sm[8];
+    uint8_t want[MD_BYTES], pl[BK_SEG_DROP_SIZE] = { 3, 0, 0, 0, 0, 0, 0, 0 };
+    size_t n, wlen;
+
+    load_dumps();
+    n = md_section(dumps, ndumps, "SHARED MEMORY", sm, 8);
+    cr_assert_eq(n, 6, "%zu dumps in SHARED MEMORY", n);
+    wlen = frame(want, (bk_hdr_t){ .type = BK_T_SEG_DROP }, pl, sizeof pl,
+                 NULL, 0);
+    /* the first: "Dropping a segment" comes before "Example" */
+    cr_assert_eq(sm[0]->len, wlen, "SEG_DROP dump of %zu bytes", sm[0]->len);
+    cr_assert_arr_eq(sm[0]->b, want, wlen, "SEG_DROP dump differs");
 }
 
 Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)
