@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "error.h"
 #include "frame.h"
 #include "outq.h"
 #include "sockio.h"
@@ -71,6 +72,8 @@ static void cache_push(cached_t **head, void *p)
     *head = c;
 }
 
+static void stage_free(void);
+
 void bk_outq_cache_trim(void)
 {
     void *p;
@@ -79,6 +82,7 @@ void bk_outq_cache_trim(void)
         while ((p = cache_pop(&cache.free[c])))
             free(p);
     cache.bytes = 0;
+    stage_free();
 }
 
 /* A block of at least size bytes; *cls its class (0: plain malloc). */
@@ -366,11 +370,19 @@ static bk_oq_t *next_oq(bk_outq_t *q)
 /* ---- bodies ------------------------------------------------------------- */
 
 /* The buffer a body's fragment is read into: one packet, shared by every
- * queue (brokerd writes one gathered packet at a time). */
+ * queue (brokerd writes one gathered packet at a time; given back with
+ * the cache, never between a gather and its write). */
 static struct {
     uint8_t *buf;
     size_t cap;
 } stage;
+
+static void stage_free(void)
+{
+    free(stage.buf);
+    stage.buf = NULL;
+    stage.cap = 0;
+}
 
 static uint8_t *stage_get(size_t size)
 {
@@ -416,7 +428,7 @@ static void body_gather(bk_oframe_t *f, size_t max_packet, bk_outq_pkt_t *pkt)
 
     if (!buf || read_full(b->fd, buf + name, n, b->pos) < 0) {
         h = (bk_hdr_t){ .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
-                        .stream = h.stream, .aux = EIO,
+                        .stream = h.stream, .aux = bk_err_to_wire(-EIO),
                         .source = h.source, .dest = h.dest };
         n = (size_t)left;
         buf = NULL;
