@@ -136,6 +136,12 @@ typedef enum broker_opt {
      * Attached connections always batch this way within one loop pass,
      * whatever this option says (see broker_attach). */
     BROKER_OPT_BATCH = 9,
+    /* Milliseconds a segment of the shared-memory pool may stay with no
+     * buffer in use before it is unmapped, closed and dropped at the
+     * broker too (default 10000; 0: never).  Checked whenever the
+     * library runs (every call that waits, and in attached mode a timer
+     * of the loop). */
+    BROKER_OPT_SHM_IDLE_MS = 10,
 } broker_opt_t;
 int broker_set_option(broker_t *b, broker_opt_t opt, uint64_t value);
 

@@ -235,7 +235,7 @@ int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
     switch (h->type) {
     case BK_T_HELLO:
         if (h->length < 4 || h->length > 4 + BK_MAX_HELLO_DESC ||
-            h->stream || h->aux || h->dest)
+            h->stream || (h->aux & ~BK_HELLO_CAPS_) || h->dest)
             return -EPROTO;
         return 0;
     case BK_T_DATA:
@@ -250,6 +250,9 @@ int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
         return check_ctrl(h, payload, lim);
     case BK_T_RELEASE:
         return h->dest ? -EPROTO : check_release(h);
+    case BK_T_SEG_DROP:      /* the owner unregisters one of its segments */
+        return h->length == BK_SEG_DROP_SIZE && !h->stream && !h->aux &&
+               !h->dest ? 0 : -EPROTO;
     default:
         return -EPROTO;      /* broker-only types */
     }

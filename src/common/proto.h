@@ -30,7 +30,8 @@ enum bk_type {
     BK_T_BYE        = 8,  /* broker -> client: broker shutting down */
     BK_T_SEGMENT    = 9,  /* broker -> client: a sender's segment (1 fd) */
     BK_T_RELEASE    = 10, /* both ways: shared-memory buffers released */
-    BK_T_SEG_DROP   = 11, /* broker -> client: a segment's owner is gone */
+    BK_T_SEG_DROP   = 11, /* both ways: a segment is gone (its owner left
+                             or dropped it) / owner drops its segment */
     BK_T_MONITOR    = 12, /* broker -> monitor: one recorded frame */
     BK_T_GAP        = 13, /* broker -> subscriber: publications dropped */
     BK_T_MAX_       = 13
@@ -152,6 +153,11 @@ enum bk_sub_policy {
 #define BK_DEF_MAX_STREAMS  4096u
 #define BK_DEF_QUEUE_LIMIT  (4u << 20)
 #define BK_MAX_HELLO_DESC   256u
+/* HELLO's aux: what the client can take.  SHM: it maps the segments of
+ * others, so descriptors may be sent to it; without it the broker sends
+ * the bytes themselves (broker-protocol(7), SHARED MEMORY). */
+#define BK_HELLO_SHM        0x1u
+#define BK_HELLO_CAPS_      0x1u
 #define BK_MAX_TEXT         1024u          /* ERROR text payload bound */
 
 /* The decoded header.  Use bk_hdr_encode/bk_hdr_decode for the wire form;

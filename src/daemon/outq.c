@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include "error.h"
 #include "frame.h"
 #include "outq.h"
 #include "sockio.h"
@@ -70,6 +72,8 @@ static void cache_push(cached_t **head, void *p)
     *head = c;
 }
 
+static void stage_free(void);
+
 void bk_outq_cache_trim(void)
 {
     void *p;
@@ -78,6 +82,7 @@ void bk_outq_cache_trim(void)
         while ((p = cache_pop(&cache.free[c])))
             free(p);
     cache.bytes = 0;
+    stage_free();
 }
 
 /* A block of at least size bytes; *cls its class (0: plain malloc). */
@@ -135,6 +140,8 @@ static void frame_free(bk_oframe_t *f)
         free(f->fds);
     }
     bk_opayload_put(shared);
+    if (f->body)
+        f->body->done(f->body);
     blk_free(f, f->blk);
 }
 
@@ -253,6 +260,7 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
     f->oneway_first = false;
     f->tag_first = false;
     f->tag = NULL;
+    f->body = NULL;
     return f;
 }
 
@@ -286,6 +294,22 @@ int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
                         int *fds, unsigned nfds, bk_oframe_t **out)
 {
     return push(q, DGRAM_SID, h, NULL, pl, fds, nfds, out);
+}
+
+int bk_outq_push_body(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
+                      bk_obody_t *body, bool pub, bk_oframe_t **out)
+{
+    int r = push(q, pub ? DGRAM_SID : queue_sid(h), h, payload, NULL, NULL,
+                 0, out);
+
+    if (r < 0) {
+        body->done(body);
+        return r;
+    }
+    body->h = *h;
+    body->started = false;
+    (*out)->body = body;
+    return 0;
 }
 
 unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
@@ -343,6 +367,102 @@ static bk_oq_t *next_oq(bk_outq_t *q)
     return bk_list_first_entry(&q->ring, bk_oq_t, ring);
 }
 
+/* ---- bodies ------------------------------------------------------------- */
+
+/* The buffer a body's fragment is read into: one packet, shared by every
+ * queue (brokerd writes one gathered packet at a time; given back with
+ * the cache, never between a gather and its write). */
+static struct {
+    uint8_t *buf;
+    size_t cap;
+} stage;
+
+static void stage_free(void)
+{
+    free(stage.buf);
+    stage.buf = NULL;
+    stage.cap = 0;
+}
+
+static uint8_t *stage_get(size_t size)
+{
+    if (stage.cap < size) {
+        uint8_t *b = realloc(stage.buf, size);
+        if (!b)
+            return NULL;
+        stage.buf = b;
+        stage.cap = size;
+    }
+    return stage.buf;
+}
+
+static int read_full(int fd, uint8_t *buf, size_t n, uint64_t off)
+{
+    while (n) {
+        ssize_t r = pread(fd, buf, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -EIO;
+        buf += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* The next fragment of body frame f: the descriptor frame's header with
+ * SHM off, MORE while bytes remain, CLOSE moved to the last fragment, the
+ * name or topic on the first only.  If the segment cannot be read, a CLOSE
+ * with EIO ends the stream at the receiver instead, and the body ends. */
+static void body_gather(bk_oframe_t *f, size_t max_packet, bk_outq_pkt_t *pkt)
+{
+    bk_obody_t *b = f->body;
+    bk_hdr_t h = b->h;
+    uint32_t name = b->started ? 0 : (h.flags & (BK_F_NAME | BK_F_TOPIC)
+                                      ? h.aux : 0);
+    uint64_t left = b->end - b->pos;
+    size_t room = max_packet - BK_HDR_SIZE - name;
+    size_t n = left < room ? (size_t)left : room;
+    uint8_t *buf = stage_get(max_packet);
+
+    if (!buf || read_full(b->fd, buf + name, n, b->pos) < 0) {
+        h = (bk_hdr_t){ .version = BK_PROTO_VERSION, .type = BK_T_CLOSE,
+                        .stream = h.stream, .aux = bk_err_to_wire(-EIO),
+                        .source = h.source, .dest = h.dest };
+        n = (size_t)left;
+        buf = NULL;
+    } else {
+        memcpy(buf, f->pdata, name);
+        h.flags = (uint8_t)(b->started ? BK_F_CONT : h.flags & ~BK_F_SHM);
+        if (b->started)
+            h.aux = 0;
+        if (left > n)
+            h.flags = (uint8_t)((h.flags | BK_F_MORE) & ~BK_F_CLOSE);
+        else if (b->started)
+            h.flags |= b->h.flags & BK_F_CLOSE;
+        h.length = (uint32_t)(name + n);
+    }
+    bk_hdr_encode(&h, f->hdr);
+    b->chunk = (uint32_t)n;
+    b->frag_flags = h.type == BK_T_DATA ? h.flags : 0;
+    b->frag_len = h.type == BK_T_DATA ? h.length : 0;
+    pkt->iov[0] = (struct iovec){ f->hdr, BK_HDR_SIZE };
+    pkt->iov[1] = (struct iovec){ buf, h.length };
+}
+
+/* A body's fragment went out; true when it was the last. */
+static bool body_sent(bk_oframe_t *f, bk_outq_tally_t *sent)
+{
+    bk_obody_t *b = f->body;
+
+    if (b->frag_len || b->frag_flags)
+        bk_outq_tally(sent, BK_T_DATA, b->frag_flags, b->frag_len);
+    b->pos += b->chunk;
+    b->started = true;
+    return b->pos >= b->end;
+}
+
 unsigned bk_outq_gather(bk_outq_t *q, size_t max_packet, bk_outq_pkt_t *pkt)
 {
     bk_oq_t *oq = q->frames ? next_oq(q) : NULL;
@@ -356,8 +476,14 @@ unsigned bk_outq_gather(bk_outq_t *q, size_t max_packet, bk_outq_pkt_t *pkt)
     if (oq) {
         bk_list_for_each(f, &oq->frames, bk_oframe_t, link) {
             size_t sz = BK_HDR_SIZE + (size_t)f->len;
-            if (n == BK_OUTQ_PACK_MAX || (n && (sz > room || f->nfds)))
+            if (n == BK_OUTQ_PACK_MAX ||
+                (n && (sz > room || f->nfds || f->body)))
                 break;
+            if (f->body) {      /* a packet of its own */
+                body_gather(f, max_packet, pkt);
+                n = 1;
+                break;
+            }
             if (n == 0) {
                 pkt->fds = f->fds;
                 pkt->nfds = f->nfds;
@@ -381,10 +507,15 @@ void bk_outq_consume(bk_outq_t *q, const bk_outq_pkt_t *pkt,
     bk_oq_t *oq = pkt->oq;
 
     for (unsigned i = 0; i < pkt->nframes; i++) {
-        bk_oframe_t *f = bk_container_of(bk_list_pop_head(&oq->frames),
-                                         bk_oframe_t, link);
+        bk_oframe_t *f = bk_list_first_entry(&oq->frames, bk_oframe_t, link);
 
-        bk_outq_tally(sent, f->type, f->flags, f->len);
+        if (f->body) {
+            if (!body_sent(f, sent))
+                break;          /* more to come: stays at the head */
+        } else {
+            bk_outq_tally(sent, f->type, f->flags, f->len);
+        }
+        bk_list_unlink(&f->link);
         if (f->tag && f->tag_first && q->on_sent)
             q->on_sent(f->tag, q->on_sent_arg);
         q->bytes -= BK_HDR_SIZE + f->len;

@@ -21,6 +21,12 @@
  * may carry fds, so fds always travel with their own frame.  A frame
  * larger than the room left goes in the next packet; the first frame of a
  * packet always goes, whatever its size.
+ *
+ * Bodies: a shared-memory descriptor queued for a receiver that cannot
+ * map segments carries a bk_obody instead.  It stays at the head of its
+ * queue until the bytes it names have gone out as DATA fragments read
+ * from the segment, one fragment per packet and per turn on the ring,
+ * so its stream keeps its order and other streams interleave with it.
  */
 #ifndef BK_OUTQ_H
 #define BK_OUTQ_H
@@ -54,6 +60,21 @@ void bk_opayload_put(bk_opayload_t *p);
  * bounded number of freed ones, process-wide). */
 void bk_outq_cache_trim(void);
 
+/* The body of a descriptor, read out of its segment for a receiver that
+ * cannot map it (shm.c makes it, this module sends it).  Memory stays
+ * bounded: the bytes are read (pread) one packet at a time into a
+ * buffer the module shares between all queues. */
+typedef struct bk_obody {
+    int fd;                     /* the segment; borrowed from the maker */
+    uint64_t pos, end;          /* segment bytes still to send */
+    bk_hdr_t h;                 /* the descriptor frame, set when queued */
+    bool started;               /* the first fragment went out */
+    uint8_t frag_flags;         /* the fragment gathered last */
+    uint32_t frag_len, chunk;
+    /* Called once, when the body is sent or dropped: frees it. */
+    void (*done)(struct bk_obody *b);
+} bk_obody_t;
+
 /* A frame waiting to be written.  Owned by its queue: the payload is a
  * copy (or a reference to a shared one), the fds are the queue's and are
  * closed when the frame is freed (after it was sent, or when the queue is
@@ -73,6 +94,7 @@ typedef struct bk_oframe {
     void *tag;                  /* the router's (a subscription), or NULL */
     const uint8_t *pdata;       /* the payload: data, or shared->data */
     bk_opayload_t *shared;      /* a reference, or NULL */
+    bk_obody_t *body;           /* owned: the bytes go instead, or NULL */
     uint8_t data[];
 } bk_oframe_t;
 
@@ -153,6 +175,13 @@ int bk_outq_push(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
  * publisher's messages then complete at the receiver in publish order. */
 int bk_outq_push_shared(bk_outq_t *q, const bk_hdr_t *h, bk_opayload_t *pl,
                         int *fds, unsigned nfds, bk_oframe_t **out);
+
+/* Queue the descriptor frame `h` + payload (name or topic, then the
+ * descriptor) as `body`: its bytes go instead (see bk_obody).  pub: as a
+ * publication delivery, on the one-way queue.  Ownership of body passes
+ * in every case (body->done on failure).  Returns 0 or -ENOMEM. */
+int bk_outq_push_body(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
+                      bk_obody_t *body, bool pub, bk_oframe_t **out);
 
 /* Take every whole one-way message tagged `tag` (tag_first, in the
  * one-way queue, unsent) out of the queue, in order, onto `out`

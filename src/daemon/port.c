@@ -423,6 +423,32 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     return BK_PORT_QUEUED;
 }
 
+int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                      bk_obody_t *body, bk_port_t *cause, bool pub,
+                      void *tag, uint32_t oneway_sid)
+{
+    bk_oframe_t *f;
+    int r;
+
+    if (to->failed || to->fd < 0 || to->hangup) {
+        body->done(body);
+        return -ECONNRESET;
+    }
+    r = bk_outq_push_body(&to->out, h, payload, body, pub, &f);
+    if (r < 0)
+        return r;
+    if (pub) {
+        f->tag = tag;
+        f->tag_first = true;
+    } else if (oneway_sid) {
+        f->oneway_first = true;
+        f->src = h->source;
+        f->src_sid = oneway_sid;
+    }
+    queued(to, cause, BK_HDR_SIZE + (uint64_t)h->length);
+    return BK_PORT_QUEUED;
+}
+
 int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
 {
     int r;
@@ -683,6 +709,7 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         refuse(p, -EPROTONOSUPPORT, text);
         return;
     }
+    p->shm.maps = h->aux & BK_HELLO_SHM;
     if (!bk_policy_may_connect(&p->srv->cfg->policy, &who)) {
         bk_warn("client %llu (pid %d, uid %d, %s): refused by allow-connect",
                 (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);
@@ -728,6 +755,12 @@ static void dispatch(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
     case BK_T_RELEASE: {
         const char *why = NULL;
         if (bk_shm_release(p, payload, h->length, &why) < 0)
+            bk_port_protocol_error(p, -EPROTO, 0, why);
+        return;
+    }
+    case BK_T_SEG_DROP: {
+        const char *why = NULL;
+        if (bk_shm_drop(p, payload, &why) < 0)
             bk_port_protocol_error(p, -EPROTO, 0, why);
         return;
     }

@@ -158,6 +158,15 @@ int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,
 int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                      bk_opayload_t **shared, int *fds, unsigned nfds,
                      bk_port_t *cause, void *tag);
+/* Queue a shared-memory descriptor frame for a receiver that does not map
+ * segments, as `body` (ownership passes, outq.h bk_obody): its bytes go
+ * out instead.  pub: a publication delivery tagged `tag`, as for
+ * bk_port_send_pub; else oneway_sid, if not 0, marks a whole one-way
+ * message from that stream of h->source, as for bk_port_send_oneway.
+ * Returns BK_PORT_QUEUED or a negative errno (dropped). */
+int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                      bk_obody_t *body, bk_port_t *cause, bool pub,
+                      void *tag, uint32_t oneway_sid);
 /* Queue a frame taken out of another port's queue (bk_outq_take_tagged)
  * with its header rewritten to h.  Returns 0 or a negative errno (the
  * frame is freed then). */

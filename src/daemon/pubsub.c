@@ -258,6 +258,7 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
     bk_port_t *to = s->owner;
     bk_port_t *cause = s->policy == BK_SUB_BLOCK ? fan->from : NULL;
     int fds[BK_MAX_FDS_HARD];
+    bk_obody_t *body = NULL;
     bk_hdr_t o = *h;
     int r;
 
@@ -270,7 +271,7 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
         return;
     }
     if ((h->flags & BK_F_SHM) &&
-        bk_shm_deliver(fan->from, to, shm_desc(h, fan->payload)) < 0) {
+        bk_shm_deliver(fan->from, to, shm_desc(h, fan->payload), &body) < 0) {
         bk_close_fds(fds, h->nfds);
         count_drop(to, s, 1);
         return;
@@ -280,8 +281,11 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
     o.dest = s->id;
     o.stream = bk_port_alloc_sid(to);
     bk_mon_tap(fan->from, to, h->stream, &o, fan->payload);
-    r = bk_port_send_pub(to, &o, fan->payload, &fan->shared, fds, h->nfds,
-                         cause, s);
+    if (body)                   /* SHM frames carry no fds */
+        r = bk_port_send_body(to, &o, fan->payload, body, cause, true, s, 0);
+    else
+        r = bk_port_send_pub(to, &o, fan->payload, &fan->shared, fds,
+                             h->nfds, cause, s);
     if (r < 0)
         return;
     if (r == BK_PORT_QUEUED)

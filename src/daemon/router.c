@@ -93,29 +93,44 @@ static bk_port_t *resolve(bk_port_t *from, const bk_hdr_t *h,
 }
 
 /* Count the reference `to` will hold (and introduce the segment) before
- * the descriptor is queued.  Returns 0 or -ENOMEM (nothing counted; the
- * caller gives the reference back and tells the sender). */
+ * the descriptor is queued.  *body: what to queue instead for a receiver
+ * that does not map segments (shm.h), else NULL.  Returns 0, -EMSGSIZE
+ * (too large for such a receiver) or -ENOMEM: nothing counted, and the
+ * caller gives the reference back and tells the sender (queue_failure). */
 static int deliver_shm(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
-                       const uint8_t *payload)
+                       const uint8_t *payload, bk_obody_t **body)
 {
+    *body = NULL;
     if (!(h->flags & BK_F_SHM))
         return 0;
-    return bk_shm_deliver(from, to, shm_desc(h, payload)) == 0 ? 0 : -ENOMEM;
+    return bk_shm_deliver(from, to, shm_desc(h, payload), body);
+}
+
+/* What the sender hears when a message could not be queued (err from
+ * deliver_shm or the port). */
+static const char *queue_failure(int err)
+{
+    return err == -EMSGSIZE ? "message exceeds the broker's limit for a "
+                              "receiver without shared memory"
+                            : "broker out of memory: the message was "
+                              "dropped";
 }
 
 /* Queue one fragment of a stream for `to`.  Returns what bk_port_send
- * does (negative: nothing was queued; a descriptor's reference went back
- * to the sender, the fds are closed). */
+ * does: negative when nothing was queued (-EMSGSIZE, -ENOMEM, or the
+ * receiver is going away); then a descriptor's reference went back to
+ * the sender and the fds are closed. */
 static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
                    const bk_hdr_t *h, const uint8_t *payload, int *fds)
 {
     bk_hdr_t o = *h;
-    int r;
+    bk_obody_t *body;
+    int r = deliver_shm(from, to, h, payload, &body);
 
-    if (deliver_shm(from, to, h, payload) < 0) {
+    if (r < 0) {
         bk_close_fds(fds, h->nfds);
         bk_shm_undelivered(from, shm_desc(h, payload));
-        return -ENOMEM;
+        return r;
     }
     o.source = from->id;
     o.dest = to->id;
@@ -124,6 +139,8 @@ static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     if (!(h->flags & BK_F_MORE))
         from->srv->stats.msgs_in++;
     bk_mon_tap(from, to, h->stream, &o, payload);
+    if (body)       /* a failed send_body released the reference itself */
+        return bk_port_send_body(to, &o, payload, body, from, false, NULL, 0);
     r = bk_port_send(to, &o, payload, fds, h->nfds, from);
     if (r < 0 && (h->flags & BK_F_SHM))
         bk_shm_unhold(from, to, shm_desc(h, payload));
@@ -180,15 +197,16 @@ static void too_big(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
     reset_stream(from, e, h, -EMSGSIZE, text, true);
 }
 
-/* A fragment of e's message could not be queued for lack of memory.
- * Later fragments carry no offset, so the receiver would join the rest
- * into a corrupt message: the stream is reset at both ends instead.  (A
- * receiver that is going away, the other failure, tells the sender itself,
- * with ECONNRESET, when it is closed.) */
-static void lost_fragment(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
+/* A fragment of e's message could not be queued (err: -ENOMEM, or
+ * -EMSGSIZE for a shared-memory body too large for its receiver).  Later
+ * fragments carry no offset, so the receiver would join the rest into a
+ * corrupt message: the stream is reset at both ends instead.  (A receiver
+ * that is going away, the other failure, tells the sender itself, with
+ * ECONNRESET, when it is closed.) */
+static void lost_fragment(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h,
+                          int err)
 {
-    reset_stream(from, e, h, -ENOMEM, "broker out of memory: the message "
-                 "was dropped", true);
+    reset_stream(from, e, h, err, queue_failure(err), true);
 }
 
 /* allow-send: a name is checked as given; a client id passes if the
@@ -234,6 +252,7 @@ static void send_whole(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
                        const bk_hdr_t *h, const uint8_t *payload, int *fds)
 {
     bk_hdr_t o = *h;
+    bk_obody_t *body;
     int r;
 
     o.source = from->id;
@@ -241,22 +260,25 @@ static void send_whole(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     o.stream = to_sid;
     from->srv->stats.bytes_in += data_bytes(h);
     from->srv->stats.msgs_in++;
-    if (deliver_shm(from, to, h, payload) < 0) {
+    r = deliver_shm(from, to, h, payload, &body);
+    if (r < 0) {
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, -ENOMEM, "broker out of memory or fds for "
-               "shared memory");
+        reject(from, h, payload, r, queue_failure(r));
         return;
     }
     bk_mon_tap(from, to, h->stream, &o, payload);
-    r = bk_port_send_oneway(to, &o, payload, fds, h->nfds, from, h->stream);
-    if (r >= 0)
-        return;
-    if (h->flags & BK_F_SHM)
-        bk_shm_unhold(from, to, shm_desc(h, payload));
+    if (body) {     /* a failed send_body released the reference itself */
+        r = bk_port_send_body(to, &o, payload, body, from, false, NULL,
+                              h->stream);
+    } else {
+        r = bk_port_send_oneway(to, &o, payload, fds, h->nfds, from,
+                                h->stream);
+        if (r < 0 && (h->flags & BK_F_SHM))
+            bk_shm_unhold(from, to, shm_desc(h, payload));
+    }
     if (r == -ENOMEM)
-        bk_port_error(from, h->stream, -ENOMEM, "broker out of memory: the "
-                      "message was dropped", from);
-    else
+        bk_port_error(from, h->stream, r, queue_failure(r), from);
+    else if (r < 0)
         bk_port_oneway_lost(to, from, h->stream);
 }
 
@@ -322,9 +344,8 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     s->end[0].msg_bytes = data_bytes(h);
     s->end[0].bytes += data_bytes(h);
     r = forward(from, to, to_sid, h, payload, fds);
-    if (r == -ENOMEM)
-        reset_stream(from, &s->end[0], h, -ENOMEM, "broker out of memory: "
-                     "the message was dropped", false);
+    if (r == -ENOMEM || r == -EMSGSIZE)
+        reset_stream(from, &s->end[0], h, r, queue_failure(r), false);
 }
 
 /* ---- publications ------------------------------------------------------ */
@@ -514,8 +535,8 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
     }
     e->bytes += data_bytes(h);
     r = forward(from, peer->owner, peer->sid, h, payload, fds);
-    if (r == -ENOMEM) {
-        lost_fragment(from, e, h);
+    if (r == -ENOMEM || r == -EMSGSIZE) {
+        lost_fragment(from, e, h, r);
         return;
     }
     if (h->flags & BK_F_MORE)
@@ -556,8 +577,8 @@ static void continuation(bk_port_t *from, const bk_hdr_t *h,
     }
     e->bytes += h->length;
     r = forward(from, peer->owner, peer->sid, h, payload, NULL);
-    if (r == -ENOMEM) {
-        lost_fragment(from, e, h);
+    if (r == -ENOMEM || r == -EMSGSIZE) {
+        lost_fragment(from, e, h, r);
         return;
     }
     if (!(h->flags & BK_F_MORE))

@@ -19,12 +19,19 @@
 #include "server.h"
 #include "shm.h"
 
+/* A segment's read-only fd, shared by the segment and the bodies read
+ * from it: closed with the last reference. */
+typedef struct bk_segfile {
+    int fd;
+    uint32_t refs;
+} bk_segfile_t;
+
 typedef struct bk_segment {
     bk_hnode_t node;
     uint8_t key[4];
     uint32_t segid;
     uint64_t size;
-    int rofd;                   /* read-only reopen, forwarded to receivers */
+    bk_segfile_t *file;         /* read-only reopen, forwarded to receivers */
     uint64_t *sent_to;          /* client ids that were sent rofd */
     uint32_t nsent, capsent;
     /* Publications of one buffer to n receivers: the owner counts one
@@ -47,6 +54,24 @@ typedef struct bk_held {
     uint64_t count;
 } bk_held_t;
 
+/* A body read out for a receiver without shared memory. */
+typedef struct bk_copy {
+    bk_obody_t body;
+    bk_segfile_t *file;
+    bk_port_t *to;              /* its queue holds the body: outlives it */
+    uint64_t owner;
+    uint32_t segid;
+    uint64_t offset;            /* the descriptor's: the reference's key */
+} bk_copy_t;
+
+static void file_put(bk_segfile_t *f)
+{
+    if (f && --f->refs == 0) {
+        close(f->fd);
+        free(f);
+    }
+}
+
 void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
                      uint32_t *nreceivers)
 {
@@ -61,6 +86,7 @@ void bk_shm_port_init(bk_shm_port_t *s)
 {
     memset(s, 0, sizeof(*s));
     bk_ht_init(&s->segs);
+    bk_ht_init(&s->dropped);
     bk_ht_init(&s->known);
     bk_ht_init(&s->held);
 }
@@ -88,6 +114,16 @@ static bk_segment_t *seg_find(bk_port_t *p, uint32_t segid)
 
     bk_put32(k, segid);
     n = bk_ht_find(&p->shm.segs, k, sizeof(k));
+    return n ? bk_container_of(n, bk_segment_t, node) : NULL;
+}
+
+static bk_segment_t *dropped_find(bk_port_t *p, uint32_t segid)
+{
+    uint8_t k[4];
+    bk_hnode_t *n;
+
+    bk_put32(k, segid);
+    n = bk_ht_find(&p->shm.dropped, k, sizeof(k));
     return n ? bk_container_of(n, bk_segment_t, node) : NULL;
 }
 
@@ -181,6 +217,9 @@ static int reopen_ro(int fd)
     return fd < 0 ? -errno : fd;
 }
 
+static void settle(bk_port_t *p, uint32_t segid);
+static void settle_all(bk_port_t *p);
+
 int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
 {
     const bk_conf_t *cfg = p->srv->cfg;
@@ -189,14 +228,21 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     bk_segment_t *seg;
     int r = check_memfd(fd, size), rofd;
 
-    if (!r && seg_find(p, segid))
+    if (!r && p->shm.ndropped) {
+        settle(p, segid);
+        if (p->shm.nsegs + p->shm.ndropped >= cfg->max_segments)
+            settle_all(p);
+    }
+    if (!r && (seg_find(p, segid) || dropped_find(p, segid)))
         r = -EEXIST;
-    if (!r && p->shm.nsegs >= cfg->max_segments) {
+    if (!r && p->shm.nsegs + p->shm.ndropped >= cfg->max_segments) {
         r = -ENOSR;
         bk_port_refused(p, BK_REFUSE_SEGMENTS, "max-segments reached (%u "
                         "shared-memory segments)", cfg->max_segments);
     }
-    if (!r && size > cfg->max_shm - p->shm.bytes) {
+    /* overflow-safe: a reload may have lowered max_shm below what p holds */
+    if (!r && (p->shm.bytes > cfg->max_shm ||
+               size > cfg->max_shm - p->shm.bytes)) {
         r = -ENOSPC;
         bk_port_refused(p, BK_REFUSE_SHM, "max-shm reached (%" PRIu64
                         " of %" PRIu64 " bytes of shared memory, a segment "
@@ -212,18 +258,22 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     if (rofd < 0)
         return rofd;
     seg = calloc(1, sizeof(*seg));
+    if (seg && !(seg->file = malloc(sizeof(*seg->file)))) {
+        free(seg);
+        seg = NULL;
+    }
     if (!seg) {
         close(rofd);
         return -ENOMEM;
     }
+    *seg->file = (bk_segfile_t){ .fd = rofd, .refs = 1 };
     seg->segid = segid;
     seg->size = size;
-    seg->rofd = rofd;
     bk_put32(seg->key, segid);
     seg->node.key = seg->key;
     seg->node.keylen = sizeof(seg->key);
     if (bk_ht_insert(&p->shm.segs, &seg->node) < 0) {
-        close(rofd);
+        file_put(seg->file);
         free(seg);
         return -ENOMEM;
     }
@@ -290,7 +340,7 @@ static bk_known_t *introduce(bk_port_t *from, bk_port_t *to,
     known_key(k->key, from->id, seg->segid);
     k->node.key = k->key;
     k->node.keylen = sizeof(k->key);
-    fd = fcntl(seg->rofd, F_DUPFD_CLOEXEC, 0);
+    fd = fcntl(seg->file->fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0 || remember_receiver(seg, to->id) < 0 ||
         bk_ht_insert(&to->shm.known, &k->node) < 0) {
         if (fd >= 0)
@@ -305,24 +355,50 @@ static bk_known_t *introduce(bk_port_t *from, bk_port_t *to,
     return k;
 }
 
-int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc)
-{
-    bk_shm_desc_t d;
-    bk_segment_t *seg;
-    bk_known_t *k;
-    bk_held_t *held;
+static void release_one(bk_port_t *p, uint64_t owner, uint32_t segid,
+                        uint32_t count, uint64_t offset);
 
-    if (bk_shm_desc_decode(desc, &d) < 0 || !(seg = seg_find(from, d.segid)))
-        return -EPROTO;         /* bk_shm_check ran first: cannot happen */
-    k = known_find(to, from->id, d.segid);
-    if (!k && !(k = introduce(from, to, seg)))
-        return -ENOMEM;
-    held = held_find(to, from->id, d.segid, d.offset);
+/* The body went out or was dropped: its receiver's reference ends. */
+static void copy_done(bk_obody_t *b)
+{
+    bk_copy_t *c = bk_container_of(b, bk_copy_t, body);
+
+    if (held_find(c->to, c->owner, c->segid, c->offset))
+        release_one(c->to, c->owner, c->segid, 1, c->offset);
+    file_put(c->file);
+    free(c);
+}
+
+static bk_obody_t *copy_new(bk_port_t *from, bk_port_t *to,
+                            bk_segment_t *seg, const bk_shm_desc_t *d)
+{
+    bk_copy_t *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->file = seg->file;
+    c->file->refs++;
+    c->to = to;
+    c->owner = from->id;
+    c->segid = d->segid;
+    c->offset = d->offset;
+    c->body.fd = seg->file->fd;
+    c->body.pos = d->offset;
+    c->body.end = d->offset + d->length;
+    c->body.done = copy_done;
+    return &c->body;
+}
+
+/* Count one reference of `to` to (from, segid, offset). */
+static int hold(bk_port_t *from, bk_port_t *to, const bk_shm_desc_t *d)
+{
+    bk_held_t *held = held_find(to, from->id, d->segid, d->offset);
+
     if (!held) {
         held = calloc(1, sizeof(*held));
         if (!held)
             return -ENOMEM;
-        held_key(held->key, from->id, d.segid, d.offset);
+        held_key(held->key, from->id, d->segid, d->offset);
         held->node.key = held->key;
         held->node.keylen = sizeof(held->key);
         if (bk_ht_insert(&to->shm.held, &held->node) < 0) {
@@ -331,9 +407,46 @@ int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc)
         }
     }
     held->count++;
-    k->refs++;
     to->shm.nheld++;
     to->srv->stats.shm_held++;
+    return 0;
+}
+
+/* A receiver without shared memory: the bytes go instead. */
+static int deliver_copy(bk_port_t *from, bk_port_t *to, bk_segment_t *seg,
+                        const bk_shm_desc_t *d, bk_obody_t **body)
+{
+    if (d->length > to->srv->cfg->max_msg)
+        return -EMSGSIZE;
+    if (!(*body = copy_new(from, to, seg, d)))
+        return -ENOMEM;
+    if (hold(from, to, d) < 0) {
+        file_put(seg->file);
+        free(bk_container_of(*body, bk_copy_t, body));
+        *body = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc,
+                   bk_obody_t **body)
+{
+    bk_shm_desc_t d;
+    bk_segment_t *seg;
+    bk_known_t *k;
+
+    *body = NULL;
+    if (bk_shm_desc_decode(desc, &d) < 0 || !(seg = seg_find(from, d.segid)))
+        return -EPROTO;         /* bk_shm_check ran first: cannot happen */
+    if (!to->shm.maps)
+        return deliver_copy(from, to, seg, &d, body);
+    k = known_find(to, from->id, d.segid);
+    if (!k && !(k = introduce(from, to, seg)))
+        return -ENOMEM;
+    if (hold(from, to, &d) < 0)
+        return -ENOMEM;
+    k->refs++;
     return 0;
 }
 
@@ -407,17 +520,23 @@ static void drop_known_refs(bk_port_t *p, uint64_t owner, uint32_t segid,
         return;
     k->refs -= count < k->refs ? count : k->refs;
     if (k->owner_gone && k->refs == 0) {
+        bk_port_t *op;
         bk_ht_remove(&p->shm.known, &k->node);
         free(k);
         send_seg_drop(p, owner, segid);
+        if ((op = bk_server_find(p->srv, owner)))
+            settle(op, segid);
     }
 }
 
-/* `p` gives up `count` of the references `held` counts (it holds that
- * many). */
-static void unhold(bk_port_t *p, bk_held_t *held, uint64_t owner,
-                   uint32_t segid, uint32_t count)
+/* `p` releases `count` references to (owner, segid, offset), which it
+ * holds: the owner hears of those its publications do not absorb. */
+static void release_one(bk_port_t *p, uint64_t owner, uint32_t segid,
+                        uint32_t count, uint64_t offset)
 {
+    bk_held_t *held = held_find(p, owner, segid, offset);
+    bk_port_t *op;
+
     held->count -= count;
     p->shm.nheld -= count;
     p->srv->stats.shm_held -= count;
@@ -426,19 +545,21 @@ static void unhold(bk_port_t *p, bk_held_t *held, uint64_t owner,
         free(held);
     }
     drop_known_refs(p, owner, segid, count);
+    op = bk_server_find(p->srv, owner);
+    if (op && (count = (uint32_t)absorb(op, segid, offset, count)))
+        send_release(op, p->id, segid, count, offset, p);
 }
 
 void bk_shm_unhold(bk_port_t *from, bk_port_t *to, const uint8_t *desc)
 {
     bk_shm_desc_t d;
-    bk_held_t *held;
 
     if (bk_shm_desc_decode(desc, &d) < 0)
         return;
-    held = held_find(to, from->id, d.segid, d.offset);
-    if (held)
-        unhold(to, held, from->id, d.segid, 1);
-    send_release(from, 0, d.segid, 1, d.offset, from);
+    if (held_find(to, from->id, d.segid, d.offset))
+        release_one(to, from->id, d.segid, 1, d.offset);
+    else                        /* cannot happen: deliver counted it */
+        send_release(from, 0, d.segid, 1, d.offset, from);
 }
 
 int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
@@ -449,16 +570,12 @@ int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
         uint64_t owner = bk_get64(r), offset = bk_get64(r + 16);
         uint32_t segid = bk_get32(r + 8), count = bk_get32(r + 12);
         bk_held_t *held = held_find(p, owner, segid, offset);
-        bk_port_t *op;
 
         if (!held || count == 0 || count > held->count) {
             *why = "release of a shared-memory buffer it does not hold";
             return -EPROTO;
         }
-        unhold(p, held, owner, segid, count);
-        op = bk_server_find(p->srv, owner);
-        if (op && (count = (uint32_t)absorb(op, segid, offset, count)))
-            send_release(op, p->id, segid, count, offset, p);
+        release_one(p, owner, segid, count, offset);
     }
     return 0;
 }
@@ -495,10 +612,13 @@ static void return_held(bk_port_t *p)
     bk_ht_fini(&p->shm.known);
 }
 
-/* The owner of `seg` is gone: each receiver hears it once it holds no
- * reference into the segment, so the news never overtakes a descriptor. */
-static void retire(bk_port_t *p, bk_segment_t *seg)
+/* The owner of `seg` is gone or dropped it: each receiver hears it once
+ * it holds no reference into the segment, so the news never overtakes a
+ * descriptor.  Returns how many receivers still hold one. */
+static uint32_t retire_receivers(bk_port_t *p, bk_segment_t *seg)
 {
+    uint32_t pending = 0;
+
     for (uint32_t i = 0; i < seg->nsent; i++) {
         bk_port_t *r = bk_server_find(p->srv, seg->sent_to[i]);
         bk_known_t *k;
@@ -507,15 +627,96 @@ static void retire(bk_port_t *p, bk_segment_t *seg)
             continue;
         if (k->refs) {
             k->owner_gone = true;
+            pending++;
             continue;
         }
         bk_ht_remove(&r->shm.known, &k->node);
         free(k);
         send_seg_drop(r, p->id, seg->segid);
     }
-    close(seg->rofd);
+    return pending;
+}
+
+static void retire(bk_port_t *p, bk_segment_t *seg)
+{
+    retire_receivers(p, seg);
+    file_put(seg->file);
     free(seg->sent_to);
     free(seg->fan);
+}
+
+/* Whether some receiver of p's dropped seg has not been sent SEG_DROP. */
+static bool still_known(bk_port_t *p, const bk_segment_t *seg)
+{
+    for (uint32_t i = 0; i < seg->nsent; i++) {
+        bk_port_t *r = bk_server_find(p->srv, seg->sent_to[i]);
+        if (r && r != p && known_find(r, p->id, seg->segid))
+            return true;
+    }
+    return false;
+}
+
+static void tomb_free(bk_port_t *p, bk_segment_t *seg)
+{
+    bk_ht_remove(&p->shm.dropped, &seg->node);
+    p->shm.ndropped--;
+    free(seg->sent_to);
+    free(seg);
+}
+
+/* Forget p's dropped segment segid once every receiver heard of it. */
+static void settle(bk_port_t *p, uint32_t segid)
+{
+    bk_segment_t *seg = p->shm.ndropped ? dropped_find(p, segid) : NULL;
+
+    if (seg && !still_known(p, seg))
+        tomb_free(p, seg);
+}
+
+static void settle_all(bk_port_t *p)
+{
+    bk_hnode_t *n, *next;
+
+    for (n = bk_ht_next(&p->shm.dropped, NULL); n; n = next) {
+        bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+        next = bk_ht_next(&p->shm.dropped, n);
+        if (!still_known(p, seg))
+            tomb_free(p, seg);
+    }
+}
+
+int bk_shm_drop(bk_port_t *p, const uint8_t *payload, const char **why)
+{
+    uint32_t segid = bk_get32(payload);
+    bk_segment_t *seg = seg_find(p, segid);
+
+    if (bk_get32(payload + 4) != 0) {
+        *why = "SEG_DROP with a reserved field not 0";
+        return -EPROTO;
+    }
+    if (!seg) {
+        *why = "SEG_DROP of a segment it has not registered";
+        return -EPROTO;
+    }
+    bk_ht_remove(&p->shm.segs, &seg->node);
+    p->shm.nsegs--;
+    p->shm.bytes -= seg->size;
+    p->srv->stats.shm_segments--;
+    p->srv->stats.shm_bytes -= seg->size;
+    file_put(seg->file);        /* bodies being sent keep their reference */
+    seg->file = NULL;
+    free(seg->fan);
+    seg->fan = NULL;
+    seg->nfan = seg->capfan = 0;
+    bk_debug("client %" PRIu64 " dropped segment %" PRIu32, p->id, segid);
+    if (retire_receivers(p, seg) == 0 || bk_ht_insert(&p->shm.dropped,
+                                                      &seg->node) < 0) {
+        free(seg->sent_to);
+        free(seg);
+        return 0;
+    }
+    p->shm.ndropped++;
+    return 0;
 }
 
 void bk_shm_port_gone(bk_port_t *p)
@@ -534,5 +735,13 @@ void bk_shm_port_gone(bk_port_t *p)
     }
     bk_ht_fini(&p->shm.segs);
     p->shm.nsegs = 0;
+    for (n = bk_ht_next(&p->shm.dropped, NULL); n; n = next) {
+        bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+        next = bk_ht_next(&p->shm.dropped, n);
+        free(seg->sent_to);
+        free(seg);
+    }
+    bk_ht_fini(&p->shm.dropped);
+    p->shm.ndropped = 0;
     p->shm.bytes = 0;
 }

@@ -11,22 +11,41 @@
  *     are checked and a departing receiver's references go back to their
  *     owners.
  *
+ * An owner may drop one segment (SEG_DROP from the client): it goes as on
+ * the owner's departure, its fd is closed at once.
+ *
  * Owns all of that (a bk_shm_port embedded in each port, freed by
  * bk_shm_port_gone), including each segment's read-only fd; receivers get
  * dups of it, which their output queue owns until sent.
+ *
+ * A receiver that did not declare BK_HELLO_SHM never gets a segment: a
+ * descriptor for it becomes a body (outq.h bk_obody) that its output
+ * queue reads out of the segment and sends as ordinary fragments.  The
+ * body holds the segment's fd (counted, so it outlives the segment's
+ * owner) and the receiver's reference, released on its behalf once the
+ * last byte went out or the body was dropped.
  */
 #ifndef BK_SHM_H
 #define BK_SHM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "htable.h"
+#include "outq.h"
 #include "proto.h"
 
 struct bk_port;
 
 typedef struct bk_shm_port {
+    bool maps;                  /* HELLO said BK_HELLO_SHM */
     bk_htable_t segs;           /* owned: segid -> bk_segment */
     uint32_t nsegs;
+    /* Dropped segments some receiver still holds references into: their
+     * segid stays taken (and counts towards max_segments) until every
+     * receiver was sent SEG_DROP, so (owner, segid) never means two
+     * segments to one receiver. */
+    bk_htable_t dropped;        /* segid -> bk_segment, fd closed */
+    uint32_t ndropped;
     uint64_t bytes;
     bk_htable_t known;          /* received: (owner, segid) -> bk_known */
     bk_htable_t held;           /* (owner, segid, offset) -> bk_held */
@@ -45,9 +64,12 @@ int bk_shm_register(struct bk_port *p, const uint8_t *payload, int fd);
 int bk_shm_check(struct bk_port *from, const uint8_t *desc, const char **why);
 
 /* The descriptor is about to be queued for `to`: send `to` the segment
- * first if it never got it, and count the reference `to` now holds. */
+ * first if it never got it, and count the reference `to` now holds.  If
+ * `to` does not map segments, *body is the body to queue instead (its
+ * ownership the caller's); else NULL.  Returns 0, -EMSGSIZE (a body
+ * larger than max_msg) or -ENOMEM. */
 int bk_shm_deliver(struct bk_port *from, struct bk_port *to,
-                   const uint8_t *desc);
+                   const uint8_t *desc, bk_obody_t **body);
 
 /* The descriptor was published to n receivers (n references counted by
  * bk_shm_deliver): `from` sent one, so it will hear one release, once
@@ -65,6 +87,11 @@ void bk_shm_unhold(struct bk_port *from, struct bk_port *to,
  * it does not hold) with *why set. */
 int bk_shm_release(struct bk_port *p, const uint8_t *payload, uint32_t len,
                    const char **why);
+
+/* A SEG_DROP frame from `p`: its segment goes as when its owner leaves
+ * (receivers hear SEG_DROP once they hold no reference into it).
+ * Returns 0 or -EPROTO (not a segment it registered) with *why set. */
+int bk_shm_drop(struct bk_port *p, const uint8_t *payload, const char **why);
 
 /* For listings: the segment behind a node of bk_shm_port_t.segs. */
 void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,

@@ -151,6 +151,11 @@ BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
             return -EINVAL;
         b->opt_shm_fallback = value;
         break;
+    case BROKER_OPT_SHM_IDLE_MS:
+        if (value > INT32_MAX)
+            return -EINVAL;
+        b->opt_shm_idle_ms = value;
+        break;
     case BROKER_OPT_BATCH:
         if (value > 1)
             return -EINVAL;

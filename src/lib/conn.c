@@ -26,6 +26,7 @@ broker_t *bk_conn_new(int fd)
     b->opt_shm_seg_size = BK_DEF_SHM_SEGMENT;
     b->opt_shm_pool_max = UINT64_MAX;
     b->opt_shm_fallback = true;
+    b->opt_shm_idle_ms = BK_DEF_SHM_IDLE_MS;
     b->flim.max_packet = BK_MIN_MAX_PACKET;
     b->flim.max_fds = BK_MAX_FDS_HARD;
     b->flim.max_name = BK_MAX_NAME;
@@ -48,6 +49,7 @@ int bk_conn_send_hello(broker_t *b, int64_t deadline)
     size_t dlen = desc ? strnlen(desc, BK_MAX_HELLO_DESC) : 0;
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_HELLO,
+        .aux = BK_HELLO_SHM,    /* shmview.c maps what others share */
         .length = (uint32_t)(sizeof(ver) + dlen),
     };
     struct iovec iov[3] = {

@@ -48,6 +48,7 @@
 #define BK_DEF_SHM_THRESHOLD    262144u
 #define BK_DEF_SHM_SEGMENT      (UINT64_C(64) << 20)
 #define BK_MAX_SHM_SEGMENT      (UINT64_C(1) << 40)
+#define BK_DEF_SHM_IDLE_MS      10000u
 
 struct bk_out;
 struct bk_subs;
@@ -75,6 +76,7 @@ struct broker {
     uint64_t opt_shm_seg_size;
     uint64_t opt_shm_pool_max;
     bool opt_shm_fallback;
+    uint64_t opt_shm_idle_ms;   /* BROKER_OPT_SHM_IDLE_MS, 0: never */
     bool opt_batch;             /* BROKER_OPT_BATCH (blocking mode) */
 
     /* attached mode: brings the loop's handles in line with the state

@@ -233,6 +233,7 @@ void bk_in_run_expiry(broker_t *b)
 {
     uint64_t when, now;
 
+    bk_shm_idle_run(b);
     if (!bk_reasm_next_deadline(&b->in->reasm, &when))
         return;
     now = bk_io_now_ms();
@@ -690,7 +691,14 @@ int bk_in_first_pump(broker_t *b)
 
 bool bk_in_next_deadline(const broker_t *b, uint64_t *when)
 {
-    return bk_reasm_next_deadline(&b->in->reasm, when);
+    uint64_t idle;
+    bool any = bk_reasm_next_deadline(&b->in->reasm, when);
+
+    if (bk_shm_idle_next(b, &idle) && (!any || idle < *when)) {
+        *when = idle;
+        any = true;
+    }
+    return any;
 }
 
 int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
@@ -708,16 +716,16 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
 
         if (b->io.err)
             return b->io.err;
+        bk_in_run_expiry(b);    /* first: its frames leave with the flush */
         r = bk_out_flush(b, false, BK_FLUSH_BUDGET);
         if (r < 0 && r != -EAGAIN)
             return r;
         out = r == -EAGAIN;
-        bk_in_run_expiry(b);
         if (in->fifo_len != before || in->watch_msg != watched)
             return 0;
         if (out || want_write)
             events |= POLLOUT;
-        if (bk_reasm_next_deadline(&in->reasm, &exp) &&
+        if (bk_in_next_deadline(b, &exp) &&
             (until < 0 || (int64_t)exp < until))
             until = (int64_t)exp;
         if (!(events & POLLOUT) && !bk_conn_attached(b)) {

@@ -64,9 +64,11 @@ int bk_in_pump(broker_t *b, unsigned budget);
 int bk_in_first_pump(broker_t *b);
 /* See bk_io_wait(). */
 int bk_in_wait(broker_t *b, bool want_write, int64_t deadline);
-/* Expire partial messages whose time is up. */
+/* Expire partial messages whose time is up, and drop the pool's segments
+ * idle long enough (shm.h bk_shm_idle_run). */
 void bk_in_run_expiry(broker_t *b);
-/* When the next partial message expires (false: none). */
+/* When the next partial message expires or pool segment turns idle long
+ * enough (false: neither will). */
 bool bk_in_next_deadline(const broker_t *b, uint64_t *when);
 
 /* Drop what is reassembled on stream sid (from any source). */

@@ -364,6 +364,24 @@ int bk_out_queue_ctrl_async(broker_t *b, uint32_t id, uint32_t op,
     return 0;
 }
 
+int bk_out_queue_seg_drop(broker_t *b, uint32_t segid)
+{
+    uint8_t pl[BK_SEG_DROP_SIZE];
+    struct bk_omsg *m;
+    int r;
+
+    bk_put32(pl, segid);
+    bk_put32(pl + 4, 0);
+    r = bk_out_copy(BK_T_SEG_DROP, 0, 0, 0, 0, NULL, 0, pl, sizeof(pl),
+                    NULL, 0, &m);
+    if (r < 0) {
+        bk_io_fail(&b->io, r);
+        return r;
+    }
+    bk_list_push_tail(&b->out->urgent, &m->link);
+    return 0;
+}
+
 bool bk_out_ctrl_queued(const broker_t *b)
 {
     return b->out->ctl_queued;

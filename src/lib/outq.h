@@ -134,6 +134,9 @@ int bk_out_queue_close(broker_t *b, uint32_t stream, int err,
 /* Queue on the urgent queue the empty last fragment that ends a message
  * the broker stopped swallowing half way.  0 or -ENOMEM (sticky). */
 int bk_out_queue_terminator(broker_t *b, uint32_t stream, uint8_t flags);
+/* Queue on the urgent queue the SEG_DROP that unregisters our segment
+ * segid at the broker.  0 or -ENOMEM (sticky). */
+int bk_out_queue_seg_drop(broker_t *b, uint32_t segid);
 
 /* The control request in attached mode: it takes its turn in the ring,
  * so it reaches the broker after the first frame of every message queued

@@ -4,11 +4,13 @@
  * segments of others are shmview.c's).
  *
  * Pool.  Every segment is a memfd (sealed against shrinking and growing)
- * mapped read-write once and registered with the broker (CTRL SEGMENT);
- * the broker offers no way to unregister one, so segments live as long as
- * the connection and the pool only grows, up to BROKER_OPT_SHM_POOL_MAX
- * bytes (default and ceiling: the broker's max_shm) and the broker's
- * max_segments.  A new segment has BROKER_OPT_SHM_SEGMENT_SIZE bytes, or
+ * mapped read-write once and registered with the broker (CTRL SEGMENT).
+ * The pool grows up to BROKER_OPT_SHM_POOL_MAX bytes (default and
+ * ceiling: the broker's max_shm) and the broker's max_segments, and
+ * shrinks by idle segments: one with no buffer in it (so with every
+ * descriptor into it released) for BROKER_OPT_SHM_IDLE_MS is unmapped,
+ * closed and unregistered with SEG_DROP (bk_shm_idle_run, from the input
+ * layer's expiry).  Segment ids are never reused on a connection.  A new segment has BROKER_OPT_SHM_SEGMENT_SIZE bytes, or
  * the request's size if that is larger, or whatever the byte limit still
  * allows if that is smaller and still enough for the request.
  *
@@ -72,6 +74,8 @@ struct bk_pseg {
     uint8_t *map;
     uint64_t size;
     bk_shma_t alloc;
+    uint32_t nbufs;             /* buffers in it */
+    uint64_t idle_ms;           /* bk_io_now_ms() when nbufs became 0 */
 };
 
 /* A buffer handed out by broker_buf_alloc or used by the automatic path. */
@@ -256,8 +260,61 @@ static int pseg_new(broker_t *b, uint32_t nchunks, int64_t deadline,
     bk_list_push_tail(&shm->segs, &seg->link);
     shm->nsegs++;
     shm->mapped += size;
+    seg->idle_ms = bk_io_now_ms();
     *out = seg;
     return 0;
+}
+
+/* Unmap, close and unregister an idle segment. */
+static void pseg_drop(broker_t *b, struct bk_pseg *seg)
+{
+    struct bk_shm *shm = b->shm;
+
+    for (uint32_t i = shm->nrecent; i-- > 0; )
+        if (shm->recent[i].seg == seg) {
+            memmove(&shm->recent[i], &shm->recent[i + 1],
+                    (shm->nrecent - i - 1) * sizeof(shm->recent[0]));
+            shm->nrecent--;
+        }
+    bk_list_unlink(&seg->link);
+    shm->nsegs--;
+    shm->mapped -= seg->size;
+    shm->no_grow = false;       /* the limits have room again */
+    munmap(seg->map, seg->size);
+    if (seg->fd >= 0)
+        close(seg->fd);
+    bk_shma_fini(&seg->alloc);
+    (void)bk_out_queue_seg_drop(b, seg->segid);
+    free(seg);
+}
+
+bool bk_shm_idle_next(const broker_t *b, uint64_t *when)
+{
+    const struct bk_pseg *seg;
+    bool any = false;
+
+    if (!b->shm || !b->opt_shm_idle_ms)
+        return false;
+    bk_list_for_each(seg, &b->shm->segs, struct bk_pseg, link)
+        if (!seg->nbufs &&
+            (!any || seg->idle_ms + b->opt_shm_idle_ms < *when)) {
+            *when = seg->idle_ms + b->opt_shm_idle_ms;
+            any = true;
+        }
+    return any;
+}
+
+void bk_shm_idle_run(broker_t *b)
+{
+    struct bk_pseg *seg;
+    uint64_t now;
+
+    if (!b->shm || !b->opt_shm_idle_ms || b->io.err)
+        return;
+    now = bk_io_now_ms();
+    bk_list_for_each_safe(seg, &b->shm->segs, struct bk_pseg, link)
+        if (!seg->nbufs && now >= seg->idle_ms + b->opt_shm_idle_ms)
+            pseg_drop(b, seg);
 }
 
 /* ---- pool: buffers ------------------------------------------------------ */
@@ -321,6 +378,7 @@ static int sbuf_make(struct bk_shm *shm, struct bk_pseg *seg, uint32_t first,
     }
     shm->in_use += (uint64_t)need * BK_SHMA_CHUNK;
     shm->nbufs++;
+    seg->nbufs++;
     *out = sb;
     return 0;
 }
@@ -514,6 +572,8 @@ static void sbuf_maybe_free(struct bk_sbuf *sb)
     bk_ht_remove(&shm->bufs, &sb->node);
     bk_shma_free(&sb->seg->alloc, sb->first, sb->nchunks);
     recent_push(shm, sb->seg, sb->first, sb->nchunks);
+    if (--sb->seg->nbufs == 0)
+        sb->seg->idle_ms = bk_io_now_ms();
     shm->in_use -= (uint64_t)sb->nchunks * BK_SHMA_CHUNK;
     shm->nbufs--;
     shm->nfreed++;

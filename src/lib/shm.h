@@ -63,6 +63,12 @@ int bk_shm_buf_desc(broker_t *b, broker_buf_t *buf, size_t len,
                     uint8_t desc[BK_SHM_DESC_SIZE], struct bk_sbuf **out);
 /* A descriptor's reference that never reached the broker. */
 void bk_shm_unsent(struct bk_sbuf *sb);
+/* When the next segment of the pool turns idle long enough to be dropped
+ * (bk_io_now_ms time in *when); false if none will (BROKER_OPT_SHM_IDLE_MS). */
+bool bk_shm_idle_next(const broker_t *b, uint64_t *when);
+/* Drop the segments idle for BROKER_OPT_SHM_IDLE_MS: unmapped, closed, and
+ * a SEG_DROP queued for the broker. */
+void bk_shm_idle_run(broker_t *b);
 /* RELEASE from the broker: receivers are done with our buffers.  0. */
 int bk_shm_on_release(broker_t *b, const bk_hdr_t *h, const uint8_t *p);
 

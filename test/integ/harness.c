@@ -757,11 +757,17 @@ ssize_t th_raw_recv(int fd, void *buf, size_t len)
 
 int th_raw_connect_hello(const char *sock, bk_welcome_t *w)
 {
+    return th_raw_connect_hello_caps(sock, 0, w);
+}
+
+int th_raw_connect_hello_caps(const char *sock, uint32_t caps,
+                              bk_welcome_t *w)
+{
     int fd = th_raw_connect(sock);
     static uint8_t pkt[BK_MAX_MAX_PACKET];
     uint8_t pl[4 + 8];
     bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_HELLO,
-                   .length = sizeof(pl) };
+                   .aux = caps, .length = sizeof(pl) };
     size_t off = 0;
     const uint8_t *payload;
     ssize_t n;

@@ -176,6 +176,10 @@ size_t th_scaled(size_t n, size_t min);
 int th_raw_connect(const char *sock);
 /* Connect and complete HELLO/WELCOME; *w gets the WELCOME if non-NULL. */
 int th_raw_connect_hello(const char *sock, bk_welcome_t *w);
+/* The same, declaring `caps` in HELLO's aux (BK_HELLO_SHM: it maps the
+ * segments of others; without, it gets their bytes over the socket). */
+int th_raw_connect_hello_caps(const char *sock, uint32_t caps,
+                              bk_welcome_t *w);
 /* Send one frame (a packet of its own). */
 int th_raw_send(int fd, const bk_hdr_t *h, const void *payload,
                 const int *fds, unsigned nfds);

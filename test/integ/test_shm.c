@@ -196,7 +196,7 @@ static void raw_open(raw_t *c)
     bk_welcome_t w;
 
     memset(c, 0, sizeof(*c));
-    c->fd = th_raw_connect_hello(br.sock, &w);
+    c->fd = th_raw_connect_hello_caps(br.sock, BK_HELLO_SHM, &w);
     c->id = w.client_id;
     c->pkt = malloc(BK_MAX_MAX_PACKET);
     TH_CHECK(c->pkt != NULL, "oom");

@@ -76,6 +76,7 @@ bk_port_t *dbl_port_new(dbl_world_t *w, uint64_t id)
     bk_list_init(&p->all_link);
     bk_list_init(&p->dirty_link);
     bk_shm_port_init(&p->shm);
+    p->shm.maps = true;         /* as libbroker says in its HELLO */
     bk_st_list_init(&p->streams);
     bk_name_list_init(&p->names);
     w->ports[w->nports++] = p;
@@ -149,6 +150,8 @@ int bk_port_send(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     memcpy(f->payload, payload,
            h->length < DBL_PAYLOAD ? h->length : DBL_PAYLOAD);
     f->nfds = nfds;
+    f->body = false;
+    f->body_len = 0;
     bk_close_fds(fds, nfds);
     return 0;
 }
@@ -250,6 +253,25 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     (void)shared;
     (void)tag;
     return bk_port_send(to, h, payload, fds, nfds, cause);
+}
+
+/* A body: logged as its descriptor frame (body set), then sent at once,
+ * so the reference ends as it would once the last fragment went out. */
+int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
+                      bk_obody_t *body, bk_port_t *cause, bool pub,
+                      void *tag, uint32_t oneway_sid)
+{
+    dbl_world_t *w = world_of(to);
+    int r;
+
+    (void)pub, (void)tag, (void)oneway_sid;
+    r = bk_port_send(to, h, payload, NULL, 0, cause);
+    if (r == 0) {
+        w->log[w->nlog - 1].body = true;
+        w->log[w->nlog - 1].body_len = body->end - body->pos;
+    }
+    body->done(body);
+    return r < 0 ? r : BK_PORT_QUEUED;
 }
 
 int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)

@@ -30,6 +30,8 @@ typedef struct dbl_frame {
     bk_hdr_t h;
     uint8_t payload[DBL_PAYLOAD];   /* the first DBL_PAYLOAD bytes */
     unsigned nfds;
+    bool body;                      /* bk_port_send_body: bytes instead */
+    uint64_t body_len;
 } dbl_frame_t;
 
 typedef struct dbl_world {

@@ -41,6 +41,7 @@ static bool from_client(const bk_hdr_t *h)
     case BK_T_DATA:
         return h->source == 0 && !(h->stream & BK_SID_PEER_BIT);
     case BK_T_RELEASE:
+    case BK_T_SEG_DROP:
         return h->dest == 0;
     default:
         return false;
@@ -50,8 +51,9 @@ static bool from_client(const bk_hdr_t *h)
 Test(dumps, every_dump_is_one_valid_frame)
 {
     load_dumps();
-    /* 4 in EXAMPLE, 5 in SHARED MEMORY, 5 in PUBLISH AND SUBSCRIBE */
-    cr_assert_eq(ndumps, 14, "found %zu dumps", ndumps);
+    /* 1 in HANDSHAKE, 4 in EXAMPLE, 6 in SHARED MEMORY, 5 in PUBLISH AND
+     * SUBSCRIBE */
+    cr_assert_eq(ndumps, 16, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -80,6 +82,41 @@ static size_t frame(uint8_t *out, bk_hdr_t h, const void *p1, size_t n1,
     if (n2)
         memcpy(out + BK_HDR_SIZE + n1, p2, n2);
     return BK_HDR_SIZE + n1 + n2;
+}
+
+/* HANDSHAKE's HELLO declaring SHM is the codec's frame. */
+Test(dumps, hello_with_capabilities_is_the_codec_s_frame)
+{
+    md_dump_t *hs[2];
+    uint8_t want[MD_BYTES], ver[4];
+    size_t n, wlen;
+
+    load_dumps();
+    n = md_section(dumps, ndumps, "HANDSHAKE", hs, 2);
+    cr_assert_eq(n, 1, "%zu dumps in HANDSHAKE", n);
+    bk_put32(ver, BK_PROTO_VERSION);
+    wlen = frame(want, (bk_hdr_t){ .type = BK_T_HELLO, .aux = BK_HELLO_SHM },
+                 ver, 4, "demo", 4);
+    cr_assert_eq(hs[0]->len, wlen, "HELLO dump of %zu bytes, want %zu",
+                 hs[0]->len, wlen);
+    cr_assert_arr_eq(hs[0]->b, want, wlen, "HELLO dump differs");
+}
+
+/* The SEG_DROP a client sends, in SHARED MEMORY, is the codec's frame. */
+Test(dumps, client_seg_drop_is_the_codec_s_frame)
+{
+    md_dump_t *sm[8];
+    uint8_t want[MD_BYTES], pl[BK_SEG_DROP_SIZE] = { 3, 0, 0, 0, 0, 0, 0, 0 };
+    size_t n, wlen;
+
+    load_dumps();
+    n = md_section(dumps, ndumps, "SHARED MEMORY", sm, 8);
+    cr_assert_eq(n, 6, "%zu dumps in SHARED MEMORY", n);
+    wlen = frame(want, (bk_hdr_t){ .type = BK_T_SEG_DROP }, pl, sizeof pl,
+                 NULL, 0);
+    /* the first: "Dropping a segment" comes before "Example" */
+    cr_assert_eq(sm[0]->len, wlen, "SEG_DROP dump of %zu bytes", sm[0]->len);
+    cr_assert_arr_eq(sm[0]->b, want, wlen, "SEG_DROP dump differs");
 }
 
 Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)

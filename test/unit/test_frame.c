@@ -510,6 +510,29 @@ Test(from_client, hello)
     h.stream = 1;
     CLIENT(h, -EPROTO);
     h.stream = 0;
+    h.aux = BK_HELLO_SHM;                       /* the one capability */
+    CLIENT(h, 0);
+    for (unsigned bit = 1; bit < 32; bit++) {   /* the others: reserved */
+        h.aux = BK_HELLO_SHM | 1u << bit;
+        CLIENT(h, -EPROTO);
+    }
+    h.aux = 0;
+    h.dest = 1;
+    CLIENT(h, -EPROTO);
+}
+
+Test(from_client, seg_drop)
+{
+    bk_hdr_t h = hdr(BK_T_SEG_DROP);
+
+    h.length = BK_SEG_DROP_SIZE;
+    CLIENT(h, 0);
+    h.length = BK_SEG_DROP_SIZE + 1;
+    CLIENT(h, -EPROTO);
+    h.length = BK_SEG_DROP_SIZE;
+    h.stream = 1;
+    CLIENT(h, -EPROTO);
+    h.stream = 0;
     h.aux = 1;
     CLIENT(h, -EPROTO);
     h.aux = 0;
@@ -1333,7 +1356,9 @@ Test(shm_seg_drop, frame)
     BROKER(h, -EPROTO);
     h.nfds = 0;
     h.source = 0;
-    CLIENT(h, -EPROTO);                         /* broker-only */
+    CLIENT(h, 0);                               /* the owner drops it */
+    h.source = 3;
+    CLIENT(h, -EPROTO);                         /* clients write 0 */
 }
 
 /* ---- shared memory: descriptor codec ---------------------------------------- */

@@ -2,17 +2,23 @@
  * test_outq.c - the daemon's output queue without a socket: order of
  * service (control first, streams round-robin, one-way messages in
  * order), packing of small frames into packets, fds travelling with their
- * frame, the byte/frame accounting, and that dropping a queue closes the
- * fds in it.
+ * frame, the byte/frame accounting, that dropping a queue closes the
+ * fds in it, and bodies (shared-memory messages read out for a receiver
+ * without shm) going out as fragments in their stream's turn.
  *
  * "Writing" a packet here is what port.c does with a socket: gather the
  * next packet, read what its iovec holds, consume it.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE         /* memfd_create */
+#endif
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include "frame.h"
 #include "outq.h"
 
@@ -638,4 +644,151 @@ Test(outq, recycled_payloads_and_nodes_keep_their_bytes)
     }
     bk_outq_cache_trim();
     bk_outq_cache_trim();       /* twice: nothing left the second time */
+}
+
+/* ---- bodies: descriptors read out for a receiver without shm ------------- */
+
+static unsigned bodies_done;
+
+static void body_done(bk_obody_t *b)
+{
+    bodies_done++;
+    free(b);
+}
+
+/* Queue a descriptor frame (name "ear", flags) whose body is bytes
+ * [off, off + len) of the file fd. */
+static void push_body(int fd, uint8_t flags, uint32_t stream, uint64_t off,
+                      uint64_t len)
+{
+    uint8_t payload[3 + BK_SHM_DESC_SIZE] = { 'e', 'a', 'r' };
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_DATA,
+        .flags = (uint8_t)(flags | BK_F_NAME | BK_F_SHM), .aux = 3,
+        .length = sizeof(payload), .stream = stream, .source = 42,
+        .dest = 9,
+    };
+    bk_obody_t *b = calloc(1, sizeof(*b));
+    bk_oframe_t *f;
+
+    cr_assert_not_null(b);
+    b->fd = fd;
+    b->pos = off;
+    b->end = off + len;
+    b->done = body_done;
+    cr_assert_eq(bk_outq_push_body(&q, &h, payload, b, false, &f), 0);
+}
+
+/* A memfd of n bytes, byte i = i * 7 + 1 (mod 256). */
+static int body_file(size_t n)
+{
+    int fd = memfd_create("body", MFD_CLOEXEC);
+    uint8_t *buf = malloc(n);
+
+    cr_assert(fd >= 0 && buf);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (uint8_t)(i * 7 + 1);
+    cr_assert_eq(write(fd, buf, n), (ssize_t)n);
+    free(buf);
+    return fd;
+}
+
+Test(outq, a_body_goes_out_as_fragments_a_packet_each)
+{
+    size_t size = 3 * MAX_PACKET, off = 100, len = 2 * MAX_PACKET + 5;
+    int fd = body_file(size);
+    bk_outq_tally_t sent = { 0, 0 };
+    uint64_t pos = off, got = 0;
+    unsigned n = 0;
+    bool last = false;
+
+    bodies_done = 0;
+    push_body(fd, BK_F_OPEN | BK_F_CLOSE, 5, off, len);
+    cr_assert_eq(q.frames, 1);
+    while (!last) {
+        bk_outq_pkt_t pkt;
+        bk_hdr_t h;
+        const uint8_t *p;
+        size_t name = n == 0 ? 3 : 0;
+
+        cr_assert_eq(bk_outq_gather(&q, MAX_PACKET, &pkt), 1);
+        cr_assert_eq(pkt.niov, 2);
+        bk_hdr_decode(pkt.iov[0].iov_base, &h);
+        p = pkt.iov[1].iov_base;
+        cr_assert_eq(h.type, BK_T_DATA);
+        cr_assert_eq(h.stream, 5);
+        cr_assert_eq(h.source, 42);
+        cr_assert_leq(BK_HDR_SIZE + h.length, MAX_PACKET);
+        cr_assert_eq(pkt.iov[1].iov_len, h.length);
+        cr_assert_eq(h.flags & BK_F_SHM, 0, "fragment %u: SHM kept", n);
+        last = !(h.flags & BK_F_MORE);
+        if (n == 0) {
+            cr_assert_eq(h.flags, BK_F_OPEN | BK_F_NAME | BK_F_MORE,
+                         "first: 0x%x", h.flags);
+            cr_assert_eq(h.aux, 3);
+            cr_assert_arr_eq(p, "ear", 3);
+        } else {
+            cr_assert_eq(h.flags, last ? BK_F_CONT | BK_F_CLOSE
+                                       : BK_F_CONT | BK_F_MORE,
+                         "fragment %u: 0x%x", n, h.flags);
+            cr_assert_eq(h.aux, 0);
+        }
+        for (size_t i = name; i < h.length; i++, pos++)
+            cr_assert_eq(p[i], (uint8_t)(pos * 7 + 1), "byte %llu",
+                         (unsigned long long)pos);
+        got += h.length - name;
+        bk_outq_consume(&q, &pkt, &sent);
+        cr_assert_eq(bodies_done, last ? 1u : 0u, "done once, at the end");
+        n++;
+    }
+    cr_assert_eq(got, len);
+    cr_assert_eq(n, 3, "%u fragments", n);
+    cr_assert_eq(sent.msgs, 1);
+    cr_assert_eq(sent.bytes, len + 3);
+    cr_assert_eq(q.frames, 0);
+    cr_assert_eq(q.bytes, 0);
+    close(fd);
+}
+
+Test(outq, a_body_keeps_its_streams_order_and_takes_turns)
+{
+    int fd = body_file(4 * MAX_PACKET);
+    uint32_t streams[16];
+    unsigned n = 0;
+    packet_t p;
+
+    bodies_done = 0;
+    push_body(fd, 0, 5, 0, 2 * MAX_PACKET);     /* 3 fragments */
+    push(BK_T_DATA, 0, 5, 42, 8, 50, NULL, 0);  /* behind it on 5 */
+    push_data(6, 8, 60);
+    push_data(6, 8, 61);
+    while (write_packet(&p, NULL)) {
+        cr_assert_lt(n, 16);
+        streams[n++] = p.streams[0];
+        if (p.streams[0] == 5 && p.nframes == 1 && p.tags[0] == 50)
+            cr_assert_eq(bodies_done, 1, "the next message waited");
+    }
+    /* 5 (fragment), 6 (both, packed), 5, 5, then 5's next message */
+    cr_assert_eq(n, 5, "%u packets", n);
+    cr_assert_eq(streams[0], 5);
+    cr_assert_eq(streams[1], 6);
+    cr_assert_eq(streams[2], 5);
+    cr_assert_eq(streams[3], 5);
+    cr_assert_eq(streams[4], 5);
+    close(fd);
+}
+
+Test(outq, a_dropped_body_is_done_once)
+{
+    int fd = body_file(MAX_PACKET * 2);
+    packet_t p;
+
+    bodies_done = 0;
+    push_body(fd, BK_F_OPEN | BK_F_CLOSE, 5, 0, 2 * MAX_PACKET);
+    cr_assert(write_packet(&p, NULL));          /* half way */
+    cr_assert_eq(bodies_done, 0);
+    bk_outq_fini(&q, NULL, NULL);
+    bk_outq_init(&q);
+    cr_assert_eq(bodies_done, 1);
+    close(fd);
 }

@@ -270,3 +270,77 @@ Test(shm_retire, registration_failures_are_negative_errnos)
                  -ENOSR);
     cr_assert_eq(w->srv.stats.shm_segments, w->cfg.max_segments);
 }
+
+/* ---- the owner drops a segment (SEG_DROP from the client) ----------------- */
+
+static int drop(bk_port_t *owner, uint32_t segid, uint32_t reserved)
+{
+    uint8_t pl[BK_SEG_DROP_SIZE];
+    const char *why = NULL;
+
+    bk_put32(pl, segid);
+    bk_put32(pl + 4, reserved);
+    return bk_shm_drop(owner, pl, &why);
+}
+
+Test(shm_retire, a_dropped_segment_goes_as_when_its_owner_leaves)
+{
+    send_desc(b, 0);            /* b holds a reference */
+    send_desc(c, 0);
+    cr_assert_eq(release(c, 1, 0), 0);      /* c holds none */
+    dbl_clear(w);
+    cr_assert_eq(drop(a, SEGID, 0), 0);
+    cr_assert_eq(a->shm.nsegs, 0);
+    cr_assert_eq(a->shm.bytes, 0);
+    cr_assert_eq(frames_of_type(c, BK_T_SEG_DROP), 1, "c: at once");
+    cr_assert_eq(frames_of_type(b, BK_T_SEG_DROP), 0, "b: not before its "
+                 "release");
+    /* its segid stays taken while b may still map the old segment */
+    cr_assert_eq(register_seg(a, SEGID, sealed_memfd(SEGSIZE), SEGSIZE),
+                 -EEXIST);
+    cr_assert_eq(release(b, 1, 0), 0);
+    cr_assert_eq(frames_of_type(b, BK_T_SEG_DROP), 1);
+    assert_seg_drop(dbl_nth(w, b, dbl_count(w, b) - 1), b);
+    cr_assert_eq(register_seg(a, SEGID, sealed_memfd(SEGSIZE), SEGSIZE), 0,
+                 "free again once every receiver heard");
+}
+
+Test(shm_retire, a_descriptor_into_a_dropped_segment_is_refused)
+{
+    bk_shm_desc_t d = { .segid = SEGID, .offset = 0, .length = 64 };
+    uint8_t desc[BK_SHM_DESC_SIZE];
+    const char *why = NULL;
+
+    cr_assert_eq(drop(a, SEGID, 0), 0);
+    bk_shm_desc_encode(&d, desc);
+    cr_assert_eq(bk_shm_check(a, desc, &why), -EPROTO);
+    cr_assert_eq(drop(a, SEGID, 0), -EPROTO, "dropped twice");
+    cr_assert_eq(drop(a, SEGID + 1, 0), -EPROTO, "never registered");
+}
+
+Test(shm_retire, seg_drop_reserved_field_must_be_zero)
+{
+    cr_assert_eq(drop(a, SEGID, 1), -EPROTO);
+    cr_assert_eq(a->shm.nsegs, 1, "still registered");
+}
+
+/* ---- a receiver that does not map segments -------------------------------- */
+
+Test(shm_retire, a_receiver_without_shm_gets_the_bytes_not_the_segment)
+{
+    const dbl_frame_t *f;
+
+    b->shm.maps = false;
+    send_desc(b, 128);
+    cr_assert_eq(frames_of_type(b, BK_T_SEGMENT), 0, "no segment");
+    cr_assert_eq(dbl_count(w, b), 1);
+    f = dbl_nth(w, b, 0);
+    cr_assert(f->body, "the descriptor went as a body");
+    cr_assert_eq(f->body_len, 64);
+    /* the double sends it at once: b's reference came back to a */
+    cr_assert_eq(b->shm.nheld, 0);
+    cr_assert_eq(frames_of_type(a, BK_T_RELEASE), 1);
+    f = dbl_nth(w, a, dbl_count(w, a) - 1);
+    cr_assert_eq(bk_get64(f->payload), b->id, "released on b's behalf");
+    cr_assert_eq(bk_get64(f->payload + 16), 128);
+}
