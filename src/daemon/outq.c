@@ -46,7 +46,13 @@ void bk_outq_init(bk_outq_t *q)
 #define BLK_STEP     64u
 #define BLK_MAX      8192u
 #define BLK_CLASSES  (BLK_MAX / BLK_STEP)
+#ifdef BK_FAULT_INJECTION
+/* brokerd-fault (fault.c) keeps nothing, so that every queued frame's
+ * allocation is one that can fail */
+#define CACHE_BYTES  0u
+#else
 #define CACHE_BYTES  (2048u * 1024)
+#endif
 
 typedef struct cached { struct cached *next; } cached_t;
 

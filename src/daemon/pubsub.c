@@ -286,8 +286,11 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
     else
         r = bk_port_send_pub(to, &o, fan->payload, &fan->shared, fds,
                              h->nfds, cause, s);
-    if (r < 0)
+    if (r < 0) {
+        if (r == -ENOMEM)       /* else the receiver is going away */
+            count_drop(to, s, 1);
         return;
+    }
     if (r == BK_PORT_QUEUED)
         s->queued++;
     s->delivered++;
@@ -366,13 +369,47 @@ static bk_port_t *rcpt_port(bk_server_t *srv, const bk_pub_rcpt_t *r)
     return to && !to->failed && to->fd >= 0 && !to->hangup ? to : NULL;
 }
 
-void bk_pub_forward(bk_port_t *from, const bk_pub_t *rec, const bk_hdr_t *h,
+/* Subscription `id` of p, or NULL (it ended). */
+static bk_sub_t *port_sub(bk_port_t *p, uint32_t id)
+{
+    bk_sub_t *s;
+
+    bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+/* A fragment of the publication could not be queued for r (out of
+ * memory): since fragments carry no offset, r must not get the rest
+ * joined to what it has.  Its delivery ends with an ERROR (it drops the
+ * partial message), counts as a drop, and r gets no more fragments. */
+static void drop_delivery(bk_port_t *from, bk_port_t *to, bk_pub_rcpt_t *r)
+{
+    static const char text[] = "broker out of memory: the publication was "
+                               "dropped";
+    bk_sub_t *s = port_sub(to, r->sub);
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR, .stream = r->sid,
+        .aux = bk_err_to_wire(-ENOMEM), .source = from->id, .dest = to->id,
+        .length = sizeof(text) - 1,
+    };
+
+    to->errors++;
+    bk_mon_tap(from, to, 0, &h, text);
+    bk_port_send(to, &h, text, NULL, 0, NULL);
+    if (s)
+        count_drop(to, s, 1);
+    r->client = 0;              /* no port has id 0: skipped from now on */
+}
+
+void bk_pub_forward(bk_port_t *from, bk_pub_t *rec, const bk_hdr_t *h,
                     const uint8_t *payload)
 {
     bk_opayload_t *shared = NULL;
 
     for (uint32_t i = 0; i < rec->n; i++) {
-        const bk_pub_rcpt_t *r = &rec->r[i];
+        bk_pub_rcpt_t *r = &rec->r[i];
         bk_port_t *to = rcpt_port(from->srv, r);
         bk_hdr_t o = *h;
 
@@ -382,8 +419,10 @@ void bk_pub_forward(bk_port_t *from, const bk_pub_t *rec, const bk_hdr_t *h,
         o.dest = h->type == BK_T_DATA ? r->sub : to->id;
         o.stream = r->sid;
         bk_mon_tap(from, to, h->stream, &o, payload);
-        bk_port_send_pub(to, &o, payload, &shared, NULL, 0,
-                         r->policy == BK_SUB_BLOCK ? from : NULL, NULL);
+        if (bk_port_send_pub(to, &o, payload, &shared, NULL, 0,
+                             r->policy == BK_SUB_BLOCK ? from : NULL,
+                             NULL) == -ENOMEM)
+            drop_delivery(from, to, r);
     }
     bk_opayload_put(shared);
 }

@@ -69,8 +69,11 @@ void bk_pub_port_gone(bk_port_t *p);
 int bk_pub_fanout(bk_server_t *srv, bk_port_t *from, const bk_hdr_t *h,
                   const uint8_t *payload, int *fds, bk_pub_t **rec);
 /* A continuation fragment, or a CLOSE frame (from the publisher's CLOSE:
- * the message is abandoned), to every receiver in rec. */
-void bk_pub_forward(bk_port_t *from, const bk_pub_t *rec, const bk_hdr_t *h,
+ * the message is abandoned), to every receiver in rec.  A receiver the
+ * fragment cannot be queued for (out of memory) gets an ERROR ENOMEM that
+ * ends its delivery, a drop counted (a GAP under policy drop), and
+ * leaves rec. */
+void bk_pub_forward(bk_port_t *from, bk_pub_t *rec, const bk_hdr_t *h,
                     const uint8_t *payload);
 /* The publisher died or broke the protocol mid-message: every receiver
  * gets ERROR (err, text) on its delivery stream. */
