@@ -1834,6 +1834,41 @@ Test(shm, max_segments_refused_with_enosr)
     th_broker_stop(&br);
 }
 
+/* A reload that lowers max-shm below what a client holds: its quota
+ * stays on (the check once wrapped around and let everything in). */
+Test(shm, max_shm_lowered_by_reload_below_what_is_held)
+{
+    char conf[64];
+    th_output_t o;
+    raw_t c;
+    FILE *f;
+    int fd, st;
+
+    snprintf(conf, sizeof(conf), "/tmp/bkt-shm-%d.conf", (int)getpid());
+    cr_assert_not_null(f = fopen(conf, "w"));
+    fputs("max-shm = 1M\n", f);
+    cr_assert_eq(fclose(f), 0);
+    th_broker_restart(&br, "-c", conf, NULL);
+    raw_open(&c);
+    fd = test_memfd(512 * KIB, SEALS_OK, 11);
+    cr_assert_eq(raw_register(&c, 1, 512 * KIB, fd), 0);
+    cr_assert_eq(raw_register(&c, 2, 512 * KIB, fd), 0);
+    close(fd);
+    cr_assert_not_null(f = fopen(conf, "w"));
+    fputs("max-shm = 256K\n", f);
+    cr_assert_eq(fclose(f), 0);
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    unlink(conf);
+    cr_assert(TH_EXITED(st, 0), "reload: 0x%x %s", st, o.err);
+    th_output_free(&o);
+    fd = test_memfd(4096, SEALS_OK, 11);
+    cr_assert_eq(raw_register(&c, 3, 4096, fd), ENOSPC,
+                 "a client over the lowered limit registers nothing more");
+    close(fd);
+    raw_close(&c);
+    th_broker_stop(&br);
+}
+
 Test(shm, max_shm_refused_with_enospc)
 {
     broker_t *a;
