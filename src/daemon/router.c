@@ -617,6 +617,48 @@ static void close_stream(bk_port_t *from, const bk_hdr_t *h,
     bk_st_close(table(from), e);
 }
 
+/* Whether address a (len bytes) is the broker's listening address. */
+static bool is_listen_addr(const bk_server_t *s, const struct sockaddr_un *a,
+                           socklen_t len)
+{
+    return s->laddr_len > sizeof(sa_family_t) && len == s->laddr_len &&
+           memcmp(a, &s->laddr, len) == 0;
+}
+
+/* Whether fd is the broker's listening socket or a client's end of a
+ * connection to it.  Passed on, such a descriptor can keep a connection
+ * alive from inside a queue: a client that queues its own connection to
+ * itself and dies is never seen to go, and keeps its names, slots and
+ * memory.  Not a socket: getsockname fails at once. */
+static bool is_broker_socket(const bk_server_t *s, int fd)
+{
+    struct sockaddr_un a;
+    socklen_t len = sizeof(a);
+
+    if (getsockname(fd, (struct sockaddr *)&a, &len) == 0 &&
+        is_listen_addr(s, &a, len))
+        return true;
+    len = sizeof(a);
+    return getpeername(fd, (struct sockaddr *)&a, &len) == 0 &&
+           is_listen_addr(s, &a, len);
+}
+
+/* A message carrying one of the broker's own sockets is refused (EBADF)
+ * with all its descriptors. */
+static bool refuse_broker_fds(bk_port_t *from, const bk_hdr_t *h,
+                              const uint8_t *payload, int *fds)
+{
+    for (unsigned i = 0; i < h->nfds; i++) {
+        if (!is_broker_socket(from->srv, fds[i]))
+            continue;
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, payload, -EBADF, "a file descriptor is a connection "
+               "to this broker (or its socket): not passed on");
+        return true;
+    }
+    return false;
+}
+
 void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
                      const uint8_t *payload, int *fds, unsigned nfds)
 {
@@ -628,6 +670,9 @@ void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
         bk_port_protocol_error(from, -EPROTO, h->stream, why);
         return;
     }
+    if (h->type == BK_T_DATA && h->nfds &&
+        refuse_broker_fds(from, h, payload, fds))
+        return;
     if (h->type == BK_T_CLOSE)
         close_stream(from, h, payload);
     else if (h->flags & BK_F_CONT)

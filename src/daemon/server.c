@@ -563,6 +563,9 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
         return r;
     }
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->laddr_len = sizeof(s->laddr);
+    if (getsockname(s->lfd, (struct sockaddr *)&s->laddr, &s->laddr_len) < 0)
+        s->laddr_len = 0;
     uv_poll_init(loop, &s->lpoll, s->lfd);
     s->lpoll.data = s;
     uv_poll_start(&s->lpoll, UV_READABLE, on_accept);

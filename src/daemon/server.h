@@ -29,6 +29,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <uv.h>
 #include "conf.h"
 #include "user.h"
@@ -70,6 +72,8 @@ typedef struct bk_server {
     uv_loop_t *loop;
     bk_conf_t *cfg;           /* main's; reload changes it */
     int lfd;                    /* listening socket */
+    struct sockaddr_un laddr;   /* its address (getsockname) */
+    socklen_t laddr_len;        /* 0: unknown */
     int lockfd;                 /* flock()ed PATH.lock */
     int reserve_fd;             /* spare fd for EMFILE at accept */
     char lockpath[sizeof(((bk_conf_t *)0)->socket_path) + 8];

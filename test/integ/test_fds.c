@@ -418,3 +418,42 @@ Test(fds, broker_fd_limit)
     broker_close(b);
     th_broker_stop(&br);
 }
+
+/* A connection to the broker is not passed on: sent to itself, it would
+ * keep a dead client's connection alive inside its own queue.  The
+ * message is refused with EBADF (its other fds closed), nothing reaches
+ * the receiver, and the connection and other fds go on working. */
+Test(fds, connections_to_the_broker_are_refused)
+{
+    broker_t *a = th_connect(&br), *b = th_connect(&br), *c = th_connect(&br);
+    int fds[2], rd = pipe_with("a pipe is fine");
+    broker_msg_t *m;
+
+    th_register(a, "svc.self");
+    th_register(b, "svc.fdrx");
+    fds[0] = rd;
+    fds[1] = broker_fd(a);
+    cr_assert_eq(broker_send(a, "svc.self", "me", 2, &fds[1], 1), 0);
+    m = th_recv_kind(a, BROKER_MSG_ERROR);
+    cr_assert_eq(m->code, -EBADF, "%d", m->code);
+    broker_msg_free(m);
+    fds[1] = broker_fd(c);      /* another client's connection */
+    cr_assert_eq(broker_send(a, "svc.fdrx", "c", 1, fds, 2), 0);
+    m = th_recv_kind(a, BROKER_MSG_ERROR);
+    cr_assert_eq(m->code, -EBADF, "%d", m->code);
+    broker_msg_free(m);
+    cr_assert_eq(broker_send(a, "svc.fdrx", "r", 1, &rd, 1), 0);
+    m = th_recv_kind(b, BROKER_MSG_DATA);
+    cr_assert_eq(m->len, 1, "only the message without a connection");
+    cr_assert_eq(((const char *)m->data)[0], 'r');
+    cr_assert_eq(m->nfds, 1);
+    expect_fd_text(m->fds[0], "a pipe is fine");
+    broker_msg_free(m);
+    close(rd);
+    cr_assert_eq(broker_ping(a, TH_HANG_MS), 0);
+    cr_assert_eq(broker_ping(c, TH_HANG_MS), 0);
+    broker_close(a);
+    broker_close(b);
+    broker_close(c);
+    th_broker_stop(&br);
+}
