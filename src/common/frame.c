@@ -2,6 +2,7 @@
  * frame.c - frame codec and validation.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include "frame.h"
 #include "topic.h"
@@ -50,6 +51,35 @@ int bk_pkt_next(const uint8_t *pkt, size_t len, size_t *off, bk_hdr_t *h,
     *payload = pkt + *off + BK_HDR_SIZE;
     *off += BK_HDR_SIZE + (size_t)h->length;
     return 1;
+}
+
+const char *bk_type_name(uint8_t type)
+{
+    static const char *const names[] = {
+        "?", "HELLO", "WELCOME", "DATA", "CLOSE", "ERROR", "CTRL",
+        "CTRL_REPLY", "BYE", "SEGMENT", "RELEASE", "SEG_DROP", "MONITOR",
+        "GAP",
+    };
+
+    return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
+}
+
+void bk_flags_str(uint8_t flags, char *buf, size_t len)
+{
+    static const char *const names[] = {
+        "MORE", "CONT", "OPEN", "CLOSE", "NAME", "SHM", "TOPIC",
+    };
+    size_t n = 0;
+
+    if (!len)
+        return;
+    buf[0] = '\0';
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (flags & (1u << i))
+            n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",
+                                  n ? "," : "", names[i]);
+    if (!n)
+        snprintf(buf, len, "-");
 }
 
 bool bk_name_valid(const char *name, size_t len, size_t max)

@@ -42,6 +42,11 @@ int bk_frame_check_from_client(const bk_hdr_t *h, const uint8_t *payload,
 int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
                                const bk_limits_t *lim);
 
+/* A frame type's name as broker-protocol(7) spells it ("?" if none). */
+const char *bk_type_name(uint8_t type);
+/* Frame flags as their names joined by ',' ("-" for none) in buf. */
+void bk_flags_str(uint8_t flags, char *buf, size_t len);
+
 /* A name is 1..max bytes of [A-Za-z0-9._:/-] and does not start with ':'. */
 bool bk_name_valid(const char *name, size_t len, size_t max);
 

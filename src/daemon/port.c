@@ -281,33 +281,6 @@ static int write_now(bk_port_t *to, const bk_hdr_t *h, const void *payload,
 
 /* ---- the frame trace (--log-level debug) ------------------------------ */
 
-static const char *trace_type(uint8_t type)
-{
-    static const char *const names[] = {
-        "?", "HELLO", "WELCOME", "DATA", "CLOSE", "ERROR", "CTRL",
-        "CTRL_REPLY", "BYE", "SEGMENT", "RELEASE", "SEG_DROP", "MONITOR",
-        "GAP",
-    };
-
-    return type <= BK_T_MAX_ ? names[type] : "?";
-}
-
-static void trace_flags(uint8_t flags, char *buf, size_t len)
-{
-    static const char *const names[] = {
-        "MORE", "CONT", "OPEN", "CLOSE", "NAME", "SHM", "TOPIC",
-    };
-    size_t n = 0;
-
-    buf[0] = '\0';
-    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (flags & (1u << i))
-            n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",
-                                  n ? "," : "", names[i]);
-    if (!n)
-        snprintf(buf, len, "-");
-}
-
 /* "5->'echo'", "5->topic 'a.b'", "5->7": where a frame goes. */
 static void trace_route(uint64_t src, const bk_hdr_t *h,
                         const uint8_t *payload, char *buf, size_t len)
@@ -336,7 +309,7 @@ static void trace_frame(const char *dir, const bk_port_t *p,
     uint32_t size = prefixed && h->aux <= h->length ? h->length - h->aux :
                     h->length;
 
-    trace_flags(h->flags, flags, sizeof(flags));
+    bk_flags_str(h->flags, flags, sizeof(flags));
     trace_route(dir[0] == 'f' ? p->id : h->source, h, payload, route,
                 sizeof(route));
     if (h->type == BK_T_CTRL || h->type == BK_T_CTRL_REPLY)
@@ -344,7 +317,7 @@ static void trace_frame(const char *dir, const bk_port_t *p,
                  "status", h->aux);
     bk_log(BK_LOG_DEBUG, "frame %s client %llu (%s): %s %s %s stream=0x%x "
            "size=%u fds=%u%s", dir, (unsigned long long)p->id, p->comm,
-           trace_type(h->type), flags, route, h->stream, size, h->nfds, op);
+           bk_type_name(h->type), flags, route, h->stream, size, h->nfds, op);
 }
 
 static int send_frame(bk_port_t *to, const bk_hdr_t *h, const void *payload,

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "frame.h"
 
 #define CTL_MON_PREVIEW 40          /* message bytes shown per record */
 
@@ -366,23 +367,6 @@ static const char *ctl_mon_type(uint8_t type)
     }
 }
 
-/* Frame flags as words joined by ',' ("-" for none). */
-static void ctl_mon_flags(uint8_t flags, char *buf, size_t len)
-{
-    static const char *const names[] = {
-        "MORE", "CONT", "OPEN", "CLOSE", "NAME", "SHM", "TOPIC",
-    };
-    size_t n = 0;
-
-    buf[0] = '\0';
-    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (flags & (1u << i))
-            n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "," : "",
-                                  names[i]);
-    if (n == 0)
-        snprintf(buf, len, "-");
-}
-
 static void ctl_mon_time(uint64_t ns, char *buf, size_t len)
 {
     time_t sec = (time_t)(ns / 1000000000u);
@@ -507,7 +491,7 @@ static int ctl_mon_print(broker_t *b, broker_msg_t *m, void *ctx)
     if (!ctl_mon_take(b, mon, m, &v))
         return 0;
     ctl_mon_time(v.rec.time_ns, tbuf, sizeof(tbuf));
-    ctl_mon_flags(v.rec.flags, fbuf, sizeof(fbuf));
+    bk_flags_str(v.rec.flags, fbuf, sizeof(fbuf));
     ctl_mon_preview(&v, pbuf, sizeof(pbuf));
     if (mon->json)
         ctl_mon_print_json(&v, tbuf, fbuf, pbuf, m->code);

@@ -1936,3 +1936,29 @@ Test(ctrl_pubsub, request_size_bounds)
     h.dest = 1;
     CLIENT(h, -EPROTO);
 }
+
+/* ---- names for people (the daemon's trace, brokerctl monitor) ---------- */
+
+Test(names, type_names_follow_the_page)
+{
+    cr_assert_str_eq(bk_type_name(BK_T_HELLO), "HELLO");
+    cr_assert_str_eq(bk_type_name(BK_T_DATA), "DATA");
+    cr_assert_str_eq(bk_type_name(BK_T_SEG_DROP), "SEG_DROP");
+    cr_assert_str_eq(bk_type_name(BK_T_GAP), "GAP");
+    cr_assert_str_eq(bk_type_name(0), "?");
+    cr_assert_str_eq(bk_type_name(200), "?");
+}
+
+Test(names, flags_joined_and_cut_to_the_buffer)
+{
+    char buf[48], small[8];
+
+    bk_flags_str(0, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "-");
+    bk_flags_str(BK_F_OPEN | BK_F_NAME, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "OPEN,NAME");
+    bk_flags_str(0x7f, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "MORE,CONT,OPEN,CLOSE,NAME,SHM,TOPIC");
+    bk_flags_str(0x7f, small, sizeof(small));
+    cr_assert_str_eq(small, "MORE,CO", "cut, still terminated");
+}
