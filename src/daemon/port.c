@@ -133,6 +133,7 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     bk_list_init(&p->all_link);
     bk_list_init(&p->dirty_link);
     bk_list_init(&p->hs_link);
+    bk_list_init(&p->drain_link);
     bk_list_init(&p->stash);
     bk_list_init(&p->stash_link);
     bk_shm_port_init(&p->shm);

@@ -62,6 +62,7 @@ typedef struct bk_port {
     uint64_t connected_ms;
     struct bk_user *user;       /* its uid's record, referenced from accept */
     bk_list_t hs_link;          /* on srv->handshaking until WELCOME */
+    bk_list_t drain_link;       /* on srv->draining while the broker stops */
     int events;                 /* UV_READABLE / UV_WRITABLE wanted */
     bool in_table;
     bool failed;

@@ -67,6 +67,7 @@ static void unlink_port(bk_server_t *s, bk_port_t *p)
     s->nports--;
     bk_list_unlink(&p->all_link);
     bk_list_unlink(&p->hs_link);
+    bk_list_unlink(&p->drain_link);
     bk_user_unref(&s->users, p->user);
     p->user = NULL;
 }
@@ -534,6 +535,7 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     bk_list_init(&s->all);
     bk_list_init(&s->dirty);
     bk_list_init(&s->handshaking);
+    bk_list_init(&s->draining);
     bk_users_init(&s->users);
     bk_list_init(&s->unstash);
     bk_list_init(&s->monitors);
@@ -598,15 +600,24 @@ static void on_grace(uv_timer_t *t)
     finish(s);
 }
 
+/* While stopping nothing new is queued (ports no longer read, and the
+ * errors a closing port would send its peers are not sent), so a port
+ * that drained stays drained: each leaves the draining list once, and
+ * the whole shutdown costs O(ports), not a walk of every port each time
+ * one drains. */
 void bk_server_port_drained(bk_server_t *s)
 {
-    bk_port_t *p;
+    bk_list_t *l;
 
     if (!s->stopping || s->finished)
         return;
-    bk_list_for_each(p, &s->all, bk_port_t, all_link)
+    while ((l = bk_list_first(&s->draining))) {
+        bk_port_t *p = bk_container_of(l, bk_port_t, drain_link);
+
         if (p->out.frames && !p->failed)
             return;
+        bk_list_unlink(l);
+    }
     finish(s);
 }
 
@@ -629,8 +640,11 @@ void bk_server_stop(bk_server_t *s)
         s->listening = false;
     }
     bk_list_for_each(p, &s->all, bk_port_t, all_link)
-        if (!p->failed)
+        if (!p->failed) {
             bk_port_shutdown(p);
+            if (p->out.frames)
+                bk_list_push_tail(&s->draining, &p->drain_link);
+        }
     bk_server_reap(s);
     uv_timer_start(&s->grace, on_grace, s->cfg->shutdown_grace_ms, 0);
     bk_server_port_drained(s);

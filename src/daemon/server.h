@@ -105,6 +105,8 @@ typedef struct bk_server {
     bk_list_t dirty;            /* bk_port.dirty_link: frames to flush */
     bk_list_t handshaking;      /* bk_port.hs_link: no WELCOME yet, oldest
                                  * first */
+    bk_list_t draining;         /* bk_port.drain_link: while stopping, the
+                                 * ports that had frames to write */
     uv_timer_t hs_timer;        /* closes the oldest when its time is up */
     bk_users_t users;           /* one record per uid with a connection */
     uint64_t unflushed;         /* bytes queued since the dirty list was
