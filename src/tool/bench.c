@@ -1060,12 +1060,6 @@ static int bench_floor_sender(bench_run_t *run, unsigned idx,
 
 /* ---- clients ---------------------------------------------------------------- */
 
-static bool bench_is_request(const broker_msg_t *m)
-{
-    return m->kind == BROKER_MSG_DATA && (m->flags & BROKER_MSGF_OPEN) &&
-           !(m->flags & BROKER_MSGF_CLOSE);
-}
-
 /* The echo service: answer n * count requests. */
 static int bench_service(bench_run_t *run, unsigned idx, bench_rep_t *rep,
                          int fd)
@@ -1081,7 +1075,7 @@ static int bench_service(bench_run_t *run, unsigned idx, bench_rep_t *rep,
         broker_msg_t *m = NULL;
         if ((r = broker_recv(b, &m, BENCH_IO_MS)) < 0)
             break;
-        if (bench_is_request(m)) {
+        if (broker_msg_is_request(m)) {
             rep->got++;
             if ((r = broker_reply(b, m, m->data, m->len, NULL, 0)) == 0)
                 rep->sent++;

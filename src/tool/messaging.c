@@ -352,7 +352,7 @@ static int ctl_msg_listen_one(broker_t *b, broker_msg_t *m, void *ctx)
         }
         /* A request cannot be answered by a listener: close its stream so
          * the caller is not left waiting. */
-        if ((m->flags & BROKER_MSGF_OPEN) && !(m->flags & BROKER_MSGF_CLOSE))
+        if (broker_msg_is_request(m))
             (void)broker_stream_close(b, m->stream);
         return r < 0 ? r : ctl_msg_printed(rc);
     case BROKER_MSG_ERROR:
@@ -368,8 +368,7 @@ static int ctl_msg_echo_one(broker_t *b, broker_msg_t *m, void *ctx)
     int r;
 
     (void)ctx;
-    if (m->kind != BROKER_MSG_DATA || !(m->flags & BROKER_MSGF_OPEN) ||
-        (m->flags & BROKER_MSGF_CLOSE))
+    if (!broker_msg_is_request(m))
         return 0;       /* one-way messages and events are ignored */
     r = broker_reply(b, m, m->data, m->len, NULL, 0);
     /* The caller may have given up (closed stream, gone): not fatal. */
@@ -579,8 +578,7 @@ static int ctl_msg_exec_one(broker_t *b, broker_msg_t *m, void *ctx)
     ctl_msg_out_t out = { 0 };
     int r;
 
-    if (m->kind != BROKER_MSG_DATA || !(m->flags & BROKER_MSGF_OPEN) ||
-        (m->flags & BROKER_MSGF_CLOSE))
+    if (!broker_msg_is_request(m))
         return 0;       /* one-way messages and events are ignored */
     r = ctl_msg_exec_run(ctx, b, m, &out);
     /* -EREMOTEIO was explained; -ECANCELED: brokerctl is stopping */
