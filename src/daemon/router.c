@@ -644,16 +644,32 @@ static bool is_broker_socket(const bk_server_t *s, int fd)
 }
 
 /* A message carrying one of the broker's own sockets is refused (EBADF)
- * with all its descriptors. */
+ * with all its descriptors: a new stream or publication as any refused
+ * one, a further message on an open stream by resetting that stream. */
 static bool refuse_broker_fds(bk_port_t *from, const bk_hdr_t *h,
                               const uint8_t *payload, int *fds)
 {
+    static const char text[] = "a file descriptor is a connection to this "
+                               "broker (or its socket): not passed on";
+    bk_st_end_t *e;
+
     for (unsigned i = 0; i < h->nfds; i++) {
         if (!is_broker_socket(from->srv, fds[i]))
             continue;
         bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, -EBADF, "a file descriptor is a connection "
-               "to this broker (or its socket): not passed on");
+        e = (h->flags & (BK_F_OPEN | BK_F_TOPIC)) ? NULL :
+            bk_st_find(table(from), from->id, h->stream);
+        if (e && e->in_msg) {
+            bk_port_protocol_error(from, -EPROTO, h->stream, "first fragment "
+                                   "while the previous message is "
+                                   "unfinished");
+        } else if (e && !e->discard && bk_st_peer(e)) {
+            reset_stream(from, e, h, -EBADF, text, true);
+        } else {
+            if (e)              /* the stream is gone at the other end */
+                bk_st_remove_end(table(from), e);
+            reject(from, h, payload, -EBADF, text);
+        }
         return true;
     }
     return false;

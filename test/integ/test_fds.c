@@ -457,3 +457,34 @@ Test(fds, connections_to_the_broker_are_refused)
     broker_close(c);
     th_broker_stop(&br);
 }
+
+/* On a stream already open, a message carrying a connection to the
+ * broker resets the stream at both ends with EBADF. */
+Test(fds, a_connection_on_an_open_stream_resets_it)
+{
+    broker_t *a = th_connect(&br), *b = th_connect(&br);
+    broker_msg_t *m;
+    uint32_t sid;
+    int fd;
+
+    th_register(b, "svc.stream");
+    cr_assert_eq(broker_stream_open(a, "svc.stream", 0, &sid), 0);
+    cr_assert_eq(broker_stream_write(a, sid, "one", 3, NULL, 0), 0);
+    m = th_recv_kind(b, BROKER_MSG_DATA);
+    cr_assert_eq(m->len, 3);
+    broker_msg_free(m);
+    fd = broker_fd(a);
+    cr_assert_eq(broker_stream_write(a, sid, "two", 3, &fd, 1), 0);
+    m = th_recv_kind(a, BROKER_MSG_ERROR);
+    cr_assert_eq(m->code, -EBADF, "%d", m->code);
+    cr_assert_eq(m->stream, sid);
+    broker_msg_free(m);
+    m = th_recv_kind(b, BROKER_MSG_CLOSE);
+    cr_assert_eq(m->code, -EBADF, "the receiver sees the stream reset: %d",
+                 m->code);
+    broker_msg_free(m);
+    cr_assert_eq(broker_ping(a, TH_HANG_MS), 0);
+    broker_close(a);
+    broker_close(b);
+    th_broker_stop(&br);
+}
