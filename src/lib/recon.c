@@ -213,7 +213,8 @@ static void lost_line(char *buf, size_t *len, const char *what,
 }
 
 /* Register the names again; the ones not back are forgotten (a name
- * owned before and only queued now stays, but counts as lost). */
+ * owned before and only queued now stays, but counts as lost).  If the
+ * connection fails meanwhile, the rest stays for the next attempt. */
 static unsigned replay_names(broker_t *b, char *buf, size_t *len)
 {
     struct bk_rname *n;
@@ -225,6 +226,8 @@ static unsigned replay_names(broker_t *b, char *buf, size_t *len)
 
         if (r == 0)
             r = BROKER_NAME_OWNER;
+        if (r < 0 && b->io.err)
+            break;              /* lost again: kept for the next try */
         if (r < 0) {
             lost_line(buf, len, "name", n->name, r == -EEXIST ?
                       "name already owned by another client" :
@@ -254,6 +257,8 @@ static unsigned replay_subs(broker_t *b, char *buf, size_t *len)
         int r = broker_subscribe(b, s->pattern, s->group,
                                  (broker_sub_policy_t)s->policy, &bid);
 
+        if (r < 0 && b->io.err)
+            break;              /* lost again: kept for the next try */
         if (r < 0) {
             lost_line(buf, len, "subscription", s->pattern,
                       broker_strerror(r));
@@ -298,6 +303,10 @@ static int reconnected(broker_t *b, struct bk_msg **out)
     lost = replay_names(b, buf, &len);
     lost += replay_subs(b, buf, &len);
     b->rc->replaying = false;
+    if (b->io.err) {            /* lost again before all was back */
+        free(buf);
+        return -EAGAIN;
+    }
     *out = bk_msg_event(BROKER_MSG_RECONNECTED, 0, 0, (int)lost, buf, len);
     free(buf);
     if (!*out)
@@ -343,8 +352,8 @@ int bk_recon_recv(broker_t *b, struct bk_msg **out, int timeout_ms)
         }
         if ((r = nap(rc->next_ms)) < 0)
             return r;
-        if (swap_in(b) == 0)
-            return reconnected(b, out);
+        if (swap_in(b) == 0 && (r = reconnected(b, out)) != -EAGAIN)
+            return r;
         rc->next_ms = bk_io_now_ms() + rc->delay_ms;
         rc->delay_ms = rc->delay_ms * 2 > BK_RECON_MAX_MS ?
                        BK_RECON_MAX_MS : rc->delay_ms * 2;
