@@ -56,8 +56,10 @@ typedef struct broker_msg {
     uint32_t flags;         /* BROKER_MSGF_* */
     uint64_t source;        /* sender's client id, stamped by the broker */
     uint32_t stream;        /* stream id, local to this connection */
-    int code;               /* CLOSE/ERROR: negative errno; MONITOR:
-                               records dropped before this one; else 0 */
+    int code;               /* CLOSE/ERROR/DISCONNECTED: negative
+                               errno; MONITOR: records dropped before
+                               this one; RECONNECTED: names and
+                               subscriptions not back; else 0 */
     char *name;             /* DATA with OPEN: the name it was sent to,
                                or NULL if sent to our id */
     void *data;             /* payload (ERROR: a text message) */
