@@ -32,6 +32,13 @@ typedef enum broker_kind {
                                dropped before it (>= 0) */
     BROKER_MSG_GAP = 5,     /* publications dropped for subscription
                                sub_id (policy DROP): gap is how many */
+    BROKER_MSG_DISCONNECTED = 6, /* BROKER_OPT_RECONNECT: the connection
+                               was lost (code: the error); the next
+                               broker_recv reconnects */
+    BROKER_MSG_RECONNECTED = 7, /* BROKER_OPT_RECONNECT: connected again;
+                               code: how many names and subscriptions
+                               did not come back (0: all), data/len one
+                               line of text for each */
 } broker_kind_t;
 
 /* Flags of a received message. */
@@ -49,8 +56,10 @@ typedef struct broker_msg {
     uint32_t flags;         /* BROKER_MSGF_* */
     uint64_t source;        /* sender's client id, stamped by the broker */
     uint32_t stream;        /* stream id, local to this connection */
-    int code;               /* CLOSE/ERROR: negative errno; MONITOR:
-                               records dropped before this one; else 0 */
+    int code;               /* CLOSE/ERROR/DISCONNECTED: negative
+                               errno; MONITOR: records dropped before
+                               this one; RECONNECTED: names and
+                               subscriptions not back; else 0 */
     char *name;             /* DATA with OPEN: the name it was sent to,
                                or NULL if sent to our id */
     void *data;             /* payload (ERROR: a text message) */
@@ -142,6 +151,17 @@ typedef enum broker_opt {
      * library runs (every call that waits, and in attached mode a timer
      * of the loop). */
     BROKER_OPT_SHM_IDLE_MS = 10,
+    /* 1: when the connection is lost, broker_recv returns a
+     * BROKER_MSG_DISCONNECTED event (after every message received
+     * before), then reconnects to the same socket path with backoff (50
+     * ms doubling to 2 s, within each call's timeout), registers the
+     * names and subscriptions made since the option was set again and
+     * returns a BROKER_MSG_RECONNECTED event saying what did not come
+     * back.  Subscription ids stay the ones the application got.
+     * Blocking mode only: -ENOTSUP on an attached connection, and
+     * broker_attach refuses a connection with it on (default 0: the
+     * connection stays failed, every call returns its error). */
+    BROKER_OPT_RECONNECT = 11,
 } broker_opt_t;
 int broker_set_option(broker_t *b, broker_opt_t opt, uint64_t value);
 

@@ -10,6 +10,7 @@
 #include "sockio.h"
 #include "outq.h"
 #include "in.h"
+#include "recon.h"
 #include "handle.h"
 #include "async.h"
 
@@ -23,9 +24,7 @@ BROKER_API int broker_default_path(char *buf, size_t len)
 BROKER_API int broker_connect(const char *path, broker_t **out)
 {
     char sp[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    int64_t deadline;
-    broker_t *b;
-    int fd, r;
+    int r;
 
     if (!out)
         return -EINVAL;
@@ -33,30 +32,7 @@ BROKER_API int broker_connect(const char *path, broker_t **out)
     r = bk_sock_path(path, sp, sizeof(sp));
     if (r < 0)
         return r;
-    fd = bk_sock_connect(sp);
-    if (fd < 0)
-        return fd;
-    b = bk_handle_new(fd);
-    if (!b) {
-        close(fd);
-        return -ENOMEM;
-    }
-    deadline = bk_io_deadline(BK_HANDSHAKE_MS);
-    r = bk_conn_send_hello(b, deadline);
-    while (r == 0 && !b->welcomed)
-        r = bk_in_wait(b, false, deadline);
-    if (r == 0 && b->io.err)
-        r = b->io.err;
-    if (r == 0)
-        r = bk_conn_apply_limits(b);
-    if (r == 0)
-        r = bk_out_resize(b);
-    if (r < 0) {
-        bk_handle_free(b);
-        return r;
-    }
-    *out = b;
-    return 0;
+    return bk_handle_connect(sp, NULL, out);
 }
 
 BROKER_API int broker_flush(broker_t *b, int timeout_ms)
@@ -163,6 +139,12 @@ BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
         if (!value && !bk_conn_attached(b) && !b->io.err)
             bk_out_flush(b, false, BK_FLUSH_BUDGET);
         break;
+    case BROKER_OPT_RECONNECT:
+        if (value > 1)
+            return -EINVAL;
+        if (bk_conn_attached(b))
+            return -ENOTSUP;
+        return bk_recon_enable(b, value);
     default:
         return -EINVAL;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include "ctrl.h"
 #include "subs.h"
+#include "recon.h"
 
 _Static_assert(BROKER_NAME_ALLOW_REPLACEMENT == BK_REG_ALLOW_REPLACEMENT &&
                BROKER_NAME_REPLACE_EXISTING == BK_REG_REPLACE_EXISTING &&
@@ -36,9 +37,26 @@ static int name_op(broker_t *b, uint32_t op, const char *name,
     return ctrl_call(b, op, name, len, -1, payload, plen);
 }
 
+/* BROKER_OPT_RECONNECT: remember what r (a registration's outcome)
+ * made ours.  r, or -ENOMEM if it could not be remembered. */
+static int remember_name(broker_t *b, const char *name, bool ex,
+                         uint32_t flags, int r)
+{
+    if (r < 0 || !b->rc || bk_recon_replaying(b))
+        return r;
+    if (bk_recon_name_add(b, name, ex, flags,
+                          r == 0 ? BROKER_NAME_OWNER : r) < 0) {
+        (void)broker_release(b, name);
+        return -ENOMEM;
+    }
+    return r;
+}
+
 BROKER_API int broker_register(broker_t *b, const char *name)
 {
-    return name_op(b, BK_OP_REGISTER, name, NULL, NULL);
+    int r = name_op(b, BK_OP_REGISTER, name, NULL, NULL);
+
+    return remember_name(b, name, false, 0, r);
 }
 
 BROKER_API int broker_register_flags(broker_t *b, const char *name,
@@ -62,11 +80,13 @@ BROKER_API int broker_register_flags(broker_t *b, const char *name,
             ? (int)outcome : -EPROTO;
     }
     free(p);
-    return r;
+    return remember_name(b, name, true, flags, r);
 }
 
 BROKER_API int broker_release(broker_t *b, const char *name)
 {
+    if (b && b->rc && name)
+        bk_recon_name_remove(b, name);
     return name_op(b, BK_OP_RELEASE, name, NULL, NULL);
 }
 

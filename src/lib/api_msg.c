@@ -51,6 +51,7 @@
 #include "shmview.h"
 #include "in.h"
 #include "send.h"
+#include "recon.h"
 
 BROKER_API int broker_send(broker_t *b, const char *name, const void *data,
                            size_t len, const int *fds, unsigned nfds)
@@ -304,8 +305,16 @@ BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
         if (m) {
             if (bk_out_release_pending(b) && !b->io.err)
                 bk_out_flush(b, false, BK_FLUSH_BUDGET);
+            if (b->rc && m->pub.sub_id)
+                m->pub.sub_id = bk_recon_sub_user(b, m->pub.sub_id);
             *msg = &m->pub;
             return 0;
+        }
+        if (b->io.err && b->rc) {
+            r = bk_recon_recv(b, &m, timeout_ms);
+            if (r == 0)
+                *msg = &m->pub;
+            return r;
         }
         if (b->io.err)
             return b->io.err;
@@ -320,7 +329,7 @@ BROKER_API int broker_recv(broker_t *b, broker_msg_t **msg, int timeout_ms)
             timed = true;
         }
         r = bk_in_wait(b, false, deadline);
-        if (r < 0 && !bk_in_has_msgs(b))
+        if (r < 0 && !bk_in_has_msgs(b) && !(b->rc && b->io.err))
             return r;
         tried = false;
     }

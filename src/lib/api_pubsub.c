@@ -19,6 +19,7 @@
 #include "shm.h"
 #include "in.h"
 #include "send.h"
+#include "recon.h"
 #include "pubsub.h"
 
 int bk_pubsub_sub_req(const broker_t *b, const char *pattern,
@@ -78,6 +79,12 @@ BROKER_API int broker_subscribe(broker_t *b, const char *pattern,
     if (r == 0)
         *id = bk_ctrl_sub_id(p, plen);
     free(p);
+    if (r == 0 && b->rc && !bk_recon_replaying(b) &&
+        bk_recon_sub_add(b, pattern, group, (int)policy, *id, id) < 0) {
+        (void)broker_unsubscribe(b, *id);
+        *id = 0;
+        return -ENOMEM;
+    }
     return r;
 }
 
@@ -92,6 +99,8 @@ BROKER_API int broker_unsubscribe(broker_t *b, uint32_t id)
     r = bk_conn_usable(b);
     if (r < 0)
         return r;
+    if (b->rc)
+        id = bk_recon_sub_take(b, id);
     /* from now on, what still arrives for it is dropped */
     if (bk_subs_remove(b, id) < 0)
         return -ENOENT;

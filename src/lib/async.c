@@ -372,6 +372,8 @@ BROKER_API int broker_attach(broker_t *b, struct uv_loop_s *loop,
         return -EBUSY;
     if (b->closing)
         return -ECANCELED;
+    if (b->rc)                  /* BROKER_OPT_RECONNECT: blocking only */
+        return -ENOTSUP;
     as = calloc(1, sizeof(*as));
     if (!as)
         return -ENOMEM;

@@ -36,6 +36,21 @@ broker_t *bk_conn_new(int fd)
     return b;
 }
 
+void bk_conn_copy_opts(broker_t *dst, const broker_t *src)
+{
+    dst->opt_max_msg = src->opt_max_msg;
+    dst->opt_chunked = src->opt_chunked;
+    dst->opt_max_partial = src->opt_max_partial;
+    dst->opt_timeout_ms = src->opt_timeout_ms;
+    dst->opt_shm_threshold = src->opt_shm_threshold;
+    dst->opt_shm_seg_size = src->opt_shm_seg_size;
+    dst->opt_shm_pool_max = src->opt_shm_pool_max;
+    dst->opt_shm_fallback = src->opt_shm_fallback;
+    dst->opt_shm_idle_ms = src->opt_shm_idle_ms;
+    dst->opt_batch = src->opt_batch;
+    memcpy(dst->path, src->path, sizeof(dst->path));
+}
+
 void bk_conn_free(broker_t *b)
 {
     bk_io_fini(&b->io);

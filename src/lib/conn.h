@@ -17,6 +17,8 @@
  *   views  shmview.h layer 5   segments others share with us
  *   in     in.h      layer 6   reading, dispatch, the FIFO, the watch
  *   as     async.h   layer 7   the libuv attachment (NULL if detached)
+ *   rc     recon.h   layer 7   what BROKER_OPT_RECONNECT restores (NULL
+ *                              while the option is off)
  *
  * handle.c creates them in that order and frees them in reverse.
  */
@@ -58,6 +60,7 @@ struct bk_shm;
 struct bk_shmview;
 struct bk_in;
 struct bk_async;
+struct bk_recon;
 
 struct broker {
     struct bk_io io;
@@ -78,6 +81,7 @@ struct broker {
     bool opt_shm_fallback;
     uint64_t opt_shm_idle_ms;   /* BROKER_OPT_SHM_IDLE_MS, 0: never */
     bool opt_batch;             /* BROKER_OPT_BATCH (blocking mode) */
+    char path[108];             /* the socket path connected to */
 
     /* attached mode: brings the loop's handles in line with the state
      * after an operation; set by async.c */
@@ -91,6 +95,7 @@ struct broker {
     struct bk_shmview *views;
     struct bk_in *in;
     struct bk_async *as;
+    struct bk_recon *rc;
 };
 
 static inline broker_t *bk_conn_of(struct bk_io *io)
@@ -101,6 +106,8 @@ static inline broker_t *bk_conn_of(struct bk_io *io)
 /* A handle with default limits and options, owning fd.  NULL: -ENOMEM
  * (fd is left to the caller). */
 broker_t *bk_conn_new(int fd);
+/* Copy the options the application set (opt_*) from src to dst. */
+void bk_conn_copy_opts(broker_t *dst, const broker_t *src);
 /* Close the socket and free the handle (every module is gone by then). */
 void bk_conn_free(broker_t *b);
 

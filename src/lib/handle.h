@@ -17,6 +17,10 @@
 /* A new handle on the connected socket fd, which it takes over on
  * success.  NULL: -ENOMEM (fd is left to the caller). */
 broker_t *bk_handle_new(int fd);
+/* Connect to the socket path sp and complete the handshake; with opts
+ * non-NULL, the new handle takes its options (bk_conn_copy_opts) first.
+ * 0 and *out, or a negative errno. */
+int bk_handle_connect(const char *sp, const broker_t *opts, broker_t **out);
 /* Free everything, close the socket.  Async calls are not told. */
 void bk_handle_free(broker_t *b);
 

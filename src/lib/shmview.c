@@ -57,6 +57,12 @@ int bk_shmview_init(broker_t *b)
     return 0;
 }
 
+void bk_shmview_rebind(broker_t *b)
+{
+    if (b->views)
+        b->views->b = b;
+}
+
 static void rseg_destroy(struct bk_rseg *seg)
 {
     if (seg->map)

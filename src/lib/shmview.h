@@ -26,6 +26,8 @@ int bk_shmview_init(broker_t *b);
  * the others once their last message is freed.  No release is pushed any
  * more (the broker releases everything a departing client held). */
 void bk_shmview_fini(broker_t *b);
+/* b's module now lives in b (recon.c moved it between handles). */
+void bk_shmview_rebind(broker_t *b);
 
 /* SEGMENT: another client's segment, announced before its first
  * descriptor.  Takes fd.  A segment that fails the checks is remembered

@@ -53,6 +53,7 @@ enum {
                                    --reps, --baseline, --no-batch,
                                    --no-legend */
     CTL_ACCEPT_RECV = 0x100,    /* --raw, --count, --timestamps */
+    CTL_ACCEPT_RECONNECT = 0x200, /* --reconnect */
 };
 
 /* One command: its arguments, options, what it runs, and its usage (after
@@ -109,22 +110,25 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "call",   1, 2, 0,               "a NAME", ctl_run_call,
       "call NAME|:ID [DATA|-]",
       "request; the reply is written to stdout" },
-    { "listen", 1, 1, CTL_ACCEPT_REG | CTL_ACCEPT_RECV, "a NAME",
-      ctl_run_listen,
+    { "listen", 1, 1, CTL_ACCEPT_REG | CTL_ACCEPT_RECV | CTL_ACCEPT_RECONNECT,
+      "a NAME", ctl_run_listen,
       "listen NAME [--queue] [--replace] [--allow-replacement]\n"
-      "[--raw] [--count N] [--timestamps]",
+      "[--raw] [--count N] [--timestamps] [--reconnect]",
       "register NAME and print every message; with\n"
       "--queue wait in line if it is taken, with\n"
       "--replace take it from an owner that allows\n"
       "it, with --allow-replacement let others take it;\n"
       "--raw: only the payloads; --count: exit after\n"
-      "N messages; --timestamps: time of day first" },
-    { "serve",  1, 1, CTL_ACCEPT_SERVE, "a NAME", ctl_run_serve,
-      "serve NAME --echo | --exec CMD",
+      "N messages; --timestamps: time of day first;\n"
+      "--reconnect: survive a broker restart" },
+    { "serve",  1, 1, CTL_ACCEPT_SERVE | CTL_ACCEPT_RECONNECT, "a NAME",
+      ctl_run_serve,
+      "serve NAME --echo | --exec CMD [--reconnect]",
       "register NAME and answer requests with their\n"
       "own payload (--echo) or with what CMD (run by\n"
       "/bin/sh -c, the request on its stdin) writes\n"
-      "to stdout; CMD failing is an error reply" },
+      "to stdout; CMD failing is an error reply;\n"
+      "--reconnect: survive a broker restart" },
     { "wait",   1, 1, 0, "a NAME", ctl_run_wait,
       "wait NAME [--timeout MS]",
       "exit 0 once NAME has an owner, 1 after MS\n"
@@ -132,14 +136,15 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "pub",    1, 2, 0,               "a TOPIC", ctl_run_pub,
       "pub TOPIC [DATA|-]",
       "publish a message on TOPIC (no DATA or '-':\nread stdin)" },
-    { "sub",    1, 1, CTL_ACCEPT_SUB | CTL_ACCEPT_RECV, "a PATTERN",
-      ctl_run_sub,
+    { "sub",    1, 1, CTL_ACCEPT_SUB | CTL_ACCEPT_RECV | CTL_ACCEPT_RECONNECT,
+      "a PATTERN", ctl_run_sub,
       "sub PATTERN [--group G] [--policy drop|block|disconnect]\n"
-      "[--count N] [--raw] [--timestamps]",
+      "[--count N] [--raw] [--timestamps] [--reconnect]",
       "subscribe and print 'TOPIC DATA' per message\n"
       "('*' one token, '>' the rest); --raw: only the\n"
       "payloads; --count: exit after N messages;\n"
-      "--timestamps: time of day first" },
+      "--timestamps: time of day first;\n"
+      "--reconnect: survive a broker restart" },
     { "monitor",  0, 1, CTL_ACCEPT_JSON | CTL_ACCEPT_SNAP, NULL,
       ctl_run_monitor,
       "monitor [FILTER] [--snap N] [--json]",
@@ -166,7 +171,7 @@ enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
        CTL_OPT_COUNT, CTL_OPT_RAW, CTL_OPT_QUEUE, CTL_OPT_REPLACE,
        CTL_OPT_ALLOW_REPLACEMENT, CTL_OPT_SIZE, CTL_OPT_SUBS, CTL_OPT_CLIENTS,
        CTL_OPT_REPS, CTL_OPT_BASELINE, CTL_OPT_NO_BATCH, CTL_OPT_TIMESTAMPS,
-       CTL_OPT_EXEC };
+       CTL_OPT_EXEC, CTL_OPT_RECONNECT };
 
 static const struct option ctl_long_opts[] = {
     { "socket",  required_argument, NULL, 's' },
@@ -185,6 +190,7 @@ static const struct option ctl_long_opts[] = {
     { "count",   required_argument, NULL, CTL_OPT_COUNT },
     { "raw",     no_argument,       NULL, CTL_OPT_RAW },
     { "timestamps", no_argument,    NULL, CTL_OPT_TIMESTAMPS },
+    { "reconnect", no_argument,     NULL, CTL_OPT_RECONNECT },
     { "queue",   no_argument,       NULL, CTL_OPT_QUEUE },
     { "replace", no_argument,       NULL, CTL_OPT_REPLACE },
     { "allow-replacement", no_argument, NULL, CTL_OPT_ALLOW_REPLACEMENT },
@@ -389,6 +395,8 @@ static unsigned ctl_opt_scope(int c, bool global)
     case CTL_OPT_GROUP:
     case CTL_OPT_POLICY:
         return CTL_ACCEPT_SUB;
+    case CTL_OPT_RECONNECT:
+        return CTL_ACCEPT_RECONNECT;
     case CTL_OPT_SIZE:
     case CTL_OPT_SUBS:
     case CTL_OPT_CLIENTS:
@@ -442,6 +450,9 @@ static int ctl_take_pubsub(int c, ctl_opts_t *o)
         break;
     case CTL_OPT_TIMESTAMPS:
         o->timestamps = true;
+        break;
+    case CTL_OPT_RECONNECT:
+        o->reconnect = true;
         break;
     case CTL_OPT_EXEC:
         if (!*optarg)
@@ -536,6 +547,7 @@ static int ctl_take_value(int c, ctl_opts_t *o, const char *label)
     case CTL_OPT_COUNT:
     case CTL_OPT_RAW:
     case CTL_OPT_TIMESTAMPS:
+    case CTL_OPT_RECONNECT:
     case CTL_OPT_EXEC:
     case CTL_OPT_QUEUE:
     case CTL_OPT_REPLACE:

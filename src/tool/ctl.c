@@ -276,12 +276,48 @@ int ctl_wait(int fd, int timeout_ms)
 
 /* ---- event loop --------------------------------------------------------- */
 
+/* --reconnect (BROKER_OPT_RECONNECT): one line on stderr when the
+ * connection is lost and one when it is back, with what did not come
+ * back.  Whether msg was such an event. */
+static bool ctl_reconnect_event(const broker_msg_t *msg, bool *down)
+{
+    if (msg->kind == BROKER_MSG_DISCONNECTED) {
+        fprintf(stderr, "brokerctl: lost the connection to brokerd (%s): "
+                "reconnecting\n", broker_strerror(msg->code));
+        *down = true;
+        return true;
+    }
+    if (msg->kind != BROKER_MSG_RECONNECTED)
+        return false;
+    *down = false;
+    if (msg->code == 0) {
+        fprintf(stderr, "brokerctl: reconnected to brokerd\n");
+        return true;
+    }
+    fprintf(stderr, "brokerctl: reconnected to brokerd; not back: ");
+    for (size_t i = 0; i < msg->len; i++) {
+        char c = ((const char *)msg->data)[i];
+
+        fputs(c == '\n' ? (i + 1 < msg->len ? "; " : "") : "", stderr);
+        if (c != '\n')
+            fputc(c, stderr);
+    }
+    fputc('\n', stderr);
+    return true;
+}
+
 int ctl_event_loop(broker_t *b, ctl_handle_fn fn, void *ctx)
 {
+    bool down = false;          /* reconnecting: broker_recv waits */
+
     while (!ctl_stop) {
         broker_msg_t *msg = NULL;
-        int r = broker_recv(b, &msg, 0);
+        int r = broker_recv(b, &msg, down ? 1000 : 0);
 
+        if (r == 0 && ctl_reconnect_event(msg, &down)) {
+            broker_msg_free(msg);
+            continue;
+        }
         if (r == 0) {
             r = fn(b, msg, ctx);
             broker_msg_free(msg);
@@ -293,6 +329,8 @@ int ctl_event_loop(broker_t *b, ctl_handle_fn fn, void *ctx)
             return 0;
         if (r != -ETIMEDOUT && r != -EAGAIN && r != -EINTR)
             return r;
+        if (down)
+            continue;
         /* Nothing buffered: sleep on the socket and the signal pipe.  The
          * 1 s wake-up lets the library expire stale partial messages. */
         if ((r = ctl_wait(broker_fd(b), 1000)) < 0)

@@ -70,6 +70,7 @@ typedef struct ctl_opts {
                                default */
     bool raw;               /* listen/sub --raw */
     bool timestamps;        /* listen/sub --timestamps */
+    bool reconnect;         /* listen/sub/serve --reconnect */
     uint32_t reg_flags;     /* listen --queue/--replace/--allow-replacement:
                                BROKER_NAME_* */
     size_t bench_size;      /* bench --size, 0: each workload's default */

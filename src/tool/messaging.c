@@ -598,6 +598,22 @@ static int ctl_msg_exec_one(broker_t *b, broker_msg_t *m, void *ctx)
     return 0;
 }
 
+/* ctl_start, then BROKER_OPT_RECONNECT with --reconnect (before the
+ * name or subscription, so the library restores them). */
+static broker_t *ctl_msg_start(const ctl_opts_t *o, char *path, size_t len)
+{
+    broker_t *b = ctl_start(o, path, len);
+    int r;
+
+    if (b && o->reconnect &&
+        (r = broker_set_option(b, BROKER_OPT_RECONNECT, 1)) < 0) {
+        ctl_err("--reconnect: %s", broker_strerror(r));
+        broker_close(b);
+        return NULL;
+    }
+    return b;
+}
+
 /* Own NAME and hand every message to `handle` (with ctx) until a signal,
  * BYE or the handler's CTL_LOOP_DONE. */
 static int ctl_msg_own_and_loop(const ctl_opts_t *o, const char *verb,
@@ -608,7 +624,7 @@ static int ctl_msg_own_and_loop(const ctl_opts_t *o, const char *verb,
     broker_t *b;
     int r;
 
-    if (!(b = ctl_start(o, path, sizeof(path))))
+    if (!(b = ctl_msg_start(o, path, sizeof(path))))
         return CTL_EXIT_RUNTIME;
     r = o->reg_flags ? broker_register_flags(b, name, o->reg_flags)
                      : broker_register(b, name);
@@ -737,7 +753,7 @@ int ctl_run_sub(const ctl_opts_t *o)
                                "digits and . _ - : /)", o->group);
     if (ctl_msg_check_recv_opts(o))
         return CTL_EXIT_USAGE;
-    if (!(b = ctl_start(o, path, sizeof(path))))
+    if (!(b = ctl_msg_start(o, path, sizeof(path))))
         return CTL_EXIT_RUNTIME;
     r = broker_subscribe(b, pattern, o->group,
                          (broker_sub_policy_t)o->policy, &id);

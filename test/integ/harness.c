@@ -522,6 +522,8 @@ const char *th_kind_str(broker_kind_t k)
     case BROKER_MSG_ERROR: return "ERROR";
     case BROKER_MSG_MONITOR: return "MONITOR";
     case BROKER_MSG_GAP: return "GAP";
+    case BROKER_MSG_DISCONNECTED: return "DISCONNECTED";
+    case BROKER_MSG_RECONNECTED: return "RECONNECTED";
     }
     return "?";
 }
