@@ -1002,6 +1002,17 @@ int th_ctl_va(const char *sock, const void *in, size_t in_len,
     return th_run(argv, NULL, in, in_len, out);
 }
 
+pid_t th_ctl_bg(const char *sock, const char *log, const char *const *args)
+{
+    const char *argv[16] = { th_brokerctl_path(), "-s", sock };
+    size_t n = 3;
+
+    while (*args && n < 15)
+        argv[n++] = *args++;
+    argv[n] = NULL;
+    return th_run_bg(argv, NULL, log);
+}
+
 int th_ctl(const char *sock, th_output_t *out, ...)
 {
     va_list ap;

@@ -237,6 +237,9 @@ int th_ctl(const char *sock, th_output_t *out, ...);
  * in a va_list, for a test's own wrapper. */
 int th_ctl_va(const char *sock, const void *in, size_t in_len,
               th_output_t *out, va_list args);
+/* Start `brokerctl -s SOCK ARGS...` (args NULL-terminated, at most 12) in
+ * the background, stdout and stderr to `log`. */
+pid_t th_ctl_bg(const char *sock, const char *log, const char *const *args);
 
 /* ---- another user ------------------------------------------------------- */
 

@@ -63,14 +63,8 @@ static int ctl_argv(th_output_t *out, const char *const *args)
 static pid_t ctl_bg(char *log, size_t loglen, const char *logname,
                     const char *const *args)
 {
-    const char *argv[16] = { th_brokerctl_path(), "-s", br.sock };
-    size_t n = 3;
-
-    for (; *args && n < 15; args++)
-        argv[n++] = *args;
-    argv[n] = NULL;
     snprintf(log, loglen, "%s/%s", br.dir, logname);
-    return th_run_bg(argv, NULL, log);
+    return th_ctl_bg(br.sock, log, args);
 }
 
 /* `brokerctl wait NAME`: returns once NAME has an owner. */

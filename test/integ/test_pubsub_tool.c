@@ -37,13 +37,7 @@ TH_BROKER_SUITE(pubsub_tool, 180);
 /* Start `brokerctl -s SOCK ARGS...` in the background, output to log. */
 static pid_t ctl_bg(const char *log, const char *const *args)
 {
-    const char *argv[16] = { th_brokerctl_path(), "-s", br.sock };
-    size_t n = 3;
-
-    while (*args && n < 15)
-        argv[n++] = *args++;
-    argv[n] = NULL;
-    return th_run_bg(argv, NULL, log);
+    return th_ctl_bg(br.sock, log, args);
 }
 
 /* brokerctl with stdin bytes in[0..len) and ARGS (NULL-terminated). */

@@ -156,14 +156,8 @@ Test(reconnect, attached_mode_refuses_the_option)
 static pid_t ctl_bg(const char *logname, const char *const *args, char *log,
                     size_t loglen)
 {
-    const char *argv[16] = { th_brokerctl_path(), "-s", br.sock };
-    size_t n = 3;
-
-    for (; *args && n < 15; args++)
-        argv[n++] = *args;
-    argv[n] = NULL;
     snprintf(log, loglen, "%s/%s", br.dir, logname);
-    return th_run_bg(argv, NULL, log);
+    return th_ctl_bg(br.sock, log, args);
 }
 
 static void await_owner(const char *name)
