@@ -226,6 +226,7 @@ dev_count() {
         crashing=${BASH_REMATCH[3]}
         PASSED=$((PASSED + passing))
         FAILED=$((FAILED + failing + crashing))
+        [ $((failing + crashing)) -eq 0 ] || dev_show_failures "$t" "$log"
         if [ "$result" != PASS ] && [ "$result" != SKIP ] &&
            [ $((failing + crashing)) -eq 0 ]; then
             printf 'dev.sh: %s: %s after %s passing tests\n' \
@@ -233,6 +234,14 @@ dev_count() {
             FAILED=$((FAILED + 1))
         fi
     done
+}
+
+# dev_show_failures TEST LOG: criterion's lines about the failing tests of
+# one binary, prefixed "dev.sh: FAIL", so that a CI summary can name them.
+dev_show_failures() {
+    sed 's/\x1b\[[0-9;]*m//g' "$2" |
+        grep -E '^\[(FAIL|----)\] ' | grep -vE '^\[----\] +(Criterion|Running)' |
+        head -n 20 | sed "s|^|dev.sh: FAIL ${1##*/}: |" >&2 || true
 }
 
 # Valgrind's verdict on brokerd reaches the tests as its exit status.

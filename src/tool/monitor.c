@@ -309,8 +309,10 @@ bool ctl_mon_take(broker_t *b, ctl_mon_t *mon, const broker_msg_t *m,
 }
 
 /* Learn comm names from now on: the announcements of new clients first,
- * then the clients already there (so that none falls in between).  A
- * broker that refuses the subscription leaves the listings alone. */
+ * then the clients already there (so that none falls in between), all
+ * before the monitor starts: a client the monitor shows was either listed
+ * or announced before its first record.  A broker that refuses the
+ * subscription leaves the listings alone. */
 static int ctl_mon_names_start(broker_t *b, ctl_mon_t *mon)
 {
     uint32_t id;
@@ -332,15 +334,24 @@ int ctl_mon_loop(const ctl_opts_t *o, const char *verb, const char *filter,
 
     if (!(b = ctl_start(o, path, sizeof(path))))
         return CTL_EXIT_RUNTIME;
+    /* names first: a client that connects, sends and leaves before the
+     * monitor starts is neither announced nor listed, but its records are
+     * not seen either */
+    if ((r = ctl_mon_names_start(b, mon)) < 0) {
+        ctl_err("%s: %s", verb, broker_strerror(r));
+        broker_close(b);
+        return CTL_EXIT_RUNTIME;
+    }
     if ((r = broker_monitor(b, filter, o->snap)) < 0) {
         ctl_err("%s %s: %s", verb, path, r == -EINVAL ?
                 "invalid filter (name:PATTERN, id:N or topic:PATTERN)" :
                 ctl_priv_strerror(r));
         broker_close(b);
+        free(mon->names);
+        mon->names = NULL;
         return CTL_EXIT_RUNTIME;
     }
-    if ((r = ctl_mon_names_start(b, mon)) == 0)
-        r = ctl_event_loop(b, fn, mon);
+    r = ctl_event_loop(b, fn, mon);
     broker_close(b);
     free(mon->names);
     mon->names = NULL;
