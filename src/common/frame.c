@@ -58,7 +58,7 @@ const char *bk_type_name(uint8_t type)
     static const char *const names[] = {
         "?", "HELLO", "WELCOME", "DATA", "CLOSE", "ERROR", "CTRL",
         "CTRL_REPLY", "BYE", "SEGMENT", "RELEASE", "SEG_DROP", "MONITOR",
-        "GAP",
+        "GAP", "FLOW",
     };
 
     return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
@@ -322,6 +322,12 @@ int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
         return 0;
     case BK_T_GAP:
         return check_gap(h);
+    case BK_T_FLOW:           /* about receiver `source`; BUSY may name it */
+        if (!h->source || h->stream || h->dest || h->aux > BK_FLOW_BUSY ||
+            h->length > BK_MAX_NAME ||
+            (h->aux == BK_FLOW_READY && h->length))
+            return -EPROTO;
+        return 0;
     default:
         return -EPROTO;
     }

@@ -34,7 +34,9 @@ enum bk_type {
                              or dropped it) / owner drops its segment */
     BK_T_MONITOR    = 12, /* broker -> monitor: one recorded frame */
     BK_T_GAP        = 13, /* broker -> subscriber: publications dropped */
-    BK_T_MAX_       = 13
+    BK_T_FLOW       = 14, /* broker -> sender: a receiver is full / has
+                             room again (HELLO's BK_HELLO_FLOW) */
+    BK_T_MAX_       = 14
 };
 
 /* Frame flags. */
@@ -157,7 +159,14 @@ enum bk_sub_policy {
  * others, so descriptors may be sent to it; without it the broker sends
  * the bytes themselves (broker-protocol(7), SHARED MEMORY). */
 #define BK_HELLO_SHM        0x1u
-#define BK_HELLO_CAPS_      0x1u
+/* FLOW: it holds back new messages to a receiver the broker calls busy
+ * (FLOW frames), so the broker need not stop reading it when one of its
+ * receivers is full (broker-protocol(7), FLOW CONTROL). */
+#define BK_HELLO_FLOW       0x2u
+#define BK_HELLO_CAPS_      0x3u
+/* FLOW's aux */
+#define BK_FLOW_READY       0u
+#define BK_FLOW_BUSY        1u
 #define BK_MAX_TEXT         1024u          /* ERROR text payload bound */
 
 /* The decoded header.  Use bk_hdr_encode/bk_hdr_decode for the wire form;

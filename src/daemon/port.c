@@ -172,27 +172,50 @@ uint32_t bk_port_alloc_sid(bk_port_t *p)
 
 /* ---- output ------------------------------------------------------------- */
 
-static void pause_sender(bk_port_t *to, bk_port_t *cause)
+/* cause's entry among to's waiters, added if new (NULL: out of memory;
+ * not pausing or telling is safe, only less strict). */
+static bk_waiter_t *waiter_of(bk_port_t *to, const bk_port_t *cause)
 {
-    if (cause->state == BK_PORT_CLOSING)
-        return;
     for (uint32_t i = 0; i < to->nwaiters; i++)
-        if (to->waiters[i] == cause->id)
-            return;
+        if (to->waiters[i].id == cause->id)
+            return &to->waiters[i];
     if (to->nwaiters == to->capwaiters) {
         uint32_t cap = to->capwaiters ? to->capwaiters * 2 : 4;
-        uint64_t *w = realloc(to->waiters, cap * sizeof(*w));
+        bk_waiter_t *w = realloc(to->waiters, cap * sizeof(*w));
         if (!w)
-            return;             /* not pausing is safe, only less strict */
+            return NULL;
         to->waiters = w;
         to->capwaiters = cap;
     }
-    to->waiters[to->nwaiters++] = cause->id;
+    to->waiters[to->nwaiters] = (bk_waiter_t){ .id = cause->id };
+    return &to->waiters[to->nwaiters++];
+}
+
+static void pause_sender(bk_port_t *to, bk_port_t *cause)
+{
+    bk_waiter_t *w;
+
+    if (cause->state == BK_PORT_CLOSING || !(w = waiter_of(to, cause)) ||
+        w->paused)
+        return;
+    w->paused = true;
     cause->paused++;
     update_poll(cause);
     bk_debug("client %llu paused: client %llu has %llu bytes queued",
              (unsigned long long)cause->id, (unsigned long long)to->id,
              (unsigned long long)to->out.bytes);
+}
+
+/* FLOW about receiver `about` to sender w (BUSY with the name, or READY). */
+static void send_flow(bk_port_t *w, const bk_port_t *about, uint32_t state,
+                      const char *name, size_t len)
+{
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_FLOW, .aux = state,
+        .source = about->id, .length = (uint32_t)len,
+    };
+
+    bk_port_send(w, &h, name ? name : "", NULL, 0, NULL);
 }
 
 static void resume_waiters(bk_port_t *p)
@@ -201,8 +224,14 @@ static void resume_waiters(bk_port_t *p)
 
     p->nwaiters = 0;
     for (uint32_t i = 0; i < n; i++) {
-        bk_port_t *w = bk_server_find(p->srv, p->waiters[i]);
-        if (!w || w->paused == 0)
+        bk_waiter_t e = p->waiters[i];
+        bk_port_t *w = bk_server_find(p->srv, e.id);
+
+        if (!w)
+            continue;
+        if (e.told && w->state != BK_PORT_CLOSING)
+            send_flow(w, p, BK_FLOW_READY, NULL, 0);
+        if (!e.paused || w->paused == 0)
             continue;
         w->paused--;
         if (w->paused == 0 && !bk_list_empty(&w->stash) &&
@@ -210,6 +239,47 @@ static void resume_waiters(bk_port_t *p)
             bk_list_push_tail(&p->srv->unstash, &w->stash_link);
         update_poll(w);
     }
+}
+
+uint64_t bk_port_hard_limit(const bk_port_t *to)
+{
+    uint64_t limit = to->srv->cfg->queue_limit;
+
+    return limit > UINT64_MAX / 3 * 2 ? UINT64_MAX : limit + limit / 2;
+}
+
+bool bk_port_refuses_new(const bk_port_t *to, const bk_port_t *from)
+{
+    return from->flow && to->out.bytes > bk_port_hard_limit(to);
+}
+
+/* FNV-1a of a name; 0 stands for "by id". */
+static uint32_t name_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return len ? h | 1 : 0;
+}
+
+void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const char *name,
+                       size_t len)
+{
+    uint32_t hash = name_hash(name, len);
+    bk_waiter_t *w;
+
+    if (!from->flow || from == to || to->out.bytes <=
+        to->srv->cfg->queue_limit || from->state == BK_PORT_CLOSING ||
+        to->state == BK_PORT_CLOSING || !(w = waiter_of(to, from)) ||
+        (w->told && w->name_hash == hash))
+        return;
+    w->told = true;
+    w->name_hash = hash;
+    send_flow(from, to, BK_FLOW_BUSY, name, len);
+    bk_debug("client %llu told client %llu is busy (%llu bytes queued)",
+             (unsigned long long)from->id, (unsigned long long)to->id,
+             (unsigned long long)to->out.bytes);
 }
 
 static void count_out(bk_port_t *p, const bk_outq_tally_t *t)
@@ -226,14 +296,19 @@ static void mark_dirty(bk_port_t *p)
         bk_list_push_head(&p->srv->dirty, &p->dirty_link);
 }
 
-/* A frame of `bytes` (header included) was queued: pause `cause` if this
- * fills the queue. */
-static void queued(bk_port_t *to, bk_port_t *cause, uint64_t bytes)
+/* A frame h was queued: pause `cause` if this fills the queue.  A sender
+ * that takes FLOW frames is told instead (the router calls
+ * bk_port_note_busy), and refused new messages past the hard limit; it is
+ * paused only there, in the middle of a message, whose rest cannot be
+ * refused. */
+static void queued(bk_port_t *to, bk_port_t *cause, const bk_hdr_t *h)
 {
-    to->srv->unflushed += bytes;
+    to->srv->unflushed += BK_HDR_SIZE + (uint64_t)h->length;
     if (to->out.bytes > to->srv->cfg->queue_limit) {
         to->overfull = true;
-        if (cause)
+        if (cause && (!cause->flow ||
+                      ((h->flags & BK_F_MORE) &&
+                       to->out.bytes > bk_port_hard_limit(to))))
             pause_sender(to, cause);
     }
     if (!(to->events & UV_WRITABLE))
@@ -249,7 +324,7 @@ static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
 
     if (r < 0)
         return r;
-    queued(to, cause, BK_HDR_SIZE + (uint64_t)h->length);
+    queued(to, cause, h);
     return 0;
 }
 
@@ -393,7 +468,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         return r;
     f->tag = tag;
     f->tag_first = !(h->flags & BK_F_CONT);
-    queued(to, cause, BK_HDR_SIZE + (uint64_t)h->length);
+    queued(to, cause, h);
     return BK_PORT_QUEUED;
 }
 
@@ -419,7 +494,7 @@ int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         f->src = h->source;
         f->src_sid = oneway_sid;
     }
-    queued(to, cause, BK_HDR_SIZE + (uint64_t)h->length);
+    queued(to, cause, h);
     return BK_PORT_QUEUED;
 }
 
@@ -435,7 +510,7 @@ int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h)
     }
     r = bk_outq_push_frame(&to->out, f, h);
     if (r == 0)
-        queued(to, NULL, BK_HDR_SIZE + (uint64_t)h->length);
+        queued(to, NULL, h);
     return r;
 }
 
@@ -684,6 +759,7 @@ static void hello(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         return;
     }
     p->shm.maps = h->aux & BK_HELLO_SHM;
+    p->flow = h->aux & BK_HELLO_FLOW;
     if (!bk_policy_may_connect(&p->srv->cfg->policy, &who)) {
         bk_warn("client %llu (pid %d, uid %d, %s): refused by allow-connect",
                 (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm);

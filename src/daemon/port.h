@@ -21,7 +21,14 @@
  *
  * Flow control: when a frame caused by sender S lands in this port's queue
  * and the queue holds more than queue_limit bytes, S is paused (its socket
- * is not read) until this queue drains below half the limit.
+ * is not read) until this queue drains below half the limit -- unless S
+ * said BK_HELLO_FLOW: then S is told this receiver is busy (a FLOW frame,
+ * once per episode and name) and is not paused, so its traffic to others,
+ * its pings and control requests go on.  New messages from S to this
+ * receiver past the hard limit (bk_port_hard_limit) are refused with
+ * ENOBUFS; the rest of a message already started is queued, pausing S
+ * past the hard limit.  When the queue drains below half the limit, told
+ * senders get FLOW READY and paused ones are read again.
  */
 #ifndef BK_PORT_H
 #define BK_PORT_H
@@ -44,6 +51,14 @@ typedef enum bk_port_state {
     BK_PORT_READY,
     BK_PORT_CLOSING,            /* failed or shutting down; no more input */
 } bk_port_state_t;
+
+/* A sender waiting on a full port: paused (not read), told (sent FLOW
+ * BUSY; name_hash: of the name it was told about), or both. */
+typedef struct bk_waiter {
+    uint64_t id;
+    uint32_t name_hash;
+    bool paused, told;
+} bk_waiter_t;
 
 typedef struct bk_port {
     uv_poll_t poll;
@@ -81,7 +96,9 @@ typedef struct bk_port {
 
     /* flow control */
     uint32_t paused;            /* full receivers this port waits on */
-    uint64_t *waiters;          /* ids of senders paused on this port */
+    bool flow;                  /* HELLO said BK_HELLO_FLOW */
+    bk_waiter_t *waiters;       /* senders paused on or told about this
+                                 * port */
     uint32_t nwaiters, capwaiters;
 
     bk_shm_port_t shm;          /* segments, references held */
@@ -172,6 +189,20 @@ int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
  * with its header rewritten to h.  Returns 0 or a negative errno (the
  * frame is freed then). */
 int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h);
+
+/* The queue length past which new messages from a BK_HELLO_FLOW sender are
+ * refused: 1.5 x queue_limit (saturating). */
+uint64_t bk_port_hard_limit(const bk_port_t *to);
+/* Whether a new message from `from` to `to` must be refused with ENOBUFS:
+ * from holds back when told (BK_HELLO_FLOW) and to's queue is past the
+ * hard limit. */
+bool bk_port_refuses_new(const bk_port_t *to, const bk_port_t *from);
+/* A new message from `from` was just queued for `to` (addressed by the
+ * name[0..len), or by id when len is 0): if to's queue is past
+ * queue_limit and from takes FLOW frames, tell from that `to` is busy,
+ * unless it was told already about that name. */
+void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const char *name,
+                       size_t len);
 
 /* Send an ERROR frame (err: a negative errno) with a short text. */
 void bk_port_error(bk_port_t *to, uint32_t stream, int err,

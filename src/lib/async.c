@@ -27,6 +27,7 @@
 #include <uv.h>
 #include "outq.h"
 #include "stream.h"
+#include "flow.h"
 #include "ctrl.h"
 #include "in.h"
 #include "send.h"
@@ -457,6 +458,8 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
         return r;
     if (!b->as || !cb || !bk_conn_name_ok(b, name, &nl))
         return -EINVAL;
+    if (bk_flow_busy(b, name, 0))
+        return -EAGAIN;
     r = bk_stream_alloc_id(b, &sid);
     if (r < 0)
         return r;

@@ -64,7 +64,9 @@ int bk_conn_send_hello(broker_t *b, int64_t deadline)
     size_t dlen = desc ? strnlen(desc, BK_MAX_HELLO_DESC) : 0;
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_HELLO,
-        .aux = BK_HELLO_SHM,    /* shmview.c maps what others share */
+        /* shmview.c maps what others share; flow.c holds back what
+         * is for a busy receiver */
+        .aux = BK_HELLO_SHM | BK_HELLO_FLOW,
         .length = (uint32_t)(sizeof(ver) + dlen),
     };
     struct iovec iov[3] = {

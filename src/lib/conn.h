@@ -12,6 +12,7 @@
  *   out    outq.h    layer 3   output queues, staging, flushing
  *   subs   subs.h    layer 3   the live subscription ids
  *   st     stream.h  layer 4   the stream table
+ *   flow   flow.h    layer 4   receivers the broker called busy
  *   ctrl   ctrl.h    layer 4   the control request in flight
  *   shm    shm.h     layer 5   our shared-memory pool
  *   views  shmview.h layer 5   segments others share with us
@@ -55,6 +56,7 @@
 struct bk_out;
 struct bk_subs;
 struct bk_streams;
+struct bk_flow;
 struct bk_ctrl;
 struct bk_shm;
 struct bk_shmview;
@@ -90,6 +92,7 @@ struct broker {
     struct bk_out *out;
     struct bk_subs *subs;
     struct bk_streams *st;
+    struct bk_flow *flow;
     struct bk_ctrl *ctrl;
     struct bk_shm *shm;
     struct bk_shmview *views;

@@ -8,6 +8,7 @@
 #include "outq.h"
 #include "subs.h"
 #include "stream.h"
+#include "flow.h"
 #include "ctrl.h"
 #include "shm.h"
 #include "shmview.h"
@@ -22,7 +23,7 @@ broker_t *bk_handle_new(int fd)
     if (!b)
         return NULL;
     if (bk_out_init(b) < 0 || bk_subs_init(b) < 0 ||
-        bk_stream_init(b) < 0 ||
+        bk_stream_init(b) < 0 || bk_flow_init(b) < 0 ||
         bk_ctrl_init(b) < 0 || bk_shm_create(b) < 0 ||
         bk_shmview_init(b) < 0 || bk_in_init(b) < 0) {
         b->io.fd = -1;
@@ -72,6 +73,7 @@ void bk_handle_free(broker_t *b)
 {
     bk_recon_free(b);
     bk_shmview_fini(b);
+    bk_flow_fini(b);
     bk_stream_fini(b);
     bk_in_fini(b);
     bk_ctrl_fini(b);

@@ -12,6 +12,7 @@
 #include "sockio.h"
 #include "outq.h"
 #include "stream.h"
+#include "flow.h"
 #include "ctrl.h"
 #include "shm.h"
 #include "shmview.h"
@@ -584,6 +585,8 @@ static int handle_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p,
         return handle_monitor(b, h, p);
     case BK_T_GAP:
         return handle_gap(b, h, p);
+    case BK_T_FLOW:
+        return bk_flow_on_frame(b, h, p);
     default:
         return -EPROTO;
     }

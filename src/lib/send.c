@@ -6,6 +6,7 @@
 #include <string.h>
 #include "outq.h"
 #include "stream.h"
+#include "flow.h"
 #include "shm.h"
 #include "in.h"
 #include "send.h"
@@ -224,8 +225,10 @@ int bk_send_oneway(broker_t *b, uint8_t flags, const char *name,
                    const int *fds, unsigned nfds, struct bk_sbuf *sb)
 {
     uint32_t sid;
-    int r = bk_stream_alloc_id(b, &sid);
+    int r = flags & BK_F_TOPIC ? 0 : bk_flow_gate(b, name, dest, len, -1);
 
+    if (r == 0)
+        r = bk_stream_alloc_id(b, &sid);
     if (r < 0) {
         if (sb)
             bk_shm_unsent(sb);
