@@ -9,7 +9,7 @@
 -- decoded as far as it goes.  Decoded: every header field, the frame
 -- types, flags, CTRL operations, error codes, names and topics, HELLO,
 -- WELCOME, SEGMENT, shared-memory descriptors, RELEASE records,
--- SEG_DROP, GAP and MONITOR records (the frame inside is decoded too).
+-- SEG_DROP, GAP, FLOW and MONITOR records (the frame inside is decoded too).
 -- Frames that break the format get expert info.
 --
 -- Use:  tshark -X lua_script:contrib/wireshark/brokerd.lua -r FILE
@@ -31,7 +31,7 @@ local types = {
     [1] = "HELLO", [2] = "WELCOME", [3] = "DATA", [4] = "CLOSE",
     [5] = "ERROR", [6] = "CTRL", [7] = "CTRL_REPLY", [8] = "BYE",
     [9] = "SEGMENT", [10] = "RELEASE", [11] = "SEG_DROP", [12] = "MONITOR",
-    [13] = "GAP",
+    [13] = "GAP", [14] = "FLOW",
 }
 local T = {}
 for k, v in pairs(types) do T[v] = k end
@@ -119,6 +119,8 @@ local f = {
     rel_count = ProtoField.uint32("brokerd.release.count", "Count"),
     rel_offset = ProtoField.uint64("brokerd.release.offset", "Offset"),
     gap = ProtoField.uint64("brokerd.gap.dropped", "Publications dropped"),
+    flow_state = ProtoField.uint32("brokerd.flow.state", "Flow state", base.DEC,
+                                   { [0] = "READY", [1] = "BUSY" }),
     list_start = ProtoField.uint32("brokerd.ctrl.start", "Start index"),
     kick_id = ProtoField.uint64("brokerd.ctrl.client", "Client id"),
     filter = ProtoField.string("brokerd.ctrl.filter", "Monitor filter"),
@@ -304,6 +306,12 @@ local function payload(tree, tvb, off, h, info)
     elseif t == T.GAP and have >= 8 then
         tree:add_le(f.gap, tvb:range(off, 8))
         info[#info + 1] = tostring(tvb:range(off, 8):le_uint64()) .. " dropped"
+    elseif t == T.FLOW then
+        info[#info + 1] = (h.aux == 1 and "busy " or "ready ") ..
+            tostring(h.source)
+        if len > 0 and have > 0 then
+            add_string(tree, f.name, tvb, off, len)
+        end
     elseif (t == T.ERROR or t == T.CTRL_REPLY or t == T.CLOSE or t == T.BYE)
             and have > 0 then
         add_string(tree, f.text, tvb, off, len)
@@ -328,6 +336,8 @@ local function aux_field(tree, r, h)
         tree:add_le(f.op, r)
     elseif h.type == T.GAP then
         tree:add_le(f.sub_id, r)
+    elseif h.type == T.FLOW then
+        tree:add_le(f.flow_state, r)
     elseif h.type == T.CLOSE or h.type == T.ERROR or h.type == T.CTRL_REPLY
             or h.type == T.BYE then
         local item = tree:add_le(f.err, r)

@@ -322,10 +322,11 @@ int bk_frame_check_from_broker(const bk_hdr_t *h, const uint8_t *payload,
         return 0;
     case BK_T_GAP:
         return check_gap(h);
-    case BK_T_FLOW:           /* about receiver `source`; BUSY may name it */
-        if (!h->source || h->stream || h->dest || h->aux > BK_FLOW_BUSY ||
+    case BK_T_FLOW:           /* about receiver `source`; BUSY: the stream
+                                 of the message, and the name */
+        if (!h->source || h->aux > BK_FLOW_BUSY ||
             h->length > BK_MAX_NAME ||
-            (h->aux == BK_FLOW_READY && h->length))
+            (h->aux == BK_FLOW_BUSY ? !h->stream : h->length || h->stream))
             return -EPROTO;
         return 0;
     default:

@@ -206,13 +206,15 @@ static void pause_sender(bk_port_t *to, bk_port_t *cause)
              (unsigned long long)to->out.bytes);
 }
 
-/* FLOW about receiver `about` to sender w (BUSY with the name, or READY). */
+/* FLOW about receiver `about` to sender w (BUSY with w's stream and the
+ * name, or READY). */
 static void send_flow(bk_port_t *w, const bk_port_t *about, uint32_t state,
-                      const char *name, size_t len)
+                      uint32_t sid, const char *name, size_t len)
 {
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_FLOW, .aux = state,
-        .source = about->id, .length = (uint32_t)len,
+        .stream = sid, .source = about->id, .dest = w->id,
+        .length = (uint32_t)len,
     };
 
     bk_port_send(w, &h, name ? name : "", NULL, 0, NULL);
@@ -230,7 +232,7 @@ static void resume_waiters(bk_port_t *p)
         if (!w)
             continue;
         if (e.told && w->state != BK_PORT_CLOSING)
-            send_flow(w, p, BK_FLOW_READY, NULL, 0);
+            send_flow(w, p, BK_FLOW_READY, 0, NULL, 0);
         if (!e.paused || w->paused == 0)
             continue;
         w->paused--;
@@ -248,35 +250,39 @@ uint64_t bk_port_hard_limit(const bk_port_t *to)
     return limit > UINT64_MAX / 3 * 2 ? UINT64_MAX : limit + limit / 2;
 }
 
-bool bk_port_refuses_new(const bk_port_t *to, const bk_port_t *from)
+/* What a sender is told about once per episode: the name a message was
+ * addressed by (an odd FNV-1a hash), the receiver by id (0), or a stream
+ * (an even hash of its id). */
+static uint32_t busy_key(const bk_hdr_t *h, const char *name, size_t len)
 {
-    return from->flow && to->out.bytes > bk_port_hard_limit(to);
+    uint32_t k = 2166136261u;
+
+    if (len) {
+        for (size_t i = 0; i < len; i++)
+            k = (k ^ (uint8_t)name[i]) * 16777619u;
+        return k | 1;
+    }
+    return h->flags & BK_F_OPEN ? 0 : (h->stream * 2654435761u) & ~1u;
 }
 
-/* FNV-1a of a name; 0 stands for "by id". */
-static uint32_t name_hash(const char *name, size_t len)
+void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const bk_hdr_t *h,
+                       const uint8_t *payload)
 {
-    uint32_t h = 2166136261u;
-
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)name[i]) * 16777619u;
-    return len ? h | 1 : 0;
-}
-
-void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const char *name,
-                       size_t len)
-{
-    uint32_t hash = name_hash(name, len);
+    bool named = (h->flags & (BK_F_OPEN | BK_F_NAME)) ==
+                 (BK_F_OPEN | BK_F_NAME);
+    const char *name = named ? (const char *)payload : NULL;
+    size_t len = named ? h->aux : 0;
+    uint32_t key = busy_key(h, name, len);
     bk_waiter_t *w;
 
     if (!from->flow || from == to || to->out.bytes <=
         to->srv->cfg->queue_limit || from->state == BK_PORT_CLOSING ||
         to->state == BK_PORT_CLOSING || !(w = waiter_of(to, from)) ||
-        (w->told && w->name_hash == hash))
+        (w->told && w->name_hash == key))
         return;
     w->told = true;
-    w->name_hash = hash;
-    send_flow(from, to, BK_FLOW_BUSY, name, len);
+    w->name_hash = key;
+    send_flow(from, to, BK_FLOW_BUSY, h->stream, name, len);
     bk_debug("client %llu told client %llu is busy (%llu bytes queued)",
              (unsigned long long)from->id, (unsigned long long)to->id,
              (unsigned long long)to->out.bytes);
@@ -298,17 +304,17 @@ static void mark_dirty(bk_port_t *p)
 
 /* A frame h was queued: pause `cause` if this fills the queue.  A sender
  * that takes FLOW frames is told instead (the router calls
- * bk_port_note_busy), and refused new messages past the hard limit; it is
- * paused only there, in the middle of a message, whose rest cannot be
- * refused. */
+ * bk_port_note_busy) and paused only past the hard limit, when it has not
+ * held back in time -- or when the full queue is its own (replies and
+ * errors for a client that does not read: nothing else would bound
+ * them). */
 static void queued(bk_port_t *to, bk_port_t *cause, const bk_hdr_t *h)
 {
     to->srv->unflushed += BK_HDR_SIZE + (uint64_t)h->length;
     if (to->out.bytes > to->srv->cfg->queue_limit) {
         to->overfull = true;
-        if (cause && (!cause->flow ||
-                      ((h->flags & BK_F_MORE) &&
-                       to->out.bytes > bk_port_hard_limit(to))))
+        if (cause && (!cause->flow || cause == to ||
+                      to->out.bytes > bk_port_hard_limit(to)))
             pause_sender(to, cause);
     }
     if (!(to->events & UV_WRITABLE))

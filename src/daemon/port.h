@@ -24,11 +24,11 @@
  * is not read) until this queue drains below half the limit -- unless S
  * said BK_HELLO_FLOW: then S is told this receiver is busy (a FLOW frame,
  * once per episode and name) and is not paused, so its traffic to others,
- * its pings and control requests go on.  New messages from S to this
- * receiver past the hard limit (bk_port_hard_limit) are refused with
- * ENOBUFS; the rest of a message already started is queued, pausing S
- * past the hard limit.  When the queue drains below half the limit, told
- * senders get FLOW READY and paused ones are read again.
+ * its pings and control requests go on; S holds back new messages to
+ * this receiver itself.  Past the hard limit (bk_port_hard_limit: S did
+ * not hold back in time), S is paused all the same.  When the queue
+ * drains below half the limit, told senders get FLOW READY and paused
+ * ones are read again.
  */
 #ifndef BK_PORT_H
 #define BK_PORT_H
@@ -53,7 +53,8 @@ typedef enum bk_port_state {
 } bk_port_state_t;
 
 /* A sender waiting on a full port: paused (not read), told (sent FLOW
- * BUSY; name_hash: of the name it was told about), or both. */
+ * BUSY; name_hash: of the name, or stream, it was last told about), or
+ * both. */
 typedef struct bk_waiter {
     uint64_t id;
     uint32_t name_hash;
@@ -190,19 +191,16 @@ int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
  * frame is freed then). */
 int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h);
 
-/* The queue length past which new messages from a BK_HELLO_FLOW sender are
- * refused: 1.5 x queue_limit (saturating). */
+/* The queue length past which a BK_HELLO_FLOW sender is paused all the
+ * same: 1.5 x queue_limit (saturating). */
 uint64_t bk_port_hard_limit(const bk_port_t *to);
-/* Whether a new message from `from` to `to` must be refused with ENOBUFS:
- * from holds back when told (BK_HELLO_FLOW) and to's queue is past the
- * hard limit. */
-bool bk_port_refuses_new(const bk_port_t *to, const bk_port_t *from);
-/* A new message from `from` was just queued for `to` (addressed by the
- * name[0..len), or by id when len is 0): if to's queue is past
- * queue_limit and from takes FLOW frames, tell from that `to` is busy,
- * unless it was told already about that name. */
-void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const char *name,
-                       size_t len);
+/* A new message from `from` (its first fragment h, as from sent it) was
+ * just queued for `to`: if to's queue is past queue_limit and from takes
+ * FLOW frames, tell from that `to` is busy (FLOW BUSY with h's stream and
+ * the name h was addressed by), unless it was told already about that
+ * name, about `to` by id, or about that stream. */
+void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const bk_hdr_t *h,
+                       const uint8_t *payload);
 
 /* Send an ERROR frame (err: a negative errno) with a short text. */
 void bk_port_error(bk_port_t *to, uint32_t stream, int err,

@@ -147,23 +147,6 @@ static int forward(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     return r;
 }
 
-/* ---- flow control (port.h) ---------------------------------------------- */
-
-static const char busy_text[] = "the receiver's queue is full: hold back "
-                                "new messages to it until FLOW READY";
-
-/* After a new message from `from` was queued for `to`: tell `from` if `to`
- * is busy, with the name the message was addressed by. */
-static void note_busy(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
-                      const uint8_t *payload)
-{
-    bool named = (h->flags & (BK_F_OPEN | BK_F_NAME)) ==
-                 (BK_F_OPEN | BK_F_NAME);
-
-    bk_port_note_busy(to, from, named ? (const char *)payload : NULL,
-                      named ? h->aux : 0);
-}
-
 static bool over_limit(bk_port_t *from, bk_st_end_t *e, const bk_hdr_t *h)
 {
     e->msg_bytes += data_bytes(h);
@@ -298,7 +281,7 @@ static void send_whole(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     else if (r < 0)
         bk_port_oneway_lost(to, from, h->stream);
     else
-        note_busy(from, to, h, payload);
+        bk_port_note_busy(to, from, h, payload);
 }
 
 /* First fragment with OPEN: a new stream to a name or a client id. */
@@ -337,11 +320,6 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
                "message exceeds the broker's limit");
         return;
     }
-    if (bk_port_refuses_new(to, from)) {
-        bk_close_fds(fds, h->nfds);
-        reject(from, h, payload, -ENOBUFS, busy_text);
-        return;
-    }
     to_sid = bk_port_alloc_sid(to);
     if ((h->flags & BK_F_CLOSE) && !(h->flags & BK_F_MORE)) {
         send_whole(from, to, to_sid, h, payload, fds);
@@ -371,7 +349,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if (r == -ENOMEM || r == -EMSGSIZE)
         reset_stream(from, &s->end[0], h, r, queue_failure(r), false);
     else if (r >= 0)
-        note_busy(from, to, h, payload);
+        bk_port_note_busy(to, from, h, payload);
 }
 
 /* ---- publications ------------------------------------------------------ */
@@ -559,17 +537,10 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
         too_big(from, e, h);
         return;
     }
-    if (bk_port_refuses_new(peer->owner, from)) {
-        bk_close_fds(fds, h->nfds);
-        if (h->flags & BK_F_SHM)
-            bk_shm_undelivered(from, shm_desc(h, payload));
-        reset_stream(from, e, h, -ENOBUFS, busy_text, true);
-        return;
-    }
     e->bytes += data_bytes(h);
     r = forward(from, peer->owner, peer->sid, h, payload, fds);
     if (r >= 0)
-        note_busy(from, peer->owner, h, payload);
+        bk_port_note_busy(peer->owner, from, h, payload);
     if (r == -ENOMEM || r == -EMSGSIZE) {
         lost_fragment(from, e, h, r);
         return;

@@ -130,14 +130,13 @@ BROKER_API int broker_stream_write(broker_t *b, uint32_t stream,
     s = bk_stream_find(b, stream);
     if (!s || s->q.closing)
         return -ENOENT;
-    if (s->ours && (s->name || s->dest)) {
-        snprintf(name, sizeof(name), "%s", s->name ? s->name : "");
-        r = bk_flow_gate(b, s->name ? name : NULL, s->dest, len, -1);
-        if (r < 0)
-            return r;
-        if (!(s = bk_stream_find(b, stream)) || s->q.closing)
-            return -ENOENT;     /* ended while we waited */
-    }
+    snprintf(name, sizeof(name), "%s", s->name ? s->name : "");
+    r = bk_flow_gate(b, s->name ? name : NULL, s->dest,
+                     stream, len, -1);
+    if (r < 0)
+        return r;
+    if (!(s = bk_stream_find(b, stream)) || s->q.closing)
+        return -ENOENT;         /* ended while we waited */
     if (s->ours && !s->opened)
         flags = BK_F_OPEN | (s->name ? BK_F_NAME : 0);
     if (s->name)
@@ -216,7 +215,7 @@ BROKER_API int broker_reply(broker_t *b, const broker_msg_t *req,
     s = bk_stream_find(b, sid);
     if (!s || s->q.closing || (s->ours && !s->opened))
         return -ENOENT;
-    if (req->source && (r = bk_flow_gate(b, NULL, req->source, len, -1)) < 0)
+    if ((r = bk_flow_gate(b, NULL, req->source, sid, len, -1)) < 0)
         return r;
     if (!(s = bk_stream_find(b, sid)) || s->q.closing)
         return -ENOENT;         /* ended while we waited */
@@ -370,7 +369,7 @@ static int call(broker_t *b, const char *name, uint64_t id, const void *data,
         return -EBUSY;
     if (name ? !bk_conn_name_ok(b, name, &nl) : id == 0)
         return -EINVAL;
-    r = bk_flow_gate(b, name, id, len, deadline);
+    r = bk_flow_gate(b, name, id, 0, len, deadline);
     if (r < 0)
         return r;
     r = bk_stream_alloc_id(b, &sid);

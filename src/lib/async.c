@@ -458,7 +458,7 @@ BROKER_API int broker_call_async(broker_t *b, const char *name,
         return r;
     if (!b->as || !cb || !bk_conn_name_ok(b, name, &nl))
         return -EINVAL;
-    if (bk_flow_busy(b, name, 0))
+    if (bk_flow_busy(b, name, 0, 0))
         return -EAGAIN;
     r = bk_stream_alloc_id(b, &sid);
     if (r < 0)

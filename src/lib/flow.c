@@ -22,6 +22,7 @@
 
 struct bk_flow_ent {
     uint64_t rid;               /* the receiver's client id */
+    uint32_t sid;               /* our stream the message was on */
     char *name;                 /* the name it was addressed by, or NULL */
 };
 
@@ -63,8 +64,8 @@ static bool same_name(const char *a, const char *b)
     return a == b || (a && b && strcmp(a, b) == 0);
 }
 
-static int busy(struct bk_flow *f, uint64_t rid, const uint8_t *p,
-                size_t len)
+static int busy(struct bk_flow *f, uint64_t rid, uint32_t sid,
+                const uint8_t *p, size_t len)
 {
     char *name = NULL;
 
@@ -75,14 +76,16 @@ static int busy(struct bk_flow *f, uint64_t rid, const uint8_t *p,
         name[len] = '\0';
     }
     for (unsigned i = 0; i < f->n; i++) {
-        if (f->ent[i].rid == rid && same_name(f->ent[i].name, name)) {
+        if (f->ent[i].rid == rid && f->ent[i].sid == sid &&
+            same_name(f->ent[i].name, name)) {
             free(name);
             return 0;
         }
     }
     if (f->n == BK_FLOW_MAX)
         drop_at(f, 0);
-    f->ent[f->n++] = (struct bk_flow_ent){ .rid = rid, .name = name };
+    f->ent[f->n++] = (struct bk_flow_ent){ .rid = rid, .sid = sid,
+                                           .name = name };
     return 0;
 }
 
@@ -96,19 +99,21 @@ static void ready(struct bk_flow *f, uint64_t rid)
 int bk_flow_on_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 {
     if (h->aux == BK_FLOW_BUSY)
-        return busy(b->flow, h->source, p, h->length);
+        return busy(b->flow, h->source, h->stream, p, h->length);
     ready(b->flow, h->source);
     return 0;
 }
 
-bool bk_flow_busy(const broker_t *b, const char *name, uint64_t id)
+bool bk_flow_busy(const broker_t *b, const char *name, uint64_t id,
+                  uint32_t sid)
 {
     const struct bk_flow *f = b->flow;
 
     for (unsigned i = 0; i < f->n; i++) {
         const struct bk_flow_ent *e = &f->ent[i];
 
-        if (name ? e->name && strcmp(e->name, name) == 0 : e->rid == id)
+        if ((name && e->name && strcmp(e->name, name) == 0) ||
+            (id && e->rid == id) || (sid && e->sid == sid))
             return true;
     }
     return false;
@@ -145,14 +150,14 @@ static int look(broker_t *b, size_t len)
     return r < 0 ? r : 0;
 }
 
-int bk_flow_gate(broker_t *b, const char *name, uint64_t id, size_t len,
-                 int64_t deadline)
+int bk_flow_gate(broker_t *b, const char *name, uint64_t id, uint32_t sid,
+                 size_t len, int64_t deadline)
 {
     int r;
 
     if (!bk_conn_attached(b) && (r = look(b, len)) < 0)
         return r;
-    while (b->flow->n && bk_flow_busy(b, name, id)) {
+    while (b->flow->n && bk_flow_busy(b, name, id, sid)) {
         if (bk_conn_attached(b))
             return -EAGAIN;
         r = bk_in_wait(b, false, deadline);

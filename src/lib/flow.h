@@ -21,16 +21,19 @@ void bk_flow_fini(broker_t *b);
 /* A FLOW frame (validated by frame.c).  0 or -ENOMEM. */
 int bk_flow_on_frame(broker_t *b, const bk_hdr_t *h, const uint8_t *p);
 
-/* Whether a new message to name (or, name NULL, to client id; 0: none)
- * would go to a receiver the broker called busy. */
-bool bk_flow_busy(const broker_t *b, const char *name, uint64_t id);
+/* Whether a new message to name, to client id, or on our stream sid (each
+ * NULL or 0 when it does not apply) would go to a receiver the broker
+ * called busy. */
+bool bk_flow_busy(const broker_t *b, const char *name, uint64_t id,
+                  uint32_t sid);
 
-/* Before a new message of len bytes to name / id: in blocking mode, look
+/* Before a new message of len bytes to name / id / on stream sid (as for
+ * bk_flow_busy): in blocking mode, look
  * at the input now and then (a sender that never reads learns of a busy
  * receiver all the same), and wait while the destination is busy, until
  * deadline (-1: none).  0 (go ahead), -EAGAIN (attached mode: busy),
  * -ETIMEDOUT, or the connection's error. */
-int bk_flow_gate(broker_t *b, const char *name, uint64_t id, size_t len,
-                 int64_t deadline);
+int bk_flow_gate(broker_t *b, const char *name, uint64_t id, uint32_t sid,
+                 size_t len, int64_t deadline);
 
 #endif

@@ -225,7 +225,7 @@ int bk_send_oneway(broker_t *b, uint8_t flags, const char *name,
                    const int *fds, unsigned nfds, struct bk_sbuf *sb)
 {
     uint32_t sid;
-    int r = flags & BK_F_TOPIC ? 0 : bk_flow_gate(b, name, dest, len, -1);
+    int r = flags & BK_F_TOPIC ? 0 : bk_flow_gate(b, name, dest, 0, len, -1);
 
     if (r == 0)
         r = bk_stream_alloc_id(b, &sid);

@@ -3,8 +3,8 @@
  * holds back only what is addressed to it.  The sender's messages to
  * others, its pings and its control requests go on; the library waits
  * (blocking mode) or says -EAGAIN (attached mode) only for the full
- * receiver; a client that ignores FLOW BUSY is refused new messages with
- * ENOBUFS past the hard limit; nothing accepted is lost or reordered.
+ * receiver; a client that ignores FLOW BUSY is paused past the hard
+ * limit; nothing is lost or reordered.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -252,33 +252,39 @@ static uint8_t pkt[BK_MAX_MAX_PACKET];
 
 /* What a raw connection has read so far. */
 struct raw_seen {
-    unsigned refused;           /* ERROR ENOBUFS */
+    unsigned errors;
     bool busy, ready;           /* FLOW BUSY / READY */
     uint64_t busy_src, ready_src;
     uint32_t ready_len;
+    uint32_t last_sid;          /* the stream of the last message sent */
     char name[BK_MAX_NAME + 1]; /* BUSY's name */
 };
 
+/* FLOW comes in episodes: BUSY, then READY once the receiver has room
+ * again (its queue can also drain into its socket buffer meanwhile). */
 static void raw_frame(struct raw_seen *seen, const bk_hdr_t *h,
                       const uint8_t *pl)
 {
     if (h->type == BK_T_ERROR) {
-        cr_assert_eq(bk_err_from_wire(h->aux), -ENOBUFS, "error %d",
-                     bk_err_from_wire(h->aux));
-        seen->refused++;
+        seen->errors++;
+    } else if (h->type == BK_T_FLOW && h->aux == BK_FLOW_BUSY) {
+        TH_CHECK(!seen->busy, "BUSY twice in one episode");
+        TH_CHECK(h->stream && h->stream <= seen->last_sid, "BUSY about "
+                 "stream %u, the last message was on %u", h->stream,
+                 seen->last_sid);
+        seen->busy = true;
+        seen->ready = false;
+        seen->busy_src = h->source;
+        memcpy(seen->name, pl, h->length);
+        seen->name[h->length] = '\0';
     } else if (h->type == BK_T_FLOW) {
-        cr_assert_eq(h->stream, 0);
-        if (h->aux == BK_FLOW_BUSY) {
-            seen->busy = true;
-            seen->busy_src = h->source;
-            memcpy(seen->name, pl, h->length);
-            seen->name[h->length] = '\0';
-        } else {
-            cr_assert_eq(h->aux, BK_FLOW_READY);
-            seen->ready = true;
-            seen->ready_src = h->source;
-            seen->ready_len = h->length;
-        }
+        TH_CHECK(h->aux == BK_FLOW_READY && h->stream == 0,
+                 "FLOW %u on stream %u", h->aux, h->stream);
+        TH_CHECK(seen->busy, "READY without BUSY");
+        seen->busy = false;
+        seen->ready = true;
+        seen->ready_src = h->source;
+        seen->ready_len = h->length;
     }
 }
 
@@ -293,7 +299,7 @@ static void raw_until(int fd, uint8_t type, struct raw_seen *seen)
         bk_hdr_t h;
         bool done = false;
 
-        cr_assert_gt(n, 0, "raw read: %zd", n);
+        TH_CHECK(n > 0, "raw read: %zd", n);
         while (bk_pkt_next(pkt, (size_t)n, &off, &h, &pl) == 1) {
             raw_frame(seen, &h, pl);
             done |= type ? h.type == type : seen->ready;
@@ -314,68 +320,110 @@ static void raw_oneway(int fd, uint8_t *buf, uint32_t sid)
 static void raw_ping(int fd, struct raw_seen *seen)
 {
     TH_OK(th_raw_send(fd, &(bk_hdr_t){ .version = BK_PROTO_VERSION,
-              .type = BK_T_CTRL, .aux = BK_OP_PING, .stream = 1 }, NULL, NULL, 0));
+              .type = BK_T_CTRL, .aux = BK_OP_PING, .stream = 1 },
+              NULL, NULL, 0));
     raw_until(fd, BK_T_CTRL_REPLY, seen);
 }
 
-/* A sender that said BK_HELLO_FLOW but ignores BUSY: told once, then its
- * new messages past 1.5 x the limit are refused with ENOBUFS while brokerd
- * keeps reading it; the receiver gets exactly the accepted ones, in
- * order; READY follows once the receiver has drained. */
-Test(hol, flow_frames_and_the_hard_limit)
+struct raw_arg {
+    th_barrier_t sent;      /* S -> main: one more message handled (count) */
+    th_barrier_t verdict;   /* main -> S: 1 more, 0 hol.slow is full */
+    th_barrier_t done;      /* S -> main: how many it sent in all */
+    uint64_t slow_id;
+};
+
+/* S: a raw client with BK_HELLO_FLOW that sends to hol.slow until it is
+ * told hol.slow is busy, then ignores that and sends as much again past
+ * the hard limit: brokerd pauses it there, loses and refuses nothing;
+ * once hol.slow has read, S gets READY and is served again. */
+static int raw_sender(void *p)
 {
-    broker_t *slow = th_connect(&br), *obs = th_connect(&br);
-    uint64_t slow_id = broker_client_id(slow), prev = 0;
+    struct raw_arg *a = p;
     int fd = th_raw_connect_hello_caps(br.sock, BK_HELLO_FLOW, NULL);
     uint8_t *buf = malloc(8 + MSG);
     struct raw_seen seen = { 0 };
-    unsigned sent = 0, before;
-    broker_msg_t *m;
+    unsigned sent = 0;
 
-    th_register(slow, "hol.slow");
     memcpy(buf, "hol.slow", 8);
-    /* up to the limit: queued, not refused, not told */
-    while (queued_bytes(obs, slow_id) <= LIMIT) {
-        cr_assert(!seen.busy, "BUSY below the limit");
+    do {
         fill_msg(buf + 8, MSG, sent);
-        raw_oneway(fd, buf, ++sent);
+        raw_oneway(fd, buf, seen.last_sid = ++sent);
         raw_ping(fd, &seen);
-        cr_assert_lt(sent, 4096);
-    }
-    cr_assert_eq(seen.refused, 0);
-    cr_assert(seen.busy, "no FLOW BUSY once hol.slow is past its limit");
-    cr_assert_eq(seen.busy_src, slow_id);
-    cr_assert_str_eq(seen.name, "hol.slow");
-    /* ignore it: past the hard limit, new messages are refused */
-    before = sent;
-    for (unsigned i = 0; i < HARD / MSG + 4; i++) {
+        th_barrier_signal(&a->sent, sent);
+    } while (th_barrier_wait(&a->verdict));
+    /* brokerd said hol.slow is past its limit: this episode's BUSY came
+     * before the ping's reply, and no READY after it */
+    TH_CHECK(seen.busy, "no FLOW BUSY once hol.slow is past its limit");
+    TH_CHECK(seen.busy_src == a->slow_id, "BUSY about %llu",
+             (unsigned long long)seen.busy_src);
+    TH_CHECK(strcmp(seen.name, "hol.slow") == 0, "BUSY names %s",
+             seen.name);
+    for (unsigned i = 0; i < 2 * HARD / MSG; i++) {
         fill_msg(buf + 8, MSG, sent);
-        raw_oneway(fd, buf, ++sent);
+        raw_oneway(fd, buf, seen.last_sid = ++sent);
     }
+    if (seen.busy)
+        raw_until(fd, 0, &seen);
+    TH_CHECK(seen.ready_src == a->slow_id && seen.ready_len == 0,
+             "READY about %llu, %u bytes",
+             (unsigned long long)seen.ready_src, seen.ready_len);
     raw_ping(fd, &seen);
-    cr_assert_gt(seen.refused, 0, "nothing refused past the hard limit");
-    cr_assert_lt(seen.refused, sent - before);
-    cr_assert_leq(queued_bytes(obs, slow_id), HARD + MSG + 64,
-                  "brokerd queued past the hard limit");
-    /* the receiver gets the accepted messages, in order: all before the
-     * hard limit was passed, none after */
-    for (unsigned got = 0; got < sent - seen.refused; got++) {
-        m = th_recv_kind(slow, BROKER_MSG_DATA);
-        cr_assert_eq(m->len, MSG);
-        cr_assert_eq(bk_get64(m->data), got, "message %u came as %" PRIu64,
-                     got, bk_get64(m->data));
-        check_msg(m, MSG, got);
-        prev = got;
-        broker_msg_free(m);
-    }
-    cr_assert_eq(prev, sent - seen.refused - 1);
-    raw_until(fd, 0, &seen);
-    cr_assert_eq(seen.ready_src, slow_id);
-    cr_assert_eq(seen.ready_len, 0);
-    /* the sender is still connected and served */
-    raw_ping(fd, &seen);
+    TH_CHECK(seen.errors == 0, "%u errors", seen.errors);
+    th_barrier_signal(&a->done, sent);
     close(fd);
     free(buf);
+    return 0;
+}
+
+Test(hol, flow_frames_and_the_hard_limit)
+{
+    broker_t *slow = th_connect(&br), *obs = th_connect(&br);
+    struct raw_arg a = { .slow_id = broker_client_id(slow) };
+    uint64_t n, q, deadline;
+    broker_msg_t *m;
+    pid_t pid;
+
+    th_register(slow, "hol.slow");
+    th_barrier_init(&a.sent);
+    th_barrier_init(&a.verdict);
+    th_barrier_init(&a.done);
+    pid = th_spawn(raw_sender, &a);
+    for (;;) {
+        n = th_barrier_wait(&a.sent);
+        cr_assert_lt(n, 4096, "hol.slow never filled");
+        if (queued_bytes(obs, a.slow_id) > LIMIT)
+            break;
+        th_barrier_signal(&a.verdict, 1);
+    }
+    th_barrier_signal(&a.verdict, 0);
+    /* S sends on regardless: brokerd stops reading it past the hard
+     * limit, so the queue stays within it (and one packet) */
+    deadline = th_now_ms() + TH_HANG_MS;
+    while ((q = queued_bytes(obs, a.slow_id)) <= HARD) {
+        unsigned us = 1000;
+
+        cr_assert_lt(th_now_ms(), deadline, "queue stuck at %" PRIu64, q);
+        th_nap(&us);
+    }
+    for (int i = 0; i < 20; i++) {
+        unsigned us = 2000;
+
+        q = queued_bytes(obs, a.slow_id);
+        cr_assert_leq(q, HARD + BK_DEF_MAX_PACKET + 64, "brokerd queued %"
+                      PRIu64 " bytes for hol.slow", q);
+        th_nap(&us);
+    }
+    /* hol.slow reads: everything S sent, in order, none refused */
+    for (uint64_t i = 0; i < n + 2 * HARD / MSG; i++) {
+        m = th_recv_kind(slow, BROKER_MSG_DATA);
+        check_msg(m, MSG, i);
+        broker_msg_free(m);
+    }
+    cr_assert_eq(th_barrier_wait(&a.done), n + 2 * HARD / MSG);
+    th_join(pid);
+    th_barrier_fini(&a.sent);
+    th_barrier_fini(&a.verdict);
+    th_barrier_fini(&a.done);
     broker_close(slow);
     broker_close(obs);
 }

@@ -231,11 +231,12 @@ Test(page, frame_over_max_packet_is_a_truncated_packet)
     rd_free(r);
 }
 
-/* Rule 2 and 8: types 1 to 13 exist, the broker-only ones are EPROTO
- * from a client, and so are 0 and 14. */
+/* Rule 2 and 8: types 1 to 14 exist, the broker-only ones are EPROTO
+ * from a client, and so are 0 and 15. */
 Test(page, frame_types_bounds)
 {
-    static const uint8_t bad[] = { 0, 14, BK_T_MONITOR, BK_T_GAP, 255 };
+    static const uint8_t bad[] = { 0, 15, BK_T_MONITOR, BK_T_GAP, BK_T_FLOW,
+                                   255 };
 
     for (unsigned i = 0; i < sizeof(bad); i++) {
         rd_t *r = client(NULL);

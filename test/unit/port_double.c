@@ -156,21 +156,19 @@ int bk_port_send(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     return 0;
 }
 
-bool bk_port_refuses_new(const bk_port_t *to, const bk_port_t *from)
+void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const bk_hdr_t *m,
+                       const uint8_t *payload)
 {
-    return from->flow && world_of(to)->full == to;
-}
-
-void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const char *name,
-                       size_t len)
-{
+    bool named = (m->flags & (BK_F_OPEN | BK_F_NAME)) ==
+                 (BK_F_OPEN | BK_F_NAME);
     bk_hdr_t h = {
         .version = BK_PROTO_VERSION, .type = BK_T_FLOW,
-        .aux = BK_FLOW_BUSY, .source = to->id, .length = (uint32_t)len,
+        .aux = BK_FLOW_BUSY, .stream = m->stream, .source = to->id,
+        .length = named ? m->aux : 0,
     };
 
     if (from->flow && world_of(to)->busy == to)
-        bk_port_send(from, &h, name ? name : "", NULL, 0, NULL);
+        bk_port_send(from, &h, payload, NULL, 0, NULL);
 }
 
 int bk_port_send_oneway(bk_port_t *to, const bk_hdr_t *h, const void *payload,

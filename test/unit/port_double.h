@@ -46,11 +46,9 @@ typedef struct dbl_world {
      * being logged. */
     bk_port_t *fail_to;
     int fail_err;
-    /* A port whose queue counts as past the hard limit: new messages to
-     * it from a sender with `flow` set are refused (bk_port_refuses_new).
-     * A port whose queue counts as past queue_limit: bk_port_note_busy
+    /* A port whose queue counts as past queue_limit: bk_port_note_busy
      * logs the FLOW BUSY frame port.c would send a `flow` sender. */
-    bk_port_t *full, *busy;
+    bk_port_t *busy;
 } dbl_world_t;
 
 /* A world with default limits (max_streams 4, max_msg 1 MiB); tests may

@@ -52,8 +52,8 @@ Test(dumps, every_dump_is_one_valid_frame)
 {
     load_dumps();
     /* 1 in HANDSHAKE, 4 in EXAMPLE, 6 in SHARED MEMORY, 5 in PUBLISH AND
-     * SUBSCRIBE */
-    cr_assert_eq(ndumps, 16, "found %zu dumps", ndumps);
+     * SUBSCRIBE, 1 in FLOW CONTROL */
+    cr_assert_eq(ndumps, 17, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -100,6 +100,24 @@ Test(dumps, hello_with_capabilities_is_the_codec_s_frame)
     cr_assert_eq(hs[0]->len, wlen, "HELLO dump of %zu bytes, want %zu",
                  hs[0]->len, wlen);
     cr_assert_arr_eq(hs[0]->b, want, wlen, "HELLO dump differs");
+}
+
+/* FLOW CONTROL's BUSY is the frame brokerd sends (port.c send_flow). */
+Test(dumps, flow_busy_is_the_codec_s_frame)
+{
+    md_dump_t *fc[2];
+    uint8_t want[MD_BYTES];
+    size_t n, wlen;
+
+    load_dumps();
+    n = md_section(dumps, ndumps, "FLOW CONTROL", fc, 2);
+    cr_assert_eq(n, 1, "%zu dumps in FLOW CONTROL", n);
+    wlen = frame(want, (bk_hdr_t){ .type = BK_T_FLOW, .aux = BK_FLOW_BUSY,
+                                   .stream = 5, .source = 7, .dest = 3 },
+                 "svc.slow", 8, NULL, 0);
+    cr_assert_eq(fc[0]->len, wlen, "FLOW dump of %zu bytes, want %zu",
+                 fc[0]->len, wlen);
+    cr_assert_arr_eq(fc[0]->b, want, wlen, "FLOW dump differs");
 }
 
 /* The SEG_DROP a client sends, in SHARED MEMORY, is the codec's frame. */

@@ -510,9 +510,13 @@ Test(from_client, hello)
     h.stream = 1;
     CLIENT(h, -EPROTO);
     h.stream = 0;
-    h.aux = BK_HELLO_SHM;                       /* the one capability */
+    h.aux = BK_HELLO_SHM;                       /* the capabilities */
     CLIENT(h, 0);
-    for (unsigned bit = 1; bit < 32; bit++) {   /* the others: reserved */
+    h.aux = BK_HELLO_FLOW;
+    CLIENT(h, 0);
+    h.aux = BK_HELLO_SHM | BK_HELLO_FLOW;
+    CLIENT(h, 0);
+    for (unsigned bit = 2; bit < 32; bit++) {   /* the others: reserved */
         h.aux = BK_HELLO_SHM | 1u << bit;
         CLIENT(h, -EPROTO);
     }
@@ -905,7 +909,8 @@ Test(shm_wire, constants_are_the_documented_numbers)
     cr_expect_eq(BK_T_SEG_DROP, 11);
     cr_expect_eq(BK_T_MONITOR, 12);
     cr_expect_eq(BK_T_GAP, 13);
-    cr_expect_eq(BK_T_MAX_, 13);
+    cr_expect_eq(BK_T_FLOW, 14);
+    cr_expect_eq(BK_T_MAX_, 14);
     cr_expect_eq(BK_F_SHM, 0x20);
     cr_expect_eq(BK_F_TOPIC, 0x40);
     cr_expect_eq(BK_F_ALL_, 0x7f);
@@ -1885,6 +1890,64 @@ Test(gap, never_from_a_client)
     CLIENT(h, -EPROTO);
 }
 
+/* ---- FLOW (broker -> client) -------------------------------------------- */
+
+static bk_hdr_t bflow(uint32_t state, uint32_t len)
+{
+    bk_hdr_t h = hdr(BK_T_FLOW);
+    h.aux = state;
+    h.stream = state == BK_FLOW_BUSY ? 5 : 0;
+    h.source = 9;
+    h.dest = 7;
+    h.length = len;
+    return h;
+}
+
+Test(flow, accepted)
+{
+    bk_hdr_t h = bflow(BK_FLOW_BUSY, 0);
+
+    BROKER(h, 0);
+    h = bflow(BK_FLOW_BUSY, BK_MAX_NAME);
+    BROKER(h, 0);
+    h = bflow(BK_FLOW_READY, 0);
+    BROKER(h, 0);
+}
+
+Test(flow, refused_shapes)
+{
+    bk_hdr_t h = bflow(BK_FLOW_BUSY, 8);
+
+    h.source = 0;
+    BROKER(h, -EPROTO);
+    h = bflow(BK_FLOW_BUSY, 8);
+    h.stream = 0;
+    BROKER(h, -EPROTO);
+    h = bflow(BK_FLOW_READY, 0);
+    h.stream = 1;
+    BROKER(h, -EPROTO);
+    h = bflow(2, 0);
+    BROKER(h, -EPROTO);
+    h = bflow(BK_FLOW_BUSY, BK_MAX_NAME + 1);
+    BROKER(h, -EPROTO);
+    h = bflow(BK_FLOW_READY, 1);
+    BROKER(h, -EPROTO);
+    h = bflow(BK_FLOW_BUSY, 8);
+    h.flags = BK_F_OPEN;
+    BROKER(h, -EPROTO);
+}
+
+Test(flow, never_from_a_client)
+{
+    bk_hdr_t h = bflow(BK_FLOW_BUSY, 0);
+
+    CLIENT(h, -EPROTO);
+    h = bflow(BK_FLOW_READY, 0);
+    h.source = 0;
+    h.dest = 0;
+    CLIENT(h, -EPROTO);
+}
+
 /* ---- publish/subscribe: CTRL request bounds ----------------------------- */
 
 Test(ctrl_pubsub, request_size_bounds)
@@ -1945,6 +2008,7 @@ Test(names, type_names_follow_the_page)
     cr_assert_str_eq(bk_type_name(BK_T_DATA), "DATA");
     cr_assert_str_eq(bk_type_name(BK_T_SEG_DROP), "SEG_DROP");
     cr_assert_str_eq(bk_type_name(BK_T_GAP), "GAP");
+    cr_assert_str_eq(bk_type_name(BK_T_FLOW), "FLOW");
     cr_assert_str_eq(bk_type_name(0), "?");
     cr_assert_str_eq(bk_type_name(200), "?");
 }

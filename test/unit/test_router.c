@@ -324,70 +324,6 @@ Test(router, a_oneway_message_to_a_failing_receiver_is_reported)
 
 /* ---- flow control: a full receiver (port.h) ------------------------------ */
 
-/* A sender that takes FLOW frames is refused new messages to a receiver
- * past its hard limit, with ENOBUFS; the receiver hears nothing. */
-Test(router, a_new_message_to_a_receiver_past_its_hard_limit_is_refused)
-{
-    const dbl_frame_t *f;
-
-    a->flow = true;
-    w->full = b;
-    data_to_name(a, 5, BK_F_OPEN | BK_F_CLOSE, "svc.b");
-    data(a, 7, BK_F_OPEN | BK_F_MORE, b->id);
-    data(a, 7, BK_F_CONT | BK_F_CLOSE, b->id);
-    cr_assert_eq(dbl_count(w, b), 0, "%u frames to b", dbl_count(w, b));
-    f = nth_of(a, BK_T_ERROR, 0);
-    cr_assert_not_null(f);
-    cr_assert_eq(f->h.stream, 5);
-    cr_assert_eq(f->h.aux, ENOBUFS);
-    f = nth_of(a, BK_T_ERROR, 1);
-    cr_assert_not_null(f);
-    cr_assert_eq(f->h.stream, 7);
-    cr_assert_eq(f->h.aux, ENOBUFS);
-    cr_assert_null(nth_of(a, BK_T_ERROR, 2), "one error per message");
-    assert_no_streams();
-    assert_healthy();
-}
-
-/* A sender without FLOW is never refused for a full receiver (port.c
- * pauses it instead). */
-Test(router, a_sender_without_flow_is_not_refused)
-{
-    w->full = b;
-    data_to_name(a, 5, BK_F_OPEN | BK_F_CLOSE, "svc.b");
-    cr_assert_eq(data_frames_to(b), 1);
-    cr_assert_null(nth_of(a, BK_T_ERROR, 0));
-    cr_assert_null(nth_of(a, BK_T_FLOW, 0));
-}
-
-/* The rest of a message already under way is queued (port.c pauses the
- * sender past the hard limit); the next message on that stream is
- * refused, and the stream reset at both ends. */
-Test(router, a_started_message_finishes_the_next_one_is_refused)
-{
-    const dbl_frame_t *f;
-    uint32_t sid;
-
-    a->flow = true;
-    data(a, 3, BK_F_OPEN | BK_F_MORE, b->id);
-    sid = b_sid();
-    w->full = b;
-    data(a, 3, BK_F_CONT, b->id);
-    cr_assert_eq(data_frames_to(b), 2, "the rest of the message");
-    cr_assert_null(nth_of(a, BK_T_ERROR, 0));
-    data(a, 3, 0, b->id);
-    cr_assert_eq(data_frames_to(b), 2);
-    f = nth_of(a, BK_T_ERROR, 0);
-    cr_assert_not_null(f);
-    cr_assert_eq(f->h.aux, ENOBUFS);
-    f = nth_of(b, BK_T_CLOSE, 0);
-    cr_assert_not_null(f, "the receiver sees the stream end");
-    cr_assert_eq(f->h.stream, sid);
-    cr_assert_eq(f->h.aux, ENOBUFS);
-    assert_no_streams();
-    assert_healthy();
-}
-
 /* A message queued for a busy receiver tells a FLOW sender so, with the
  * name it was addressed by (or none when addressed by id); a sender
  * without FLOW is not told. */
@@ -405,6 +341,7 @@ Test(router, a_message_queued_for_a_busy_receiver_tells_the_sender)
     cr_assert_not_null(f);
     cr_assert_eq(f->h.aux, BK_FLOW_BUSY);
     cr_assert_eq(f->h.source, b->id);
+    cr_assert_eq(f->h.stream, 7, "the sender's stream");
     cr_assert_eq(f->h.length, 5);
     cr_assert_arr_eq(f->payload, "svc.b", 5);
     data(a, 9, BK_F_OPEN | BK_F_CLOSE, b->id);
