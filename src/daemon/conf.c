@@ -58,7 +58,9 @@ int bk_conf_parse_size(const char *s, uint64_t *out)
     unsigned long long v;
     unsigned shift = 0;
 
-    if (!*s || *s == '-')
+    /* A digit first: strtoull would skip blanks (\v and \f survive the
+     * file's trimming) and take a sign, so " -1" meant 16 EiB. */
+    if (*s < '0' || *s > '9')
         return -EINVAL;
     errno = 0;
     v = strtoull(s, &end, 10);
