@@ -8,8 +8,9 @@
  * logged.  The input is a short configuration and then a sequence of
  * steps; each picks a fake client and makes it send a DATA or CLOSE frame
  * (header fields, name or topic, payload and fds from the input), register
- * or release a name, subscribe or unsubscribe, disconnect, or a new client
- * connect.  Frames are first validated as port.c does
+ * or release a name, subscribe or unsubscribe, register a shared-memory
+ * segment (a sealed memfd), release references or drop a segment,
+ * disconnect, or a new client connect (mapping segments or not).  Frames are first validated as port.c does
  * (bk_frame_check_from_client); one that fails is the client's protocol
  * error, and like every client that failed it is closed at the end of the
  * step (what bk_server_reap does).
@@ -27,6 +28,9 @@
  *     with every client's lists and counters, a client's live streams,
  *     names and subscriptions are within its limits, and nothing refers to
  *     a client that is gone;
+ *   - shared memory adds up: the broker's counters of segments, bytes
+ *     and held references are the sums over the clients, each client
+ *     within max-segments and max-shm;
  *   - every fd a frame carried is closed (delivered fds are closed by the
  *     double as it logs them).
  * At the end every client disconnects, all tables must be empty, no fd
@@ -41,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 #include "error.h"
 #include "frame.h"
@@ -50,6 +55,7 @@
 #include "proto.h"
 #include "pubsub.h"
 #include "router.h"
+#include "shm.h"
 #include "sockio.h"
 #include "streams.h"
 #include "subs.h"
@@ -189,7 +195,7 @@ static bool fzr_is_port(const fzr_t *z, const bk_port_t *p)
 }
 
 /* A client connects (past its HELLO, as port.c's welcome leaves it). */
-static void fzr_connect(fzr_t *z)
+static void fzr_connect(fzr_t *z, bool maps)
 {
     bk_port_t *p;
 
@@ -201,6 +207,7 @@ static void fzr_connect(fzr_t *z)
     p->gid = 1000;
     bk_list_init(&p->subs);
     p->next_sub = 1;
+    p->shm.maps = maps;
     bk_pub_client_event(p, "connect");
 }
 
@@ -264,6 +271,7 @@ typedef struct fzr_want {
     bk_port_t *to;              /* NULL for a group */
     uint32_t sub;
     const bk_subs_group_t *group;
+    bool may_miss;              /* a shared-memory body too large for it */
     unsigned got;
 } fzr_want_t;
 
@@ -295,9 +303,18 @@ static bool fzr_eligible(const bk_port_t *p)
     return p->in_table && !p->failed && p->fd >= 0 && !p->hangup;
 }
 
-/* The subscriptions a publication of topic t[0..n) reaches. */
+/* The subscriptions a publication of topic t[0..n) reaches.  A
+ * shared-memory descriptor longer than max-msg cannot go to a receiver
+ * that does not map segments (shm.h): that one is dropped, and a group
+ * may have picked such a member. */
 static void fzr_expect_pub(fzr_t *z, fzr_step_t *st, const char *t, size_t n)
 {
+    bk_shm_desc_t d = { 0 };
+    bool big = false;
+
+    if ((st->h.flags & BK_F_SHM) &&
+        bk_shm_desc_decode(st->payload + st->h.aux, &d) == 0)
+        big = d.length > z->w->srv.cfg->max_msg;
     for (unsigned i = 0; i < z->w->nports; i++) {
         bk_port_t *p = z->w->ports[i];
         bk_sub_t *s;
@@ -312,6 +329,7 @@ static void fzr_expect_pub(fzr_t *z, fzr_step_t *st, const char *t, size_t n)
             fzr_require(st->nwant < sizeof(st->want) / sizeof(st->want[0]));
             st->want[st->nwant++] = (fzr_want_t){
                 .to = s->group ? NULL : p, .sub = s->id, .group = s->group,
+                .may_miss = big && (s->group || !p->shm.maps),
             };
         }
     }
@@ -324,7 +342,10 @@ static bool fzr_pub_goes(const bk_port_t *from, const bk_hdr_t *h,
 {
     const bk_conf_t *c = from->srv->cfg;
 
-    if (h->flags & BK_F_SHM)    /* no segments here: a protocol error */
+    const char *why;
+
+    if ((h->flags & BK_F_SHM) &&
+        bk_shm_check((bk_port_t *)from, payload + h->aux, &why) < 0)
         return false;
     if (bk_st_find(&from->srv->streams, from->id, h->stream))
         return false;
@@ -433,7 +454,10 @@ static void fzr_check_frame(fzr_t *z, fzr_step_t *st, const dbl_frame_t *f)
 {
     fzr_require(fzr_is_port(z, f->to));
     fzr_require(f->h.version == BK_PROTO_VERSION);
-    fzr_require(!f->body && f->nfds <= FZR_FDS);
+    fzr_require(f->nfds <= FZR_FDS);
+    /* a body only for a client that does not map segments */
+    fzr_require(!f->body ||
+                ((f->h.flags & BK_F_SHM) && !f->to->shm.maps));
     switch (f->h.type) {
     case BK_T_DATA:
         if (f->h.flags & BK_F_TOPIC)
@@ -452,6 +476,15 @@ static void fzr_check_frame(fzr_t *z, fzr_step_t *st, const dbl_frame_t *f)
     case BK_T_GAP:
         fzr_require(f->h.dest == f->to->id && f->h.aux);
         break;
+    case BK_T_SEGMENT:          /* a sender's segment, before its first
+                                 * descriptor: only to those who map */
+        fzr_require(f->h.dest == f->to->id && f->nfds == 1);
+        fzr_require(f->to->shm.maps && f->h.source);
+        break;
+    case BK_T_RELEASE:
+    case BK_T_SEG_DROP:
+        fzr_require(f->h.dest == f->to->id && f->h.length);
+        break;
     default:
         abort();                /* the router sends nothing else */
     }
@@ -463,7 +496,8 @@ static void fzr_check_log(fzr_t *z, fzr_step_t *st)
         fzr_check_frame(z, st, &z->w->log[i]);
     if (st->pub && !(st->from && st->from->failed)) {
         for (unsigned i = 0; i < st->nwant; i++)
-            fzr_require(st->want[i].got == 1);
+            fzr_require(st->want[i].got == 1 ||
+                        (st->want[i].may_miss && !st->want[i].got));
     }
     if (!st->pub)
         fzr_require(!st->pub_seen);
@@ -585,6 +619,31 @@ static void fzr_check_subs(fzr_t *z)
     fzr_require(total == bk_subs_count(z->w->srv.subs));
 }
 
+static void fzr_check_shm(fzr_t *z)
+{
+    const bk_conf_t *c = z->w->srv.cfg;
+    uint64_t segs = 0, bytes = 0, held = 0;
+
+    for (unsigned i = 0; i < z->w->nports; i++) {
+        const bk_shm_port_t *s = &z->w->ports[i]->shm;
+
+        if (!z->w->ports[i]->in_table)
+            fzr_require(!s->nsegs && !s->ndropped && !s->bytes &&
+                        !s->nheld);
+        fzr_require(s->nsegs == s->segs.count);
+        fzr_require(s->ndropped == s->dropped.count);
+        fzr_require(s->nsegs + s->ndropped <= c->max_segments);
+        fzr_require(s->bytes <= c->max_shm);
+        fzr_require(s->nheld >= s->held.count);
+        segs += s->nsegs;
+        bytes += s->bytes;
+        held += s->nheld;
+    }
+    fzr_require(segs == z->w->srv.stats.shm_segments);
+    fzr_require(bytes == z->w->srv.stats.shm_bytes);
+    fzr_require(held == z->w->srv.stats.shm_held);
+}
+
 static void fzr_check_fds(const fzr_step_t *st)
 {
     for (unsigned i = 0; i < st->nfds; i++)
@@ -650,6 +709,9 @@ static uint8_t fzr_pick_flags(fzr_in_t *in)
         BK_F_CONT | BK_F_CLOSE, 0, BK_F_MORE, BK_F_CLOSE,
         BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE, BK_F_OPEN | BK_F_TOPIC |
         BK_F_MORE, BK_F_CONT | BK_F_MORE, BK_F_CONT,
+        BK_F_OPEN | BK_F_CLOSE | BK_F_SHM, BK_F_OPEN | BK_F_SHM,
+        BK_F_OPEN | BK_F_NAME | BK_F_CLOSE | BK_F_SHM, BK_F_SHM,
+        BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE | BK_F_SHM,
     };
     uint8_t b = fzr_byte(in);
 
@@ -669,6 +731,86 @@ static void fzr_make_fds(fzr_in_t *in, fzr_step_t *st, bk_hdr_t *h)
         st->fds[st->nfds++] = fd;
     }
     h->nfds = (uint8_t)st->nfds;
+}
+
+/* A shared-memory descriptor: mostly inside a segment of 4 or 8 KiB. */
+static void fzr_desc(fzr_in_t *in, uint8_t out[BK_SHM_DESC_SIZE])
+{
+    static const uint64_t offs[] = { 0, 64, 128, 4000, 4096, 8191 };
+    static const uint64_t lens[] = { 1, 64, 200, 4096, 5000, 0 };
+    uint8_t b = fzr_byte(in), c = fzr_byte(in);
+    bk_shm_desc_t d = {
+        .segid = 1 + b % 4,
+        .offset = offs[(b >> 2) % 6],
+        .length = lens[c % 6],
+    };
+
+    bk_shm_desc_encode(&d, out);
+    if ((c & 0xc0) == 0xc0)         /* now and then, any bytes */
+        for (unsigned i = 0; i < BK_SHM_DESC_SIZE; i++)
+            out[i] ^= fzr_byte(in);
+}
+
+/* A sealed memfd of `size` bytes as libbroker makes one, or -1. */
+static int fzr_memfd(uint64_t size)
+{
+    int fd = memfd_create("fuzz-seg", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    if (fd < 0)
+        return -1;
+    if (ftruncate(fd, (off_t)size) < 0 ||
+        fcntl(fd, F_ADD_SEALS, BK_SEALS_REQUIRED) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* CTRL SEGMENT, RELEASE or SEG_DROP from p (validated as frame.c would:
+ * one segment id, whole records). */
+static void fzr_shm(fzr_in_t *in, fzr_step_t *st, bk_port_t *p)
+{
+    uint8_t buf[2 * BK_RELEASE_SIZE];
+    uint8_t b = fzr_byte(in);
+    uint32_t segid = 1 + ((b >> 2) & 3);
+    const char *why = NULL;
+    int r = 0;
+
+    switch (b & 3) {
+    case 0:
+    case 3: {
+        uint64_t size = (b & 0x10) ? 8192 : 4096;
+        int fd = fzr_memfd(size);
+        if (fd < 0)
+            return;
+        st->fds[st->nfds++] = fd;
+        bk_put32(buf, segid);
+        bk_put32(buf + 4, 0);
+        bk_put64(buf + 8, size);
+        bk_shm_register(p, buf, fd);     /* an error is the reply's */
+        return;
+    }
+    case 1: {
+        unsigned n = 1 + ((b >> 4) & 1);
+        for (unsigned i = 0; i < n; i++) {
+            uint8_t *rec = buf + i * BK_RELEASE_SIZE;
+            uint8_t c = fzr_byte(in);
+            bk_put64(rec, fzr_pick_dest(in));
+            bk_put32(rec + 8, 1 + c % 4);
+            bk_put32(rec + 12, 1 + (c >> 2) % 2);
+            bk_put64(rec + 16, (uint64_t[]){ 0, 64, 128, 4000 }[c >> 6]);
+        }
+        r = bk_shm_release(p, buf, n * BK_RELEASE_SIZE, &why);
+        break;
+    }
+    case 2:
+        bk_put32(buf, segid);
+        bk_put32(buf + 4, 0);
+        r = bk_shm_drop(p, buf, &why);
+        break;
+    }
+    if (r < 0)
+        bk_port_protocol_error(p, -EPROTO, 0, why);
 }
 
 /* What the router is about to do with an OPEN or a publication. */
@@ -712,11 +854,16 @@ static void fzr_frame(fzr_t *z, fzr_in_t *in, fzr_step_t *st, bk_port_t *p,
         pre = FZR_PICK_N(in, fzr_topics, (char *)payload, BK_MAX_TOPIC);
     h->aux = close ? bk_err_to_wire(-(int)(fzr_byte(in) % 8)) :
              (uint32_t)pre;
-    body = fzr_byte(in) % FZR_PAYLOAD;
-    for (size_t i = 0; i < body; i++)
-        payload[pre + i] = fzr_byte(in);
+    if (!close && (h->flags & BK_F_SHM)) {
+        body = BK_SHM_DESC_SIZE;
+        fzr_desc(in, payload + pre);
+    } else {
+        body = fzr_byte(in) % FZR_PAYLOAD;
+        for (size_t i = 0; i < body; i++)
+            payload[pre + i] = fzr_byte(in);
+    }
     h->length = (uint32_t)(pre + body);
-    if (!close)
+    if (!close && !(h->flags & BK_F_SHM))
         fzr_make_fds(in, st, h);
     st->payload = payload;
     e = fzr_validate(p, h, payload);
@@ -794,6 +941,7 @@ static void fzr_check_all(fzr_t *z, const fzr_step_t *st)
     fzr_check_streams(z);
     fzr_check_names(z);
     fzr_check_subs(z);
+    fzr_check_shm(z);
     fzr_check_fds(st);
 }
 
@@ -805,9 +953,10 @@ static void fzr_step(fzr_t *z, fzr_in_t *in)
 
     memset(&st, 0, sizeof(st));
     if (!p || op % 16 == 15) {
-        fzr_connect(z);
+        fzr_connect(z, !(op & 0x80));
     } else {
         switch (op % 16) {
+        case 10: fzr_shm(in, &st, p); break;
         case 11: fzr_frame(z, in, &st, p, true); break;
         case 12: fzr_name(z, in, p); break;
         case 13: fzr_sub(in, p); break;
@@ -873,9 +1022,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     z.w->cfg.max_subs = 1 + (b0 >> 5) % 3;
     z.w->cfg.max_msg = 1 + (uint64_t)b1 * 4;
     z.w->cfg.max_fds = b2 % (FZR_FDS + 1);
+    z.w->cfg.max_segments = 1 + (b1 & 3);
+    z.w->cfg.max_shm = 8192u * (1 + ((b1 >> 2) & 3));
     nclients = 2 + (b2 >> 4) % 3;
-    for (unsigned i = 0; i < nclients; i++)
-        fzr_connect(&z);
+    for (unsigned i = 0; i < nclients; i++)      /* b2's top bits: who */
+        fzr_connect(&z, !((b2 >> (6 + i % 2)) & 1));  /* maps segments */
     while (in.off < in.len)
         fzr_step(&z, &in);
     /* everybody leaves */
@@ -891,6 +1042,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fzr_require(z.w->srv.streams.streams == 0);
     fzr_require(bk_names_count(&z.w->srv.names) == 0);
     fzr_require(bk_subs_count(z.w->srv.subs) == 0);
+    fzr_require(!z.w->srv.stats.shm_segments && !z.w->srv.stats.shm_held);
     dbl_world_free(z.w);
     fzr_require(fzr_open_fds() == fds_before);
     return 0;
