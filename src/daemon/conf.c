@@ -58,7 +58,9 @@ int bk_conf_parse_size(const char *s, uint64_t *out)
     unsigned long long v;
     unsigned shift = 0;
 
-    if (!*s || *s == '-')
+    /* A digit first: strtoull would skip blanks (\v and \f survive the
+     * file's trimming) and take a sign, so " -1" meant 16 EiB. */
+    if (*s < '0' || *s > '9')
         return -EINVAL;
     errno = 0;
     v = strtoull(s, &end, 10);
@@ -547,25 +549,15 @@ static bool conf_is_dir(FILE *f)
     return fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
-                        size_t errlen)
+int bk_conf_read_stream(bk_conf_t *c, FILE *f, const char *name,
+                        char *err, size_t errlen)
 {
     char seen[CONF_MAX_KEYS][32], why[256], *line = NULL;
     size_t cap = 0, nseen = 0;
     unsigned lineno = 0;
     ssize_t n;
-    FILE *f = fopen(path, "re");
     int r = 0;
 
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", path, bk_sys_strerror(errno));
-        return -EINVAL;
-    }
-    if (conf_is_dir(f)) {       /* it opens, and reads as nothing */
-        snprintf(err, errlen, "%s: is a directory", path);
-        fclose(f);
-        return -EINVAL;
-    }
     while ((n = getline(&line, &cap, f)) >= 0) {
         char *s;
 
@@ -580,15 +572,34 @@ int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
                 r = conf_line(c, s, seen, &nseen, why, sizeof(why));
         }
         if (r < 0) {
-            snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
+            snprintf(err, errlen, "%s:%u: %s", name, lineno, why);
             break;
         }
     }
     if (!r && ferror(f)) {
-        snprintf(err, errlen, "%s: read error", path);
+        snprintf(err, errlen, "%s: read error", name);
         r = -EINVAL;
     }
     free(line);
+    return r;
+}
+
+int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
+                        size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    int r;
+
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, bk_sys_strerror(errno));
+        return -EINVAL;
+    }
+    if (conf_is_dir(f)) {       /* it opens, and reads as nothing */
+        snprintf(err, errlen, "%s: is a directory", path);
+        fclose(f);
+        return -EINVAL;
+    }
+    r = bk_conf_read_stream(c, f, path, err, errlen);
     fclose(f);
     return r;
 }

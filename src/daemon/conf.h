@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include "policy.h"
@@ -77,6 +78,10 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen);
  * or -EINVAL with "FILE:LINE: reason" (or "FILE: reason") in err. */
 int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
                         size_t errlen);
+/* The same for lines read from `f` (not closed), called `name` in the
+ * messages ("NAME:LINE: reason"); the fuzz target feeds it memory. */
+int bk_conf_read_stream(bk_conf_t *c, FILE *f, const char *name,
+                        char *err, size_t errlen);
 /* Set one option by its long name (without dashes) from a string;
  * returns 0 or -EINVAL with the reason in err; -ENOENT if the key is not
  * a settable option.  *scalar tells whether it may appear only once. */
