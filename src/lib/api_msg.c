@@ -412,6 +412,13 @@ BROKER_API int broker_call(broker_t *b, const char *name, const void *data,
     return broker_call_fds(b, name, data, len, NULL, 0, reply, timeout_ms);
 }
 
+BROKER_API size_t broker_queued(const broker_t *b)
+{
+    uint64_t q = b && b->in ? bk_in_queued(b) : 0;
+
+    return q > SIZE_MAX ? SIZE_MAX : (size_t)q;
+}
+
 BROKER_API void broker_msg_free(broker_msg_t *msg)
 {
     struct bk_msg *m;
