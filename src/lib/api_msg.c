@@ -382,7 +382,8 @@ static int call(broker_t *b, const char *name, uint64_t id, const void *data,
             bk_msg_free(m);
         }
     } else {
-        bk_in_abort_stream(b, sid, r == -ETIMEDOUT ? r : -ECANCELED);
+        bk_in_abort_stream(b, sid, r == -ETIMEDOUT || r == -ENOBUFS
+                                   ? r : -ECANCELED);
     }
     if (!b->io.err)
         bk_out_flush(b, false, BK_FLUSH_BUDGET);
