@@ -164,7 +164,7 @@ typedef enum broker_opt {
      * connection stays failed, every call returns its error). */
     BROKER_OPT_RECONNECT = 11,
     /* Bytes of received messages the library holds for broker_recv
-     * (default 8388608, 8 MiB; 0 is refused), each counted as its payload
+     * (default 33554432, 32 MiB; 0 is refused), each counted as its payload
      * plus the library's object for it (a shared-memory message: the
      * object only).  Once reached, the library reads no more from the
      * socket until the application takes messages: the broker's queue for
@@ -182,7 +182,8 @@ typedef enum broker_opt {
      * on_message as they arrive, so only within one loop pass). */
     BROKER_OPT_MAX_QUEUED = 12,
     /* Bytes of buffer all partially received messages may hold together
-     * (default: MAX_MSG, but at least 67108864, 64 MiB; 0: that default).
+     * (default, also for 0: MAX_MSG, or MAX_PARTIAL times the broker's
+     * max_packet if that is more; 256 MiB with the defaults).
      * A fragment that would need more is refused like a message over
      * MAX_MSG, with -ENOBUFS instead of -EMSGSIZE (the sender's stream is
      * closed with ENOBUFS, the receiver gets an ERROR event with

@@ -41,9 +41,7 @@
 
 #define BK_DEF_LIB_MAX_MSG      (UINT64_C(256) << 20)
 #define BK_DEF_LIB_MAX_PARTIAL  1024u
-#define BK_DEF_LIB_MAX_QUEUED   (UINT64_C(8) << 20)  /* FIFO bound */
-/* partial messages' total: this, or max_msg if larger (in.c) */
-#define BK_DEF_LIB_PARTIAL_BYTES (UINT64_C(64) << 20)
+#define BK_DEF_LIB_MAX_QUEUED   (UINT64_C(32) << 20) /* FIFO bound */
 #define BK_DEF_LIB_TIMEOUT_MS   30000u
 #define BK_HANDSHAKE_MS         10000
 #define BK_PUMP_BUDGET          64u     /* packets read per wake-up */

@@ -46,6 +46,16 @@ static uint64_t in_now(broker_t *b)
     return b->in->pkt_now_ms;
 }
 
+/* BROKER_OPT_MAX_PARTIAL_BYTES's default: room for one message of the
+ * largest size, or for a packet in each of the partial messages allowed,
+ * whichever is more. */
+static uint64_t def_partial_bytes(const broker_t *b)
+{
+    uint64_t each = (uint64_t)b->opt_max_partial * b->lim.max_packet;
+
+    return b->opt_max_msg > each ? b->opt_max_msg : each;
+}
+
 static void limits_of(const broker_t *b, bk_reasm_limits_t *lim)
 {
     uint64_t frags = b->opt_max_msg / 64 + 16;
@@ -54,7 +64,7 @@ static void limits_of(const broker_t *b, bk_reasm_limits_t *lim)
     lim->max_frags = frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
     lim->max_partial = b->opt_max_partial;
     lim->max_bytes = b->opt_max_partial_bytes ? b->opt_max_partial_bytes
-                     : bk_in_def_partial_bytes(b->opt_max_msg);
+                                              : def_partial_bytes(b);
     lim->timeout_ms = b->opt_timeout_ms;
     lim->chunked = b->opt_chunked;
 }
@@ -100,12 +110,6 @@ void bk_in_set_limits(broker_t *b)
 
     limits_of(b, &rl);
     bk_reasm_set_limits(&b->in->reasm, &rl);
-}
-
-uint64_t bk_in_def_partial_bytes(uint64_t max_msg)
-{
-    return max_msg > BK_DEF_LIB_PARTIAL_BYTES ? max_msg
-                                              : BK_DEF_LIB_PARTIAL_BYTES;
 }
 
 /* ---- the FIFO and the watch --------------------------------------------- */

@@ -46,9 +46,6 @@ void bk_in_fini(broker_t *b);
 /* The options changed: new reassembly limits. */
 void bk_in_set_limits(broker_t *b);
 
-/* BROKER_OPT_MAX_PARTIAL_BYTES's default for a given max_msg. */
-uint64_t bk_in_def_partial_bytes(uint64_t max_msg);
-
 /* ---- the FIFO ----------------------------------------------------------- */
 void bk_in_push(broker_t *b, struct bk_msg *m);
 struct bk_msg *bk_in_pop(broker_t *b);
