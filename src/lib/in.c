@@ -127,7 +127,8 @@ static uint64_t msg_cost(const struct bk_msg *m)
  * ahead of an answer, and the socket besides). */
 static uint64_t hard_limit(const broker_t *b)
 {
-    uint64_t soft = b->opt_max_queued, room = 2 * b->lim.queue_limit;
+    uint64_t soft = b->opt_max_queued, ql = b->lim.queue_limit;
+    uint64_t room = ql > UINT64_MAX / 2 ? UINT64_MAX : 2 * ql;
 
     if (room < soft)
         room = soft;
