@@ -20,6 +20,7 @@
 #include <criterion/criterion.h>
 #include "frame.h"
 #include "harness.h"
+#include "th_uv.h"
 
 #define KiB 1024u
 #define MiB (1024u * 1024u)
@@ -342,6 +343,65 @@ Test(bounds, blocking_calls_stop_at_the_ceiling_with_enobufs)
     cr_assert_eq(broker_ping(r, TH_HANG_MS), 0, "works again once drained");
     broker_close(obs);
     broker_close(r);
+    flood_fini(&f);
+}
+
+/* ---- attached mode ---------------------------------------------------------- */
+
+struct async_sink {
+    uint64_t next;                  /* the message expected next */
+    uint64_t max_queued;            /* the most broker_queued() showed */
+    bool closed;
+};
+
+static void async_on_message(broker_t *b, broker_msg_t *m, void *ud)
+{
+    struct async_sink *a = ud;
+    uint64_t q = broker_queued(b);
+
+    if (q > a->max_queued)
+        a->max_queued = q;
+    if (m->kind == BROKER_MSG_CLOSE) {
+        a->closed = true;
+    } else {
+        check_msg(m, a->next);
+        a->next++;
+    }
+    broker_msg_free(m);
+}
+
+static bool async_done(void *ud)
+{
+    return ((struct async_sink *)ud)->closed;
+}
+
+/* An attached connection at its bound stops polling for input and polls
+ * again once the callbacks had the messages: with a bound of one byte it
+ * reads one packet per pass, and still gets everything, in order. */
+Test(bounds, attached_connection_at_the_bound_reads_a_packet_per_pass)
+{
+    struct async_sink a = { 0 };
+    broker_t *r = th_connect(&br);
+    broker_callbacks_t cbs = { .on_message = async_on_message };
+    struct flood f;
+    uv_loop_t loop;
+    pid_t ps;
+
+    cr_assert_eq(broker_set_option(r, BROKER_OPT_MAX_QUEUED, 1), 0);
+    th_register(r, "sink");
+    flood_init(&f, 4 * MiB);
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(broker_attach(r, &loop, &cbs, &a), 0);
+    ps = th_spawn(sender, &f);
+    th_uv_run_until(&loop, async_done, &a);
+    cr_assert_eq(a.next, f.count);
+    cr_assert_leq(a.max_queued, read_slack(r),
+                  "%llu bytes queued at once with a bound of 1",
+                  (unsigned long long)a.max_queued);
+    th_join(ps);
+    broker_close(r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
     flood_fini(&f);
 }
 
