@@ -26,6 +26,7 @@ struct bk_partial {
     struct bk_sidgrp *grp;
     bk_list_t glink;        /* on grp->members */
     bk_list_t lru;          /* on bk_reasm_t.lru */
+    bk_list_t dlink;        /* discarding: on bk_reasm_t.dlru */
     uint64_t last_ms;
     bool discard;           /* refused: swallow the rest of the message */
     bool chunking;          /* oversized: being delivered in chunks */
@@ -64,6 +65,8 @@ static void touch(bk_reasm_t *r, struct bk_partial *p, uint64_t now_ms)
 {
     p->last_ms = now_ms;
     bk_list_move_tail(&r->lru, &p->lru);
+    if (p->discard)
+        bk_list_move_tail(&r->dlru, &p->dlink);
 }
 
 /* ---- the stream id index ---------------------------------------------- */
@@ -142,6 +145,7 @@ static void entry_free(bk_reasm_t *r, struct bk_partial *p)
     bk_ht_remove(&r->table, &p->node);
     grp_leave(r, p);
     bk_list_unlink(&p->lru);
+    bk_list_unlink(&p->dlink);
     release_content(r, p);
     if (p->discard)
         r->ndiscard--;
@@ -174,6 +178,7 @@ static struct bk_partial *entry_new(bk_reasm_t *r, uint64_t source,
     p->node.key = p->key;
     p->node.keylen = KEY_LEN;
     bk_list_init(&p->glink);
+    bk_list_init(&p->dlink);
     if (bk_ht_insert(&r->table, &p->node) < 0) {
         free(p);
         return NULL;
@@ -195,12 +200,9 @@ static void discard_make_room(bk_reasm_t *r)
 
     if (r->ndiscard < r->lim.max_partial)
         return;
-    bk_list_for_each(p, &r->lru, struct bk_partial, lru) {
-        if (p->discard) {
-            entry_free(r, p);
-            return;
-        }
-    }
+    p = bk_list_first_entry(&r->dlru, struct bk_partial, dlink);
+    if (p)
+        entry_free(r, p);
 }
 
 static void to_discard(bk_reasm_t *r, struct bk_partial *p, uint64_t now_ms)
@@ -229,6 +231,7 @@ static void discard_new(bk_reasm_t *r, uint64_t source, uint32_t stream,
         return;
     p->discard = true;
     r->ndiscard++;
+    bk_list_push_tail(&r->dlru, &p->dlink);
 }
 
 /* Whether p's buffer at cap bytes would take the total past max_bytes. */
@@ -568,6 +571,7 @@ void bk_reasm_init(bk_reasm_t *r, const bk_reasm_limits_t *lim)
     bk_ht_init(&r->table);
     bk_ht_init(&r->bysid);
     bk_list_init(&r->lru);
+    bk_list_init(&r->dlru);
     r->lim = *lim;
 }
 

@@ -113,6 +113,8 @@ typedef struct bk_reasm {
     bk_htable_t bysid;              /* per stream id: its entries */
     bk_list_t lru;                  /* bk_partial, least recently
                                        active first */
+    bk_list_t dlru;                 /* the discarding ones alone, in the
+                                       same order */
     bk_reasm_limits_t lim;
     size_t npartial;                /* messages being reassembled */
     size_t ndiscard;                /* discarding entries */

@@ -705,3 +705,30 @@ Test(reasm, drop_by_stream_among_many)
     cr_assert_eq(bk_reasm_count(&R), 0);
     cr_assert_eq(R.bysid.count, 0);
 }
+
+/* Discarding entries are as many as max_partial: a new one evicts the
+ * one that swallowed a fragment least recently. */
+Test(reasm, discarding_entries_evict_the_least_recently_active)
+{
+    static uint8_t big[1200];
+    uint8_t b[10] = { 0 };
+
+    bk_reasm_fini(&R);
+    limits(1000, 1000, 2, 0, false);
+    for (uint32_t sid = 1; sid <= 2; sid++) {
+        cr_assert_eq(feed(1, sid, BK_F_MORE, b, 10, 0), 0);
+        cr_assert_eq(feed(1, sid, BK_F_CONT | BK_F_MORE, big, 1200, 0),
+                     -EMSGSIZE);
+    }
+    cr_assert_eq(R.ndiscard, 2);
+    /* stream 1 swallows a fragment: now stream 2 is the oldest */
+    cr_assert_eq(feed(1, 1, BK_F_CONT | BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(1, 3, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(1, 3, BK_F_CONT | BK_F_MORE, big, 1200, 0), -EMSGSIZE);
+    cr_assert_eq(R.ndiscard, 2);
+    cr_assert_eq(feed(1, 2, BK_F_CONT | BK_F_MORE, b, 10, 0), -EPROTO,
+                 "stream 2 was evicted");
+    cr_assert_eq(feed(1, 1, BK_F_CONT | BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(1, 3, BK_F_CONT | BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(bk_reasm_count(&R), 0);
+}
