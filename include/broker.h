@@ -115,7 +115,8 @@ typedef enum broker_opt {
     /* 1: deliver messages larger than MAX_MSG as a sequence of chunks with
      * BROKER_MSGF_CHUNK (and BROKER_MSGF_LAST on the final one). */
     BROKER_OPT_CHUNKED = 2,
-    /* Most partially received messages kept at once (default 1024). */
+    /* Most partially received messages kept at once (default 1024); see
+     * also MAX_PARTIAL_BYTES. */
     BROKER_OPT_MAX_PARTIAL = 3,
     /* Milliseconds a partial message may wait for its next fragment before
      * it is dropped with an ERROR event (-ETIMEDOUT) (default 30000). */
@@ -162,6 +163,33 @@ typedef enum broker_opt {
      * broker_attach refuses a connection with it on (default 0: the
      * connection stays failed, every call returns its error). */
     BROKER_OPT_RECONNECT = 11,
+    /* Bytes of received messages the library holds for broker_recv
+     * (default 33554432, 32 MiB; 0 is refused), each counted as its payload
+     * plus the library's object for it (a shared-memory message: the
+     * object only).  Once reached, the library reads no more from the
+     * socket until the application takes messages: the broker's queue for
+     * this connection fills and the broker holds the senders back (their
+     * writes block, or the loop waits), nothing is lost.  A blocking call
+     * (broker_call, broker_send when the socket is full, broker_ping and
+     * the other requests) still reads while it waits, since its answer
+     * may be behind what waits in the socket, and queues what it reads
+     * for broker_recv, up to a ceiling: this bound plus the larger of
+     * this bound and twice the broker's queue_limit; there it stops and
+     * fails with -ENOBUFS (receive, then try again).  The bound is checked
+     * before each read, so one read may take it past by one packet's
+     * messages, or by one reassembled message.  Attached connections stop
+     * polling for input while the bound is reached (messages go to
+     * on_message as they arrive, so only within one loop pass). */
+    BROKER_OPT_MAX_QUEUED = 12,
+    /* Bytes of buffer all partially received messages may hold together
+     * (default, also for 0: MAX_MSG, or MAX_PARTIAL times the broker's
+     * max_packet if that is more; 256 MiB with the defaults).
+     * A fragment that would need more is refused like a message over
+     * MAX_MSG, with -ENOBUFS instead of -EMSGSIZE (the sender's stream is
+     * closed with ENOBUFS, the receiver gets an ERROR event with
+     * -ENOBUFS); the other partial messages go on.  With CHUNKED on,
+     * what the message holds is delivered as a chunk instead. */
+    BROKER_OPT_MAX_PARTIAL_BYTES = 13,
 } broker_opt_t;
 int broker_set_option(broker_t *b, broker_opt_t opt, uint64_t value);
 
@@ -469,6 +497,9 @@ int broker_subscribe_async(broker_t *b, const char *pattern,
                            broker_sub_cb cb, void *userdata);
 /* Bytes queued in the library and not yet written to the socket. */
 size_t broker_pending(const broker_t *b);
+/* What received messages waiting for broker_recv (or for dispatch to
+ * the callbacks) count against BROKER_OPT_MAX_QUEUED now, in bytes. */
+size_t broker_queued(const broker_t *b);
 
 #ifdef __cplusplus
 }

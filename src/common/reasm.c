@@ -9,13 +9,24 @@
 #include "reasm.h"
 
 #define KEY_LEN 12u
+#define SID_KEY_LEN 4u
+
+/* The entries of one stream id (of any source), in bk_reasm_t.bysid. */
+struct bk_sidgrp {
+    bk_hnode_t node;
+    uint8_t key[SID_KEY_LEN];
+    bk_list_t members;      /* bk_partial.glink */
+};
 
 struct bk_partial {
     bk_hnode_t node;
     uint8_t key[KEY_LEN];
     uint64_t source;
     uint32_t stream;
+    struct bk_sidgrp *grp;
+    bk_list_t glink;        /* on grp->members */
     bk_list_t lru;          /* on bk_reasm_t.lru */
+    bk_list_t dlink;        /* discarding: on bk_reasm_t.dlru */
     uint64_t last_ms;
     bool discard;           /* refused: swallow the rest of the message */
     bool chunking;          /* oversized: being delivered in chunks */
@@ -54,9 +65,67 @@ static void touch(bk_reasm_t *r, struct bk_partial *p, uint64_t now_ms)
 {
     p->last_ms = now_ms;
     bk_list_move_tail(&r->lru, &p->lru);
+    if (p->discard)
+        bk_list_move_tail(&r->dlru, &p->dlink);
+}
+
+/* ---- the stream id index ---------------------------------------------- */
+
+static struct bk_sidgrp *grp_find(const bk_reasm_t *r, uint32_t stream)
+{
+    uint8_t key[SID_KEY_LEN];
+    bk_hnode_t *n;
+
+    bk_put32(key, stream);
+    n = bk_ht_find(&r->bysid, key, SID_KEY_LEN);
+    return n ? bk_container_of(n, struct bk_sidgrp, node) : NULL;
+}
+
+/* Put p on its stream id's group, making the group if needed.  0 or
+ * -ENOMEM. */
+static int grp_join(bk_reasm_t *r, struct bk_partial *p)
+{
+    struct bk_sidgrp *g = grp_find(r, p->stream);
+
+    if (!g) {
+        g = calloc(1, sizeof(*g));
+        if (!g)
+            return -ENOMEM;
+        bk_put32(g->key, p->stream);
+        g->node.key = g->key;
+        g->node.keylen = SID_KEY_LEN;
+        bk_list_init(&g->members);
+        if (bk_ht_insert(&r->bysid, &g->node) < 0) {
+            free(g);
+            return -ENOMEM;
+        }
+    }
+    p->grp = g;
+    bk_list_push_tail(&g->members, &p->glink);
+    return 0;
+}
+
+static void grp_leave(bk_reasm_t *r, struct bk_partial *p)
+{
+    struct bk_sidgrp *g = p->grp;
+
+    bk_list_unlink(&p->glink);
+    p->grp = NULL;
+    if (g && bk_list_empty(&g->members)) {
+        bk_ht_remove(&r->bysid, &g->node);
+        free(g);
+    }
 }
 
 /* ---- entries ---------------------------------------------------------- */
+
+/* p's buffer is gone (freed or handed out): stop counting it. */
+static void buf_gone(bk_reasm_t *r, struct bk_partial *p)
+{
+    r->alloc -= p->cap;
+    p->buf = NULL;
+    p->len = p->cap = 0;
+}
 
 static void release_content(bk_reasm_t *r, struct bk_partial *p)
 {
@@ -68,14 +137,15 @@ static void release_content(bk_reasm_t *r, struct bk_partial *p)
     }
     r->bytes -= p->len;
     free(p->buf);
-    p->buf = NULL;
-    p->len = p->cap = 0;
+    buf_gone(r, p);
 }
 
 static void entry_free(bk_reasm_t *r, struct bk_partial *p)
 {
     bk_ht_remove(&r->table, &p->node);
+    grp_leave(r, p);
     bk_list_unlink(&p->lru);
+    bk_list_unlink(&p->dlink);
     release_content(r, p);
     if (p->discard)
         r->ndiscard--;
@@ -107,7 +177,14 @@ static struct bk_partial *entry_new(bk_reasm_t *r, uint64_t source,
     make_key(p->key, source, stream);
     p->node.key = p->key;
     p->node.keylen = KEY_LEN;
+    bk_list_init(&p->glink);
+    bk_list_init(&p->dlink);
     if (bk_ht_insert(&r->table, &p->node) < 0) {
+        free(p);
+        return NULL;
+    }
+    if (grp_join(r, p) < 0) {
+        bk_ht_remove(&r->table, &p->node);
         free(p);
         return NULL;
     }
@@ -123,12 +200,9 @@ static void discard_make_room(bk_reasm_t *r)
 
     if (r->ndiscard < r->lim.max_partial)
         return;
-    bk_list_for_each(p, &r->lru, struct bk_partial, lru) {
-        if (p->discard) {
-            entry_free(r, p);
-            return;
-        }
-    }
+    p = bk_list_first_entry(&r->dlru, struct bk_partial, dlink);
+    if (p)
+        entry_free(r, p);
 }
 
 static void to_discard(bk_reasm_t *r, struct bk_partial *p, uint64_t now_ms)
@@ -157,26 +231,54 @@ static void discard_new(bk_reasm_t *r, uint64_t source, uint32_t stream,
         return;
     p->discard = true;
     r->ndiscard++;
+    bk_list_push_tail(&r->dlru, &p->dlink);
 }
 
+/* Whether p's buffer at cap bytes would take the total past max_bytes. */
+static bool over_total(const bk_reasm_t *r, const struct bk_partial *p,
+                       size_t cap)
+{
+    return r->lim.max_bytes && r->alloc - p->cap + cap > r->lim.max_bytes;
+}
+
+/* The capacity to grow p's buffer to for need bytes: doubling, but no
+ * more than max_msg nor (exactly need then) than the total allows.  0:
+ * even need bytes would pass max_bytes. */
+static size_t grow_cap(const bk_reasm_t *r, const struct bk_partial *p,
+                       size_t need)
+{
+    size_t cap = p->cap ? p->cap * 2 : 4096;
+
+    while (cap < need)
+        cap *= 2;
+    if (!r->lim.chunked && cap > r->lim.max_msg && need <= r->lim.max_msg)
+        cap = (size_t)r->lim.max_msg;
+    if (over_total(r, p, cap))
+        cap = need;
+    return over_total(r, p, cap) ? 0 : cap;
+}
+
+/* Append n bytes to p.  force: grow past max_bytes if need be (chunked
+ * mode, which then delivers the buffer at once).  0, -ENOBUFS (the total
+ * would pass max_bytes) or -ENOMEM. */
 static int append(bk_reasm_t *r, struct bk_partial *p, const uint8_t *data,
-                  size_t n)
+                  size_t n, bool force)
 {
     if (n == 0)
         return 0;
     if (p->len + n > p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 4096;
+        size_t need = p->len + n, cap = grow_cap(r, p, need);
         uint8_t *nb;
 
-        while (cap < p->len + n)
-            cap *= 2;
-        if (!r->lim.chunked && cap > r->lim.max_msg &&
-            p->len + n <= r->lim.max_msg)
-            cap = (size_t)r->lim.max_msg;
+        if (cap == 0 && !force)
+            return -ENOBUFS;
+        if (cap == 0)
+            cap = need;
         nb = realloc(p->buf, cap);
         if (!nb)
             return -ENOMEM;
         p->buf = nb;
+        r->alloc += cap - p->cap;
         p->cap = cap;
     }
     memcpy(p->buf + p->len, data, n);
@@ -236,8 +338,7 @@ static void emit(bk_reasm_t *r, struct bk_partial *p, bool last,
     } else {
         free(p->buf);
     }
-    p->buf = NULL;
-    p->len = p->cap = 0;
+    buf_gone(r, p);
     p->nfrags = 0;
 }
 
@@ -261,6 +362,22 @@ static int fail(bk_reasm_result_t *res, enum bk_reasm_why why, int err,
         close_all(fds, nfds);
     res->why = why;
     return err;
+}
+
+/* Append n bytes to the message p; if that fails, p starts discarding
+ * and res says why (-ENOBUFS: the total is reached, -ENOMEM). */
+static int append_or_refuse(bk_reasm_t *r, struct bk_partial *p,
+                            const uint8_t *data, size_t n, uint64_t now_ms,
+                            bk_reasm_result_t *res)
+{
+    int err = append(r, p, data, n, r->lim.chunked);
+
+    if (err == 0)
+        return 0;
+    to_discard(r, p, now_ms);
+    if (err == -ENOBUFS)
+        return fail(res, BK_REASM_FULL, -ENOBUFS, NULL, 0);
+    return fail(res, BK_REASM_NOMEM, -ENOMEM, NULL, 0);
 }
 
 /* A message that fits in one fragment: no table entry needed. */
@@ -302,6 +419,7 @@ static int feed_first(bk_reasm_t *r, const bk_hdr_t *h,
     size_t namelen = (h->flags & BK_F_NAME) ? h->aux : 0;
     const uint8_t *data = payload + namelen;
     size_t dlen;
+    int err;
 
     if (namelen > h->length || namelen > BK_MAX_NAME ||
         ((h->flags & BK_F_NAME) && namelen == 0))
@@ -346,11 +464,9 @@ static int feed_first(bk_reasm_t *r, const bk_hdr_t *h,
         memcpy(p->fds, fds, h->nfds * sizeof(int));
         p->nfds = h->nfds;
     }
-    if (append(r, p, data, dlen) < 0) {
-        to_discard(r, p, now_ms);
-        return fail(res, BK_REASM_NOMEM, -ENOMEM, NULL, 0);
-    }
-    if (p->len > r->lim.max_msg) {
+    if ((err = append_or_refuse(r, p, data, dlen, now_ms, res)) < 0)
+        return err;
+    if (p->len > r->lim.max_msg || over_total(r, p, p->cap)) {
         p->chunking = true;
         emit(r, p, false, false, res);
     }
@@ -362,24 +478,29 @@ static int feed_cont_chunked(bk_reasm_t *r, struct bk_partial *p,
                              uint64_t now_ms, bk_reasm_result_t *res)
 {
     bool more = h->flags & BK_F_MORE;
+    int err;
 
+    /* past max_msg, max_frags or (growing) the total: out with what is
+     * buffered first */
     if (p->len + h->length > r->lim.max_msg ||
-        p->nfrags >= r->lim.max_frags) {
+        p->nfrags >= r->lim.max_frags ||
+        (p->len + h->length > p->cap &&
+         over_total(r, p, p->len + h->length))) {
         p->chunking = true;
         if (p->len || p->first_pending)
             emit(r, p, false, false, res);
     }
-    if (append(r, p, payload, h->length) < 0) {
-        to_discard(r, p, now_ms);
+    if ((err = append_or_refuse(r, p, payload, h->length, now_ms, res)) < 0) {
         if (!more)
             entry_free(r, p);
-        return fail(res, BK_REASM_NOMEM, -ENOMEM, NULL, 0);
+        return err;
     }
     p->nfrags++;
     if (!more) {
         emit(r, p, true, h->flags & BK_F_CLOSE, res);
         entry_free(r, p);
-    } else if (p->len > r->lim.max_msg) {
+    } else if (p->len > r->lim.max_msg || over_total(r, p, p->cap)) {
+        p->chunking = true;
         emit(r, p, false, false, res);
     }
     return (int)res->nout;
@@ -391,6 +512,7 @@ static int feed_cont(bk_reasm_t *r, const bk_hdr_t *h,
 {
     struct bk_partial *p = find(r, h->source, h->stream);
     bool more = h->flags & BK_F_MORE;
+    int err;
 
     if (!p)
         return fail(res, BK_REASM_ORPHAN_CONT, -EPROTO, NULL, 0);
@@ -411,11 +533,10 @@ static int feed_cont(bk_reasm_t *r, const bk_hdr_t *h,
             entry_free(r, p);
         return fail(res, BK_REASM_TOO_BIG, -EMSGSIZE, NULL, 0);
     }
-    if (append(r, p, payload, h->length) < 0) {
-        to_discard(r, p, now_ms);
+    if ((err = append_or_refuse(r, p, payload, h->length, now_ms, res)) < 0) {
         if (!more)
             entry_free(r, p);
-        return fail(res, BK_REASM_NOMEM, -ENOMEM, NULL, 0);
+        return err;
     }
     p->nfrags++;
     if (more)
@@ -448,7 +569,9 @@ void bk_reasm_init(bk_reasm_t *r, const bk_reasm_limits_t *lim)
 {
     memset(r, 0, sizeof(*r));
     bk_ht_init(&r->table);
+    bk_ht_init(&r->bysid);
     bk_list_init(&r->lru);
+    bk_list_init(&r->dlru);
     r->lim = *lim;
 }
 
@@ -464,10 +587,12 @@ void bk_reasm_fini(bk_reasm_t *r)
     while ((p = lru_oldest(r)))
         entry_free(r, p);
     bk_ht_fini(&r->table);
+    bk_ht_fini(&r->bysid);
 }
 
 size_t bk_reasm_drop_stream(bk_reasm_t *r, uint64_t source, uint32_t stream)
 {
+    struct bk_sidgrp *g;
     size_t n = 0;
 
     if (source) {
@@ -477,13 +602,16 @@ size_t bk_reasm_drop_stream(bk_reasm_t *r, uint64_t source, uint32_t stream)
         entry_free(r, p);
         return 1;
     }
-    struct bk_partial *p;
+    g = grp_find(r, stream);
+    if (!g)
+        return 0;
+    /* freeing the group's last entry frees the group too */
+    for (bool last = false; !last; n++) {
+        struct bk_partial *p = bk_list_first_entry(&g->members,
+                                                   struct bk_partial, glink);
 
-    bk_list_for_each_safe(p, &r->lru, struct bk_partial, lru) {
-        if (p->stream == stream) {
-            entry_free(r, p);
-            n++;
-        }
+        last = p->glink.next == &g->members;
+        entry_free(r, p);
     }
     return n;
 }
@@ -539,4 +667,9 @@ bool bk_reasm_next_deadline(const bk_reasm_t *r, uint64_t *when_ms)
 size_t bk_reasm_count(const bk_reasm_t *r)
 {
     return r->npartial;
+}
+
+uint64_t bk_reasm_alloc(const bk_reasm_t *r)
+{
+    return r->alloc;
 }

@@ -6,12 +6,16 @@
  * the fds that arrived for it and the current time in milliseconds; the
  * table hands back completed messages (or, in chunked mode, pieces of
  * messages).  Partial messages are keyed by (source client id, stream id)
- * in a bk_htable hashed with XXH3.
+ * in a bk_htable hashed with XXH3, and indexed by stream id alone in a
+ * second one, so that dropping a stream costs O(1) whether or not its
+ * source is known.
  *
  * Everything is bounded:
  *   - bytes per message (max_msg) and fragments per message (max_frags);
  *   - number of partial messages (max_partial), and as many "discarding"
  *     entries (see below);
+ *   - bytes of buffer allocated for all partial messages together
+ *     (max_bytes, counted as allocated, not as received);
  *   - idle time of a partial message (timeout_ms, see bk_reasm_expire).
  *
  * When a message is refused (too large, too many partial messages, out of
@@ -45,6 +49,11 @@ typedef struct bk_reasm_limits {
     uint64_t max_msg;       /* payload bytes per message (name excluded) */
     uint32_t max_frags;     /* fragments per message (per chunk if chunked) */
     uint32_t max_partial;   /* partial messages held at once */
+    /* Buffer bytes of all partial messages together; 0: no total.  A
+     * fragment that would need more is refused (BK_REASM_FULL), except in
+     * chunked mode, where what the message has buffered is delivered as
+     * a chunk at once instead. */
+    uint64_t max_bytes;
     uint64_t timeout_ms;    /* idle time before a partial expires; 0: never */
     bool chunked;           /* deliver oversized messages as chunks */
 } bk_reasm_limits_t;
@@ -67,6 +76,9 @@ enum bk_reasm_why {
     BK_REASM_TOO_MANY,
     /* -ENOMEM: allocation failed. */
     BK_REASM_NOMEM,
+    /* -ENOBUFS: the message's buffer would take the partial messages'
+     * total past max_bytes (never in chunked mode). */
+    BK_REASM_FULL,
 };
 
 /* A completed message or chunk, owned by the caller. */
@@ -97,13 +109,17 @@ typedef struct bk_reasm_result {
 struct bk_partial;
 
 typedef struct bk_reasm {
-    bk_htable_t table;
+    bk_htable_t table;              /* bk_partial by (source, stream) */
+    bk_htable_t bysid;              /* per stream id: its entries */
     bk_list_t lru;                  /* bk_partial, least recently
                                        active first */
+    bk_list_t dlru;                 /* the discarding ones alone, in the
+                                       same order */
     bk_reasm_limits_t lim;
     size_t npartial;                /* messages being reassembled */
     size_t ndiscard;                /* discarding entries */
     uint64_t bytes;                 /* payload bytes buffered */
+    uint64_t alloc;                 /* buffer bytes allocated for them */
 } bk_reasm_t;
 
 void bk_reasm_init(bk_reasm_t *r, const bk_reasm_limits_t *lim);
@@ -130,7 +146,8 @@ int bk_reasm_feed(bk_reasm_t *r, const bk_hdr_t *h, const uint8_t *payload,
 void bk_reasm_out_release(bk_reasm_out_t *o);
 
 /* Forget the message on (source, stream); source 0 matches every source.
- * Discarding entries go too.  Returns how many entries were removed. */
+ * Discarding entries go too.  Returns how many entries were removed.
+ * O(1) lookup in both cases (plus the entries removed). */
 size_t bk_reasm_drop_stream(bk_reasm_t *r, uint64_t source, uint32_t stream);
 /* Forget every message from source (the peer is gone). */
 size_t bk_reasm_drop_source(bk_reasm_t *r, uint64_t source);
@@ -149,5 +166,7 @@ bool bk_reasm_next_deadline(const bk_reasm_t *r, uint64_t *when_ms);
 
 /* Partial messages currently held (discarding entries excluded). */
 size_t bk_reasm_count(const bk_reasm_t *r);
+/* Buffer bytes the partial messages hold now (what max_bytes bounds). */
+uint64_t bk_reasm_alloc(const bk_reasm_t *r);
 
 #endif

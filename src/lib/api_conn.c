@@ -106,6 +106,14 @@ BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
             return -EINVAL;
         b->opt_max_partial = (uint32_t)value;
         break;
+    case BROKER_OPT_MAX_QUEUED:
+        if (value == 0)
+            return -EINVAL;
+        b->opt_max_queued = value;
+        break;
+    case BROKER_OPT_MAX_PARTIAL_BYTES:
+        b->opt_max_partial_bytes = value;
+        break;
     case BROKER_OPT_PARTIAL_TIMEOUT:
         if (value > INT32_MAX)
             return -EINVAL;

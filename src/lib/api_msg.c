@@ -397,7 +397,8 @@ static int call(broker_t *b, const char *name, uint64_t id, const void *data,
             bk_msg_free(m);
         }
     } else {
-        bk_in_abort_stream(b, sid, r == -ETIMEDOUT ? r : -ECANCELED);
+        bk_in_abort_stream(b, sid, r == -ETIMEDOUT || r == -ENOBUFS
+                                   ? r : -ECANCELED);
     }
     if (!b->io.err)
         bk_out_flush(b, false, BK_FLUSH_BUDGET);
@@ -425,6 +426,13 @@ BROKER_API int broker_call(broker_t *b, const char *name, const void *data,
                            size_t len, broker_msg_t **reply, int timeout_ms)
 {
     return broker_call_fds(b, name, data, len, NULL, 0, reply, timeout_ms);
+}
+
+BROKER_API size_t broker_queued(const broker_t *b)
+{
+    uint64_t q = b && b->in ? bk_in_queued(b) : 0;
+
+    return q > SIZE_MAX ? SIZE_MAX : (size_t)q;
 }
 
 BROKER_API void broker_msg_free(broker_msg_t *msg)

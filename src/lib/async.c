@@ -1,7 +1,8 @@
 /*
  * async.c - libbroker layer 7: the connection on the application's libuv
  * loop (prefix bk_async_): a poll handle on
- * the socket (readable always, writable while output is queued), an idle
+ * the socket (readable unless the FIFO is full, writable while output is
+ * queued), an idle
  * handle that dispatches messages received outside the poll callback, a
  * timer for partial-message expiry, broker_call_async with per-call
  * timers, and broker_subscribe_async (a CTRL request of ctrl.c's async
@@ -267,7 +268,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
         /* libuv reports a socket error (POLLERR) as UV_EBADF and stops the
          * handle; reading gives the packets still queued and the real
          * cause (EOF, ECONNRESET). */
-        bk_in_pump(b, UINT32_MAX);
+        bk_in_pump_past(b, UINT32_MAX);
         bk_io_fail(&b->io, status == UV_EBADF ? -ECONNRESET : status);
     } else {
         if (events & UV_READABLE)
@@ -323,7 +324,9 @@ static void update(broker_t *b)
         as->prepared = false;
     } else {
         bool out = bk_out_pending(b);
-        int want = UV_READABLE | (out && as->wblocked ? UV_WRITABLE : 0);
+        /* a full FIFO stops reading until dispatch() has emptied it */
+        int want = (bk_in_full(b) ? 0 : UV_READABLE) |
+                   (out && as->wblocked ? UV_WRITABLE : 0);
         bool prep = out && !as->wblocked;
 
         if (prep != as->prepared) {
@@ -333,7 +336,10 @@ static void update(broker_t *b)
                 uv_prepare_stop(&as->prepare);
             as->prepared = prep;
         }
-        if (want != as->events) {
+        if (want != as->events && want == 0) {
+            uv_poll_stop(&as->poll);
+            as->events = 0;
+        } else if (want != as->events) {
             int r = uv_poll_start(&as->poll, want, on_poll);
             if (r < 0)
                 bk_io_fail(&b->io, r);

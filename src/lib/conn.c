@@ -21,6 +21,7 @@ broker_t *bk_conn_new(int fd)
     }
     b->opt_max_msg = BK_DEF_LIB_MAX_MSG;
     b->opt_max_partial = BK_DEF_LIB_MAX_PARTIAL;
+    b->opt_max_queued = BK_DEF_LIB_MAX_QUEUED;
     b->opt_timeout_ms = BK_DEF_LIB_TIMEOUT_MS;
     b->opt_shm_threshold = BK_DEF_SHM_THRESHOLD;
     b->opt_shm_seg_size = BK_DEF_SHM_SEGMENT;
@@ -41,6 +42,8 @@ void bk_conn_copy_opts(broker_t *dst, const broker_t *src)
     dst->opt_max_msg = src->opt_max_msg;
     dst->opt_chunked = src->opt_chunked;
     dst->opt_max_partial = src->opt_max_partial;
+    dst->opt_max_partial_bytes = src->opt_max_partial_bytes;
+    dst->opt_max_queued = src->opt_max_queued;
     dst->opt_timeout_ms = src->opt_timeout_ms;
     dst->opt_shm_threshold = src->opt_shm_threshold;
     dst->opt_shm_seg_size = src->opt_shm_seg_size;

@@ -42,6 +42,7 @@
 
 #define BK_DEF_LIB_MAX_MSG      (UINT64_C(256) << 20)
 #define BK_DEF_LIB_MAX_PARTIAL  1024u
+#define BK_DEF_LIB_MAX_QUEUED   (UINT64_C(32) << 20) /* FIFO bound */
 #define BK_DEF_LIB_TIMEOUT_MS   30000u
 #define BK_HANDSHAKE_MS         10000
 #define BK_PUMP_BUDGET          64u     /* packets read per wake-up */
@@ -76,6 +77,8 @@ struct broker {
     uint64_t opt_max_msg;
     bool opt_chunked;
     uint32_t opt_max_partial;
+    uint64_t opt_max_partial_bytes; /* 0: the default (in.c) */
+    uint64_t opt_max_queued;    /* BROKER_OPT_MAX_QUEUED */
     uint64_t opt_timeout_ms;
     uint64_t opt_shm_threshold;
     uint64_t opt_shm_seg_size;

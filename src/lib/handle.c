@@ -60,6 +60,9 @@ int bk_handle_connect(const char *sp, const broker_t *opts, broker_t **out)
     if (r == 0)
         r = bk_conn_apply_limits(b);
     if (r == 0)
+        bk_in_set_limits(b);    /* the default partial total needs
+                                   max_packet */
+    if (r == 0)
         r = bk_out_resize(b);
     if (r < 0) {
         bk_handle_free(b);

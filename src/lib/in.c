@@ -24,6 +24,8 @@ struct bk_in {
     bk_list_t fifo;             /* struct bk_msg, oldest first */
     size_t fifo_len;
     size_t fifo_bytes;          /* payload bytes of the FIFO's messages */
+    uint64_t queued;            /* what the FIFO's messages cost
+                                 * (msg_cost), against opt_max_queued */
     /* the blocking operation in progress and the stream it watches */
     uint32_t watch_sid;
     bool watch_data;            /* capture DATA too, not only CLOSE/ERROR */
@@ -45,6 +47,16 @@ static uint64_t in_now(broker_t *b)
     return b->in->pkt_now_ms;
 }
 
+/* BROKER_OPT_MAX_PARTIAL_BYTES's default: room for one message of the
+ * largest size, or for a packet in each of the partial messages allowed,
+ * whichever is more. */
+static uint64_t def_partial_bytes(const broker_t *b)
+{
+    uint64_t each = (uint64_t)b->opt_max_partial * b->lim.max_packet;
+
+    return b->opt_max_msg > each ? b->opt_max_msg : each;
+}
+
 static void limits_of(const broker_t *b, bk_reasm_limits_t *lim)
 {
     uint64_t frags = b->opt_max_msg / 64 + 16;
@@ -52,6 +64,8 @@ static void limits_of(const broker_t *b, bk_reasm_limits_t *lim)
     lim->max_msg = b->opt_max_msg;
     lim->max_frags = frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
     lim->max_partial = b->opt_max_partial;
+    lim->max_bytes = b->opt_max_partial_bytes ? b->opt_max_partial_bytes
+                                              : def_partial_bytes(b);
     lim->timeout_ms = b->opt_timeout_ms;
     lim->chunked = b->opt_chunked;
 }
@@ -101,11 +115,43 @@ void bk_in_set_limits(broker_t *b)
 
 /* ---- the FIFO and the watch --------------------------------------------- */
 
+/* What a message in the FIFO counts against BROKER_OPT_MAX_QUEUED: its
+ * object and, unless it is a view of shared memory (the sender's pool
+ * bounds those), its payload. */
+static uint64_t msg_cost(const struct bk_msg *m)
+{
+    return sizeof(*m) + (m->view ? 0 : m->pub.len);
+}
+
+/* The ceiling of a blocking wait: the bound plus the larger of the bound
+ * and twice the broker's queue_limit (what the broker may hold for us
+ * ahead of an answer, and the socket besides). */
+static uint64_t hard_limit(const broker_t *b)
+{
+    uint64_t soft = b->opt_max_queued, ql = b->lim.queue_limit;
+    uint64_t room = ql > UINT64_MAX / 2 ? UINT64_MAX : 2 * ql;
+
+    if (room < soft)
+        room = soft;
+    return soft + room < soft ? UINT64_MAX : soft + room;
+}
+
+uint64_t bk_in_queued(const broker_t *b)
+{
+    return b->in->queued;
+}
+
+bool bk_in_full(const broker_t *b)
+{
+    return b->in->queued >= b->opt_max_queued;
+}
+
 void bk_in_push(broker_t *b, struct bk_msg *m)
 {
     bk_list_push_tail(&b->in->fifo, &m->link);
     b->in->fifo_len++;
     b->in->fifo_bytes += m->pub.len;
+    b->in->queued += msg_cost(m);
 }
 
 struct bk_msg *bk_in_pop(broker_t *b)
@@ -118,6 +164,7 @@ struct bk_msg *bk_in_pop(broker_t *b)
     m = bk_container_of(l, struct bk_msg, link);
     b->in->fifo_len--;
     b->in->fifo_bytes -= m->pub.len;
+    b->in->queued -= msg_cost(m);
     return m;
 }
 
@@ -642,8 +689,9 @@ static int handle_read(broker_t *b, ssize_t len, int *fds, unsigned nfds)
     return 1;
 }
 
-/* Read and handle up to budget packets that are there now. */
-int bk_in_pump(broker_t *b, unsigned budget)
+/* Read and handle up to budget packets that are there now, while the FIFO
+ * costs less than limit. */
+static int pump_upto(broker_t *b, unsigned budget, uint64_t limit)
 {
     int fds[BK_MAX_FDS_HARD];
     unsigned n;
@@ -654,6 +702,8 @@ int bk_in_pump(broker_t *b, unsigned budget)
         ssize_t len;
         int r;
 
+        if (b->in->queued >= limit)
+            break;
         len = bk_io_read(&b->io, fds, &nfds, BK_MAX_FDS_HARD);
         if (len == -EAGAIN)
             break;
@@ -669,6 +719,16 @@ int bk_in_pump(broker_t *b, unsigned budget)
             return (int)n + 1;
     }
     return (int)n;
+}
+
+int bk_in_pump(broker_t *b, unsigned budget)
+{
+    return pump_upto(b, budget, b->opt_max_queued);
+}
+
+int bk_in_pump_past(broker_t *b, unsigned budget)
+{
+    return pump_upto(b, budget, hard_limit(b));
 }
 
 /* Wait in the read for one packet (until: bk_io_now_ms time, -1: none)
@@ -726,6 +786,10 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
         out = r == -EAGAIN;
         if (in->fifo_len != before || in->watch_msg != watched)
             return 0;
+        /* reading on would take the FIFO past the ceiling: the caller
+         * gives up rather than wait for what lies behind it */
+        if (in->queued >= hard_limit(b))
+            return -ENOBUFS;
         if (out || want_write)
             events |= POLLOUT;
         if (bk_in_next_deadline(b, &exp) &&
@@ -756,7 +820,7 @@ int bk_in_wait(broker_t *b, bool want_write, int64_t deadline)
             continue;
         }
         if (revents & (POLLIN | POLLHUP | POLLERR)) {
-            r = bk_in_pump(b, BK_PUMP_BUDGET);
+            r = bk_in_pump_past(b, BK_PUMP_BUDGET);
             if (r < 0)
                 return r;
             /* one packet after a wait: the peer is not ahead of us, the

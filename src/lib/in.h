@@ -14,6 +14,13 @@
  * shared memory released.
  * It also implements the socket layer's wait and pump hooks.
  *
+ * Bounds: the FIFO holds at most BROKER_OPT_MAX_QUEUED bytes (see
+ * bk_in_queued) as far as reading for it goes: once there, nothing more
+ * is read until the application takes messages, so the socket fills and
+ * the broker's flow control holds the senders back.  Only a blocking
+ * operation reads on, to a ceiling (bk_in_wait).  The reassembly table
+ * holds at most BROKER_OPT_MAX_PARTIAL_BYTES of partial messages.
+ *
  * Ownership: a message is owned by the FIFO until popped, by the watch
  * slot until bk_in_watch_end(), then by whoever took it.  A message that
  * answers an async call is tagged with it (m->acall) and goes to the FIFO;
@@ -43,6 +50,13 @@ void bk_in_set_limits(broker_t *b);
 void bk_in_push(broker_t *b, struct bk_msg *m);
 struct bk_msg *bk_in_pop(broker_t *b);
 bool bk_in_has_msgs(const broker_t *b);
+/* What the FIFO's messages count against BROKER_OPT_MAX_QUEUED: each its
+ * object's size plus its payload (a view of shared memory: the object
+ * only). */
+uint64_t bk_in_queued(const broker_t *b);
+/* The FIFO is at its bound: reading for it stops (bk_in_pump reads
+ * nothing; an attached connection stops polling for input). */
+bool bk_in_full(const broker_t *b);
 
 /* ---- the watch of a blocking operation ---------------------------------- */
 /* Capture the next CLOSE/ERROR on sid (and with data, DATA too). */
@@ -53,16 +67,25 @@ bool bk_in_watch_caught(const broker_t *b);
 struct bk_msg *bk_in_watch_end(broker_t *b);
 
 /* ---- reading ------------------------------------------------------------ */
-/* Read and handle up to budget packets that are there now.  Returns the
- * number read or the sticky error. */
+/* Read and handle up to budget packets that are there now, but none while
+ * the FIFO is full (bk_in_full).  Returns the number read or the sticky
+ * error. */
 int bk_in_pump(broker_t *b, unsigned budget);
+/* The same past the bound, up to the ceiling of blocking waits (see
+ * bk_in_wait): for what a failing connection still has to say. */
+int bk_in_pump_past(broker_t *b, unsigned budget);
 /* A receive's first look at the socket: bk_in_pump, unless the last wait
  * (bk_in_wait) woke to a single packet: a request/reply client then goes
  * straight to bk_in_wait, whose poll tells when the reply is there, one
  * read that finds nothing less per reply.  Returns what bk_in_pump does,
  * or 0 if it did not pump. */
 int bk_in_first_pump(broker_t *b);
-/* See bk_io_wait(). */
+/* See bk_io_wait().  A blocking operation must read while it waits (for
+ * its answer, or for the broker to take its packet), so this reads past
+ * the FIFO's bound, up to a ceiling: the bound plus the larger of the
+ * bound and twice the broker's queue_limit (all the broker may hold for
+ * us ahead of an answer).  At the ceiling it reads no more and returns
+ * -ENOBUFS: the operation fails instead of the memory growing. */
 int bk_in_wait(broker_t *b, bool want_write, int64_t deadline);
 /* Expire partial messages whose time is up, and drop the pool's segments
  * idle long enough (shm.h bk_shm_idle_run). */

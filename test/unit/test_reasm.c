@@ -521,3 +521,214 @@ Test(reasm, chunked_mode_keeps_small_messages_whole)
     cr_assert_arr_eq(res.out[0].data, buf, sizeof(buf));
     bk_reasm_out_release(&res.out[0]);
 }
+
+/* ---- the partial messages' total (max_bytes) ------------------------------ */
+
+static void limits_total(uint64_t max_msg, uint64_t max_bytes, bool chunked)
+{
+    bk_reasm_limits_t l = {
+        .max_msg = max_msg, .max_frags = 100000, .max_partial = 16,
+        .timeout_ms = 1000, .chunked = chunked, .max_bytes = max_bytes,
+    };
+
+    bk_reasm_fini(&R);
+    bk_reasm_init(&R, &l);
+}
+
+Test(reasm, total_refuses_the_message_that_passes_it_and_keeps_the_other)
+{
+    enum { LEN = 20000, STEP = 1000, TOTAL = 24576 };
+    static uint8_t a[LEN], b[LEN];
+    bool b_refused = false;
+    int rc;
+
+    limits_total(1 << 20, TOTAL, false);
+    fill(a, LEN, 11);
+    fill(b, LEN, 12);
+    /* A and B interleaved, fragment by fragment: together they would
+     * need more than TOTAL, each alone fits */
+    for (size_t off = 0; off < LEN; off += STEP) {
+        uint8_t fl = off ? BK_F_CONT : BK_F_OPEN;
+
+        fl |= off + STEP < LEN ? BK_F_MORE : BK_F_CLOSE;
+        rc = feed(1, 1, fl, a + off, STEP, 0);
+        cr_assert_eq(rc, off + STEP < LEN ? 0 : 1, "A at %zu: %d", off, rc);
+        cr_assert_leq(bk_reasm_alloc(&R), TOTAL);
+        if (rc == 1)
+            break;
+        rc = feed(2, 1, fl, b + off, STEP, 0);
+        if (rc == -ENOBUFS) {
+            cr_assert_not(b_refused, "refused once, then swallowed");
+            cr_assert_eq(res.why, BK_REASM_FULL);
+            b_refused = true;
+        } else {
+            cr_assert_eq(rc, 0, "B at %zu: %d", off, rc);
+        }
+        cr_assert_leq(bk_reasm_alloc(&R), TOTAL);
+    }
+    cr_assert(b_refused, "B never passed the total");
+    cr_assert_eq(res.nout, 1);
+    cr_assert_eq(res.out[0].source, 1);
+    cr_assert_eq(res.out[0].len, LEN);
+    cr_assert_arr_eq(res.out[0].data, a, LEN);
+    bk_reasm_out_release(&res.out[0]);
+    cr_assert_eq(bk_reasm_alloc(&R), 0);
+    cr_assert_eq(R.bytes, 0);
+    cr_assert_eq(bk_reasm_count(&R), 0, "B's key is only discarding");
+    cr_assert_eq(R.ndiscard, 1);
+    /* B's last fragment is swallowed and ends the discarding */
+    cr_assert_eq(feed(2, 1, BK_F_CONT, b, 10, 0), 0);
+    cr_assert_eq(R.ndiscard, 0);
+    cr_assert_eq(feed(2, 1, BK_F_CONT, b, 10, 0), -EPROTO);
+    cr_assert_eq(res.why, BK_REASM_ORPHAN_CONT);
+}
+
+Test(reasm, total_counts_allocation_and_room_comes_back)
+{
+    uint8_t b[3000];
+
+    limits_total(1 << 20, 8192, false);
+    fill(b, sizeof(b), 13);
+    /* a first fragment takes a 4096-byte buffer */
+    cr_assert_eq(feed(1, 1, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(bk_reasm_alloc(&R), 4096);
+    cr_assert_eq(feed(1, 2, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(bk_reasm_alloc(&R), 8192);
+    /* a third buffer does not fit, even a small one */
+    cr_assert_eq(feed(1, 3, BK_F_MORE, b, 10, 0), -ENOBUFS);
+    cr_assert_eq(res.why, BK_REASM_FULL);
+    cr_assert_eq(bk_reasm_alloc(&R), 8192);
+    /* growth within a buffer costs nothing more */
+    cr_assert_eq(feed(1, 1, BK_F_CONT | BK_F_MORE, b, 3000, 0), 0);
+    /* past it does not fit either: stream 1 is refused and freed */
+    cr_assert_eq(feed(1, 1, BK_F_CONT | BK_F_MORE, b, 3000, 0), -ENOBUFS);
+    cr_assert_eq(bk_reasm_alloc(&R), 4096);
+    cr_assert_eq(bk_reasm_count(&R), 1);
+    /* which leaves room for a new message */
+    cr_assert_eq(feed(1, 4, BK_F_MORE, b, 3000, 0), 0);
+    cr_assert_eq(feed(1, 4, BK_F_CONT, b, 1000, 0), 1);
+    cr_assert_eq(res.out[0].len, 4000);
+    bk_reasm_out_release(&res.out[0]);
+    /* single-fragment messages are never buffered, so never refused */
+    cr_assert_eq(feed(1, 5, BK_F_OPEN | BK_F_CLOSE, b, 3000, 0), 1);
+    bk_reasm_out_release(&res.out[0]);
+}
+
+Test(reasm, chunked_mode_delivers_early_at_the_total)
+{
+    enum { LEN = 30000, STEP = 1000, TOTAL = 8192 };
+    static uint8_t buf[LEN], got[LEN];
+    size_t have = 0;
+
+    limits_total(100000, TOTAL, true);
+    fill(buf, LEN, 14);
+    /* another partial message holds half of the total */
+    cr_assert_eq(feed(7, 9, BK_F_MORE, buf, 4000, 0), 0);
+    for (size_t off = 0; off < LEN; off += STEP) {
+        uint8_t fl = off ? BK_F_CONT : BK_F_OPEN;
+        int rc;
+
+        fl |= off + STEP < LEN ? BK_F_MORE : BK_F_CLOSE;
+        rc = feed(1, 1, fl, buf + off, STEP, 0);
+        cr_assert_geq(rc, 0, "at %zu: %d (never refused in chunked mode)",
+                      off, rc);
+        for (int i = 0; i < rc; i++) {
+            cr_assert(res.out[i].flags & BK_REASM_CHUNK);
+            memcpy(got + have, res.out[i].data, res.out[i].len);
+            have += res.out[i].len;
+            bk_reasm_out_release(&res.out[i]);
+        }
+        cr_assert_leq(bk_reasm_alloc(&R), TOTAL);
+    }
+    cr_assert_eq(have, LEN);
+    cr_assert_arr_eq(got, buf, LEN);
+    cr_assert_eq(bk_reasm_count(&R), 1, "the other one is still there");
+}
+
+/* ---- dropping by stream id ---------------------------------------------- */
+
+Test(reasm, drop_by_stream_of_any_source_takes_every_entry_of_that_id)
+{
+    uint8_t b[10] = { 0 };
+
+    limits_total(1000, 0, false);
+    cr_assert_eq(feed(1, 5, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(2, 5, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(3, 6, BK_F_MORE, b, 10, 0), 0);
+    /* a refused message on stream 5 leaves a discarding entry */
+    cr_assert_eq(feed(4, 5, BK_F_MORE, b, 10, 0), 0);
+    {
+        uint8_t big[1200] = { 0 };
+        cr_assert_eq(feed(4, 5, BK_F_CONT | BK_F_MORE, big, 1200, 0),
+                     -EMSGSIZE);
+    }
+    cr_assert_eq(bk_reasm_count(&R), 3);
+    cr_assert_eq(R.ndiscard, 1);
+    cr_assert_eq(bk_reasm_drop_stream(&R, 0, 5), 3);
+    cr_assert_eq(R.ndiscard, 0);
+    cr_assert_eq(bk_reasm_count(&R), 1);
+    cr_assert_eq(bk_reasm_drop_stream(&R, 0, 5), 0);
+    cr_assert_eq(bk_reasm_drop_stream(&R, 0, 7), 0);
+    /* the id works again, from either path */
+    cr_assert_eq(feed(1, 5, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(2, 5, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(bk_reasm_drop_stream(&R, 1, 5), 1);
+    cr_assert_eq(bk_reasm_drop_stream(&R, 0, 5), 1);
+    cr_assert_eq(feed(3, 6, BK_F_CONT, b, 10, 0), 1, "stream 6 untouched");
+    bk_reasm_out_release(&res.out[0]);
+    cr_assert_eq(R.bysid.count, 0, "no index entry left behind");
+}
+
+Test(reasm, drop_by_stream_among_many)
+{
+    enum { N = 1000 };
+    uint8_t b[10] = { 0 };
+
+    bk_reasm_fini(&R);
+    limits(1000, 1000, N, 1000, false);
+    for (uint32_t sid = 1; sid <= N; sid++)
+        cr_assert_eq(feed(sid % 3 + 1, sid, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(bk_reasm_count(&R), N);
+    for (uint32_t sid = N; sid >= 1; sid -= 2) {
+        cr_assert_eq(bk_reasm_drop_stream(&R, 0, sid), 1, "sid %u", sid);
+        if (sid < 2)
+            break;
+    }
+    cr_assert_eq(bk_reasm_count(&R), N / 2);
+    for (uint32_t sid = 1; sid <= N; sid++) {
+        int rc = feed(sid % 3 + 1, sid, BK_F_CONT, b, 10, 0);
+
+        cr_assert_eq(rc, sid % 2 ? 1 : -EPROTO, "sid %u: %d", sid, rc);
+        if (rc == 1)
+            bk_reasm_out_release(&res.out[0]);
+    }
+    cr_assert_eq(bk_reasm_count(&R), 0);
+    cr_assert_eq(R.bysid.count, 0);
+}
+
+/* Discarding entries are as many as max_partial: a new one evicts the
+ * one that swallowed a fragment least recently. */
+Test(reasm, discarding_entries_evict_the_least_recently_active)
+{
+    static uint8_t big[1200];
+    uint8_t b[10] = { 0 };
+
+    bk_reasm_fini(&R);
+    limits(1000, 1000, 2, 0, false);
+    for (uint32_t sid = 1; sid <= 2; sid++) {
+        cr_assert_eq(feed(1, sid, BK_F_MORE, b, 10, 0), 0);
+        cr_assert_eq(feed(1, sid, BK_F_CONT | BK_F_MORE, big, 1200, 0),
+                     -EMSGSIZE);
+    }
+    cr_assert_eq(R.ndiscard, 2);
+    /* stream 1 swallows a fragment: now stream 2 is the oldest */
+    cr_assert_eq(feed(1, 1, BK_F_CONT | BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(1, 3, BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(1, 3, BK_F_CONT | BK_F_MORE, big, 1200, 0), -EMSGSIZE);
+    cr_assert_eq(R.ndiscard, 2);
+    cr_assert_eq(feed(1, 2, BK_F_CONT | BK_F_MORE, b, 10, 0), -EPROTO,
+                 "stream 2 was evicted");
+    cr_assert_eq(feed(1, 1, BK_F_CONT | BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(feed(1, 3, BK_F_CONT | BK_F_MORE, b, 10, 0), 0);
+    cr_assert_eq(bk_reasm_count(&R), 0);
+}
