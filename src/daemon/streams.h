@@ -29,7 +29,18 @@ typedef struct bk_st_end bk_st_end_t;
 typedef struct bk_st_list {
     bk_list_t head;             /* bk_st_end.link, newest first */
     uint32_t count;
+    uint32_t *shared;           /* counts along with count (the owner's
+                                 * user's streams, user.h), or NULL */
 } bk_st_list_t;
+
+/* The streams one user (uid of the opener) holds open towards one
+ * client (the acceptor), for max-streams-per-peer: counted while the
+ * acceptor's end is linked. */
+typedef struct bk_st_pair {
+    bk_hnode_t node;
+    uint8_t key[12];            /* uid (LE u32), acceptor id (LE u64) */
+    uint32_t count;
+} bk_st_pair_t;
 
 struct bk_st_end {
     bk_hnode_t node;
@@ -52,17 +63,20 @@ struct bk_stream {
     uint64_t opened_ms;
     void *pub;                  /* a publication's receivers (pubsub.h):
                                  * the router's, freed before the end */
+    bk_st_pair_t *pair;         /* counted in, or NULL (bk_st_pair) */
 };
 
 typedef struct bk_st_table {
     bk_htable_t ht;
     uint64_t streams;           /* live stream objects */
+    bk_htable_t pairs;          /* bk_st_pair by key */
 } bk_st_table_t;
 
 static inline void bk_st_list_init(bk_st_list_t *l)
 {
     bk_list_init(&l->head);
     l->count = 0;
+    l->shared = NULL;
 }
 
 /* The newest end on l, or NULL when l is empty. */
@@ -81,6 +95,13 @@ void bk_st_fini(bk_st_table_t *t);
 int bk_st_open(bk_st_table_t *t, void *a_owner, uint64_t a, uint32_t a_sid,
                bk_st_list_t *a_list, void *b_owner, uint64_t b,
                uint32_t b_sid, bk_st_list_t *b_list, bk_stream_t **out);
+
+/* Count stream s (both ends linked) for its opener's user `uid` towards
+ * its acceptor until the acceptor's end goes.  Returns 0 or -ENOMEM. */
+int bk_st_pair(bk_st_table_t *t, bk_stream_t *s, uint32_t uid);
+/* The streams uid holds open towards client `acceptor` now. */
+uint32_t bk_st_pair_count(const bk_st_table_t *t, uint32_t uid,
+                          uint64_t acceptor);
 
 bk_st_end_t *bk_st_find(const bk_st_table_t *t, uint64_t client,
                         uint32_t sid);
