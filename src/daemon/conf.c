@@ -52,23 +52,6 @@ void bk_conf_defaults(bk_conf_t *c)
     bk_policy_init(&c->policy);
 }
 
-static uint64_t after_reserve(const bk_conf_t *c, uint64_t nofile)
-{
-    return nofile > c->fd_reserve ? nofile - c->fd_reserve : 0;
-}
-
-uint64_t bk_conf_fds_in_flight(const bk_conf_t *c, uint64_t nofile)
-{
-    return c->max_fds_in_flight ? c->max_fds_in_flight
-                                : after_reserve(c, nofile) / 2;
-}
-
-uint64_t bk_conf_segments_total(const bk_conf_t *c, uint64_t nofile)
-{
-    return c->max_segments_total ? c->max_segments_total
-                                 : after_reserve(c, nofile) / 4;
-}
-
 void bk_conf_free(bk_conf_t *c)
 {
     free(c->pidfile);
@@ -234,7 +217,8 @@ enum {
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
     OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
     OPT_HANDSHAKE_TIMEOUT,
-    OPT_BUDGET_,                /* the budgets: OPT_BUDGET_ + budgets[i] */
+    OPT_BUDGET_,                /* budget i (budgets[] below) is
+                                 * OPT_BUDGET_ + i */
 };
 
 /* The budgets, all u32 counts set alike, in the order of their OPT_BUDGET_

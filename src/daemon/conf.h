@@ -77,8 +77,25 @@ typedef struct bk_conf {
 /* The global budgets in force with RLIMIT_NOFILE `nofile`: the
  * configured value, or with 0 half (fds in flight) or a quarter
  * (segments) of what the reserve leaves. */
-uint64_t bk_conf_fds_in_flight(const bk_conf_t *c, uint64_t nofile);
-uint64_t bk_conf_segments_total(const bk_conf_t *c, uint64_t nofile);
+static inline uint64_t bk_conf_after_reserve(const bk_conf_t *c,
+                                             uint64_t nofile)
+{
+    return nofile > c->fd_reserve ? nofile - c->fd_reserve : 0;
+}
+
+static inline uint64_t bk_conf_fds_in_flight(const bk_conf_t *c,
+                                             uint64_t nofile)
+{
+    return c->max_fds_in_flight ? c->max_fds_in_flight
+                                : bk_conf_after_reserve(c, nofile) / 2;
+}
+
+static inline uint64_t bk_conf_segments_total(const bk_conf_t *c,
+                                              uint64_t nofile)
+{
+    return c->max_segments_total ? c->max_segments_total
+                                 : bk_conf_after_reserve(c, nofile) / 4;
+}
 
 void bk_conf_defaults(bk_conf_t *c);
 /* Free what a configuration owns (pidfile, rules). */

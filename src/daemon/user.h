@@ -23,8 +23,8 @@
  *
  * Quota hits are counted per record and logged once per episode: the
  * first hit of a kind logs (with uid, client id, pid and comm), later
- * ones are silent until the user's count of that kind fell back under
- * its limit (bk_user_hit).
+ * ones are silent until a check of that kind passes for the user again
+ * (bk_user_hit, bk_user_episode_over).
  */
 #ifndef BK_USER_H
 #define BK_USER_H
@@ -111,10 +111,10 @@ static inline bool bk_user_fits(uint64_t have, uint64_t want, uint64_t max)
  * user's and the global count grow; bk_ocharge put gives them back. */
 void bk_user_charge_fds(bk_users_t *u, bk_ocharge_t *c, unsigned n);
 
-/* A quota of `kind` was hit by a client of `user` (client id, pid,
- * comm describe it): counted, and true if this starts an episode (the
- * caller logs then).  bk_user_over_ends the episode once the count is
- * back under its limit. */
+/* A quota of `kind` was hit by a client of `user`: counted, and true if
+ * this starts an episode (the caller logs it then, port.c
+ * bk_port_quota).  bk_user_episode_over ends the episode: a later check
+ * of that kind passed. */
 bool bk_user_hit(bk_user_t *user, enum bk_user_quota kind);
 void bk_user_episode_over(bk_user_t *user, enum bk_user_quota kind);
 
