@@ -46,6 +46,7 @@ void bk_conf_defaults(bk_conf_t *c)
     c->max_held_per_uid = BK_DEF_MAX_HELD_PER_UID;
     c->max_segments_per_uid = BK_DEF_MAX_SEGS_PER_UID;
     c->max_streams_per_peer = BK_DEF_MAX_STREAMS_PER_PEER;
+    c->max_streams_per_uid_peer = BK_DEF_MAX_STREAMS_PER_UID_PEER;
     c->max_streams_per_uid = BK_DEF_MAX_STREAMS_PER_UID;
     c->max_names_per_uid = BK_DEF_MAX_NAMES_PER_UID;
     c->max_subs_per_uid = BK_DEF_MAX_SUBS_PER_UID;
@@ -138,8 +139,9 @@ static void usage(FILE *f)
 "      --max-held-per-uid N   ... one user's clients hold (default 65536)\n"
 "      --max-segments-per-uid N  segments of one user (default 1024)\n"
 "      --max-segments-total N    segments of all clients (default 0)\n"
-"      --max-streams-per-peer N  streams one user holds open towards one\n"
-"                             client (default 1024)\n"
+"      --max-streams-per-peer N  streams one client holds open towards\n"
+"                             one client (default 1024; root too)\n"
+"      --max-streams-per-uid-peer N  ... one user's clients (default 2048)\n"
 "      --max-streams-per-uid N   open streams of one user (default 16384)\n"
 "      --max-names-per-uid N     names of one user (default 4096)\n"
 "      --max-subscriptions-per-uid N  (default 16384)\n"
@@ -236,6 +238,7 @@ static const size_t budgets[] = {
     offsetof(bk_conf_t, max_streams_per_uid),
     offsetof(bk_conf_t, max_names_per_uid),
     offsetof(bk_conf_t, max_subs_per_uid),
+    offsetof(bk_conf_t, max_streams_per_uid_peer),
 };
 #define NBUDGETS (sizeof(budgets) / sizeof(budgets[0]))
 
@@ -276,6 +279,8 @@ static const struct option opts[] = {
     { "max-names-per-uid", required_argument, NULL, OPT_BUDGET_ + 10 },
     { "max-subscriptions-per-uid", required_argument, NULL,
       OPT_BUDGET_ + 11 },
+    { "max-streams-per-uid-peer", required_argument, NULL,
+      OPT_BUDGET_ + 12 },
     { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
     { "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
     { "version", no_argument, NULL, OPT_VERSION },

@@ -56,7 +56,8 @@ typedef struct bk_conf {
     uint32_t max_held_per_uid;  /* ... one user's clients hold */
     uint32_t max_segments_per_uid;
     uint32_t max_segments_total;    /* every client; 0: auto */
-    uint32_t max_streams_per_peer;  /* one user's towards one client */
+    uint32_t max_streams_per_peer;  /* one client's towards one client */
+    uint32_t max_streams_per_uid_peer;  /* one user's towards one client */
     uint32_t max_streams_per_uid;
     uint32_t max_names_per_uid;
     uint32_t max_subs_per_uid;
@@ -70,6 +71,7 @@ typedef struct bk_conf {
 #define BK_DEF_MAX_HELD_PER_UID    65536u
 #define BK_DEF_MAX_SEGS_PER_UID    1024u
 #define BK_DEF_MAX_STREAMS_PER_PEER 1024u
+#define BK_DEF_MAX_STREAMS_PER_UID_PEER 2048u
 #define BK_DEF_MAX_STREAMS_PER_UID 16384u
 #define BK_DEF_MAX_NAMES_PER_UID   4096u
 #define BK_DEF_MAX_SUBS_PER_UID    16384u

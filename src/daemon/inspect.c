@@ -162,7 +162,6 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "names_more", more);
     rec_u64(pg, "queued_frames", c->out.frames);
     rec_u64(pg, "queued_bytes", c->out.bytes);
-    rec_u64(pg, "queued_fds", c->out.nfds);
     rec_u64(pg, "msgs_in", c->msgs_in);
     rec_u64(pg, "msgs_out", c->msgs_out);
     rec_u64(pg, "bytes_in", c->bytes_in);
@@ -174,6 +173,7 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "shm_held", c->shm.nheld);
     rec_u64(pg, "subs", c->nsubs);
     rec_u64(pg, "dropped", c->pub_dropped);
+    rec_u64(pg, "queued_fds", c->out.nfds);
     rec_key(pg, "desc");
     rec_escaped(pg, c->desc, c->desc_len);
 }

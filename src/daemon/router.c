@@ -265,29 +265,38 @@ static void streams_refused(bk_port_t *from, bk_port_t *to)
                         " (%s) are refused", max, from->id, from->comm);
 }
 
-/* The per-user stream budgets (user.h): max-streams-per-uid (EDQUOT,
- * streams of one user's clients) and max-streams-per-peer (ENOSR,
- * streams one user holds open towards one receiver, so that one caller
- * cannot fill a service's stream table for everyone; it applies to
- * every user).  Returns 0 or the refusal, counted and logged. */
+/* The stream budgets of the opener (user.h): max-streams-per-peer (ENOSR,
+ * streams one client holds open towards one receiver, so that one caller
+ * cannot fill a service's stream table for everyone; every client),
+ * max-streams-per-uid-peer (EDQUOT, the same for all clients of one
+ * user, so that more connections do not help) and max-streams-per-uid
+ * (EDQUOT, streams one user's clients opened: streams opened towards a
+ * user do not count against it, or others could use up its quota).
+ * Returns 0 or the refusal, counted and logged. */
 static int stream_budget(bk_port_t *from, bk_port_t *to)
 {
     const bk_conf_t *cfg = from->srv->cfg;
-    uint32_t pair = bk_st_pair_count(table(from), from->uid, to->id);
+    uint32_t mine = bk_st_pair_count(table(from), BK_ST_PAIR_CLIENT,
+                                     from->id, to->id);
+    uint32_t ours = bk_st_pair_count(table(from), BK_ST_PAIR_UID,
+                                     from->uid, to->id);
 
+    if (!bk_user_fits(mine, 1, cfg->max_streams_per_peer)) {
+        bk_port_quota(from, BK_QUOTA_PEER_STREAMS, "max-streams-per-peer "
+                      "reached: %u streams open towards client %" PRIu64
+                      " (%s); refused (ENOSR)", mine, to->id, to->comm);
+        return -ENOSR;
+    }
+    bk_port_quota_ok(from, BK_QUOTA_PEER_STREAMS);
+    if (!bk_port_uid_fits(from, BK_QUOTA_UID_PEER_STREAMS, ours, 1,
+                          cfg->max_streams_per_uid_peer,
+                          "max-streams-per-uid-peer"))
+        return -EDQUOT;
     if (from->acct && !bk_port_uid_fits(from, BK_QUOTA_STREAMS,
                                         from->acct->streams, 1,
                                         cfg->max_streams_per_uid,
                                         "max-streams-per-uid"))
         return -EDQUOT;
-    if (!bk_user_fits(pair, 1, cfg->max_streams_per_peer)) {
-        bk_port_quota(from, BK_QUOTA_PEER_STREAMS, "max-streams-per-peer "
-                      "reached: uid %d has %u streams open towards client "
-                      "%" PRIu64 " (%s); refused (ENOSR)", (int)from->uid,
-                      pair, to->id, to->comm);
-        return -ENOSR;
-    }
-    bk_port_quota_ok(from, BK_QUOTA_PEER_STREAMS);
     return 0;
 }
 
@@ -382,8 +391,9 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     if ((r = stream_budget(from, to)) < 0) {
         bk_close_fds(fds, h->nfds);
         reject(from, h, payload, r, r == -EDQUOT ?
-               "too many open streams for this user" :
-               "this user has too many open streams towards the receiver");
+               "this user has too many open streams (towards the receiver, "
+               "or in all)" :
+               "too many open streams towards the receiver");
         return;
     }
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,

@@ -24,7 +24,7 @@ static void list_add(bk_st_end_t *e)
 {
     bk_list_push_head(&e->list->head, &e->link);
     e->list->count++;
-    if (e->list->shared)
+    if (e->list->shared && e == &e->stream->end[0])
         (*e->list->shared)++;
 }
 
@@ -35,69 +35,92 @@ static void list_del(bk_st_table_t *t, bk_st_end_t *e)
 {
     bk_list_unlink(&e->link);
     e->list->count--;
-    if (e->list->shared && *e->list->shared)
+    if (e->list->shared && *e->list->shared && e == &e->stream->end[0])
         (*e->list->shared)--;
     if (e == &e->stream->end[1])
         unpair(t, e->stream);
 }
 
-/* ---- max-streams-per-peer ----------------------------------------------- */
+/* ---- max-streams-per-peer, max-streams-per-uid-peer ---------------------- */
 
-static void pair_key(uint8_t key[12], uint32_t uid, uint64_t acceptor)
+static void pair_key(uint8_t key[17], enum bk_st_pair_kind kind,
+                     uint64_t who, uint64_t acceptor)
 {
-    bk_put32(key, uid);
-    bk_put64(key + 4, acceptor);
+    key[0] = (uint8_t)kind;
+    bk_put64(key + 1, who);
+    bk_put64(key + 9, acceptor);
 }
 
-static bk_st_pair_t *pair_find(const bk_st_table_t *t, uint32_t uid,
+static bk_st_pair_t *pair_find(const bk_st_table_t *t,
+                               enum bk_st_pair_kind kind, uint64_t who,
                                uint64_t acceptor)
 {
-    uint8_t key[12];
+    uint8_t key[17];
     bk_hnode_t *n;
 
-    pair_key(key, uid, acceptor);
+    pair_key(key, kind, who, acceptor);
     n = bk_ht_find(&t->pairs, key, sizeof(key));
     return n ? bk_container_of(n, bk_st_pair_t, node) : NULL;
 }
 
-int bk_st_pair(bk_st_table_t *t, bk_stream_t *s, uint32_t uid)
+static void pair_put(bk_st_table_t *t, bk_st_pair_t *p)
 {
-    bk_st_pair_t *p = pair_find(t, uid, s->end[1].client);
+    if (!p || --p->count)
+        return;
+    bk_ht_remove(&t->pairs, &p->node);
+    free(p);
+}
+
+static bk_st_pair_t *pair_get(bk_st_table_t *t, enum bk_st_pair_kind kind,
+                              uint64_t who, uint64_t acceptor)
+{
+    bk_st_pair_t *p = pair_find(t, kind, who, acceptor);
 
     if (!p) {
         p = calloc(1, sizeof(*p));
         if (!p)
-            return -ENOMEM;
-        pair_key(p->key, uid, s->end[1].client);
+            return NULL;
+        pair_key(p->key, kind, who, acceptor);
         p->node.key = p->key;
         p->node.keylen = sizeof(p->key);
         if (bk_ht_insert(&t->pairs, &p->node) < 0) {
             free(p);
-            return -ENOMEM;
+            return NULL;
         }
     }
     p->count++;
-    s->pair = p;
+    return p;
+}
+
+int bk_st_pair(bk_st_table_t *t, bk_stream_t *s, uint32_t uid)
+{
+    uint64_t to = s->end[1].client;
+    bk_st_pair_t *c = pair_get(t, BK_ST_PAIR_CLIENT, s->end[0].client, to);
+    bk_st_pair_t *u = c ? pair_get(t, BK_ST_PAIR_UID, uid, to) : NULL;
+
+    if (!u) {
+        pair_put(t, c);
+        return -ENOMEM;
+    }
+    s->pair[BK_ST_PAIR_CLIENT] = c;
+    s->pair[BK_ST_PAIR_UID] = u;
     return 0;
 }
 
-uint32_t bk_st_pair_count(const bk_st_table_t *t, uint32_t uid,
-                          uint64_t acceptor)
+uint32_t bk_st_pair_count(const bk_st_table_t *t, enum bk_st_pair_kind kind,
+                          uint64_t who, uint64_t acceptor)
 {
-    const bk_st_pair_t *p = pair_find(t, uid, acceptor);
+    const bk_st_pair_t *p = pair_find(t, kind, who, acceptor);
 
     return p ? p->count : 0;
 }
 
 static void unpair(bk_st_table_t *t, bk_stream_t *s)
 {
-    bk_st_pair_t *p = s->pair;
-
-    s->pair = NULL;
-    if (!p || --p->count)
-        return;
-    bk_ht_remove(&t->pairs, &p->node);
-    free(p);
+    for (int k = 0; k < BK_ST_PAIR_KINDS_; k++) {
+        pair_put(t, s->pair[k]);
+        s->pair[k] = NULL;
+    }
 }
 
 static int link_end(bk_st_table_t *t, bk_st_end_t *e, bk_stream_t *s,

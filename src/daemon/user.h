@@ -12,7 +12,8 @@
  *
  * Charges (dbus-broker style): everything a user's connections hold is
  * counted on its record: fds in flight (queued towards receivers because
- * of its sends, and in its ports' stashes), streams, names, subscriptions,
+ * of its sends, and in its ports' stashes), streams it opened, names,
+ * subscriptions,
  * shared-memory segments, bytes and held references.  A port holds its
  * record (bk_user_hold) from admission until it is closed, so its lists
  * may count into the record while they are torn down; a queued frame
@@ -41,7 +42,8 @@ struct bk_users;
 enum bk_user_quota {
     BK_QUOTA_FDS,               /* max-fds-per-uid */
     BK_QUOTA_STREAMS,           /* max-streams-per-uid */
-    BK_QUOTA_PEER_STREAMS,      /* max-streams-per-peer */
+    BK_QUOTA_PEER_STREAMS,      /* max-streams-per-peer (a client's) */
+    BK_QUOTA_UID_PEER_STREAMS,  /* max-streams-per-uid-peer */
     BK_QUOTA_NAMES,             /* max-names-per-uid */
     BK_QUOTA_SUBS,              /* max-subscriptions-per-uid */
     BK_QUOTA_SEGMENTS,          /* max-segments-per-uid */
@@ -61,7 +63,8 @@ typedef struct bk_user {
     uint32_t holds;             /* ports between admission and close */
     bk_ocharge_t charge;        /* what queued frames' fds are put back to */
     uint64_t fds;               /* fds in flight caused by its sends */
-    uint32_t streams;           /* stream ends its connections own */
+    uint32_t streams;           /* streams its connections opened (the
+                                 * opener's ends, tombstones too) */
     uint32_t names;             /* names owned or waited for */
     uint32_t subs;              /* subscriptions */
     uint32_t segments;          /* shared-memory segments registered */

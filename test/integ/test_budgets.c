@@ -569,28 +569,39 @@ typedef struct other_arg {
     uint64_t rid;
 } other_arg_t;
 
-/* Another user opens a stream to the receiver a root client filled its
- * share of: not refused. */
-static int other_user_stream(void *p)
+/* Another user, with two connections, towards the receiver root filled
+ * its connections' share of: 10 streams each fit max-streams-per-peer,
+ * but together only 15 fit max-streams-per-uid-peer. */
+static int other_user_streams(void *p)
 {
     other_arg_t *arg = p;
     uint64_t id;
     seen_t s = { 0 };
-    int a;
+    int c1, c2;
 
     TH_CHECK(th_become_nobody(), "cannot become nobody");
-    a = raw_hello(&id, 0);
-    open_unfinished(a, arg->rid, 1);
-    raw_ping(a, 1, &s);
-    TH_CHECK(s.errors[ENOSR] == 0, "another user was refused");
-    close(a);
+    c1 = raw_hello(&id, 0);
+    c2 = raw_hello(&id, 0);
+    for (uint32_t i = 1; i <= 10; i++)
+        open_unfinished(c1, arg->rid, i);
+    raw_ping(c1, 1, &s);
+    TH_CHECK(s.errors[ENOSR] + s.errors[EDQUOT] == 0,
+             "another user was refused");
+    for (uint32_t i = 1; i <= 10; i++)
+        open_unfinished(c2, arg->rid, i);
+    raw_ping(c2, 1, &s);
+    TH_CHECK(s.errors[EDQUOT] == 5 && s.errors[ENOSR] == 0,
+             "EDQUOT %u, ENOSR %u", s.errors[EDQUOT], s.errors[ENOSR]);
+    close(c1);
+    close(c2);
     return 0;
 }
 
-/* Unfinished first fragments by the thousand from one user must not fill
- * a receiver's stream table for everyone: past max-streams-per-peer that
- * user's new streams towards it are refused (ENOSR), from any of its
- * connections; another user still gets through. */
+/* Unfinished first fragments by the thousand must not fill a receiver's
+ * stream table for everyone: past max-streams-per-peer a client's new
+ * streams towards it are refused (ENOSR), past max-streams-per-uid-peer
+ * those of its user's other connections too (EDQUOT; root is exempt);
+ * others still get through. */
 Test(budgets, streams_per_peer)
 {
     other_arg_t arg;
@@ -599,7 +610,8 @@ Test(budgets, streams_per_peer)
     int r, a1, a2;
 
     need_root();
-    th_broker_start(&br, "--max-streams-per-peer", "20", NULL);
+    th_broker_start(&br, "--max-streams-per-peer", "10",
+                    "--max-streams-per-uid-peer", "15", NULL);
     open_socket();
     r = raw_hello(&arg.rid, 0);
     a1 = raw_hello(&a1id, 0);
@@ -611,10 +623,12 @@ Test(budgets, streams_per_peer)
     raw_ping(a1, 100, &s);
     raw_ping(a2, 100, &s);
     cr_assert_eq(s.errors[ENOSR], 10, "ENOSR: %u", s.errors[ENOSR]);
-    th_join(th_spawn(other_user_stream, &arg));
-    /* both ends of root's 20 streams, and the 10 refused ones'
-     * tombstones, which swallow the rest of their messages */
-    await_user(0, "streams", 20 + 20 + 10);
+    cr_assert_eq(s.errors[EDQUOT], 0, "root is exempt from the uid's");
+    th_join(th_spawn(other_user_streams, &arg));
+    /* root's 20 streams, and the 10 refused ones' tombstones (which
+     * swallow the rest of their messages); the streams opened towards
+     * root's receiver do not count against root */
+    await_user(0, "streams", 20 + 10);
     close(a1);
     close(a2);
     await_user(0, "streams", 0);
@@ -699,5 +713,59 @@ Test(budgets, names_subs_segments_per_uid)
     cr_assert_eq(status("users"), 1);   /* root's, asking */
     th_barrier_fini(&arg.counted);
     th_barrier_fini(&arg.checked);
+    th_broker_stop(&br);
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+static void write_conf(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    cr_assert_geq(fputs(text, f), 0);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* A reload that lowers budgets below what is in use takes nothing away
+ * and grants nothing more: no check wraps around. */
+Test(budgets, reload_lowers_budgets_below_use)
+{
+    char conf[] = "/tmp/test-budgets-XXXXXX";
+    uint64_t rid, aid;
+    uint32_t sid = 0;
+    seen_t s = { 0 };
+    broker_t *b;
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int fd = mkstemp(conf), r, a;
+
+    cr_assert_geq(fd, 0);
+    close(fd);
+    write_conf(conf, "max-fds-per-client = 1000\nmax-streams-per-peer = 100\n");
+    th_broker_start(&br, "-c", conf, NULL);
+    r = raw_hello(&rid, 0);
+    a = raw_hello(&aid, 0);
+    fill_receiver(a, rid, &sid);
+    send_fd_msgs(a, rid, &sid, 1, 63, devnull);
+    for (uint32_t i = 0; i < 5; i++)
+        open_unfinished(a, rid, 1000 + i);
+    raw_ping(a, 1, &s);
+    cr_assert_eq(s.errors[ENOBUFS] + s.errors[ENOSR], 0);
+    write_conf(conf, "max-fds-per-client = 10\nmax-streams-per-peer = 2\n");
+    b = th_connect(&br);
+    TH_OK(broker_ctrl(b, BK_OP_RELOAD, NULL, 0, NULL, NULL));
+    broker_close(b);
+    send_fd_msgs(a, rid, &sid, 1, 1, devnull);
+    open_unfinished(a, rid, 2000);
+    raw_ping(a, 2, &s);
+    cr_assert_eq(s.errors[ENOBUFS], 1, "fds over a lowered budget");
+    cr_assert_eq(s.errors[ENOSR], 1, "streams over a lowered budget");
+    cr_assert_eq(status("fds_in_flight"), 63, "nothing taken away");
+    close(a);
+    close(r);
+    await_status("fds_in_flight", 0);
+    await_status("streams", 0);
+    close(devnull);
+    unlink(conf);
     th_broker_stop(&br);
 }

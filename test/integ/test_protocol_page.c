@@ -412,7 +412,12 @@ Test(page, listing_keys_in_the_documented_order)
     cr_assert_str_eq(keys, "id pid uid gid comm age_ms names names_more "
                            "queued_frames queued_bytes msgs_in msgs_out "
                            "bytes_in bytes_out errors streams shm_segments "
-                           "shm_bytes shm_held subs dropped desc");
+                           "shm_bytes shm_held subs dropped queued_fds "
+                           "desc");
+    cr_assert_eq(ctrl(a, BK_OP_LIST_USERS, 3, NULL, 0, &text, NULL), 0);
+    line_keys(text, keys, sizeof(keys));
+    cr_assert_str_eq(keys, "uid connections fds streams names subs "
+                           "shm_segments shm_bytes shm_held quota_hits");
     rd_free(a);
     rd_free(b);
 }
@@ -422,7 +427,7 @@ Test(page, listing_past_the_end)
 {
     static const uint32_t ops[] = {
         BK_OP_LIST_CLIENTS, BK_OP_LIST_NAMES, BK_OP_LIST_STREAMS,
-        BK_OP_LIST_SHM, BK_OP_LIST_SUBS,
+        BK_OP_LIST_SHM, BK_OP_LIST_SUBS, BK_OP_LIST_USERS,
     };
     rd_t *r = client(NULL);
     uint8_t start[4];
