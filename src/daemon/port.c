@@ -247,11 +247,9 @@ static void queued(bk_port_t *to, bk_port_t *cause, uint64_t bytes)
  * send caused them (or the broker, for its own frames) and the whole
  * broker, and a frame that would pass a budget is refused instead of
  * queued.  The whole-broker budget keeps fd_reserve fds free below
- * RLIMIT_NOFILE besides what the connections and segments take. */
-
-/* Fds the broker holds besides those in flight: its connections, its
- * segments, and a few of its own (listening socket, lock, spare, log). */
-#define BK_FDS_OWN 16u
+ * RLIMIT_NOFILE besides what the connections and segments take.  A
+ * refusal is counted and logged for the client that caused it (none for
+ * the broker's own frames). */
 
 static bk_ocharge_t *fd_account(bk_port_t *to, bk_port_t *cause)
 {
@@ -263,11 +261,10 @@ static bk_ocharge_t *fd_account(bk_port_t *to, bk_port_t *cause)
 static int fd_global(const bk_server_t *s, unsigned n)
 {
     const bk_users_t *u = &s->users;
-    uint64_t held = (uint64_t)s->nports + s->stats.shm_segments + u->fds +
-                    BK_FDS_OWN + s->cfg->fd_reserve;
 
     if (!bk_user_fits(u->fds, n, bk_conf_fds_in_flight(s->cfg, u->nofile)) ||
-        held > u->nofile || n > u->nofile - held)
+        !bk_users_fd_room(u, (uint64_t)s->nports + s->stats.shm_segments,
+                          s->cfg->fd_reserve, n))
         return -ENOBUFS;
     return 0;
 }
@@ -278,7 +275,6 @@ static int fd_global(const bk_server_t *s, unsigned n)
 static int fd_budget(bk_port_t *to, bk_port_t *cause, unsigned n)
 {
     const bk_conf_t *c = to->srv->cfg;
-    bk_port_t *who = cause ? cause : to;
 
     if (!bk_user_fits(to->out.nfds, n, c->max_fds_per_client)) {
         if (cause)
@@ -294,11 +290,13 @@ static int fd_budget(bk_port_t *to, bk_port_t *cause, unsigned n)
                           c->max_fds_per_uid, "max-fds-per-uid"))
         return -EDQUOT;
     if (fd_global(to->srv, n) < 0) {
-        bk_port_quota(who, BK_QUOTA_GLOBAL, "the broker's budget of fds in "
-                      "flight is spent (%llu queued, fd limit %llu); "
-                      "messages with fds are refused (ENOBUFS)",
-                      (unsigned long long)to->srv->users.fds,
-                      (unsigned long long)to->srv->users.nofile);
+        if (cause)
+            bk_port_quota(cause, BK_QUOTA_GLOBAL, "the broker's budget "
+                          "of fds in flight is spent (%llu queued, fd "
+                          "limit %llu); messages with fds are refused "
+                          "(ENOBUFS)",
+                          (unsigned long long)to->srv->users.fds,
+                          (unsigned long long)to->srv->users.nofile);
         return -ENOBUFS;
     }
     if (cause) {

@@ -230,8 +230,6 @@ static int segment_budget(bk_port_t *p)
     const bk_server_t *s = p->srv;
     const bk_conf_t *cfg = s->cfg;
     uint64_t nofile = s->users.nofile;
-    uint64_t held = (uint64_t)s->nports + s->stats.shm_segments +
-                    s->users.fds + cfg->fd_reserve;
 
     if (p->acct && !bk_port_uid_fits(p, BK_QUOTA_SEGMENTS,
                                      p->acct->segments, 1,
@@ -240,7 +238,8 @@ static int segment_budget(bk_port_t *p)
         return -EDQUOT;
     if (!bk_user_fits(s->stats.shm_segments, 1,
                       bk_conf_segments_total(cfg, nofile)) ||
-        held >= nofile) {
+        !bk_users_fd_room(&s->users, (uint64_t)s->nports +
+                          s->stats.shm_segments, cfg->fd_reserve, 1)) {
         bk_port_quota(p, BK_QUOTA_GLOBAL, "the broker's budget of shared-"
                       "memory segments is spent (%" PRIu64 " registered, "
                       "fd limit %" PRIu64 "); refused (ENOBUFS)",

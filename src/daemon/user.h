@@ -110,6 +110,21 @@ static inline bool bk_user_fits(uint64_t have, uint64_t want, uint64_t max)
     return !max || (have <= max && want <= max - have);
 }
 
+/* Fds the broker holds for itself: listening socket, lock, spare fd,
+ * log, event loop. */
+#define BK_FDS_OWN 16u
+
+/* Whether n more fds fit below RLIMIT_NOFILE with `reserve` kept free,
+ * besides the fds in flight and `others` (connections, segments) the
+ * broker holds. */
+static inline bool bk_users_fd_room(const bk_users_t *u, uint64_t others,
+                                    uint64_t reserve, uint64_t n)
+{
+    uint64_t held = others + u->fds + BK_FDS_OWN + reserve;
+
+    return held <= u->nofile && n <= u->nofile - held;
+}
+
 /* Charge n fds in flight to c (a user's charge, or the broker's): the
  * user's and the global count grow; bk_ocharge put gives them back. */
 void bk_user_charge_fds(bk_users_t *u, bk_ocharge_t *c, unsigned n);
