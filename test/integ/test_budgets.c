@@ -563,6 +563,64 @@ Test(budgets, held_references_per_receiver)
     th_broker_stop(&br);
 }
 
+typedef struct holder_arg {
+    th_barrier_t ready, done;
+} holder_arg_t;
+
+/* As nobody: a receiver that maps segments and never releases. */
+static int nobody_holder(void *p)
+{
+    holder_arg_t *arg = p;
+    uint64_t id;
+    int r;
+
+    TH_CHECK(th_become_nobody(), "cannot become nobody");
+    r = raw_hello(&id, BK_HELLO_SHM);
+    th_barrier_signal(&arg->ready, id);
+    th_barrier_wait(&arg->done);
+    close(r);
+    return 0;
+}
+
+/* The receiver's user's quota of references (EDQUOT to the sender), and
+ * the global budget of segments (ENOBUFS). */
+Test(budgets, held_per_uid_and_segments_total)
+{
+    holder_arg_t arg;
+    uint64_t rid, aid;
+    seen_t s = { 0 };
+    pid_t pid;
+    int a;
+
+    need_root();
+    th_broker_start(&br, "--max-held-per-uid", "4", "--max-segments-total",
+                    "2", NULL);
+    open_socket();
+    th_barrier_init(&arg.ready);
+    th_barrier_init(&arg.done);
+    pid = th_spawn(nobody_holder, &arg);
+    rid = th_barrier_wait(&arg.ready);
+    a = raw_hello(&aid, 0);
+    cr_assert_eq(raw_register(a, 1, 7, 4096), 0);
+    cr_assert_eq(raw_register(a, 2, 8, 4096), 0);
+    cr_assert_eq(raw_register(a, 3, 9, 4096), ENOBUFS, "a third segment");
+    for (uint32_t i = 0; i < 6; i++)
+        send_desc(a, rid, i + 1, 7, i);
+    raw_ping(a, 4, &s);
+    cr_assert_eq(s.errors[EDQUOT], 2, "EDQUOT: %u", s.errors[EDQUOT]);
+    cr_assert_eq(user_value(TH_NOBODY, "shm_held"), 4);
+    cr_assert_eq(user_value(0, "shm_segments"), 2);
+    th_barrier_signal(&arg.done, 0);
+    th_join(pid);
+    await_status("shm_held", 0);
+    await_user(TH_NOBODY, "connections", -1);
+    close(a);
+    await_status("shm_segments", 0);
+    th_barrier_fini(&arg.ready);
+    th_barrier_fini(&arg.done);
+    th_broker_stop(&br);
+}
+
 /* ---- streams ------------------------------------------------------------ */
 
 typedef struct other_arg {
