@@ -397,10 +397,13 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
         return;
     }
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
-                   to, to->id, to_sid, &to->streams, &s) < 0 ||
-        bk_st_pair(table(from), s, from->uid) < 0) {
-        if (s)
-            bk_st_close(table(from), &s->end[0]);
+                   to, to->id, to_sid, &to->streams, &s) < 0) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, payload, -ENOMEM, "out of memory");
+        return;
+    }
+    if (bk_st_pair(table(from), s, from->uid) < 0) {
+        bk_st_close(table(from), &s->end[0]);
         bk_close_fds(fds, h->nfds);
         reject(from, h, payload, -ENOMEM, "out of memory");
         return;
