@@ -463,6 +463,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                      bk_opayload_t **shared, int *fds, unsigned nfds,
                      bk_port_t *cause, void *tag)
 {
+    bk_port_t *payer;
     bk_oframe_t *f;
     int r;
 
@@ -477,7 +478,11 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         if (r != -EAGAIN)
             return r;
     }
-    if ((r = fds_admit(to, h, fds, nfds, cause)) < 0)
+    /* a subscription that does not block has no cause for flow control,
+     * but the publisher still pays for the fds */
+    payer = cause || !nfds || !h->source ? cause :
+            bk_server_find(to->srv, h->source);
+    if ((r = fds_admit(to, h, fds, nfds, payer)) < 0)
         return r;
     if (!*shared && !(*shared = bk_opayload_new(payload, h->length))) {
         bk_close_fds(fds, nfds);
@@ -486,7 +491,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     r = bk_outq_push_shared(&to->out, h, *shared, fds, nfds, &f);
     if (r < 0)
         return r;
-    fds_charge(to, f, cause);
+    fds_charge(to, f, payer);
     f->tag = tag;
     f->tag_first = !(h->flags & BK_F_CONT);
     queued(to, cause, BK_HDR_SIZE + (uint64_t)h->length);

@@ -1,12 +1,13 @@
 /*
  * test_budgets.c - per-uid accounting and the budgets of brokerd(8)
  * LIMITS against a real brokerd, with hostile clients on raw sockets:
- * fds in flight (per receiver, per uid, global; the flood of 253-fd
- * packets towards a receiver that never reads; the broker's own EMFILE
- * while taking a packet's fds), shared-memory references held and
- * segments, streams towards one receiver, names and subscriptions per
- * uid, and `brokerctl users`.  After each attacker leaves, the counters
- * of STATUS and LIST_USERS come back to their baseline.
+ * fds in flight (per receiver, per uid, global, a publication's; the
+ * flood of 252-fd packets towards a receiver that never reads; the
+ * broker's own EMFILE while taking a packet's fds), shared-memory
+ * references held and segments, streams towards one receiver, names and
+ * subscriptions per uid, `brokerctl users`, and a reload that lowers the
+ * budgets.  After each attacker leaves, the counters of STATUS and
+ * LIST_USERS come back to their baseline.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE         /* memfd_create, F_ADD_SEALS */
@@ -337,6 +338,91 @@ Test(budgets, fds_per_uid)
     await_status("fds_in_flight", 0);
     close(a);
     close(devnull);
+    th_broker_stop(&br);
+}
+
+/* SUBSCRIBE `pattern` (policy drop) on a raw connection. */
+static void raw_subscribe(int fd, const char *pattern)
+{
+    uint8_t pl[BK_SUB_REQ_FIXED + BK_MAX_TOPIC];
+    size_t n = strlen(pattern);
+
+    memset(pl, 0, BK_SUB_REQ_FIXED);
+    pl[0] = BK_SUB_DROP;
+    pl[2] = (uint8_t)n;
+    memcpy(pl + BK_SUB_REQ_FIXED, pattern, n);
+    TH_CHECK(raw_ctrl(fd, BK_OP_SUBSCRIBE, 77, pl,
+                      (uint32_t)(BK_SUB_REQ_FIXED + n), -1, NULL) == 0,
+             "SUBSCRIBE");
+}
+
+/* One packet of four publications on `topic`, each with 63 copies of
+ * fd xfd. */
+static void publish_fds(int fd, const char *topic, uint32_t *sid, int xfd)
+{
+    static uint8_t buf[4 * (BK_HDR_SIZE + 64)];
+    size_t tl = strlen(topic), len = 0;
+    int fds[4 * 63];
+
+    for (unsigned i = 0; i < 4; i++) {
+        bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_DATA,
+                       .flags = BK_F_OPEN | BK_F_CLOSE | BK_F_TOPIC,
+                       .nfds = 63, .stream = ++*sid, .aux = (uint32_t)tl,
+                       .length = (uint32_t)tl + 4 };
+        bk_hdr_encode(&h, buf + len);
+        memcpy(buf + len + BK_HDR_SIZE, topic, tl);
+        memcpy(buf + len + BK_HDR_SIZE + tl, "pubf", 4);
+        len += BK_HDR_SIZE + tl + 4;
+    }
+    for (unsigned i = 0; i < 4 * 63; i++)
+        fds[i] = xfd;
+    TH_OK(th_raw_send_bytes(fd, buf, len, fds, 4 * 63));
+}
+
+static int nobody_publisher(void *p)
+{
+    uint64_t id;
+    uint32_t sid = 0;
+    seen_t s = { 0 };
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int a;
+
+    (void)p;
+    TH_CHECK(th_become_nobody(), "cannot become nobody");
+    a = raw_hello(&id, 0);
+    publish_fds(a, "b.fds", &sid, devnull);
+    raw_ping(a, 1, &s);
+    close(a);
+    close(devnull);
+    return 0;
+}
+
+/* A publication's fds are the publisher's, even towards a subscription
+ * that does not hold it back: past its user's quota the copies are
+ * dropped for the subscriber (GAP), and what is queued stays charged to
+ * the publisher's user after it left. */
+Test(budgets, publication_fds_are_the_publishers)
+{
+    uint64_t rid, fid;
+    uint32_t sid = 0;
+    int r, f;
+
+    need_root();
+    th_broker_start(&br, "--max-fds-per-uid", "100", NULL);
+    open_socket();
+    r = raw_hello(&rid, 0);
+    f = raw_hello(&fid, 0);
+    raw_subscribe(r, "b.>");
+    fill_receiver(f, rid, &sid);
+    raw_ping(f, 1, NULL);
+    th_join(th_spawn(nobody_publisher, NULL));
+    await_user(TH_NOBODY, "connections", 0);
+    cr_assert_eq(user_value(TH_NOBODY, "fds"), 63);
+    cr_assert_eq(status("dropped_pub"), 3);
+    close(r);
+    await_user(TH_NOBODY, "fds", -1);
+    await_status("fds_in_flight", 0);
+    close(f);
     th_broker_stop(&br);
 }
 
