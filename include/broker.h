@@ -253,6 +253,7 @@ enum broker_ctrl_op {
     BROKER_CTRL_UNSUBSCRIBE  = 16,
     BROKER_CTRL_LIST_SUBS    = 17,
     BROKER_CTRL_REGISTER_EX  = 18,
+    BROKER_CTRL_LIST_USERS   = 19,
 };
 
 /* Send one raw CTRL request `op` with `len` bytes of `req` (len at most

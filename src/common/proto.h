@@ -79,7 +79,8 @@ enum bk_op {
     BK_OP_LIST_SUBS    = 17,  /* privileged listing, like the LIST ops */
     BK_OP_REGISTER_EX  = 18,  /* payload: u32 flags + name;
                                  reply: u32 BK_REG_OWNER or BK_REG_QUEUED */
-    BK_OP_MAX_         = 18
+    BK_OP_LIST_USERS   = 19,  /* privileged listing: per-uid accounting */
+    BK_OP_MAX_         = 19
 };
 
 /* SUBSCRIBE request: u8 policy, u8 0, u16 pattern length P, u16 group

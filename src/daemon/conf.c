@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,17 @@ void bk_conf_defaults(bk_conf_t *c)
     c->shutdown_grace_ms = 2000;
     c->handshake_timeout_ms = BK_DEF_HANDSHAKE_TIMEOUT_MS;
     c->socket_mode = 0600;
+    c->fd_reserve = BK_DEF_FD_RESERVE;
+    c->max_fds_per_client = BK_DEF_MAX_FDS_PER_CLIENT;
+    c->max_fds_per_uid = BK_DEF_MAX_FDS_PER_UID;
+    c->max_held_per_client = BK_DEF_MAX_HELD_PER_CLIENT;
+    c->max_held_per_uid = BK_DEF_MAX_HELD_PER_UID;
+    c->max_segments_per_uid = BK_DEF_MAX_SEGS_PER_UID;
+    c->max_streams_per_peer = BK_DEF_MAX_STREAMS_PER_PEER;
+    c->max_streams_per_uid_peer = BK_DEF_MAX_STREAMS_PER_UID_PEER;
+    c->max_streams_per_uid = BK_DEF_MAX_STREAMS_PER_UID;
+    c->max_names_per_uid = BK_DEF_MAX_NAMES_PER_UID;
+    c->max_subs_per_uid = BK_DEF_MAX_SUBS_PER_UID;
     bk_policy_init(&c->policy);
 }
 
@@ -117,6 +129,25 @@ static void usage(FILE *f)
 "                          milliseconds (default 5000)\n"
 "      --max-segments N    shared-memory segments per client (default 64)\n"
 "      --max-shm SIZE      bytes of shared memory per client (default 2G)\n"
+"  Budgets (0: no limit; for the two global ones 0 derives them from\n"
+"  RLIMIT_NOFILE less the reserve: a half and a quarter of it):\n"
+"      --fd-reserve N      fds kept free below RLIMIT_NOFILE (default 256)\n"
+"      --max-fds-in-flight N  fds queued towards all clients (default 0)\n"
+"      --max-fds-per-client N fds queued towards one client (default 1024)\n"
+"      --max-fds-per-uid N    fds queued because of one user's sends\n"
+"                             (default 4096)\n"
+"      --max-held-per-client N shared-memory references one client holds\n"
+"                             (default 16384)\n"
+"      --max-held-per-uid N   ... one user's clients hold (default 65536)\n"
+"      --max-segments-per-uid N  segments of one user (default 1024)\n"
+"      --max-segments-total N    segments of all clients (default 0)\n"
+"      --max-streams-per-peer N  streams one client holds open towards\n"
+"                             one client (default 1024; root too)\n"
+"      --max-streams-per-uid-peer N  ... one user's clients (default 2048)\n"
+"      --max-streams-per-uid N   open streams of one user (default 16384)\n"
+"      --max-names-per-uid N     names of one user (default 4096)\n"
+"      --max-subscriptions-per-uid N  (default 16384)\n"
+"  Root and brokerd's own user are exempt from the -per-uid budgets.\n"
 "      --socket-mode MODE  permissions of the socket file (default 0600)\n"
 "      --socket-group GROUP  group of the socket file (name or gid)\n"
 "      --version           print the version and exit\n"
@@ -190,7 +221,33 @@ enum {
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
     OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
     OPT_HANDSHAKE_TIMEOUT,
+    OPT_BUDGET_,                /* budget i (budgets[] below) is
+                                 * OPT_BUDGET_ + i */
 };
+
+/* The budgets, all u32 counts set alike, in the order of their OPT_BUDGET_
+ * values in opts[]. */
+static const size_t budgets[] = {
+    offsetof(bk_conf_t, fd_reserve),
+    offsetof(bk_conf_t, max_fds_in_flight),
+    offsetof(bk_conf_t, max_fds_per_client),
+    offsetof(bk_conf_t, max_fds_per_uid),
+    offsetof(bk_conf_t, max_held_per_client),
+    offsetof(bk_conf_t, max_held_per_uid),
+    offsetof(bk_conf_t, max_segments_per_uid),
+    offsetof(bk_conf_t, max_segments_total),
+    offsetof(bk_conf_t, max_streams_per_peer),
+    offsetof(bk_conf_t, max_streams_per_uid),
+    offsetof(bk_conf_t, max_names_per_uid),
+    offsetof(bk_conf_t, max_subs_per_uid),
+    offsetof(bk_conf_t, max_streams_per_uid_peer),
+};
+#define NBUDGETS (sizeof(budgets) / sizeof(budgets[0]))
+
+static uint32_t *budget_field(bk_conf_t *c, size_t i)
+{
+    return (uint32_t *)((char *)c + budgets[i]);
+}
 
 static const struct option opts[] = {
     { "socket", required_argument, NULL, 's' },
@@ -211,6 +268,21 @@ static const struct option opts[] = {
     { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
     { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
     { "max-shm", required_argument, NULL, OPT_MAX_SHM },
+    { "fd-reserve", required_argument, NULL, OPT_BUDGET_ + 0 },
+    { "max-fds-in-flight", required_argument, NULL, OPT_BUDGET_ + 1 },
+    { "max-fds-per-client", required_argument, NULL, OPT_BUDGET_ + 2 },
+    { "max-fds-per-uid", required_argument, NULL, OPT_BUDGET_ + 3 },
+    { "max-held-per-client", required_argument, NULL, OPT_BUDGET_ + 4 },
+    { "max-held-per-uid", required_argument, NULL, OPT_BUDGET_ + 5 },
+    { "max-segments-per-uid", required_argument, NULL, OPT_BUDGET_ + 6 },
+    { "max-segments-total", required_argument, NULL, OPT_BUDGET_ + 7 },
+    { "max-streams-per-peer", required_argument, NULL, OPT_BUDGET_ + 8 },
+    { "max-streams-per-uid", required_argument, NULL, OPT_BUDGET_ + 9 },
+    { "max-names-per-uid", required_argument, NULL, OPT_BUDGET_ + 10 },
+    { "max-subscriptions-per-uid", required_argument, NULL,
+      OPT_BUDGET_ + 11 },
+    { "max-streams-per-uid-peer", required_argument, NULL,
+      OPT_BUDGET_ + 12 },
     { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
     { "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -304,6 +376,9 @@ static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
         c->socket_group_set = true;
         return 0;
     }
+    if (opt >= OPT_BUDGET_ && (size_t)(opt - OPT_BUDGET_) < NBUDGETS)
+        return parse_u32(err, el, name, arg, 0, 1u << 30,
+                         budget_field(c, (size_t)(opt - OPT_BUDGET_)));
     snprintf(err, el, "%s cannot be set here", name);
     return -EINVAL;
 }
@@ -480,6 +555,8 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
     live->handshake_timeout_ms = n.handshake_timeout_ms;
     live->max_segments = n.max_segments;
     live->max_shm = n.max_shm;
+    for (size_t i = 0; i < NBUDGETS; i++)
+        *budget_field(live, i) = *budget_field(&n, i);
     free(live->logfile);
     live->logfile = n.logfile;
     n.logfile = NULL;
@@ -492,7 +569,7 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
 
 /* ---- the configuration file --------------------------------------------- */
 
-#define CONF_MAX_KEYS 32
+#define CONF_MAX_KEYS 64
 
 static char *trim(char *s)
 {

@@ -47,7 +47,58 @@ typedef struct bk_conf {
     uint64_t max_shm;           /* bytes of segments per client */
     uint32_t shutdown_grace_ms;
     uint32_t handshake_timeout_ms;  /* accept to HELLO, at most */
+    /* Budgets (brokerd(8) LIMITS; user.h): 0 is no limit, but for the
+     * two global ones, where 0 derives them from RLIMIT_NOFILE. */
+    uint32_t fd_reserve;        /* fds kept free below RLIMIT_NOFILE */
+    uint32_t max_fds_in_flight; /* queued, every client; 0: auto */
+    uint32_t max_fds_per_client;    /* queued towards one client */
+    uint32_t max_fds_per_uid;   /* queued because of one user's sends */
+    uint32_t max_held_per_client;   /* shm references one client holds */
+    uint32_t max_held_per_uid;  /* ... one user's clients hold */
+    uint32_t max_segments_per_uid;
+    uint32_t max_segments_total;    /* every client; 0: auto */
+    uint32_t max_streams_per_peer;  /* one client's towards one client */
+    uint32_t max_streams_per_uid_peer;  /* one user's towards one client */
+    uint32_t max_streams_per_uid;
+    uint32_t max_names_per_uid;
+    uint32_t max_subs_per_uid;
 } bk_conf_t;
+
+/* The defaults of the budgets. */
+#define BK_DEF_FD_RESERVE          256u
+#define BK_DEF_MAX_FDS_PER_CLIENT  1024u
+#define BK_DEF_MAX_FDS_PER_UID     4096u
+#define BK_DEF_MAX_HELD_PER_CLIENT 16384u
+#define BK_DEF_MAX_HELD_PER_UID    65536u
+#define BK_DEF_MAX_SEGS_PER_UID    1024u
+#define BK_DEF_MAX_STREAMS_PER_PEER 1024u
+#define BK_DEF_MAX_STREAMS_PER_UID_PEER 2048u
+#define BK_DEF_MAX_STREAMS_PER_UID 16384u
+#define BK_DEF_MAX_NAMES_PER_UID   4096u
+#define BK_DEF_MAX_SUBS_PER_UID    16384u
+
+/* The global budgets in force with RLIMIT_NOFILE `nofile`: the
+ * configured value, or with 0 half (fds in flight) or a quarter
+ * (segments) of what the reserve leaves. */
+static inline uint64_t bk_conf_after_reserve(const bk_conf_t *c,
+                                             uint64_t nofile)
+{
+    return nofile > c->fd_reserve ? nofile - c->fd_reserve : 0;
+}
+
+static inline uint64_t bk_conf_fds_in_flight(const bk_conf_t *c,
+                                             uint64_t nofile)
+{
+    return c->max_fds_in_flight ? c->max_fds_in_flight
+                                : bk_conf_after_reserve(c, nofile) / 2;
+}
+
+static inline uint64_t bk_conf_segments_total(const bk_conf_t *c,
+                                              uint64_t nofile)
+{
+    return c->max_segments_total ? c->max_segments_total
+                                 : bk_conf_after_reserve(c, nofile) / 4;
+}
 
 void bk_conf_defaults(bk_conf_t *c);
 /* Free what a configuration owns (pidfile, rules). */

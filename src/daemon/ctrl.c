@@ -19,6 +19,7 @@
 #include "server.h"
 #include "shm.h"
 #include "topic.h"
+#include "user.h"
 
 /* The CTRL_REPLY to req: err is 0 or a negative errno. */
 static void reply(bk_port_t *p, const bk_hdr_t *req, int err,
@@ -59,6 +60,10 @@ static void register_name(bk_port_t *p, const bk_hdr_t *h,
                         (int)len, (const char *)name);
         r = -EACCES;
     }
+    if (!r && p->acct &&
+        !bk_port_uid_fits(p, BK_QUOTA_NAMES, p->acct->names, 1,
+                          srv->cfg->max_names_per_uid, "max-names-per-uid"))
+        r = -EDQUOT;
     if (!r)
         r = bk_names_register(&srv->names, (const char *)name, len, p->id,
                               &p->names, srv->cfg->max_names, bk_now_ms(),
@@ -148,7 +153,10 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  "subscriptions=%zu\npublished=%" PRIu64 "\n"
                  "published_unmatched=%" PRIu64 "\ndelivered_pub=%" PRIu64
                  "\ndropped_pub=%" PRIu64 "\ngroups=%zu\n"
-                 "max_subscriptions=%u\n",
+                 "max_subscriptions=%u\n"
+                 "users=%zu\nfds_in_flight=%" PRIu64 "\n"
+                 "max_fds_in_flight=%" PRIu64 "\nfd_limit=%" PRIu64 "\n"
+                 "quota_hits=%" PRIu64 "\n",
                  BROKER_VERSION, (int)getpid(), bk_now_ms() - srv->start_ms,
                  c->socket_path, srv->nclients, bk_names_count(&srv->names),
                  srv->streams.streams, srv->stats.msgs_in,
@@ -162,7 +170,9 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  bk_subs_count(srv->subs), srv->stats.published,
                  srv->stats.published_unmatched, srv->stats.delivered_pub,
                  srv->stats.dropped_pub, bk_subs_groups(srv->subs),
-                 c->max_subs);
+                 c->max_subs, bk_users_count(&srv->users), srv->users.fds,
+                 bk_conf_fds_in_flight(c, srv->users.nofile),
+                 srv->users.nofile, srv->users.hits);
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)strlen(buf);
     reply(p, h, 0, buf, (size_t)n);
@@ -199,10 +209,17 @@ static void do_subscribe(bk_port_t *p, const bk_hdr_t *h, const uint8_t *b)
     uint8_t out[4];
     int r = parse_subscribe(h, b, &plen, &glen);
 
+    if (!r && p->acct &&
+        !bk_port_uid_fits(p, BK_QUOTA_SUBS, p->acct->subs, 1,
+                          p->srv->cfg->max_subs_per_uid,
+                          "max-subscriptions-per-uid"))
+        r = -EDQUOT;
     if (!r)
         r = bk_pub_subscribe(p, (const char *)b + BK_SUB_REQ_FIXED, plen,
                              glen ? (const char *)b + BK_SUB_REQ_FIXED + plen
                                   : NULL, glen, b[0], &id);
+    if (!r && p->acct)
+        p->acct->subs++;        /* bk_port_close takes the rest back */
     if (r) {
         reply(p, h, r, "", 0);
         return;
@@ -216,11 +233,16 @@ static void do_subscribe(bk_port_t *p, const bk_hdr_t *h, const uint8_t *b)
 static void do_unsubscribe(bk_port_t *p, const bk_hdr_t *h,
                            const uint8_t *b)
 {
+    int r;
+
     if (h->length != 4) {
         reply(p, h, -EINVAL, "", 0);
         return;
     }
-    reply(p, h, bk_pub_unsubscribe(p, bk_get32(b)), "", 0);
+    r = bk_pub_unsubscribe(p, bk_get32(b));
+    if (!r && p->acct && p->acct->subs)
+        p->acct->subs--;
+    reply(p, h, r, "", 0);
 }
 
 /* LIST_*: payload empty (start at 0) or a u32 start index. */
@@ -325,6 +347,11 @@ static void do_admin(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         do_list(p, h, payload);
 }
 
+void bk_ctrl_refuse(bk_port_t *p, const bk_hdr_t *h, int err)
+{
+    reply(p, h, err, "", 0);
+}
+
 void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
                     int *fds)
 {
@@ -361,6 +388,7 @@ void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
     case BK_OP_LIST_STREAMS:
     case BK_OP_LIST_SHM:
     case BK_OP_LIST_SUBS:
+    case BK_OP_LIST_USERS:
     case BK_OP_KICK:
     case BK_OP_SHUTDOWN:
     case BK_OP_RELOAD:

@@ -17,4 +17,8 @@
 void bk_ctrl_handle(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload,
                     int *fds);
 
+/* Answer the CTRL frame h with err (a negative errno) without acting on
+ * it: a request whose fd the broker could not take (port.c). */
+void bk_ctrl_refuse(bk_port_t *p, const bk_hdr_t *h, int err);
+
 #endif

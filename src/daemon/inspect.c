@@ -1,6 +1,6 @@
 /*
  * inspect.c - operator listings (LIST_CLIENTS, LIST_NAMES, LIST_STREAMS,
- * LIST_SHM, LIST_SUBS), one reply page at a time.
+ * LIST_SHM, LIST_SUBS, LIST_USERS), one reply page at a time.
  *
  * Records are produced in the iteration order of the broker's tables; a
  * page starting at index N skips the first N records.  Pages are built
@@ -173,6 +173,7 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "shm_held", c->shm.nheld);
     rec_u64(pg, "subs", c->nsubs);
     rec_u64(pg, "dropped", c->pub_dropped);
+    rec_u64(pg, "queued_fds", c->out.nfds);
     rec_key(pg, "desc");
     rec_escaped(pg, c->desc, c->desc_len);
 }
@@ -325,6 +326,35 @@ static void list_shm(page_t *pg, const bk_server_t *srv)
         list_port_segs(pg, bk_container_of(e, bk_port_t, node));
 }
 
+/* ---- users ---------------------------------------------------------------- */
+
+static void rec_user(page_t *pg, const bk_user_t *u)
+{
+    rec_u64(pg, "uid", u->uid);
+    rec_u64(pg, "connections", u->nports);
+    rec_u64(pg, "fds", u->fds);
+    rec_u64(pg, "streams", u->streams);
+    rec_u64(pg, "names", u->names);
+    rec_u64(pg, "subs", u->subs);
+    rec_u64(pg, "shm_segments", u->segments);
+    rec_u64(pg, "shm_bytes", u->shm_bytes);
+    rec_u64(pg, "shm_held", u->held);
+    rec_u64(pg, "quota_hits", u->hits);
+}
+
+static void list_users(page_t *pg, const bk_server_t *srv)
+{
+    const bk_htable_t *ht = &srv->users.table;
+
+    for (bk_hnode_t *n = bk_ht_next(ht, NULL); n && !pg->full;
+         n = bk_ht_next(ht, n)) {
+        if (page_skip(pg))
+            continue;
+        rec_user(pg, bk_container_of(n, bk_user_t, node));
+        page_commit(pg);
+    }
+}
+
 /* ---- entry point ---------------------------------------------------------- */
 
 static int page_fill(page_t *pg, const bk_server_t *srv, uint32_t op)
@@ -346,6 +376,9 @@ static int page_fill(page_t *pg, const bk_server_t *srv, uint32_t op)
         return 0;
     case BK_OP_LIST_SUBS:
         list_subs(pg, srv);
+        return 0;
+    case BK_OP_LIST_USERS:
+        list_users(pg, srv);
         return 0;
     default:
         return -EINVAL;

@@ -1,6 +1,7 @@
 /*
  * inspect.h - operator listings of the broker's state: clients, names,
- * streams and shared-memory segments (prefix bk_inspect_).
+ * streams, shared-memory segments, subscriptions and users (prefix
+ * bk_inspect_).
  *
  * A listing is text: one record per line, each record `key=value` pairs
  * separated by single spaces, values percent-escaped (every byte outside

@@ -15,6 +15,20 @@ void bk_names_init(bk_names_t *n)
     bk_ht_init(&n->ht);
 }
 
+/* A list's count of names owned or waited for grew or shrank by one:
+ * its user's count follows (names.h bk_name_list.shared). */
+static void shared_inc(bk_name_list_t *l)
+{
+    if (l->shared)
+        (*l->shared)++;
+}
+
+static void shared_dec(bk_name_list_t *l)
+{
+    if (l->shared && *l->shared)
+        (*l->shared)--;
+}
+
 static void free_line(bk_name_t *e)
 {
     bk_list_t *l;
@@ -23,6 +37,7 @@ static void free_line(bk_name_t *e)
         bk_name_wait_t *w = bk_container_of(l, bk_name_wait_t, link);
         bk_list_unlink(&w->client_link);
         w->list->nwaiting--;
+        shared_dec(w->list);
         free(w);
     }
 }
@@ -65,12 +80,14 @@ static void give(bk_name_t *e, uint64_t owner, bk_name_list_t *owned,
     e->list = owned;
     bk_list_push_head(&owned->head, &e->owned_link);
     owned->count++;
+    shared_inc(owned);
 }
 
 static void take(bk_name_t *e)
 {
     bk_list_unlink(&e->owned_link);
     e->list->count--;
+    shared_dec(e->list);
     e->list = NULL;
 }
 
@@ -101,6 +118,7 @@ static int enqueue(bk_name_t *e, uint64_t client, bk_name_list_t *list,
         bk_list_push_tail(&e->line, &w->link);
     bk_list_push_tail(&list->waiting, &w->client_link);
     list->nwaiting++;
+    shared_inc(list);
     e->nline++;
     return 0;
 }
@@ -110,6 +128,7 @@ static void leave_line(bk_name_wait_t *w)
     bk_list_unlink(&w->link);
     bk_list_unlink(&w->client_link);
     w->list->nwaiting--;
+    shared_dec(w->list);
     w->name->nline--;
     free(w);
 }

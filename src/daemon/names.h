@@ -55,6 +55,8 @@ typedef struct bk_name_list {
     uint32_t count;
     bk_list_t waiting;          /* bk_name_wait.client_link */
     uint32_t nwaiting;
+    uint32_t *shared;           /* counts count + nwaiting along (the
+                                 * owner's user's names, user.h), or NULL */
 } bk_name_list_t;
 
 static inline void bk_name_list_init(bk_name_list_t *l)
@@ -63,6 +65,7 @@ static inline void bk_name_list_init(bk_name_list_t *l)
     l->count = 0;
     bk_list_init(&l->waiting);
     l->nwaiting = 0;
+    l->shared = NULL;
 }
 
 /* Called after every change of a name's owner (0: nobody). */

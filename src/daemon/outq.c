@@ -144,6 +144,8 @@ static void frame_free(bk_oframe_t *f)
     if (f->nfds) {
         bk_close_fds(f->fds, f->nfds);
         free(f->fds);
+        if (f->charge)
+            f->charge->put(f->charge, f->nfds);
     }
     bk_opayload_put(shared);
     if (f->body)
@@ -241,6 +243,7 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
         return NULL;
     f->blk = cls;
     f->fds = NULL;
+    f->charge = NULL;
     if (nfds) {
         f->fds = malloc(nfds * sizeof(int));
         if (!f->fds) {
@@ -286,6 +289,7 @@ static int push(bk_outq_t *q, uint32_t sid, const bk_hdr_t *h,
     bk_list_push_tail(&oq->frames, &f->link);
     q->bytes += BK_HDR_SIZE + h->length;
     q->frames++;
+    q->nfds += nfds;
     *out = f;
     return 0;
 }
@@ -331,6 +335,7 @@ unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
         bk_list_push_tail(out, &f->link);
         q->bytes -= BK_HDR_SIZE + f->len;
         q->frames--;
+        q->nfds -= f->nfds;
         n++;
     }
     if (n && bk_list_empty(&q->dgram.frames))
@@ -351,6 +356,7 @@ int bk_outq_push_frame(bk_outq_t *q, bk_oframe_t *f, const bk_hdr_t *h)
     bk_list_push_tail(&oq->frames, &f->link);
     q->bytes += BK_HDR_SIZE + f->len;
     q->frames++;
+    q->nfds += f->nfds;
     return 0;
 }
 
@@ -526,6 +532,7 @@ void bk_outq_consume(bk_outq_t *q, const bk_outq_pkt_t *pkt,
             q->on_sent(f->tag, q->on_sent_arg);
         q->bytes -= BK_HDR_SIZE + f->len;
         q->frames--;
+        q->nfds -= f->nfds;
         frame_free(f);
     }
     if (bk_list_empty(&oq->frames))
@@ -559,4 +566,5 @@ void bk_outq_fini(bk_outq_t *q, bk_outq_lost_fn *lost, void *arg)
     bk_ht_fini(&q->oqs);
     q->bytes = 0;
     q->frames = 0;
+    q->nfds = 0;
 }

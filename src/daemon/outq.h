@@ -75,6 +75,13 @@ typedef struct bk_obody {
     void (*done)(struct bk_obody *b);
 } bk_obody_t;
 
+/* Who a queued frame's fds are counted against (user.h): put(c, n) is
+ * called once, when the frame and its n fds leave the queue, sent or
+ * dropped. */
+typedef struct bk_ocharge {
+    void (*put)(struct bk_ocharge *c, unsigned nfds);
+} bk_ocharge_t;
+
 /* A frame waiting to be written.  Owned by its queue: the payload is a
  * copy (or a reference to a shared one), the fds are the queue's and are
  * closed when the frame is freed (after it was sent, or when the queue is
@@ -87,6 +94,7 @@ typedef struct bk_oframe {
     uint32_t len;
     uint32_t nfds;
     int *fds;                   /* malloc'd when nfds > 0 */
+    bk_ocharge_t *charge;       /* its fds' account, or NULL (port.c) */
     uint64_t src;               /* sender of a one-way message, for errors */
     uint32_t src_sid;
     bool oneway_first;          /* a whole one-way message: tell src if lost */
@@ -114,6 +122,7 @@ typedef struct bk_outq {
     bk_list_t ring;             /* bk_oq.ring; the first is served next */
     uint64_t bytes;             /* queued, headers included */
     uint64_t frames;            /* queued */
+    uint64_t nfds;              /* fds the queued frames carry */
     /* Called by bk_outq_consume for every sent frame with tag_first. */
     void (*on_sent)(void *tag, void *arg);
     void *on_sent_arg;

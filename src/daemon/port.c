@@ -321,15 +321,108 @@ static void queued(bk_port_t *to, bk_port_t *cause, const bk_hdr_t *h)
         mark_dirty(to);         /* else the socket is full: poll flushes */
 }
 
+/* ---- fds in flight (user.h) ---------------------------------------------
+ *
+ * A queued frame's fds are open in the broker until the frame is written:
+ * they are counted towards the receiver (its queue's nfds), the user whose
+ * send caused them (or the broker, for its own frames) and the whole
+ * broker, and a frame that would pass a budget is refused instead of
+ * queued.  The whole-broker budget keeps fd_reserve fds free below
+ * RLIMIT_NOFILE besides what the connections and segments take.  A
+ * refusal is counted and logged for the client that caused it (none for
+ * the broker's own frames). */
+
+static bk_ocharge_t *fd_account(bk_port_t *to, bk_port_t *cause)
+{
+    return cause && cause->acct ? &cause->acct->charge
+                                : &to->srv->users.broker;
+}
+
+/* The global budget for n more fds: 0 or -ENOBUFS. */
+static int fd_global(const bk_server_t *s, unsigned n)
+{
+    const bk_users_t *u = &s->users;
+
+    if (!bk_user_fits(u->fds, n, bk_conf_fds_in_flight(s->cfg, u->nofile)) ||
+        !bk_users_fd_room(u, (uint64_t)s->nports + s->stats.shm_segments,
+                          s->cfg->fd_reserve, n))
+        return -ENOBUFS;
+    return 0;
+}
+
+/* Whether n more fds may be queued towards `to` because of `cause`:
+ * 0, -ENOBUFS (to's budget, or the broker's) or -EDQUOT (cause's user's
+ * quota); a refusal is counted and logged for cause. */
+static int fd_budget(bk_port_t *to, bk_port_t *cause, unsigned n)
+{
+    const bk_conf_t *c = to->srv->cfg;
+
+    if (!bk_user_fits(to->out.nfds, n, c->max_fds_per_client)) {
+        if (cause)
+            bk_port_quota(cause, BK_QUOTA_RECV_FDS, "max-fds-per-client: "
+                          "client %llu (%s) has %llu fds queued; messages "
+                          "with fds to it are refused (ENOBUFS)",
+                          (unsigned long long)to->id, to->comm,
+                          (unsigned long long)to->out.nfds);
+        return -ENOBUFS;
+    }
+    if (cause && cause->acct &&
+        !bk_port_uid_fits(cause, BK_QUOTA_FDS, cause->acct->fds, n,
+                          c->max_fds_per_uid, "max-fds-per-uid"))
+        return -EDQUOT;
+    if (fd_global(to->srv, n) < 0) {
+        if (cause)
+            bk_port_quota(cause, BK_QUOTA_GLOBAL, "the broker's budget "
+                          "of fds in flight is spent (%llu queued, fd "
+                          "limit %llu); messages with fds are refused "
+                          "(ENOBUFS)",
+                          (unsigned long long)to->srv->users.fds,
+                          (unsigned long long)to->srv->users.nofile);
+        return -ENOBUFS;
+    }
+    if (cause) {
+        bk_port_quota_ok(cause, BK_QUOTA_RECV_FDS);
+        bk_port_quota_ok(cause, BK_QUOTA_GLOBAL);
+    }
+    return 0;
+}
+
+/* Before a frame with fds is queued: its budgets (the broker's SEGMENT
+ * frames are counted, not refused: segments have budgets of their own,
+ * and a receiver must get a segment before descriptors into it).
+ * Returns 0 or the refusal, the fds closed then. */
+static int fds_admit(bk_port_t *to, const bk_hdr_t *h, int *fds,
+                     unsigned nfds, bk_port_t *cause)
+{
+    int r;
+
+    if (!nfds || h->type == BK_T_SEGMENT)
+        return 0;
+    r = fd_budget(to, cause, nfds);
+    if (r < 0)
+        bk_close_fds(fds, nfds);
+    return r;
+}
+
+/* A frame with fds was queued: charge them. */
+static void fds_charge(bk_port_t *to, bk_oframe_t *f, bk_port_t *cause)
+{
+    if (!f->nfds)
+        return;
+    f->charge = fd_account(to, cause);
+    bk_user_charge_fds(&to->srv->users, f->charge, f->nfds);
+}
+
 /* Queue a copy of the frame; pause `cause` if this fills the queue. */
 static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                    int *fds, unsigned nfds, bk_port_t *cause,
                    bk_oframe_t **out)
 {
-    int r = bk_outq_push(&to->out, h, payload, fds, nfds, out);
+    int r = fds_admit(to, h, fds, nfds, cause);
 
-    if (r < 0)
+    if (r < 0 || (r = bk_outq_push(&to->out, h, payload, fds, nfds, out)) < 0)
         return r;
+    fds_charge(to, *out, cause);
     queued(to, cause, h);
     return 0;
 }
@@ -451,6 +544,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
                      bk_opayload_t **shared, int *fds, unsigned nfds,
                      bk_port_t *cause, void *tag)
 {
+    bk_port_t *payer;
     bk_oframe_t *f;
     int r;
 
@@ -465,6 +559,12 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
         if (r != -EAGAIN)
             return r;
     }
+    /* a subscription that does not block has no cause for flow control,
+     * but the publisher still pays for the fds */
+    payer = cause || !nfds || !h->source ? cause :
+            bk_server_find(to->srv, h->source);
+    if ((r = fds_admit(to, h, fds, nfds, payer)) < 0)
+        return r;
     if (!*shared && !(*shared = bk_opayload_new(payload, h->length))) {
         bk_close_fds(fds, nfds);
         return -ENOMEM;
@@ -472,6 +572,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     r = bk_outq_push_shared(&to->out, h, *shared, fds, nfds, &f);
     if (r < 0)
         return r;
+    fds_charge(to, f, payer);
     f->tag = tag;
     f->tag_first = !(h->flags & BK_F_CONT);
     queued(to, cause, h);
@@ -665,6 +766,42 @@ void bk_port_refused(bk_port_t *p, enum bk_port_refusal kind,
             text);
 }
 
+void bk_port_quota(bk_port_t *p, int kind, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+
+    if (!p->acct || !bk_user_hit(p->acct, (enum bk_user_quota)kind) ||
+        !bk_log_enabled(BK_LOG_WARN))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    bk_warn("client %llu (pid %d, uid %d, %s): %s (logged once until the "
+            "user is under the limit again)", (unsigned long long)p->id,
+            (int)p->pid, (int)p->uid, p->comm, text);
+}
+
+void bk_port_quota_ok(bk_port_t *p, int kind)
+{
+    if (p->acct)
+        bk_user_episode_over(p->acct, (enum bk_user_quota)kind);
+}
+
+bool bk_port_uid_fits(bk_port_t *p, int kind, uint64_t have, uint64_t want,
+                      uint64_t max, const char *what)
+{
+    if (!p->acct || bk_user_exempt(p->uid) ||
+        bk_user_fits(have, want, max)) {
+        bk_port_quota_ok(p, kind);
+        return true;
+    }
+    bk_port_quota(p, kind, "%s reached: uid %d has %llu of %llu; refused "
+                  "(EDQUOT)", what, (int)p->uid, (unsigned long long)have,
+                  (unsigned long long)max);
+    return false;
+}
+
 static void welcome(bk_port_t *p)
 {
     const bk_conf_t *c = p->srv->cfg;
@@ -733,6 +870,10 @@ static void refuse(bk_port_t *p, int err, const char *text)
 
 void bk_port_admit(bk_port_t *p)
 {
+    p->acct = p->user;
+    bk_user_hold(p->acct);
+    p->streams.shared = &p->acct->streams;
+    p->names.shared = &p->acct->names;
     if (uid_full(p)) {
         uid_refused(p);
         refuse(p, -ENOSR, "too many clients for this user");
@@ -846,18 +987,46 @@ static bool only_topic_invalid(const bk_hdr_t *h)
            (!(h->flags & BK_F_SHM) || h->length - h->aux == BK_SHM_DESC_SIZE);
 }
 
+/* A frame whose fds the broker could not take (it was out of file
+ * descriptors when the packet came): refused with ENOBUFS, as a message
+ * over an fd budget would be; the connection stays. */
+static void refuse_lost_fds(bk_port_t *p, const bk_hdr_t *h,
+                            const uint8_t *payload)
+{
+    static const char text[] = "the broker is out of file descriptors: "
+                               "the message's fds were lost";
+
+    bk_port_quota(p, BK_QUOTA_GLOBAL, "out of file descriptors receiving "
+                  "a packet's fds; its messages with fds are refused "
+                  "(ENOBUFS)");
+    if (h->type == BK_T_DATA)
+        bk_router_refuse(p, h, payload, -ENOBUFS, text);
+    else if (h->type == BK_T_CTRL)
+        bk_ctrl_refuse(p, h, -ENOBUFS);
+}
+
 /* Validate the whole packet before acting on any of it, so a bad packet
- * has no partial effect and the fds add up. */
+ * has no partial effect and the fds add up.  fds_lost: the broker ran
+ * out of fds taking the packet's (none are passed in then): the frames
+ * that carried some are refused, the others go on. */
 static void process_packet(bk_port_t *p, const uint8_t *buf, size_t n,
-                           int *fds, unsigned nfds)
+                           int *fds, unsigned nfds, bool fds_lost)
 {
     const bk_conf_t *c = p->srv->cfg;
     bk_limits_t lim = { c->max_packet, c->max_fds, c->max_name };
     const uint8_t *payload;
     size_t off = 0;
     unsigned want = 0, used = 0;
+    int none[1] = { -1 };
     bk_hdr_t h;
     int r;
+
+    if (fds_lost) {             /* what did arrive is of no use */
+        if (fds)
+            bk_close_fds(fds, nfds);
+        fds = none;
+        nfds = 0;
+    }
 
     while ((r = bk_pkt_next(buf, n, &off, &h, &payload)) == 1) {
         int e = bk_frame_check_from_client(&h, payload, &lim);
@@ -870,7 +1039,7 @@ static void process_packet(bk_port_t *p, const uint8_t *buf, size_t n,
         }
         want += h.nfds;
     }
-    if (r < 0 || want != nfds) {
+    if (r < 0 || (want != nfds && !fds_lost)) {
         bk_close_fds(fds, nfds);
         bk_port_protocol_error(p, -EPROTO, 0, r < 0 ? "truncated frame in packet"
                        : "fd count does not match the frames' nfds");
@@ -881,6 +1050,10 @@ static void process_packet(bk_port_t *p, const uint8_t *buf, size_t n,
         if (p->state == BK_PORT_CLOSING || p->failed) {
             bk_close_fds(fds + used, nfds - used);
             return;
+        }
+        if (fds_lost && h.nfds) {
+            refuse_lost_fds(p, &h, payload);
+            continue;
         }
         dispatch(p, &h, payload, fds + used);
         used += h.nfds;
@@ -898,7 +1071,37 @@ typedef struct rx_batch {
     struct mmsghdr msg[BK_RECV_BATCH];
     struct iovec iov[BK_RECV_BATCH];
     ctl_buf_t ctl[BK_RECV_BATCH];
+    bool short_of_fds;          /* truncated control data is the broker's
+                                 * own fault (out of fds) */
 } rx_batch_t;
+
+/* Whether the broker itself is out of file descriptors now (EMFILE or
+ * ENFILE for one more): then control data the kernel truncated lost fds
+ * the broker could not take, and the client is not to blame.  Control
+ * data is sized for SCM_MAX_FD fds, the most a packet can carry, so a
+ * client cannot truncate it otherwise but with other control messages. */
+static bool out_of_fds(int fd)
+{
+    int probe = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+    if (probe >= 0) {
+        close(probe);
+        return false;
+    }
+    return errno == EMFILE || errno == ENFILE;
+}
+
+/* Right after recvmmsg, before any fd it installed is closed: whether a
+ * truncation in the batch is the broker's shortage. */
+static void check_truncation(bk_port_t *p, rx_batch_t *rx, int n)
+{
+    rx->short_of_fds = false;
+    for (int i = 0; i < n; i++)
+        if (rx->msg[i].msg_hdr.msg_flags & MSG_CTRUNC) {
+            rx->short_of_fds = out_of_fds(p->fd);
+            return;
+        }
+}
 
 /* Take up to BK_RECV_BATCH packets.  Returns how many, -EAGAIN or another
  * negative errno. */
@@ -922,16 +1125,31 @@ static int recv_batch(bk_port_t *p, uint8_t *buf, rx_batch_t *rx)
     } while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    check_truncation(p, rx, n);
     return n;
+}
+
+/* Whether packet m lost fds to the broker's own shortage. */
+static bool lost_to_shortage(const rx_batch_t *rx, const struct mmsghdr *m)
+{
+    return rx->short_of_fds && (m->msg_hdr.msg_flags & MSG_CTRUNC) &&
+           !(m->msg_hdr.msg_flags & MSG_TRUNC);
 }
 
 /* Act on one received packet.  Returns false once the port reads no
  * more (EOF, an error, closing). */
-static bool take_packet(bk_port_t *p, struct mmsghdr *m, int *fds)
+static bool take_packet(bk_port_t *p, const rx_batch_t *rx,
+                        struct mmsghdr *m, int *fds)
 {
     unsigned nfds;
+    bool lost = lost_to_shortage(rx, m);
     int r = bk_sock_take_fds(&m->msg_hdr, fds, &nfds, BK_MAX_FDS_HARD);
 
+    if (lost && m->msg_len) {   /* take_fds closed what did arrive */
+        process_packet(p, m->msg_hdr.msg_iov->iov_base, m->msg_len, NULL,
+                       0, true);
+        return p->state != BK_PORT_CLOSING && !p->failed;
+    }
     if (r == 0 && m->msg_len == 0 && nfds) {
         bk_close_fds(fds, nfds);
         r = -EPROTO;
@@ -945,7 +1163,8 @@ static bool take_packet(bk_port_t *p, struct mmsghdr *m, int *fds)
         bk_port_fail(p, 0);     /* EOF */
         return false;
     }
-    process_packet(p, m->msg_hdr.msg_iov->iov_base, m->msg_len, fds, nfds);
+    process_packet(p, m->msg_hdr.msg_iov->iov_base, m->msg_len, fds, nfds,
+                   false);
     return p->state != BK_PORT_CLOSING && !p->failed;
 }
 
@@ -972,6 +1191,9 @@ static void drop_packets(struct mmsghdr *m, int n, int *fds)
 typedef struct stashed {
     bk_list_t link;
     size_t len;                 /* 0: EOF; SIZE_MAX: bad control data */
+    bool fds_lost;              /* the broker was out of fds (take_packet) */
+    bk_ocharge_t *charge;       /* the fds count as in flight there */
+    unsigned charged;
     unsigned nfds;
     int *fds;                   /* into data, after the packet */
     uint8_t data[];
@@ -980,6 +1202,8 @@ typedef struct stashed {
 static void stash_free(stashed_t *st)
 {
     bk_close_fds(st->fds, st->nfds);
+    if (st->charged)
+        st->charge->put(st->charge, st->charged);
     free(st);
 }
 
@@ -995,12 +1219,14 @@ static void stash_clear(bk_port_t *p)
 static void read_packets(bk_port_t *p);
 
 /* Keep packets m[0..n) for later.  Out of memory, the port fails. */
-static void stash_packets(bk_port_t *p, struct mmsghdr *m, int n, int *fds)
+static void stash_packets(bk_port_t *p, const rx_batch_t *rx,
+                          struct mmsghdr *m, int n, int *fds)
 {
     for (int i = 0; i < n; i++) {
         unsigned nfds = 0;
+        bool lost = lost_to_shortage(rx, &m[i]) && m[i].msg_len;
         bool bad = bk_sock_take_fds(&m[i].msg_hdr, fds, &nfds,
-                                    BK_MAX_FDS_HARD) < 0;
+                                    BK_MAX_FDS_HARD) < 0 && !lost;
         size_t len = bad ? 0 : m[i].msg_len;
         stashed_t *st = malloc(sizeof(*st) + len + nfds * sizeof(int));
 
@@ -1014,7 +1240,11 @@ static void stash_packets(bk_port_t *p, struct mmsghdr *m, int n, int *fds)
             return;
         }
         st->len = bad ? SIZE_MAX : len;
+        st->fds_lost = lost;
         st->nfds = nfds;
+        st->charge = fd_account(p, p);
+        st->charged = nfds;
+        bk_user_charge_fds(&p->srv->users, st->charge, nfds);
         st->fds = (int *)(st->data + len);
         memcpy(st->data, m[i].msg_hdr.msg_iov->iov_base, len);
         memcpy(st->fds, fds, nfds * sizeof(int));
@@ -1042,7 +1272,8 @@ static bool unstash(bk_port_t *p)
         } else if (st->len == 0) {
             bk_port_fail(p, 0);
         } else {
-            process_packet(p, st->data, st->len, st->fds, st->nfds);
+            process_packet(p, st->data, st->len, st->fds, st->nfds,
+                           st->fds_lost);
             st->nfds = 0;       /* process_packet took them */
         }
         stash_free(st);
@@ -1090,12 +1321,12 @@ static void read_packets(bk_port_t *p)
             bk_port_fail(p, n);
             return;
         }
-        while (i < n && take_packet(p, &rx.msg[i], fds)) {
+        while (i < n && take_packet(p, &rx, &rx.msg[i], fds)) {
             i++;
             if (p->srv->unflushed >= BK_FLUSH_EARLY)
                 bk_port_flush_dirty(p->srv);
             if (p->paused && i < n) {
-                stash_packets(p, &rx.msg[i], n - i, fds);
+                stash_packets(p, &rx, &rx.msg[i], n - i, fds);
                 return;
             }
         }
@@ -1232,6 +1463,9 @@ void bk_port_close(bk_port_t *p)
         log_disconnect(p);
     }
     bk_mon_port_gone(p);
+    if (p->acct)
+        p->acct->subs -= p->nsubs <= p->acct->subs ? p->nsubs
+                                                    : p->acct->subs;
     bk_pub_port_gone(p);
     bk_router_port_gone(p);
     bk_names_release_all(&srv->names, &p->names, bk_now_ms());
@@ -1244,6 +1478,8 @@ void bk_port_close(bk_port_t *p)
     resume_waiters(p);
     stash_clear(p);
     bk_list_unlink(&p->dirty_link);
+    bk_user_release(p->acct);   /* nothing counts into it any more */
+    p->acct = NULL;
     uv_close((uv_handle_t *)&p->poll, on_closed);
     close(p->fd);
     p->fd = -1;

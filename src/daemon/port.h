@@ -77,6 +77,9 @@ typedef struct bk_port {
     uint16_t desc_len;
     uint64_t connected_ms;
     struct bk_user *user;       /* its uid's record, referenced from accept */
+    struct bk_user *acct;       /* the same, held from admission until the
+                                 * port is closed: what it holds is
+                                 * charged there (user.h) */
     bk_list_t hs_link;          /* on srv->handshaking until WELCOME */
     bk_list_t drain_link;       /* on srv->draining while the broker stops */
     int events;                 /* UV_READABLE / UV_WRITABLE wanted */
@@ -140,6 +143,21 @@ enum bk_port_refusal {
 void bk_port_refused(bk_port_t *p, enum bk_port_refusal kind,
                      const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A budget was hit by client p (kind: user.h bk_user_quota): counted on
+ * its user's record and logged (a warning naming the client's id, pid,
+ * uid and comm, then the text) once per episode of that user's hits of
+ * that kind. */
+void bk_port_quota(bk_port_t *p, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A check of kind `kind` passed for p: an episode of its user's is over. */
+void bk_port_quota_ok(bk_port_t *p, int kind);
+/* Whether p's user may hold `want` more of something it has `have` of,
+ * with the per-uid limit `max` (0: none; root and brokerd's user are
+ * exempt).  A refusal is counted and logged (bk_port_quota, `what`
+ * naming the limit). */
+bool bk_port_uid_fits(bk_port_t *p, int kind, uint64_t have, uint64_t want,
+                      uint64_t max, const char *what);
 
 /* Size the send buffer of a client's socket for packets of max_packet
  * bytes (past net.core.wmem_max where the broker may).  *got: the

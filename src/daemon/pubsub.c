@@ -287,8 +287,8 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
         r = bk_port_send_pub(to, &o, fan->payload, &fan->shared, fds,
                              h->nfds, cause, s);
     if (r < 0) {
-        if (r == -ENOMEM)       /* else the receiver is going away */
-            count_drop(to, s, 1);
+        if (r != -ECONNRESET)   /* else the receiver is going away */
+            count_drop(to, s, 1);   /* out of memory, or an fd budget */
         return;
     }
     if (r == BK_PORT_QUEUED)

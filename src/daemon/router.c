@@ -18,6 +18,7 @@
 #include "shm.h"
 #include "sockio.h"
 #include "topic.h"
+#include "user.h"
 
 /* Tombstones may exceed the stream limit by this factor before the client
  * is cut off: they only live until the failed message's last fragment. */
@@ -110,10 +111,29 @@ static int deliver_shm(bk_port_t *from, bk_port_t *to, const bk_hdr_t *h,
  * deliver_shm or the port). */
 static const char *queue_failure(int err)
 {
-    return err == -EMSGSIZE ? "message exceeds the broker's limit for a "
-                              "receiver without shared memory"
-                            : "broker out of memory: the message was "
-                              "dropped";
+    switch (err) {
+    case -EMSGSIZE:
+        return "message exceeds the broker's limit for a receiver without "
+               "shared memory";
+    case -ENOBUFS:
+        return "over a budget of the receiver or of the broker (fds in "
+               "flight or shared-memory references held): the message "
+               "was refused";
+    case -EDQUOT:
+        return "over this user's quota (fds in flight or shared-memory "
+               "references held): the message was refused";
+    default:
+        return "broker out of memory: the message was dropped";
+    }
+}
+
+/* Whether a failure to queue is the message's (refused: the sender hears
+ * it), not the receiver's departure (-ECONNRESET: it hears that when the
+ * receiver is closed). */
+static bool queue_refused(int err)
+{
+    return err == -ENOMEM || err == -EMSGSIZE || err == -ENOBUFS ||
+           err == -EDQUOT;
 }
 
 /* Queue one fragment of a stream for `to`.  Returns what bk_port_send
@@ -245,6 +265,41 @@ static void streams_refused(bk_port_t *from, bk_port_t *to)
                         " (%s) are refused", max, from->id, from->comm);
 }
 
+/* The stream budgets of the opener (user.h): max-streams-per-peer (ENOSR,
+ * streams one client holds open towards one receiver, so that one caller
+ * cannot fill a service's stream table for everyone; every client),
+ * max-streams-per-uid-peer (EDQUOT, the same for all clients of one
+ * user, so that more connections do not help) and max-streams-per-uid
+ * (EDQUOT, streams one user's clients opened: streams opened towards a
+ * user do not count against it, or others could use up its quota).
+ * Returns 0 or the refusal, counted and logged. */
+static int stream_budget(bk_port_t *from, bk_port_t *to)
+{
+    const bk_conf_t *cfg = from->srv->cfg;
+    uint32_t mine = bk_st_pair_count(table(from), BK_ST_PAIR_CLIENT,
+                                     from->id, to->id);
+    uint32_t ours = bk_st_pair_count(table(from), BK_ST_PAIR_UID,
+                                     from->uid, to->id);
+
+    if (!bk_user_fits(mine, 1, cfg->max_streams_per_peer)) {
+        bk_port_quota(from, BK_QUOTA_PEER_STREAMS, "max-streams-per-peer "
+                      "reached: %u streams open towards client %" PRIu64
+                      " (%s); refused (ENOSR)", mine, to->id, to->comm);
+        return -ENOSR;
+    }
+    bk_port_quota_ok(from, BK_QUOTA_PEER_STREAMS);
+    if (!bk_port_uid_fits(from, BK_QUOTA_UID_PEER_STREAMS, ours, 1,
+                          cfg->max_streams_per_uid_peer,
+                          "max-streams-per-uid-peer"))
+        return -EDQUOT;
+    if (from->acct && !bk_port_uid_fits(from, BK_QUOTA_STREAMS,
+                                        from->acct->streams, 1,
+                                        cfg->max_streams_per_uid,
+                                        "max-streams-per-uid"))
+        return -EDQUOT;
+    return 0;
+}
+
 /* A whole one-way message: no stream outlives it.  One that cannot be
  * queued is refused to its sender (out of memory), or reported as lost
  * (its receiver is going away). */
@@ -276,7 +331,7 @@ static void send_whole(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
         if (r < 0 && (h->flags & BK_F_SHM))
             bk_shm_unhold(from, to, shm_desc(h, payload));
     }
-    if (r == -ENOMEM)
+    if (queue_refused(r))
         bk_port_error(from, h->stream, r, queue_failure(r), from);
     else if (r < 0)
         bk_port_oneway_lost(to, from, h->stream);
@@ -335,8 +390,22 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
                "the receiver has too many open streams");
         return;
     }
+    if ((r = stream_budget(from, to)) < 0) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, payload, r, r == -EDQUOT ?
+               "this user has too many open streams (towards the receiver, "
+               "or in all)" :
+               "too many open streams towards the receiver");
+        return;
+    }
     if (bk_st_open(table(from), from, from->id, h->stream, &from->streams,
                    to, to->id, to_sid, &to->streams, &s) < 0) {
+        bk_close_fds(fds, h->nfds);
+        reject(from, h, payload, -ENOMEM, "out of memory");
+        return;
+    }
+    if (bk_st_pair(table(from), s, from->uid) < 0) {
+        bk_st_close(table(from), &s->end[0]);
         bk_close_fds(fds, h->nfds);
         reject(from, h, payload, -ENOMEM, "out of memory");
         return;
@@ -346,7 +415,7 @@ static void open_stream(bk_port_t *from, const bk_hdr_t *h,
     s->end[0].msg_bytes = data_bytes(h);
     s->end[0].bytes += data_bytes(h);
     r = forward(from, to, to_sid, h, payload, fds);
-    if (r == -ENOMEM || r == -EMSGSIZE)
+    if (queue_refused(r))
         reset_stream(from, &s->end[0], h, r, queue_failure(r), false);
     else if (r >= 0)
         bk_port_note_busy(to, from, h, payload);
@@ -541,7 +610,7 @@ static void next_message(bk_port_t *from, const bk_hdr_t *h,
     r = forward(from, peer->owner, peer->sid, h, payload, fds);
     if (r >= 0)
         bk_port_note_busy(peer->owner, from, h, payload);
-    if (r == -ENOMEM || r == -EMSGSIZE) {
+    if (queue_refused(r)) {
         lost_fragment(from, e, h, r);
         return;
     }
@@ -583,7 +652,7 @@ static void continuation(bk_port_t *from, const bk_hdr_t *h,
     }
     e->bytes += h->length;
     r = forward(from, peer->owner, peer->sid, h, payload, NULL);
-    if (r == -ENOMEM || r == -EMSGSIZE) {
+    if (queue_refused(r)) {
         lost_fragment(from, e, h, r);
         return;
     }
@@ -657,28 +726,33 @@ static bool refuse_broker_fds(bk_port_t *from, const bk_hdr_t *h,
 {
     static const char text[] = "a file descriptor is a connection to this "
                                "broker (or its socket): not passed on";
-    bk_st_end_t *e;
 
     for (unsigned i = 0; i < h->nfds; i++) {
         if (!is_broker_socket(from->srv, fds[i]))
             continue;
         bk_close_fds(fds, h->nfds);
-        e = (h->flags & (BK_F_OPEN | BK_F_TOPIC)) ? NULL :
-            bk_st_find(table(from), from->id, h->stream);
-        if (e && e->in_msg) {
-            bk_port_protocol_error(from, -EPROTO, h->stream, "first fragment "
-                                   "while the previous message is "
-                                   "unfinished");
-        } else if (e && !e->discard && bk_st_peer(e)) {
-            reset_stream(from, e, h, -EBADF, text, true);
-        } else {
-            if (e)              /* the stream is gone at the other end */
-                bk_st_remove_end(table(from), e);
-            reject(from, h, payload, -EBADF, text);
-        }
+        bk_router_refuse(from, h, payload, -EBADF, text);
         return true;
     }
     return false;
+}
+
+void bk_router_refuse(bk_port_t *from, const bk_hdr_t *h,
+                      const uint8_t *payload, int err, const char *text)
+{
+    bk_st_end_t *e = (h->flags & (BK_F_OPEN | BK_F_TOPIC)) ? NULL :
+                     bk_st_find(table(from), from->id, h->stream);
+
+    if (e && e->in_msg) {
+        bk_port_protocol_error(from, -EPROTO, h->stream, "first fragment "
+                               "while the previous message is unfinished");
+    } else if (e && !e->discard && bk_st_peer(e)) {
+        reset_stream(from, e, h, err, text, true);
+    } else {
+        if (e)                  /* the stream is gone at the other end */
+            bk_st_remove_end(table(from), e);
+        reject(from, h, payload, err, text);
+    }
 }
 
 void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,

@@ -22,4 +22,11 @@ void bk_router_frame(bk_port_t *from, const bk_hdr_t *h,
  * ERROR (ECONNRESET) on its side of the stream. */
 void bk_router_port_gone(bk_port_t *p);
 
+/* Refuse the DATA frame h (which carried fds) with err and text, as a
+ * message that cannot be delivered: a first fragment as any refused
+ * message (a tombstone swallows the rest), a further message on an open
+ * stream by resetting the stream at both ends. */
+void bk_router_refuse(bk_port_t *from, const bk_hdr_t *h,
+                      const uint8_t *payload, int err, const char *text);
+
 #endif

@@ -18,6 +18,7 @@
 #include "port.h"
 #include "server.h"
 #include "shm.h"
+#include "user.h"
 
 /* A segment's read-only fd, shared by the segment and the bodies read
  * from it: closed with the last reference. */
@@ -220,6 +221,51 @@ static int reopen_ro(int fd)
 static void settle(bk_port_t *p, uint32_t segid);
 static void settle_all(bk_port_t *p);
 
+/* The per-uid and global segment budgets (user.h): every segment holds
+ * an fd in the broker, so the global one is tied to RLIMIT_NOFILE and
+ * leaves fd_reserve free besides the connections and fds in flight.
+ * Returns 0, -EDQUOT (max-segments-per-uid) or -ENOBUFS (global). */
+static int segment_budget(bk_port_t *p)
+{
+    const bk_server_t *s = p->srv;
+    const bk_conf_t *cfg = s->cfg;
+    uint64_t nofile = s->users.nofile;
+
+    if (p->acct && !bk_port_uid_fits(p, BK_QUOTA_SEGMENTS,
+                                     p->acct->segments, 1,
+                                     cfg->max_segments_per_uid,
+                                     "max-segments-per-uid"))
+        return -EDQUOT;
+    if (!bk_user_fits(s->stats.shm_segments, 1,
+                      bk_conf_segments_total(cfg, nofile)) ||
+        !bk_users_fd_room(&s->users, (uint64_t)s->nports +
+                          s->stats.shm_segments, cfg->fd_reserve, 1)) {
+        bk_port_quota(p, BK_QUOTA_GLOBAL, "the broker's budget of shared-"
+                      "memory segments is spent (%" PRIu64 " registered, "
+                      "fd limit %" PRIu64 "); refused (ENOBUFS)",
+                      s->stats.shm_segments, nofile);
+        return -ENOBUFS;
+    }
+    bk_port_quota_ok(p, BK_QUOTA_GLOBAL);
+    return 0;
+}
+
+/* A segment of `size` bytes is p's now (add) or no longer. */
+static void charge_segment(bk_port_t *p, uint64_t size, bool add)
+{
+    bk_user_t *u = p->acct;
+
+    if (!u)
+        return;
+    if (add) {
+        u->segments++;
+        u->shm_bytes += size;
+        return;
+    }
+    u->segments -= u->segments ? 1 : 0;
+    u->shm_bytes -= size <= u->shm_bytes ? size : u->shm_bytes;
+}
+
 int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
 {
     const bk_conf_t *cfg = p->srv->cfg;
@@ -240,6 +286,8 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
         bk_port_refused(p, BK_REFUSE_SEGMENTS, "max-segments reached (%u "
                         "shared-memory segments)", cfg->max_segments);
     }
+    if (!r)
+        r = segment_budget(p);
     /* overflow-safe: a reload may have lowered max_shm below what p holds */
     if (!r && (p->shm.bytes > cfg->max_shm ||
                size > cfg->max_shm - p->shm.bytes)) {
@@ -279,6 +327,7 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
     }
     p->shm.nsegs++;
     p->shm.bytes += size;
+    charge_segment(p, size, true);
     p->srv->stats.shm_segments++;
     p->srv->stats.shm_bytes += size;
     bk_debug("client %" PRIu64 " registered segment %" PRIu32 " (%" PRIu64
@@ -389,6 +438,30 @@ static bk_obody_t *copy_new(bk_port_t *from, bk_port_t *to,
     return &c->body;
 }
 
+/* Whether `to` may hold one more reference: max-held-per-client
+ * (ENOBUFS) and its user's max-held-per-uid (EDQUOT).  A receiver that
+ * never releases is refused further descriptors; the refusal is counted
+ * and logged for it, the hoarder, and its sender hears the error. */
+static int held_budget(bk_port_t *from, bk_port_t *to)
+{
+    const bk_conf_t *cfg = to->srv->cfg;
+
+    if (!bk_user_fits(to->shm.nheld, 1, cfg->max_held_per_client)) {
+        bk_port_quota(to, BK_QUOTA_RECV_HELD, "max-held-per-client "
+                      "reached (%" PRIu64 " shared-memory references "
+                      "held); descriptors to it are refused (ENOBUFS)",
+                      to->shm.nheld);
+        return -ENOBUFS;
+    }
+    bk_port_quota_ok(to, BK_QUOTA_RECV_HELD);
+    if (to->acct && !bk_port_uid_fits(to, BK_QUOTA_HELD, to->acct->held, 1,
+                                      cfg->max_held_per_uid,
+                                      "max-held-per-uid"))
+        return -EDQUOT;
+    (void)from;
+    return 0;
+}
+
 /* Count one reference of `to` to (from, segid, offset). */
 static int hold(bk_port_t *from, bk_port_t *to, const bk_shm_desc_t *d)
 {
@@ -408,6 +481,8 @@ static int hold(bk_port_t *from, bk_port_t *to, const bk_shm_desc_t *d)
     }
     held->count++;
     to->shm.nheld++;
+    if (to->acct)
+        to->acct->held++;
     to->srv->stats.shm_held++;
     return 0;
 }
@@ -436,9 +511,13 @@ int bk_shm_deliver(bk_port_t *from, bk_port_t *to, const uint8_t *desc,
     bk_segment_t *seg;
     bk_known_t *k;
 
+    int r;
+
     *body = NULL;
     if (bk_shm_desc_decode(desc, &d) < 0 || !(seg = seg_find(from, d.segid)))
         return -EPROTO;         /* bk_shm_check ran first: cannot happen */
+    if ((r = held_budget(from, to)) < 0)
+        return r;
     if (!to->shm.maps)
         return deliver_copy(from, to, seg, &d, body);
     k = known_find(to, from->id, d.segid);
@@ -510,6 +589,13 @@ static uint64_t absorb(bk_port_t *owner, uint32_t segid, uint64_t offset,
 
 /* ---- release --------------------------------------------------------------- */
 
+/* p's user holds n references fewer. */
+static void uncharge_held(bk_port_t *p, uint64_t n)
+{
+    if (p->acct)
+        p->acct->held -= n <= p->acct->held ? n : p->acct->held;
+}
+
 /* `p` no longer holds `count` references into (owner, segid). */
 static void drop_known_refs(bk_port_t *p, uint64_t owner, uint32_t segid,
                             uint64_t count)
@@ -539,6 +625,7 @@ static void release_one(bk_port_t *p, uint64_t owner, uint32_t segid,
 
     held->count -= count;
     p->shm.nheld -= count;
+    uncharge_held(p, count);
     p->srv->stats.shm_held -= count;
     if (!held->count) {
         bk_ht_remove(&p->shm.held, &held->node);
@@ -582,9 +669,68 @@ int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
 
 /* ---- departure --------------------------------------------------------------- */
 
-/* Give every reference `p` holds back to its owner. */
+/* A departing receiver's references, one record each, gathered so that
+ * each owner gets them in few RELEASE frames (as many records as a packet
+ * holds) rather than a frame per reference. */
+typedef struct rel_rec {
+    uint64_t owner, count, offset;
+    uint32_t segid;
+} rel_rec_t;
+
+static int rel_cmp(const void *a, const void *b)
+{
+    const rel_rec_t *x = a, *y = b;
+
+    return x->owner < y->owner ? -1 : x->owner > y->owner;
+}
+
+/* recs[0..n), sorted by owner, to their owners; a record whose count
+ * exceeds 32 bits goes as several.  Out of memory, one frame each. */
+static void send_releases(bk_port_t *p, rel_rec_t *recs, size_t n)
+{
+    size_t per = (p->srv->cfg->max_packet - BK_HDR_SIZE) / BK_RELEASE_SIZE;
+    uint8_t *buf = malloc(per * BK_RELEASE_SIZE);
+    size_t i = 0;
+
+    while (i < n) {
+        uint64_t owner = recs[i].owner;
+        bk_port_t *op = bk_server_find(p->srv, owner);
+        bk_hdr_t h = {
+            .version = BK_PROTO_VERSION, .type = BK_T_RELEASE,
+            .dest = owner,
+        };
+        size_t k = 0;
+
+        if (!buf && op)
+            send_release(op, p->id, recs[i].segid, recs[i].count,
+                         recs[i].offset, NULL);
+        if (!buf || !op) {
+            i++;
+            continue;
+        }
+        while (i < n && recs[i].owner == owner && k < per) {
+            uint8_t *r = buf + k++ * BK_RELEASE_SIZE;
+            uint32_t c = recs[i].count > UINT32_MAX ? UINT32_MAX
+                                                    : (uint32_t)recs[i].count;
+            bk_put64(r, p->id);
+            bk_put32(r + 8, recs[i].segid);
+            bk_put32(r + 12, c);
+            bk_put64(r + 16, recs[i].offset);
+            if ((recs[i].count -= c) == 0)
+                i++;
+        }
+        h.length = (uint32_t)(k * BK_RELEASE_SIZE);
+        bk_port_send(op, &h, buf, NULL, 0, NULL);
+    }
+    free(buf);
+}
+
+/* Give every reference `p` holds back to its owner.  The references are
+ * bounded (max-held-per-client), and so is this work. */
 static void return_held(bk_port_t *p)
 {
+    rel_rec_t *recs = malloc((p->shm.held.count + 1) * sizeof(*recs));
+    size_t nrec = 0;
     bk_hnode_t *n, *next;
 
     for (n = bk_ht_next(&p->shm.held, NULL); n; n = next) {
@@ -597,13 +743,21 @@ static void return_held(bk_port_t *p)
             uint32_t segid = bk_get32(held->key + 8);
             uint64_t off = bk_get64(held->key + 12);
             uint64_t c = absorb(op, segid, off, held->count);
-            if (c)
+            if (c && recs)
+                recs[nrec++] = (rel_rec_t){ owner, c, off, segid };
+            else if (c)
                 send_release(op, p->id, segid, c, off, NULL);
         }
         p->srv->stats.shm_held -= held->count;
         free(held);
     }
+    if (recs) {
+        qsort(recs, nrec, sizeof(*recs), rel_cmp);
+        send_releases(p, recs, nrec);
+        free(recs);
+    }
     bk_ht_fini(&p->shm.held);
+    uncharge_held(p, p->shm.nheld);
     p->shm.nheld = 0;
     for (n = bk_ht_next(&p->shm.known, NULL); n; n = next) {
         next = bk_ht_next(&p->shm.known, n);
@@ -701,6 +855,7 @@ int bk_shm_drop(bk_port_t *p, const uint8_t *payload, const char **why)
     bk_ht_remove(&p->shm.segs, &seg->node);
     p->shm.nsegs--;
     p->shm.bytes -= seg->size;
+    charge_segment(p, seg->size, false);
     p->srv->stats.shm_segments--;
     p->srv->stats.shm_bytes -= seg->size;
     file_put(seg->file);        /* bodies being sent keep their reference */
@@ -729,6 +884,7 @@ void bk_shm_port_gone(bk_port_t *p)
 
         next = bk_ht_next(&p->shm.segs, n);
         retire(p, seg);
+        charge_segment(p, seg->size, false);
         p->srv->stats.shm_segments--;
         p->srv->stats.shm_bytes -= seg->size;
         free(seg);

@@ -29,7 +29,23 @@ typedef struct bk_st_end bk_st_end_t;
 typedef struct bk_st_list {
     bk_list_t head;             /* bk_st_end.link, newest first */
     uint32_t count;
+    uint32_t *shared;           /* counts the openers' ends (tombstones
+                                 * too) along with count: the owner's
+                                 * user's streams (user.h), or NULL */
 } bk_st_list_t;
+
+/* The streams one opener holds open towards one client (the acceptor),
+ * for max-streams-per-peer (the opener a client) and
+ * max-streams-per-uid-peer (the opener a user): counted while the
+ * acceptor's end is linked. */
+enum bk_st_pair_kind { BK_ST_PAIR_CLIENT, BK_ST_PAIR_UID, BK_ST_PAIR_KINDS_ };
+
+typedef struct bk_st_pair {
+    bk_hnode_t node;
+    uint8_t key[17];            /* kind, opener (client id or uid, LE
+                                 * u64), acceptor id (LE u64) */
+    uint32_t count;
+} bk_st_pair_t;
 
 struct bk_st_end {
     bk_hnode_t node;
@@ -52,17 +68,21 @@ struct bk_stream {
     uint64_t opened_ms;
     void *pub;                  /* a publication's receivers (pubsub.h):
                                  * the router's, freed before the end */
+    bk_st_pair_t *pair[BK_ST_PAIR_KINDS_];  /* counted in, or NULL
+                                             * (bk_st_pair) */
 };
 
 typedef struct bk_st_table {
     bk_htable_t ht;
     uint64_t streams;           /* live stream objects */
+    bk_htable_t pairs;          /* bk_st_pair by key */
 } bk_st_table_t;
 
 static inline void bk_st_list_init(bk_st_list_t *l)
 {
     bk_list_init(&l->head);
     l->count = 0;
+    l->shared = NULL;
 }
 
 /* The newest end on l, or NULL when l is empty. */
@@ -81,6 +101,15 @@ void bk_st_fini(bk_st_table_t *t);
 int bk_st_open(bk_st_table_t *t, void *a_owner, uint64_t a, uint32_t a_sid,
                bk_st_list_t *a_list, void *b_owner, uint64_t b,
                uint32_t b_sid, bk_st_list_t *b_list, bk_stream_t **out);
+
+/* Count stream s (both ends linked) for its opener (client end[0], and
+ * its user `uid`) towards its acceptor until the acceptor's end goes.
+ * Returns 0 or -ENOMEM (nothing counted). */
+int bk_st_pair(bk_st_table_t *t, bk_stream_t *s, uint32_t uid);
+/* The streams opener `who` (a client id or a uid, by kind) holds open
+ * towards client `acceptor` now. */
+uint32_t bk_st_pair_count(const bk_st_table_t *t, enum bk_st_pair_kind kind,
+                          uint64_t who, uint64_t acceptor);
 
 bk_st_end_t *bk_st_find(const bk_st_table_t *t, uint64_t client,
                         uint32_t sid);

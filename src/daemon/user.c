@@ -1,14 +1,37 @@
 /*
- * user.c - one record per uid with a connection, counted from accept.
+ * user.c - one record per uid, counted from accept, and what is charged
+ * to it.
  */
 #include "config.h"
 #include <stdlib.h>
+#include <unistd.h>
+#include <sys/resource.h>
 #include "frame.h"
 #include "user.h"
+
+static void broker_put(bk_ocharge_t *c, unsigned n)
+{
+    bk_users_t *u = bk_container_of(c, bk_users_t, broker);
+
+    u->fds -= n <= u->fds ? n : u->fds;
+}
 
 void bk_users_init(bk_users_t *u)
 {
     bk_ht_init(&u->table);
+    u->broker.put = broker_put;
+    u->fds = 0;
+    u->hits = 0;
+    bk_users_read_nofile(u);
+}
+
+void bk_users_read_nofile(bk_users_t *u)
+{
+    struct rlimit rl;
+
+    u->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+                rl.rlim_cur != RLIM_INFINITY ? (uint64_t)rl.rlim_cur
+                                             : UINT64_C(1) << 20;
 }
 
 void bk_users_fini(bk_users_t *u)
@@ -23,6 +46,32 @@ void bk_users_fini(bk_users_t *u)
         n = next;
     }
     bk_ht_fini(&u->table);
+}
+
+/* The record goes once no connection, port or queued fd refers to it. */
+static void maybe_free(bk_user_t *user)
+{
+    if (user->nports || user->holds || user->fds)
+        return;
+    bk_ht_remove(&user->users->table, &user->node);
+    free(user);
+}
+
+static void user_put(bk_ocharge_t *c, unsigned n)
+{
+    bk_user_t *user = bk_container_of(c, bk_user_t, charge);
+    bk_users_t *u = user->users;
+
+    user->fds -= n <= user->fds ? n : user->fds;
+    u->fds -= n <= u->fds ? n : u->fds;
+    maybe_free(user);
+}
+
+void bk_user_charge_fds(bk_users_t *u, bk_ocharge_t *c, unsigned n)
+{
+    u->fds += n;
+    if (c != &u->broker)
+        bk_container_of(c, bk_user_t, charge)->fds += n;
 }
 
 bk_user_t *bk_user_ref(bk_users_t *u, uid_t uid)
@@ -43,7 +92,9 @@ bk_user_t *bk_user_ref(bk_users_t *u, uid_t uid)
         return NULL;
     bk_put32(user->key, (uint32_t)uid);
     user->uid = uid;
+    user->users = u;
     user->nports = 1;
+    user->charge.put = user_put;
     user->node.key = user->key;
     user->node.keylen = sizeof(user->key);
     if (bk_ht_insert(&u->table, &user->node) < 0) {
@@ -55,8 +106,44 @@ bk_user_t *bk_user_ref(bk_users_t *u, uid_t uid)
 
 void bk_user_unref(bk_users_t *u, bk_user_t *user)
 {
-    if (!user || --user->nports)
+    (void)u;
+    if (!user || !user->nports)
         return;
-    bk_ht_remove(&u->table, &user->node);
-    free(user);
+    user->nports--;
+    maybe_free(user);
+}
+
+void bk_user_hold(bk_user_t *user)
+{
+    user->holds++;
+}
+
+void bk_user_release(bk_user_t *user)
+{
+    if (!user || !user->holds)
+        return;
+    user->holds--;
+    maybe_free(user);
+}
+
+bool bk_user_exempt(uid_t uid)
+{
+    return uid == 0 || uid == geteuid();
+}
+
+bool bk_user_hit(bk_user_t *user, enum bk_user_quota kind)
+{
+    uint32_t bit = 1u << kind;
+
+    user->hits++;
+    user->users->hits++;
+    if (user->episodes & bit)
+        return false;
+    user->episodes |= bit;
+    return true;
+}
+
+void bk_user_episode_over(bk_user_t *user, enum bk_user_quota kind)
+{
+    user->episodes &= ~(1u << kind);
 }

@@ -238,7 +238,7 @@ BROKER_API int broker_list(broker_t *b, uint32_t op, char **text, size_t *len)
     int r;
 
     if (!b || !text || ((op < BK_OP_LIST_CLIENTS || op > BK_OP_LIST_SHM) &&
-                        op != BK_OP_LIST_SUBS))
+                        op != BK_OP_LIST_SUBS && op != BK_OP_LIST_USERS))
         return -EINVAL;
     r = list_append(&all, &total, "", 0);
     while (r == 0) {

@@ -91,6 +91,10 @@ static const ctl_cmd_t ctl_cmds[] = {
       "list the shared-memory segments\n" CTL_LIST_HELP },
     { "subs",    0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list,
       "subs " CTL_LIST_USAGE, "list the subscriptions\n" CTL_LIST_HELP },
+    { "users",   0, 0, CTL_ACCEPT_JSON | CTL_ACCEPT_LIST, NULL, ctl_run_list,
+      "users " CTL_LIST_USAGE,
+      "per-user accounting: connections, fds in\nflight, streams, names, "
+      "subscriptions,\nshared memory, quota hits\n" CTL_LIST_HELP },
     { "top",     0, 0, CTL_ACCEPT_LIST | CTL_ACCEPT_TOP, NULL, ctl_run_top,
       "top [--sort FIELD] [--top N] [--interval MS] [--iterations N]",
       "live view of the busiest clients: rates per\n"

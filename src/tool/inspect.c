@@ -1,7 +1,7 @@
 /*
  * inspect.c - the commands that show the broker's state (prefix
- * ctl_inspect_): status, and the listings clients, names, streams, shm
- * and subs.
+ * ctl_inspect_): status, and the listings clients, names, streams, shm,
+ * subs and users.
  *
  * Owns, per command, its connection (closed as soon as the answer is in)
  * and the answer's text with the records parsed from it, freed before the
@@ -69,12 +69,17 @@ static const char *const ctl_inspect_cols_subs[] = {
     "client", "comm", "sub", "pattern", "group", "policy", "delivered",
     "dropped", "queued", NULL };
 
+static const char *const ctl_inspect_cols_users[] = {
+    "uid", "connections", "fds", "streams", "names", "subs", "shm_segments",
+    "shm_bytes", "shm_held", "quota_hits", NULL };
+
 static const ctl_inspect_list_t ctl_inspect_lists[] = {
     { "clients", BROKER_CTRL_LIST_CLIENTS, ctl_inspect_cols_clients },
     { "names",   BROKER_CTRL_LIST_NAMES,   ctl_inspect_cols_names },
     { "streams", BROKER_CTRL_LIST_STREAMS, ctl_inspect_cols_streams },
     { "shm",     BROKER_CTRL_LIST_SHM,     ctl_inspect_cols_shm },
     { "subs",    BROKER_CTRL_LIST_SUBS,    ctl_inspect_cols_subs },
+    { "users",   BROKER_CTRL_LIST_USERS,   ctl_inspect_cols_users },
 };
 
 static const ctl_inspect_list_t *ctl_inspect_find(const char *cmd)

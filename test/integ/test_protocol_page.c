@@ -247,14 +247,14 @@ Test(page, frame_types_bounds)
     }
 }
 
-/* Rule 11: operations 1 to 18 exist; 0 and 19 are EPROTO. */
+/* Rule 11: operations 1 to 19 exist; 0 and 20 are EPROTO. */
 Test(page, ctrl_operation_bounds)
 {
     static const uint32_t bad[] = { 0, BK_OP_MAX_ + 1 };
     rd_t *r = client(NULL);
     uint8_t ex[4 + 7];
 
-    cr_assert_eq(BK_OP_MAX_, 18);
+    cr_assert_eq(BK_OP_MAX_, 19);
     bk_put32(ex, 0);
     memcpy(ex + 4, "page.ex", 7);
     cr_assert_eq(ctrl(r, BK_OP_REGISTER_EX, 1, ex, sizeof(ex), NULL, NULL),
@@ -269,13 +269,13 @@ Test(page, ctrl_operation_bounds)
     }
 }
 
-/* Operations 7 to 14 and 17 are privileged: EPERM to another user. */
+/* Operations 7 to 14, 17 and 19 are privileged: EPERM to another user. */
 static int unprivileged(void *arg)
 {
     static const uint32_t ops[] = {
         BK_OP_LIST_CLIENTS, BK_OP_LIST_NAMES, BK_OP_LIST_STREAMS,
         BK_OP_LIST_SHM, BK_OP_KICK, BK_OP_SHUTDOWN, BK_OP_RELOAD,
-        BK_OP_MONITOR, BK_OP_LIST_SUBS,
+        BK_OP_MONITOR, BK_OP_LIST_SUBS, BK_OP_LIST_USERS,
     };
     rd_t *r;
 
@@ -413,7 +413,12 @@ Test(page, listing_keys_in_the_documented_order)
     cr_assert_str_eq(keys, "id pid uid gid comm age_ms names names_more "
                            "queued_frames queued_bytes msgs_in msgs_out "
                            "bytes_in bytes_out errors streams shm_segments "
-                           "shm_bytes shm_held subs dropped desc");
+                           "shm_bytes shm_held subs dropped queued_fds "
+                           "desc");
+    cr_assert_eq(ctrl(a, BK_OP_LIST_USERS, 3, NULL, 0, &text, NULL), 0);
+    line_keys(text, keys, sizeof(keys));
+    cr_assert_str_eq(keys, "uid connections fds streams names subs "
+                           "shm_segments shm_bytes shm_held quota_hits");
     rd_free(a);
     rd_free(b);
 }
@@ -423,7 +428,7 @@ Test(page, listing_past_the_end)
 {
     static const uint32_t ops[] = {
         BK_OP_LIST_CLIENTS, BK_OP_LIST_NAMES, BK_OP_LIST_STREAMS,
-        BK_OP_LIST_SHM, BK_OP_LIST_SUBS,
+        BK_OP_LIST_SHM, BK_OP_LIST_SUBS, BK_OP_LIST_USERS,
     };
     rd_t *r = client(NULL);
     uint8_t start[4];

@@ -10,6 +10,7 @@
 #include "router.h"
 #include "shm.h"
 #include "sockio.h"
+#include "user.h"
 
 /* ---- the world -------------------------------------------------------- */
 
@@ -29,6 +30,7 @@ dbl_world_t *dbl_world_new(void)
     w->cfg.max_shm = 1 << 24;
     bk_policy_init(&w->cfg.policy);
     w->srv.cfg = &w->cfg;
+    w->srv.users.nofile = 1024;     /* budgets (user.h): the defaults' 0 */
     bk_ht_init(&w->srv.clients);
     bk_names_init(&w->srv.names);
     bk_st_init(&w->srv.streams);
@@ -217,6 +219,29 @@ void bk_port_refused(bk_port_t *p, enum bk_port_refusal kind,
 {
     (void)fmt;
     p->refusals_logged |= (uint16_t)(1u << kind);
+}
+
+/* Budgets (user.h): the double's ports have no user record, so the
+ * per-uid budgets pass; hits are not logged. */
+void bk_port_quota(bk_port_t *p, int kind, const char *fmt, ...)
+{
+    (void)p;
+    (void)kind;
+    (void)fmt;
+}
+
+void bk_port_quota_ok(bk_port_t *p, int kind)
+{
+    (void)p;
+    (void)kind;
+}
+
+bool bk_port_uid_fits(bk_port_t *p, int kind, uint64_t have, uint64_t want,
+                      uint64_t max, const char *what)
+{
+    (void)kind;
+    (void)what;
+    return !p->acct || bk_user_fits(have, want, max);
 }
 
 void bk_port_fail(bk_port_t *p, int err)

@@ -923,7 +923,8 @@ Test(shm_wire, constants_are_the_documented_numbers)
     cr_expect_eq(BK_OP_UNSUBSCRIBE, 16);
     cr_expect_eq(BK_OP_LIST_SUBS, 17);
     cr_expect_eq(BK_OP_REGISTER_EX, 18);
-    cr_expect_eq(BK_OP_MAX_, 18);
+    cr_expect_eq(BK_OP_LIST_USERS, 19);
+    cr_expect_eq(BK_OP_MAX_, 19);
     cr_expect_eq(BK_SUB_REQ_FIXED, 8);
     cr_expect_eq(BK_SUB_REQ_MAX, 518);
     cr_expect_eq(BK_SUB_DROP, 0);

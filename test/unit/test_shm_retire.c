@@ -228,14 +228,18 @@ Test(shm_retire, a_dead_receivers_references_return_to_the_owner)
     send_desc(b, 128);
     dbl_clear(w);
     dbl_port_gone(w, b);
-    cr_assert_eq(dbl_count(w, a), 2, "one RELEASE per (segment, offset)");
-    for (unsigned i = 0; (f = dbl_nth(w, a, i)); i++) {
-        uint32_t count = bk_get32(f->payload + 12);
-        uint64_t offset = bk_get64(f->payload + 16);
+    /* one record per (segment, offset), coalesced into one frame */
+    cr_assert_eq(dbl_count(w, a), 1, "one RELEASE frame");
+    f = dbl_nth(w, a, 0);
+    cr_assert_eq(f->h.type, BK_T_RELEASE);
+    cr_assert_eq(f->h.length, 2 * BK_RELEASE_SIZE, "two records");
+    for (unsigned i = 0; i < 2; i++) {
+        const uint8_t *rec = f->payload + i * BK_RELEASE_SIZE;
+        uint32_t count = bk_get32(rec + 12);
+        uint64_t offset = bk_get64(rec + 16);
 
-        cr_assert_eq(f->h.type, BK_T_RELEASE);
-        cr_assert_eq(bk_get64(f->payload), b->id, "on b's behalf");
-        cr_assert_eq(bk_get32(f->payload + 8), SEGID);
+        cr_assert_eq(bk_get64(rec), b->id, "on b's behalf");
+        cr_assert_eq(bk_get32(rec + 8), SEGID);
         if (offset == 0) {
             cr_assert_eq(count, 2);
             at0 = true;
