@@ -42,9 +42,9 @@ typedef struct bt_bridge {
     const th_broker_t *broker;
 } bt_bridge_t;
 
-static th_broker_t hosta, hostb;
+static th_broker_t hosta, hostb, hostc;
 static bt_nats_t nats[3];
-static bt_bridge_t bridge_a, bridge_b;
+static bt_bridge_t bridge_a, bridge_b, bridge_c;
 static char nats_server[512];
 
 /* ---- programs ---------------------------------------------------------------- */
@@ -384,10 +384,13 @@ static void bt_teardown(void)
 {
     bt_bridge_kill(&bridge_a);
     bt_bridge_kill(&bridge_b);
+    bt_bridge_kill(&bridge_c);
     for (int i = 0; i < 3; i++)
         bt_nats_stop(i);
     th_broker_cleanup(&hosta);
     th_broker_cleanup(&hostb);
+    if (hostc.dir[0])
+        th_broker_cleanup(&hostc);
 }
 
 TestSuite(bridge, .init = bt_setup, .fini = bt_teardown, .timeout = 240);
@@ -831,4 +834,182 @@ Test(bridge, bad_settings_exit_2_with_file_and_line)
     st = th_run(argv, NULL, NULL, 0, &out);
     cr_assert(TH_EXITED(st, 0), "status %#x: %s", st, out.err);
     th_output_free(&out);
+}
+
+/* ---- a cluster ------------------------------------------------------------------------ */
+
+/* The number in a payload "N". */
+static uint64_t bt_seq(const broker_msg_t *m)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%.*s", (int)m->len, (char *)m->data);
+    return strtoull(buf, NULL, 10);
+}
+
+static void bt_publish_seq(broker_t *pub, uint64_t from, uint64_t to)
+{
+    char text[32];
+
+    for (uint64_t i = from; i < to; i++) {
+        int len = snprintf(text, sizeof(text), "%" PRIu64, i);
+
+        TH_OK(broker_publish(pub, "demo.seq", text, (size_t)len, NULL, 0));
+    }
+}
+
+/* Three routed servers; hosta's bridge uses server 0 (then 1, 2), hostb's
+ * server 2.  Server 0 is killed in the middle of a run of publications:
+ * hosta's bridge reconnects to server 1, reports the disconnection, and
+ * what is published after that crosses again, in order. */
+Test(bridge, cluster_server_killed_mid_traffic)
+{
+    size_t n = th_scaled(400, 40);
+    broker_t *pub, *sub, *ca;
+    char server[128], want[64];
+    uint64_t last = 0, expect_from;
+
+    for (int i = 0; i < 3; i++)
+        bt_nats_start(i, 3);
+    bt_bridge_start(&bridge_a, &hosta, "hosta",
+                    "export = demo.>\nreconnect-wait = 50\n", 0, 3);
+    bt_bridge_start(&bridge_b, &hostb, "hostb", "import = demo.>\n", 2, 1);
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    ca = bt_connect(&hosta);
+    bt_probe(pub, sub, "demo.probe");
+    bt_publish_seq(pub, 1, n + 1);
+    for (uint64_t i = 1; i <= n; i++) {
+        broker_msg_t *m = bt_next(sub);
+
+        cr_assert_eq(bt_seq(m), i, "before the kill: got %" PRIu64 ", want %"
+                     PRIu64, bt_seq(m), i);
+        broker_msg_free(m);
+    }
+    /* mid-traffic: half before the kill, half after */
+    bt_publish_seq(pub, n + 1, n + 1 + n / 2);
+    bt_nats_stop(0);
+    bt_publish_seq(pub, n + 1 + n / 2, 2 * n + 1);
+    bt_await_status(ca, "reconnects", 1);
+    bt_await_state(ca, "connected");
+    cr_assert_eq(bt_status(ca, "disconnects"), 1);
+    cr_assert(bt_status_text(ca, "server", server, sizeof(server)));
+    snprintf(want, sizeof(want), "nats://127.0.0.1:%d", nats[1].port);
+    cr_assert_str_eq(server, want);
+    /* what crosses of the run is in order, without duplicates; then the
+     * messages published once the bridge is back all come */
+    expect_from = 2 * n + 1;
+    bt_probe(pub, sub, "demo.probe");
+    bt_publish_seq(pub, expect_from, expect_from + n);
+    for (;;) {
+        broker_msg_t *m = bt_next(sub);
+        uint64_t v = bt_seq(m);
+
+        broker_msg_free(m);
+        cr_assert_gt(v, last, "%" PRIu64 " after %" PRIu64, v, last);
+        last = v;
+        if (v >= expect_from) {
+            cr_assert_eq(v, expect_from, "the first message after "
+                         "the reconnection is %" PRIu64 ", want %" PRIu64,
+                         v, expect_from);
+            break;
+        }
+    }
+    for (uint64_t i = expect_from + 1; i < expect_from + n; i++) {
+        broker_msg_t *m = bt_next(sub);
+
+        cr_assert_eq(bt_seq(m), i, "after the reconnection: got %" PRIu64
+                     ", want %" PRIu64, bt_seq(m), i);
+        broker_msg_free(m);
+    }
+    broker_close(ca);
+    broker_close(pub);
+    broker_close(sub);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* ---- queue groups ----------------------------------------------------------------------- */
+
+/* hosta publishes; hostb and hostc import through the NATS group
+ * "workers": each message reaches one of them, and both get work. */
+Test(bridge, import_group_shares_across_hosts)
+{
+    size_t n = th_scaled(400, 100), got_b = 0, got_c = 0;
+    broker_t *pub, *sb, *sc, *cb, *cc;
+    bool probe_b = false, probe_c = false;
+    uint64_t end = th_now_ms() + TH_HANG_MS, sent = 0;
+    char text[32];
+
+    th_broker_start(&hostc, NULL);
+    bt_nats_start(0, 1);
+    bt_bridge_start(&bridge_a, &hosta, "hosta", "export = work.>\n", 0, 1);
+    bt_bridge_start(&bridge_b, &hostb, "hostb",
+                    "import-group = work.> workers\n", 0, 1);
+    bt_bridge_start(&bridge_c, &hostc, "hostc",
+                    "import-group = work.> workers\n", 0, 1);
+    pub = bt_connect(&hosta);
+    sb = bt_subscriber(&hostb, "work.>");
+    sc = bt_subscriber(&hostc, "work.>");
+    /* both members are in the group once each got a probe */
+    while (!probe_b || !probe_c) {
+        broker_msg_t *m = NULL;
+
+        TH_OK(broker_publish(pub, "work.probe", "p", 1, NULL, 0));
+        sent++;
+        if (broker_recv(sb, &m, 20) == 0) {
+            probe_b = true;
+            broker_msg_free(m);
+        }
+        if (broker_recv(sc, &m, 20) == 0) {
+            probe_c = true;
+            broker_msg_free(m);
+        }
+        cr_assert_lt(th_now_ms(), end, "the group never formed");
+    }
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(text, sizeof(text), "job %zu", i);
+
+        TH_OK(broker_publish(pub, "work.job", text, (size_t)len, NULL, 0));
+    }
+    /* every probe and job went to exactly one of the two bridges */
+    cb = bt_connect(&hostb);
+    cc = bt_connect(&hostc);
+    for (;;) {
+        uint64_t in = bt_status(cb, "msgs_in") + bt_status(cc, "msgs_in");
+
+        cr_assert_leq(in, n + sent, "a message reached both members");
+        if (in == n + sent)
+            break;
+        cr_assert_lt(th_now_ms(), end, "%" PRIu64 " of %" PRIu64 " arrived",
+                     in, (uint64_t)(n + sent));
+        th_nap(&(unsigned){1000});
+    }
+    /* the jobs each member got: up to an end mark published locally
+     * after the bridge had published them all */
+    broker_t *members[] = { sb, sc }, *locals[] = { cb, cc };
+    size_t *got[] = { &got_b, &got_c };
+    for (int k = 0; k < 2; k++) {
+        TH_OK(broker_subscribe(members[k], "local.end", NULL,
+                               BROKER_SUB_BLOCK, &(uint32_t){0}));
+        TH_OK(broker_publish(locals[k], "local.end", "end", 3, NULL, 0));
+        for (;;) {
+            broker_msg_t *m = bt_next(members[k]);
+            bool done = !strcmp(m->topic, "local.end");
+
+            *got[k] += !strcmp(m->topic, "work.job");
+            broker_msg_free(m);
+            if (done)
+                break;
+        }
+    }
+    cr_assert_eq(got_b + got_c, n, "%zu + %zu jobs of %zu", got_b, got_c, n);
+    cr_assert_gt(got_b, 0, "hostb got no job");
+    cr_assert_gt(got_c, 0, "hostc got no job");
+    broker_t *all[] = { pub, sb, sc, cb, cc };
+    for (size_t i = 0; i < 5; i++)
+        broker_close(all[i]);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+    bt_bridge_stop(&bridge_c);
 }
