@@ -120,10 +120,10 @@ static void bn_nats_on_error(natsConnection *nc, natsSubscription *sub,
     (void)nc;
     (void)sub;
     (void)closure;
-    /* Slow consumers are counted from the subscriptions (stats.c). */
+    /* Slow consumers are counted from the subscriptions (stats.c); the
+     * log writes one line with one stdio call, safe from this thread. */
     if (err != NATS_SLOW_CONSUMER)
-        fprintf(stderr, "brokerd-nats: warn: NATS: %s\n",
-                natsStatus_GetText(err));
+        bn_log(BN_LOG_WARN, "NATS: %s", natsStatus_GetText(err));
 }
 
 /* ---- events on the loop ---------------------------------------------------- */
@@ -359,8 +359,9 @@ static void bn_nats_try(uv_timer_t *t)
     }
     br->nc = NULL;
     bn_log(br->connect_delay_ms ? BN_LOG_DEBUG : BN_LOG_WARN,
-           "NATS: cannot connect (%s): %s; trying again", br->conf.servers.v[0],
-           natsStatus_GetText(s));
+           "NATS: cannot connect to %s%s: %s; trying again",
+           br->conf.servers.v[0], br->conf.servers.n > 1 ? " (and the "
+           "other servers)" : "", natsStatus_GetText(s));
     br->connect_delay_ms = br->connect_delay_ms ? br->connect_delay_ms * 2
                                                 : 50;
     if (br->connect_delay_ms > br->conf.reconnect_wait_ms)
