@@ -1013,3 +1013,110 @@ Test(bridge, import_group_shares_across_hosts)
     bt_bridge_stop(&bridge_b);
     bt_bridge_stop(&bridge_c);
 }
+
+/* ---- NATS away ------------------------------------------------------------------------- */
+
+/* Publish n messages of len bytes on topic. */
+static void bt_publish_n(broker_t *pub, const char *topic, size_t n,
+                         size_t len)
+{
+    char *data = calloc(1, len);
+
+    cr_assert_not_null(data);
+    for (size_t i = 0; i < n; i++)
+        TH_OK(broker_publish(pub, topic, data, len, NULL, 0));
+    free(data);
+}
+
+/* The server goes away: both bridges keep serving their hosts and say
+ * they are reconnecting; publications meanwhile fill the reconnect buffer
+ * (4K) and the rest is counted as dropped; once the server is back both
+ * reconnect and publications cross again. */
+Test(bridge, server_away_buffers_up_to_the_bound)
+{
+    size_t n = 100;
+    uint64_t probes, out, dropped;
+    broker_t *pub, *sub, *ca, *cb;
+
+    bt_nats_start(0, 1);
+    bt_bridge_start(&bridge_a, &hosta, "hosta", "export = demo.>\n"
+                    "reconnect-buffer = 4K\nreconnect-wait = 50\n", 0, 1);
+    bt_bridge_start(&bridge_b, &hostb, "hostb", "import = demo.>\n"
+                    "reconnect-wait = 50\noffer = x\n", 0, 1);
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    ca = bt_connect(&hosta);
+    cb = bt_connect(&hostb);
+    bt_await_name(ca, "hostb/x", true);
+    probes = bt_probe(pub, sub, "demo.probe");
+    bt_nats_stop(0);
+    bt_await_state(ca, "reconnecting");
+    bt_await_state(cb, "reconnecting");
+    bt_publish_n(pub, "demo.away", n, 200);
+    /* every one of them is either buffered or dropped, and 4K cannot
+     * hold them all */
+    for (;;) {
+        out = bt_status(ca, "msgs_out");
+        dropped = bt_status(ca, "drop_reconnect_buffer");
+        cr_assert_leq(out + dropped, probes + n);
+        if (out + dropped == probes + n)
+            break;
+        th_nap(&(unsigned){1000});
+    }
+    cr_assert_gt(dropped, 0, "4K held %zu messages of 200 bytes", n);
+    cr_assert_eq(bt_status(ca, "drops"), dropped);
+    /* a call to the other host fails while the server is away */
+    cr_assert_lt(broker_call(ca, "hostb/x", "?", 1, &(broker_msg_t *){NULL},
+                             BT_CALL_MS), 0);
+    bt_nats_start(0, 1);
+    bt_await_state(ca, "connected");
+    bt_await_state(cb, "connected");
+    cr_assert_eq(bt_status(ca, "reconnects"), 1);
+    cr_assert_eq(bt_status(ca, "disconnects"), 1);
+    bt_probe(pub, sub, "demo.probe");
+    TH_OK(broker_publish(pub, "demo.back", "back", 4, NULL, 0));
+    for (;;) {
+        broker_msg_t *m = bt_next(sub);
+        bool back = !strcmp(m->topic, "demo.back");
+
+        cr_assert(back || !strcmp(m->topic, "demo.away"), "%s", m->topic);
+        broker_msg_free(m);
+        if (back)
+            break;
+    }
+    broker_t *all[] = { pub, sub, ca, cb };
+    for (size_t i = 0; i < 4; i++)
+        broker_close(all[i]);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* No server yet: the bridge starts anyway, answers on its name
+ * (state=connecting), and connects once the server is there. */
+Test(bridge, starts_before_the_server)
+{
+    char text[256], state[64];
+    broker_t *ca;
+
+    snprintf(text, sizeof(text), "host = hosta\nserver = nats://127.0.0.1:%d\n"
+             "reconnect-wait = 50\nexport = demo.>\n", nats[0].port);
+    snprintf(bridge_a.conf, sizeof(bridge_a.conf), "%s/bridge.conf",
+             hosta.dir);
+    snprintf(bridge_a.log, sizeof(bridge_a.log), "%s/bridge.log", hosta.dir);
+    bt_write(bridge_a.conf, text);
+    bridge_a.pid = bt_bridge_spawn(bridge_a.conf, hosta.sock, bridge_a.log);
+    ca = bt_connect(&hosta);
+    bt_await_name(ca, "brokerd-nats", true);
+    cr_assert(bt_status_text(ca, "state", state, sizeof(state)));
+    cr_assert_str_eq(state, "connecting");
+    cr_assert(bt_status_text(ca, "server", state, sizeof(state)));
+    cr_assert_str_eq(state, "-");
+    /* publications meanwhile are dropped and counted */
+    TH_OK(broker_publish(ca, "demo.early", "x", 1, NULL, 0));
+    bt_await_status(ca, "drop_disconnected", 1);
+    bt_nats_start(0, 1);
+    bt_await_state(ca, "connected");
+    cr_assert_eq(bt_status(ca, "reconnects"), 0);
+    broker_close(ca);
+    bt_bridge_stop(&bridge_a);
+}
