@@ -558,7 +558,8 @@ Test(bridge, symmetric_patterns_do_not_loop)
 }
 
 /* Too large for the server's max_payload, or carrying a descriptor: not
- * sent, counted; what follows still crosses. */
+ * sent, counted; what follows (a shared-memory publication) still
+ * crosses, copied. */
 Test(bridge, oversized_and_fd_publications_are_refused)
 {
     size_t big = BT_MAX_PAYLOAD + 1;
@@ -575,11 +576,15 @@ Test(bridge, oversized_and_fd_publications_are_refused)
     bt_probe(pub, sub, "demo.probe");
     TH_OK(broker_publish(pub, "demo.big", data, big, NULL, 0));
     TH_OK(broker_publish(pub, "demo.fd", "fd", 2, &fd, 1));
+    /* through shared memory on hosta: the bridge copies it */
+    TH_OK(broker_set_option(pub, BROKER_OPT_SHM_THRESHOLD, 1024));
+    th_pattern(data, BT_MAX_PAYLOAD - 64, 7, 0);
     TH_OK(broker_publish(pub, "demo.fits", data, BT_MAX_PAYLOAD - 64, NULL,
                          0));
     m = bt_next(sub);
     cr_assert_str_eq(m->topic, "demo.fits", "got %s first", m->topic);
     cr_assert_eq(m->len, BT_MAX_PAYLOAD - 64);
+    cr_assert_eq(th_pattern_check(m->data, m->len, 7, 0), -1);
     broker_msg_free(m);
     ca = bt_connect(&hosta);
     cr_assert_eq(bt_status(ca, "drop_size"), 1);
