@@ -1101,8 +1101,15 @@ Test(bridge, server_away_buffers_up_to_the_bound)
 Test(bridge, starts_before_the_server)
 {
     char text[256], state[64];
+    th_output_t out;
     broker_t *ca;
+    int st;
 
+    /* no bridge at all: brokerctl bridge says so */
+    st = th_ctl(hosta.sock, &out, "bridge", NULL);
+    cr_assert(TH_EXITED(st, 1), "status %#x", st);
+    cr_assert(strstr(out.err, "no bridge owns that name"), "%s", out.err);
+    th_output_free(&out);
     snprintf(text, sizeof(text), "host = hosta\nserver = nats://127.0.0.1:%d\n"
              "reconnect-wait = 50\nexport = demo.>\n", nats[0].port);
     snprintf(bridge_a.conf, sizeof(bridge_a.conf), "%s/bridge.conf",
@@ -1116,6 +1123,11 @@ Test(bridge, starts_before_the_server)
     cr_assert_str_eq(state, "connecting");
     cr_assert(bt_status_text(ca, "server", state, sizeof(state)));
     cr_assert_str_eq(state, "-");
+    st = th_ctl(hosta.sock, &out, "bridge", NULL);
+    cr_assert(TH_EXITED(st, 0), "status %#x: %s", st, out.err);
+    cr_assert(strstr(out.out, "\nstate:") && strstr(out.out, "connecting"),
+              "%s", out.out);
+    th_output_free(&out);
     /* publications meanwhile are dropped and counted */
     TH_OK(broker_publish(ca, "demo.early", "x", 1, NULL, 0));
     bt_await_status(ca, "drop_disconnected", 1);
