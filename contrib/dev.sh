@@ -17,7 +17,7 @@ set -euo pipefail
 DEV_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEV_PACKAGES=(libuv1-dev libxxhash-dev libcriterion-dev autoconf automake
               libtool pkg-config make gcc clang libclang-rt-14-dev tshark
-              systemd)
+              systemd libnats-dev nats-server)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }

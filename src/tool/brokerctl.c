@@ -70,6 +70,7 @@ typedef struct ctl_cmd {
 } ctl_cmd_t;
 
 static int ctl_run_help(const ctl_opts_t *o);
+int ctl_run_bridge(const ctl_opts_t *o);    /* bridge.c */
 
 #define CTL_LIST_USAGE "[--sort FIELD] [--top N] [--json] [--no-legend]"
 #define CTL_LIST_HELP "(needs root or the broker's user)"
@@ -165,6 +166,11 @@ static const ctl_cmd_t ctl_cmds[] = {
       "(pingpong, stream, bulk, fanout, clients;\n"
       "default all); --baseline: also over a\n"
       "socketpair and an epoll relay, with ratios" },
+    { "bridge",   0, 1, CTL_ACCEPT_JSON, NULL, ctl_run_bridge,
+      "bridge [NAME] [--json]",
+      "status of the brokerd-nats bridge that owns\n"
+      "NAME (default brokerd-nats): server, state,\n"
+      "imports, exports, offers, rates and drops" },
     { "help",     0, 1, 0, NULL, ctl_run_help,
       "help [COMMAND]", "this help, or COMMAND's" },
 };

@@ -1,0 +1,216 @@
+/*
+ * bridge.h - the state of brokerd-nats and what its parts offer each
+ * other (prefix bn_).
+ *
+ *   main.c    bn_main     start, signals, reload (SIGHUP), shutdown
+ *   conf.c    bn_conf_    settings (conf.h)
+ *   log.c     bn_log      log lines (log.h)
+ *   map.c     bn_map_     topics and names as subjects (map.h)
+ *   nats.c    bn_nats_    the libnats connection on the loop, and the
+ *                         hand-off of libnats's callbacks to the loop
+ *   local.c   bn_local_   the libbroker connection and its messages
+ *   export.c  bn_export_  local publications to NATS
+ *   import.c  bn_import_  NATS subjects published locally
+ *   call.c    bn_call_    requests and one-way messages across hosts
+ *   offers.c  bn_offers_  which names other hosts offer, as local names
+ *   stats.c   bn_stats_   counters, rates and the status text
+ *
+ * Everything runs on the one libuv loop's thread except libnats's own
+ * callbacks, which only queue events for the loop (nats.c).  The bridge
+ * owns every table here; the strings in them are malloc'd copies.
+ */
+#ifndef BN_BRIDGE_H
+#define BN_BRIDGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+#include <nats/nats.h>
+#include "broker.h"
+#include "conf.h"
+
+#define BN_MAX_REMOTES 1024     /* HOST/NAME proxies registered locally */
+
+typedef struct bn_stats {
+    uint64_t msgs_out, bytes_out;   /* publications sent to NATS */
+    uint64_t msgs_in, bytes_in;     /* publications brought in */
+    uint64_t calls_out, calls_out_failed;   /* local callers -> remote */
+    uint64_t calls_in, calls_in_failed;     /* remote callers -> offers */
+    uint64_t sends_out, sends_in;   /* one-way messages to HOST/NAME */
+    uint64_t drop_size;             /* larger than max_payload */
+    uint64_t drop_fds;              /* carried file descriptors */
+    uint64_t drop_disconnected;     /* NATS not connected (no buffer) */
+    uint64_t drop_reconnect_buffer; /* reconnect buffer full */
+    uint64_t drop_slow_consumer;    /* libnats dropped for a slow sub */
+    uint64_t drop_backlog;          /* import-backlog full */
+    uint64_t drop_local_backlog;    /* local-backlog full */
+    uint64_t drop_gap;              /* brokerd dropped (export-policy drop) */
+    uint64_t drop_invalid;          /* bad subject, header or reply */
+    uint64_t loop_skipped;          /* own messages not sent back */
+    uint64_t disconnects, reconnects;
+    uint64_t started_ms;
+    uint64_t rate_at_ms, rate_msgs_out, rate_msgs_in;
+    double rate_out, rate_in;       /* messages/s over the last interval */
+} bn_stats_t;
+
+/* A local export subscription. */
+typedef struct bn_export {
+    struct bn_bridge *br;
+    char *pattern;                  /* NULL: a free slot (once !pending) */
+    uint32_t sub_id;                /* 0 until brokerd answered */
+    bool pending;                   /* brokerd has not answered yet */
+} bn_export_t;
+
+/* A NATS subscription of the bridge (imports and offers). */
+typedef struct bn_nsub {
+    char *key;                      /* the pattern, "PATTERN GROUP" or
+                                       the offered name */
+    uint32_t id;                    /* the hand-off tag, never 0 */
+    natsSubscription *sub;
+} bn_nsub_t;
+
+/* A name registered locally for a remote host's offer. */
+typedef struct bn_remote {
+    char *name;                     /* HOST/NAME */
+    bool fixed;                     /* from `remote =` */
+    bool learned;                   /* announced by its host's bridge */
+} bn_remote_t;
+
+struct bn_call_out;
+
+typedef struct bn_bridge {
+    uv_loop_t *loop;
+    bn_conf_t conf;
+    int exit_code;
+    bool stopping;
+
+    /* local.c */
+    broker_t *b;
+    uint64_t self_id;               /* the bridge's client id */
+
+    /* nats.c */
+    natsConnection *nc;
+    natsOptions *nopts;
+    uv_timer_t connect_timer;
+    unsigned connect_delay_ms;
+    const char *state;              /* connecting, connected,
+                                       reconnecting, closed */
+    char server[256];               /* the connected URL */
+    int64_t max_payload;
+    char inbox[96];                 /* this bridge's reply prefix */
+    uint32_t inbox_id;              /* hand-off tag of inbox.* */
+    natsSubscription *inbox_sub;
+    uint32_t ctl_id;                /* hand-off tag of _bridge.> */
+    natsSubscription *ctl_sub;
+
+    bn_export_t exports[BN_MAX_LIST];
+    size_t nexports;
+    bn_nsub_t imports[2 * BN_MAX_LIST];
+    size_t nimports;
+    bn_nsub_t offers[BN_MAX_LIST];
+    size_t noffers;
+    bn_remote_t remotes[BN_MAX_REMOTES];
+    size_t nremotes;
+
+    struct bn_call_out *calls;      /* call.c: calls waiting for NATS */
+    size_t ncalls_out, ncalls_in;
+    uint64_t next_call;
+
+    uv_timer_t tick;                /* rates and announcements */
+    uv_signal_t sig_term, sig_int, sig_hup;
+    bn_stats_t st;
+} bn_bridge_t;
+
+/* ---- main.c ---------------------------------------------------------------- */
+
+/* Begin the shutdown with this exit code (from any loop callback). */
+void bn_quit(bn_bridge_t *br, int code);
+
+/* ---- nats.c ---------------------------------------------------------------- */
+
+/* What a NATS message was received for. */
+enum { BN_SUB_IMPORT = 1, BN_SUB_OFFER, BN_SUB_INBOX, BN_SUB_CTL };
+
+/* Options from the settings, the hand-off, then the first connection
+ * attempt (later ones from a timer, with backoff, until one succeeds).
+ * 0 or a negative errno (after a log line). */
+int bn_nats_start(bn_bridge_t *br);
+/* Close the connection and wait for libnats's threads; the loop must run
+ * once more to release the handles. */
+void bn_nats_stop(bn_bridge_t *br);
+bool bn_nats_connected(const bn_bridge_t *br);
+
+/* Subscribe subject (queue group, or NULL) for kind; *id gets the tag the
+ * messages come back with.  0 or a negative errno (-ENOTCONN before the
+ * first connection: the caller subscribes again on connect). */
+int bn_nats_subscribe(bn_bridge_t *br, const char *subject,
+                      const char *group, int kind, uint32_t *id,
+                      natsSubscription **sub);
+void bn_nats_unsubscribe(natsSubscription **sub);
+
+/* Publish with this host's origin mark, a reply subject (or NULL) and
+ * an error header (err < 0) or none.  0, -EMSGSIZE (over max_payload),
+ * -ENOBUFS (reconnect buffer full), -ENOTCONN, -EIO. */
+int bn_nats_publish(bn_bridge_t *br, const char *subject, const char *reply,
+                    const void *data, size_t len, int err);
+
+/* ---- the parts that get NATS messages (the callee owns msg) ---------------- */
+
+void bn_import_msg(bn_bridge_t *br, uint32_t id, natsMsg *msg);
+void bn_call_offer_msg(bn_bridge_t *br, uint32_t id, natsMsg *msg);
+void bn_call_reply_msg(bn_bridge_t *br, natsMsg *msg);
+void bn_offers_ctl_msg(bn_bridge_t *br, natsMsg *msg);
+
+/* (Re)connected: subscribe what the settings ask for and announce. */
+void bn_import_sync(bn_bridge_t *br);
+void bn_call_sync_offers(bn_bridge_t *br);
+void bn_offers_announce(bn_bridge_t *br, bool hello);
+
+/* ---- local.c --------------------------------------------------------------- */
+
+/* Connect to brokerd, attach to the loop, register the status name.
+ * 0 or a negative errno (after a log line). */
+int bn_local_start(bn_bridge_t *br);
+void bn_local_stop(bn_bridge_t *br);
+/* Register / release a local name (blocking for brokerd's answer). */
+int bn_local_register(bn_bridge_t *br, const char *name);
+void bn_local_release(bn_bridge_t *br, const char *name);
+
+/* ---- export.c, import.c ---------------------------------------------------- */
+
+/* Make the local subscriptions match conf.exports. */
+void bn_export_sync(bn_bridge_t *br);
+void bn_export_stop(bn_bridge_t *br);
+/* Count a message that does not cross, logging the first of each cause
+ * (what) as a warning and the rest at debug level. */
+void bn_stats_drop(bn_bridge_t *br, uint64_t *counter, const char *what,
+                   const char *where);
+void bn_export_publication(bn_bridge_t *br, broker_msg_t *msg);
+void bn_import_stop(bn_bridge_t *br);
+
+/* ---- call.c ---------------------------------------------------------------- */
+
+/* A request or one-way message to a HOST/NAME name the bridge owns. */
+void bn_call_local_msg(bn_bridge_t *br, broker_msg_t *msg);
+/* Fail the calls that waited longer than call-timeout (-ETIMEDOUT). */
+void bn_call_tick(bn_bridge_t *br);
+/* End every call in flight (shutdown) and drop the offers' subjects. */
+void bn_call_stop(bn_bridge_t *br);
+
+/* ---- offers.c -------------------------------------------------------------- */
+
+/* Register the fixed remotes of conf.remotes, drop those removed. */
+void bn_offers_sync_fixed(bn_bridge_t *br);
+void bn_offers_bye(bn_bridge_t *br);
+void bn_offers_stop(bn_bridge_t *br);
+bool bn_offers_is_remote(const bn_bridge_t *br, const char *name);
+
+/* ---- stats.c --------------------------------------------------------------- */
+
+uint64_t bn_now_ms(void);
+/* Rates over the time since the last call. */
+void bn_stats_tick(bn_bridge_t *br);
+/* The status text ("key=value" lines); malloc'd, NULL on no memory. */
+char *bn_stats_text(const bn_bridge_t *br, size_t *len);
+
+#endif

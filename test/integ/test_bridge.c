@@ -1,0 +1,1139 @@
+/*
+ * test_bridge.c - brokerd-nats between two brokerds ("hosts" hosta and
+ * hostb, two sockets) through a real nats-server on 127.0.0.1.
+ *
+ * Each test starts the nats-server (a free port, max_payload 64K), two
+ * brokerds and a bridge on each, and stops them by pid at the end.
+ * Nothing here waits on a clock: every wait polls for a condition (a name
+ * owned, a bridge's status value, a probe message that came across) with
+ * TH_HANG_MS as the hang guard.  The tests skip themselves, saying why,
+ * when nats-server ($NATS_SERVER or $PATH) or brokerd-nats ($BROKERD_NATS,
+ * set by make check when configure found libnats) is absent.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <criterion/criterion.h>
+#include "harness.h"
+
+#define BT_MAX_PAYLOAD 65536
+#define BT_CALL_MS 20000
+
+typedef struct bt_nats {
+    pid_t pid;
+    int port, cluster_port;
+    char conf[192], log[192];
+} bt_nats_t;
+
+typedef struct bt_bridge {
+    pid_t pid;
+    char conf[192], log[192];
+    const th_broker_t *broker;
+} bt_bridge_t;
+
+static th_broker_t hosta, hostb, hostc;
+static bt_nats_t nats[3];
+static bt_bridge_t bridge_a, bridge_b, bridge_c;
+static char nats_server[512];
+
+/* ---- programs ---------------------------------------------------------------- */
+
+/* prog (a name) found in $PATH, into buf; false if it is not there. */
+static bool bt_which(const char *prog, char *buf, size_t len)
+{
+    char *path, *save = NULL;
+    bool found = false;
+
+    if (strchr(prog, '/')) {
+        snprintf(buf, len, "%s", prog);
+        return access(buf, X_OK) == 0;
+    }
+    path = strdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    cr_assert_not_null(path);
+    for (char *d = strtok_r(path, ":", &save); d && !found;
+         d = strtok_r(NULL, ":", &save)) {
+        snprintf(buf, len, "%s/%s", d, prog);
+        found = access(buf, X_OK) == 0;
+    }
+    free(path);
+    return found;
+}
+
+/* nats-server from $NATS_SERVER or $PATH into nats_server; false if none. */
+static bool bt_find_nats_server(void)
+{
+    const char *env = getenv("NATS_SERVER");
+
+    return bt_which(env && *env ? env : "nats-server", nats_server,
+                    sizeof(nats_server));
+}
+
+static const char *bt_bridge_path(void)
+{
+    const char *p = getenv("BROKERD_NATS");
+
+    return p && *p && access(p, X_OK) == 0 ? p : NULL;
+}
+
+static void bt_skip_unless_ready(void)
+{
+    if (!bt_bridge_path())
+        cr_skip_test("brokerd-nats was not built (configure did not find "
+                     "libnats: Debian package libnats-dev) or "
+                     "$BROKERD_NATS is not set");
+    if (!bt_find_nats_server())
+        cr_skip_test("nats-server is not installed (Debian package "
+                     "nats-server)");
+}
+
+static void bt_write(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    cr_assert_geq(fputs(text, f), 0);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* A TCP port on 127.0.0.1 that nobody listens on now. */
+static int bt_free_port(void)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    cr_assert_geq(fd, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool bt_port_open(int port)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port) };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* ---- nats-server --------------------------------------------------------------- */
+
+/* Server i of n (n > 1: a cluster with routes to all the others). */
+static void bt_nats_start(int i, int n)
+{
+    bt_nats_t *s = &nats[i];
+    char text[1024], routes[512] = "";
+    size_t off = 0;
+    uint64_t end = th_now_ms() + TH_HANG_MS;
+    unsigned us = 1000;
+    int st;
+
+    for (int k = 0; k < n; k++)
+        if (k != i)
+            off += (size_t)snprintf(routes + off, sizeof(routes) - off,
+                                    "    nats-route://127.0.0.1:%d\n",
+                                    nats[k].cluster_port);
+    if (n > 1)
+        snprintf(text, sizeof(text),
+                 "listen: 127.0.0.1:%d\nmax_payload: %d\n"
+                 "server_name: s%d\n"
+                 "cluster {\n  name: bt\n  listen: 127.0.0.1:%d\n"
+                 "  routes: [\n%s  ]\n}\n", s->port, BT_MAX_PAYLOAD, i,
+                 s->cluster_port, routes);
+    else
+        snprintf(text, sizeof(text), "listen: 127.0.0.1:%d\n"
+                 "max_payload: %d\n", s->port, BT_MAX_PAYLOAD);
+    snprintf(s->conf, sizeof(s->conf), "%s/nats%d.conf", hosta.dir, i);
+    snprintf(s->log, sizeof(s->log), "%s/nats%d.log", hosta.dir, i);
+    bt_write(s->conf, text);
+    const char *argv[] = { nats_server, "-c", s->conf, NULL };
+    s->pid = th_run_bg(argv, NULL, s->log);
+    while (!bt_port_open(s->port)) {
+        cr_assert_eq(waitpid(s->pid, &st, WNOHANG), 0,
+                     "nats-server exited: %s", th_read_file(s->log,
+                                                            &(size_t){0}));
+        cr_assert_lt(th_now_ms(), end, "nats-server never listened");
+        th_nap(&us);
+    }
+}
+
+static void bt_nats_stop(int i)
+{
+    if (nats[i].pid > 0) {
+        kill(nats[i].pid, SIGKILL);
+        waitpid(nats[i].pid, &(int){0}, 0);
+        nats[i].pid = 0;
+    }
+}
+
+/* ---- bridges -------------------------------------------------------------------- */
+
+static broker_t *bt_connect(const th_broker_t *b)
+{
+    return th_connect(b);
+}
+
+/* The value of key in the bridge's status (through c), as text into
+ * buf; false if the bridge does not answer. */
+static bool bt_status_text(broker_t *c, const char *key, char *buf,
+                           size_t len)
+{
+    broker_msg_t *reply = NULL;
+    char *text, *p;
+    size_t kl = strlen(key);
+    bool found = false;
+
+    if (broker_call(c, "brokerd-nats", "status", 6, &reply, BT_CALL_MS) < 0)
+        return false;
+    text = strndup(reply->data, reply->len);
+    broker_msg_free(reply);
+    cr_assert_not_null(text);
+    for (p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (!strncmp(p, key, kl) && p[kl] == '=') {
+            snprintf(buf, len, "%.*s", (int)strcspn(p + kl + 1, "\n"),
+                     p + kl + 1);
+            found = true;
+            break;
+        }
+    free(text);
+    cr_assert(found, "the bridge's status has no %s", key);
+    return true;
+}
+
+static uint64_t bt_status(broker_t *c, const char *key)
+{
+    char v[64];
+
+    cr_assert(bt_status_text(c, key, v, sizeof(v)), "the bridge does not "
+              "answer its status");
+    return strtoull(v, NULL, 10);
+}
+
+static void bt_await_status(broker_t *c, const char *key, uint64_t want)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS, v;
+    unsigned us = 1000;
+
+    while ((v = bt_status(c, key)) != want) {
+        cr_assert_lt(th_now_ms(), end, "bridge status %s is %" PRIu64
+                     ", want %" PRIu64, key, v, want);
+        th_nap(&us);
+    }
+}
+
+static void bt_await_state(broker_t *c, const char *want)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS;
+    unsigned us = 1000;
+    char v[64] = "";
+
+    while (!bt_status_text(c, "state", v, sizeof(v)) || strcmp(v, want)) {
+        cr_assert_lt(th_now_ms(), end, "bridge state '%s', want '%s'", v,
+                     want);
+        th_nap(&us);
+    }
+}
+
+static bool bt_owned(broker_t *c, const char *name)
+{
+    uint64_t id;
+
+    return broker_resolve(c, name, &id) == 0;
+}
+
+static void bt_await_name(broker_t *c, const char *name, bool owned)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS;
+    unsigned us = 1000;
+
+    while (bt_owned(c, name) != owned) {
+        cr_assert_lt(th_now_ms(), end, "%s is %s", name,
+                     owned ? "never owned" : "still owned");
+        th_nap(&us);
+    }
+}
+
+/* Run brokerd-nats -c conf -s sock, its output to log.  When brokerd
+ * runs under a checker (BROKERD_WRAPPER, dev.sh test --valgrind), so does
+ * the bridge: the program libtool's wrapper script would run, with the
+ * uninstalled libbroker beside it; its verdict is the exit status. */
+static pid_t bt_bridge_spawn(const char *conf, const char *sock,
+                             const char *log)
+{
+    const char *wrapper = getenv("BROKERD_WRAPPER");
+    static char words[512], real[600], libs[640], env0[700];
+    const char *argv[48];
+    char *save = NULL, *slash;
+    int n = 0;
+
+    snprintf(real, sizeof(real), "%s", bt_bridge_path());
+    slash = strrchr(real, '/');
+    if (wrapper && *wrapper && slash) {
+        snprintf(libs, sizeof(libs), "%.*s/.libs", (int)(slash - real),
+                 real);
+        snprintf(real + (slash - real), sizeof(real) - (size_t)(slash - real),
+                 "/.libs/brokerd-nats");
+        if (access(real, X_OK) != 0)
+            snprintf(real, sizeof(real), "%s", bt_bridge_path());
+        snprintf(words, sizeof(words), "%s", wrapper);
+        for (char *w = strtok_r(words, " ", &save); w && n < 40;
+             w = strtok_r(NULL, " ", &save))
+            argv[n++] = w;
+        cr_assert(bt_which(argv[0], env0, sizeof(env0)), "%s not found",
+                  argv[0]);
+        argv[0] = strdup(env0);
+        snprintf(env0, sizeof(env0), "LD_LIBRARY_PATH=%s", libs);
+    } else {
+        env0[0] = '\0';
+    }
+    argv[n++] = real;
+    argv[n++] = "-c";
+    argv[n++] = conf;
+    argv[n++] = "-s";
+    argv[n++] = sock;
+    argv[n] = NULL;
+    const char *env[] = { env0[0] ? env0 : NULL, NULL };
+    return th_run_bg(argv, env, log);
+}
+
+/* Start a bridge for broker b as host `host` with the settings `extra`
+ * (lines) and the servers of nats[first..first+n), and wait until it is
+ * connected. */
+static void bt_bridge_start(bt_bridge_t *g, const th_broker_t *b,
+                            const char *host, const char *extra, int first,
+                            int n)
+{
+    char text[2048];
+    size_t off;
+    broker_t *c;
+
+    off = (size_t)snprintf(text, sizeof(text), "# test_bridge\nhost = %s\n"
+                           "call-timeout = %d\n", host, BT_CALL_MS);
+    for (int i = first; i < first + n; i++)
+        off += (size_t)snprintf(text + off, sizeof(text) - off,
+                                "server = nats://127.0.0.1:%d\n",
+                                nats[i].port);
+    snprintf(text + off, sizeof(text) - off, "%s", extra);
+    snprintf(g->conf, sizeof(g->conf), "%s/bridge.conf", b->dir);
+    snprintf(g->log, sizeof(g->log), "%s/bridge.log", b->dir);
+    bt_write(g->conf, text);
+    g->pid = bt_bridge_spawn(g->conf, b->sock, g->log);
+    g->broker = b;
+    c = bt_connect(b);
+    bt_await_name(c, "brokerd-nats", true);
+    bt_await_state(c, "connected");
+    broker_close(c);
+}
+
+/* SIGTERM and the exit status 0 (the bridge's own verdict). */
+static void bt_bridge_stop(bt_bridge_t *g)
+{
+    int st;
+
+    if (g->pid <= 0)
+        return;
+    st = th_signal_join(g->pid, SIGTERM);
+    g->pid = 0;
+    cr_assert(TH_EXITED(st, 0), "brokerd-nats exited with status %#x:\n%s",
+              st, th_read_file(g->log, &(size_t){0}));
+}
+
+static void bt_bridge_kill(bt_bridge_t *g)
+{
+    if (g->pid > 0) {
+        kill(g->pid, SIGKILL);
+        waitpid(g->pid, &(int){0}, 0);
+        g->pid = 0;
+    }
+}
+
+/* ---- fixture ----------------------------------------------------------------- */
+
+static void bt_setup(void)
+{
+    bt_skip_unless_ready();
+    th_broker_start(&hosta, NULL);
+    th_broker_start(&hostb, NULL);
+    for (int i = 0; i < 3; i++) {
+        nats[i].port = bt_free_port();
+        nats[i].cluster_port = bt_free_port();
+    }
+}
+
+static void bt_teardown(void)
+{
+    bt_bridge_kill(&bridge_a);
+    bt_bridge_kill(&bridge_b);
+    bt_bridge_kill(&bridge_c);
+    for (int i = 0; i < 3; i++)
+        bt_nats_stop(i);
+    th_broker_cleanup(&hosta);
+    th_broker_cleanup(&hostb);
+    if (hostc.dir[0])
+        th_broker_cleanup(&hostc);
+}
+
+TestSuite(bridge, .init = bt_setup, .fini = bt_teardown, .timeout = 240);
+
+#define BT_SYMMETRIC "export = demo.>\nimport = demo.>\n"
+
+/* One nats-server, a bridge on each host with `a` and `b` as settings. */
+static void bt_two_hosts(const char *a, const char *b)
+{
+    bt_nats_start(0, 1);
+    bt_bridge_start(&bridge_a, &hosta, "hosta", a, 0, 1);
+    bt_bridge_start(&bridge_b, &hostb, "hostb", b, 0, 1);
+}
+
+/* Publish probes on `from` until sub (subscribed to them) gets one: the
+ * bridges' subscriptions are then in place end to end.  Returns how many
+ * probes were published; the subscriber may get more of them later. */
+static uint64_t bt_probe(broker_t *from, broker_t *sub, const char *topic)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS, sent = 0;
+    broker_msg_t *m = NULL;
+
+    for (;;) {
+        TH_OK(broker_publish(from, topic, "probe", 5, NULL, 0));
+        sent++;
+        if (broker_recv(sub, &m, 50) == 0) {
+            bool probe = m->topic && !strcmp(m->topic, topic);
+
+            broker_msg_free(m);
+            if (probe)
+                return sent;
+        }
+        cr_assert_lt(th_now_ms(), end, "no probe came across on %s", topic);
+    }
+}
+
+/* The next publication on sub that is not a probe (topic *.probe). */
+static broker_msg_t *bt_next(broker_t *sub)
+{
+    for (;;) {
+        broker_msg_t *m = th_recv(sub);
+        size_t tl = m->topic ? strlen(m->topic) : 0;
+
+        if (m->kind == BROKER_MSG_DATA && tl >= 6 &&
+            !strcmp(m->topic + tl - 6, ".probe")) {
+            broker_msg_free(m);
+            continue;
+        }
+        cr_assert_eq(m->kind, BROKER_MSG_DATA, "got %s",
+                     th_kind_str(m->kind));
+        return m;
+    }
+}
+
+static broker_t *bt_subscriber(const th_broker_t *b, const char *pattern)
+{
+    broker_t *c = bt_connect(b);
+    uint32_t id;
+
+    TH_OK(broker_subscribe(c, pattern, NULL, BROKER_SUB_BLOCK, &id));
+    return c;
+}
+
+/* ---- publications ---------------------------------------------------------------- */
+
+Test(bridge, publications_cross_in_order)
+{
+    size_t n = th_scaled(2000, 100);
+    broker_t *pub, *sub, *ca;
+    char text[64];
+
+    bt_two_hosts("export = demo.>\n", "import = demo.>\n");
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    bt_probe(pub, sub, "demo.probe");
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(text, sizeof(text), "message %zu", i);
+
+        TH_OK(broker_publish(pub, "demo.seq", text, (size_t)len, NULL, 0));
+    }
+    for (size_t i = 0; i < n; i++) {
+        broker_msg_t *m = bt_next(sub);
+        int len = snprintf(text, sizeof(text), "message %zu", i);
+
+        cr_assert_str_eq(m->topic, "demo.seq");
+        cr_assert_eq(m->len, (size_t)len, "message %zu: '%.*s'", i,
+                     (int)m->len, (char *)m->data);
+        cr_assert_arr_eq(m->data, text, m->len, "message %zu out of order", i);
+        broker_msg_free(m);
+    }
+    ca = bt_connect(&hosta);
+    cr_assert_eq(bt_status(ca, "drops"), 0);
+    broker_close(ca);
+    broker_close(pub);
+    broker_close(sub);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* Symmetric patterns on both hosts: every message arrives once on each
+ * host, and neither bridge sends back what it brought in. */
+Test(bridge, symmetric_patterns_do_not_loop)
+{
+    size_t n = th_scaled(300, 30);
+    broker_t *pa = bt_connect(&hosta), *pb = bt_connect(&hostb);
+    broker_t *sa, *sb, *ca, *cb;
+    uint64_t probes_a, probes_b;
+    char topic[32];
+
+    bt_two_hosts(BT_SYMMETRIC, BT_SYMMETRIC);
+    sa = bt_subscriber(&hosta, "demo.>");
+    sb = bt_subscriber(&hostb, "demo.>");
+    TH_OK(broker_subscribe(sa, "local.end", NULL, BROKER_SUB_BLOCK,
+                           &(uint32_t){0}));
+    TH_OK(broker_subscribe(sb, "local.end", NULL, BROKER_SUB_BLOCK,
+                           &(uint32_t){0}));
+    probes_a = bt_probe(pa, sb, "demo.a.probe");
+    probes_b = bt_probe(pb, sa, "demo.b.probe");
+    for (size_t i = 0; i < n; i++) {
+        snprintf(topic, sizeof(topic), "demo.a.%zu", i);
+        TH_OK(broker_publish(pa, topic, "A", 1, NULL, 0));
+        snprintf(topic, sizeof(topic), "demo.b.%zu", i);
+        TH_OK(broker_publish(pb, topic, "B", 1, NULL, 0));
+    }
+    ca = bt_connect(&hosta);
+    cb = bt_connect(&hostb);
+    /* each bridge exported exactly its host's messages and brought in
+     * exactly the other's; what it brought in it saw again locally and
+     * skipped */
+    bt_await_status(ca, "msgs_in", n + probes_b);
+    bt_await_status(cb, "msgs_in", n + probes_a);
+    cr_assert_eq(bt_status(ca, "msgs_out"), n + probes_a);
+    cr_assert_eq(bt_status(cb, "msgs_out"), n + probes_b);
+    cr_assert_eq(bt_status(ca, "loop_skipped"), n + probes_b);
+    cr_assert_eq(bt_status(cb, "loop_skipped"), n + probes_a);
+    /* the subscribers: n of each host, once, then the local end mark */
+    TH_OK(broker_publish(pa, "local.end", "end", 3, NULL, 0));
+    TH_OK(broker_publish(pb, "local.end", "end", 3, NULL, 0));
+    broker_t *subs[] = { sa, sb };
+    for (int s = 0; s < 2; s++) {
+        size_t got_a = 0, got_b = 0;
+
+        for (;;) {
+            broker_msg_t *m = bt_next(subs[s]);
+            bool end = !strcmp(m->topic, "local.end");
+
+            if (!strncmp(m->topic, "demo.a.", 7))
+                got_a++;
+            else if (!strncmp(m->topic, "demo.b.", 7))
+                got_b++;
+            broker_msg_free(m);
+            if (end)
+                break;
+        }
+        cr_assert_eq(got_a, n, "host %c got %zu of hosta's %zu messages",
+                     'a' + s, got_a, n);
+        cr_assert_eq(got_b, n, "host %c got %zu of hostb's %zu messages",
+                     'a' + s, got_b, n);
+    }
+    broker_t *all[] = { pa, pb, sa, sb, ca, cb };
+    for (size_t i = 0; i < 6; i++)
+        broker_close(all[i]);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* Too large for the server's max_payload, or carrying a descriptor: not
+ * sent, counted; what follows (a shared-memory publication) still
+ * crosses, copied. */
+Test(bridge, oversized_and_fd_publications_are_refused)
+{
+    size_t big = BT_MAX_PAYLOAD + 1;
+    char *data = calloc(1, big);
+    broker_t *pub, *sub, *ca;
+    int fd = open("/dev/null", O_RDONLY);
+    broker_msg_t *m;
+
+    cr_assert_not_null(data);
+    cr_assert_geq(fd, 0);
+    bt_two_hosts("export = demo.>\n", "import = demo.>\n");
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    bt_probe(pub, sub, "demo.probe");
+    TH_OK(broker_publish(pub, "demo.big", data, big, NULL, 0));
+    TH_OK(broker_publish(pub, "demo.fd", "fd", 2, &fd, 1));
+    /* through shared memory on hosta: the bridge copies it */
+    TH_OK(broker_set_option(pub, BROKER_OPT_SHM_THRESHOLD, 1024));
+    th_pattern(data, BT_MAX_PAYLOAD - 64, 7, 0);
+    TH_OK(broker_publish(pub, "demo.fits", data, BT_MAX_PAYLOAD - 64, NULL,
+                         0));
+    m = bt_next(sub);
+    cr_assert_str_eq(m->topic, "demo.fits", "got %s first", m->topic);
+    cr_assert_eq(m->len, BT_MAX_PAYLOAD - 64);
+    cr_assert_eq(th_pattern_check(m->data, m->len, 7, 0), -1);
+    broker_msg_free(m);
+    ca = bt_connect(&hosta);
+    cr_assert_eq(bt_status(ca, "drop_size"), 1);
+    cr_assert_eq(bt_status(ca, "drop_fds"), 1);
+    cr_assert_eq(bt_status(ca, "drops"), 2);
+    broker_close(ca);
+    broker_close(pub);
+    broker_close(sub);
+    close(fd);
+    free(data);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* ---- calls ------------------------------------------------------------------------ */
+
+/* A service on hosta that answers with its request reversed. */
+static int bt_reverse_service(void *arg)
+{
+    th_barrier_t *ready = arg;
+    broker_t *b = th_connect(&hosta);
+    broker_msg_t *m;
+
+    th_register(b, "rev");
+    th_barrier_signal(ready, 1);
+    while (broker_recv(b, &m, -1) == 0) {
+        if (broker_msg_is_request(m)) {
+            char *out = malloc(m->len + 1);
+
+            TH_CHECK(out != NULL, "out of memory");
+            for (size_t i = 0; i < m->len; i++)
+                out[i] = ((char *)m->data)[m->len - 1 - i];
+            if (m->len == 4 && !memcmp(m->data, "fail", 4))
+                TH_OK(broker_reply_error(b, m, -EPERM));
+            else
+                TH_OK(broker_reply(b, m, out, m->len, NULL, 0));
+            free(out);
+        }
+        broker_msg_free(m);
+    }
+    broker_close(b);
+    return 0;
+}
+
+Test(bridge, calls_cross_hosts)
+{
+    th_barrier_t ready;
+    broker_msg_t *reply = NULL;
+    broker_t *c;
+    th_output_t out;
+    pid_t svc;
+    char *big = calloc(1, BT_MAX_PAYLOAD + 1);
+    int fd = open("/dev/null", O_RDONLY), st;
+
+    cr_assert_not_null(big);
+    th_barrier_init(&ready);
+    svc = th_spawn(bt_reverse_service, &ready);
+    th_barrier_wait(&ready);
+    bt_two_hosts("offer = rev\noffer = gone\n", "");
+    c = bt_connect(&hostb);
+    bt_await_name(c, "hosta/rev", true);
+    bt_await_name(c, "hosta/gone", true);
+    TH_OK(broker_call(c, "hosta/rev", "abc", 3, &reply, BT_CALL_MS));
+    cr_assert_eq(reply->len, 3);
+    cr_assert_arr_eq(reply->data, "cba", 3);
+    broker_msg_free(reply);
+    /* the service's error, nobody owning the offered name, size, fds */
+    cr_assert_eq(broker_call(c, "hosta/rev", "fail", 4, &reply, BT_CALL_MS),
+                 -EPERM);
+    cr_assert_eq(broker_call(c, "hosta/gone", "x", 1, &reply, BT_CALL_MS),
+                 -ENOENT);
+    cr_assert_eq(broker_call(c, "hosta/rev", big, BT_MAX_PAYLOAD + 1,
+                             &reply, BT_CALL_MS), -EMSGSIZE);
+    cr_assert_eq(broker_call_fds(c, "hosta/rev", "x", 1, &fd, 1, &reply,
+                                 BT_CALL_MS), -EXDEV);
+    /* an unchanged program: brokerctl call */
+    st = th_ctl(hostb.sock, &out, "call", "hosta/rev", "hello", NULL);
+    cr_assert(TH_EXITED(st, 0), "brokerctl call: %s", out.err);
+    cr_assert_str_eq(out.out, "olleh");
+    th_output_free(&out);
+    /* brokerctl bridge shows it */
+    st = th_ctl(hostb.sock, &out, "bridge", "--json", NULL);
+    cr_assert(TH_EXITED(st, 0), "brokerctl bridge: %s", out.err);
+    cr_assert(strstr(out.out, "\"remotes\":\"hosta/gone,hosta/rev\"") ||
+              strstr(out.out, "\"remotes\":\"hosta/rev,hosta/gone\""),
+              "%s", out.out);
+    cr_assert(strstr(out.out, "\"state\":\"connected\""), "%s", out.out);
+    /* abc, fail, gone and brokerctl's; the size and fd refusals were
+     * never sent */
+    cr_assert(strstr(out.out, "\"calls_out\":4"), "%s", out.out);
+    th_output_free(&out);
+    broker_close(c);
+    close(fd);
+    free(big);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+    th_signal_join(svc, SIGKILL);
+    th_barrier_fini(&ready);
+}
+
+/* ---- the bridge going and coming back --------------------------------------------- */
+
+/* $broker.names announcements until each of the n names was announced
+ * owned (or gone), in any order; others are skipped. */
+static void bt_expect_names(broker_t *w, const char *const *names,
+                            size_t n, bool owned)
+{
+    bool seen[8] = { false };
+    size_t left = n;
+
+    cr_assert_leq(n, 8);
+    while (left) {
+        broker_msg_t *m = th_recv_kind(w, BROKER_MSG_DATA);
+        bool gone = memmem(m->data, m->len, " new=0\n", 7) != NULL;
+
+        for (size_t i = 0; i < n; i++) {
+            char want[128];
+
+            snprintf(want, sizeof(want), "name=%s old=", names[i]);
+            if (seen[i] || m->len <= strlen(want) ||
+                memcmp(m->data, want, strlen(want)))
+                continue;
+            cr_assert_eq(!gone, owned, "%.*s", (int)m->len,
+                         (char *)m->data);
+            seen[i] = true;
+            left--;
+        }
+        broker_msg_free(m);
+    }
+}
+
+Test(bridge, killed_and_restarted_names_go_and_come)
+{
+    static const char *const names[] = { "brokerd-nats", "hosta/svc" };
+    broker_t *w, *c, *pub, *sub;
+    uint32_t id;
+
+    bt_two_hosts(BT_SYMMETRIC "offer = svc\n", BT_SYMMETRIC);
+    c = bt_connect(&hostb);
+    bt_await_name(c, "hosta/svc", true);
+    /* from here on: registered before, so no announcement of it is due */
+    w = bt_connect(&hostb);
+    TH_OK(broker_subscribe(w, "$broker.names", NULL, BROKER_SUB_BLOCK, &id));
+    bt_bridge_kill(&bridge_b);
+    bt_expect_names(w, names, 2, false);
+    cr_assert(!bt_owned(c, "brokerd-nats"));
+    /* the other host's bridge and the broker carry on */
+    TH_OK(broker_ping(c, BT_CALL_MS));
+    bt_bridge_start(&bridge_b, &hostb, "hostb", BT_SYMMETRIC, 0, 1);
+    bt_expect_names(w, names, 2, true);
+    /* and publications cross again */
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    bt_probe(pub, sub, "demo.probe");
+    TH_OK(broker_publish(pub, "demo.after", "again", 5, NULL, 0));
+    broker_msg_t *m = bt_next(sub);
+    cr_assert_str_eq(m->topic, "demo.after");
+    broker_msg_free(m);
+    broker_t *all[] = { w, c, pub, sub };
+    for (size_t i = 0; i < 4; i++)
+        broker_close(all[i]);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* SIGHUP re-reads the file: a new export crosses, a removed one does
+ * not; a bad file keeps the settings in use. */
+Test(bridge, reload_changes_the_patterns)
+{
+    broker_t *pub, *sub, *ca;
+    broker_msg_t *m;
+    char text[512];
+
+    bt_two_hosts("export = one.>\n", "import = one.>\nimport = two.>\n");
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "one.>");
+    TH_OK(broker_subscribe(sub, "two.>", NULL, BROKER_SUB_BLOCK,
+                           &(uint32_t){0}));
+    bt_probe(pub, sub, "one.probe");
+    snprintf(text, sizeof(text), "host = hosta\ncall-timeout = %d\n"
+             "server = nats://127.0.0.1:%d\nexport = two.>\n", BT_CALL_MS,
+             nats[0].port);
+    bt_write(bridge_a.conf, text);
+    kill(bridge_a.pid, SIGHUP);
+    bt_probe(pub, sub, "two.probe");
+    TH_OK(broker_publish(pub, "one.x", "old", 3, NULL, 0));
+    TH_OK(broker_publish(pub, "two.x", "new", 3, NULL, 0));
+    m = bt_next(sub);
+    cr_assert_str_eq(m->topic, "two.x", "got %s", m->topic);
+    broker_msg_free(m);
+    /* a bad file: the bridge says why and keeps going */
+    bt_write(bridge_a.conf, "export = two.>\nnonsense\n");
+    kill(bridge_a.pid, SIGHUP);
+    {
+        uint64_t end = th_now_ms() + TH_HANG_MS;
+        unsigned us = 1000;
+        size_t len;
+        char *log;
+
+        while (!strstr(log = th_read_file(bridge_a.log, &len),
+                       "bridge.conf:2: expected 'key = value'")) {
+            free(log);
+            cr_assert_lt(th_now_ms(), end, "no reload error logged");
+            th_nap(&us);
+        }
+        free(log);
+    }
+    TH_OK(broker_publish(pub, "two.y", "still", 5, NULL, 0));
+    m = bt_next(sub);
+    cr_assert_str_eq(m->topic, "two.y", "got %s", m->topic);
+    broker_msg_free(m);
+    ca = bt_connect(&hosta);
+    cr_assert_eq(bt_status(ca, "msgs_out") > 0, true);
+    broker_close(ca);
+    broker_close(pub);
+    broker_close(sub);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* ---- settings ------------------------------------------------------------------------ */
+
+Test(bridge, bad_settings_exit_2_with_file_and_line)
+{
+    const char *argv[] = { bt_bridge_path(), "--check", "-c", NULL, NULL };
+    char path[192];
+    th_output_t out;
+    int st;
+
+    snprintf(path, sizeof(path), "%s/bad.conf", hosta.dir);
+    bt_write(path, "host = a\n# fine\nexport = demo.>\nexport = bad..x\n");
+    argv[3] = path;
+    st = th_run(argv, NULL, NULL, 0, &out);
+    cr_assert(TH_EXITED(st, 2), "status %#x", st);
+    cr_assert(strstr(out.err, "bad.conf:4: invalid value 'bad..x' for "
+                     "export"), "%s", out.err);
+    th_output_free(&out);
+    bt_write(path, "host = a\nname = x\nname = y\n");
+    st = th_run(argv, NULL, NULL, 0, &out);
+    cr_assert(TH_EXITED(st, 2), "status %#x", st);
+    cr_assert(strstr(out.err, "bad.conf:3: duplicate key 'name'"), "%s",
+              out.err);
+    th_output_free(&out);
+    bt_write(path, "host = a.b\n");
+    st = th_run(argv, NULL, NULL, 0, &out);
+    cr_assert(TH_EXITED(st, 2), "status %#x", st);
+    cr_assert(strstr(out.err, "bad.conf:1: invalid value 'a.b' for host"),
+              "%s", out.err);
+    th_output_free(&out);
+    bt_write(path, "host = a\nserver = nats://127.0.0.1:1\nexport = x.>\n"
+             "import = y.*\noffer = svc.q\nremote = b/db.query\n");
+    st = th_run(argv, NULL, NULL, 0, &out);
+    cr_assert(TH_EXITED(st, 0), "status %#x: %s", st, out.err);
+    th_output_free(&out);
+}
+
+/* ---- a cluster ------------------------------------------------------------------------ */
+
+/* The number in a payload "N". */
+static uint64_t bt_seq(const broker_msg_t *m)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%.*s", (int)m->len, (char *)m->data);
+    return strtoull(buf, NULL, 10);
+}
+
+static void bt_publish_seq(broker_t *pub, uint64_t from, uint64_t to)
+{
+    char text[32];
+
+    for (uint64_t i = from; i < to; i++) {
+        int len = snprintf(text, sizeof(text), "%" PRIu64, i);
+
+        TH_OK(broker_publish(pub, "demo.seq", text, (size_t)len, NULL, 0));
+    }
+}
+
+/* Three routed servers; hosta's bridge uses server 0 (then 1, 2), hostb's
+ * server 2.  Server 0 is killed in the middle of a run of publications:
+ * hosta's bridge reconnects to server 1, reports the disconnection, and
+ * what is published after that crosses again, in order. */
+Test(bridge, cluster_server_killed_mid_traffic)
+{
+    size_t n = th_scaled(400, 40);
+    broker_t *pub, *sub, *ca;
+    char server[128], want[64];
+    uint64_t last = 0, expect_from;
+
+    for (int i = 0; i < 3; i++)
+        bt_nats_start(i, 3);
+    bt_bridge_start(&bridge_a, &hosta, "hosta",
+                    "export = demo.>\nreconnect-wait = 50\n", 0, 3);
+    bt_bridge_start(&bridge_b, &hostb, "hostb", "import = demo.>\n", 2, 1);
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    ca = bt_connect(&hosta);
+    bt_probe(pub, sub, "demo.probe");
+    bt_publish_seq(pub, 1, n + 1);
+    for (uint64_t i = 1; i <= n; i++) {
+        broker_msg_t *m = bt_next(sub);
+
+        cr_assert_eq(bt_seq(m), i, "before the kill: got %" PRIu64 ", want %"
+                     PRIu64, bt_seq(m), i);
+        broker_msg_free(m);
+    }
+    /* mid-traffic: half before the kill, half after */
+    bt_publish_seq(pub, n + 1, n + 1 + n / 2);
+    bt_nats_stop(0);
+    bt_publish_seq(pub, n + 1 + n / 2, 2 * n + 1);
+    bt_await_status(ca, "reconnects", 1);
+    bt_await_state(ca, "connected");
+    cr_assert_eq(bt_status(ca, "disconnects"), 1);
+    cr_assert(bt_status_text(ca, "server", server, sizeof(server)));
+    snprintf(want, sizeof(want), "nats://127.0.0.1:%d", nats[1].port);
+    cr_assert_str_eq(server, want);
+    /* what crosses of the run is in order, without duplicates; then the
+     * messages published once the bridge is back all come */
+    expect_from = 2 * n + 1;
+    bt_probe(pub, sub, "demo.probe");
+    bt_publish_seq(pub, expect_from, expect_from + n);
+    for (;;) {
+        broker_msg_t *m = bt_next(sub);
+        uint64_t v = bt_seq(m);
+
+        broker_msg_free(m);
+        cr_assert_gt(v, last, "%" PRIu64 " after %" PRIu64, v, last);
+        last = v;
+        if (v >= expect_from) {
+            cr_assert_eq(v, expect_from, "the first message after "
+                         "the reconnection is %" PRIu64 ", want %" PRIu64,
+                         v, expect_from);
+            break;
+        }
+    }
+    for (uint64_t i = expect_from + 1; i < expect_from + n; i++) {
+        broker_msg_t *m = bt_next(sub);
+
+        cr_assert_eq(bt_seq(m), i, "after the reconnection: got %" PRIu64
+                     ", want %" PRIu64, bt_seq(m), i);
+        broker_msg_free(m);
+    }
+    broker_close(ca);
+    broker_close(pub);
+    broker_close(sub);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* ---- queue groups ----------------------------------------------------------------------- */
+
+/* hosta publishes; hostb and hostc import through the NATS group
+ * "workers": each message reaches one of them, and both get work. */
+Test(bridge, import_group_shares_across_hosts)
+{
+    size_t n = th_scaled(400, 100), got_b = 0, got_c = 0;
+    broker_t *pub, *sb, *sc, *cb, *cc;
+    bool probe_b = false, probe_c = false;
+    uint64_t end = th_now_ms() + TH_HANG_MS, sent = 0;
+    char text[32];
+
+    th_broker_start(&hostc, NULL);
+    bt_nats_start(0, 1);
+    bt_bridge_start(&bridge_a, &hosta, "hosta", "export = work.>\n", 0, 1);
+    bt_bridge_start(&bridge_b, &hostb, "hostb",
+                    "import-group = work.> workers\n", 0, 1);
+    bt_bridge_start(&bridge_c, &hostc, "hostc",
+                    "import-group = work.> workers\n", 0, 1);
+    pub = bt_connect(&hosta);
+    sb = bt_subscriber(&hostb, "work.>");
+    sc = bt_subscriber(&hostc, "work.>");
+    /* both members are in the group once each got a probe */
+    while (!probe_b || !probe_c) {
+        broker_msg_t *m = NULL;
+
+        TH_OK(broker_publish(pub, "work.probe", "p", 1, NULL, 0));
+        sent++;
+        if (broker_recv(sb, &m, 20) == 0) {
+            probe_b = true;
+            broker_msg_free(m);
+        }
+        if (broker_recv(sc, &m, 20) == 0) {
+            probe_c = true;
+            broker_msg_free(m);
+        }
+        cr_assert_lt(th_now_ms(), end, "the group never formed");
+    }
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(text, sizeof(text), "job %zu", i);
+
+        TH_OK(broker_publish(pub, "work.job", text, (size_t)len, NULL, 0));
+    }
+    /* every probe and job went to exactly one of the two bridges */
+    cb = bt_connect(&hostb);
+    cc = bt_connect(&hostc);
+    for (;;) {
+        uint64_t in = bt_status(cb, "msgs_in") + bt_status(cc, "msgs_in");
+
+        cr_assert_leq(in, n + sent, "a message reached both members");
+        if (in == n + sent)
+            break;
+        cr_assert_lt(th_now_ms(), end, "%" PRIu64 " of %" PRIu64 " arrived",
+                     in, (uint64_t)(n + sent));
+        th_nap(&(unsigned){1000});
+    }
+    /* the jobs each member got: up to an end mark published locally
+     * after the bridge had published them all */
+    broker_t *members[] = { sb, sc }, *locals[] = { cb, cc };
+    size_t *got[] = { &got_b, &got_c };
+    for (int k = 0; k < 2; k++) {
+        TH_OK(broker_subscribe(members[k], "local.end", NULL,
+                               BROKER_SUB_BLOCK, &(uint32_t){0}));
+        TH_OK(broker_publish(locals[k], "local.end", "end", 3, NULL, 0));
+        for (;;) {
+            broker_msg_t *m = bt_next(members[k]);
+            bool done = !strcmp(m->topic, "local.end");
+
+            *got[k] += !strcmp(m->topic, "work.job");
+            broker_msg_free(m);
+            if (done)
+                break;
+        }
+    }
+    cr_assert_eq(got_b + got_c, n, "%zu + %zu jobs of %zu", got_b, got_c, n);
+    cr_assert_gt(got_b, 0, "hostb got no job");
+    cr_assert_gt(got_c, 0, "hostc got no job");
+    broker_t *all[] = { pub, sb, sc, cb, cc };
+    for (size_t i = 0; i < 5; i++)
+        broker_close(all[i]);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+    bt_bridge_stop(&bridge_c);
+}
+
+/* ---- NATS away ------------------------------------------------------------------------- */
+
+/* Publish n messages of len bytes on topic. */
+static void bt_publish_n(broker_t *pub, const char *topic, size_t n,
+                         size_t len)
+{
+    char *data = calloc(1, len);
+
+    cr_assert_not_null(data);
+    for (size_t i = 0; i < n; i++)
+        TH_OK(broker_publish(pub, topic, data, len, NULL, 0));
+    free(data);
+}
+
+/* The server goes away: both bridges keep serving their hosts and say
+ * they are reconnecting; publications meanwhile fill the reconnect buffer
+ * (4K) and the rest is counted as dropped; once the server is back both
+ * reconnect and publications cross again. */
+Test(bridge, server_away_buffers_up_to_the_bound)
+{
+    size_t n = 100;
+    uint64_t probes, out, dropped;
+    broker_t *pub, *sub, *ca, *cb;
+
+    bt_nats_start(0, 1);
+    bt_bridge_start(&bridge_a, &hosta, "hosta", "export = demo.>\n"
+                    "reconnect-buffer = 4K\nreconnect-wait = 50\n", 0, 1);
+    bt_bridge_start(&bridge_b, &hostb, "hostb", "import = demo.>\n"
+                    "reconnect-wait = 50\noffer = x\n", 0, 1);
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    ca = bt_connect(&hosta);
+    cb = bt_connect(&hostb);
+    bt_await_name(ca, "hostb/x", true);
+    probes = bt_probe(pub, sub, "demo.probe");
+    bt_nats_stop(0);
+    bt_await_state(ca, "reconnecting");
+    bt_await_state(cb, "reconnecting");
+    bt_publish_n(pub, "demo.away", n, 200);
+    /* every one of them is either buffered or dropped, and 4K cannot
+     * hold them all */
+    for (;;) {
+        out = bt_status(ca, "msgs_out");
+        dropped = bt_status(ca, "drop_reconnect_buffer");
+        cr_assert_leq(out + dropped, probes + n);
+        if (out + dropped == probes + n)
+            break;
+        th_nap(&(unsigned){1000});
+    }
+    cr_assert_gt(dropped, 0, "4K held %zu messages of 200 bytes", n);
+    cr_assert_eq(bt_status(ca, "drops"), dropped);
+    /* a call to the other host fails while the server is away */
+    cr_assert_lt(broker_call(ca, "hostb/x", "?", 1, &(broker_msg_t *){NULL},
+                             BT_CALL_MS), 0);
+    bt_nats_start(0, 1);
+    bt_await_state(ca, "connected");
+    bt_await_state(cb, "connected");
+    cr_assert_eq(bt_status(ca, "reconnects"), 1);
+    cr_assert_eq(bt_status(ca, "disconnects"), 1);
+    bt_probe(pub, sub, "demo.probe");
+    TH_OK(broker_publish(pub, "demo.back", "back", 4, NULL, 0));
+    for (;;) {
+        broker_msg_t *m = bt_next(sub);
+        bool back = !strcmp(m->topic, "demo.back");
+
+        cr_assert(back || !strcmp(m->topic, "demo.away"), "%s", m->topic);
+        broker_msg_free(m);
+        if (back)
+            break;
+    }
+    broker_t *all[] = { pub, sub, ca, cb };
+    for (size_t i = 0; i < 4; i++)
+        broker_close(all[i]);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* No server yet: the bridge starts anyway, answers on its name
+ * (state=connecting), and connects once the server is there. */
+Test(bridge, starts_before_the_server)
+{
+    char text[256], state[64];
+    th_output_t out;
+    broker_t *ca;
+    int st;
+
+    /* no bridge at all: brokerctl bridge says so */
+    st = th_ctl(hosta.sock, &out, "bridge", NULL);
+    cr_assert(TH_EXITED(st, 1), "status %#x", st);
+    cr_assert(strstr(out.err, "no bridge owns that name"), "%s", out.err);
+    th_output_free(&out);
+    snprintf(text, sizeof(text), "host = hosta\nserver = nats://127.0.0.1:%d\n"
+             "reconnect-wait = 50\nexport = demo.>\n", nats[0].port);
+    snprintf(bridge_a.conf, sizeof(bridge_a.conf), "%s/bridge.conf",
+             hosta.dir);
+    snprintf(bridge_a.log, sizeof(bridge_a.log), "%s/bridge.log", hosta.dir);
+    bt_write(bridge_a.conf, text);
+    bridge_a.pid = bt_bridge_spawn(bridge_a.conf, hosta.sock, bridge_a.log);
+    ca = bt_connect(&hosta);
+    bt_await_name(ca, "brokerd-nats", true);
+    cr_assert(bt_status_text(ca, "state", state, sizeof(state)));
+    cr_assert_str_eq(state, "connecting");
+    cr_assert(bt_status_text(ca, "server", state, sizeof(state)));
+    cr_assert_str_eq(state, "-");
+    st = th_ctl(hosta.sock, &out, "bridge", NULL);
+    cr_assert(TH_EXITED(st, 0), "status %#x: %s", st, out.err);
+    cr_assert(strstr(out.out, "\nstate:") && strstr(out.out, "connecting"),
+              "%s", out.out);
+    th_output_free(&out);
+    /* publications meanwhile are dropped and counted */
+    TH_OK(broker_publish(ca, "demo.early", "x", 1, NULL, 0));
+    bt_await_status(ca, "drop_disconnected", 1);
+    bt_nats_start(0, 1);
+    bt_await_state(ca, "connected");
+    cr_assert_eq(bt_status(ca, "reconnects"), 0);
+    broker_close(ca);
+    bt_bridge_stop(&bridge_a);
+}
