@@ -17,6 +17,7 @@
 #include "frame.h"
 #include "log.h"
 #include "map.h"
+#include "size.h"
 #include "proto.h"
 #include "topic.h"
 
@@ -78,42 +79,13 @@ static int bn_bad(char *err, size_t el, const char *key, const char *val,
     return -EINVAL;
 }
 
-/* A size with an optional K/M/G suffix (as brokerd's). */
-static int bn_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    unsigned shift = 0;
-
-    if (!*s || *s == '-')
-        return -EINVAL;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return -EINVAL;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: break;
-    }
-    if (*end == 'i' && shift)
-        end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return -EINVAL;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
 static int bn_parse_u32(const char *key, const char *val, uint64_t min,
                         uint64_t max, uint32_t *out, char *err, size_t el)
 {
     uint64_t v;
     char why[64];
 
-    if (bn_parse_size(val, &v) < 0)
+    if (bk_size_parse(val, &v) < 0)
         return bn_bad(err, el, key, val, "not a number");
     if (v < min || v > max) {
         snprintf(why, sizeof(why), "must be between %llu and %llu",
@@ -309,7 +281,7 @@ static int bn_set_number(bn_conf_t *c, const char *key, const char *val,
                         key[1] == 'm' ? &c->import_backlog : &c->local_backlog;
         uint64_t s;
 
-        if (bn_parse_size(val, &s) < 0 || s < 4096 || s > INT32_MAX)
+        if (bk_size_parse(val, &s) < 0 || s < 4096 || s > INT32_MAX)
             return bn_bad(err, el, key, val, "a size from 4K to 2G");
         *dst = s;
         return 0;

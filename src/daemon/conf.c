@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include "conf.h"
+#include "size.h"
 #include "error.h"
 #include "log.h"
 #include "proto.h"
@@ -62,36 +63,6 @@ void bk_conf_free(bk_conf_t *c)
     free(c->confpath);
     c->confpath = NULL;
     bk_policy_free(&c->policy);
-}
-
-int bk_conf_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    unsigned shift = 0;
-
-    /* A digit first: strtoull would skip blanks (\v and \f survive the
-     * file's trimming) and take a sign, so " -1" meant 16 EiB. */
-    if (*s < '0' || *s > '9')
-        return -EINVAL;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return -EINVAL;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: break;
-    }
-    if (*end == 'i' && shift)
-        end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return -EINVAL;
-    *out = (uint64_t)v << shift;
-    return 0;
 }
 
 static void usage(FILE *f)
@@ -167,7 +138,7 @@ static int parse_u32(char *err, size_t errlen, const char *opt,
 {
     uint64_t v;
 
-    if (bk_conf_parse_size(val, &v) < 0)
+    if (bk_size_parse(val, &v) < 0)
         return bad(err, errlen, opt, val, "not a number");
     if (v < min || v > max) {
         char why[64];
@@ -332,12 +303,12 @@ static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
         return 0;
     }
     case OPT_QUEUE_LIMIT:
-        if (bk_conf_parse_size(arg, &c->queue_limit) < 0 ||
+        if (bk_size_parse(arg, &c->queue_limit) < 0 ||
             c->queue_limit < 4096)
             return bad(err, el, name, arg, "a size of at least 4K");
         return 0;
     case OPT_MAX_MSG:
-        if (bk_conf_parse_size(arg, &c->max_msg) < 0 || c->max_msg == 0)
+        if (bk_size_parse(arg, &c->max_msg) < 0 || c->max_msg == 0)
             return bad(err, el, name, arg, "a size of at least 1");
         return 0;
     case OPT_MAX_PACKET:
@@ -363,7 +334,7 @@ static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
     case OPT_MAX_SEGMENTS:
         return parse_u32(err, el, name, arg, 0, 1u << 16, &c->max_segments);
     case OPT_MAX_SHM:
-        if (bk_conf_parse_size(arg, &c->max_shm) < 0)
+        if (bk_size_parse(arg, &c->max_shm) < 0)
             return bad(err, el, name, arg, "not a size");
         return 0;
     case OPT_SOCKET_MODE:

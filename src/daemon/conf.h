@@ -139,7 +139,4 @@ int bk_conf_read_stream(bk_conf_t *c, FILE *f, const char *name,
 int bk_conf_set(bk_conf_t *c, const char *key, const char *value,
                   bool *scalar, char *err, size_t errlen);
 
-/* Parse a byte size with an optional K/M/G suffix (powers of 1024). */
-int bk_conf_parse_size(const char *s, uint64_t *out);
-
 #endif

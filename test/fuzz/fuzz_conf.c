@@ -32,6 +32,7 @@
 #include "log.h"
 #include "policy.h"
 #include "proto.h"
+#include "size.h"
 #include "topic.h"
 
 #define FZC_NAME "fuzz.conf"
@@ -321,7 +322,7 @@ static void fzc_check_sizes(const uint8_t *data, size_t len)
         if (n < sizeof(buf) && !memchr(data + off, '\0', n)) {
             memcpy(buf, data + off, n);
             buf[n] = '\0';
-            int ra = bk_conf_parse_size(buf, &a), rb = fzc_ref_size(buf, &b);
+            int ra = bk_size_parse(buf, &a), rb = fzc_ref_size(buf, &b);
             fzc_require(ra == rb && a == b);
         }
         off += n + 1;
