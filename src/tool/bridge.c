@@ -25,10 +25,9 @@ int ctl_run_bridge(const ctl_opts_t *o)
 {
     const char *name = o->nargs > 0 ? o->args[0] : CTL_BRIDGE_DEF_NAME;
     char path[CTL_PATH_MAX];
-    char *keys[CTL_REC_STATUS_MAX], *vals[CTL_REC_STATUS_MAX], *text;
     broker_msg_t *reply = NULL;
     broker_t *b;
-    size_t n;
+    char *text;
     int r;
 
     if (!bk_name_valid(name, strlen(name), BK_MAX_NAME))
@@ -52,11 +51,7 @@ int ctl_run_bridge(const ctl_opts_t *o)
     memcpy(text, reply->data, reply->len);
     text[reply->len] = '\0';
     broker_msg_free(reply);
-    n = ctl_rec_status(text, keys, vals, CTL_REC_STATUS_MAX);
-    if (o->json)
-        ctl_out_json_pairs(keys, vals, n, o->json);
-    else
-        ctl_out_pairs(keys, vals, n);
+    r = ctl_out_status(text, o->json);
     free(text);
-    return fflush(stdout) == EOF ? CTL_EXIT_RUNTIME : CTL_EXIT_OK;
+    return r;
 }

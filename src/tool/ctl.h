@@ -202,6 +202,11 @@ void ctl_out_duration(char *buf, size_t len, uint64_t ms);
 /* key: value lines, values aligned, in human units. */
 void ctl_out_pairs(char *const *keys, char *const *vals, size_t n);
 
+/* A STATUS-style text (key=value lines, parsed in place) as pairs, or
+ * with json (o->json) as one JSON object; then stdout flushed.  Returns
+ * CTL_EXIT_OK or CTL_EXIT_RUNTIME (stdout failed). */
+int ctl_out_status(char *text, int json);
+
 /* One JSON object of the pairs; digit-only values are numbers. */
 void ctl_out_json_pairs(char *const *keys, char *const *vals, size_t n,
                         int mode);

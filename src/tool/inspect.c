@@ -23,10 +23,8 @@
 int ctl_run_status(const ctl_opts_t *o)
 {
     char path[CTL_PATH_MAX];
-    char *keys[CTL_REC_STATUS_MAX], *vals[CTL_REC_STATUS_MAX];
     char *text = NULL;
     broker_t *b = ctl_connect(o, path, sizeof(path));
-    size_t n;
     int r;
 
     if (!b)
@@ -37,13 +35,9 @@ int ctl_run_status(const ctl_opts_t *o)
         ctl_err("status %s: %s", path, broker_strerror(r));
         return CTL_EXIT_RUNTIME;
     }
-    n = ctl_rec_status(text, keys, vals, CTL_REC_STATUS_MAX);
-    if (o->json)
-        ctl_out_json_pairs(keys, vals, n, o->json);
-    else
-        ctl_out_pairs(keys, vals, n);
+    r = ctl_out_status(text, o->json);
     free(text);
-    return fflush(stdout) == EOF ? CTL_EXIT_RUNTIME : CTL_EXIT_OK;
+    return r;
 }
 
 /* ---- listings ----------------------------------------------------------- */

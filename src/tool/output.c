@@ -434,6 +434,18 @@ static void ctl_out_heading(char *buf, size_t len, const char *key,
 
 /* ---- text --------------------------------------------------------------- */
 
+int ctl_out_status(char *text, int json)
+{
+    char *keys[CTL_REC_STATUS_MAX], *vals[CTL_REC_STATUS_MAX];
+    size_t n = ctl_rec_status(text, keys, vals, CTL_REC_STATUS_MAX);
+
+    if (json)
+        ctl_out_json_pairs(keys, vals, n, json);
+    else
+        ctl_out_pairs(keys, vals, n);
+    return fflush(stdout) == EOF ? CTL_EXIT_RUNTIME : CTL_EXIT_OK;
+}
+
 void ctl_out_pairs(char *const *keys, char *const *vals, size_t n)
 {
     char label[64];
