@@ -184,13 +184,15 @@ struct async_arg {
     uint8_t buf[MSG];
 };
 
-/* Each turn of the loop: one more message to hol.slow, until the library
- * says it is busy; then one to hol.fast, which must go. */
+/* Each turn of the loop: one more message to hol.slow once the last one
+ * is written, until the library says it is busy; then one to hol.fast,
+ * which must go.  (What the socket holds beyond the limit when BUSY comes
+ * must stay below the hard limit's margin: see the test's queue limit.) */
 static void async_turn(uv_timer_t *t)
 {
     struct async_arg *a = t->data;
 
-    if (a->done)
+    if (a->done || broker_pending(a->b))
         return;
     fill_msg(a->buf, MSG, a->sent);
     a->slow_r = broker_send(a->b, "hol.slow", a->buf, MSG, NULL, 0);
@@ -208,13 +210,23 @@ static bool async_done(void *p)
     return ((struct async_arg *)p)->done;
 }
 
+/* ... and everything the library queued is written. */
+static bool async_flushed(void *p)
+{
+    return broker_pending(((struct async_arg *)p)->b) == 0;
+}
+
 Test(hol, attached_mode_says_eagain_for_the_full_receiver_only)
 {
-    broker_t *slow = th_connect(&br), *fast = th_connect(&br);
+    broker_t *slow, *fast;
     struct async_arg *a = calloc(1, sizeof(*a));
     uv_loop_t loop;
     broker_msg_t *m;
 
+    /* a margin (half the limit) above a socket buffer or two */
+    th_broker_restart(&br, "--queue-limit", "2097152", NULL);
+    slow = th_connect(&br);
+    fast = th_connect(&br);
     th_register(slow, "hol.slow");
     th_register(fast, "hol.fast");
     a->b = th_connect(&br);
@@ -225,6 +237,7 @@ Test(hol, attached_mode_says_eagain_for_the_full_receiver_only)
     a->timer.data = a;
     uv_timer_start(&a->timer, async_turn, 0, 1);
     th_uv_run_until(&loop, async_done, a);
+    th_uv_run_until(&loop, async_flushed, a);
     cr_assert_eq(a->slow_r, -EAGAIN, "hol.slow: %d (%s) after %u messages",
                  a->slow_r, broker_strerror(a->slow_r), a->sent);
     cr_assert_eq(a->fast_r, 0, "hol.fast: %d (%s)", a->fast_r,
