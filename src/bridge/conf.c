@@ -17,6 +17,7 @@
 #include "frame.h"
 #include "log.h"
 #include "map.h"
+#include "kvfile.h"
 #include "size.h"
 #include "proto.h"
 #include "topic.h"
@@ -370,51 +371,12 @@ static bool bn_repeatable(const char *key)
 
 /* ---- the file -------------------------------------------------------------- */
 
-#define BN_CONF_MAX_KEYS 48
-
-static char *bn_trim(char *s)
+/* bk_kv_read's setter: one key of the file. */
+static int bn_kv_set(void *arg, const char *key, const char *value,
+                     bool *once, char *why, size_t wl)
 {
-    char *e;
-
-    s += strspn(s, " \t\r\n");
-    e = s + strlen(s);
-    while (e > s && strchr(" \t\r\n", e[-1]))
-        *--e = '\0';
-    return s;
-}
-
-/* One line (comment already cut); seen[] remembers the single keys. */
-static int bn_conf_line(bn_conf_t *c, char *line, char seen[][32],
-                        size_t *nseen, char *why, size_t wl)
-{
-    char *eq = strchr(line, '='), *key, *val;
-
-    if (!eq) {
-        snprintf(why, wl, "expected 'key = value'");
-        return -EINVAL;
-    }
-    *eq = '\0';
-    key = bn_trim(line);
-    val = bn_trim(eq + 1);
-    if (!*key) {
-        snprintf(why, wl, "missing key before '='");
-        return -EINVAL;
-    }
-    for (size_t i = 0; i < *nseen; i++)
-        if (!strcmp(seen[i], key)) {
-            snprintf(why, wl, "duplicate key '%s'", key);
-            return -EINVAL;
-        }
-    if (!*val) {
-        snprintf(why, wl, "missing value for '%s'", key);
-        return -EINVAL;
-    }
-    if (bn_conf_set(c, key, val, why, wl) < 0)
-        return -EINVAL;
-    if (!bn_repeatable(key) && *nseen < BN_CONF_MAX_KEYS &&
-        strlen(key) < sizeof(seen[0]))
-        strcpy(seen[(*nseen)++], key);
-    return 0;
+    *once = !bn_repeatable(key);
+    return bn_conf_set(arg, key, value, why, wl);
 }
 
 /* The host name's first label, if it is a valid token. */
@@ -455,13 +417,9 @@ static int bn_conf_finish(bn_conf_t *c, char *err, size_t el)
 
 int bn_conf_read(bn_conf_t *c, char *err, size_t el)
 {
-    char seen[BN_CONF_MAX_KEYS][32], why[512], *line = NULL, *s;
-    size_t cap = 0, nseen = 0;
-    unsigned lineno = 0;
-    ssize_t n;
     struct stat st;
     FILE *f;
-    int r = 0;
+    int r;
 
     if (!c->conffile)
         return bn_conf_finish(c, err, el);
@@ -475,25 +433,7 @@ int bn_conf_read(bn_conf_t *c, char *err, size_t el)
         fclose(f);
         return -EINVAL;
     }
-    while (r == 0 && (n = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if (memchr(line, '\0', (size_t)n)) {
-            snprintf(why, sizeof(why), "NUL byte in line");
-            r = -EINVAL;
-        } else {
-            line[strcspn(line, "#")] = '\0';
-            s = bn_trim(line);
-            if (*s)
-                r = bn_conf_line(c, s, seen, &nseen, why, sizeof(why));
-        }
-        if (r < 0)
-            snprintf(err, el, "%s:%u: %s", c->conffile, lineno, why);
-    }
-    if (r == 0 && ferror(f)) {
-        snprintf(err, el, "%s: read error", c->conffile);
-        r = -EINVAL;
-    }
-    free(line);
+    r = bk_kv_read(f, c->conffile, bn_kv_set, c, err, el);
     fclose(f);
     if (r == 0)
         r = bn_conf_finish(c, err, el);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include "conf.h"
+#include "kvfile.h"
 #include "size.h"
 #include "error.h"
 #include "log.h"
@@ -540,56 +541,7 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
 
 /* ---- the configuration file --------------------------------------------- */
 
-#define CONF_MAX_KEYS 64
-
-static char *trim(char *s)
-{
-    char *e;
-
-    s += strspn(s, " \t\r\n");
-    e = s + strlen(s);
-    while (e > s && strchr(" \t\r\n", e[-1]))
-        *--e = '\0';
-    return s;
-}
-
-/* One line (comment already cut).  seen[] remembers scalar keys. */
-static int conf_line(bk_conf_t *c, char *line, char seen[][32],
-                     size_t *nseen, char *why, size_t whylen)
-{
-    char *eq = strchr(line, '='), *key, *val;
-    bool scalar;
-    int r;
-
-    if (!eq) {
-        snprintf(why, whylen, "expected 'key = value'");
-        return -EINVAL;
-    }
-    *eq = '\0';
-    key = trim(line);
-    val = trim(eq + 1);
-    if (!*key) {
-        snprintf(why, whylen, "missing key before '='");
-        return -EINVAL;
-    }
-    for (size_t i = 0; i < *nseen; i++)
-        if (!strcmp(seen[i], key)) {
-            snprintf(why, whylen, "duplicate key '%s'", key);
-            return -EINVAL;
-        }
-    if (!*val) {
-        snprintf(why, whylen, "missing value for '%s'", key);
-        return -EINVAL;
-    }
-    r = bk_conf_set(c, key, val, &scalar, why, whylen);
-    if (r < 0)
-        return -EINVAL;
-    if (scalar && *nseen < CONF_MAX_KEYS && strlen(key) < sizeof(seen[0]))
-        strcpy(seen[(*nseen)++], key);
-    return 0;
-}
-
-/* Whether the opened configuration path is a directory. */
+/* A directory opens for reading; getline would only fail on it. */
 static bool conf_is_dir(FILE *f)
 {
     struct stat st;
@@ -597,39 +549,17 @@ static bool conf_is_dir(FILE *f)
     return fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* bk_kv_read's setter: one option of the file. */
+static int conf_kv_set(void *arg, const char *key, const char *value,
+                       bool *once, char *why, size_t whylen)
+{
+    return bk_conf_set(arg, key, value, once, why, whylen);
+}
+
 int bk_conf_read_stream(bk_conf_t *c, FILE *f, const char *name,
                         char *err, size_t errlen)
 {
-    char seen[CONF_MAX_KEYS][32], why[256], *line = NULL;
-    size_t cap = 0, nseen = 0;
-    unsigned lineno = 0;
-    ssize_t n;
-    int r = 0;
-
-    while ((n = getline(&line, &cap, f)) >= 0) {
-        char *s;
-
-        lineno++;
-        if (memchr(line, '\0', (size_t)n)) {
-            snprintf(why, sizeof(why), "NUL byte in line");
-            r = -EINVAL;
-        } else {
-            line[strcspn(line, "#")] = '\0';
-            s = trim(line);
-            if (*s)
-                r = conf_line(c, s, seen, &nseen, why, sizeof(why));
-        }
-        if (r < 0) {
-            snprintf(err, errlen, "%s:%u: %s", name, lineno, why);
-            break;
-        }
-    }
-    if (!r && ferror(f)) {
-        snprintf(err, errlen, "%s: read error", name);
-        r = -EINVAL;
-    }
-    free(line);
-    return r;
+    return bk_kv_read(f, name, conf_kv_set, c, err, errlen);
 }
 
 int bk_conf_read_file(bk_conf_t *c, const char *path, char *err,
