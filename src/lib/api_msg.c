@@ -119,7 +119,8 @@ BROKER_API int broker_stream_write(broker_t *b, uint32_t stream,
                                    const void *data, size_t len,
                                    const int *fds, unsigned nfds)
 {
-    char name[BK_MAX_NAME + 1];
+    char buf[BK_MAX_NAME + 1];
+    const char *name = NULL;    /* a copy: the stream may go while we wait */
     struct bk_stream *s;
     uint8_t flags = 0;
     uint64_t dest;
@@ -130,27 +131,25 @@ BROKER_API int broker_stream_write(broker_t *b, uint32_t stream,
     s = bk_stream_find(b, stream);
     if (!s || s->q.closing)
         return -ENOENT;
-    snprintf(name, sizeof(name), "%s", s->name ? s->name : "");
-    r = bk_flow_gate(b, s->name ? name : NULL, s->dest,
-                     stream, len, -1);
+    if (s->name)
+        name = strcpy(buf, s->name);    /* a valid name fits */
+    r = bk_flow_gate(b, name, s->dest, stream, len, -1);
     if (r < 0)
         return r;
     if (!(s = bk_stream_find(b, stream)) || s->q.closing)
         return -ENOENT;         /* ended while we waited */
     if (s->ours && !s->opened)
-        flags = BK_F_OPEN | (s->name ? BK_F_NAME : 0);
-    if (s->name)
-        snprintf(name, sizeof(name), "%s", s->name);
+        flags = BK_F_OPEN | (name ? BK_F_NAME : 0);
     dest = s->dest;
     if (bk_conn_attached(b)) {
-        r = bk_send_queued(b, stream, flags, s->name ? name : NULL, dest,
-                           data, len, fds, nfds, NULL);
+        r = bk_send_queued(b, stream, flags, name, dest, data, len, fds,
+                           nfds, NULL);
         bk_conn_kick(b);
         return r < 0 ? r : 0;
     }
     bk_in_watch_begin(b, stream, false);
-    r = bk_send_blocking(b, stream, flags, s->name ? name : NULL, dest,
-                         data, len, fds, nfds, -1, NULL);
+    r = bk_send_blocking(b, stream, flags, name, dest, data, len, fds, nfds,
+                         -1, NULL);
     return bk_send_finish(b, r);
 }
 
