@@ -52,6 +52,9 @@ void bk_conf_defaults(bk_conf_t *c)
     c->max_streams_per_uid = BK_DEF_MAX_STREAMS_PER_UID;
     c->max_names_per_uid = BK_DEF_MAX_NAMES_PER_UID;
     c->max_subs_per_uid = BK_DEF_MAX_SUBS_PER_UID;
+    c->max_refusals = BK_DEF_MAX_REFUSALS;
+    c->max_queued = BK_DEF_MAX_QUEUED;
+    c->max_queued_per_uid = BK_DEF_MAX_QUEUED_PER_UID;
     bk_policy_init(&c->policy);
 }
 
@@ -119,6 +122,13 @@ static void usage(FILE *f)
 "      --max-streams-per-uid N   open streams of one user (default 16384)\n"
 "      --max-names-per-uid N     names of one user (default 4096)\n"
 "      --max-subscriptions-per-uid N  (default 16384)\n"
+"      --max-queued SIZE   memory of all queued frames; past it senders are\n"
+"                          paused (default 1G)\n"
+"      --max-queued-per-uid SIZE  ... of the frames queued towards one\n"
+"                          user's clients, and of those its sends queued\n"
+"                          (default 256M)\n"
+"      --max-refusals N    refusals (quota, budget, access) per client and\n"
+"                          minute before it is disconnected (default 10000)\n"
 "  Root and brokerd's own user are exempt from the -per-uid budgets.\n"
 "      --socket-mode MODE  permissions of the socket file (default 0600)\n"
 "      --socket-group GROUP  group of the socket file (name or gid)\n"
@@ -192,7 +202,7 @@ enum {
     OPT_MAX_MSG, OPT_MAX_FDS, OPT_MAX_STREAMS, OPT_MAX_NAMES, OPT_MAX_SUBS,
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
     OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
-    OPT_HANDSHAKE_TIMEOUT,
+    OPT_HANDSHAKE_TIMEOUT, OPT_MAX_QUEUED, OPT_MAX_QUEUED_UID,
     OPT_BUDGET_,                /* budget i (budgets[] below) is
                                  * OPT_BUDGET_ + i */
 };
@@ -213,6 +223,7 @@ static const size_t budgets[] = {
     offsetof(bk_conf_t, max_names_per_uid),
     offsetof(bk_conf_t, max_subs_per_uid),
     offsetof(bk_conf_t, max_streams_per_uid_peer),
+    offsetof(bk_conf_t, max_refusals),
 };
 #define NBUDGETS (sizeof(budgets) / sizeof(budgets[0]))
 
@@ -255,6 +266,9 @@ static const struct option opts[] = {
       OPT_BUDGET_ + 11 },
     { "max-streams-per-uid-peer", required_argument, NULL,
       OPT_BUDGET_ + 12 },
+    { "max-refusals", required_argument, NULL, OPT_BUDGET_ + 13 },
+    { "max-queued", required_argument, NULL, OPT_MAX_QUEUED },
+    { "max-queued-per-uid", required_argument, NULL, OPT_MAX_QUEUED_UID },
     { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
     { "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -308,6 +322,16 @@ static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
             c->queue_limit < 4096)
             return bad(err, el, name, arg, "a size of at least 4K");
         return 0;
+    case OPT_MAX_QUEUED:
+    case OPT_MAX_QUEUED_UID: {
+        uint64_t v;
+        if (bk_size_parse(arg, &v) < 0 || (v && v < 4096))
+            return bad(err, el, name, arg, "a size of at least 4K, or 0 "
+                       "for no limit");
+        *(opt == OPT_MAX_QUEUED ? &c->max_queued : &c->max_queued_per_uid) =
+            v;
+        return 0;
+    }
     case OPT_MAX_MSG:
         if (bk_size_parse(arg, &c->max_msg) < 0 || c->max_msg == 0)
             return bad(err, el, name, arg, "a size of at least 1");
@@ -527,6 +551,8 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
     live->handshake_timeout_ms = n.handshake_timeout_ms;
     live->max_segments = n.max_segments;
     live->max_shm = n.max_shm;
+    live->max_queued = n.max_queued;
+    live->max_queued_per_uid = n.max_queued_per_uid;
     for (size_t i = 0; i < NBUDGETS; i++)
         *budget_field(live, i) = *budget_field(&n, i);
     free(live->logfile);

@@ -62,6 +62,10 @@ typedef struct bk_conf {
     uint32_t max_streams_per_uid;
     uint32_t max_names_per_uid;
     uint32_t max_subs_per_uid;
+    uint32_t max_refusals;      /* refusals per client and minute before
+                                 * it is disconnected */
+    uint64_t max_queued;        /* memory of every queue */
+    uint64_t max_queued_per_uid;    /* ... of one user's (either way) */
 } bk_conf_t;
 
 /* The defaults of the budgets. */
@@ -76,6 +80,9 @@ typedef struct bk_conf {
 #define BK_DEF_MAX_STREAMS_PER_UID 16384u
 #define BK_DEF_MAX_NAMES_PER_UID   4096u
 #define BK_DEF_MAX_SUBS_PER_UID    16384u
+#define BK_DEF_MAX_REFUSALS        10000u
+#define BK_DEF_MAX_QUEUED          (UINT64_C(1) << 30)
+#define BK_DEF_MAX_QUEUED_PER_UID  (UINT64_C(256) << 20)
 
 /* The global budgets in force with RLIMIT_NOFILE `nofile`: the
  * configured value, or with 0 half (fds in flight) or a quarter

@@ -32,6 +32,8 @@ static void reply(bk_port_t *p, const bk_hdr_t *req, int err,
     };
 
     bk_port_send(p, &h, payload, NULL, 0, p);
+    if (err < 0)
+        bk_port_count_refusal(p, err);
 }
 
 static int check_name(bk_port_t *p, const bk_hdr_t *h, const uint8_t *name)
@@ -156,7 +158,8 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  "max_subscriptions=%u\n"
                  "users=%zu\nfds_in_flight=%" PRIu64 "\n"
                  "max_fds_in_flight=%" PRIu64 "\nfd_limit=%" PRIu64 "\n"
-                 "quota_hits=%" PRIu64 "\n",
+                 "quota_hits=%" PRIu64 "\nqueued_mem=%" PRIu64 "\n"
+                 "max_queued=%" PRIu64 "\nmax_queued_per_uid=%" PRIu64 "\n",
                  BROKER_VERSION, (int)getpid(), bk_now_ms() - srv->start_ms,
                  c->socket_path, srv->nclients, bk_names_count(&srv->names),
                  srv->streams.streams, srv->stats.msgs_in,
@@ -172,7 +175,8 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  srv->stats.dropped_pub, bk_subs_groups(srv->subs),
                  c->max_subs, bk_users_count(&srv->users), srv->users.fds,
                  bk_conf_fds_in_flight(c, srv->users.nofile),
-                 srv->users.nofile, srv->users.hits);
+                 srv->users.nofile, srv->users.hits, srv->users.queued,
+                 c->max_queued, c->max_queued_per_uid);
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)strlen(buf);
     reply(p, h, 0, buf, (size_t)n);

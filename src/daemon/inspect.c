@@ -162,6 +162,7 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "names_more", more);
     rec_u64(pg, "queued_frames", c->out.frames);
     rec_u64(pg, "queued_bytes", c->out.bytes);
+    rec_u64(pg, "queued_mem", c->out.mem);
     rec_u64(pg, "msgs_in", c->msgs_in);
     rec_u64(pg, "msgs_out", c->msgs_out);
     rec_u64(pg, "bytes_in", c->bytes_in);
@@ -174,6 +175,7 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_u64(pg, "subs", c->nsubs);
     rec_u64(pg, "dropped", c->pub_dropped);
     rec_u64(pg, "queued_fds", c->out.nfds);
+    rec_u64(pg, "refusals", c->refusals);
     rec_key(pg, "desc");
     rec_escaped(pg, c->desc, c->desc_len);
 }
@@ -339,6 +341,8 @@ static void rec_user(page_t *pg, const bk_user_t *u)
     rec_u64(pg, "shm_segments", u->segments);
     rec_u64(pg, "shm_bytes", u->shm_bytes);
     rec_u64(pg, "shm_held", u->held);
+    rec_u64(pg, "queued", u->queued);
+    rec_u64(pg, "queued_by", u->queued_by);
     rec_u64(pg, "quota_hits", u->hits);
 }
 

@@ -130,6 +130,62 @@ bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
     return p;
 }
 
+/* What a block of `size` bytes in class cls takes (malloc's own
+ * overhead is counted for blocks outside the classes). */
+#define MALLOC_OVERHEAD 16u
+
+static uint64_t blk_mem(uint8_t cls, size_t size)
+{
+    return cls ? (uint64_t)cls * BLK_STEP : (uint64_t)size + MALLOC_OVERHEAD;
+}
+
+static uint32_t frame_mem(const bk_oframe_t *f)
+{
+    uint64_t m = blk_mem(f->blk, sizeof(*f) + (f->shared ? 0 : f->len));
+
+    if (f->nfds)
+        m += f->nfds * sizeof(int) + MALLOC_OVERHEAD;
+    if (f->shared)
+        m += blk_mem((uint8_t)f->shared->cls,
+                     sizeof(*f->shared) + f->shared->len);
+    if (f->body)
+        m += sizeof(*f->body) + MALLOC_OVERHEAD;
+    return m > UINT32_MAX ? UINT32_MAX : (uint32_t)m;
+}
+
+static void mem_add(bk_outq_t *q, uint64_t n)
+{
+    q->mem += n;
+    if (q->mem_user)
+        *q->mem_user += n;
+    if (q->mem_all)
+        *q->mem_all += n;
+}
+
+static uint64_t sub_sat(uint64_t have, uint64_t n)
+{
+    return n <= have ? have - n : 0;
+}
+
+static void mem_sub(bk_outq_t *q, uint64_t n)
+{
+    q->mem = sub_sat(q->mem, n);
+    if (q->mem_user)
+        *q->mem_user = sub_sat(*q->mem_user, n);
+    if (q->mem_all)
+        *q->mem_all = sub_sat(*q->mem_all, n);
+}
+
+void bk_outq_set_acct(bk_outq_t *q, uint64_t *user, uint64_t *all)
+{
+    q->mem_user = user;
+    q->mem_all = all;
+    if (user)
+        *user += q->mem;
+    if (all)
+        *all += q->mem;
+}
+
 void bk_opayload_put(bk_opayload_t *p)
 {
     if (!p || --p->refs)
@@ -144,9 +200,9 @@ static void frame_free(bk_oframe_t *f)
     if (f->nfds) {
         bk_close_fds(f->fds, f->nfds);
         free(f->fds);
-        if (f->charge)
-            f->charge->put(f->charge, f->nfds);
     }
+    if (f->charge)
+        f->charge->put(f->charge, f->nfds, f->mem);
     bk_opayload_put(shared);
     if (f->body)
         f->body->done(f->body);
@@ -270,6 +326,7 @@ static bk_oframe_t *frame_new(const bk_hdr_t *h, const void *payload,
     f->tag_first = false;
     f->tag = NULL;
     f->body = NULL;
+    f->mem = frame_mem(f);
     return f;
 }
 
@@ -288,6 +345,7 @@ static int push(bk_outq_t *q, uint32_t sid, const bk_hdr_t *h,
     }
     bk_list_push_tail(&oq->frames, &f->link);
     q->bytes += BK_HDR_SIZE + h->length;
+    mem_add(q, f->mem);
     q->frames++;
     q->nfds += nfds;
     *out = f;
@@ -319,6 +377,9 @@ int bk_outq_push_body(bk_outq_t *q, const bk_hdr_t *h, const void *payload,
     body->h = *h;
     body->started = false;
     (*out)->body = body;
+    mem_sub(q, (*out)->mem);
+    (*out)->mem = frame_mem(*out);
+    mem_add(q, (*out)->mem);
     return 0;
 }
 
@@ -334,6 +395,7 @@ unsigned bk_outq_take_tagged(bk_outq_t *q, const void *tag, bk_list_t *out)
         bk_list_unlink(&f->link);
         bk_list_push_tail(out, &f->link);
         q->bytes -= BK_HDR_SIZE + f->len;
+        mem_sub(q, f->mem);
         q->frames--;
         q->nfds -= f->nfds;
         n++;
@@ -355,6 +417,7 @@ int bk_outq_push_frame(bk_outq_t *q, bk_oframe_t *f, const bk_hdr_t *h)
     bk_list_init(&f->link);
     bk_list_push_tail(&oq->frames, &f->link);
     q->bytes += BK_HDR_SIZE + f->len;
+    mem_add(q, f->mem);
     q->frames++;
     q->nfds += f->nfds;
     return 0;
@@ -531,6 +594,7 @@ void bk_outq_consume(bk_outq_t *q, const bk_outq_pkt_t *pkt,
         if (f->tag && f->tag_first && q->on_sent)
             q->on_sent(f->tag, q->on_sent_arg);
         q->bytes -= BK_HDR_SIZE + f->len;
+        mem_sub(q, f->mem);
         q->frames--;
         q->nfds -= f->nfds;
         frame_free(f);
@@ -564,6 +628,7 @@ void bk_outq_fini(bk_outq_t *q, bk_outq_lost_fn *lost, void *arg)
     while ((oq = bk_list_first_entry(&q->ring, bk_oq_t, ring)))
         drop_frames(q, oq, lost, arg);
     bk_ht_fini(&q->oqs);
+    mem_sub(q, q->mem);
     q->bytes = 0;
     q->frames = 0;
     q->nfds = 0;

@@ -75,11 +75,11 @@ typedef struct bk_obody {
     void (*done)(struct bk_obody *b);
 } bk_obody_t;
 
-/* Who a queued frame's fds are counted against (user.h): put(c, n) is
- * called once, when the frame and its n fds leave the queue, sent or
- * dropped. */
+/* Who a queued frame's fds and memory are counted against (user.h):
+ * put(c, n, mem) is called once, when the frame with its n fds and `mem`
+ * bytes (bk_oframe.mem) leaves the queue, sent or dropped. */
 typedef struct bk_ocharge {
-    void (*put)(struct bk_ocharge *c, unsigned nfds);
+    void (*put)(struct bk_ocharge *c, unsigned nfds, uint64_t mem);
 } bk_ocharge_t;
 
 /* A frame waiting to be written.  Owned by its queue: the payload is a
@@ -93,8 +93,10 @@ typedef struct bk_oframe {
     uint8_t blk;                /* outq.c's block class, 0: none */
     uint32_t len;
     uint32_t nfds;
+    uint32_t mem;               /* the memory it takes (bk_outq.mem) */
     int *fds;                   /* malloc'd when nfds > 0 */
-    bk_ocharge_t *charge;       /* its fds' account, or NULL (port.c) */
+    bk_ocharge_t *charge;       /* its fds' and memory's account, or NULL
+                                 * (port.c) */
     uint64_t src;               /* sender of a one-way message, for errors */
     uint32_t src_sid;
     bool oneway_first;          /* a whole one-way message: tell src if lost */
@@ -121,12 +123,28 @@ typedef struct bk_outq {
     bk_htable_t oqs;            /* sid -> bk_oq, malloc'd, freed when empty */
     bk_list_t ring;             /* bk_oq.ring; the first is served next */
     uint64_t bytes;             /* queued, headers included */
+    /* The memory the queued frames take: each frame's block (header,
+     * bookkeeping and payload, rounded up to its block class, or the
+     * malloc'd size plus malloc's overhead), its fd array, the shared
+     * payload it refers to (counted in full for every frame that holds
+     * it: the last one keeps it alive) and its body's record.  Limits
+     * are checked against this, not against bytes: a 64-byte message
+     * queued takes about twice its wire size. */
+    uint64_t mem;
+    /* Counters that follow mem besides it (the receiver's user and the
+     * whole broker, port.c), or NULL: bk_outq_set_acct. */
+    uint64_t *mem_user, *mem_all;
     uint64_t frames;            /* queued */
     uint64_t nfds;              /* fds the queued frames carry */
     /* Called by bk_outq_consume for every sent frame with tag_first. */
     void (*on_sent)(void *tag, void *arg);
     void *on_sent_arg;
 } bk_outq_t;
+
+/* Also count the queue's memory into *user and *all (either may be
+ * NULL); what is queued now is added to them, and every later change
+ * follows.  bk_outq_init forgets them (call again after it). */
+void bk_outq_set_acct(bk_outq_t *q, uint64_t *user, uint64_t *all);
 
 /* One packet's worth of the queue, as gather found it: iov has two
  * entries (header, payload) per frame; fds/nfds are the first frame's,

@@ -136,6 +136,7 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
     bk_list_init(&p->drain_link);
     bk_list_init(&p->stash);
     bk_list_init(&p->stash_link);
+    bk_list_init(&p->budget_link);
     bk_shm_port_init(&p->shm);
     bk_st_list_init(&p->streams);
     bk_name_list_init(&p->names);
@@ -203,7 +204,7 @@ static void pause_sender(bk_port_t *to, bk_port_t *cause)
     update_poll(cause);
     bk_debug("client %llu paused: client %llu has %llu bytes queued",
              (unsigned long long)cause->id, (unsigned long long)to->id,
-             (unsigned long long)to->out.bytes);
+             (unsigned long long)to->out.mem);
 }
 
 /* FLOW about receiver `about` to sender w (BUSY with w's stream and the
@@ -220,6 +221,18 @@ static void send_flow(bk_port_t *w, const bk_port_t *about, uint32_t state,
     bk_port_send(w, &h, name ? name : "", NULL, 0, NULL);
 }
 
+/* One reason fewer for w to be paused; read again once none is left. */
+static void unpause(bk_port_t *w)
+{
+    if (w->paused == 0)
+        return;
+    w->paused--;
+    if (w->paused == 0 && !bk_list_empty(&w->stash) &&
+        !bk_list_linked(&w->stash_link))
+        bk_list_push_tail(&w->srv->unstash, &w->stash_link);
+    update_poll(w);
+}
+
 static void resume_waiters(bk_port_t *p)
 {
     uint32_t n = p->nwaiters;
@@ -233,21 +246,16 @@ static void resume_waiters(bk_port_t *p)
             continue;
         if (e.told && w->state != BK_PORT_CLOSING)
             send_flow(w, p, BK_FLOW_READY, 0, NULL, 0);
-        if (!e.paused || w->paused == 0)
-            continue;
-        w->paused--;
-        if (w->paused == 0 && !bk_list_empty(&w->stash) &&
-            !bk_list_linked(&w->stash_link))
-            bk_list_push_tail(&p->srv->unstash, &w->stash_link);
-        update_poll(w);
+        if (e.paused)
+            unpause(w);
     }
 }
 
+static uint64_t half_more(uint64_t max);
+
 uint64_t bk_port_hard_limit(const bk_port_t *to)
 {
-    uint64_t limit = to->srv->cfg->queue_limit;
-
-    return limit > UINT64_MAX / 3 * 2 ? UINT64_MAX : limit + limit / 2;
+    return half_more(to->srv->cfg->queue_limit);
 }
 
 /* What a sender is told about once per episode: the name a message was
@@ -275,8 +283,8 @@ void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const bk_hdr_t *h,
     uint32_t key = busy_key(h, name, len);
     bk_waiter_t *w;
 
-    if (!from->flow || from == to || to->out.bytes <=
-        to->srv->cfg->queue_limit || from->state == BK_PORT_CLOSING ||
+    if (!from->flow || from == to || !bk_port_full(to) ||
+        from->state == BK_PORT_CLOSING ||
         to->state == BK_PORT_CLOSING || !(w = waiter_of(to, from)) ||
         (w->told && w->name_hash == key))
         return;
@@ -285,7 +293,7 @@ void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const bk_hdr_t *h,
     send_flow(from, to, BK_FLOW_BUSY, h->stream, name, len);
     bk_debug("client %llu told client %llu is busy (%llu bytes queued)",
              (unsigned long long)from->id, (unsigned long long)to->id,
-             (unsigned long long)to->out.bytes);
+             (unsigned long long)to->out.mem);
 }
 
 static void count_out(bk_port_t *p, const bk_outq_tally_t *t)
@@ -302,21 +310,147 @@ static void mark_dirty(bk_port_t *p)
         bk_list_push_head(&p->srv->dirty, &p->dirty_link);
 }
 
+/* 1.5 x max, saturating: where a FLOW sender that did not hold back is
+ * paused all the same. */
+static uint64_t half_more(uint64_t max)
+{
+    return max > UINT64_MAX / 3 * 2 ? UINT64_MAX : max + max / 2;
+}
+
+/* Whether the queues of to's user take more than max (0: no limit). */
+static bool user_over(const bk_port_t *to, uint64_t max)
+{
+    return max && to->acct && to->acct->queued > max &&
+           !bk_user_exempt(to->uid);
+}
+
+bool bk_port_full(const bk_port_t *to)
+{
+    const bk_conf_t *c = to->srv->cfg;
+
+    return to->out.mem > c->queue_limit ||
+           user_over(to, c->max_queued_per_uid);
+}
+
+/* Whether a FLOW sender is paused for to all the same. */
+static bool past_hard(const bk_port_t *to)
+{
+    return to->out.mem > bk_port_hard_limit(to) ||
+           user_over(to, half_more(to->srv->cfg->max_queued_per_uid));
+}
+
+/* Whether cause's user's sends keep more than `max` queued. */
+static bool by_over(const bk_port_t *cause, uint64_t max)
+{
+    return max && cause->acct && cause->acct->queued_by > max &&
+           !bk_user_exempt(cause->uid);
+}
+
+/* Whether all queues take more than `max`. */
+static bool all_over(const bk_server_t *srv, uint64_t max)
+{
+    return max && srv->users.queued > max;
+}
+
+/* Pause cause until the budgets that paused it are back under half. */
+static void budget_pause_sender(bk_port_t *cause)
+{
+    if (cause->budget_paused || cause->state == BK_PORT_CLOSING)
+        return;
+    cause->budget_paused = true;
+    cause->paused++;
+    bk_list_push_tail(&cause->srv->budget_paused, &cause->budget_link);
+    update_poll(cause);
+    bk_debug("client %llu paused: its user's queued memory %llu, the "
+             "broker's %llu", (unsigned long long)cause->id,
+             (unsigned long long)(cause->acct ? cause->acct->queued_by : 0),
+             (unsigned long long)cause->srv->users.queued);
+}
+
+static void budget_unpause(bk_port_t *p)
+{
+    if (!p->budget_paused)
+        return;
+    p->budget_paused = false;
+    bk_list_unlink(&p->budget_link);
+    unpause(p);
+}
+
+void bk_port_resume_budget(bk_server_t *srv)
+{
+    const bk_conf_t *c = srv->cfg;
+    bk_port_t *p;
+
+    if (bk_list_empty(&srv->budget_paused) ||
+        all_over(srv, c->max_queued / 2))
+        return;
+    bk_list_for_each_safe(p, &srv->budget_paused, bk_port_t, budget_link)
+        if (!by_over(p, c->max_queued_per_uid / 2))
+            budget_unpause(p);
+}
+
+/* The budgets of what is queued besides to's own limit, checked after a
+ * frame caused by `cause` was queued for `to`: the queues of to's user
+ * (max-queued-per-uid: to counts as full, see bk_port_full), what cause's
+ * user's sends keep queued (max-queued-per-uid again) and the whole
+ * broker (max-queued).  Past the last two, cause is paused, FLOW or not,
+ * until both are back under half (bk_port_resume_budget): they bound
+ * memory, not one receiver.  Each is logged once per episode and
+ * counted as one quota hit then. */
+static void budget_check(bk_port_t *to, bk_port_t *cause)
+{
+    const bk_conf_t *c = to->srv->cfg;
+    bool pause = false;
+
+    if (to->acct && c->max_queued_per_uid) {
+        if (!user_over(to, c->max_queued_per_uid))
+            bk_port_quota_ok(to, BK_QUOTA_QUEUED);
+        else if (!bk_user_in_episode(to->acct, BK_QUOTA_QUEUED))
+            bk_port_quota(to, BK_QUOTA_QUEUED, "max-queued-per-uid: the "
+                          "clients of uid %d have %llu bytes queued; "
+                          "their senders are held back", (int)to->uid,
+                          (unsigned long long)to->acct->queued);
+    }
+    if (!cause || !cause->acct || cause->budget_paused)
+        return;
+    if (!by_over(cause, c->max_queued_per_uid)) {
+        bk_port_quota_ok(cause, BK_QUOTA_QUEUED_BY);
+    } else {
+        pause = true;
+        if (!bk_user_in_episode(cause->acct, BK_QUOTA_QUEUED_BY))
+            bk_port_quota(cause, BK_QUOTA_QUEUED_BY, "max-queued-per-uid: "
+                          "uid %d's messages take %llu bytes in queues; "
+                          "its clients are paused", (int)cause->uid,
+                          (unsigned long long)cause->acct->queued_by);
+    }
+    if (!all_over(to->srv, c->max_queued)) {
+        bk_port_quota_ok(cause, BK_QUOTA_QUEUED_ALL);
+    } else {
+        pause = true;
+        if (!bk_user_in_episode(cause->acct, BK_QUOTA_QUEUED_ALL))
+            bk_port_quota(cause, BK_QUOTA_QUEUED_ALL, "max-queued: the "
+                          "broker's queues take %llu bytes; senders are "
+                          "paused", (unsigned long long)to->srv->users.queued);
+    }
+    if (pause)
+        budget_pause_sender(cause);
+}
+
 /* A frame h was queued: pause `cause` if this fills the queue.  A sender
  * that takes FLOW frames is told instead (the router calls
  * bk_port_note_busy) and paused only past the hard limit, when it has not
  * held back in time -- or when the full queue is its own (replies and
  * errors for a client that does not read: nothing else would bound
- * them). */
+ * them).  The broker's budgets may pause cause too (budget_check). */
 static void queued(bk_port_t *to, bk_port_t *cause, const bk_hdr_t *h)
 {
     to->srv->unflushed += BK_HDR_SIZE + (uint64_t)h->length;
-    if (to->out.bytes > to->srv->cfg->queue_limit) {
+    if (to->out.mem > to->srv->cfg->queue_limit)
         to->overfull = true;
-        if (cause && (!cause->flow || cause == to ||
-                      to->out.bytes > bk_port_hard_limit(to)))
-            pause_sender(to, cause);
-    }
+    budget_check(to, cause);
+    if (cause && bk_port_full(to) &&
+        (!cause->flow || cause == to || past_hard(to)))
+        pause_sender(to, cause);
     if (!(to->events & UV_WRITABLE))
         mark_dirty(to);         /* else the socket is full: poll flushes */
 }
@@ -404,13 +538,16 @@ static int fds_admit(bk_port_t *to, const bk_hdr_t *h, int *fds,
     return r;
 }
 
-/* A frame with fds was queued: charge them. */
-static void fds_charge(bk_port_t *to, bk_oframe_t *f, bk_port_t *cause)
+/* A frame was queued: charge its fds, and its memory to the user whose
+ * send caused it. */
+static void frame_charge(bk_port_t *to, bk_oframe_t *f, bk_port_t *cause)
 {
-    if (!f->nfds)
+    bool user = cause && cause->acct;
+
+    if (!f->nfds && !user)
         return;
     f->charge = fd_account(to, cause);
-    bk_user_charge_fds(&to->srv->users, f->charge, f->nfds);
+    bk_user_charge(&to->srv->users, f->charge, f->nfds, user ? f->mem : 0);
 }
 
 /* Queue a copy of the frame; pause `cause` if this fills the queue. */
@@ -422,7 +559,7 @@ static int enqueue(bk_port_t *to, const bk_hdr_t *h, const void *payload,
 
     if (r < 0 || (r = bk_outq_push(&to->out, h, payload, fds, nfds, out)) < 0)
         return r;
-    fds_charge(to, *out, cause);
+    frame_charge(to, *out, cause);
     queued(to, cause, h);
     return 0;
 }
@@ -572,7 +709,7 @@ int bk_port_send_pub(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     r = bk_outq_push_shared(&to->out, h, *shared, fds, nfds, &f);
     if (r < 0)
         return r;
-    fds_charge(to, f, payer);
+    frame_charge(to, f, payer);
     f->tag = tag;
     f->tag_first = !(h->flags & BK_F_CONT);
     queued(to, cause, h);
@@ -593,6 +730,7 @@ int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
     r = bk_outq_push_body(&to->out, h, payload, body, pub, &f);
     if (r < 0)
         return r;
+    frame_charge(to, f, cause);
     if (pub) {
         f->tag = tag;
         f->tag_first = true;
@@ -635,6 +773,33 @@ void bk_port_error(bk_port_t *to, uint32_t stream, int err,
     if (stream)                 /* a stream's ERROR: monitors see it */
         bk_mon_tap(NULL, to, 0, &h, text ? text : "");
     bk_port_send(to, &h, text ? text : "", NULL, 0, cause);
+    if (cause == to)
+        bk_port_count_refusal(to, err);
+}
+
+void bk_port_count_refusal(bk_port_t *p, int err)
+{
+    uint32_t max = p->srv->cfg->max_refusals;
+    uint64_t now;
+
+    if (err != -EDQUOT && err != -ENOBUFS && err != -EACCES)
+        return;
+    p->refusals++;
+    if (!max || p->hangup || p->failed || p->fd < 0)
+        return;
+    now = bk_now_ms();
+    if (now - p->refusals_since_ms >= 60000) {
+        p->refusals_since_ms = now;
+        p->refusals_minute = 0;
+    }
+    if (++p->refusals_minute <= max)
+        return;
+    bk_warn("client %llu (pid %d, uid %d, %s): refused more than %u times "
+            "within a minute (max-refusals); disconnecting",
+            (unsigned long long)p->id, (int)p->pid, (int)p->uid, p->comm,
+            max);
+    bk_port_hangup(p, -EDQUOT, "too many refused requests within a minute "
+                   "(max-refusals): disconnected");
 }
 
 /* A packet of many small frames as one segment.  The kernel copies an
@@ -704,13 +869,13 @@ static void flush(bk_port_t *p)
         bk_server_trim_soon(p->srv);    /* the memory rule, server.h */
     }
     /* drops reported once the queue has room again (pubsub.h) */
-    if (p->gaps_pending && p->out.bytes <= limit / 2 &&
+    if (p->gaps_pending && p->out.mem <= limit / 2 &&
         p->state != BK_PORT_CLOSING) {
         bk_pub_flush_gaps(p);
         if (write_queue(p) < 0)
             return;
     }
-    if (p->nwaiters && p->out.bytes <= limit / 2)
+    if (p->nwaiters && p->out.mem <= limit / 2)
         resume_waiters(p);
     if (p->hangup && !p->out.frames) {
         bk_port_fail(p, p->fail_err);
@@ -872,6 +1037,7 @@ void bk_port_admit(bk_port_t *p)
 {
     p->acct = p->user;
     bk_user_hold(p->acct);
+    bk_outq_set_acct(&p->out, &p->acct->queued, &p->srv->users.queued);
     p->streams.shared = &p->acct->streams;
     p->names.shared = &p->acct->names;
     if (uid_full(p)) {
@@ -1203,7 +1369,7 @@ static void stash_free(stashed_t *st)
 {
     bk_close_fds(st->fds, st->nfds);
     if (st->charged)
-        st->charge->put(st->charge, st->charged);
+        st->charge->put(st->charge, st->charged, 0);
     free(st);
 }
 
@@ -1244,7 +1410,7 @@ static void stash_packets(bk_port_t *p, const rx_batch_t *rx,
         st->nfds = nfds;
         st->charge = fd_account(p, p);
         st->charged = nfds;
-        bk_user_charge_fds(&p->srv->users, st->charge, nfds);
+        bk_user_charge(&p->srv->users, st->charge, nfds, 0);
         st->fds = (int *)(st->data + len);
         memcpy(st->data, m[i].msg_hdr.msg_iov->iov_base, len);
         memcpy(st->fds, fds, nfds * sizeof(int));
@@ -1414,6 +1580,8 @@ void bk_port_hangup(bk_port_t *p, int err, const char *text)
     p->state = BK_PORT_CLOSING;
     bk_outq_fini(&p->out, lost_oneway, p);
     bk_outq_init(&p->out);
+    if (p->acct)
+        bk_outq_set_acct(&p->out, &p->acct->queued, &p->srv->users.queued);
     p->out.on_sent = bk_pub_sent;
     p->out.on_sent_arg = p;
     resume_waiters(p);
@@ -1478,6 +1646,7 @@ void bk_port_close(bk_port_t *p)
     resume_waiters(p);
     stash_clear(p);
     bk_list_unlink(&p->dirty_link);
+    bk_list_unlink(&p->budget_link);
     bk_user_release(p->acct);   /* nothing counts into it any more */
     p->acct = NULL;
     uv_close((uv_handle_t *)&p->poll, on_closed);

@@ -20,7 +20,9 @@
  * outq.h says in which order and how they are packed.
  *
  * Flow control: when a frame caused by sender S lands in this port's queue
- * and the queue holds more than queue_limit bytes, S is paused (its socket
+ * and the queue takes more than queue_limit bytes of memory (outq.h mem;
+ * or its user's queues more than max-queued-per-uid: bk_port_full), S is
+ * paused (its socket
  * is not read) until this queue drains below half the limit -- unless S
  * said BK_HELLO_FLOW: then S is told this receiver is busy (a FLOW frame,
  * once per episode and name) and is not paused, so its traffic to others,
@@ -28,7 +30,9 @@
  * this receiver itself.  Past the hard limit (bk_port_hard_limit: S did
  * not hold back in time), S is paused all the same.  When the queue
  * drains below half the limit, told senders get FLOW READY and paused
- * ones are read again.
+ * ones are read again.  Budgets of queued memory (what S's user's sends
+ * keep queued, all queues together) pause S whatever it said, until they
+ * are back under half (bk_port_resume_budget, once per loop pass).
  */
 #ifndef BK_PORT_H
 #define BK_PORT_H
@@ -99,7 +103,10 @@ typedef struct bk_port {
     bk_outq_t out;              /* frames waiting to be written */
 
     /* flow control */
-    uint32_t paused;            /* full receivers this port waits on */
+    uint32_t paused;            /* full receivers this port waits on, and
+                                 * one while budget_paused */
+    bool budget_paused;         /* by a budget of queued memory */
+    bk_list_t budget_link;      /* on bk_server.budget_paused */
     bool flow;                  /* HELLO said BK_HELLO_FLOW */
     bk_waiter_t *waiters;       /* senders paused on or told about this
                                  * port */
@@ -120,6 +127,11 @@ typedef struct bk_port {
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out, errors;
 
     uint16_t refusals_logged;   /* 1 << bk_port_refusal kinds logged */
+    /* requests refused over quotas, budgets and access rules
+     * (bk_port_count_refusal): in all, and in the current minute */
+    uint64_t refusals;
+    uint32_t refusals_minute;
+    uint64_t refusals_since_ms; /* start of that minute */
 } bk_port_t;
 
 /* What a client can be refused over and over: its limits and the access
@@ -209,6 +221,13 @@ int bk_port_send_body(bk_port_t *to, const bk_hdr_t *h, const void *payload,
  * frame is freed then). */
 int bk_port_requeue(bk_port_t *to, bk_oframe_t *f, const bk_hdr_t *h);
 
+/* Once per loop pass: resume the senders paused by a budget of queued
+ * memory that is back under half of it. */
+void bk_port_resume_budget(struct bk_server *srv);
+/* Whether `to` counts as full for flow control: its queue takes more
+ * than queue_limit (outq.h mem), or its user's queues more than
+ * max-queued-per-uid. */
+bool bk_port_full(const bk_port_t *to);
 /* The queue length past which a BK_HELLO_FLOW sender is paused all the
  * same: 1.5 x queue_limit (saturating). */
 uint64_t bk_port_hard_limit(const bk_port_t *to);
@@ -220,9 +239,17 @@ uint64_t bk_port_hard_limit(const bk_port_t *to);
 void bk_port_note_busy(bk_port_t *to, bk_port_t *from, const bk_hdr_t *h,
                        const uint8_t *payload);
 
-/* Send an ERROR frame (err: a negative errno) with a short text. */
+/* Send an ERROR frame (err: a negative errno) with a short text.  An
+ * ERROR caused by to itself (cause == to) counts as a refusal
+ * (bk_port_count_refusal). */
 void bk_port_error(bk_port_t *to, uint32_t stream, int err,
                    const char *text, bk_port_t *cause);
+/* A request of p's was answered with err: if that is a refusal over a
+ * quota or budget (EDQUOT, ENOBUFS) or an access rule (EACCES), count
+ * it; a client refused more than max-refusals times within a minute is
+ * persistent abuse: it is logged and hung up on (ERROR EDQUOT, then the
+ * connection closes). */
+void bk_port_count_refusal(bk_port_t *p, int err);
 
 /* The client broke the protocol: count it, log it, send an ERROR (err: a
  * negative errno; stream: the stream it concerns, or 0) saying "protocol

@@ -208,6 +208,7 @@ static void on_flush(uv_prepare_t *h)
     bk_server_t *s = h->data;
 
     do {
+        bk_port_resume_budget(s);
         bk_port_unstash_resumed(s);
         bk_port_flush_dirty(s);
         bk_server_reap(s);
@@ -538,6 +539,7 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     bk_list_init(&s->draining);
     bk_users_init(&s->users);
     bk_list_init(&s->unstash);
+    bk_list_init(&s->budget_paused);
     bk_list_init(&s->monitors);
     bk_names_init(&s->names);
     s->names.on_change = bk_pub_name_changed;

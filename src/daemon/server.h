@@ -113,6 +113,8 @@ typedef struct bk_server {
                                  * last flushed */
     bk_list_t unstash;          /* bk_port.stash_link: resumed senders
                                    with packets read past their pause */
+    bk_list_t budget_paused;    /* bk_port.budget_link: senders paused by
+                                 * a budget of queued memory (port.c) */
     bk_list_t monitors;         /* bk_mon.link: traffic taps (monitor.c) */
     bool stopping;
     bool finished;

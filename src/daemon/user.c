@@ -9,11 +9,17 @@
 #include "frame.h"
 #include "user.h"
 
-static void broker_put(bk_ocharge_t *c, unsigned n)
+static uint64_t sub_sat(uint64_t have, uint64_t n)
+{
+    return n <= have ? have - n : 0;
+}
+
+static void broker_put(bk_ocharge_t *c, unsigned n, uint64_t mem)
 {
     bk_users_t *u = bk_container_of(c, bk_users_t, broker);
 
-    u->fds -= n <= u->fds ? n : u->fds;
+    (void)mem;
+    u->fds = sub_sat(u->fds, n);
 }
 
 void bk_users_init(bk_users_t *u)
@@ -21,6 +27,7 @@ void bk_users_init(bk_users_t *u)
     bk_ht_init(&u->table);
     u->broker.put = broker_put;
     u->fds = 0;
+    u->queued = 0;
     u->hits = 0;
     bk_users_read_nofile(u);
 }
@@ -48,30 +55,36 @@ void bk_users_fini(bk_users_t *u)
     bk_ht_fini(&u->table);
 }
 
-/* The record goes once no connection, port or queued fd refers to it. */
+/* The record goes once no connection, port or queued frame refers to it. */
 static void maybe_free(bk_user_t *user)
 {
-    if (user->nports || user->holds || user->fds)
+    if (user->nports || user->holds || user->fds || user->queued ||
+        user->queued_by)
         return;
     bk_ht_remove(&user->users->table, &user->node);
     free(user);
 }
 
-static void user_put(bk_ocharge_t *c, unsigned n)
+static void user_put(bk_ocharge_t *c, unsigned n, uint64_t mem)
 {
     bk_user_t *user = bk_container_of(c, bk_user_t, charge);
     bk_users_t *u = user->users;
 
-    user->fds -= n <= user->fds ? n : user->fds;
-    u->fds -= n <= u->fds ? n : u->fds;
+    user->fds = sub_sat(user->fds, n);
+    user->queued_by = sub_sat(user->queued_by, mem);
+    u->fds = sub_sat(u->fds, n);
     maybe_free(user);
 }
 
-void bk_user_charge_fds(bk_users_t *u, bk_ocharge_t *c, unsigned n)
+void bk_user_charge(bk_users_t *u, bk_ocharge_t *c, unsigned n, uint64_t mem)
 {
     u->fds += n;
-    if (c != &u->broker)
-        bk_container_of(c, bk_user_t, charge)->fds += n;
+    if (c != &u->broker) {
+        bk_user_t *user = bk_container_of(c, bk_user_t, charge);
+
+        user->fds += n;
+        user->queued_by += mem;
+    }
 }
 
 bk_user_t *bk_user_ref(bk_users_t *u, uid_t uid)
@@ -141,9 +154,4 @@ bool bk_user_hit(bk_user_t *user, enum bk_user_quota kind)
         return false;
     user->episodes |= bit;
     return true;
-}
-
-void bk_user_episode_over(bk_user_t *user, enum bk_user_quota kind)
-{
-    user->episodes &= ~(1u << kind);
 }

@@ -12,9 +12,11 @@
  *
  * Charges (dbus-broker style): everything a user's connections hold is
  * counted on its record: fds in flight (queued towards receivers because
- * of its sends, and in its ports' stashes), streams it opened, names,
- * subscriptions,
- * shared-memory segments, bytes and held references.  A port holds its
+ * of its sends, and in its ports' stashes), the memory of the frames
+ * queued towards its connections (through their queues' mem_user) and
+ * because of its sends (through the frames' charge), streams it opened,
+ * names, subscriptions, shared-memory segments, bytes and held
+ * references.  A port holds its
  * record (bk_user_hold) from admission until it is closed, so its lists
  * may count into the record while they are torn down; a queued frame
  * carrying fds holds the record through its charge (outq.h bk_ocharge)
@@ -51,6 +53,9 @@ enum bk_user_quota {
     BK_QUOTA_RECV_FDS,          /* max-fds-per-client (a receiver's) */
     BK_QUOTA_RECV_HELD,         /* max-held-per-client (a receiver's) */
     BK_QUOTA_GLOBAL,            /* a global budget (fds, segments) */
+    BK_QUOTA_QUEUED,            /* max-queued-per-uid, towards its clients */
+    BK_QUOTA_QUEUED_BY,         /* max-queued-per-uid, caused by its sends */
+    BK_QUOTA_QUEUED_ALL,        /* max-queued, the whole broker */
     BK_QUOTA_KINDS_
 };
 
@@ -61,8 +66,12 @@ typedef struct bk_user {
     struct bk_users *users;     /* the table it is in */
     uint32_t nports;            /* connections, handshaking ones too */
     uint32_t holds;             /* ports between admission and close */
-    bk_ocharge_t charge;        /* what queued frames' fds are put back to */
+    bk_ocharge_t charge;        /* what queued frames' fds and memory are
+                                 * put back to */
     uint64_t fds;               /* fds in flight caused by its sends */
+    uint64_t queued;            /* memory of the frames queued towards its
+                                 * connections (outq.h mem) */
+    uint64_t queued_by;         /* ... queued because of its sends */
     uint32_t streams;           /* streams its connections opened (the
                                  * opener's ends, tombstones too) */
     uint32_t names;             /* names owned or waited for */
@@ -78,6 +87,7 @@ typedef struct bk_users {
     bk_htable_t table;
     bk_ocharge_t broker;        /* the broker's own frames with fds */
     uint64_t fds;               /* fds in flight, every user and the broker */
+    uint64_t queued;            /* memory of every queued frame */
     uint64_t hits;              /* quota hits of every user */
     uint64_t nofile;            /* RLIMIT_NOFILE when last read */
 } bk_users_t;
@@ -125,16 +135,28 @@ static inline bool bk_users_fd_room(const bk_users_t *u, uint64_t others,
     return held <= u->nofile && n <= u->nofile - held;
 }
 
-/* Charge n fds in flight to c (a user's charge, or the broker's): the
- * user's and the global count grow; bk_ocharge put gives them back. */
-void bk_user_charge_fds(bk_users_t *u, bk_ocharge_t *c, unsigned n);
+/* Charge a queued frame's n fds in flight and `mem` bytes to c (a user's
+ * charge, or the broker's, which counts fds only): the user's and the
+ * global counts grow; bk_ocharge put gives them back. */
+void bk_user_charge(bk_users_t *u, bk_ocharge_t *c, unsigned n,
+                    uint64_t mem);
 
 /* A quota of `kind` was hit by a client of `user`: counted, and true if
  * this starts an episode (the caller logs it then, port.c
  * bk_port_quota).  bk_user_episode_over ends the episode: a later check
  * of that kind passed. */
 bool bk_user_hit(bk_user_t *user, enum bk_user_quota kind);
-void bk_user_episode_over(bk_user_t *user, enum bk_user_quota kind);
+/* Whether an episode of `kind` is on (logged, not over). */
+static inline bool bk_user_in_episode(const bk_user_t *user,
+                                      enum bk_user_quota kind)
+{
+    return user->episodes & (1u << kind);
+}
+static inline void bk_user_episode_over(bk_user_t *user,
+                                        enum bk_user_quota kind)
+{
+    user->episodes &= ~(1u << kind);
+}
 
 /* Users with a record now. */
 static inline size_t bk_users_count(const bk_users_t *u)

@@ -65,7 +65,7 @@ static const char *const ctl_inspect_cols_subs[] = {
 
 static const char *const ctl_inspect_cols_users[] = {
     "uid", "connections", "fds", "streams", "names", "subs", "shm_segments",
-    "shm_bytes", "shm_held", "quota_hits", NULL };
+    "shm_bytes", "shm_held", "queued", "queued_by", "quota_hits", NULL };
 
 static const ctl_inspect_list_t ctl_inspect_lists[] = {
     { "clients", BROKER_CTRL_LIST_CLIENTS, ctl_inspect_cols_clients },

@@ -918,3 +918,324 @@ Test(budgets, reload_lowers_budgets_below_use)
     unlink(conf);
     th_broker_stop(&br);
 }
+
+/* ---- queued memory ------------------------------------------------------ */
+
+#define QMSG 8000u              /* one-way message size */
+#define QRECV 4                 /* receivers */
+
+/* One whole one-way message of QMSG bytes to `dest` (its first 8 bytes:
+ * n), without waiting: 0, or -EAGAIN when the socket is full. */
+static int send_numbered(int fd, uint64_t dest, uint32_t sid, uint64_t n)
+{
+    static uint8_t buf[BK_HDR_SIZE + QMSG];
+    bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_DATA,
+                   .flags = BK_F_OPEN | BK_F_CLOSE, .stream = sid,
+                   .dest = dest, .length = QMSG };
+
+    bk_hdr_encode(&h, buf);
+    memcpy(buf + BK_HDR_SIZE, &n, sizeof(n));
+    if (send(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL) ==
+        (ssize_t)sizeof(buf))
+        return 0;
+    TH_CHECK(errno == EAGAIN || errno == EWOULDBLOCK, "send: %s",
+             strerror(errno));
+    return -EAGAIN;
+}
+
+/* Send numbered messages round robin to ids[0..n) until the broker stops
+ * reading (the socket stays full after the broker had time to read it,
+ * STATUS answered on another connection in between); sent[i] counts what
+ * went to ids[i]. */
+static void send_until_paused(int fd, const uint64_t *ids, unsigned n,
+                              uint64_t *sent)
+{
+    uint32_t sid = 0;
+    unsigned full = 0;
+
+    for (unsigned i = 0; full < 3 && i < 100000; i++) {
+        unsigned k = i % n;
+
+        if (send_numbered(fd, ids[k], ++sid, sent[k]) == 0) {
+            sent[k]++;
+            full = 0;
+            continue;
+        }
+        full++;
+        (void)status("clients");        /* a loop pass of the broker */
+    }
+    TH_CHECK(full == 3, "the sender was never paused");
+}
+
+/* Read what raw receivers fds[0..n) got, all at once (a sender paused by
+ * a budget of several queues goes on only once they drain together),
+ * until each has want[i] DATA frames, numbered in order from 0. */
+static void read_numbered(const int *fds, const uint64_t *want, unsigned n)
+{
+    uint64_t next[QRECV] = { 0 }, end = th_now_ms() + TH_HANG_MS;
+    unsigned left = n;
+
+    TH_CHECK(n <= QRECV, "too many receivers");
+    for (unsigned i = 0; i < n; i++)
+        left -= want[i] == 0;
+    while (left) {
+        struct pollfd pfd[QRECV];
+
+        for (unsigned i = 0; i < n; i++)
+            pfd[i] = (struct pollfd){ .fd = next[i] < want[i] ? fds[i] : -1,
+                                      .events = POLLIN };
+        TH_CHECK(th_now_ms() < end, "receivers: messages missing");
+        if (poll(pfd, n, 100) <= 0)
+            continue;
+        for (unsigned i = 0; i < n; i++) {
+            const uint8_t *payload;
+            size_t off = 0;
+            ssize_t len;
+            bk_hdr_t r;
+
+            if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            len = th_raw_recv(fds[i], pkt, sizeof(pkt));
+            TH_CHECK(len > 0, "receiver %u: closed after %llu of %llu", i,
+                     (unsigned long long)next[i],
+                     (unsigned long long)want[i]);
+            while (bk_pkt_next(pkt, (size_t)len, &off, &r, &payload) == 1) {
+                uint64_t got;
+
+                if (r.type != BK_T_DATA)
+                    continue;
+                TH_CHECK(r.length == QMSG, "length %u", r.length);
+                memcpy(&got, payload, sizeof(got));
+                TH_CHECK(got == next[i], "receiver %u: message %llu where "
+                         "%llu was due", i, (unsigned long long)got,
+                         (unsigned long long)next[i]);
+                if (++next[i] == want[i])
+                    left--;
+            }
+        }
+    }
+}
+
+typedef struct qrecv_arg {
+    th_barrier_t ready, go, done;
+    uint64_t want[QRECV];
+} qrecv_arg_t;
+
+/* As nobody: QRECV receivers that read nothing until told, then read
+ * their numbered messages. */
+static int nobody_receivers(void *p)
+{
+    qrecv_arg_t *arg = p;
+    int fds[QRECV];
+    uint64_t id;
+
+    TH_CHECK(th_become_nobody(), "cannot become nobody");
+    for (unsigned i = 0; i < QRECV; i++) {
+        fds[i] = raw_hello(&id, 0);
+        th_barrier_signal(&arg->ready, id);
+    }
+    for (unsigned i = 0; i < QRECV; i++)
+        arg->want[i] = th_barrier_wait(&arg->go);
+    read_numbered(fds, arg->want, QRECV);
+    th_barrier_signal(&arg->done, 0);
+    for (unsigned i = 0; i < QRECV; i++)
+        close(fds[i]);
+    return 0;
+}
+
+/* A root pair exchanges numbered messages through brokerd: none lost. */
+static void pair_works(void)
+{
+    uint64_t rid, sid_;
+    int r = raw_hello(&rid, 0), s = raw_hello(&sid_, 0);
+    static const uint64_t want[1] = { 20 };
+    unsigned us = 500;
+
+    for (uint64_t i = 0; i < 20; i++)
+        while (send_numbered(s, rid, (uint32_t)i + 1, i) < 0)
+            th_nap(&us);
+    read_numbered(&r, want, 1);
+    close(s);
+    close(r);
+}
+
+/* The receivers of one user that read nothing: with max-queued-per-uid
+ * 256K their queues together stay near 256K although each could take a
+ * queue-limit of 1M; the sender is held back (a sender without FLOW is
+ * paused), another pair is not, and once the receivers read, every
+ * message arrives, in order. */
+Test(budgets, queued_per_uid_towards_its_clients)
+{
+    qrecv_arg_t *arg = mmap(NULL, sizeof(*arg), PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    uint64_t ids[QRECV], sent[QRECV] = { 0 }, total = 0, aid;
+    pid_t pid;
+    long q;
+    int a;
+
+    need_root();
+    cr_assert_neq(arg, MAP_FAILED);
+    th_broker_start(&br, "--queue-limit", "1M", "--max-queued-per-uid",
+                    "256K", NULL);
+    open_socket();
+    th_barrier_init(&arg->ready);
+    th_barrier_init(&arg->go);
+    th_barrier_init(&arg->done);
+    pid = th_spawn(nobody_receivers, arg);
+    for (unsigned i = 0; i < QRECV; i++)
+        ids[i] = th_barrier_wait(&arg->ready);
+    a = raw_hello(&aid, 0);
+    send_until_paused(a, ids, QRECV, sent);
+    for (unsigned i = 0; i < QRECV; i++)
+        total += sent[i];
+    q = user_value(TH_NOBODY, "queued");
+    /* the budget, plus what the broker read past it: one recvmmsg batch
+     * of packets of the paused sender */
+    cr_assert_leq(q, 256 * 1024 + 8 * (QMSG + 512), "nobody's queues: %ld",
+                  q);
+    cr_assert_geq(q, 256 * 1024, "nobody's queues: %ld", q);
+    cr_assert_lt(total * QMSG, QRECV * 1024 * 1024 / 2,
+                 "sent %llu messages", (unsigned long long)total);
+    cr_assert_geq(user_value(TH_NOBODY, "quota_hits"), 1);
+    pair_works();
+    for (unsigned i = 0; i < QRECV; i++)
+        th_barrier_signal(&arg->go, sent[i]);
+    th_barrier_wait(&arg->done);
+    th_join(pid);
+    close(a);
+    await_user(TH_NOBODY, "connections", -1);
+    await_status("queued_mem", 0);
+    th_barrier_fini(&arg->ready);
+    th_barrier_fini(&arg->go);
+    th_barrier_fini(&arg->done);
+    munmap(arg, sizeof(*arg));
+    th_broker_stop(&br);
+}
+
+typedef struct qsend_arg {
+    th_barrier_t ready, go, done;
+    uint64_t ids[QRECV], sent[QRECV];
+} qsend_arg_t;
+
+/* As nobody: send to the given receivers until paused, say how many went
+ * to each, and stay until told. */
+static int nobody_sender(void *p)
+{
+    qsend_arg_t *arg = p;
+    uint64_t id;
+    int a;
+
+    TH_CHECK(th_become_nobody(), "cannot become nobody");
+    a = raw_hello(&id, 0);
+    for (unsigned i = 0; i < QRECV; i++)
+        arg->ids[i] = th_barrier_wait(&arg->go);
+    send_until_paused(a, arg->ids, QRECV, arg->sent);
+    th_barrier_signal(&arg->ready, 0);
+    th_barrier_wait(&arg->done);
+    close(a);
+    return 0;
+}
+
+/* What one user's sends keep queued, towards receivers of another user
+ * (root: no budget of its own), stays near max-queued-per-uid: its sender
+ * is paused; then everything arrives in order. */
+Test(budgets, queued_per_uid_by_its_sends)
+{
+    qsend_arg_t *arg = mmap(NULL, sizeof(*arg), PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int r[QRECV];
+    uint64_t id;
+    pid_t pid;
+    long q;
+
+    need_root();
+    cr_assert_neq(arg, MAP_FAILED);
+    th_broker_start(&br, "--queue-limit", "1M", "--max-queued-per-uid",
+                    "256K", NULL);
+    open_socket();
+    th_barrier_init(&arg->ready);
+    th_barrier_init(&arg->go);
+    th_barrier_init(&arg->done);
+    pid = th_spawn(nobody_sender, arg);
+    for (unsigned i = 0; i < QRECV; i++) {
+        r[i] = raw_hello(&id, 0);
+        th_barrier_signal(&arg->go, id);
+    }
+    th_barrier_wait(&arg->ready);
+    q = user_value(TH_NOBODY, "queued_by");
+    cr_assert_leq(q, 256 * 1024 + 8 * (QMSG + 512), "queued by nobody: %ld",
+                  q);
+    cr_assert_geq(q, 256 * 1024, "queued by nobody: %ld", q);
+    cr_assert_eq(user_value(0, "queued"), q, "root's queues");
+    cr_assert_geq(user_value(TH_NOBODY, "quota_hits"), 1);
+    pair_works();
+    read_numbered(r, arg->sent, QRECV);
+    th_barrier_signal(&arg->done, 0);
+    th_join(pid);
+    await_user(TH_NOBODY, "connections", -1);
+    for (unsigned i = 0; i < QRECV; i++)
+        close(r[i]);
+    await_status("queued_mem", 0);
+    th_barrier_fini(&arg->ready);
+    th_barrier_fini(&arg->go);
+    th_barrier_fini(&arg->done);
+    munmap(arg, sizeof(*arg));
+    th_broker_stop(&br);
+}
+
+/* The whole broker's budget binds root too; what is queued is counted as
+ * the memory the frames take, more than their wire bytes. */
+Test(budgets, queued_global)
+{
+    int r[QRECV], a;
+    uint64_t ids[QRECV], sent[QRECV] = { 0 }, aid, mem, bytes;
+
+    th_broker_start(&br, "--queue-limit", "1M", "--max-queued", "256K",
+                    NULL);
+    for (unsigned i = 0; i < QRECV; i++)
+        r[i] = raw_hello(&ids[i], 0);
+    a = raw_hello(&aid, 0);
+    send_until_paused(a, ids, QRECV, sent);
+    mem = status("queued_mem");
+    bytes = status("queued_bytes");
+    cr_assert_leq(mem, 256 * 1024 + 8 * (QMSG + 512), "queued: %llu",
+                  (unsigned long long)mem);
+    cr_assert_geq(mem, 256 * 1024, "queued: %llu", (unsigned long long)mem);
+    cr_assert_gt(mem, bytes, "memory %llu, bytes %llu",
+                 (unsigned long long)mem, (unsigned long long)bytes);
+    read_numbered(r, sent, QRECV);
+    close(a);
+    for (unsigned i = 0; i < QRECV; i++)
+        close(r[i]);
+    await_status("queued_mem", 0);
+    th_broker_stop(&br);
+}
+
+/* Persistent abuse: past max-refusals refusals within a minute the client
+ * is told EDQUOT and disconnected; up to it, it stays. */
+Test(budgets, persistent_refusals_disconnect)
+{
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uint64_t rid, aid;
+    uint32_t sid = 0, aux = 0;
+    seen_t s = { 0 };
+    int r, a, nerr = 0;
+
+    th_broker_start(&br, "--max-fds-per-client", "1", "--max-refusals", "6",
+                    NULL);
+    r = raw_hello(&rid, 0);
+    a = raw_hello(&aid, 0);
+    fill_receiver(a, rid, &sid);
+    send_fd_msgs(a, rid, &sid, 4, 1, devnull);  /* 1 queued, 3 refused */
+    send_fd_msgs(a, rid, &sid, 3, 1, devnull);  /* 3 refused: 6 */
+    raw_ping(a, 1, &s);
+    cr_assert_eq(s.errors[ENOBUFS], 6, "ENOBUFS: %u", s.errors[ENOBUFS]);
+    send_fd_msgs(a, rid, &sid, 1, 1, devnull);  /* the 7th */
+    cr_assert_geq(th_raw_drain_to_eof(a, &aux, &nerr), 0);
+    cr_assert_eq(aux, EDQUOT, "last ERROR: %u", aux);
+    close(a);
+    pair_works();
+    close(r);
+    close(devnull);
+    th_broker_stop(&br);
+}

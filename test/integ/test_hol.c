@@ -42,8 +42,9 @@ static void teardown(void)
 
 TestSuite(hol, .init = setup, .fini = teardown, .timeout = 300);
 
-/* The bytes brokerd has queued towards client id (LIST_CLIENTS). */
-static uint64_t queued_bytes(broker_t *b, uint64_t id)
+/* The memory of what brokerd has queued towards client id (LIST_CLIENTS
+ * queued_mem: what queue-limit bounds). */
+static uint64_t queued_mem(broker_t *b, uint64_t id)
 {
     char *text = NULL, key[40], *line, *q;
     uint64_t v = UINT64_MAX;
@@ -55,9 +56,9 @@ static uint64_t queued_bytes(broker_t *b, uint64_t id)
         if (*line == '\n')
             line++;
         if (strncmp(line, key, strlen(key)) == 0 &&
-            (q = strstr(line, "queued_bytes=")) &&
+            (q = strstr(line, "queued_mem=")) &&
             (!strchr(line, '\n') || q < strchr(line, '\n'))) {
-            v = strtoull(q + strlen("queued_bytes="), NULL, 10);
+            v = strtoull(q + strlen("queued_mem="), NULL, 10);
             break;
         }
     }
@@ -144,7 +145,7 @@ Test(hol, full_receiver_holds_back_only_its_own_messages)
     for (;;) {
         n = th_barrier_wait(&a.sent);
         cr_assert_lt(n, 4096, "hol.slow never filled");
-        if (queued_bytes(fast, broker_client_id(slow)) > LIMIT)
+        if (queued_mem(fast, broker_client_id(slow)) > LIMIT)
             break;
         th_barrier_signal(&a.verdict, 1);
     }
@@ -404,7 +405,7 @@ Test(hol, flow_frames_and_the_hard_limit)
     for (;;) {
         n = th_barrier_wait(&a.sent);
         cr_assert_lt(n, 4096, "hol.slow never filled");
-        if (queued_bytes(obs, a.slow_id) > LIMIT)
+        if (queued_mem(obs, a.slow_id) > LIMIT)
             break;
         th_barrier_signal(&a.verdict, 1);
     }
@@ -412,7 +413,7 @@ Test(hol, flow_frames_and_the_hard_limit)
     /* S sends on regardless: brokerd stops reading it past the hard
      * limit, so the queue stays within it (and one packet) */
     deadline = th_now_ms() + TH_HANG_MS;
-    while ((q = queued_bytes(obs, a.slow_id)) <= HARD) {
+    while ((q = queued_mem(obs, a.slow_id)) <= HARD) {
         unsigned us = 1000;
 
         cr_assert_lt(th_now_ms(), deadline, "queue stuck at %" PRIu64, q);
@@ -421,7 +422,7 @@ Test(hol, flow_frames_and_the_hard_limit)
     for (int i = 0; i < 20; i++) {
         unsigned us = 2000;
 
-        q = queued_bytes(obs, a.slow_id);
+        q = queued_mem(obs, a.slow_id);
         cr_assert_leq(q, HARD + BK_DEF_MAX_PACKET + 64, "brokerd queued %"
                       PRIu64 " bytes for hol.slow", q);
         th_nap(&us);

@@ -99,7 +99,7 @@ static void await_broker_queue_over(broker_t *obs, uint64_t id,
     uint64_t end = th_now_ms() + TH_HANG_MS;
     unsigned nap = 500;
 
-    while (client_value(obs, id, "queued_bytes") <= bytes) {
+    while (client_value(obs, id, "queued_mem") <= bytes) {
         cr_assert_lt(th_now_ms(), end, "client %llu's queue in the broker "
                      "never passed %llu bytes", (unsigned long long)id,
                      (unsigned long long)bytes);

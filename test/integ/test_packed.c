@@ -353,7 +353,7 @@ static uint64_t await_queued_over(broker_t *obs, uint64_t id, uint64_t bytes)
     uint64_t end = th_now_ms() + TH_HANG_MS, q;
     unsigned nap = 500;
 
-    while ((q = client_value(obs, id, "queued_bytes")) <= bytes) {
+    while ((q = client_value(obs, id, "queued_mem")) <= bytes) {
         TH_CHECK(th_now_ms() < end, "client %llu's queue never passed %llu "
                  "bytes (%llu)", (unsigned long long)id,
                  (unsigned long long)bytes, (unsigned long long)q);

@@ -411,14 +411,15 @@ Test(page, listing_keys_in_the_documented_order)
     cr_assert_eq(ctrl(a, BK_OP_LIST_CLIENTS, 2, NULL, 0, &text, NULL), 0);
     line_keys(text, keys, sizeof(keys));
     cr_assert_str_eq(keys, "id pid uid gid comm age_ms names names_more "
-                           "queued_frames queued_bytes msgs_in msgs_out "
-                           "bytes_in bytes_out errors streams shm_segments "
-                           "shm_bytes shm_held subs dropped queued_fds "
-                           "desc");
+                           "queued_frames queued_bytes queued_mem msgs_in "
+                           "msgs_out bytes_in bytes_out errors streams "
+                           "shm_segments shm_bytes shm_held subs dropped "
+                           "queued_fds refusals desc");
     cr_assert_eq(ctrl(a, BK_OP_LIST_USERS, 3, NULL, 0, &text, NULL), 0);
     line_keys(text, keys, sizeof(keys));
     cr_assert_str_eq(keys, "uid connections fds streams names subs "
-                           "shm_segments shm_bytes shm_held quota_hits");
+                           "shm_segments shm_bytes shm_held queued "
+                           "queued_by quota_hits");
     rd_free(a);
     rd_free(b);
 }

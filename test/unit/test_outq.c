@@ -465,6 +465,39 @@ Test(outq, queued_bytes_and_frames_count_what_waits)
     cr_assert_eq(q.bytes, 0);
 }
 
+/* The memory a queue takes is what its frames allocated: more than their
+ * wire bytes for small frames (bookkeeping, rounding to 64-byte blocks),
+ * about the same for large ones; the counters the port shares follow it
+ * and come back to zero with the queue. */
+Test(outq, queued_memory_is_what_the_frames_take)
+{
+    uint64_t user = 0, all = 5;
+    packet_t p;
+
+    push_oneway(1, 1);
+    bk_outq_set_acct(&q, &user, &all);
+    cr_assert_geq(q.mem, 128, "a small frame takes %llu",
+                  (unsigned long long)q.mem);
+    cr_assert_eq(q.mem % 64, 0, "block-sized: %llu",
+                 (unsigned long long)q.mem);
+    cr_assert_gt(q.mem, q.bytes);
+    cr_assert_eq(user, q.mem, "what was queued before counts");
+    cr_assert_eq(all, 5 + q.mem);
+    push_data(2, BIG, 2);
+    cr_assert_geq(q.mem, q.bytes);
+    cr_assert_leq(q.mem, q.bytes + 2 * 256, "a large frame: %llu of %llu",
+                  (unsigned long long)q.mem, (unsigned long long)q.bytes);
+    cr_assert_eq(user, q.mem);
+    cr_assert(write_packet(&p, NULL));
+    cr_assert_eq(user, q.mem, "consumed frames give theirs back");
+    push_ctrl(3);
+    bk_outq_fini(&q, NULL, NULL);
+    cr_assert_eq(q.mem, 0);
+    cr_assert_eq(user, 0);
+    cr_assert_eq(all, 5);
+    bk_outq_init(&q);
+}
+
 Test(outq, a_packet_not_consumed_stays_queued)
 {
     bk_outq_pkt_t pkt;
