@@ -741,9 +741,9 @@ static void sum_lost(bk_port_t *p)
         return;
     h.length = (uint32_t)bk_sum_format(text, sizeof(text), p->lost.count,
                                        BK_SUM_LOST);
-    p->lost.count = 0;
     bk_mon_tap(NULL, p, 0, &h, text);
-    bk_port_send(p, &h, text, NULL, 0, NULL);
+    if (bk_port_send(p, &h, text, NULL, 0, NULL) != -ENOMEM)
+        p->lost.count = 0;      /* else the next flush tries again */
 }
 
 static void flush(bk_port_t *p)
