@@ -122,7 +122,7 @@ static bool is_receiver(const struct rcv *r, uint64_t id)
  * first on stream *sid (advanced past the last). */
 typedef void (*send_batch_fn)(void *s, uint64_t to, uint32_t *sid);
 
-/* Send to each receiver in batches until brokerd holds at least half the
+/* Send to each receiver in batches until brokerd holds 3/4 of the
  * limit for it (below the limit, so nothing holds the sender back), each
  * batch handled before the next is looked at.  Returns the messages
  * brokerd holds for the receivers: those lost once they go. */
@@ -143,7 +143,7 @@ static uint64_t fill(broker_t *obs, uint64_t sender, struct rcv *r,
             cr_assert_lt(q, LIMIT, "receiver %d past the limit: %" PRIu64,
                          i, q);
             cr_assert_lt(sid, 1u << 20, "receiver %d never filled", i);
-        } while (q < LIMIT / 2);
+        } while (q < LIMIT / 4 * 3);
         /* nobody reads: these stay queued, and are lost when it goes */
         lost += client_field(obs, r[i].id, "queued_frames");
     }
@@ -280,6 +280,7 @@ Test(notices, a_raw_sender_that_does_not_read_gets_a_bounded_queue)
     cr_assert_eq(client_field(obs, w.client_id, "errors"), lost);
     close(fd);
     broker_close(obs);
+    th_broker_stop(&br);        /* exit 0: clean under valgrind too */
 }
 
 /* ---- a libbroker sender -------------------------------------------------- */
@@ -329,4 +330,5 @@ Test(notices, libbroker_reports_every_lost_message)
     cr_assert_eq(broker_recv(b, &m, 0), -ETIMEDOUT, "one more event");
     broker_close(b);
     broker_close(obs);
+    th_broker_stop(&br);
 }
