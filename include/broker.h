@@ -51,6 +51,13 @@ typedef enum broker_kind {
                                      broker_msg_free() */
 #define BROKER_MSGF_TOPIC  0x20u  /* a publication: topic and sub_id set */
 
+/* The stream of a summary ERROR: count errors of its code (so far
+ * -ECONNRESET: one-way messages whose receiver disconnected before
+ * reading them) that the broker counted instead of sending one by one
+ * while this connection did not read; source: their receiver, or 0 if
+ * several.  Never a real stream. */
+#define BROKER_STREAM_SUMMARY 0xffffffffu
+
 typedef struct broker_msg {
     broker_kind_t kind;
     uint32_t flags;         /* BROKER_MSGF_* */
@@ -72,6 +79,9 @@ typedef struct broker_msg {
                                published on (NUL-terminated); else NULL */
     uint32_t sub_id;        /* publication or GAP: the subscription */
     uint64_t gap;           /* GAP: publications dropped since the last */
+    /* Added with summary errors (the struct grew again, as above). */
+    uint64_t count;         /* ERROR on BROKER_STREAM_SUMMARY: how many
+                               errors it stands for; else 0 */
 } broker_msg_t;
 
 /* Frees the message and closes any fd still in msg->fds (set an entry to

@@ -312,6 +312,12 @@ local function payload(tree, tvb, off, h, info)
         if len > 0 and have > 0 then
             add_string(tree, f.name, tvb, off, len)
         end
+    elseif t == T.ERROR and h.stream == 0xffffffff and have > 0 then
+        -- a summary (broker-protocol(7), Peer disconnect): the text starts
+        -- with the count of the errors it stands for
+        add_string(tree, f.text, tvb, off, len)
+        local count = tvb:range(off, math.min(len, have)):string():match("^%d+")
+        info[#info + 1] = "summary of " .. (count or "?")
     elseif (t == T.ERROR or t == T.CTRL_REPLY or t == T.CLOSE or t == T.BYE)
             and have > 0 then
         add_string(tree, f.text, tvb, off, len)

@@ -21,6 +21,7 @@
 #include "router.h"
 #include "server.h"
 #include "sockio.h"
+#include "summary.h"
 
 /* Packets read from one client per wakeup, so busy clients take turns. */
 #define READ_BURST 32
@@ -165,7 +166,8 @@ uint32_t bk_port_alloc_sid(bk_port_t *p)
     for (;;) {
         uint32_t n = p->next_psid++ & BK_SID_MAX_LOCAL;
         uint32_t sid = BK_SID_PEER_BIT | n;
-        if (n && (p->streams.count == 0 ||
+        /* BK_SID_SUMMARY is reserved for the summary ERROR */
+        if (n && sid != BK_SID_SUMMARY && (p->streams.count == 0 ||
                   !bk_st_find(&p->srv->streams, p->id, sid)))
             return sid;
     }
@@ -858,6 +860,57 @@ static int write_queue(bk_port_t *p)
     return 0;
 }
 
+/* ---- notices ---------------------------------------------------------------
+ *
+ * The broker's own frames about a client's messages go to that client
+ * whether it reads or not.  Most are bounded by what causes them: a
+ * refusal or a CTRL_REPLY is queued with the client as its cause, so the
+ * client is not read while its own queue is past queue_limit (queued());
+ * a stream's ERROR when its peer leaves comes once per stream the client
+ * holds (max-streams); GAP once per subscription; MONITOR records are
+ * dropped and counted past the limit (monitor.c); FLOW BUSY is bounded by
+ * the messages the busy receiver's queue takes before its hard limit.
+ * The ERROR for a one-way message its receiver never read is not: one
+ * receiver that leaves can turn its whole queue into ERRORs towards a
+ * sender that does not read.  Those are queued one by one while the
+ * sender's queue is within queue_limit; past it (and until the summary is
+ * out) they are only counted, and once the queue has drained to half the
+ * limit the sender gets one summary ERROR ECONNRESET on stream
+ * BK_SID_SUMMARY, from the receiver's id if they all came from one (else
+ * 0), whose text starts with the count (summary.h).  So such notices
+ * take a sender's queue past queue_limit by one frame at most, and the
+ * individual ERRORs plus the summaries' counts are every message lost. */
+
+static void fold(bk_port_fold_t *f, uint64_t source)
+{
+    if (!f->count)
+        f->source = source;
+    else if (f->source != source)
+        f->source = 0;
+    if (f->count < UINT64_MAX)
+        f->count++;
+}
+
+/* Send the summary of p's folded losses, if any and it is time. */
+static void sum_lost(bk_port_t *p)
+{
+    char text[128];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+        .stream = BK_SID_SUMMARY, .aux = bk_err_to_wire(-ECONNRESET),
+        .source = p->lost.source, .dest = p->id,
+    };
+
+    if (!p->lost.count || p->out.mem > p->srv->cfg->queue_limit / 2 ||
+        p->state == BK_PORT_CLOSING)
+        return;
+    h.length = (uint32_t)bk_sum_format(text, sizeof(text), p->lost.count,
+                                       BK_SUM_LOST);
+    bk_mon_tap(NULL, p, 0, &h, text);
+    if (bk_port_send(p, &h, text, NULL, 0, NULL) != -ENOMEM)
+        p->lost.count = 0;      /* else the next flush tries again */
+}
+
 static void flush(bk_port_t *p)
 {
     uint64_t limit = p->srv->cfg->queue_limit;
@@ -868,7 +921,13 @@ static void flush(bk_port_t *p)
         p->overfull = false;
         bk_server_trim_soon(p->srv);    /* the memory rule, server.h */
     }
-    /* drops reported once the queue has room again (pubsub.h) */
+    /* folded notices, and drops (pubsub.h), reported once the queue has
+     * room again */
+    if (p->lost.count) {
+        sum_lost(p);
+        if (write_queue(p) < 0)
+            return;
+    }
     if (p->gaps_pending && p->out.mem <= limit / 2 &&
         p->state != BK_PORT_CLOSING) {
         bk_pub_flush_gaps(p);
@@ -1545,7 +1604,8 @@ static void on_closed(uv_handle_t *h)
 
 /* A queued one-way message is dropped with its receiver: its sender hears
  * of it (unless the broker is stopping), as of any peer that disconnects:
- * ECONNRESET on its stream id, from the receiver's id. */
+ * ECONNRESET on its stream id, from the receiver's id -- or, past its
+ * queue limit, in a summary (above). */
 void bk_port_oneway_lost(bk_port_t *p, bk_port_t *src, uint32_t src_sid)
 {
     static const char text[] = "receiver disconnected before reading the "
@@ -1559,6 +1619,11 @@ void bk_port_oneway_lost(bk_port_t *p, bk_port_t *src, uint32_t src_sid)
     if (p->srv->stopping || src == p)
         return;
     src->errors++;
+    if (src->lost.count || src->out.mem > src->srv->cfg->queue_limit) {
+        fold(&src->lost, p->id);
+        mark_dirty(src);        /* flush sends the summary when it can */
+        return;
+    }
     bk_mon_tap(NULL, src, 0, &h, text);
     bk_port_send(src, &h, text, NULL, 0, NULL);
 }

@@ -65,6 +65,13 @@ typedef struct bk_waiter {
     bool paused, told;
 } bk_waiter_t;
 
+/* The broker's notices to a port that were folded into a count while
+ * its queue was full, for one summary ERROR (port.c, "Notices"). */
+typedef struct bk_port_fold {
+    uint64_t count;             /* folded, not yet summed up */
+    uint64_t source;            /* the peer they all came from, 0: several */
+} bk_port_fold_t;
+
 typedef struct bk_port {
     uv_poll_t poll;
     struct bk_server *srv;
@@ -125,6 +132,7 @@ typedef struct bk_port {
     uint64_t pub_dropped;       /* publications dropped towards it */
 
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out, errors;
+    bk_port_fold_t lost;        /* one-way losses folded (port.c) */
 
     uint16_t refusals_logged;   /* 1 << bk_port_refusal kinds logged */
     /* requests refused over quotas, budgets and access rules
@@ -256,7 +264,10 @@ void bk_port_count_refusal(bk_port_t *p, int err);
  * error: what", and fail the port. */
 /* A one-way message from src (its stream src_sid) will never reach `p`,
  * which is going away: src hears ECONNRESET from p (nothing while the
- * broker stops). */
+ * broker stops) -- an ERROR of its own while src's queue is within
+ * queue_limit, else counted into one summary ERROR (stream
+ * BK_SID_SUMMARY, summary.h) sent once src's queue has drained to half
+ * the limit.  Counted in src->errors either way. */
 void bk_port_oneway_lost(bk_port_t *p, bk_port_t *src, uint32_t src_sid);
 
 /* A connection just accepted (and counted against its user): refused

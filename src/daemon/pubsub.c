@@ -395,6 +395,8 @@ static void drop_delivery(bk_port_t *from, bk_port_t *to, bk_pub_rcpt_t *r)
         .length = sizeof(text) - 1,
     };
 
+    /* bounded: once per delivery (r is skipped from now on), and only
+     * while the broker is out of memory */
     to->errors++;
     bk_mon_tap(from, to, 0, &h, text);
     bk_port_send(to, &h, text, NULL, 0, NULL);
@@ -443,6 +445,8 @@ void bk_pub_abort(bk_port_t *from, const bk_pub_t *rec, int err,
         if (!to)
             continue;
         h.dest = to->id;
+        /* bounded: once per delivery in progress, each a stream the
+         * publisher holds (max-streams) */
         to->errors++;
         bk_mon_tap(from, to, 0, &h, text);
         /* behind the fragments already queued for that delivery */

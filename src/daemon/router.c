@@ -49,6 +49,8 @@ static void reject(bk_port_t *from, const bk_hdr_t *h, const uint8_t *payload,
 {
     bk_stream_t *s;
 
+    /* bounded: `from` is the cause, so it is not read while its own queue
+     * is past the limit (port.c, notices) */
     bk_port_error(from, h->stream, err, text, from);
     if (h->flags & BK_F_SHM)
         bk_shm_undelivered(from, shm_desc(h, payload));
@@ -333,7 +335,7 @@ static void send_whole(bk_port_t *from, bk_port_t *to, uint32_t to_sid,
     }
     if (queue_refused(r))
         bk_port_error(from, h->stream, r, queue_failure(r), from);
-    else if (r < 0)
+    else if (r < 0)     /* folded past from's limit (port.c, notices) */
         bk_port_oneway_lost(to, from, h->stream);
     else
         bk_port_note_busy(to, from, h, payload);
@@ -806,6 +808,7 @@ void bk_router_port_gone(bk_port_t *p)
                 .dest = op->id,
             };
             static const char text[] = "peer disconnected";
+            /* bounded: one per stream op holds (max-streams) */
             h.length = sizeof(text) - 1;
             op->errors++;
             bk_mon_tap(p, op, e->sid, &h, text);

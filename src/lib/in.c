@@ -17,6 +17,7 @@
 #include "shm.h"
 #include "shmview.h"
 #include "subs.h"
+#include "summary.h"
 #include "in.h"
 
 struct bk_in {
@@ -557,16 +558,38 @@ static int handle_data(broker_t *b, const bk_hdr_t *hin, const uint8_t *p,
     return 0;
 }
 
+/* A summary ERROR (summary.h): no stream ends; the event carries the
+ * count its text starts with.  A text without a valid count: -EPROTO. */
+static int handle_summary(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
+{
+    size_t tl = h->length > BK_MAX_TEXT ? BK_MAX_TEXT : h->length;
+    struct bk_msg *m;
+    uint64_t n;
+
+    if (bk_sum_parse(p, tl, &n) < 0)
+        return -EPROTO;
+    m = bk_msg_event(BROKER_MSG_ERROR, BROKER_STREAM_SUMMARY, h->source,
+                     bk_conn_wire_code(h->aux), p, tl);
+    if (!m)
+        return -ENOMEM;
+    m->pub.count = n;
+    deliver(b, m);
+    return 0;
+}
+
 /* CLOSE or ERROR for a stream: report it and forget the stream. */
 static int handle_end(broker_t *b, const bk_hdr_t *h, const uint8_t *p)
 {
     broker_kind_t kind = h->type == BK_T_CLOSE ? BROKER_MSG_CLOSE
                                                : BROKER_MSG_ERROR;
     size_t tl = h->length > BK_MAX_TEXT ? BK_MAX_TEXT : h->length;
-    struct bk_msg *m = bk_msg_event(kind, h->stream, h->source,
-                                    bk_conn_wire_code(h->aux), p, tl);
+    struct bk_msg *m;
     struct bk_stream *s;
 
+    if (kind == BROKER_MSG_ERROR && h->stream == BK_SID_SUMMARY)
+        return handle_summary(b, h, p);
+    m = bk_msg_event(kind, h->stream, h->source, bk_conn_wire_code(h->aux),
+                     p, tl);
     if (!m)
         return -ENOMEM;
     if (h->stream)

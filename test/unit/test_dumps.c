@@ -12,6 +12,7 @@
 #include <string.h>
 #include <criterion/criterion.h>
 #include "frame.h"
+#include "summary.h"
 
 #include "mandump.h"
 
@@ -51,9 +52,9 @@ static bool from_client(const bk_hdr_t *h)
 Test(dumps, every_dump_is_one_valid_frame)
 {
     load_dumps();
-    /* 1 in HANDSHAKE, 4 in EXAMPLE, 6 in SHARED MEMORY, 5 in PUBLISH AND
-     * SUBSCRIBE, 1 in FLOW CONTROL */
-    cr_assert_eq(ndumps, 17, "found %zu dumps", ndumps);
+    /* 1 in HANDSHAKE, 1 in STREAMS, 4 in EXAMPLE, 6 in SHARED MEMORY, 5
+     * in PUBLISH AND SUBSCRIBE, 1 in FLOW CONTROL */
+    cr_assert_eq(ndumps, 18, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -118,6 +119,30 @@ Test(dumps, flow_busy_is_the_codec_s_frame)
     cr_assert_eq(fc[0]->len, wlen, "FLOW dump of %zu bytes, want %zu",
                  fc[0]->len, wlen);
     cr_assert_arr_eq(fc[0]->b, want, wlen, "FLOW dump differs");
+}
+
+/* STREAMS' summary ERROR is the frame brokerd sends (port.c sum_lost). */
+Test(dumps, summary_error_is_the_codec_s_frame)
+{
+    md_dump_t *st[2];
+    uint8_t want[MD_BYTES];
+    char text[128];
+    size_t n, wlen, tl;
+    uint64_t count = 0;
+
+    load_dumps();
+    n = md_section(dumps, ndumps, "STREAMS", st, 2);
+    cr_assert_eq(n, 1, "%zu dumps in STREAMS", n);
+    tl = bk_sum_format(text, sizeof(text), 5000, BK_SUM_LOST);
+    wlen = frame(want, (bk_hdr_t){ .type = BK_T_ERROR, .aux = 104,
+                                   .stream = BK_SID_SUMMARY, .source = 7,
+                                   .dest = 3 },
+                 text, tl, NULL, 0);
+    cr_assert_eq(st[0]->len, wlen, "summary dump of %zu bytes, want %zu",
+                 st[0]->len, wlen);
+    cr_assert_arr_eq(st[0]->b, want, wlen, "summary dump differs");
+    cr_assert_eq(bk_sum_parse(st[0]->b + BK_HDR_SIZE, tl, &count), 0);
+    cr_assert_eq(count, 5000);
 }
 
 /* The SEG_DROP a client sends, in SHARED MEMORY, is the codec's frame. */
