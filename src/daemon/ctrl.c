@@ -147,7 +147,7 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  "bytes_in=%" PRIu64 "\nbytes_out=%" PRIu64 "\n"
                  "queued_bytes=%" PRIu64 "\nclients_total=%" PRIu64 "\n"
                  "shm_segments=%" PRIu64 "\nshm_bytes=%" PRIu64 "\n"
-                 "shm_held=%" PRIu64 "\nmax_segments=%u\nmax_shm=%" PRIu64 "\n"
+                 "shm_held=%" PRIu64 "\nshm_releasing=%" PRIu64 "\nmax_segments=%u\nmax_shm=%" PRIu64 "\n"
                  "protocol_errors=%" PRIu64 "\n"
                  "max_packet=%u\nmax_fds=%u\nmax_msg=%" PRIu64 "\n"
                  "queue_limit=%" PRIu64 "\nmax_streams=%u\nmax_names=%u\n"
@@ -166,7 +166,7 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  srv->stats.msgs_out, srv->stats.bytes_in,
                  srv->stats.bytes_out, queued, srv->stats.clients_total,
                  srv->stats.shm_segments, srv->stats.shm_bytes,
-                 srv->stats.shm_held, c->max_segments, c->max_shm,
+                 srv->stats.shm_held, srv->releases.pending, c->max_segments, c->max_shm,
                  srv->stats.protocol_errors, c->max_packet, c->max_fds,
                  c->max_msg, c->queue_limit, c->max_streams, c->max_names,
                  c->max_clients, bk_mon_count(srv),

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "frame.h"
 #include "policy.h"
 #include "topic.h"
 
@@ -144,6 +145,32 @@ static int add_rules(bk_policy_list_t *l, const char *pat, char *rest,
     return r;
 }
 
+/* A name pattern is a name (frame.h bk_name_valid: the alphabet of
+ * broker-protocol(7) NAMES, at most BK_MAX_NAME bytes, no leading ':'),
+ * or the start of one followed by '*' ("*" alone: every name).  What no
+ * name can match is refused, so that a typo cannot lock every name out. */
+static bool name_pattern_ok(const char *pat, char *err, size_t errlen)
+{
+    size_t n = strlen(pat), plen = n && pat[n - 1] == '*' ? n - 1 : n;
+    const char *why = NULL;
+
+    if (!n)
+        why = "empty";
+    else if (memchr(pat, '*', plen))
+        why = "'*' only at the end, for a prefix";
+    else if (plen >= BK_MAX_NAME + (plen == n))
+        why = "longer than a name (255 bytes)";
+    else if (pat[0] == ':')
+        why = "names may not begin with ':'";
+    else if (plen && !bk_name_valid(pat, plen, BK_MAX_NAME))
+        why = "a name has only A-Z a-z 0-9 . _ : / -";
+    if (!why)
+        return true;
+    snprintf(err, errlen, "bad name pattern '%s': %s (a name, or the start "
+             "of one followed by *)", pat, why);
+    return false;
+}
+
 /* How the first word of a rule is read. */
 enum pat_kind { PAT_NONE, PAT_NAME, PAT_TOPIC };
 
@@ -157,11 +184,7 @@ static bool pattern_ok(const char *pat, enum pat_kind kind, char *err,
                  "'.', '*' for one token, '>' for the rest)", pat);
         return false;
     }
-    if (*pat && !(strchr(pat, '*') && strchr(pat, '*')[1]))
-        return true;
-    snprintf(err, errlen, "bad name pattern '%s' (exact, or a "
-             "prefix followed by *)", pat);
-    return false;
+    return name_pattern_ok(pat, err, errlen);
 }
 
 static int add_copy(bk_policy_list_t *l, const char *value,

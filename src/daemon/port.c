@@ -936,6 +936,8 @@ static void flush(bk_port_t *p)
     }
     if (p->nwaiters && p->out.mem <= limit / 2)
         resume_waiters(p);
+    if (p->shm.release_wait && p->out.bytes <= limit / 2)
+        bk_shm_owner_drained(p);        /* release jobs go on (shm.h) */
     if (p->hangup && !p->out.frames) {
         bk_port_fail(p, p->fail_err);
         return;

@@ -215,6 +215,24 @@ static void on_flush(uv_prepare_t *h)
     } while (!bk_list_empty(&s->dirty) || !bk_list_empty(&s->unstash));
 }
 
+/* A batch of the release jobs (shm.h); while this handle is active the
+ * loop polls without waiting, so clients are served between batches. */
+static void on_release(uv_idle_t *h)
+{
+    bk_server_t *s = h->data;
+
+    if (!bk_shm_drain_step(s, BK_SHM_RELEASE_BATCH))
+        uv_idle_stop(h);
+    bk_server_reap(s);
+}
+
+void bk_server_release_soon(bk_server_t *s)
+{
+    if (s->finished || uv_is_active((uv_handle_t *)&s->releaser))
+        return;
+    uv_idle_start(&s->releaser, on_release);
+}
+
 /* ---- accepting -------------------------------------------------------------- */
 
 /* Send an ERROR (err: a negative errno) on a socket no port owns yet, and
@@ -483,6 +501,8 @@ static void init_handles(bk_server_t *s, uv_loop_t *loop)
     s->trimmer.data = s;
     uv_timer_init(loop, &s->hs_timer);
     s->hs_timer.data = s;
+    uv_idle_init(loop, &s->releaser);
+    s->releaser.data = s;
     uv_prepare_init(loop, &s->flusher);
     s->flusher.data = s;
     uv_prepare_start(&s->flusher, on_flush);
@@ -494,6 +514,7 @@ static void close_handles(bk_server_t *s)
     uv_close((uv_handle_t *)&s->trimmer, NULL);
     uv_close((uv_handle_t *)&s->hs_timer, NULL);
     uv_close((uv_handle_t *)&s->flusher, NULL);
+    uv_close((uv_handle_t *)&s->releaser, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
@@ -541,6 +562,7 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     bk_list_init(&s->unstash);
     bk_list_init(&s->budget_paused);
     bk_list_init(&s->monitors);
+    bk_shm_drain_init(&s->releases);
     bk_names_init(&s->names);
     s->names.on_change = bk_pub_name_changed;
     s->names.arg = s;
@@ -660,6 +682,7 @@ void bk_server_fini(bk_server_t *s)
     s->subs = NULL;
     bk_names_fini(&s->names);
     bk_ht_fini(&s->clients);
+    bk_shm_drain_fini(&s->releases);    /* before the users they hold */
     bk_users_fini(&s->users);
     free(s->rbuf);
     s->rbuf = NULL;

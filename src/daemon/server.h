@@ -3,8 +3,8 @@
  * streams, counters, signals and shutdown (prefix bk_server_).
  *
  * Owns the listening socket and its lock file fd, the spare fd for
- * EMFILE, the signal, grace-timer, flush (uv_prepare) and trim-timer
- * handles, the receive buffer every port reads into, the client table and
+ * EMFILE, the signal, grace-timer, flush (uv_prepare), release (uv_idle)
+ * and trim-timer * handles, the receive buffer every port reads into, the client table and
  * the lists every port is on (all, reap, dirty; the ports themselves are
  * port.c's), the name, stream and subscription tables and the counters.
  * The monitor list hangs here but is monitor.c's; the configuration is
@@ -37,6 +37,7 @@
 #include "htable.h"
 #include "list.h"
 #include "names.h"
+#include "shm.h"
 #include "streams.h"
 #include "subs.h"
 
@@ -116,6 +117,9 @@ typedef struct bk_server {
     bk_list_t budget_paused;    /* bk_port.budget_link: senders paused by
                                  * a budget of queued memory (port.c) */
     bk_list_t monitors;         /* bk_mon.link: traffic taps (monitor.c) */
+    bk_shm_drain_t releases;    /* departed holders' references (shm.h) */
+    uv_idle_t releaser;         /* runs bk_shm_drain_step while it has
+                                 * work that can go on */
     bool stopping;
     bool finished;
     bool listening;
@@ -157,6 +161,9 @@ uint8_t *bk_server_wbuf(bk_server_t *s);
 /* Give freed memory back to the system a second from now (memory rule
  * above); a no-op if that is planned already. */
 void bk_server_trim_soon(bk_server_t *s);
+/* Release jobs (shm.h) have work: run a batch each loop pass, without
+ * waiting for events meanwhile, until none can go on. */
+void bk_server_release_soon(bk_server_t *s);
 /* Called by a port when its queue became empty (shutdown progress). */
 void bk_server_port_drained(bk_server_t *s);
 uint64_t bk_now_ms(void);

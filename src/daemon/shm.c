@@ -669,11 +669,11 @@ int bk_shm_release(bk_port_t *p, const uint8_t *payload, uint32_t len,
 
 /* ---- departure --------------------------------------------------------------- */
 
-/* A departing receiver's references, one record each, gathered so that
- * each owner gets them in few RELEASE frames (as many records as a packet
- * holds) rather than a frame per reference. */
+/* A departed holder's references, one record each, gathered during a
+ * pass so that each owner gets them in few RELEASE frames (as many
+ * records as a packet holds) rather than a frame per reference. */
 typedef struct rel_rec {
-    uint64_t owner, count, offset;
+    uint64_t owner, peer, count, offset;
     uint32_t segid;
 } rel_rec_t;
 
@@ -686,15 +686,15 @@ static int rel_cmp(const void *a, const void *b)
 
 /* recs[0..n), sorted by owner, to their owners; a record whose count
  * exceeds 32 bits goes as several.  Out of memory, one frame each. */
-static void send_releases(bk_port_t *p, rel_rec_t *recs, size_t n)
+static void send_releases(bk_server_t *s, rel_rec_t *recs, size_t n)
 {
-    size_t per = (p->srv->cfg->max_packet - BK_HDR_SIZE) / BK_RELEASE_SIZE;
-    uint8_t *buf = malloc(per * BK_RELEASE_SIZE);
+    size_t per = (s->cfg->max_packet - BK_HDR_SIZE) / BK_RELEASE_SIZE;
+    uint8_t *buf = n ? malloc(per * BK_RELEASE_SIZE) : NULL;
     size_t i = 0;
 
     while (i < n) {
         uint64_t owner = recs[i].owner;
-        bk_port_t *op = bk_server_find(p->srv, owner);
+        bk_port_t *op = bk_server_find(s, owner);
         bk_hdr_t h = {
             .version = BK_PROTO_VERSION, .type = BK_T_RELEASE,
             .dest = owner,
@@ -702,7 +702,7 @@ static void send_releases(bk_port_t *p, rel_rec_t *recs, size_t n)
         size_t k = 0;
 
         if (!buf && op)
-            send_release(op, p->id, recs[i].segid, recs[i].count,
+            send_release(op, recs[i].peer, recs[i].segid, recs[i].count,
                          recs[i].offset, NULL);
         if (!buf || !op) {
             i++;
@@ -712,7 +712,7 @@ static void send_releases(bk_port_t *p, rel_rec_t *recs, size_t n)
             uint8_t *r = buf + k++ * BK_RELEASE_SIZE;
             uint32_t c = recs[i].count > UINT32_MAX ? UINT32_MAX
                                                     : (uint32_t)recs[i].count;
-            bk_put64(r, p->id);
+            bk_put64(r, recs[i].peer);
             bk_put32(r + 8, recs[i].segid);
             bk_put32(r + 12, c);
             bk_put64(r + 16, recs[i].offset);
@@ -725,45 +725,281 @@ static void send_releases(bk_port_t *p, rel_rec_t *recs, size_t n)
     free(buf);
 }
 
-/* Give every reference `p` holds back to its owner.  The references are
- * bounded (max-held-per-client), and so is this work. */
-static void return_held(bk_port_t *p)
+/* ---- release jobs (shm.h) ------------------------------------------------ */
+
+/* A departed holder's references and known segments, given back a batch
+ * per loop pass: first the held entries (cursor next), then the known
+ * ones (their count only matters for the tombstones of dropped segments:
+ * jobs_know). */
+typedef struct bk_shm_job {
+    bk_list_t link;             /* on bk_shm_drain.jobs */
+    uint64_t id;                /* the departed client */
+    bk_user_t *acct;            /* its user, held; charged `nheld` */
+    bk_htable_t held, known;    /* moved from its bk_shm_port */
+    bk_hnode_t *next;           /* the next entry of held, then of known */
+    bool known_phase;
+    uint64_t nheld;             /* references still to release */
+} bk_shm_job_t;
+
+/* What one pass of a job did. */
+enum { JOB_MORE, JOB_WAIT, JOB_DONE };
+
+/* Records gathered in one pass. */
+typedef struct rel_batch {
+    rel_rec_t *v;               /* NULL out of memory: sent one by one */
+    size_t n;
+} rel_batch_t;
+
+void bk_shm_drain_init(bk_shm_drain_t *d)
 {
-    rel_rec_t *recs = malloc((p->shm.held.count + 1) * sizeof(*recs));
-    size_t nrec = 0;
+    memset(d, 0, sizeof(*d));
+    bk_list_init(&d->jobs);
+}
+
+/* Whether a job still counts references into (owner, segid): the
+ * segment's id stays taken while it does (settle, bk_shm_drop). */
+static bool jobs_know(const bk_server_t *s, uint64_t owner, uint32_t segid)
+{
+    const bk_shm_job_t *j;
+    uint8_t key[12];
+
+    if (!s->releases.njobs)
+        return false;
+    known_key(key, owner, segid);
+    bk_list_for_each(j, &s->releases.jobs, bk_shm_job_t, link) {
+        bk_hnode_t *n = bk_ht_find(&j->known, key, sizeof(key));
+        if (n && bk_container_of(n, bk_known_t, node)->refs)
+            return true;
+    }
+    return false;
+}
+
+/* The job gave back `count` references into (owner, segid); op: the
+ * owner if it is still there. */
+static void job_known_drop(bk_shm_job_t *j, bk_port_t *op, uint64_t owner,
+                           uint32_t segid, uint64_t count)
+{
+    uint8_t key[12];
+    bk_hnode_t *n;
+    bk_known_t *k;
+
+    known_key(key, owner, segid);
+    if (!(n = bk_ht_find(&j->known, key, sizeof(key))))
+        return;
+    k = bk_container_of(n, bk_known_t, node);
+    k->refs -= count < k->refs ? count : k->refs;
+    if (k->refs)
+        return;
+    if (j->next == n)
+        j->next = bk_ht_next(&j->known, n);
+    bk_ht_remove(&j->known, n);
+    free(k);
+    if (op)
+        settle(op, segid);
+}
+
+static void batch_add(bk_server_t *s, rel_batch_t *b, const rel_rec_t *r)
+{
+    bk_port_t *op;
+
+    if (b->v) {
+        b->v[b->n++] = *r;
+        return;
+    }
+    if ((op = bk_server_find(s, r->owner)))
+        send_release(op, r->peer, r->segid, r->count, r->offset, NULL);
+}
+
+/* One held entry of j (its cursor) goes back; false (nothing done) if
+ * its owner's queue is over queue_limit and `force` is not set. */
+static bool job_release_next(bk_server_t *s, bk_shm_job_t *j,
+                             rel_batch_t *b, bool force)
+{
+    bk_hnode_t *n = j->next;
+    bk_held_t *held = bk_container_of(n, bk_held_t, node);
+    uint64_t owner = bk_get64(held->key), off = bk_get64(held->key + 12);
+    uint32_t segid = bk_get32(held->key + 8);
+    bk_port_t *op = bk_server_find(s, owner);
+    uint64_t c;
+
+    if (op && !force && op->out.bytes > s->cfg->queue_limit) {
+        op->shm.release_wait = true;
+        return false;
+    }
+    j->next = bk_ht_next(&j->held, n);
+    bk_ht_remove(&j->held, n);
+    c = op ? absorb(op, segid, off, held->count) : 0;
+    if (c)
+        batch_add(s, b, &(rel_rec_t){ owner, j->id, c, off, segid });
+    s->stats.shm_held -= held->count;
+    s->releases.pending -= held->count;
+    j->nheld -= held->count;
+    if (j->acct)
+        j->acct->held -= held->count <= j->acct->held ? held->count
+                                                      : j->acct->held;
+    job_known_drop(j, op, owner, segid, held->count);
+    free(held);
+    return true;
+}
+
+/* One known entry of j (its cursor) is forgotten. */
+static void job_forget_next(bk_server_t *s, bk_shm_job_t *j)
+{
+    bk_hnode_t *n = j->next;
+    bk_known_t *k = bk_container_of(n, bk_known_t, node);
+    uint64_t owner = bk_get64(k->key);
+    bool counted = k->refs != 0;        /* cannot be: held went first */
+    bk_port_t *op;
+
+    j->next = bk_ht_next(&j->known, n);
+    bk_ht_remove(&j->known, n);
+    if (counted && (op = bk_server_find(s, owner)))
+        settle(op, bk_get32(k->key + 8));
+    free(k);
+}
+
+/* Up to *budget entries of j; force: ignore full owners (out of memory,
+ * no job could be made). */
+static int job_step(bk_server_t *s, bk_shm_job_t *j, rel_batch_t *b,
+                    uint32_t *budget, bool force)
+{
+    for (; *budget; --*budget) {
+        if (!j->next && !j->known_phase) {
+            j->known_phase = true;
+            j->next = bk_ht_next(&j->known, NULL);
+        }
+        if (!j->next)
+            return JOB_DONE;
+        if (j->known_phase)
+            job_forget_next(s, j);
+        else if (!job_release_next(s, j, b, force))
+            return JOB_WAIT;
+    }
+    return JOB_MORE;
+}
+
+/* Drop what is left of j without sending anything: its entries, its
+ * counts (st: the server's counters, NULL when they go too) and its
+ * hold on the user. */
+static void job_clear(bk_shm_drain_t *d, bk_shm_job_t *j, bk_stats_t *st)
+{
     bk_hnode_t *n, *next;
 
-    for (n = bk_ht_next(&p->shm.held, NULL); n; n = next) {
-        bk_held_t *held = bk_container_of(n, bk_held_t, node);
-        uint64_t owner = bk_get64(held->key);
-        bk_port_t *op = bk_server_find(p->srv, owner);
-
-        next = bk_ht_next(&p->shm.held, n);
-        if (op && op != p) {
-            uint32_t segid = bk_get32(held->key + 8);
-            uint64_t off = bk_get64(held->key + 12);
-            uint64_t c = absorb(op, segid, off, held->count);
-            if (c && recs)
-                recs[nrec++] = (rel_rec_t){ owner, c, off, segid };
-            else if (c)
-                send_release(op, p->id, segid, c, off, NULL);
-        }
-        p->srv->stats.shm_held -= held->count;
-        free(held);
+    for (n = bk_ht_next(&j->held, NULL); n; n = next) {
+        next = bk_ht_next(&j->held, n);
+        free(bk_container_of(n, bk_held_t, node));
     }
-    if (recs) {
-        qsort(recs, nrec, sizeof(*recs), rel_cmp);
-        send_releases(p, recs, nrec);
-        free(recs);
-    }
-    bk_ht_fini(&p->shm.held);
-    uncharge_held(p, p->shm.nheld);
-    p->shm.nheld = 0;
-    for (n = bk_ht_next(&p->shm.known, NULL); n; n = next) {
-        next = bk_ht_next(&p->shm.known, n);
+    for (n = bk_ht_next(&j->known, NULL); n; n = next) {
+        next = bk_ht_next(&j->known, n);
         free(bk_container_of(n, bk_known_t, node));
     }
-    bk_ht_fini(&p->shm.known);
+    bk_ht_fini(&j->held);
+    bk_ht_fini(&j->known);
+    if (st)
+        st->shm_held -= j->nheld <= st->shm_held ? j->nheld : st->shm_held;
+    d->pending -= j->nheld <= d->pending ? j->nheld : d->pending;
+    if (j->acct) {
+        j->acct->held -= j->nheld <= j->acct->held ? j->nheld
+                                                   : j->acct->held;
+        bk_user_release(j->acct);
+        j->acct = NULL;
+    }
+    j->nheld = 0;
+}
+
+static void job_free(bk_shm_drain_t *d, bk_shm_job_t *j, bk_stats_t *st)
+{
+    job_clear(d, j, st);
+    bk_list_unlink(&j->link);
+    d->njobs--;
+    free(j);
+}
+
+void bk_shm_drain_fini(bk_shm_drain_t *d)
+{
+    bk_list_t *l;
+
+    while ((l = bk_list_first(&d->jobs)))
+        job_free(d, bk_container_of(l, bk_shm_job_t, link), NULL);
+}
+
+bool bk_shm_drain_step(bk_server_t *s, uint32_t budget)
+{
+    bk_shm_drain_t *d = &s->releases;
+    rel_batch_t b = { 0 };
+    bk_shm_job_t *j;
+    bool more = false;
+
+    if (s->stopping) {          /* the owners are leaving too */
+        while (!bk_list_empty(&d->jobs))
+            job_free(d, bk_container_of(bk_list_first(&d->jobs),
+                                        bk_shm_job_t, link), &s->stats);
+        return false;
+    }
+    b.v = malloc((budget < d->pending ? budget : d->pending) *
+                 sizeof(*b.v) + 1);
+    bk_list_for_each_safe(j, &d->jobs, bk_shm_job_t, link) {
+        int r;
+
+        if (!budget) {
+            more = true;
+            break;
+        }
+        r = job_step(s, j, &b, &budget, false);
+        if (r == JOB_DONE)
+            job_free(d, j, &s->stats);
+        more |= r == JOB_MORE;
+    }
+    if (b.v) {
+        qsort(b.v, b.n, sizeof(*b.v), rel_cmp);
+        send_releases(s, b.v, b.n);
+        free(b.v);
+    }
+    return more;
+}
+
+void bk_shm_owner_drained(bk_port_t *p)
+{
+    p->shm.release_wait = false;
+    bk_server_release_soon(p->srv);
+}
+
+/* Move p's references and known segments to a release job, O(1).  Out
+ * of memory they are given back at once instead, ignoring full queues. */
+static void return_held(bk_port_t *p)
+{
+    bk_server_t *s = p->srv;
+    bk_shm_job_t *j, local = { 0 };
+    uint32_t all = UINT32_MAX;
+
+    if (!p->shm.held.count && !p->shm.known.count) {
+        bk_ht_fini(&p->shm.held);
+        bk_ht_fini(&p->shm.known);
+        return;
+    }
+    j = malloc(sizeof(*j));
+    *(j ? j : &local) = (bk_shm_job_t){
+        .id = p->id, .acct = p->acct, .held = p->shm.held,
+        .known = p->shm.known, .nheld = p->shm.nheld,
+    };
+    bk_list_init(&(j ? j : &local)->link);
+    bk_ht_init(&p->shm.held);
+    bk_ht_init(&p->shm.known);
+    p->shm.nheld = 0;
+    if (p->acct)
+        bk_user_hold(p->acct);
+    s->releases.pending += (j ? j : &local)->nheld;
+    if (!j) {
+        rel_batch_t b = { 0 };
+        local.next = bk_ht_next(&local.held, NULL);
+        job_step(s, &local, &b, &all, true);
+        job_clear(&s->releases, &local, &s->stats);
+        return;
+    }
+    j->next = bk_ht_next(&j->held, NULL);
+    bk_list_push_tail(&s->releases.jobs, &j->link);
+    s->releases.njobs++;
+    bk_server_release_soon(s);
 }
 
 /* The owner of `seg` is gone or dropped it: each receiver hears it once
@@ -788,7 +1024,7 @@ static uint32_t retire_receivers(bk_port_t *p, bk_segment_t *seg)
         free(k);
         send_seg_drop(r, p->id, seg->segid);
     }
-    return pending;
+    return pending + jobs_know(p->srv, p->id, seg->segid);
 }
 
 static void retire(bk_port_t *p, bk_segment_t *seg)
@@ -807,7 +1043,7 @@ static bool still_known(bk_port_t *p, const bk_segment_t *seg)
         if (r && r != p && known_find(r, p->id, seg->segid))
             return true;
     }
-    return false;
+    return jobs_know(p->srv, p->id, seg->segid);
 }
 
 static void tomb_free(bk_port_t *p, bk_segment_t *seg)
@@ -878,6 +1114,8 @@ void bk_shm_port_gone(bk_port_t *p)
 {
     bk_hnode_t *n, *next;
 
+    if (p->shm.release_wait)    /* jobs waiting for it drop its share */
+        bk_shm_owner_drained(p);
     return_held(p);
     for (n = bk_ht_next(&p->shm.segs, NULL); n; n = next) {
         bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);

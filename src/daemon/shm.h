@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "htable.h"
+#include "list.h"
 #include "outq.h"
 #include "proto.h"
 
@@ -50,7 +51,46 @@ typedef struct bk_shm_port {
     bk_htable_t known;          /* received: (owner, segid) -> bk_known */
     bk_htable_t held;           /* (owner, segid, offset) -> bk_held */
     uint64_t nheld;             /* references held */
+    bool release_wait;          /* a release job waits for this owner's
+                                 * queue to drain (bk_shm_owner_drained) */
 } bk_shm_port_t;
+
+/* Releases in bounded batches.  When a client goes, the references it
+ * held are not given back all at once (a million of them blocked the
+ * loop for 400 ms): its tables move, in O(1), to a release job, and each
+ * loop pass gives back at most BK_SHM_RELEASE_BATCH of a job's entries
+ * (server.c runs bk_shm_drain_step from an idle handle), so the other
+ * clients are served in between.  The owners get coalesced RELEASE
+ * frames (one per owner and pass, as many records as a packet holds);
+ * a job pauses while the owner it comes to has more than queue_limit
+ * bytes queued (bk_shm_owner_drained resumes it once that queue is below
+ * half), so the broker's own frames respect the owner's limit within one
+ * batch.  While a job still holds references into a segment its owner
+ * dropped, the segment id stays taken (as for a live receiver), so a
+ * late RELEASE never names a newer segment.  The references count in
+ * shm_held (and on the departed client's user, whose record the job
+ * holds) until they are released, and in shm_releasing meanwhile; each
+ * is released exactly once, or dropped if its owner has gone too. */
+#define BK_SHM_RELEASE_BATCH 1024u
+
+typedef struct bk_shm_drain {
+    bk_list_t jobs;             /* bk_shm_job.link, oldest first */
+    uint32_t njobs;
+    uint64_t pending;           /* references whose release is pending */
+} bk_shm_drain_t;
+
+struct bk_server;
+
+void bk_shm_drain_init(bk_shm_drain_t *d);
+/* Free every job without sending anything (the broker stops). */
+void bk_shm_drain_fini(bk_shm_drain_t *d);
+/* One pass: give back at most `budget` entries of the jobs, each job in
+ * turn.  Returns true if a job could go on at once (call again next
+ * pass), false if every job is done or waits for a full owner. */
+bool bk_shm_drain_step(struct bk_server *s, uint32_t budget);
+/* Owner p's queue is below half its limit again: jobs waiting for it
+ * may go on.  Called by port.c when p->shm.release_wait is set. */
+void bk_shm_owner_drained(struct bk_port *p);
 
 void bk_shm_port_init(bk_shm_port_t *s);
 
@@ -97,8 +137,8 @@ int bk_shm_drop(struct bk_port *p, const uint8_t *payload, const char **why);
 void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
                      uint32_t *nreceivers);
 
-/* `p` is going away: its references go back to their owners, its segments
- * are closed and announced gone to those who got them. */
+/* `p` is going away: its references go to a release job (above), its
+ * segments are closed and announced gone to those who got them. */
 void bk_shm_port_gone(struct bk_port *p);
 
 #endif

@@ -101,6 +101,54 @@ Test(config, bad_files_exit_2_with_file_and_line)
     expect_rejected("allow-connect = uid:x\n", 1, "uid:x");
 }
 
+/* allow-own / allow-send patterns are checked against the name alphabet
+ * (broker-protocol(7) NAMES): one that no name can match is an error, not
+ * a rule that silently locks every name out. */
+Test(config, name_patterns_outside_the_alphabet_exit_2)
+{
+    char longname[300];
+
+    expect_rejected("allow-own = svc.* *\nallow-own = svc,* uid:0\n", 2,
+                    "bad name pattern 'svc,*': a name has only");
+    expect_rejected("allow-send = s\xc3\xa9rvice *\n", 1,
+                    "bad name pattern");
+    expect_rejected("allow-send = app*.x *\n", 1, "'*' only at the end");
+    expect_rejected("allow-own = **  uid:0\n", 1, "'*' only at the end");
+    expect_rejected("allow-own = :reserved.* uid:0\n", 1,
+                    "may not begin with ':'");
+    memcpy(longname, "allow-own = ", 12);
+    memset(longname + 12, 'n', 256);
+    memcpy(longname + 12 + 256, " *\n", 4);
+    expect_rejected(longname, 1, "longer than a name");
+    /* a prefix of 255 bytes leaves no room for the rest of a name */
+    memcpy(longname + 12 + 255, "* *\n", 5);
+    expect_rejected(longname, 1, "longer than a name");
+}
+
+/* A reload whose file has a bad name pattern changes nothing: the old
+ * limits and rules stay, and the reason (FILE:LINE) is returned. */
+Test(config, reload_with_bad_name_pattern_keeps_old_config)
+{
+    char want[192];
+    th_output_t o;
+    broker_t *b;
+    int st;
+
+    write_conf("max-names = 2\nallow-own = svc.* *\n");
+    th_broker_start(&br, "-c", conf, NULL);
+    b = th_connect(&br);
+    write_conf("max-names = 5\nallow-own = svc.\\* *\n");
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    cr_assert(TH_EXITED(st, 1), "brokerctl reload: 0x%x", st);
+    snprintf(want, sizeof(want), "%s:2: bad name pattern 'svc.\\*'", conf);
+    cr_assert(strstr(o.err, want) != NULL, "no '%s' in: %s", want, o.err);
+    th_output_free(&o);
+    cr_assert_eq(th_status_value(b, "max_names"), 2, "old limit kept");
+    cr_assert_eq(broker_ping(b, TH_HANG_MS), 0);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
 /* ---- limits ----------------------------------------------------------- */
 
 Test(config, limit_from_file_takes_effect)
@@ -146,7 +194,7 @@ static void become_nobody(void)
 /* Start a broker whose socket the uid nobody can reach. */
 static void start_open_broker(const char *rules)
 {
-    char text[512];
+    char text[1536];
 
     if (geteuid() != 0)
         cr_skip_test("needs root to switch to uid %d", TH_NOBODY);
@@ -289,6 +337,44 @@ static int nobody_owns(void *arg)
     TH_CHECK(broker_register(b, "svc.exactly") == -EACCES, "svc.exactly");
     broker_close(b);
     return 0;
+}
+
+/* Every character of the alphabet, an exact name of 255 bytes, a prefix
+ * of 254 and '*' alone are patterns; the rules work (nobody may own what
+ * they allow, and only that). */
+static int nobody_owns_alphabet(void *arg)
+{
+    broker_t *b;
+    int r;
+
+    (void)arg;
+    become_nobody();
+    TH_OK(broker_connect(br.sock, &b));
+    TH_OK(broker_register(b, "Az09._:/-x"));
+    TH_OK(broker_register(b, "p.any"));
+    r = broker_register(b, "other");
+    TH_CHECK(r == -EACCES, "register other: %d, want -EACCES", r);
+    broker_close(b);
+    return 0;
+}
+
+Test(config, name_patterns_in_the_alphabet_are_accepted)
+{
+    char text[1200];
+    int n;
+
+    n = snprintf(text, sizeof(text), "allow-own = Az09._:/-* uid:65534\n"
+                 "allow-own = p.* uid:65534\nallow-send = * *\n"
+                 "allow-send = ");
+    memset(text + n, 'e', 255);
+    n += 255;
+    n += snprintf(text + n, sizeof(text) - (size_t)n, " *\nallow-send = ");
+    memset(text + n, 'p', 254);
+    n += 254;
+    snprintf(text + n, sizeof(text) - (size_t)n, "* *\n");
+    start_open_broker(text);
+    th_join(th_spawn(nobody_owns_alphabet, NULL));
+    th_broker_stop(&br);
 }
 
 Test(config, allow_own_limits_names)

@@ -40,6 +40,7 @@ dbl_world_t *dbl_world_new(void)
     bk_list_init(&w->srv.all);
     bk_list_init(&w->srv.dirty);
     bk_list_init(&w->srv.monitors);
+    bk_shm_drain_init(&w->srv.releases);
     return w;
 }
 
@@ -51,6 +52,7 @@ void dbl_world_free(dbl_world_t *w)
             dbl_port_gone(w, p);
         free(p);
     }
+    bk_shm_drain_fini(&w->srv.releases);
     bk_st_fini(&w->srv.streams);
     bk_subs_free(w->srv.subs);
     bk_names_fini(&w->srv.names);
@@ -92,6 +94,25 @@ void dbl_port_gone(dbl_world_t *w, bk_port_t *p)
     bk_router_port_gone(p);
     bk_names_release_all(&w->srv.names, &p->names, 0);
     bk_shm_port_gone(p);
+    while (!w->hold_releases && bk_shm_drain_step(&w->srv, UINT32_MAX))
+        ;
+}
+
+/* user.c is not linked in: a record's holds are counted, no more. */
+void bk_user_hold(bk_user_t *user)
+{
+    user->holds++;
+}
+
+void bk_user_release(bk_user_t *user)
+{
+    if (user)
+        user->holds--;
+}
+
+void bk_server_release_soon(bk_server_t *s)
+{
+    bk_container_of(s, dbl_world_t, srv)->release_wakeups++;
 }
 
 static bool for_port(const dbl_frame_t *f, const bk_port_t *to)

@@ -49,6 +49,11 @@ typedef struct dbl_world {
     /* A port whose queue counts as past queue_limit: bk_port_note_busy
      * logs the FLOW BUSY frame port.c would send a `flow` sender. */
     bk_port_t *busy;
+    /* Release jobs (shm.h): dbl_port_gone runs them to the end unless
+     * hold_releases is set (the test steps them); release_wakeups counts
+     * bk_server_release_soon calls. */
+    bool hold_releases;
+    unsigned release_wakeups;
 } dbl_world_t;
 
 /* A world with default limits (max_streams 4, max_msg 1 MiB); tests may
@@ -59,7 +64,8 @@ void dbl_world_free(dbl_world_t *w);
 /* A connected client (past the handshake) with this id. */
 bk_port_t *dbl_port_new(dbl_world_t *w, uint64_t id);
 /* The client disconnects: what bk_port_close does for streams and shared
- * memory, in its order (it leaves the client table first). */
+ * memory, in its order (it leaves the client table first), then its
+ * release job's passes (unless w->hold_releases). */
 void dbl_port_gone(dbl_world_t *w, bk_port_t *p);
 
 /* Frames logged for `to` (NULL: for anyone) since the log was cleared;

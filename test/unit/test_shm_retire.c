@@ -348,3 +348,127 @@ Test(shm_retire, a_receiver_without_shm_gets_the_bytes_not_the_segment)
     cr_assert_eq(bk_get64(f->payload), b->id, "released on b's behalf");
     cr_assert_eq(bk_get64(f->payload + 16), 128);
 }
+
+/* ---- release jobs: a departed holder's references in batches ------------ */
+
+#define NREF 20u                /* references b holds, at offsets i * 64 */
+
+/* b holds NREF references into a's segment and goes; its job is left for
+ * the test to step. */
+static void holder_goes(void)
+{
+    for (unsigned i = 0; i < NREF; i++)
+        send_desc(b, i * 64);
+    cr_assert_eq(w->srv.stats.shm_held, NREF);
+    dbl_clear(w);
+    w->hold_releases = true;
+    dbl_port_gone(w, b);
+}
+
+/* The RELEASE records a got since the log was cleared, counted per
+ * offset into seen[] (index offset / 64); returns the frames. */
+static unsigned releases_to_a(unsigned seen[NREF])
+{
+    const dbl_frame_t *f;
+    unsigned frames = 0;
+
+    for (unsigned i = 0; (f = dbl_nth(w, a, i)); i++) {
+        if (f->h.type != BK_T_RELEASE)
+            continue;
+        frames++;
+        cr_assert_leq(f->h.length, DBL_PAYLOAD, "the log keeps it whole");
+        for (uint32_t off = 0; off < f->h.length; off += BK_RELEASE_SIZE) {
+            const uint8_t *rec = f->payload + off;
+            uint64_t offset = bk_get64(rec + 16);
+
+            cr_assert_eq(bk_get64(rec), b->id, "on b's behalf");
+            cr_assert_eq(bk_get32(rec + 8), SEGID);
+            cr_assert_eq(offset % 64, 0);
+            cr_assert_lt(offset / 64, NREF);
+            seen[offset / 64] += bk_get32(rec + 12);
+        }
+    }
+    return frames;
+}
+
+Test(shm_retire, a_departed_holder_is_released_in_bounded_batches)
+{
+    unsigned seen[NREF] = { 0 }, passes = 0, before;
+
+    holder_goes();
+    cr_assert_eq(dbl_count(w, a), 0, "nothing at once");
+    cr_assert_eq(w->srv.releases.pending, NREF);
+    cr_assert_eq(w->srv.stats.shm_held, NREF, "still counted");
+    cr_assert_geq(w->release_wakeups, 1, "the loop was asked to run it");
+    for (bool more = true; more; passes++) {
+        before = dbl_count(w, a);
+        more = bk_shm_drain_step(&w->srv, 8);
+        cr_assert_leq(dbl_count(w, a) - before, 1, "one frame per pass");
+        cr_assert_lt(passes, NREF, "it ends");
+    }
+    cr_assert_eq(passes, 3, "8 + 8 + 4 references");
+    cr_assert_eq(releases_to_a(seen), 3);
+    for (unsigned i = 0; i < NREF; i++)
+        cr_assert_eq(seen[i], 1, "offset %u released %u times", i * 64,
+                     seen[i]);
+    cr_assert_eq(w->srv.releases.pending, 0);
+    cr_assert_eq(w->srv.releases.njobs, 0);
+    cr_assert_eq(w->srv.stats.shm_held, 0);
+    cr_assert_not(bk_shm_drain_step(&w->srv, 8), "nothing left");
+}
+
+Test(shm_retire, a_release_job_waits_while_the_owner_is_over_its_limit)
+{
+    unsigned seen[NREF] = { 0 }, wakeups;
+
+    holder_goes();
+    a->out.bytes = w->cfg.queue_limit + 1;      /* a does not read */
+    cr_assert_not(bk_shm_drain_step(&w->srv, 8), "nothing can go on");
+    cr_assert_eq(dbl_count(w, a), 0, "no frame past the limit");
+    cr_assert(a->shm.release_wait);
+    cr_assert_eq(w->srv.releases.pending, NREF);
+    a->out.bytes = 0;                           /* a read its queue */
+    wakeups = w->release_wakeups;
+    bk_shm_owner_drained(a);
+    cr_assert_eq(w->release_wakeups, wakeups + 1, "the job is resumed");
+    cr_assert_not(a->shm.release_wait);
+    while (bk_shm_drain_step(&w->srv, 8))
+        ;
+    releases_to_a(seen);
+    for (unsigned i = 0; i < NREF; i++)
+        cr_assert_eq(seen[i], 1, "offset %u released %u times", i * 64,
+                     seen[i]);
+    cr_assert_eq(w->srv.stats.shm_held, 0);
+}
+
+/* The owner drops the segment while a job still holds references into
+ * it: its id stays taken until the job's RELEASE went out, so a late
+ * record never names a newer segment of the same id. */
+Test(shm_retire, a_segment_dropped_while_releases_are_pending_stays_taken)
+{
+    unsigned seen[NREF] = { 0 };
+
+    holder_goes();
+    cr_assert_eq(drop(a, SEGID, 0), 0);
+    cr_assert_eq(register_seg(a, SEGID, sealed_memfd(SEGSIZE), SEGSIZE),
+                 -EEXIST, "releases into the old segment are pending");
+    cr_assert_eq(a->shm.ndropped, 1);
+    while (bk_shm_drain_step(&w->srv, 8))
+        ;
+    releases_to_a(seen);
+    for (unsigned i = 0; i < NREF; i++)
+        cr_assert_eq(seen[i], 1);
+    cr_assert_eq(a->shm.ndropped, 0, "the tombstone went with the job");
+    cr_assert_eq(register_seg(a, SEGID, sealed_memfd(SEGSIZE), SEGSIZE), 0);
+}
+
+Test(shm_retire, a_release_job_whose_owner_left_sends_nothing)
+{
+    holder_goes();
+    w->hold_releases = false;
+    dbl_port_gone(w, a);
+    cr_assert_eq(dbl_count(w, NULL), 0);
+    cr_assert_eq(w->srv.releases.pending, 0);
+    cr_assert_eq(w->srv.releases.njobs, 0);
+    cr_assert_eq(w->srv.stats.shm_held, 0);
+}
