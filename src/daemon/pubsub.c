@@ -256,7 +256,9 @@ static bool admit(fan_t *fan, bk_port_t *to, bk_sub_t *s)
 /* A subscription that cannot take fds (BK_SUB_F_NOFDS) and a publication
  * that carries some: not delivered; the publisher hears of it as of any
  * undelivered one-way message, ERROR EXDEV on its stream from the
- * subscriber's id.  Not a drop of the subscription (no GAP): it asked. */
+ * subscriber's id.  Not a drop of the subscription (no GAP): it asked.
+ * The publisher is the cause, as for every error about what it sent: one
+ * that does not read is held back once its queue is full. */
 static void refuse_fds(const fan_t *fan, const bk_port_t *to)
 {
     static const char text[] = "the subscriber cannot take file "
@@ -273,7 +275,7 @@ static void refuse_fds(const fan_t *fan, const bk_port_t *to)
         return;
     from->errors++;
     bk_mon_tap(NULL, from, 0, &h, text);
-    bk_port_send(from, &h, text, NULL, 0, NULL);
+    bk_port_send(from, &h, text, NULL, 0, from);
 }
 
 static void deliver_first(fan_t *fan, bk_sub_t *s)
