@@ -376,13 +376,20 @@ typedef enum broker_sub_policy {
     BROKER_SUB_BLOCK = 1,       /* hold the publisher back; lose nothing */
     BROKER_SUB_DISCONNECT = 2,  /* the broker disconnects this client */
 } broker_sub_policy_t;
+/* OR'd into the policy: this subscription cannot take file descriptors.
+ * The broker does not deliver a publication that carries fds to it; the
+ * publisher gets a BROKER_MSG_ERROR event with code -EXDEV and source
+ * the subscriber's client id instead (as for other one-way messages
+ * that were not delivered).  Older brokers refuse it with -EINVAL. */
+#define BROKER_SUB_NO_FDS 0x100
 
 /* Subscribe to the topics matching `pattern` ('.'-separated tokens; `*`
  * matches one token, `>` one or more trailing tokens).  With a group,
  * the subscribers of the same pattern and group share its messages, each
  * message going to one of them.  *id (never 0) identifies the
- * subscription in received messages (msg->sub_id).  Returns 0 or a
- * negative errno (-EINVAL bad pattern/group/policy, -EACCES, -ENOSR). */
+ * subscription in received messages (msg->sub_id).  policy may carry
+ * BROKER_SUB_NO_FDS.  Returns 0 or a negative errno (-EINVAL bad
+ * pattern/group/policy, -EACCES, -ENOSR). */
 int broker_subscribe(broker_t *b, const char *pattern, const char *group,
                      broker_sub_policy_t policy, uint32_t *id);
 /* Messages still on their way for the subscription are discarded. */

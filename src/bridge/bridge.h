@@ -11,6 +11,8 @@
  *   local.c   bn_local_   the libbroker connection and its messages
  *   export.c  bn_export_  local publications to NATS
  *   import.c  bn_import_  NATS subjects published locally
+ *   parts.c   bn_parts_   publications larger than max_payload: split
+ *                         into parts, and joined again
  *   call.c    bn_call_    requests and one-way messages across hosts
  *   offers.c  bn_offers_  which names other hosts offer, as local names
  *   stats.c   bn_stats_   counters, rates and the status text
@@ -37,7 +39,11 @@ typedef struct bn_stats {
     uint64_t calls_out, calls_out_failed;   /* local callers -> remote */
     uint64_t calls_in, calls_in_failed;     /* remote callers -> offers */
     uint64_t sends_out, sends_in;   /* one-way messages to HOST/NAME */
-    uint64_t drop_size;             /* larger than max_payload */
+    uint64_t drop_size;             /* larger than max-message (or, a
+                                       call, than max_payload) */
+    uint64_t drop_incomplete;       /* split: a part missing or wrong */
+    uint64_t drop_partial_bytes;    /* split: no room (partial-bytes) */
+    uint64_t msgs_split, msgs_joined; /* split publications out, in */
     uint64_t drop_fds;              /* carried file descriptors */
     uint64_t drop_disconnected;     /* NATS not connected (no buffer) */
     uint64_t drop_reconnect_buffer; /* reconnect buffer full */
@@ -77,6 +83,7 @@ typedef struct bn_remote {
 } bn_remote_t;
 
 struct bn_call_out;
+struct bn_partial;
 
 typedef struct bn_bridge {
     uv_loop_t *loop;
@@ -111,6 +118,13 @@ typedef struct bn_bridge {
     size_t noffers;
     bn_remote_t remotes[BN_MAX_REMOTES];
     size_t nremotes;
+
+    /* parts.c */
+    char msg_run[20];               /* this run's id prefix (hex) */
+    uint64_t msg_seq;               /* the last split publication's */
+    struct bn_partial *partials;    /* split publications being joined */
+    size_t npartials;
+    uint64_t partial_bytes;         /* their Brokerd-Size, summed */
 
     struct bn_call_out *calls;      /* call.c: calls waiting for NATS */
     size_t ncalls_out, ncalls_in;
@@ -149,10 +163,22 @@ int bn_nats_subscribe(bn_bridge_t *br, const char *subject,
 void bn_nats_unsubscribe(natsSubscription **sub);
 
 /* Publish with this host's origin mark, a reply subject (or NULL) and
- * an error header (err < 0) or none.  0, -EMSGSIZE (over max_payload),
- * -ENOBUFS (reconnect buffer full), -ENOTCONN, -EIO. */
+ * an error header (err < 0) or none.  0, -EMSGSIZE (data and headers
+ * over max_payload), -ENOBUFS (reconnect buffer full), -ENOTCONN, -EIO. */
 int bn_nats_publish(bn_bridge_t *br, const char *subject, const char *reply,
                     const void *data, size_t len, int err);
+
+/* One part of a split publication (parts.c): its headers. */
+typedef struct bn_part {
+    const char *id;                 /* Brokerd-Msg */
+    uint32_t index, count;          /* Brokerd-Part: INDEX/COUNT */
+    uint64_t total;                 /* Brokerd-Size */
+} bn_part_t;
+#define BN_PART_ROOM 256            /* headers of a part take less */
+
+/* Publish part p (with the origin mark), errors as bn_nats_publish. */
+int bn_nats_publish_part(bn_bridge_t *br, const char *subject,
+                         const void *data, size_t len, const bn_part_t *p);
 
 /* ---- the parts that get NATS messages (the callee owns msg) ---------------- */
 
@@ -187,6 +213,30 @@ void bn_stats_drop(bn_bridge_t *br, uint64_t *counter, const char *what,
                    const char *where);
 void bn_export_publication(bn_bridge_t *br, broker_msg_t *msg);
 void bn_import_stop(bn_bridge_t *br);
+/* Publish data locally on topic (import-side bounds checked, counted). */
+void bn_import_publish(bn_bridge_t *br, const char *topic, const void *data,
+                       size_t len);
+
+/* ---- parts.c --------------------------------------------------------------- */
+
+/* Choose this run's message ids (at start). */
+void bn_parts_init(bn_bridge_t *br);
+/* Send data as consecutive parts on subject.  0 or the first error of
+ * bn_nats_publish_part (the parts after it are not sent). */
+int bn_parts_send(bn_bridge_t *br, const char *subject, const void *data,
+                  size_t len);
+/* Whether an imported message is a part (it has Brokerd-Part). */
+bool bn_parts_is_part(natsMsg *msg);
+/* An imported part from origin on topic: joined with the others; once the
+ * last arrives the whole publication is published locally. */
+void bn_parts_take(bn_bridge_t *br, const char *topic, const char *origin,
+                   natsMsg *msg);
+/* An imported whole publication from origin on topic: a split one of the
+ * same origin and topic still being joined lost its last parts. */
+void bn_parts_whole(bn_bridge_t *br, const char *topic, const char *origin);
+/* Drop what waited longer than partial-timeout for its next part. */
+void bn_parts_tick(bn_bridge_t *br);
+void bn_parts_stop(bn_bridge_t *br);
 
 /* ---- call.c ---------------------------------------------------------------- */
 

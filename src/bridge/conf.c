@@ -36,6 +36,9 @@ void bn_conf_defaults(bn_conf_t *c)
     c->max_calls = 1024;
     c->import_backlog = 16u << 20;
     c->local_backlog = 16u << 20;
+    c->max_message = 64u << 20;
+    c->partial_bytes = 128u << 20;
+    c->partial_timeout_ms = 10000;
     c->export_policy = BROKER_SUB_BLOCK;
     c->log_level = BN_LOG_INFO;
 }
@@ -287,6 +290,17 @@ static int bn_set_number(bn_conf_t *c, const char *key, const char *val,
         *dst = s;
         return 0;
     }
+    if (!strcmp(key, "max-message") || !strcmp(key, "partial-bytes")) {
+        uint64_t s;
+
+        if (bk_size_parse(val, &s) < 0 || s < 4096 || s > BN_MAX_MESSAGE)
+            return bn_bad(err, el, key, val, "a size from 4K to 256M");
+        *(key[0] == 'm' ? &c->max_message : &c->partial_bytes) = s;
+        return 0;
+    }
+    if (!strcmp(key, "partial-timeout"))
+        return bn_parse_u32(key, val, 10, 3600000, &c->partial_timeout_ms,
+                            err, el);
     if (!strcmp(key, "reconnect-wait"))
         return bn_parse_u32(key, val, 10, 600000, &c->reconnect_wait_ms,
                             err, el);

@@ -17,6 +17,8 @@
 #define BN_MAX_LIST     64      /* entries of one repeatable key */
 #define BN_HOST_MAX     64      /* this host's name, NUL included */
 #define BN_PREFIX_MAX   128     /* the subject prefix, NUL included */
+#define BN_MAX_MESSAGE  (256u << 20) /* max-message and partial-bytes:
+                                        libbroker's default max message */
 
 /* A repeatable key's values, in file order; strings malloc'd. */
 typedef struct bn_list {
@@ -50,6 +52,11 @@ typedef struct bn_conf {
     uint32_t max_calls;         /* calls in flight each way */
     uint64_t import_backlog;    /* bytes waiting for the loop */
     uint64_t local_backlog;     /* bytes queued towards brokerd */
+    uint64_t max_message;       /* largest publication that crosses
+                                   (split into parts past max_payload) */
+    uint64_t partial_bytes;     /* split publications being joined */
+    uint32_t partial_timeout_ms; /* a part may wait this long for the
+                                    next one */
     int export_policy;          /* BROKER_SUB_BLOCK or _DROP */
     int log_level;              /* BN_LOG_* */
     bool check_only;            /* --check: parse, print nothing, exit */

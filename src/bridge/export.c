@@ -7,9 +7,12 @@
  * drop and count).  A publication is not exported when it was published
  * by the bridge itself (its sender is the bridge's client id: it came
  * from NATS), when an earlier export pattern matches it too (that
- * subscription delivers it as well), when it carries file descriptors,
- * or when it is larger than the server's max_payload; each is counted.
- * Shared-memory payloads are copied into the NATS message.
+ * subscription delivers it as well), or when it is larger than
+ * max-message; each is counted.  One larger than the server's max_payload
+ * goes as parts (parts.c).  The subscriptions take no file descriptors
+ * (BROKER_SUB_NO_FDS): brokerd refuses such a publication to its
+ * publisher with EXDEV, and one that comes anyway is dropped (drop_fds).
+ * Shared-memory payloads are copied into the NATS messages.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -57,7 +60,8 @@ static void bn_export_add(bn_bridge_t *br, const char *pattern)
     e->br = br;
     e->sub_id = 0;
     r = broker_subscribe_async(br->b, pattern, NULL,
-                               (broker_sub_policy_t)br->conf.export_policy,
+                               (broker_sub_policy_t)(br->conf.export_policy |
+                                                     BROKER_SUB_NO_FDS),
                                bn_export_subscribed, e);
     if (r < 0) {
         bn_log(BN_LOG_ERROR, "export %s: %s", pattern, broker_strerror(r));
@@ -138,13 +142,21 @@ static void bn_export_send(bn_bridge_t *br, const broker_msg_t *m)
         bn_stats_drop(br, &br->st.drop_invalid, "reserved topic", m->topic);
         return;
     }
+    if (m->len > br->conf.max_message) {
+        bn_stats_drop(br, &br->st.drop_size, "larger than max-message",
+                      m->topic);
+        return;
+    }
     r = bn_nats_publish(br, subj, NULL, m->data, m->len, 0);
+    if (r == -EMSGSIZE && (r = bn_parts_send(br, subj, m->data,
+                                             m->len)) == 0)
+        br->st.msgs_split++;
     if (r == 0) {
         br->st.msgs_out++;
         br->st.bytes_out += m->len;
     } else if (r == -EMSGSIZE) {
-        bn_stats_drop(br, &br->st.drop_size, "larger than max_payload",
-                      m->topic);
+        bn_stats_drop(br, &br->st.drop_size, "max_payload too small to "
+                      "split", m->topic);
     } else if (r == -ENOBUFS) {
         bn_stats_drop(br, &br->st.drop_reconnect_buffer,
                       "reconnect buffer full", m->topic);

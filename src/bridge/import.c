@@ -7,7 +7,9 @@
  * to one of the bridges in the group).  The bridge's connection does not
  * get its own publications back (NATS no_echo); a message that carries
  * this host's origin mark anyway is dropped as a loop.  A message that an
- * earlier import also matches is taken from that one only.  While more
+ * earlier import also matches is taken from that one only.  Parts of a
+ * split publication (header Brokerd-Part) go to parts.c, which publishes
+ * the whole once it has every part.  While more
  * than local-backlog bytes wait to be written to brokerd, imports are
  * dropped and counted.
  */
@@ -107,11 +109,9 @@ static const bn_nsub_t *bn_import_owner(const bn_bridge_t *br, uint32_t id,
     return NULL;
 }
 
-static void bn_import_publish(bn_bridge_t *br, const char *topic,
-                              natsMsg *msg)
+void bn_import_publish(bn_bridge_t *br, const char *topic, const void *data,
+                       size_t len)
 {
-    const char *data = natsMsg_GetData(msg);
-    size_t len = (size_t)natsMsg_GetDataLength(msg);
     int r;
 
     if (!br->b)
@@ -141,10 +141,15 @@ void bn_import_msg(bn_bridge_t *br, uint32_t id, natsMsg *msg)
                           natsMsg_GetSubject(msg));
     } else if (bn_import_owner(br, id, topic)) {
         natsMsgHeader_Get(msg, BN_MAP_ORIGIN, &origin);
-        if (origin && !strcmp(origin, br->conf.host))
+        if (origin && !strcmp(origin, br->conf.host)) {
             br->st.loop_skipped++;
-        else
-            bn_import_publish(br, topic, msg);
+        } else if (bn_parts_is_part(msg)) {
+            bn_parts_take(br, topic, origin, msg);
+        } else {
+            bn_parts_whole(br, topic, origin);
+            bn_import_publish(br, topic, natsMsg_GetData(msg),
+                              (size_t)natsMsg_GetDataLength(msg));
+        }
     }
     natsMsg_Destroy(msg);
 }

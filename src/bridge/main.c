@@ -92,6 +92,7 @@ static void bn_main_tick(uv_timer_t *t)
 
     bn_stats_tick(br);
     bn_call_tick(br);
+    bn_parts_tick(br);
 }
 
 static void bn_main_handles(bn_bridge_t *br)
@@ -116,6 +117,7 @@ static void bn_main_shutdown(bn_bridge_t *br)
         bn_offers_bye(br);
     bn_call_stop(br);
     bn_import_stop(br);
+    bn_parts_stop(br);
     bn_local_stop(br);
     bn_export_stop(br);
     bn_offers_stop(br);
@@ -132,6 +134,7 @@ static int bn_main_run(bn_bridge_t *br)
     br->st.started_ms = br->st.rate_at_ms = bn_now_ms();
     br->state = "connecting";
     bn_log_set_level(br->conf.log_level);
+    bn_parts_init(br);
     if (bn_local_start(br) < 0)
         return 1;
     bn_export_sync(br);

@@ -19,6 +19,10 @@
 
 #define BN_MAP_ORIGIN   "Brokerd-Origin"    /* header: publishing host */
 #define BN_MAP_ERROR    "Brokerd-Error"     /* header: a reply's errno */
+#define BN_MAP_MSG      "Brokerd-Msg"       /* header: a split message's id */
+#define BN_MAP_PART     "Brokerd-Part"      /* header: I/N of its parts */
+#define BN_MAP_SIZE     "Brokerd-Size"      /* header: its whole size */
+#define BN_MAP_ID_MAX   64                  /* Brokerd-Msg bytes at most */
 #define BN_MAP_SUBJ_MAX 600                 /* any subject built here */
 
 /* "PREFIX.T" into buf.  0 or -ENAMETOOLONG. */

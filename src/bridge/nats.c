@@ -453,29 +453,60 @@ static int bn_nats_errno(natsStatus s)
     }
 }
 
-int bn_nats_publish(bn_bridge_t *br, const char *subject, const char *reply,
-                    const void *data, size_t len, int err)
+/* What the header block takes on the wire ("NATS/1.0\r\n", a line
+ * "Key: value\r\n" each, "\r\n"): the server counts it in max_payload. */
+static size_t bn_nats_hdr_len(const char *const *kv, size_t n)
 {
-    char code[16];
+    size_t len = 12;
+
+    for (size_t i = 0; i + 1 < 2 * n; i += 2)
+        len += strlen(kv[i]) + 2 + strlen(kv[i + 1]) + 2;
+    return len;
+}
+
+/* One NATS message with the header pairs kv[0..2n). */
+static int bn_nats_send(bn_bridge_t *br, const char *subject,
+                        const char *reply, const void *data, size_t len,
+                        const char *const *kv, size_t n)
+{
     natsMsg *m = NULL;
     natsStatus s;
 
     if (!br->nc)
         return -ENOTCONN;
     if (len > INT_MAX || (br->max_payload > 0 &&
-                          len > (uint64_t)br->max_payload))
+                          len + bn_nats_hdr_len(kv, n) >
+                          (uint64_t)br->max_payload))
         return -EMSGSIZE;
     s = natsMsg_Create(&m, subject, reply, data, (int)len);
-    if (s == NATS_OK)
-        s = natsMsgHeader_Set(m, BN_MAP_ORIGIN, br->conf.host);
-    if (s == NATS_OK && err < 0) {
-        snprintf(code, sizeof(code), "%d", -err);
-        s = natsMsgHeader_Set(m, BN_MAP_ERROR, code);
-    }
+    for (size_t i = 0; s == NATS_OK && i < n; i++)
+        s = natsMsgHeader_Set(m, kv[2 * i], kv[2 * i + 1]);
     if (s == NATS_OK)
         s = natsConnection_PublishMsg(br->nc, m);
     natsMsg_Destroy(m);
     return bn_nats_errno(s);
+}
+
+int bn_nats_publish(bn_bridge_t *br, const char *subject, const char *reply,
+                    const void *data, size_t len, int err)
+{
+    char code[16];
+    const char *kv[4] = { BN_MAP_ORIGIN, br->conf.host, BN_MAP_ERROR, code };
+
+    snprintf(code, sizeof(code), "%d", -err);
+    return bn_nats_send(br, subject, reply, data, len, kv, err < 0 ? 2 : 1);
+}
+
+int bn_nats_publish_part(bn_bridge_t *br, const char *subject,
+                         const void *data, size_t len, const bn_part_t *p)
+{
+    char part[32], size[24];
+    const char *kv[8] = { BN_MAP_ORIGIN, br->conf.host, BN_MAP_MSG, p->id,
+                          BN_MAP_PART, part, BN_MAP_SIZE, size };
+
+    snprintf(part, sizeof(part), "%u/%u", p->index, p->count);
+    snprintf(size, sizeof(size), "%llu", (unsigned long long)p->total);
+    return bn_nats_send(br, subject, NULL, data, len, kv, 4);
 }
 
 /* ---- stopping ----------------------------------------------------------- */

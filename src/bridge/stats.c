@@ -118,7 +118,9 @@ static void bn_stats_config(bn_text_t *t, const bn_bridge_t *br)
     bn_text_add(t, "state=%s\nserver=%s\n", br->state,
                 br->server[0] && br->nc ? br->server : "-");
     bn_text_list(t, "servers", br->conf.servers.v, br->conf.servers.n);
-    bn_text_add(t, "max_payload=%lld\n", (long long)br->max_payload);
+    bn_text_add(t, "max_payload=%lld\nmax_message=%llu\n",
+                (long long)br->max_payload,
+                (unsigned long long)br->conf.max_message);
     bn_text_list(t, "exports", br->conf.exports.v, br->conf.exports.n);
     bn_text_list(t, "imports", br->conf.imports.v, br->conf.imports.n);
     bn_text_list(t, "import_groups", br->conf.groups.v, br->conf.groups.n);
@@ -132,7 +134,9 @@ static void bn_stats_counts(bn_text_t *t, const bn_bridge_t *br)
 {
     const bn_stats_t *s = &br->st;
     uint64_t slow = bn_stats_slow(br);
-    uint64_t drops = s->drop_size + s->drop_fds + s->drop_disconnected +
+    uint64_t drops = s->drop_size + s->drop_incomplete +
+                     s->drop_partial_bytes + s->drop_fds +
+                     s->drop_disconnected +
                      s->drop_reconnect_buffer + slow + s->drop_backlog +
                      s->drop_local_backlog + s->drop_gap + s->drop_invalid;
 
@@ -142,6 +146,10 @@ static void bn_stats_counts(bn_text_t *t, const bn_bridge_t *br)
                 (unsigned long long)s->msgs_in,
                 (unsigned long long)s->bytes_in);
     bn_text_add(t, "rate_out=%.1f\nrate_in=%.1f\n", s->rate_out, s->rate_in);
+    bn_text_add(t, "msgs_split=%llu\nmsgs_joined=%llu\npartials=%zu\n"
+                "partial_bytes=%llu\n", (unsigned long long)s->msgs_split,
+                (unsigned long long)s->msgs_joined, br->npartials,
+                (unsigned long long)br->partial_bytes);
     bn_text_add(t, "calls_out=%llu\ncalls_out_failed=%llu\ncalls_in=%llu\n"
                 "calls_in_failed=%llu\ncalls_pending=%zu\nsends_out=%llu\n"
                 "sends_in=%llu\n", (unsigned long long)s->calls_out,
@@ -151,12 +159,15 @@ static void bn_stats_counts(bn_text_t *t, const bn_bridge_t *br)
                 br->ncalls_out + br->ncalls_in,
                 (unsigned long long)s->sends_out,
                 (unsigned long long)s->sends_in);
-    bn_text_add(t, "drops=%llu\ndrop_size=%llu\ndrop_fds=%llu\n"
+    bn_text_add(t, "drops=%llu\ndrop_size=%llu\ndrop_incomplete=%llu\n"
+                "drop_partial_bytes=%llu\ndrop_fds=%llu\n"
                 "drop_disconnected=%llu\ndrop_reconnect_buffer=%llu\n"
                 "drop_slow_consumer=%llu\ndrop_backlog=%llu\n"
                 "drop_local_backlog=%llu\ndrop_gap=%llu\n"
                 "drop_invalid=%llu\nloop_skipped=%llu\n",
                 (unsigned long long)drops, (unsigned long long)s->drop_size,
+                (unsigned long long)s->drop_incomplete,
+                (unsigned long long)s->drop_partial_bytes,
                 (unsigned long long)s->drop_fds,
                 (unsigned long long)s->drop_disconnected,
                 (unsigned long long)s->drop_reconnect_buffer,

@@ -83,9 +83,13 @@ enum bk_op {
     BK_OP_MAX_         = 19
 };
 
-/* SUBSCRIBE request: u8 policy, u8 0, u16 pattern length P, u16 group
- * length G (0: no group), u16 0, then P bytes of pattern, G of group. */
+/* SUBSCRIBE request: u8 policy, u8 flags (BK_SUB_F_*), u16 pattern
+ * length P, u16 group length G (0: no group), u16 0, then P bytes of
+ * pattern, G of group. */
 #define BK_SUB_REQ_FIXED  8u
+#define BK_SUB_F_NOFDS    0x01u /* cannot take fds: the publisher of an
+                                   fd-carrying message gets ERROR EXDEV */
+#define BK_SUB_F_ALL_     0x01u
 #define BK_SUB_REQ_MAX    (BK_SUB_REQ_FIXED + 2u * BK_MAX_TOPIC)
 enum bk_sub_policy {
     BK_SUB_DROP       = 0,    /* default: drop, report with GAP */

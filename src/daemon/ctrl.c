@@ -195,7 +195,8 @@ static int parse_subscribe(const bk_hdr_t *h, const uint8_t *b,
         return -EINVAL;
     *plen = get16(b + 2);
     *glen = get16(b + 4);
-    if (b[0] > BK_SUB_POLICY_MAX_ || b[1] || get16(b + 6) ||
+    if (b[0] > BK_SUB_POLICY_MAX_ || (b[1] & ~BK_SUB_F_ALL_) ||
+        get16(b + 6) ||
         h->length != BK_SUB_REQ_FIXED + (uint32_t)*plen + *glen)
         return -EINVAL;
     if (!bk_topic_pattern_valid((const char *)b + BK_SUB_REQ_FIXED, *plen))
@@ -221,7 +222,7 @@ static void do_subscribe(bk_port_t *p, const bk_hdr_t *h, const uint8_t *b)
     if (!r)
         r = bk_pub_subscribe(p, (const char *)b + BK_SUB_REQ_FIXED, plen,
                              glen ? (const char *)b + BK_SUB_REQ_FIXED + plen
-                                  : NULL, glen, b[0], &id);
+                                  : NULL, glen, b[0], b[1], &id);
     if (!r && p->acct)
         p->acct->subs++;        /* bk_port_close takes the rest back */
     if (r) {

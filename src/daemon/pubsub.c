@@ -90,7 +90,7 @@ static bool may_subscribe(const bk_port_t *p, const char *pat, size_t plen)
 
 int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
                      const char *group, size_t glen, uint8_t policy,
-                     uint32_t *id)
+                     uint8_t flags, uint32_t *id)
 {
     bk_server_t *srv = p->srv;
     bk_sub_t *s;
@@ -110,6 +110,7 @@ int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
                     policy, &s);
     if (r < 0)
         return r;
+    s->flags = flags;
     p->next_sub++;
     bk_list_push_tail(&p->subs, &s->client_link);
     p->nsubs++;
@@ -252,6 +253,31 @@ static bool admit(fan_t *fan, bk_port_t *to, bk_sub_t *s)
     }
 }
 
+/* A subscription that cannot take fds (BK_SUB_F_NOFDS) and a publication
+ * that carries some: not delivered; the publisher hears of it as of any
+ * undelivered one-way message, ERROR EXDEV on its stream from the
+ * subscriber's id.  Not a drop of the subscription (no GAP): it asked.
+ * The publisher is the cause, as for every error about what it sent: one
+ * that does not read is held back once its queue is full. */
+static void refuse_fds(const fan_t *fan, const bk_port_t *to)
+{
+    static const char text[] = "the subscriber cannot take file "
+                               "descriptors";
+    bk_port_t *from = fan->from;
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_ERROR,
+        .stream = fan->h->stream, .aux = bk_err_to_wire(-EXDEV),
+        .source = to->id, .dest = from ? from->id : 0,
+        .length = sizeof(text) - 1,
+    };
+
+    if (!from || from->failed || from->fd < 0 || from->hangup)
+        return;
+    from->errors++;
+    bk_mon_tap(NULL, from, 0, &h, text);
+    bk_port_send(from, &h, text, NULL, 0, from);
+}
+
 static void deliver_first(fan_t *fan, bk_sub_t *s)
 {
     const bk_hdr_t *h = fan->h;
@@ -262,6 +288,11 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
     bk_hdr_t o = *h;
     int r;
 
+    if (h->nfds && (s->flags & BK_SUB_F_NOFDS)) {
+        if (!to->failed && to->fd >= 0 && !to->hangup)
+            refuse_fds(fan, to);
+        return;
+    }
     if (!admit(fan, to, s))
         return;
     if (s->gap_pending)

@@ -22,6 +22,10 @@
  * drained below half), block (queued, the publisher paused as for
  * unicast), disconnect (ERROR ENOBUFS "slow consumer" on stream 0, the
  * client closed).  Continuations of an accepted message are always queued.
+ *
+ * A subscription with BK_SUB_F_NOFDS never gets a publication that
+ * carries fds: the publisher gets ERROR EXDEV on its stream, from the
+ * subscriber's id, instead (not a drop: no GAP).
  */
 #ifndef BK_PUBSUB_H
 #define BK_PUBSUB_H
@@ -47,12 +51,12 @@ typedef struct bk_pub {
     bk_pub_rcpt_t r[];
 } bk_pub_t;
 
-/* SUBSCRIBE: the request is checked already (valid pattern, group, policy).
- * Returns 0 with *id set, -EACCES (allow-subscribe), -ENOSR
- * (max-subscriptions) or -ENOMEM. */
+/* SUBSCRIBE: the request is checked already (valid pattern, group, policy,
+ * flags BK_SUB_F_*).  Returns 0 with *id set, -EACCES (allow-subscribe),
+ * -ENOSR (max-subscriptions) or -ENOMEM. */
 int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
                      const char *group, size_t glen, uint8_t policy,
-                     uint32_t *id);
+                     uint8_t flags, uint32_t *id);
 /* UNSUBSCRIBE.  Returns 0 or -ENOENT. */
 int bk_pub_unsubscribe(bk_port_t *p, uint32_t id);
 /* `p` is going away and its queue is dropped next (nothing in it is sent

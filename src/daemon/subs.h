@@ -33,6 +33,8 @@ typedef struct bk_sub {
     uint64_t client;            /* owner's client id */
     void *owner;                /* the router's pointer (its port) */
     uint8_t policy;             /* enum bk_sub_policy */
+    uint8_t flags;              /* BK_SUB_F_*, set by the caller after
+                                   bk_subs_add */
     struct bk_subs_group *group; /* NULL when not in a group */
     bk_list_t client_link;      /* the owner's list of subscriptions */
     bk_list_t all_link;         /* the table's list, oldest first */

@@ -22,13 +22,18 @@
 #include "recon.h"
 #include "pubsub.h"
 
+_Static_assert(BROKER_SUB_NO_FDS >> 8 == BK_SUB_F_NOFDS,
+               "BROKER_SUB_NO_FDS is the SUBSCRIBE flag byte shifted");
+
 int bk_pubsub_sub_req(const broker_t *b, const char *pattern,
                       const char *group, int policy,
                       uint8_t req[BK_SUB_REQ_MAX], size_t *len)
 {
+    int pol = policy & 0xff, flags = (policy >> 8) & 0xff;
     size_t pl, gl = 0;
 
-    if (!b || !pattern || policy < 0 || policy > BK_SUB_POLICY_MAX_)
+    if (!b || !pattern || policy < 0 || pol > BK_SUB_POLICY_MAX_ ||
+        policy & ~(0xff | BROKER_SUB_NO_FDS))
         return -EINVAL;
     pl = strnlen(pattern, BK_MAX_TOPIC + 1);
     if (!bk_topic_pattern_valid(pattern, pl))
@@ -38,8 +43,8 @@ int bk_pubsub_sub_req(const broker_t *b, const char *pattern,
         if (!bk_name_valid(group, gl, b->lim.max_name))
             return -EINVAL;
     }
-    req[0] = (uint8_t)policy;
-    req[1] = 0;
+    req[0] = (uint8_t)pol;
+    req[1] = (uint8_t)flags;    /* BROKER_SUB_NO_FDS >> 8 is BK_SUB_F_NOFDS */
     bk_put16(req + 2, (uint16_t)pl);
     bk_put16(req + 4, (uint16_t)gl);
     bk_put16(req + 6, 0);

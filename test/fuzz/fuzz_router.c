@@ -919,7 +919,8 @@ static void fzr_sub(fzr_in_t *in, bk_port_t *p)
         (glen && !bk_name_valid(group, glen, BK_MAX_NAME)))
         return;
     bk_pub_subscribe(p, pat, plen, glen ? group : NULL, glen,
-                     (uint8_t)((b >> 2) % (BK_SUB_POLICY_MAX_ + 1)), &id);
+                     (uint8_t)((b >> 2) % (BK_SUB_POLICY_MAX_ + 1)),
+                     (uint8_t)((b >> 4) & BK_SUB_F_ALL_), &id);
 }
 
 /* Close every client that failed (bk_server_reap). */

@@ -557,15 +557,104 @@ Test(bridge, symmetric_patterns_do_not_loop)
     bt_bridge_stop(&bridge_b);
 }
 
-/* Too large for the server's max_payload, or carrying a descriptor: not
- * sent, counted; what follows (a shared-memory publication) still
- * crosses, copied. */
-Test(bridge, oversized_and_fd_publications_are_refused)
+/* A publication of `len` bytes of pattern `seed` on topic. */
+static void bt_publish_pattern(broker_t *pub, const char *topic, size_t len,
+                               uint64_t seed)
 {
-    size_t big = BT_MAX_PAYLOAD + 1;
-    char *data = calloc(1, big);
+    char *data = malloc(len);
+
+    cr_assert_not_null(data);
+    th_pattern(data, len, seed, 0);
+    TH_OK(broker_publish(pub, topic, data, len, NULL, 0));
+    free(data);
+}
+
+static void bt_expect(broker_t *sub, const char *topic, const char *text)
+{
+    broker_msg_t *m = bt_next(sub);
+
+    cr_assert_str_eq(m->topic, topic, "got %s, want %s", m->topic, topic);
+    cr_assert_eq(m->len, strlen(text), "%s: %zu bytes", topic, m->len);
+    cr_assert_arr_eq(m->data, text, m->len, "%s: '%.*s'", topic,
+                     (int)m->len, (char *)m->data);
+    broker_msg_free(m);
+}
+
+#define BT_BIG (5u << 20)
+
+/* Larger than max_payload: split into parts on NATS and joined again on
+ * the other host, intact and in order between small ones; larger than
+ * max-message: not sent, counted at the exporter. */
+Test(bridge, large_publication_split_and_joined_in_order)
+{
+    broker_t *pub, *sub, *ca, *cb;
+    broker_msg_t *m;
+
+    bt_two_hosts("export = demo.>\nmax-message = 6M\n", "import = demo.>\n");
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    bt_probe(pub, sub, "demo.probe");
+    TH_OK(broker_publish(pub, "demo.seq", "before", 6, NULL, 0));
+    bt_publish_pattern(pub, "demo.big", BT_BIG, 11);
+    TH_OK(broker_publish(pub, "demo.seq", "between", 7, NULL, 0));
+    bt_publish_pattern(pub, "demo.huge", (6u << 20) + 1, 12);
+    /* exactly max_payload with the origin header ("NATS/1.0\r\n",
+     * "Brokerd-Origin: hosta\r\n", "\r\n"): one NATS message */
+    bt_publish_pattern(pub, "demo.edge", BT_MAX_PAYLOAD - 30 -
+                       strlen("hosta"), 13);
+    /* one byte more: two parts */
+    bt_publish_pattern(pub, "demo.edge1", BT_MAX_PAYLOAD - 29 -
+                       strlen("hosta"), 14);
+    TH_OK(broker_publish(pub, "demo.seq", "after", 5, NULL, 0));
+    bt_expect(sub, "demo.seq", "before");
+    m = bt_next(sub);
+    cr_assert_str_eq(m->topic, "demo.big", "got %s", m->topic);
+    cr_assert_eq(m->len, BT_BIG, "%zu bytes", m->len);
+    cr_assert_eq(th_pattern_check(m->data, m->len, 11, 0), -1,
+                 "the joined publication differs at byte %ld",
+                 th_pattern_check(m->data, m->len, 11, 0));
+    broker_msg_free(m);
+    bt_expect(sub, "demo.seq", "between");
+    m = bt_next(sub);
+    cr_assert_str_eq(m->topic, "demo.edge", "got %s", m->topic);
+    cr_assert_eq(m->len, BT_MAX_PAYLOAD - 30 - strlen("hosta"));
+    cr_assert_eq(th_pattern_check(m->data, m->len, 13, 0), -1);
+    broker_msg_free(m);
+    m = bt_next(sub);
+    cr_assert_str_eq(m->topic, "demo.edge1", "got %s", m->topic);
+    cr_assert_eq(m->len, BT_MAX_PAYLOAD - 29 - strlen("hosta"));
+    cr_assert_eq(th_pattern_check(m->data, m->len, 14, 0), -1);
+    broker_msg_free(m);
+    bt_expect(sub, "demo.seq", "after");
+    ca = bt_connect(&hosta);
+    cb = bt_connect(&hostb);
+    cr_assert_eq(bt_status(ca, "msgs_split"), 2, "demo.big and demo.edge1 "
+                 "are split");
+    cr_assert_eq(bt_status(ca, "drop_size"), 1, "demo.huge is counted");
+    cr_assert_eq(bt_status(ca, "drops"), 1);
+    cr_assert_eq(bt_status(cb, "msgs_joined"), 2);
+    cr_assert_eq(bt_status(cb, "drops"), 0);
+    cr_assert_eq(bt_status(cb, "partials"), 0);
+    cr_assert_eq(bt_status(cb, "partial_bytes"), 0);
+    broker_close(ca);
+    broker_close(cb);
+    broker_close(pub);
+    broker_close(sub);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* A descriptor cannot cross: the bridge's export subscriptions take none
+ * (BROKER_SUB_NO_FDS), so brokerd refuses the publication to its
+ * publisher with EXDEV, from the bridge's id; what follows (a
+ * shared-memory publication) still crosses, copied. */
+Test(bridge, fd_publication_refused_to_the_publisher_with_exdev)
+{
+    size_t fits = BT_MAX_PAYLOAD - 64;
+    char *data = calloc(1, fits);
     broker_t *pub, *sub, *ca;
     int fd = open("/dev/null", O_RDONLY);
+    uint64_t bridge_id;
     broker_msg_t *m;
 
     cr_assert_not_null(data);
@@ -574,27 +663,148 @@ Test(bridge, oversized_and_fd_publications_are_refused)
     pub = bt_connect(&hosta);
     sub = bt_subscriber(&hostb, "demo.>");
     bt_probe(pub, sub, "demo.probe");
-    TH_OK(broker_publish(pub, "demo.big", data, big, NULL, 0));
+    TH_OK(broker_resolve(pub, "brokerd-nats", &bridge_id));
     TH_OK(broker_publish(pub, "demo.fd", "fd", 2, &fd, 1));
     /* through shared memory on hosta: the bridge copies it */
     TH_OK(broker_set_option(pub, BROKER_OPT_SHM_THRESHOLD, 1024));
-    th_pattern(data, BT_MAX_PAYLOAD - 64, 7, 0);
-    TH_OK(broker_publish(pub, "demo.fits", data, BT_MAX_PAYLOAD - 64, NULL,
-                         0));
+    th_pattern(data, fits, 7, 0);
+    TH_OK(broker_publish(pub, "demo.fits", data, fits, NULL, 0));
     m = bt_next(sub);
     cr_assert_str_eq(m->topic, "demo.fits", "got %s first", m->topic);
-    cr_assert_eq(m->len, BT_MAX_PAYLOAD - 64);
+    cr_assert_eq(m->len, fits);
     cr_assert_eq(th_pattern_check(m->data, m->len, 7, 0), -1);
     broker_msg_free(m);
+    /* the publisher hears of it; its probes' echoes are not expected:
+     * it subscribed to nothing */
+    m = th_recv(pub);
+    cr_assert_eq(m->kind, BROKER_MSG_ERROR, "got %s", th_kind_str(m->kind));
+    cr_assert_eq(m->code, -EXDEV, "code %d", m->code);
+    cr_assert_eq(m->source, bridge_id, "from the bridge");
+    broker_msg_free(m);
     ca = bt_connect(&hosta);
-    cr_assert_eq(bt_status(ca, "drop_size"), 1);
-    cr_assert_eq(bt_status(ca, "drop_fds"), 1);
-    cr_assert_eq(bt_status(ca, "drops"), 2);
+    cr_assert_eq(bt_status(ca, "drop_fds"), 0, "brokerd kept it back");
+    cr_assert_eq(bt_status(ca, "drops"), 0);
     broker_close(ca);
     broker_close(pub);
     broker_close(sub);
     close(fd);
     free(data);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* ---- a raw NATS client: parts as another bridge would send them ----------- */
+
+static int bt_nats_raw(int port)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port) };
+    static const char hello[] = "CONNECT {\"verbose\":false,\"pedantic\":"
+                                "false,\"headers\":true,\"name\":\"bt\"}"
+                                "\r\n";
+    char info[4096];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ssize_t n;
+
+    cr_assert_geq(fd, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    n = read(fd, info, sizeof(info) - 1);       /* INFO {...} */
+    cr_assert_gt(n, 4);
+    cr_assert_eq(memcmp(info, "INFO", 4), 0);
+    cr_assert_eq(write(fd, hello, sizeof(hello) - 1),
+                 (ssize_t)sizeof(hello) - 1);
+    return fd;
+}
+
+/* HPUB subject with the part headers of (origin, id) i/n, size total. */
+static void bt_nats_part(int fd, const char *subject, const char *origin,
+                         const char *id, int i, int n, size_t total,
+                         const char *data)
+{
+    char hdr[512], line[700];
+    int hl = snprintf(hdr, sizeof(hdr), "NATS/1.0\r\nBrokerd-Origin: %s\r\n"
+                      "Brokerd-Msg: %s\r\nBrokerd-Part: %d/%d\r\n"
+                      "Brokerd-Size: %zu\r\n\r\n", origin, id, i, n, total);
+    int ll = snprintf(line, sizeof(line), "HPUB %s %d %zu\r\n%s%s\r\n",
+                      subject, hl, (size_t)hl + strlen(data), hdr, data);
+
+    cr_assert_eq(write(fd, line, (size_t)ll), ll);
+}
+
+/* PING, and wait for the PONG: the server has taken what came before. */
+static void bt_nats_sync(int fd)
+{
+    char buf[4096];
+    size_t have = 0;
+
+    cr_assert_eq(write(fd, "PING\r\n", 6), 6);
+    while (!memmem(buf, have, "PONG\r\n", 6)) {
+        ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+
+        cr_assert_gt(n, 0, "the NATS server closed the connection");
+        have += (size_t)n;
+        buf[have] = '\0';
+        cr_assert_null(strstr(buf, "-ERR"), "%s", buf);
+        if (have > sizeof(buf) / 2 && !memmem(buf, have, "PONG\r\n", 6)) {
+            memmove(buf, buf + have - 8, 8);
+            have = 8;
+        }
+    }
+}
+
+/* Parts missing (the last ones, the first ones, a part of another
+ * message between): never delivered, counted once each; a complete one
+ * after them arrives whole.  One whose last part never comes is dropped
+ * after partial-timeout. */
+Test(bridge, incomplete_split_publication_dropped_next_arrives)
+{
+    broker_t *pub, *sub, *cb;
+    int fd;
+
+    bt_two_hosts("export = demo.>\n", "import = demo.>\n"
+                 "partial-timeout = 2000\n");
+    pub = bt_connect(&hosta);
+    sub = bt_subscriber(&hostb, "demo.>");
+    bt_probe(pub, sub, "demo.probe");
+    fd = bt_nats_raw(nats[0].port);
+    /* "a": 2 of 3 parts; "b": only its last part (ends "a" too) */
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.1", 1, 3, 9, "AAA");
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.1", 2, 3, 9, "AAA");
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.2", 2, 2, 6, "BBB");
+    /* "c": whole, but a part of "d" (same origin, same subject) comes
+     * between its parts: both lost */
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.3", 1, 2, 6, "CCC");
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.4", 1, 2, 6, "DDD");
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.3", 2, 2, 6, "CCC");
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.4", 2, 2, 6, "DDD");
+    /* "e": complete, interleaved with another origin's complete "f" */
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.5", 1, 2, 12, "hello, ");
+    bt_nats_part(fd, "brokerd.demo.x", "hosty", "r9.1", 1, 2, 6, "other");
+    bt_nats_part(fd, "brokerd.demo.x", "hostz", "r1.5", 2, 2, 12, "world");
+    bt_nats_part(fd, "brokerd.demo.x", "hosty", "r9.1", 2, 2, 6, "!");
+    bt_nats_sync(fd);
+    bt_expect(sub, "demo.x", "hello, world");
+    bt_expect(sub, "demo.x", "other!");
+    cb = bt_connect(&hostb);
+    /* a: 1 (b's part ends it), b: 1, c: 1 (d's first part ends it), d: 1
+     * (c's last part ends it); what else comes of a dead one is
+     * swallowed, not counted again */
+    bt_await_status(cb, "drop_incomplete", 4);
+    cr_assert_eq(bt_status(cb, "msgs_joined"), 2);
+    /* "g": its last part never comes; partial-timeout drops it */
+    bt_nats_part(fd, "brokerd.demo.y", "hostz", "r1.6", 1, 2, 6, "GGG");
+    bt_nats_sync(fd);
+    bt_await_status(cb, "drop_incomplete", 5);
+    bt_await_status(cb, "partials", 0);
+    cr_assert_eq(bt_status(cb, "partial_bytes"), 0);
+    /* nothing else was delivered in between */
+    TH_OK(broker_publish(pub, "demo.end", "end", 3, NULL, 0));
+    bt_expect(sub, "demo.end", "end");
+    close(fd);
+    broker_close(cb);
+    broker_close(pub);
+    broker_close(sub);
     bt_bridge_stop(&bridge_a);
     bt_bridge_stop(&bridge_b);
 }

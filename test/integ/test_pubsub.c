@@ -611,6 +611,88 @@ Test(pubsub_broker, fds_of_an_unmatched_publication_are_closed)
     th_broker_stop(&br);
 }
 
+/* The next event on p that is not a publication (p subscribes to
+ * nothing here, so any DATA is a failure). */
+static broker_msg_t *next_error(broker_t *p)
+{
+    broker_msg_t *m = th_recv(p);
+
+    cr_assert_eq(m->kind, BROKER_MSG_ERROR, "got %s, want an ERROR",
+                 th_kind_str(m->kind));
+    return m;
+}
+
+/* A subscription that cannot take fds (BROKER_SUB_NO_FDS): an fd-carrying
+ * publication goes to the others; the publisher gets -EXDEV from the
+ * no-fds subscriber (source its client id), once per such subscription,
+ * and that subscriber gets nothing of it (no GAP either) but the next
+ * publication without fds. */
+Test(pubsub_broker, no_fds_subscriber_skipped_publisher_gets_exdev)
+{
+    broker_t *p = th_connect(&br), *plain = th_connect(&br);
+    broker_t *nofds = th_connect(&br);
+    uint32_t sid_plain, sid_nofds, sid_grp;
+    broker_msg_t *m;
+    int pfd[2];
+    char c;
+
+    cr_assert_eq(pipe2(pfd, O_CLOEXEC), 0);
+    sid_plain = sub_ok(plain, "fd.>", NULL, BROKER_SUB_BLOCK);
+    sid_nofds = sub_ok(nofds, "fd.>", NULL,
+                       BROKER_SUB_BLOCK | BROKER_SUB_NO_FDS);
+    /* a queue group whose only member takes no fds: refused as well */
+    sid_grp = sub_ok(nofds, "fd.*", "g", BROKER_SUB_DROP | BROKER_SUB_NO_FDS);
+    cr_assert_eq(broker_subscribe(nofds, "fd.x", NULL, 0x200,
+                                  &(uint32_t){0}), -EINVAL,
+                 "an unknown option bit");
+    TH_OK(broker_publish(p, "fd.pipe", "w", 1, &pfd[1], 1));
+    close(pfd[1]);
+    TH_OK(broker_publish(p, "fd.plain", "n", 1, NULL, 0));
+    m = next_pub(plain);
+    cr_assert_eq(m->kind, BROKER_MSG_DATA);
+    cr_assert_str_eq(m->topic, "fd.pipe");
+    cr_assert_eq(m->sub_id, sid_plain);
+    cr_assert_eq(m->nfds, 1, "the plain subscriber gets the fd");
+    cr_assert_eq(write(m->fds[0], "a", 1), 1, "a working write end");
+    broker_msg_free(m);
+    cr_assert_eq(read(pfd[0], &c, 1), 1);
+    cr_assert_eq(c, 'a');
+    m = next_pub(plain);
+    cr_assert_str_eq(m->topic, "fd.plain");
+    broker_msg_free(m);
+    /* the no-fds subscriber: only the publication without fds, on both
+     * of its subscriptions, in order, no GAP */
+    for (int i = 0; i < 2; i++) {
+        m = next_pub(nofds);
+        cr_assert_eq(m->kind, BROKER_MSG_DATA, "got %s",
+                     th_kind_str(m->kind));
+        cr_assert_str_eq(m->topic, "fd.plain");
+        cr_assert(m->sub_id == sid_nofds || m->sub_id == sid_grp);
+        cr_assert_eq(m->nfds, 0);
+        broker_msg_free(m);
+    }
+    /* the publisher: EXDEV for each of the two refused deliveries */
+    for (int i = 0; i < 2; i++) {
+        m = next_error(p);
+        cr_assert_eq(m->code, -EXDEV, "code %d (%s)", m->code,
+                     broker_strerror(m->code));
+        cr_assert_eq(m->source, broker_client_id(nofds));
+        broker_msg_free(m);
+    }
+    barrier(p);
+    m = NULL;
+    cr_assert_eq(broker_recv(p, &m, 0), -ETIMEDOUT,
+                 "one ERROR per refused delivery, nothing else");
+    /* no dup of the write end stayed anywhere */
+    broker_close(plain);
+    broker_close(nofds);
+    barrier(p);
+    cr_assert_eq(read(pfd[0], &c, 1), 0, "a dup of the write end leaked");
+    close(pfd[0]);
+    broker_close(p);
+    th_broker_stop(&br);
+}
+
 static void await_buffers(broker_t *p, uint64_t want)
 {
     uint64_t end = th_now_ms() + TH_HANG_MS;
@@ -829,7 +911,10 @@ Test(pubsub_broker, malformed_subscribe_requests_are_einval)
     n = sub_req(b, 3, 0, 0, "a.b", NULL);           /* policy */
     cr_assert_eq(raw_ctrl(fd, BK_OP_SUBSCRIBE, req++, b, n, NULL, NULL),
                  -EINVAL);
-    n = sub_req(b, 0, 1, 0, "a.b", NULL);           /* reserved byte */
+    n = sub_req(b, 0, 2, 0, "a.b", NULL);           /* unknown flag bit */
+    cr_assert_eq(raw_ctrl(fd, BK_OP_SUBSCRIBE, req++, b, n, NULL, NULL),
+                 -EINVAL);
+    n = sub_req(b, 0, 0x80 | BK_SUB_F_NOFDS, 0, "a.b", NULL);
     cr_assert_eq(raw_ctrl(fd, BK_OP_SUBSCRIBE, req++, b, n, NULL, NULL),
                  -EINVAL);
     n = sub_req(b, 0, 0, 7, "a.b", NULL);           /* reserved u16 */

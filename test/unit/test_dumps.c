@@ -52,9 +52,9 @@ static bool from_client(const bk_hdr_t *h)
 Test(dumps, every_dump_is_one_valid_frame)
 {
     load_dumps();
-    /* 1 in HANDSHAKE, 1 in STREAMS, 4 in EXAMPLE, 6 in SHARED MEMORY, 5
+    /* 1 in HANDSHAKE, 1 in STREAMS, 4 in EXAMPLE, 6 in SHARED MEMORY, 7
      * in PUBLISH AND SUBSCRIBE, 1 in FLOW CONTROL */
-    cr_assert_eq(ndumps, 18, "found %zu dumps", ndumps);
+    cr_assert_eq(ndumps, 20, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -167,10 +167,10 @@ Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)
     load_dumps();
     md_dump_t *ps[8];
     size_t n = md_section(dumps, ndumps, "PUBLISH AND SUBSCRIBE", ps, 8);
-    cr_assert_eq(n, 5, "%zu dumps in PUBLISH AND SUBSCRIBE", n);
+    cr_assert_eq(n, 7, "%zu dumps in PUBLISH AND SUBSCRIBE", n);
 
-    uint8_t want[5][MD_BYTES];
-    size_t wlen[5];
+    uint8_t want[7][MD_BYTES];
+    size_t wlen[7];
     static const char pat[] = "sensors.*.temp";
     static const char topic[] = "sensors.kitchen.temp";
     uint8_t req[BK_SUB_REQ_FIXED] = { BK_SUB_DROP, 0 };
@@ -198,7 +198,20 @@ Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)
     wlen[4] = frame(want[4], (bk_hdr_t){ .type = BK_T_GAP, .aux = 1,
                                          .dest = 2 },
                     count, sizeof count, NULL, 0);
-    for (size_t i = 0; i < 5; i++) {
+    /* a NOFDS subscription, and the EXDEV its publisher gets */
+    static const char gw[] = "sensors.>";
+    static const char exdev[] = "the subscriber cannot take file "
+                                "descriptors";
+    uint8_t nreq[BK_SUB_REQ_FIXED] = { BK_SUB_BLOCK, BK_SUB_F_NOFDS };
+    bk_put16(nreq + 2, sizeof gw - 1);
+    wlen[5] = frame(want[5], (bk_hdr_t){ .type = BK_T_CTRL, .stream = 5,
+                                         .aux = BK_OP_SUBSCRIBE },
+                    nreq, sizeof nreq, gw, sizeof gw - 1);
+    wlen[6] = frame(want[6], (bk_hdr_t){ .type = BK_T_ERROR, .stream = 2,
+                                         .aux = EXDEV, .source = 3,
+                                         .dest = 1 },
+                    exdev, sizeof exdev - 1, NULL, 0);
+    for (size_t i = 0; i < 7; i++) {
         cr_expect_eq(ps[i]->len, wlen[i], "dump %zu (line %d): %zu bytes, "
                      "want %zu", i, ps[i]->line, ps[i]->len, wlen[i]);
         for (size_t k = 0; k < wlen[i] && k < ps[i]->len; k++)
