@@ -670,8 +670,12 @@ Test(faults, accept_resumes_at_the_fd_limit)
                      "%d fds", n, NOFILE_LIMIT);
         fds[n++] = r;
     }
-    cr_assert_eq(r, -EMFILE, "refused with %d (%s), want EMFILE", r,
-                 strerror(-r));
+    /* Under valgrind, whose own fds lie between brokerd's limit and the
+     * kernel's, accept4 succeeds and valgrind closes the connection
+     * without a word before brokerd sees EMFILE. */
+    cr_assert(r == -EMFILE || (wrapped() && r == -ECONNRESET),
+              "refused with %d (%s) after %d connections, want EMFILE", r,
+              strerror(-r), n);
     cr_assert_gt(n, NOFILE_LIMIT / 2, "only %d connections", n);
     cr_assert(th_broker_alive(&br));
 
