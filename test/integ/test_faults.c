@@ -1313,17 +1313,18 @@ static void write_conf(const char *path, const char *text)
 
 /* Every setting brokerd(8) says a reload changes, lowered: some below
  * what the pair, the subscriber and the observer use when it comes, and
- * max-clients to the six connections open then (the probe, the
- * observer, the publisher, the subscriber and the pair). */
+ * max-clients to the nine connections open then (the probe, the
+ * observer, the publisher, the subscriber, the pair and three that never
+ * send HELLO, which the lowered handshake-timeout closes). */
 static const char lowered[] =
     "log-level = warn\n"
     "queue-limit = 64K\n"
     "max-streams = 16\n"
     "max-names = 1\n"
     "max-subscriptions = 1\n"
-    "max-clients = 6\n"
-    "max-clients-per-uid = 6\n"
-    "handshake-timeout = 3000\n"
+    "max-clients = 9\n"
+    "max-clients-per-uid = 9\n"
+    "handshake-timeout = 2000\n"
     "max-segments = 1\n"
     "max-shm = 64K\n"
     "fd-reserve = 8\n"
@@ -1343,6 +1344,7 @@ static const char lowered[] =
 static const char generous[] =
     "log-level = warn\n"
     "queue-limit = 8M\n"
+    "handshake-timeout = 3600000\n"
     "max-subscriptions = 64\n"
     "max-subscriptions-per-uid = 64\n";
 
@@ -1367,6 +1369,9 @@ Test(faults, reloads_lower_every_limit_under_traffic)
     cr_assert_eq(broker_subscribe(sub, "reload.>", NULL, BROKER_SUB_BLOCK,
                                   &sub_id), 0);
     pair_start(&pair, "pair.reload", th_scaled(3000, 200));
+    int silent[3];
+    for (int i = 0; i < 3; i++)
+        silent[i] = th_raw_connect(br.sock);
 
     /* Reload until the pair is done with its minimum, at least `rounds`
      * times: the reloads fall in the middle of its traffic. */
@@ -1400,6 +1405,15 @@ Test(faults, reloads_lower_every_limit_under_traffic)
     pair_finish(&pair);
     expect_nothing(sub, "the reloads");
     expect_nothing(pub, "the reloads");
+    for (int i = 0; i < 3; i++) {
+        uint32_t aux;
+        int nerr;
+        cr_assert_geq(th_raw_drain_to_eof(silent[i], &aux, &nerr), 0,
+                      "a connection without HELLO outlived the lowered "
+                      "handshake-timeout");
+        cr_assert_eq(aux, ETIMEDOUT, "closed with ERROR %u", aux);
+        close(silent[i]);
+    }
     broker_close(sub);
     broker_close(pub);
     broker_close(obs);
