@@ -305,8 +305,9 @@ static bool fzr_eligible(const bk_port_t *p)
 
 /* The subscriptions a publication of topic t[0..n) reaches.  A
  * shared-memory descriptor longer than max-msg cannot go to a receiver
- * that does not map segments (shm.h): that one is dropped, and a group
- * may have picked such a member. */
+ * that does not map segments (shm.h), nor fds to a subscription that
+ * takes none: that one is left out, and a group may have picked such a
+ * member. */
 static void fzr_expect_pub(fzr_t *z, fzr_step_t *st, const char *t, size_t n)
 {
     bk_shm_desc_t d = { 0 };
@@ -326,10 +327,15 @@ static void fzr_expect_pub(fzr_t *z, fzr_step_t *st, const char *t, size_t n)
                 continue;
             if (s->group && fzr_want_group(st, s->group))
                 continue;
+            /* one that takes no fds refuses a publication with some
+             * (EXDEV to the publisher); a group may have picked it */
+            if (st->h.nfds && (s->flags & BK_SUB_F_NOFDS) && !s->group)
+                continue;
             fzr_require(st->nwant < sizeof(st->want) / sizeof(st->want[0]));
             st->want[st->nwant++] = (fzr_want_t){
                 .to = s->group ? NULL : p, .sub = s->id, .group = s->group,
-                .may_miss = big && (s->group || !p->shm.maps),
+                .may_miss = (big && (s->group || !p->shm.maps)) ||
+                            (st->h.nfds && s->group),
             };
         }
     }
