@@ -611,6 +611,69 @@ void th_await_status(broker_t *b, const char *key, uint64_t want)
     }
 }
 
+uint64_t th_broker_status(const th_broker_t *br, const char *key)
+{
+    broker_t *b = th_connect(br);
+    uint64_t v = th_status_value(b, key);
+
+    broker_close(b);
+    return v;
+}
+
+void th_broker_await_status(const th_broker_t *br, const char *key,
+                            uint64_t want)
+{
+    broker_t *b = th_connect(br);
+
+    th_await_status(b, key, want);
+    broker_close(b);
+}
+
+/* The value of " key=" in one LIST record, -1 if it has none. */
+static long record_value(const char *line, const char *key)
+{
+    size_t kl = strlen(key);
+
+    for (const char *k = strstr(line, key); k; k = strstr(k + 1, key))
+        if ((k == line || k[-1] == ' ') && k[kl] == '=')
+            return strtol(k + kl + 1, NULL, 10);
+    return -1;
+}
+
+long th_user_value(const th_broker_t *br, uid_t uid, const char *key)
+{
+    broker_t *b = th_connect(br);
+    char *text = NULL, want[32], *line, *save = NULL;
+    long v = -1;
+
+    TH_OK(broker_list(b, BROKER_CTRL_LIST_USERS, &text, NULL));
+    broker_close(b);
+    snprintf(want, sizeof(want), "uid=%u ", (unsigned)uid);
+    for (line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, want, strlen(want)))
+            continue;
+        v = record_value(line, key);
+        TH_CHECK(v >= 0, "no %s in '%s'", key, line);
+    }
+    free(text);
+    return v;
+}
+
+void th_await_user(const th_broker_t *br, uid_t uid, const char *key,
+                   long want)
+{
+    uint64_t until = th_now_ms() + TH_HANG_MS;
+    unsigned us = 500;
+    long v;
+
+    while ((v = th_user_value(br, uid, key)) != want) {
+        TH_CHECK(th_now_ms() < until, "uid %u %s: %ld, want %ld",
+                 (unsigned)uid, key, v, want);
+        th_nap(&us);
+    }
+}
+
 /* ---- patterns ------------------------------------------------------------ */
 
 static uint64_t mix64(uint64_t x)

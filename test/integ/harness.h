@@ -156,6 +156,17 @@ uint64_t th_status_value(broker_t *b, const char *key);
  * for counts the broker updates when it gets to it, like "clients" after
  * a disconnect. */
 void th_await_status(broker_t *b, const char *key, uint64_t want);
+/* The same two on a connection of their own to br's broker, closed
+ * before they return. */
+uint64_t th_broker_status(const th_broker_t *br, const char *key);
+void th_broker_await_status(const th_broker_t *br, const char *key,
+                            uint64_t want);
+/* The value of `key` in the LIST_USERS record of uid, -1 if the broker
+ * has no record for uid (fails the test if the record lacks the key). */
+long th_user_value(const th_broker_t *br, uid_t uid, const char *key);
+/* Ask LIST_USERS until uid's `key` is `want` (-1: no record). */
+void th_await_user(const th_broker_t *br, uid_t uid, const char *key,
+                   long want);
 
 /* ---- payload patterns ---------------------------------------------------- */
 

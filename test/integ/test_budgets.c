@@ -150,66 +150,6 @@ static int raw_hello(uint64_t *id, uint32_t caps)
     return fd;
 }
 
-/* ---- the broker's counters ---------------------------------------------- */
-
-static uint64_t status(const char *key)
-{
-    broker_t *b = th_connect(&br);
-    uint64_t v = th_status_value(b, key);
-
-    broker_close(b);
-    return v;
-}
-
-static void await_status(const char *key, uint64_t want)
-{
-    broker_t *b = th_connect(&br);
-
-    th_await_status(b, key, want);
-    broker_close(b);
-}
-
-/* The value of `key` in the LIST_USERS record of uid, or -1 if there is
- * no record for uid. */
-static long user_value(uid_t uid, const char *key)
-{
-    broker_t *b = th_connect(&br);
-    char *text = NULL, want[32], *line, *save = NULL;
-    long v = -1;
-
-    TH_OK(broker_list(b, BROKER_CTRL_LIST_USERS, &text, NULL));
-    broker_close(b);
-    snprintf(want, sizeof(want), "uid=%u ", (unsigned)uid);
-    for (line = strtok_r(text, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
-        char *k;
-        if (strncmp(line, want, strlen(want)))
-            continue;
-        for (k = strstr(line, key); k; k = strstr(k + 1, key))
-            if ((k == line || k[-1] == ' ') && k[strlen(key)] == '=') {
-                v = strtol(k + strlen(key) + 1, NULL, 10);
-                break;
-            }
-        TH_CHECK(v >= 0, "no %s in '%s'", key, line);
-    }
-    free(text);
-    return v;
-}
-
-/* Ask LIST_USERS until uid's `key` is `want` (-1: no record). */
-static void await_user(uid_t uid, const char *key, long want)
-{
-    uint64_t until = th_now_ms() + TH_HANG_MS;
-    unsigned us = 500;
-    long v;
-
-    while ((v = user_value(uid, key)) != want) {
-        TH_CHECK(th_now_ms() < until, "uid %u %s: %ld, want %ld",
-                 (unsigned)uid, key, v, want);
-        th_nap(&us);
-    }
-}
-
 /* Let "nobody" reach the broker's socket. */
 static void open_socket(void)
 {
@@ -245,11 +185,11 @@ Test(budgets, fds_per_receiver)
     raw_ping(a, 1, &s);
     cr_assert_eq(s.errors[ENOBUFS], 3, "ENOBUFS errors: %u",
                  s.errors[ENOBUFS]);
-    cr_assert_eq(status("fds_in_flight"), 63);
-    cr_assert_geq(status("quota_hits"), 1);
-    cr_assert_eq(status("protocol_errors"), 0);
+    cr_assert_eq(th_broker_status(&br, "fds_in_flight"), 63);
+    cr_assert_geq(th_broker_status(&br, "quota_hits"), 1);
+    cr_assert_eq(th_broker_status(&br, "protocol_errors"), 0);
     close(r);
-    await_status("fds_in_flight", 0);
+    th_broker_await_status(&br, "fds_in_flight", 0);
     close(a);
     close(devnull);
     th_broker_stop(&br);
@@ -277,10 +217,10 @@ Test(budgets, fds_global)
     send_fd_msgs(a, r2id, &sid, 1, 63, devnull);
     raw_ping(a, 2, &s);
     cr_assert_eq(s.errors[ENOBUFS], 1);
-    cr_assert_eq(status("fds_in_flight"), 63);
+    cr_assert_eq(th_broker_status(&br, "fds_in_flight"), 63);
     close(r1);
     close(r2);
-    await_status("fds_in_flight", 0);
+    th_broker_await_status(&br, "fds_in_flight", 0);
     close(a);
     close(devnull);
     th_broker_stop(&br);
@@ -326,16 +266,16 @@ Test(budgets, fds_per_uid)
     open_socket();
     r = raw_hello(&arg.rid, 0);
     th_join(th_spawn(uid_fds_attacker, &arg));
-    await_user(TH_NOBODY, "connections", 0);
-    cr_assert_eq(user_value(TH_NOBODY, "fds"), 63);
-    cr_assert_geq(user_value(TH_NOBODY, "quota_hits"), 3);
+    th_await_user(&br, TH_NOBODY, "connections", 0);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "fds"), 63);
+    cr_assert_geq(th_user_value(&br, TH_NOBODY, "quota_hits"), 3);
     a = raw_hello(&aid, 0);     /* root: no quota */
     send_fd_msgs(a, arg.rid, &sid, 2, 63, devnull);
     raw_ping(a, 1, &s);
     cr_assert_eq(s.errors[EDQUOT] + s.errors[ENOBUFS], 0);
     close(r);
-    await_user(TH_NOBODY, "fds", -1);       /* the record is gone */
-    await_status("fds_in_flight", 0);
+    th_await_user(&br, TH_NOBODY, "fds", -1);       /* the record is gone */
+    th_broker_await_status(&br, "fds_in_flight", 0);
     close(a);
     close(devnull);
     th_broker_stop(&br);
@@ -416,12 +356,12 @@ Test(budgets, publication_fds_are_the_publishers)
     fill_receiver(f, rid, &sid);
     raw_ping(f, 1, NULL);
     th_join(th_spawn(nobody_publisher, NULL));
-    await_user(TH_NOBODY, "connections", 0);
-    cr_assert_eq(user_value(TH_NOBODY, "fds"), 63);
-    cr_assert_eq(status("dropped_pub"), 3);
+    th_await_user(&br, TH_NOBODY, "connections", 0);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "fds"), 63);
+    cr_assert_eq(th_broker_status(&br, "dropped_pub"), 3);
     close(r);
-    await_user(TH_NOBODY, "fds", -1);
-    await_status("fds_in_flight", 0);
+    th_await_user(&br, TH_NOBODY, "fds", -1);
+    th_broker_await_status(&br, "fds_in_flight", 0);
     close(f);
     th_broker_stop(&br);
 }
@@ -503,14 +443,14 @@ Test(budgets, fd_flood_stays_bounded)
     cr_assert_gt(s.errors[ENOBUFS], 0);
     cr_assert_leq(most, base + 1024 + 64, "brokerd had %d fds (base %d)",
                   most, base);
-    cr_assert_leq(status("fds_in_flight"), 1024);
+    cr_assert_leq(th_broker_status(&br, "fds_in_flight"), 1024);
     th_join(tx);
     th_join(rx);
-    cr_assert_eq(status("protocol_errors"), 0);
+    cr_assert_eq(th_broker_status(&br, "protocol_errors"), 0);
     close(r);
     close(a);
-    await_status("fds_in_flight", 0);
-    await_status("clients", 1);         /* the asking connection */
+    th_broker_await_status(&br, "fds_in_flight", 0);
+    th_broker_await_status(&br, "clients", 1);         /* the asking connection */
     cr_assert_leq(th_fd_count(br.pid), base);
     close(devnull);
     th_barrier_fini(&arg.ready);
@@ -572,7 +512,7 @@ Test(budgets, emfile_on_receive_refuses_the_message)
                   "the refusal was not the EMFILE path:\n%s", log);
         free(log);
     }
-    cr_assert_eq(status("protocol_errors"), 0);
+    cr_assert_eq(th_broker_status(&br, "protocol_errors"), 0);
     raw_ping(a, 2, &s);         /* still connected */
     close(r);
     close(a);
@@ -642,11 +582,11 @@ Test(budgets, held_references_per_receiver)
         send_desc(a, rid, i + 1, 7, i);
     raw_ping(a, 2, &s);
     cr_assert_eq(s.errors[ENOBUFS], 10, "ENOBUFS: %u", s.errors[ENOBUFS]);
-    cr_assert_eq(status("shm_held"), 40);
-    cr_assert_eq(user_value(0, "shm_held"), 40);
+    cr_assert_eq(th_broker_status(&br, "shm_held"), 40);
+    cr_assert_eq(th_user_value(&br, 0, "shm_held"), 40);
     memset(&s, 0, sizeof(s));
     close(r);
-    await_status("shm_held", 0);
+    th_broker_await_status(&br, "shm_held", 0);
     raw_ping(a, 3, &s);
     cr_assert_eq(s.release_records, 40);
     cr_assert_eq(s.releases, 1, "RELEASE frames: %u", s.releases);
@@ -699,14 +639,14 @@ Test(budgets, held_per_uid_and_segments_total)
         send_desc(a, rid, i + 1, 7, i);
     raw_ping(a, 4, &s);
     cr_assert_eq(s.errors[EDQUOT], 2, "EDQUOT: %u", s.errors[EDQUOT]);
-    cr_assert_eq(user_value(TH_NOBODY, "shm_held"), 4);
-    cr_assert_eq(user_value(0, "shm_segments"), 2);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "shm_held"), 4);
+    cr_assert_eq(th_user_value(&br, 0, "shm_segments"), 2);
     th_barrier_signal(&arg.done, 0);
     th_join(pid);
-    await_status("shm_held", 0);
-    await_user(TH_NOBODY, "connections", -1);
+    th_broker_await_status(&br, "shm_held", 0);
+    th_await_user(&br, TH_NOBODY, "connections", -1);
     close(a);
-    await_status("shm_segments", 0);
+    th_broker_await_status(&br, "shm_segments", 0);
     th_barrier_fini(&arg.ready);
     th_barrier_fini(&arg.done);
     th_broker_stop(&br);
@@ -777,11 +717,11 @@ Test(budgets, streams_per_peer)
     /* root's 20 streams, and the 10 refused ones' tombstones (which
      * swallow the rest of their messages); the streams opened towards
      * root's receiver do not count against root */
-    await_user(0, "streams", 20 + 10);
+    th_await_user(&br, 0, "streams", 20 + 10);
     close(a1);
     close(a2);
-    await_user(0, "streams", 0);
-    await_status("streams", 0);
+    th_await_user(&br, 0, "streams", 0);
+    th_broker_await_status(&br, "streams", 0);
     close(r);
     th_broker_stop(&br);
 }
@@ -841,12 +781,12 @@ Test(budgets, names_subs_segments_per_uid)
     th_barrier_init(&arg.checked);
     pid = th_spawn(uid_quotas, &arg);
     th_barrier_wait(&arg.counted);
-    cr_assert_eq(user_value(TH_NOBODY, "connections"), 4);
-    cr_assert_eq(user_value(TH_NOBODY, "names"), 3);
-    cr_assert_eq(user_value(TH_NOBODY, "subs"), 2);
-    cr_assert_eq(user_value(TH_NOBODY, "shm_segments"), 2);
-    cr_assert_eq(user_value(TH_NOBODY, "shm_bytes"), 8192);
-    cr_assert_eq(user_value(TH_NOBODY, "quota_hits"), 3);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "connections"), 4);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "names"), 3);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "subs"), 2);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "shm_segments"), 2);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "shm_bytes"), 8192);
+    cr_assert_eq(th_user_value(&br, TH_NOBODY, "quota_hits"), 3);
     st = th_ctl(br.sock, &out, "users", "--json", NULL);
     cr_assert(TH_EXITED(st, 0), "brokerctl users: %s", out.err);
     cr_assert(strstr(out.out, "65534"), "%s", out.out);
@@ -858,8 +798,8 @@ Test(budgets, names_subs_segments_per_uid)
     th_output_free(&out);
     th_barrier_signal(&arg.checked, 0);
     th_join(pid);
-    await_user(TH_NOBODY, "connections", -1);      /* back to baseline */
-    cr_assert_eq(status("users"), 1);   /* root's, asking */
+    th_await_user(&br, TH_NOBODY, "connections", -1);      /* back to baseline */
+    cr_assert_eq(th_broker_status(&br, "users"), 1);   /* root's, asking */
     th_barrier_fini(&arg.counted);
     th_barrier_fini(&arg.checked);
     th_broker_stop(&br);
@@ -909,11 +849,11 @@ Test(budgets, reload_lowers_budgets_below_use)
     raw_ping(a, 2, &s);
     cr_assert_eq(s.errors[ENOBUFS], 1, "fds over a lowered budget");
     cr_assert_eq(s.errors[ENOSR], 1, "streams over a lowered budget");
-    cr_assert_eq(status("fds_in_flight"), 63, "nothing taken away");
+    cr_assert_eq(th_broker_status(&br, "fds_in_flight"), 63, "nothing taken away");
     close(a);
     close(r);
-    await_status("fds_in_flight", 0);
-    await_status("streams", 0);
+    th_broker_await_status(&br, "fds_in_flight", 0);
+    th_broker_await_status(&br, "streams", 0);
     close(devnull);
     unlink(conf);
     th_broker_stop(&br);
@@ -962,7 +902,7 @@ static void send_until_paused(int fd, const uint64_t *ids, unsigned n,
             continue;
         }
         full++;
-        (void)status("clients");        /* a loop pass of the broker */
+        (void)th_broker_status(&br, "clients");        /* a loop pass of the broker */
     }
     TH_CHECK(full == 3, "the sender was never paused");
 }
@@ -1088,7 +1028,7 @@ Test(budgets, queued_per_uid_towards_its_clients)
     send_until_paused(a, ids, QRECV, sent);
     for (unsigned i = 0; i < QRECV; i++)
         total += sent[i];
-    q = user_value(TH_NOBODY, "queued");
+    q = th_user_value(&br, TH_NOBODY, "queued");
     /* the budget, plus what the broker read past it: one recvmmsg batch
      * of packets of the paused sender */
     cr_assert_leq(q, 256 * 1024 + 8 * (QMSG + 512), "nobody's queues: %ld",
@@ -1096,15 +1036,15 @@ Test(budgets, queued_per_uid_towards_its_clients)
     cr_assert_geq(q, 256 * 1024, "nobody's queues: %ld", q);
     cr_assert_lt(total * QMSG, QRECV * 1024 * 1024 / 2,
                  "sent %llu messages", (unsigned long long)total);
-    cr_assert_geq(user_value(TH_NOBODY, "quota_hits"), 1);
+    cr_assert_geq(th_user_value(&br, TH_NOBODY, "quota_hits"), 1);
     pair_works();
     for (unsigned i = 0; i < QRECV; i++)
         th_barrier_signal(&arg->go, sent[i]);
     th_barrier_wait(&arg->done);
     th_join(pid);
     close(a);
-    await_user(TH_NOBODY, "connections", -1);
-    await_status("queued_mem", 0);
+    th_await_user(&br, TH_NOBODY, "connections", -1);
+    th_broker_await_status(&br, "queued_mem", 0);
     th_barrier_fini(&arg->ready);
     th_barrier_fini(&arg->go);
     th_barrier_fini(&arg->done);
@@ -1162,20 +1102,20 @@ Test(budgets, queued_per_uid_by_its_sends)
         th_barrier_signal(&arg->go, id);
     }
     th_barrier_wait(&arg->ready);
-    q = user_value(TH_NOBODY, "queued_by");
+    q = th_user_value(&br, TH_NOBODY, "queued_by");
     cr_assert_leq(q, 256 * 1024 + 8 * (QMSG + 512), "queued by nobody: %ld",
                   q);
     cr_assert_geq(q, 256 * 1024, "queued by nobody: %ld", q);
-    cr_assert_eq(user_value(0, "queued"), q, "root's queues");
-    cr_assert_geq(user_value(TH_NOBODY, "quota_hits"), 1);
+    cr_assert_eq(th_user_value(&br, 0, "queued"), q, "root's queues");
+    cr_assert_geq(th_user_value(&br, TH_NOBODY, "quota_hits"), 1);
     pair_works();
     read_numbered(r, arg->sent, QRECV);
     th_barrier_signal(&arg->done, 0);
     th_join(pid);
-    await_user(TH_NOBODY, "connections", -1);
+    th_await_user(&br, TH_NOBODY, "connections", -1);
     for (unsigned i = 0; i < QRECV; i++)
         close(r[i]);
-    await_status("queued_mem", 0);
+    th_broker_await_status(&br, "queued_mem", 0);
     th_barrier_fini(&arg->ready);
     th_barrier_fini(&arg->go);
     th_barrier_fini(&arg->done);
@@ -1196,8 +1136,8 @@ Test(budgets, queued_global)
         r[i] = raw_hello(&ids[i], 0);
     a = raw_hello(&aid, 0);
     send_until_paused(a, ids, QRECV, sent);
-    mem = status("queued_mem");
-    bytes = status("queued_bytes");
+    mem = th_broker_status(&br, "queued_mem");
+    bytes = th_broker_status(&br, "queued_bytes");
     cr_assert_leq(mem, 256 * 1024 + 8 * (QMSG + 512), "queued: %llu",
                   (unsigned long long)mem);
     cr_assert_geq(mem, 256 * 1024, "queued: %llu", (unsigned long long)mem);
@@ -1207,7 +1147,7 @@ Test(budgets, queued_global)
     close(a);
     for (unsigned i = 0; i < QRECV; i++)
         close(r[i]);
-    await_status("queued_mem", 0);
+    th_broker_await_status(&br, "queued_mem", 0);
     th_broker_stop(&br);
 }
 

@@ -137,40 +137,12 @@ static void raw_register(int fd, uint64_t size)
 
 /* ---- the broker's counters ------------------------------------------------ */
 
-static uint64_t status(const char *key)
-{
-    broker_t *b = th_connect(&br);
-    uint64_t v = th_status_value(b, key);
-
-    broker_close(b);
-    return v;
-}
-
-static void await_status(const char *key, uint64_t want)
-{
-    broker_t *b = th_connect(&br);
-
-    th_await_status(b, key, want);
-    broker_close(b);
-}
-
 /* shm_held in the LIST_USERS record of uid (0 if it has none). */
 static long user_held(uid_t uid)
 {
-    broker_t *b = th_connect(&br);
-    char *text = NULL, want[32], *line, *save = NULL, *k;
-    long v = 0;
+    long v = th_user_value(&br, uid, "shm_held");
 
-    TH_OK(broker_list(b, BROKER_CTRL_LIST_USERS, &text, NULL));
-    broker_close(b);
-    snprintf(want, sizeof(want), "uid=%u ", (unsigned)uid);
-    for (line = strtok_r(text, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save))
-        if (!strncmp(line, want, strlen(want)) &&
-            (k = strstr(line, " shm_held=")))
-            v = strtol(k + 10, NULL, 10);
-    free(text);
-    return v;
+    return v < 0 ? 0 : v;
 }
 
 /* ---- the set-up --------------------------------------------------------- */
@@ -229,7 +201,7 @@ static int fill_owner(uint64_t owner_id)
     int f = raw_hello(&fid, BK_HELLO_FLOW);
     uint32_t sid = 0;
 
-    while (status("queued_bytes") <= QUEUE_LIMIT) {
+    while (th_broker_status(&br, "queued_bytes") <= QUEUE_LIMIT) {
         bk_hdr_t h = { .version = BK_PROTO_VERSION, .type = BK_T_DATA,
                        .flags = BK_F_OPEN | BK_F_CLOSE, .stream = ++sid,
                        .dest = owner_id, .length = sizeof(big) };
@@ -308,30 +280,30 @@ Test(release, a_departed_holder_waits_for_its_owner_and_others_are_served)
     owner = raw_hello(&oid, 0);
     raw_register(owner, 1u << 20);
     feed(owner, rid, r, n);
-    cr_assert_eq(status("shm_held"), n);
+    cr_assert_eq(th_broker_status(&br, "shm_held"), n);
     cr_assert_eq(user_held(geteuid()), n);
     seen_init(&s, rid, n);
 
     filler = fill_owner(oid);
-    queued = status("queued_bytes");
+    queued = th_broker_status(&br, "queued_bytes");
     close(r);
-    await_status("shm_releasing", n);
+    th_broker_await_status(&br, "shm_releasing", n);
     /* the owner does not read: its releases wait, the others go on */
     for (unsigned i = 0; i < 8; i++)
         pair_works(x, y, i);
-    cr_assert_eq(status("shm_releasing"), n, "still pending after the "
+    cr_assert_eq(th_broker_status(&br, "shm_releasing"), n, "still pending after the "
                  "pair was served");
-    cr_assert_eq(status("shm_held"), n);
+    cr_assert_eq(th_broker_status(&br, "shm_held"), n);
     cr_assert_eq(user_held(geteuid()), n, "still charged to the user");
-    cr_assert_eq(status("queued_bytes"), queued, "no RELEASE queued to an "
+    cr_assert_eq(th_broker_status(&br, "queued_bytes"), queued, "no RELEASE queued to an "
                  "owner over its limit");
 
     owner_hears_every_release_once(owner, &s);
     cr_assert_geq(s.frames, (n + BATCH - 1) / BATCH, "in batches");
     cr_assert_leq(s.frames, n / 64, "coalesced: %" PRIu64 " frames",
                   s.frames);
-    await_status("shm_releasing", 0);
-    await_status("shm_held", 0);
+    th_broker_await_status(&br, "shm_releasing", 0);
+    th_broker_await_status(&br, "shm_held", 0);
     cr_assert_eq(user_held(geteuid()), 0);
     pair_works(x, y, 100);
     free(s.count);
@@ -368,8 +340,8 @@ Test(release, a_kicked_holder_is_released_exactly_once)
     pair_works(x, y, 0);
     owner_hears_every_release_once(owner, &s);
     pair_works(x, y, 1);
-    await_status("shm_releasing", 0);
-    await_status("shm_held", 0);
+    th_broker_await_status(&br, "shm_releasing", 0);
+    th_broker_await_status(&br, "shm_held", 0);
     cr_assert_eq(user_held(geteuid()), 0);
     free(s.count);
     close(r);
@@ -398,11 +370,11 @@ Test(release, an_owner_that_goes_takes_its_pending_releases_along)
     feed(owner, rid, r, n);
     filler = fill_owner(oid);
     close(r);
-    await_status("shm_releasing", n);
+    th_broker_await_status(&br, "shm_releasing", n);
     close(owner);
-    await_status("shm_releasing", 0);
-    await_status("shm_held", 0);
-    await_status("shm_segments", 0);
+    th_broker_await_status(&br, "shm_releasing", 0);
+    th_broker_await_status(&br, "shm_held", 0);
+    th_broker_await_status(&br, "shm_segments", 0);
     cr_assert_eq(user_held(geteuid()), 0);
     pair_works(x, y, 0);
     close(filler);
