@@ -29,6 +29,7 @@
 #define SEGID 7u
 #define HELD_DEFAULT 16384u     /* brokerd(8): max-held-per-client */
 #define QUEUE_LIMIT (256u * 1024)
+#define QUEUE_LIMIT_STR "262144"    /* QUEUE_LIMIT, for --queue-limit */
 #define BATCH 1024u             /* brokerd(8): references per loop pass */
 
 static th_broker_t br;
@@ -260,125 +261,122 @@ static void owner_hears_every_release_once(int owner, owner_seen_t *s)
                      s->count[i]);
 }
 
+/* What every test sets up: a broker (args: extra brokerd arguments or
+ * NULL), a pair of library clients x and y ("release.pair" is y's), a raw
+ * holder r that maps segments and a raw owner whose segment r holds n
+ * references to. */
+typedef struct {
+    broker_t *x, *y;
+    uint64_t rid, oid;
+    int r, owner;
+    uint32_t n;
+} scene_t;
+
+static void scene_start(scene_t *sc, const char *const *args)
+{
+    sc->n = held_count();
+    th_broker_startv(&br, args);
+    sc->x = th_connect(&br);
+    sc->y = th_connect(&br);
+    th_register(sc->y, "release.pair");
+    sc->r = raw_hello(&sc->rid, BK_HELLO_SHM);
+    sc->owner = raw_hello(&sc->oid, 0);
+    raw_register(sc->owner, 1u << 20);
+    feed(sc->owner, sc->rid, sc->r, sc->n);
+}
+
+/* Nothing is held any more and the pair still works; then what is left
+ * of the scene (r and owner unless -1) is closed and the broker stops. */
+static void scene_stop(scene_t *sc)
+{
+    th_broker_await_status(&br, "shm_releasing", 0);
+    th_broker_await_status(&br, "shm_held", 0);
+    cr_assert_eq(user_held(geteuid()), 0);
+    pair_works(sc->x, sc->y, 100);
+    if (sc->r >= 0)
+        close(sc->r);
+    if (sc->owner >= 0)
+        close(sc->owner);
+    broker_close(sc->x);
+    broker_close(sc->y);
+    th_broker_stop(&br);
+}
+
+static const char *const limited[] = { "--queue-limit", QUEUE_LIMIT_STR,
+                                       NULL };
+
 /* ---- tests ---------------------------------------------------------------- */
 
 Test(release, a_departed_holder_waits_for_its_owner_and_others_are_served)
 {
-    uint32_t n = held_count();
-    uint64_t rid, oid, queued;
+    uint64_t queued;
     owner_seen_t s;
-    broker_t *x, *y;
-    int r, owner, filler;
-    char ql[32];
+    scene_t sc;
+    int filler;
 
-    snprintf(ql, sizeof(ql), "%u", QUEUE_LIMIT);
-    th_broker_start(&br, "--queue-limit", ql, NULL);
-    x = th_connect(&br);
-    y = th_connect(&br);
-    th_register(y, "release.pair");
-    r = raw_hello(&rid, BK_HELLO_SHM);
-    owner = raw_hello(&oid, 0);
-    raw_register(owner, 1u << 20);
-    feed(owner, rid, r, n);
-    cr_assert_eq(th_broker_status(&br, "shm_held"), n);
-    cr_assert_eq(user_held(geteuid()), n);
-    seen_init(&s, rid, n);
+    scene_start(&sc, limited);
+    cr_assert_eq(th_broker_status(&br, "shm_held"), sc.n);
+    cr_assert_eq(user_held(geteuid()), sc.n);
+    seen_init(&s, sc.rid, sc.n);
 
-    filler = fill_owner(oid);
+    filler = fill_owner(sc.oid);
     queued = th_broker_status(&br, "queued_bytes");
-    close(r);
-    th_broker_await_status(&br, "shm_releasing", n);
+    close(sc.r);
+    sc.r = -1;
+    th_broker_await_status(&br, "shm_releasing", sc.n);
     /* the owner does not read: its releases wait, the others go on */
     for (unsigned i = 0; i < 8; i++)
-        pair_works(x, y, i);
-    cr_assert_eq(th_broker_status(&br, "shm_releasing"), n, "still pending after the "
-                 "pair was served");
-    cr_assert_eq(th_broker_status(&br, "shm_held"), n);
-    cr_assert_eq(user_held(geteuid()), n, "still charged to the user");
-    cr_assert_eq(th_broker_status(&br, "queued_bytes"), queued, "no RELEASE queued to an "
-                 "owner over its limit");
+        pair_works(sc.x, sc.y, i);
+    cr_assert_eq(th_broker_status(&br, "shm_releasing"), sc.n, "still "
+                 "pending after the pair was served");
+    cr_assert_eq(th_broker_status(&br, "shm_held"), sc.n);
+    cr_assert_eq(user_held(geteuid()), sc.n, "still charged to the user");
+    cr_assert_eq(th_broker_status(&br, "queued_bytes"), queued, "no RELEASE "
+                 "queued to an owner over its limit");
 
-    owner_hears_every_release_once(owner, &s);
-    cr_assert_geq(s.frames, (n + BATCH - 1) / BATCH, "in batches");
-    cr_assert_leq(s.frames, n / 64, "coalesced: %" PRIu64 " frames",
+    owner_hears_every_release_once(sc.owner, &s);
+    cr_assert_geq(s.frames, (sc.n + BATCH - 1) / BATCH, "in batches");
+    cr_assert_leq(s.frames, sc.n / 64, "coalesced: %" PRIu64 " frames",
                   s.frames);
-    th_broker_await_status(&br, "shm_releasing", 0);
-    th_broker_await_status(&br, "shm_held", 0);
-    cr_assert_eq(user_held(geteuid()), 0);
-    pair_works(x, y, 100);
+    scene_stop(&sc);
     free(s.count);
     close(filler);
-    close(owner);
-    broker_close(x);
-    broker_close(y);
-    th_broker_stop(&br);
 }
 
 Test(release, a_kicked_holder_is_released_exactly_once)
 {
-    uint32_t n = held_count();
-    uint64_t rid, oid;
     owner_seen_t s;
     th_output_t o;
-    broker_t *x, *y;
+    scene_t sc;
     char id[32];
-    int r, owner, st;
+    int st;
 
-    th_broker_start(&br, NULL);
-    x = th_connect(&br);
-    y = th_connect(&br);
-    th_register(y, "release.pair");
-    r = raw_hello(&rid, BK_HELLO_SHM);
-    owner = raw_hello(&oid, 0);
-    raw_register(owner, 1u << 20);
-    feed(owner, rid, r, n);
-    seen_init(&s, rid, n);
-    snprintf(id, sizeof(id), "%" PRIu64, rid);
+    scene_start(&sc, NULL);
+    seen_init(&s, sc.rid, sc.n);
+    snprintf(id, sizeof(id), "%" PRIu64, sc.rid);
     st = th_ctl(br.sock, &o, "kick", id, NULL);
     cr_assert(TH_EXITED(st, 0), "kick: %s", o.err);
     th_output_free(&o);
-    pair_works(x, y, 0);
-    owner_hears_every_release_once(owner, &s);
-    pair_works(x, y, 1);
-    th_broker_await_status(&br, "shm_releasing", 0);
-    th_broker_await_status(&br, "shm_held", 0);
-    cr_assert_eq(user_held(geteuid()), 0);
+    pair_works(sc.x, sc.y, 0);
+    owner_hears_every_release_once(sc.owner, &s);
+    pair_works(sc.x, sc.y, 1);
+    scene_stop(&sc);
     free(s.count);
-    close(r);
-    close(owner);
-    broker_close(x);
-    broker_close(y);
-    th_broker_stop(&br);
 }
 
 Test(release, an_owner_that_goes_takes_its_pending_releases_along)
 {
-    uint32_t n = held_count();
-    uint64_t rid, oid;
-    broker_t *x, *y;
-    int r, owner, filler;
-    char ql[32];
+    scene_t sc;
+    int filler;
 
-    snprintf(ql, sizeof(ql), "%u", QUEUE_LIMIT);
-    th_broker_start(&br, "--queue-limit", ql, NULL);
-    x = th_connect(&br);
-    y = th_connect(&br);
-    th_register(y, "release.pair");
-    r = raw_hello(&rid, BK_HELLO_SHM);
-    owner = raw_hello(&oid, 0);
-    raw_register(owner, 1u << 20);
-    feed(owner, rid, r, n);
-    filler = fill_owner(oid);
-    close(r);
-    th_broker_await_status(&br, "shm_releasing", n);
-    close(owner);
-    th_broker_await_status(&br, "shm_releasing", 0);
-    th_broker_await_status(&br, "shm_held", 0);
+    scene_start(&sc, limited);
+    filler = fill_owner(sc.oid);
+    close(sc.r);
+    sc.r = -1;
+    th_broker_await_status(&br, "shm_releasing", sc.n);
+    close(sc.owner);
+    sc.owner = -1;
     th_broker_await_status(&br, "shm_segments", 0);
-    cr_assert_eq(user_held(geteuid()), 0);
-    pair_works(x, y, 0);
     close(filler);
-    broker_close(x);
-    broker_close(y);
-    th_broker_stop(&br);
+    scene_stop(&sc);
 }
