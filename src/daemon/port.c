@@ -30,14 +30,25 @@ static void on_poll(uv_poll_t *h, int status, int events);
 
 /* ---- poll interest ---------------------------------------------------- */
 
+/* Whether p is not read for now.  A paused client is still watched for
+ * its hangup (EPOLLRDHUP): one that left can send nothing more, so what
+ * it did send is read and routed all the same, past the full queues it
+ * waited on by at most its socket's contents; then its EOF tears it down.
+ * Otherwise a sender that dies while its receiver never reads would keep
+ * its name, streams and slot for as long as that receiver lives. */
+static bool held_back(const bk_port_t *p)
+{
+    return p->paused && !p->departed;
+}
+
 static void update_poll(bk_port_t *p)
 {
     int want = 0;
 
     if (p->state == BK_PORT_CLOSING && p->failed)
         return;
-    if (p->state != BK_PORT_CLOSING && p->paused == 0)
-        want |= UV_READABLE;
+    if (p->state != BK_PORT_CLOSING)
+        want |= held_back(p) ? UV_DISCONNECT : UV_READABLE;
     if (p->out.frames)
         want |= UV_WRITABLE;
     if (want == p->events)
@@ -1488,7 +1499,7 @@ static bool unstash(bk_port_t *p)
     while (!bk_list_empty(&p->stash)) {
         stashed_t *st;
 
-        if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
+        if (p->state == BK_PORT_CLOSING || p->failed || held_back(p))
             return false;
         l = bk_list_pop_head(&p->stash);
         st = bk_container_of(l, stashed_t, link);
@@ -1533,7 +1544,7 @@ static void read_packets(bk_port_t *p)
         uint8_t *buf;
         int n, i = 0;
 
-        if (p->state == BK_PORT_CLOSING || p->failed || p->paused)
+        if (p->state == BK_PORT_CLOSING || p->failed || held_back(p))
             return;
         if (!unstash(p))
             return;
@@ -1552,7 +1563,7 @@ static void read_packets(bk_port_t *p)
             i++;
             if (p->srv->unflushed >= BK_FLUSH_EARLY)
                 bk_port_flush_dirty(p->srv);
-            if (p->paused && i < n) {
+            if (held_back(p) && i < n) {
                 stash_packets(p, &rx, &rx.msg[i], n - i, fds);
                 return;
             }
@@ -1579,6 +1590,12 @@ static void on_poll(uv_poll_t *handle, int status, int events)
     } else {
         if (events & UV_WRITABLE)
             flush(p);
+        if ((events & UV_DISCONNECT) && held_back(p)) {
+            p->departed = true;
+            update_poll(p);
+            bk_debug("client %llu hung up while paused: reading the rest",
+                     (unsigned long long)p->id);
+        }
         if (events & (UV_READABLE | UV_DISCONNECT))
             read_packets(p);
     }

@@ -113,6 +113,9 @@ typedef struct bk_port {
     uint32_t paused;            /* full receivers this port waits on, and
                                  * one while budget_paused */
     bool budget_paused;         /* by a budget of queued memory */
+    bool departed;              /* left (or shut its sending side down)
+                                 * while paused: what it sent is read all
+                                 * the same, see held_back() in port.c */
     bk_list_t budget_link;      /* on bk_server.budget_paused */
     bool flow;                  /* HELLO said BK_HELLO_FLOW */
     bk_waiter_t *waiters;       /* senders paused on or told about this

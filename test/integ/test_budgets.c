@@ -1151,6 +1151,36 @@ Test(budgets, queued_global)
     th_broker_stop(&br);
 }
 
+/* A sender paused on a receiver that does not read, then gone: the
+ * broker reads what it had sent all the same (it can send no more), so
+ * its connection is torn down at once, not when the receiver reads, and
+ * the receiver gets every message it sent, in order.  Both a queue limit
+ * and a budget of queued memory pause it. */
+static void departs_while_paused(const char *opt, const char *val)
+{
+    uint64_t rid, aid, sent[1] = { 0 };
+    int r, a;
+
+    th_broker_start(&br, opt, val, NULL);
+    r = raw_hello(&rid, 0);
+    a = raw_hello(&aid, 0);
+    send_until_paused(a, &rid, 1, sent);
+    cr_assert_eq(th_broker_status(&br, "clients"), 3);  /* status's own */
+    close(a);
+    th_broker_await_status(&br, "clients", 2);
+    read_numbered(&r, sent, 1);
+    cr_assert_eq(th_broker_status(&br, "queued_mem"), 0, "more than was "
+                 "sent");
+    close(r);
+    th_broker_stop(&br);
+}
+
+Test(budgets, a_sender_that_departs_while_paused_is_read_to_its_end)
+{
+    departs_while_paused("--queue-limit", "64K");
+    departs_while_paused("--max-queued", "128K");
+}
+
 /* Persistent abuse: past max-refusals refusals within a minute the client
  * is told EDQUOT and disconnected; up to it, it stays. */
 Test(budgets, persistent_refusals_disconnect)
