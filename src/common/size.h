@@ -12,4 +12,11 @@
  * or past 2^64 - 1). */
 int bk_size_parse(const char *s, uint64_t *out);
 
+/* have - n, or 0 if n is more: for counters of sizes and counts that a
+ * release must never wrap below zero. */
+static inline uint64_t bk_size_sub(uint64_t have, uint64_t n)
+{
+    return n <= have ? have - n : 0;
+}
+
 #endif

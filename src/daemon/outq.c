@@ -10,6 +10,7 @@
 #include "frame.h"
 #include "outq.h"
 #include "sockio.h"
+#include "size.h"
 
 /* The queue of a frame: its receiver's stream id, NO_SID for the control
  * queue, DGRAM_SID for the one-way queue. */
@@ -162,18 +163,13 @@ static void mem_add(bk_outq_t *q, uint64_t n)
         *q->mem_all += n;
 }
 
-static uint64_t sub_sat(uint64_t have, uint64_t n)
-{
-    return n <= have ? have - n : 0;
-}
-
 static void mem_sub(bk_outq_t *q, uint64_t n)
 {
-    q->mem = sub_sat(q->mem, n);
+    q->mem = bk_size_sub(q->mem, n);
     if (q->mem_user)
-        *q->mem_user = sub_sat(*q->mem_user, n);
+        *q->mem_user = bk_size_sub(*q->mem_user, n);
     if (q->mem_all)
-        *q->mem_all = sub_sat(*q->mem_all, n);
+        *q->mem_all = bk_size_sub(*q->mem_all, n);
 }
 
 void bk_outq_set_acct(bk_outq_t *q, uint64_t *user, uint64_t *all)

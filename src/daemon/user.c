@@ -8,18 +8,14 @@
 #include <sys/resource.h>
 #include "frame.h"
 #include "user.h"
-
-static uint64_t sub_sat(uint64_t have, uint64_t n)
-{
-    return n <= have ? have - n : 0;
-}
+#include "size.h"
 
 static void broker_put(bk_ocharge_t *c, unsigned n, uint64_t mem)
 {
     bk_users_t *u = bk_container_of(c, bk_users_t, broker);
 
     (void)mem;
-    u->fds = sub_sat(u->fds, n);
+    u->fds = bk_size_sub(u->fds, n);
 }
 
 void bk_users_init(bk_users_t *u)
@@ -70,9 +66,9 @@ static void user_put(bk_ocharge_t *c, unsigned n, uint64_t mem)
     bk_user_t *user = bk_container_of(c, bk_user_t, charge);
     bk_users_t *u = user->users;
 
-    user->fds = sub_sat(user->fds, n);
-    user->queued_by = sub_sat(user->queued_by, mem);
-    u->fds = sub_sat(u->fds, n);
+    user->fds = bk_size_sub(user->fds, n);
+    user->queued_by = bk_size_sub(user->queued_by, mem);
+    u->fds = bk_size_sub(u->fds, n);
     maybe_free(user);
 }
 
