@@ -34,6 +34,7 @@
 #include "list.h"
 #include "outq.h"
 #include "proto.h"
+#include "tree.h"
 
 struct bk_port;
 
