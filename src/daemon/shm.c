@@ -76,11 +76,12 @@ static void file_put(bk_segfile_t *f)
     }
 }
 
-void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
-                     uint32_t *nreceivers)
+void bk_shm_seg_info(const bk_tnode_t *n, uint64_t *owner, uint32_t *segid,
+                     uint64_t *size, uint32_t *nreceivers)
 {
-    const bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+    const bk_segment_t *seg = bk_container_of(n, bk_segment_t, tnode);
 
+    *owner = seg->owner;
     *segid = seg->segid;
     *size = seg->size;
     *nreceivers = seg->nsent;

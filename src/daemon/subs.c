@@ -565,12 +565,6 @@ size_t bk_subs_groups(const bk_subs_t *t)
     return t->ngroups;
 }
 
-bk_sub_t *bk_subs_next(const bk_subs_t *t, const bk_sub_t *prev)
-{
-    const bk_list_t *l = prev ? prev->all_link.next : t->all.next;
-    return l == &t->all ? NULL : bk_container_of(l, bk_sub_t, all_link);
-}
-
 bk_sub_t *bk_subs_after(const bk_subs_t *t, uint64_t cursor)
 {
     bk_tnode_t *n = bk_tree_after(&t->index, cursor);

@@ -108,9 +108,6 @@ bk_sub_t *bk_subs_group_pick(bk_subs_group_t *g,
 size_t bk_subs_count(const bk_subs_t *t);
 size_t bk_subs_groups(const bk_subs_t *t);
 
-/* Walk every subscription (for listings): oldest first.  `prev` NULL
- * starts. */
-bk_sub_t *bk_subs_next(const bk_subs_t *t, const bk_sub_t *prev);
 /* For listings: the oldest subscription created after creation number
  * `cursor` (its seq; 0 for the oldest of all), or NULL.  O(log n),
  * whether or not the subscription `cursor` names is still there. */
