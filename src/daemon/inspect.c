@@ -10,10 +10,11 @@
  * whose key is above the request's cursor, in key order, and ends with
  * the key of its last record as the next cursor.  Resuming is a search
  * from the tree's root, O(log n), and so is each step to the next
- * record: no page walks from the first record.  Because keys only grow
- * and are never reused, a record present from the first page to the last
- * is listed exactly once, whatever comes and goes in between
- * (broker-protocol(7) "Listings").
+ * record: no page walks from the first record.  Because a record keeps
+ * its key while it exists, keys are unique and the cursor grows from page
+ * to page, a record present from the first page to the last is listed
+ * exactly once, whatever comes and goes in between (broker-protocol(7)
+ * "Listings").
  */
 #include <errno.h>
 #include <inttypes.h>
