@@ -276,9 +276,11 @@ enum broker_ctrl_op {
  * file descriptors are refused with -EINVAL. */
 int broker_ctrl(broker_t *b, uint32_t op, const void *req, size_t len,
                 void **reply, size_t *reply_len);
-/* A complete listing (op: BROKER_CTRL_LIST_*), fetched page by page:
- * records one per line, `key=value` pairs separated by spaces, values
- * percent-escaped; the paging trailer lines are removed.  free() *text. */
+/* A complete listing (op: BROKER_CTRL_LIST_*), fetched page by page
+ * with the broker's cursors: records one per line, `key=value` pairs
+ * separated by spaces, values percent-escaped, in the listing's key
+ * order; the paging trailer lines are removed.  A record present during
+ * the whole listing appears exactly once.  free() *text. */
 int broker_list(broker_t *b, uint32_t op, char **text, size_t *len);
 /* Disconnect client `id` (it gets an ERROR frame); -ENOENT if unknown. */
 int broker_kick(broker_t *b, uint64_t id);

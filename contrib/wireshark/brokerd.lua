@@ -121,7 +121,7 @@ local f = {
     gap = ProtoField.uint64("brokerd.gap.dropped", "Publications dropped"),
     flow_state = ProtoField.uint32("brokerd.flow.state", "Flow state", base.DEC,
                                    { [0] = "READY", [1] = "BUSY" }),
-    list_start = ProtoField.uint32("brokerd.ctrl.start", "Start index"),
+    list_cursor = ProtoField.uint64("brokerd.ctrl.cursor", "Cursor"),
     kick_id = ProtoField.uint64("brokerd.ctrl.client", "Client id"),
     filter = ProtoField.string("brokerd.ctrl.filter", "Monitor filter"),
     policy = ProtoField.uint8("brokerd.ctrl.policy", "Policy", base.DEC, policies),
@@ -263,8 +263,8 @@ local function ctrl_payload(tree, tvb, off, h, info)
         info[#info + 1] = add_string(tree, f.name, tvb, off + 4, len - 4)
     elseif op == 6 then
         segment(tree, tvb, off, len)
-    elseif op >= 7 and op <= 10 or op == 17 then
-        if len == 4 and have >= 4 then tree:add_le(f.list_start, tvb:range(off, 4)) end
+    elseif op >= 7 and op <= 10 or op == 17 or op == 19 then
+        if len == 8 and have >= 8 then tree:add_le(f.list_cursor, tvb:range(off, 8)) end
     elseif op == 11 and have >= 8 then
         tree:add_le(f.kick_id, tvb:range(off, 8))
     elseif op == 14 then

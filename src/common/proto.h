@@ -62,8 +62,8 @@ enum bk_op {
     BK_OP_STATUS   = 5,
     BK_OP_SEGMENT  = 6,   /* register a shared-memory segment (1 fd) */
     /* Privileged (requester uid 0 or brokerd's euid, else EPERM).  The
-     * LIST ops take an optional u32 start index and answer one page of
-     * text records; see man/broker-protocol.7 "Listings". */
+     * LIST ops take an optional u64 cursor and answer one page of text
+     * records after it; see man/broker-protocol.7 "Listings". */
     BK_OP_LIST_CLIENTS = 7,
     BK_OP_LIST_NAMES   = 8,
     BK_OP_LIST_STREAMS = 9,
@@ -112,7 +112,8 @@ enum bk_sub_policy {
 #define BK_REG_FLAGS_ALL_        0x7u
 #define BK_REG_OWNER             1u
 #define BK_REG_QUEUED            2u
-#define BK_LIST_REQ_SIZE  4u    /* LIST request payload: u32 start (or empty) */
+#define BK_LIST_REQ_SIZE  8u    /* LIST request payload: u64 cursor (or
+                                   empty); other lengths get EINVAL */
 #define BK_KICK_REQ_SIZE  8u    /* KICK request payload: u64 client id */
 /* MONITOR frame payload: u64 time_ns, u64 sender, u64 receiver, u32
  * sender's sid, u32 receiver's sid, u32 length, u32 captured, the 32-byte

@@ -250,12 +250,15 @@ static void do_unsubscribe(bk_port_t *p, const bk_hdr_t *h,
     reply(p, h, r, "", 0);
 }
 
-/* LIST_*: payload empty (start at 0) or a u32 start index. */
+/* LIST_*: payload empty (from the first record) or a u64 cursor, the
+ * `next=` of the previous page.  The 4-byte start index of older brokers
+ * is refused like any other length (EINVAL): an index would be read as a
+ * cursor and silently list the wrong records. */
 static void do_list(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
 {
     size_t room = p->srv->cfg->max_packet - BK_HDR_SIZE, len = 0;
     char *text = NULL;
-    uint32_t start = 0;
+    uint64_t cursor = 0;
     int r;
 
     if (h->length != 0 && h->length != BK_LIST_REQ_SIZE) {
@@ -263,8 +266,8 @@ static void do_list(bk_port_t *p, const bk_hdr_t *h, const uint8_t *payload)
         return;
     }
     if (h->length)
-        start = bk_get32(payload);
-    r = bk_inspect_list(p, h->aux, start, room, &text, &len);
+        cursor = bk_get64(payload);
+    r = bk_inspect_list(p, h->aux, cursor, room, &text, &len);
     reply(p, h, r, r ? "" : text, r ? 0 : len);
     free(text);
 }

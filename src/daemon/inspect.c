@@ -2,10 +2,19 @@
  * inspect.c - operator listings (LIST_CLIENTS, LIST_NAMES, LIST_STREAMS,
  * LIST_SHM, LIST_SUBS, LIST_USERS), one reply page at a time.
  *
- * Records are produced in the iteration order of the broker's tables; a
- * page starting at index N skips the first N records.  Pages are built
- * independently, so a listing taken while clients come and go may miss or
- * repeat a record (documented in broker-protocol(7)).
+ * Every kind of record has an ordered index (tree.h) beside its hash
+ * table, keyed by a u64 that is fixed for the record's life and never
+ * given to another record: clients by id, names, streams, segments and
+ * subscriptions by their creation number, users by uid + 1 (so that no
+ * key is 0, the cursor that starts a listing).  A page lists the records
+ * whose key is above the request's cursor, in key order, and ends with
+ * the key of its last record as the next cursor.  Resuming is a search
+ * from the tree's root, O(log n), and so is each step to the next
+ * record: no page walks from the first record.  Because a record keeps
+ * its key while it exists, keys are unique and the cursor grows from page
+ * to page, a record present from the first page to the last is listed
+ * exactly once, whatever comes and goes in between (broker-protocol(7)
+ * "Listings").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,7 +27,8 @@
 #include "server.h"
 #include "shm.h"
 
-/* Room kept at the end of every page for the `next=N\n` line. */
+/* Room kept at the end of every page for the `next=C\n` line (C up to
+ * 20 digits). */
 #define TRAILER_ROOM 24u
 
 /* One page under construction, plus the record being built. */
@@ -28,7 +38,7 @@ typedef struct page {
     char *rec;                  /* current record */
     size_t rlen;
     bool rover;                 /* current record overflowed rec */
-    uint32_t start, index, next;
+    uint64_t last;              /* key of the last committed record */
     bool full;
     bool oversize;              /* a record larger than an empty page */
 } page_t;
@@ -91,33 +101,41 @@ static void rec_str(page_t *pg, const char *key, const char *s)
     rec_escaped(pg, s, strlen(s));
 }
 
-/* True if the next record is not wanted on this page (before `start`, or
- * the page is full); otherwise the record buffer is reset for it. */
-static bool page_skip(page_t *pg)
+static void page_begin(page_t *pg)
 {
-    if (pg->full)
-        return true;
-    if (pg->index < pg->start) {
-        pg->index++;
-        return true;
-    }
     pg->rlen = 0;
     pg->rover = false;
-    return false;
 }
 
-static void page_commit(page_t *pg)
+/* Add the record built for the node of `key`, or mark the page full if it
+ * does not fit (the next page starts with it). */
+static void page_commit(page_t *pg, uint64_t key)
 {
     if (pg->rover || pg->rlen + 1 > pg->cap - pg->len) {
         pg->full = true;
-        pg->next = pg->index;
         pg->oversize = pg->len == 0;
         return;
     }
     memcpy(pg->buf + pg->len, pg->rec, pg->rlen);
     pg->len += pg->rlen;
     pg->buf[pg->len++] = '\n';
-    pg->index++;
+    pg->last = key;
+}
+
+/* Builds the record of one index node. */
+typedef void rec_fn(page_t *pg, const bk_tnode_t *n, const bk_server_t *srv,
+                    uint64_t now);
+
+/* The records of index t after `cursor`, in key order, while they fit. */
+static void page_walk(page_t *pg, const bk_tree_t *t, uint64_t cursor,
+                      rec_fn *rec, const bk_server_t *srv, uint64_t now)
+{
+    for (const bk_tnode_t *n = bk_tree_after(t, cursor); n && !pg->full;
+         n = bk_tree_after(t, n->key)) {
+        page_begin(pg);
+        rec(pg, n, srv, now);
+        page_commit(pg, n->key);
+    }
 }
 
 /* ---- clients -------------------------------------------------------------- */
@@ -148,10 +166,13 @@ static uint32_t rec_names(page_t *pg, const bk_port_t *c, size_t budget)
     return left;
 }
 
-static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
+static void rec_client(page_t *pg, const bk_tnode_t *n,
+                       const bk_server_t *srv, uint64_t now)
 {
+    const bk_port_t *c = bk_container_of(n, bk_port_t, tnode);
     uint32_t more;
 
+    (void)srv;
     rec_u64(pg, "id", c->id);
     rec_u64(pg, "pid", (uint64_t)c->pid);
     rec_u64(pg, "uid", c->uid);
@@ -180,17 +201,6 @@ static void rec_client(page_t *pg, const bk_port_t *c, uint64_t now)
     rec_escaped(pg, c->desc, c->desc_len);
 }
 
-static void list_clients(page_t *pg, const bk_server_t *srv, uint64_t now)
-{
-    for (bk_hnode_t *e = bk_ht_next(&srv->clients, NULL); e && !pg->full;
-         e = bk_ht_next(&srv->clients, e)) {
-        if (page_skip(pg))
-            continue;
-        rec_client(pg, bk_container_of(e, bk_port_t, node), now);
-        page_commit(pg);
-    }
-}
-
 /* ---- names ---------------------------------------------------------------- */
 
 /* The clients in a name's line, in order, comma-separated. */
@@ -209,39 +219,24 @@ static void rec_line(page_t *pg, const bk_name_t *n)
     }
 }
 
-static void list_names(page_t *pg, const bk_server_t *srv, uint64_t now)
+static void rec_name(page_t *pg, const bk_tnode_t *t,
+                     const bk_server_t *srv, uint64_t now)
 {
-    for (bk_hnode_t *e = bk_ht_next(&srv->names.ht, NULL); e && !pg->full;
-         e = bk_ht_next(&srv->names.ht, e)) {
-        const bk_name_t *n = bk_container_of(e, bk_name_t, node);
-        const bk_port_t *o;
+    const bk_name_t *n = bk_container_of(t, bk_name_t, tnode);
+    const bk_port_t *o = bk_server_find(srv, n->owner);
 
-        if (page_skip(pg))
-            continue;
-        o = bk_server_find(srv, n->owner);
-        rec_key(pg, "name");
-        rec_escaped(pg, n->name, n->len);
-        rec_u64(pg, "owner", n->owner);
-        rec_u64(pg, "pid", o ? (uint64_t)o->pid : 0);
-        rec_str(pg, "comm", o ? o->comm : "");
-        rec_u64(pg, "age_ms", now - n->registered_ms);
-        rec_line(pg, n);
-        rec_str(pg, "flags", n->flags & BK_REG_ALLOW_REPLACEMENT ?
-                             "allow-replacement" : "");
-        page_commit(pg);
-    }
+    rec_key(pg, "name");
+    rec_escaped(pg, n->name, n->len);
+    rec_u64(pg, "owner", n->owner);
+    rec_u64(pg, "pid", o ? (uint64_t)o->pid : 0);
+    rec_str(pg, "comm", o ? o->comm : "");
+    rec_u64(pg, "age_ms", now - n->registered_ms);
+    rec_line(pg, n);
+    rec_str(pg, "flags", n->flags & BK_REG_ALLOW_REPLACEMENT ?
+                         "allow-replacement" : "");
 }
 
 /* ---- streams -------------------------------------------------------------- */
-
-/* Each stream is listed once: under its opener's end, or under the
- * acceptor's end when the opener's is gone. */
-static bool stream_listed_here(const bk_st_end_t *e)
-{
-    const bk_stream_t *s = e->stream;
-
-    return e == &s->end[0] || !s->end[0].linked;
-}
 
 static void rec_end(page_t *pg, const char *who, const char *sid_key,
                     const char *bytes_key, const bk_st_end_t *e)
@@ -251,22 +246,16 @@ static void rec_end(page_t *pg, const char *who, const char *sid_key,
     rec_u64(pg, bytes_key, e->bytes);
 }
 
-static void list_streams(page_t *pg, const bk_server_t *srv, uint64_t now)
+/* One record per stream (the index holds streams, not ends). */
+static void rec_stream(page_t *pg, const bk_tnode_t *n,
+                       const bk_server_t *srv, uint64_t now)
 {
-    const bk_htable_t *ht = &srv->streams.ht;
+    const bk_stream_t *s = bk_container_of(n, bk_stream_t, tnode);
 
-    for (bk_hnode_t *n = bk_ht_next(ht, NULL); n && !pg->full;
-         n = bk_ht_next(ht, n)) {
-        const bk_st_end_t *e = bk_container_of(n, bk_st_end_t, node);
-        const bk_stream_t *s = e->stream;
-
-        if (!stream_listed_here(e) || page_skip(pg))
-            continue;
-        rec_end(pg, "opener", "opener_sid", "opener_bytes", &s->end[0]);
-        rec_end(pg, "acceptor", "acceptor_sid", "acceptor_bytes", &s->end[1]);
-        rec_u64(pg, "age_ms", now - s->opened_ms);
-        page_commit(pg);
-    }
+    (void)srv;
+    rec_end(pg, "opener", "opener_sid", "opener_bytes", &s->end[0]);
+    rec_end(pg, "acceptor", "acceptor_sid", "acceptor_bytes", &s->end[1]);
+    rec_u64(pg, "age_ms", now - s->opened_ms);
 }
 
 /* ---- subscriptions -------------------------------------------------------- */
@@ -280,12 +269,13 @@ static const char *policy_name(uint8_t policy)
     }
 }
 
-static void list_subs(page_t *pg, const bk_server_t *srv)
+/* Subscriptions live in subs.c's own index (bk_subs_after), so they
+ * have their own walk. */
+static void list_subs(page_t *pg, const bk_server_t *srv, uint64_t cursor)
 {
-    for (const bk_sub_t *s = bk_subs_next(srv->subs, NULL); s && !pg->full;
-         s = bk_subs_next(srv->subs, s)) {
-        if (page_skip(pg))
-            continue;
+    for (const bk_sub_t *s = bk_subs_after(srv->subs, cursor); s && !pg->full;
+         s = bk_subs_after(srv->subs, s->seq)) {
+        page_begin(pg);
         rec_u64(pg, "client", s->client);
         rec_u64(pg, "sub", s->id);
         rec_key(pg, "pattern");
@@ -297,42 +287,36 @@ static void list_subs(page_t *pg, const bk_server_t *srv)
         rec_u64(pg, "delivered", s->delivered);
         rec_u64(pg, "dropped", s->dropped);
         rec_u64(pg, "queued", s->queued);
-        page_commit(pg);
+        page_commit(pg, s->seq);
     }
 }
 
 /* ---- shared memory -------------------------------------------------------- */
 
-static void list_port_segs(page_t *pg, const bk_port_t *c)
+static void rec_seg(page_t *pg, const bk_tnode_t *n, const bk_server_t *srv,
+                    uint64_t now)
 {
-    for (bk_hnode_t *n = bk_ht_next(&c->shm.segs, NULL); n && !pg->full;
-         n = bk_ht_next(&c->shm.segs, n)) {
-        uint32_t segid, nrecv;
-        uint64_t size;
+    uint64_t owner, size;
+    uint32_t segid, nrecv;
 
-        if (page_skip(pg))
-            continue;
-        bk_shm_seg_info(n, &segid, &size, &nrecv);
-        rec_u64(pg, "owner", c->id);
-        rec_u64(pg, "segid", segid);
-        rec_u64(pg, "size", size);
-        rec_u64(pg, "receivers", nrecv);
-        page_commit(pg);
-    }
-}
-
-static void list_shm(page_t *pg, const bk_server_t *srv)
-{
-    for (bk_hnode_t *e = bk_ht_next(&srv->clients, NULL); e && !pg->full;
-         e = bk_ht_next(&srv->clients, e))
-        list_port_segs(pg, bk_container_of(e, bk_port_t, node));
+    (void)srv;
+    (void)now;
+    bk_shm_seg_info(n, &owner, &segid, &size, &nrecv);
+    rec_u64(pg, "owner", owner);
+    rec_u64(pg, "segid", segid);
+    rec_u64(pg, "size", size);
+    rec_u64(pg, "receivers", nrecv);
 }
 
 /* ---- users ---------------------------------------------------------------- */
 
-static void rec_user(page_t *pg, const bk_user_t *u)
+static void rec_user(page_t *pg, const bk_tnode_t *n, const bk_server_t *srv,
+                     uint64_t now)
 {
-    rec_u64(pg, "uid", u->uid);
+    const bk_user_t *u = bk_container_of(n, bk_user_t, tnode);
+
+    (void)srv;
+    (void)now;    rec_u64(pg, "uid", u->uid);
     rec_u64(pg, "connections", u->nports);
     rec_u64(pg, "fds", u->fds);
     rec_u64(pg, "streams", u->streams);
@@ -346,53 +330,41 @@ static void rec_user(page_t *pg, const bk_user_t *u)
     rec_u64(pg, "quota_hits", u->hits);
 }
 
-static void list_users(page_t *pg, const bk_server_t *srv)
-{
-    const bk_htable_t *ht = &srv->users.table;
-
-    for (bk_hnode_t *n = bk_ht_next(ht, NULL); n && !pg->full;
-         n = bk_ht_next(ht, n)) {
-        if (page_skip(pg))
-            continue;
-        rec_user(pg, bk_container_of(n, bk_user_t, node));
-        page_commit(pg);
-    }
-}
-
 /* ---- entry point ---------------------------------------------------------- */
 
-static int page_fill(page_t *pg, const bk_server_t *srv, uint32_t op)
+static int page_fill(page_t *pg, const bk_server_t *srv, uint32_t op,
+                     uint64_t cursor)
 {
     uint64_t now = bk_now_ms();
 
     switch (op) {
     case BK_OP_LIST_CLIENTS:
-        list_clients(pg, srv, now);
+        page_walk(pg, &srv->client_index, cursor, rec_client, srv, now);
         return 0;
     case BK_OP_LIST_NAMES:
-        list_names(pg, srv, now);
+        page_walk(pg, &srv->names.index, cursor, rec_name, srv, now);
         return 0;
     case BK_OP_LIST_STREAMS:
-        list_streams(pg, srv, now);
+        page_walk(pg, &srv->streams.index, cursor, rec_stream, srv, now);
         return 0;
     case BK_OP_LIST_SHM:
-        list_shm(pg, srv);
+        page_walk(pg, &srv->shm_index, cursor, rec_seg, srv, now);
         return 0;
     case BK_OP_LIST_SUBS:
-        list_subs(pg, srv);
+        list_subs(pg, srv, cursor);
         return 0;
     case BK_OP_LIST_USERS:
-        list_users(pg, srv);
+        page_walk(pg, &srv->users.index, cursor, rec_user, srv, now);
         return 0;
     default:
         return -EINVAL;
     }
 }
 
-int bk_inspect_list(const bk_port_t *p, uint32_t op, uint32_t start,
+int bk_inspect_list(const bk_port_t *p, uint32_t op, uint64_t cursor,
                     size_t room, char **out, size_t *len)
 {
-    page_t pg = { .start = start };
+    page_t pg = { .last = cursor };
     int r;
 
     if (room <= TRAILER_ROOM + 1)
@@ -405,7 +377,7 @@ int bk_inspect_list(const bk_port_t *p, uint32_t op, uint32_t start,
         free(pg.rec);
         return -ENOMEM;
     }
-    r = page_fill(&pg, p->srv, op);
+    r = page_fill(&pg, p->srv, op, cursor);
     free(pg.rec);
     if (!r && pg.oversize)
         r = -EMSGSIZE;
@@ -413,8 +385,10 @@ int bk_inspect_list(const bk_port_t *p, uint32_t op, uint32_t start,
         free(pg.buf);
         return r;
     }
-    pg.len += (size_t)snprintf(pg.buf + pg.len, TRAILER_ROOM, "next=%" PRIu32
-                               "\n", pg.full ? pg.next : 0);
+    /* A full page has committed at least one record (else oversize), so
+     * its cursor is a record's key, never 0. */
+    pg.len += (size_t)snprintf(pg.buf + pg.len, TRAILER_ROOM, "next=%" PRIu64
+                               "\n", pg.full ? pg.last : 0);
     *out = pg.buf;
     *len = pg.len;
     return 0;

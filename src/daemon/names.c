@@ -13,6 +13,7 @@ void bk_names_init(bk_names_t *n)
 {
     memset(n, 0, sizeof(*n));
     bk_ht_init(&n->ht);
+    bk_tree_init(&n->index);
 }
 
 /* A list's count of names owned or waited for grew or shrank by one:
@@ -50,6 +51,7 @@ void bk_names_fini(bk_names_t *n)
         bk_hnode_t *next = bk_ht_next(&n->ht, e);
         bk_name_t *nm = bk_container_of(e, bk_name_t, node);
         bk_ht_remove(&n->ht, e);
+        bk_tree_remove(&n->index, &nm->tnode);
         free_line(nm);
         free(nm);
         e = next;
@@ -155,6 +157,10 @@ static int create(bk_names_t *n, const char *name, size_t len,
         free(e);
         return r;
     }
+    /* A fresh number each time: never reused, so a cursor past a released
+     * name never lands on a newer one registered under the same text. */
+    e->tnode.key = ++n->seq;
+    bk_tree_insert(&n->index, &e->tnode);
     give(e, owner, owned, flags);
     changed(n, e, 0, owner);
     return 0;
@@ -214,6 +220,7 @@ static void hand_over(bk_names_t *n, bk_name_t *e, uint64_t now_ms)
     w = bk_list_first_entry(&e->line, bk_name_wait_t, link);
     if (!w) {
         bk_ht_remove(&n->ht, &e->node);
+        bk_tree_remove(&n->index, &e->tnode);
         changed(n, e, old, 0);
         free(e);
         return;

@@ -23,11 +23,14 @@
 #include <stdint.h>
 #include "htable.h"
 #include "list.h"
+#include "tree.h"
 
 struct bk_name_list;
 
 typedef struct bk_name {
     bk_hnode_t node;
+    bk_tnode_t tnode;           /* in bk_names.index: keyed by creation
+                                 * number, which hand-overs keep */
     uint64_t owner;             /* client id */
     uint32_t flags;             /* the owner's BK_REG_* flags */
     struct bk_name_list *list;  /* the owner's list */
@@ -74,6 +77,9 @@ typedef void bk_names_change_fn(const char *name, size_t len, uint64_t old,
 
 typedef struct bk_names {
     bk_htable_t ht;
+    bk_tree_t index;            /* the names by creation number, for
+                                 * LIST_NAMES cursors */
+    uint64_t seq;               /* last creation number given */
     bk_names_change_fn *on_change;  /* may be NULL */
     void *arg;
 } bk_names_t;

@@ -1060,6 +1060,9 @@ static void welcome(bk_port_t *p)
         bk_port_fail(p, -ENOMEM);
         return;
     }
+    /* Ids are unique, so the index cannot refuse the key. */
+    p->tnode.key = p->id;
+    bk_tree_insert(&p->srv->client_index, &p->tnode);
     p->in_table = true;
     p->srv->nclients++;
     p->state = BK_PORT_READY;
@@ -1710,6 +1713,7 @@ void bk_port_close(bk_port_t *p)
         flush(p);               /* last words, e.g. an ERROR frame */
     if (p->in_table) {
         bk_ht_remove(&srv->clients, &p->node);
+        bk_tree_remove(&srv->client_index, &p->tnode);
         p->in_table = false;
         srv->nclients--;
         log_disconnect(p);

@@ -47,6 +47,7 @@
 #include "proto.h"
 #include "shm.h"
 #include "streams.h"
+#include "tree.h"
 
 struct bk_server;
 
@@ -79,6 +80,7 @@ typedef struct bk_port {
     bk_port_state_t state;
     uint64_t id;
     bk_hnode_t node;            /* in srv->clients */
+    bk_tnode_t tnode;           /* in srv->client_index, keyed by id */
     uint8_t idkey[8];
     pid_t pid;
     uid_t uid;

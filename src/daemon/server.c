@@ -553,6 +553,8 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     s->next_client_id = 1;
     s->start_ms = bk_now_ms();
     bk_ht_init(&s->clients);
+    bk_tree_init(&s->client_index);
+    bk_tree_init(&s->shm_index);
     bk_list_init(&s->reap);
     bk_list_init(&s->all);
     bk_list_init(&s->dirty);

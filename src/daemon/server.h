@@ -40,6 +40,7 @@
 #include "shm.h"
 #include "streams.h"
 #include "subs.h"
+#include "tree.h"
 
 struct bk_port;
 
@@ -90,6 +91,11 @@ typedef struct bk_server {
                                  * into it and written as one segment */
     size_t wbuf_len;            /* its size */
     bk_htable_t clients;        /* id -> bk_port */
+    bk_tree_t client_index;     /* the same ports in id order: the
+                                 * LIST_CLIENTS cursor (inspect.c) */
+    bk_tree_t shm_index;        /* every registered segment by its
+                                 * shm_seq: the LIST_SHM cursor */
+    uint64_t shm_seq;           /* last segment number given */
     uint32_t nclients;          /* past the handshake */
     uint32_t nports;            /* every connection, handshaking or not */
     uint32_t nports_peak;       /* most ports since the last trim */

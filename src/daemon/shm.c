@@ -31,6 +31,9 @@ typedef struct bk_segment {
     bk_hnode_t node;
     uint8_t key[4];
     uint32_t segid;
+    bk_tnode_t tnode;           /* in srv->shm_index while registered
+                                 * (not dropped), by registration number */
+    uint64_t owner;             /* the owner's client id */
     uint64_t size;
     bk_segfile_t *file;         /* read-only reopen, forwarded to receivers */
     uint64_t *sent_to;          /* client ids that were sent rofd */
@@ -73,11 +76,12 @@ static void file_put(bk_segfile_t *f)
     }
 }
 
-void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
-                     uint32_t *nreceivers)
+void bk_shm_seg_info(const bk_tnode_t *n, uint64_t *owner, uint32_t *segid,
+                     uint64_t *size, uint32_t *nreceivers)
 {
-    const bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
+    const bk_segment_t *seg = bk_container_of(n, bk_segment_t, tnode);
 
+    *owner = seg->owner;
     *segid = seg->segid;
     *size = seg->size;
     *nreceivers = seg->nsent;
@@ -325,6 +329,10 @@ int bk_shm_register(bk_port_t *p, const uint8_t *payload, int fd)
         free(seg);
         return -ENOMEM;
     }
+    /* Numbers are never reused, so the index cannot refuse the key. */
+    seg->owner = p->id;
+    seg->tnode.key = ++p->srv->shm_seq;
+    bk_tree_insert(&p->srv->shm_index, &seg->tnode);
     p->shm.nsegs++;
     p->shm.bytes += size;
     charge_segment(p, size, true);
@@ -1089,6 +1097,7 @@ int bk_shm_drop(bk_port_t *p, const uint8_t *payload, const char **why)
         return -EPROTO;
     }
     bk_ht_remove(&p->shm.segs, &seg->node);
+    bk_tree_remove(&p->srv->shm_index, &seg->tnode);
     p->shm.nsegs--;
     p->shm.bytes -= seg->size;
     charge_segment(p, seg->size, false);
@@ -1121,6 +1130,7 @@ void bk_shm_port_gone(bk_port_t *p)
         bk_segment_t *seg = bk_container_of(n, bk_segment_t, node);
 
         next = bk_ht_next(&p->shm.segs, n);
+        bk_tree_remove(&p->srv->shm_index, &seg->tnode);
         retire(p, seg);
         charge_segment(p, seg->size, false);
         p->srv->stats.shm_segments--;

@@ -34,6 +34,7 @@
 #include "list.h"
 #include "outq.h"
 #include "proto.h"
+#include "tree.h"
 
 struct bk_port;
 
@@ -133,9 +134,10 @@ int bk_shm_release(struct bk_port *p, const uint8_t *payload, uint32_t len,
  * Returns 0 or -EPROTO (not a segment it registered) with *why set. */
 int bk_shm_drop(struct bk_port *p, const uint8_t *payload, const char **why);
 
-/* For listings: the segment behind a node of bk_shm_port_t.segs. */
-void bk_shm_seg_info(const bk_hnode_t *n, uint32_t *segid, uint64_t *size,
-                     uint32_t *nreceivers);
+/* For listings: the segment behind a node of the server's shm_index
+ * (every registered segment, by registration number). */
+void bk_shm_seg_info(const bk_tnode_t *n, uint64_t *owner, uint32_t *segid,
+                     uint64_t *size, uint32_t *nreceivers);
 
 /* `p` is going away: its references go to a release job (above), its
  * segments are closed and announced gone to those who got them. */

@@ -10,6 +10,8 @@
 void bk_st_init(bk_st_table_t *t)
 {
     bk_ht_init(&t->ht);
+    bk_tree_init(&t->index);
+    t->seq = 0;
     bk_ht_init(&t->pairs);
     t->streams = 0;
 }
@@ -168,6 +170,9 @@ int bk_st_open(bk_st_table_t *t, void *a_owner, uint64_t a, uint32_t a_sid,
             return r;
         }
     }
+    /* Numbers are never reused, so the index cannot refuse the key. */
+    s->tnode.key = ++t->seq;
+    bk_tree_insert(&t->index, &s->tnode);
     t->streams++;
     *out = s;
     return 0;
@@ -202,6 +207,7 @@ void bk_st_remove_end(bk_st_table_t *t, bk_st_end_t *e)
         e->linked = false;
     }
     if (!s->end[0].linked && !s->end[1].linked) {
+        bk_tree_remove(&t->index, &s->tnode);
         t->streams--;
         free(s);
     }
@@ -232,6 +238,7 @@ void bk_st_fini(bk_st_table_t *t)
         list_del(t, e);
         bk_stream_t *s = e->stream;
         if (!s->end[0].linked && !s->end[1].linked) {
+            bk_tree_remove(&t->index, &s->tnode);
             t->streams--;
             free(s);
         }

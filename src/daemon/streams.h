@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include "htable.h"
 #include "list.h"
+#include "tree.h"
 
 typedef struct bk_stream bk_stream_t;
 typedef struct bk_st_end bk_st_end_t;
@@ -65,6 +66,8 @@ struct bk_st_end {
 
 struct bk_stream {
     bk_st_end_t end[2];         /* [0] opener, [1] acceptor */
+    bk_tnode_t tnode;           /* in bk_st_table.index, keyed by its
+                                 * opening number (LIST_STREAMS cursor) */
     uint64_t opened_ms;
     void *pub;                  /* a publication's receivers (pubsub.h):
                                  * the router's, freed before the end */
@@ -75,6 +78,8 @@ struct bk_stream {
 typedef struct bk_st_table {
     bk_htable_t ht;
     uint64_t streams;           /* live stream objects */
+    bk_tree_t index;            /* the same by opening number */
+    uint64_t seq;               /* last opening number given */
     bk_htable_t pairs;          /* bk_st_pair by key */
 } bk_st_table_t;
 

@@ -55,6 +55,7 @@ typedef struct subs_cached {
 struct bk_subs {
     subs_node_t *root;
     bk_list_t all;              /* bk_sub_t all_link, oldest first */
+    bk_tree_t index;            /* bk_sub_t tnode, by seq (listings) */
     size_t nsubs, ngroups;
     uint64_t seq;               /* next creation number */
     uint64_t gen;               /* bumped by every add / remove */
@@ -209,6 +210,7 @@ bk_subs_t *bk_subs_new(void)
         return NULL;
     }
     bk_list_init(&t->all);
+    bk_tree_init(&t->index);
     bk_ht_init(&t->cache);
     t->seq = 1;
     return t;
@@ -313,6 +315,8 @@ int bk_subs_add(bk_subs_t *t, uint64_t client, void *owner, uint32_t id,
     s->plen = plen;
     s->node = n;
     s->seq = t->seq++;
+    s->tnode.key = s->seq;      /* never reused: the index takes it */
+    bk_tree_insert(&t->index, &s->tnode);
     bk_list_init(&s->client_link);
     bk_list_push_tail(&t->all, &s->all_link);
     if (g) {
@@ -356,6 +360,7 @@ void bk_subs_remove(bk_subs_t *t, bk_sub_t *s)
         bk_list_unlink(&s->node_link);
     }
     bk_list_unlink(&s->all_link);
+    bk_tree_remove(&t->index, &s->tnode);
     subs_free_one(s);
     subs_node_prune(n);
     t->nsubs--;
@@ -560,8 +565,9 @@ size_t bk_subs_groups(const bk_subs_t *t)
     return t->ngroups;
 }
 
-bk_sub_t *bk_subs_next(const bk_subs_t *t, const bk_sub_t *prev)
+bk_sub_t *bk_subs_after(const bk_subs_t *t, uint64_t cursor)
 {
-    const bk_list_t *l = prev ? prev->all_link.next : t->all.next;
-    return l == &t->all ? NULL : bk_container_of(l, bk_sub_t, all_link);
+    bk_tnode_t *n = bk_tree_after(&t->index, cursor);
+
+    return n ? bk_container_of(n, bk_sub_t, tnode) : NULL;
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include "htable.h"
 #include "list.h"
+#include "tree.h"
 
 #define BK_SUBS_CACHE_MAX 4096u     /* topics cached before a flush */
 
@@ -39,6 +40,7 @@ typedef struct bk_sub {
     bk_list_t client_link;      /* the owner's list of subscriptions */
     bk_list_t all_link;         /* the table's list, oldest first */
     uint64_t seq;               /* creation order */
+    bk_tnode_t tnode;           /* the table's index, keyed by seq */
     bk_list_t node_link;        /* its trie node's (or group's) list */
     struct bk_subs_node *node;
     uint64_t delivered, dropped; /* messages */
@@ -106,8 +108,9 @@ bk_sub_t *bk_subs_group_pick(bk_subs_group_t *g,
 size_t bk_subs_count(const bk_subs_t *t);
 size_t bk_subs_groups(const bk_subs_t *t);
 
-/* Walk every subscription (for listings): oldest first.  `prev` NULL
- * starts. */
-bk_sub_t *bk_subs_next(const bk_subs_t *t, const bk_sub_t *prev);
+/* For listings: the oldest subscription created after creation number
+ * `cursor` (its seq; 0 for the oldest of all), or NULL.  O(log n),
+ * whether or not the subscription `cursor` names is still there. */
+bk_sub_t *bk_subs_after(const bk_subs_t *t, uint64_t cursor);
 
 #endif

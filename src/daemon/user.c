@@ -21,6 +21,7 @@ static void broker_put(bk_ocharge_t *c, unsigned n, uint64_t mem)
 void bk_users_init(bk_users_t *u)
 {
     bk_ht_init(&u->table);
+    bk_tree_init(&u->index);
     u->broker.put = broker_put;
     u->fds = 0;
     u->queued = 0;
@@ -45,6 +46,7 @@ void bk_users_fini(bk_users_t *u)
         bk_hnode_t *next = bk_ht_next(&u->table, n);
 
         bk_ht_remove(&u->table, n);
+        bk_tree_remove(&u->index, &bk_container_of(n, bk_user_t, node)->tnode);
         free(bk_container_of(n, bk_user_t, node));
         n = next;
     }
@@ -58,6 +60,7 @@ static void maybe_free(bk_user_t *user)
         user->queued_by)
         return;
     bk_ht_remove(&user->users->table, &user->node);
+    bk_tree_remove(&user->users->index, &user->tnode);
     free(user);
 }
 
@@ -110,6 +113,10 @@ bk_user_t *bk_user_ref(bk_users_t *u, uid_t uid)
         free(user);
         return NULL;
     }
+    /* One record per uid (the hash table just said the key is free); + 1
+     * so that root's key is not 0, the cursor that starts a listing. */
+    user->tnode.key = (uint64_t)uid + 1;
+    bk_tree_insert(&u->index, &user->tnode);
     return user;
 }
 

@@ -37,6 +37,7 @@
 #include <sys/types.h>
 #include "htable.h"
 #include "outq.h"
+#include "tree.h"
 
 struct bk_users;
 
@@ -61,6 +62,7 @@ enum bk_user_quota {
 
 typedef struct bk_user {
     bk_hnode_t node;            /* in bk_users.table, keyed by key */
+    bk_tnode_t tnode;           /* in bk_users.index, keyed by uid + 1 */
     uint8_t key[4];             /* the uid, big-endian */
     uid_t uid;
     struct bk_users *users;     /* the table it is in */
@@ -85,6 +87,8 @@ typedef struct bk_user {
 
 typedef struct bk_users {
     bk_htable_t table;
+    bk_tree_t index;            /* the same records in uid order
+                                 * (LIST_USERS cursor) */
     bk_ocharge_t broker;        /* the broker's own frames with fds */
     uint64_t fds;               /* fds in flight, every user and the broker */
     uint64_t queued;            /* memory of every queued frame */

@@ -193,13 +193,13 @@ BROKER_API int broker_ctrl(broker_t *b, uint32_t op, const void *req,
     return r;
 }
 
-/* Split a LIST page into its records and the `next=N` trailer (the last
+/* Split a LIST page into its records and the `next=C` trailer (the last
  * line).  Returns the length of the records part or -EPROTO. */
-static ssize_t list_page_split(const char *page, size_t len, uint32_t *next)
+static ssize_t list_page_split(const char *page, size_t len, uint64_t *next)
 {
     size_t i;
     char *end;
-    unsigned long v;
+    unsigned long long v;
 
     if (len < 7 || page[len - 1] != '\n')
         return -EPROTO;
@@ -209,11 +209,11 @@ static ssize_t list_page_split(const char *page, size_t len, uint32_t *next)
     if (strncmp(page + i, "next=", 5) != 0)
         return -EPROTO;
     errno = 0;
-    v = strtoul(page + i + 5, &end, 10);
-    if (errno || end != page + len - 1 || v > UINT32_MAX ||
-        page[i + 5] < '0' || page[i + 5] > '9')
+    v = strtoull(page + i + 5, &end, 10);
+    if (errno || end != page + len - 1 || page[i + 5] < '0' ||
+        page[i + 5] > '9')
         return -EPROTO;
-    *next = (uint32_t)v;
+    *next = (uint64_t)v;
     return (ssize_t)i;
 }
 
@@ -232,7 +232,7 @@ static int list_append(char **text, size_t *len, const char *add, size_t n)
 
 BROKER_API int broker_list(broker_t *b, uint32_t op, char **text, size_t *len)
 {
-    uint32_t start = 0, next;
+    uint64_t cursor = 0, next;
     size_t total = 0;
     char *all = NULL;
     int r;
@@ -247,19 +247,22 @@ BROKER_API int broker_list(broker_t *b, uint32_t op, char **text, size_t *len)
         size_t plen = 0;
         ssize_t rec;
 
-        bk_put32(req, start);
+        /* The first page too is asked with a cursor (0), so one request
+         * form serves every page. */
+        bk_put64(req, cursor);
         r = broker_ctrl(b, op, req, sizeof(req), &page, &plen);
         if (r < 0)
             break;
         rec = list_page_split(page, plen, &next);
-        if (rec < 0 || (next != 0 && next <= start))
+        /* Cursors only grow: anything else would loop forever. */
+        if (rec < 0 || (next != 0 && next <= cursor))
             r = -EPROTO;
         else
             r = list_append(&all, &total, page, (size_t)rec);
         free(page);
         if (r < 0 || next == 0)
             break;
-        start = next;
+        cursor = next;
     }
     if (r < 0) {
         free(all);

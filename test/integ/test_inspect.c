@@ -395,7 +395,7 @@ Test(inspect, many_names_span_pages_each_once)
     static unsigned char seen[MANY_NAMES];
     void *page = NULL;
     size_t len = 0;
-    uint8_t start[4] = { 0 };
+    uint8_t start[8] = { 0 };
     unsigned total = 0;
     th_json_obj_t *arr;
     int n;
@@ -405,14 +405,14 @@ Test(inspect, many_names_span_pages_each_once)
         th_register(a, name);
     }
     /* One raw page is not the whole listing. */
-    cr_assert_eq(broker_ctrl(a, BROKER_CTRL_LIST_NAMES, start, 4, &page,
+    cr_assert_eq(broker_ctrl(a, BROKER_CTRL_LIST_NAMES, start, 8, &page,
                              &len), 0);
     cr_assert_leq(len, broker_limits(a)->max_packet - BK_HDR_SIZE);
     const char *last = strrchr((char *)page, '\n');
     cr_assert_not_null(last);
     while (last > (char *)page && last[-1] != '\n')
         last--;
-    cr_assert(!strncmp(last, "next=", 5) && strtoul(last + 5, NULL, 10) > 0,
+    cr_assert(!strncmp(last, "next=", 5) && strtoull(last + 5, NULL, 10) > 0,
               "first page's trailer: %s", last);
     free(page);
 
@@ -432,8 +432,8 @@ Test(inspect, many_names_span_pages_each_once)
     free(text);
 
     /* Past the end: an empty last page. */
-    uint8_t far[4] = { 0xff, 0xff, 0, 0 };
-    cr_assert_eq(broker_ctrl(a, BROKER_CTRL_LIST_NAMES, far, 4, &page,
+    uint8_t far[8] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+    cr_assert_eq(broker_ctrl(a, BROKER_CTRL_LIST_NAMES, far, 8, &page,
                              &len), 0);
     cr_assert_str_eq((char *)page, "next=0\n");
     free(page);
@@ -441,6 +441,8 @@ Test(inspect, many_names_span_pages_each_once)
     uint8_t junk[8] = { 0 };
     cr_assert_eq(broker_ctrl(a, BROKER_CTRL_LIST_NAMES, junk, 3, NULL, NULL),
                  -EINVAL);
+    cr_assert_eq(broker_ctrl(a, BROKER_CTRL_LIST_NAMES, junk, 4, NULL, NULL),
+                 -EINVAL, "the old u32 start index");
     cr_assert_eq(broker_ctrl(a, BROKER_CTRL_KICK, junk, 4, NULL, NULL),
                  -EINVAL);
     cr_assert_eq(broker_ctrl(a, BROKER_CTRL_SHUTDOWN, junk, 1, NULL, NULL),

@@ -424,7 +424,7 @@ Test(page, listing_keys_in_the_documented_order)
     rd_free(b);
 }
 
-/* A start index past the last record: a page of only next=0. */
+/* A cursor past the last record: a page of only next=0. */
 Test(page, listing_past_the_end)
 {
     static const uint32_t ops[] = {
@@ -432,12 +432,15 @@ Test(page, listing_past_the_end)
         BK_OP_LIST_SHM, BK_OP_LIST_SUBS, BK_OP_LIST_USERS,
     };
     rd_t *r = client(NULL);
-    uint8_t start[4];
+    uint8_t cursor[8];
     const char *text;
 
-    bk_put32(start, 1000);
     for (unsigned i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-        cr_assert_eq(ctrl(r, ops[i], i, start, 4, &text, NULL), 0);
+        bk_put64(cursor, UINT64_C(1) << 40);
+        cr_assert_eq(ctrl(r, ops[i], i, cursor, 8, &text, NULL), 0);
+        cr_assert_str_eq(text, "next=0\n", "op %u", ops[i]);
+        bk_put64(cursor, UINT64_MAX);
+        cr_assert_eq(ctrl(r, ops[i], i, cursor, 8, &text, NULL), 0);
         cr_assert_str_eq(text, "next=0\n", "op %u", ops[i]);
     }
     rd_free(r);

@@ -52,9 +52,10 @@ static bool from_client(const bk_hdr_t *h)
 Test(dumps, every_dump_is_one_valid_frame)
 {
     load_dumps();
-    /* 1 in HANDSHAKE, 1 in STREAMS, 4 in EXAMPLE, 6 in SHARED MEMORY, 7
-     * in PUBLISH AND SUBSCRIBE, 1 in FLOW CONTROL */
-    cr_assert_eq(ndumps, 20, "found %zu dumps", ndumps);
+    /* 1 in HANDSHAKE, 1 in STREAMS, 1 in CONTROL OPERATIONS, 4 in
+     * EXAMPLE, 6 in SHARED MEMORY, 7 in PUBLISH AND SUBSCRIBE, 1 in FLOW
+     * CONTROL */
+    cr_assert_eq(ndumps, 21, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -119,6 +120,35 @@ Test(dumps, flow_busy_is_the_codec_s_frame)
     cr_assert_eq(fc[0]->len, wlen, "FLOW dump of %zu bytes, want %zu",
                  fc[0]->len, wlen);
     cr_assert_arr_eq(fc[0]->b, want, wlen, "FLOW dump differs");
+}
+
+/* CONTROL OPERATIONS' LIST request resuming after a cursor: the frame
+ * libbroker's broker_list sends (api_ctl.c), and the cursor reads back as
+ * the text says. */
+Test(dumps, list_request_with_cursor_is_the_codec_s_frame)
+{
+    md_dump_t *co[2];
+    uint8_t want[MD_BYTES], cursor[BK_LIST_REQ_SIZE];
+    const uint8_t *payload;
+    size_t n, wlen, off = 0;
+    bk_hdr_t h;
+
+    load_dumps();
+    n = md_section(dumps, ndumps, "CONTROL OPERATIONS", co, 2);
+    cr_assert_eq(n, 1, "%zu dumps in CONTROL OPERATIONS", n);
+    cr_assert_eq(bk_pkt_next(co[0]->b, co[0]->len, &off, &h, &payload), 1);
+    cr_assert_eq(h.type, BK_T_CTRL);
+    cr_assert_eq(h.aux, BK_OP_LIST_NAMES);
+    cr_assert_eq(h.stream, 4);
+    cr_assert_eq(h.length, BK_LIST_REQ_SIZE);
+    cr_assert_eq(bk_get64(payload), 1234);
+    bk_put64(cursor, 1234);
+    wlen = frame(want, (bk_hdr_t){ .type = BK_T_CTRL,
+                                   .aux = BK_OP_LIST_NAMES, .stream = 4 },
+                 cursor, sizeof(cursor), NULL, 0);
+    cr_assert_eq(co[0]->len, wlen, "LIST dump of %zu bytes, want %zu",
+                 co[0]->len, wlen);
+    cr_assert_arr_eq(co[0]->b, want, wlen, "LIST dump differs");
 }
 
 /* STREAMS' summary ERROR is the frame brokerd sends (port.c sum_lost). */

@@ -101,7 +101,7 @@ Test(subs, empty_table_matches_nothing)
     cr_expect_eq(m.nsubs, 0);
     cr_expect_eq(m.ngroups, 0);
     cr_expect_eq(bk_subs_count(tab), 0);
-    cr_expect_null(bk_subs_next(tab, NULL));
+    cr_expect_null(bk_subs_after(tab, 0));
 }
 
 Test(subs, add_fills_the_subscription)
@@ -199,17 +199,25 @@ Test(subs, prune_keeps_shared_nodes)
     cr_expect_eq(bn->children.count, 0);
 }
 
-Test(subs, next_walks_oldest_first)
+/* The listing cursor: after a creation number, oldest first, also from
+ * the number of a subscription that is gone or between numbers (a group
+ * takes one too). */
+Test(subs, after_walks_oldest_first)
 {
     bk_sub_t *a = add(1, 1, "x", NULL);
     bk_sub_t *b = add(2, 1, "y", "g");
     bk_sub_t *c = add(3, 1, "z", NULL);
-    cr_expect_eq(bk_subs_next(tab, NULL), a);
-    cr_expect_eq(bk_subs_next(tab, a), b);
-    cr_expect_eq(bk_subs_next(tab, b), c);
-    cr_expect_null(bk_subs_next(tab, c));
+    uint64_t bseq = b->seq;
+
+    cr_expect_eq(bk_subs_after(tab, 0), a);
+    cr_expect_eq(bk_subs_after(tab, a->seq), b);
+    cr_expect_eq(bk_subs_after(tab, b->seq), c);
+    cr_expect_null(bk_subs_after(tab, c->seq));
+    cr_expect_eq(bk_subs_after(tab, b->seq - 1), b);
     bk_subs_remove(tab, b);
-    cr_expect_eq(bk_subs_next(tab, a), c);
+    cr_expect_eq(bk_subs_after(tab, a->seq), c);
+    cr_expect_eq(bk_subs_after(tab, bseq), c);
+    cr_expect_null(bk_subs_after(tab, UINT64_MAX));
 }
 
 /* ---- groups ---------------------------------------------------------- */
