@@ -116,3 +116,8 @@ bk_hnode_t *bk_ht_next(const bk_htable_t *t, const bk_hnode_t *prev)
             return t->buckets[i];
     return NULL;
 }
+
+bk_hnode_t *bk_ht_bucket(const bk_htable_t *t, size_t i)
+{
+    return i < t->nbuckets ? t->buckets[i] : NULL;
+}

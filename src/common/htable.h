@@ -42,5 +42,9 @@ void bk_ht_remove(bk_htable_t *t, bk_hnode_t *n);
  * current node may be removed before asking for the next one only through
  * bk_ht_next_safe-style code: take next first, then remove. */
 bk_hnode_t *bk_ht_next(const bk_htable_t *t, const bk_hnode_t *prev);
+/* The first node of bucket i (i < t->nbuckets), or NULL; follow ->next
+ * for the rest of the bucket.  For walking a large table a batch of
+ * buckets at a time. */
+bk_hnode_t *bk_ht_bucket(const bk_htable_t *t, size_t i);
 
 #endif

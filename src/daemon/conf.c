@@ -40,6 +40,7 @@ void bk_conf_defaults(bk_conf_t *c)
     c->max_shm = BK_DEF_MAX_SHM;
     c->shutdown_grace_ms = 2000;
     c->handshake_timeout_ms = BK_DEF_HANDSHAKE_TIMEOUT_MS;
+    c->reap_interval_ms = BK_DEF_REAP_INTERVAL_MS;
     c->socket_mode = 0600;
     c->fd_reserve = BK_DEF_FD_RESERVE;
     c->max_fds_per_client = BK_DEF_MAX_FDS_PER_CLIENT;
@@ -102,6 +103,9 @@ static void usage(FILE *f)
 "      --handshake-timeout MS\n"
 "                          close a connection that sent no HELLO within MS\n"
 "                          milliseconds (default 5000)\n"
+"      --reap-interval MS  look for dead clients kept open only by fds in\n"
+"                          flight every MS milliseconds, 0 for never\n"
+"                          (default 5000)\n"
 "      --max-segments N    shared-memory segments per client (default 64)\n"
 "      --max-shm SIZE      bytes of shared memory per client (default 2G)\n"
 "  Budgets (0: no limit; for the two global ones 0 derives them from\n"
@@ -161,6 +165,19 @@ static int parse_u32(char *err, size_t errlen, const char *opt,
     return 0;
 }
 
+/* 0 (never), or 10 ms to an hour. */
+static int parse_reap_interval(char *err, size_t errlen, const char *opt,
+                               const char *val, uint32_t *out)
+{
+    uint64_t v;
+
+    if (bk_size_parse(val, &v) < 0 || (v && (v < 10 || v > 3600000)))
+        return bad(err, errlen, opt, val, "milliseconds between 10 and "
+                   "3600000, or 0 for never");
+    *out = (uint32_t)v;
+    return 0;
+}
+
 static int parse_mode(const char *val, unsigned *out)
 {
     char *end;
@@ -203,6 +220,7 @@ enum {
     OPT_MAX_CLIENTS, OPT_MAX_SEGMENTS, OPT_MAX_SHM, OPT_VERSION,
     OPT_SOCKET_MODE, OPT_SOCKET_GROUP, OPT_LOG_FILE, OPT_MAX_CLIENTS_UID,
     OPT_HANDSHAKE_TIMEOUT, OPT_MAX_QUEUED, OPT_MAX_QUEUED_UID,
+    OPT_REAP_INTERVAL,
     OPT_BUDGET_,                /* budget i (budgets[] below) is
                                  * OPT_BUDGET_ + i */
 };
@@ -249,6 +267,7 @@ static const struct option opts[] = {
     { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
     { "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_UID },
     { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+    { "reap-interval", required_argument, NULL, OPT_REAP_INTERVAL },
     { "max-segments", required_argument, NULL, OPT_MAX_SEGMENTS },
     { "max-shm", required_argument, NULL, OPT_MAX_SHM },
     { "fd-reserve", required_argument, NULL, OPT_BUDGET_ + 0 },
@@ -356,6 +375,9 @@ static int apply(bk_conf_t *c, int opt, const char *arg, const char *name,
     case OPT_HANDSHAKE_TIMEOUT:
         return parse_u32(err, el, name, arg, 10, 3600000,
                          &c->handshake_timeout_ms);
+    case OPT_REAP_INTERVAL:
+        return parse_reap_interval(err, el, name, arg,
+                                   &c->reap_interval_ms);
     case OPT_MAX_SEGMENTS:
         return parse_u32(err, el, name, arg, 0, 1u << 16, &c->max_segments);
     case OPT_MAX_SHM:
@@ -549,6 +571,7 @@ int bk_conf_reload(bk_conf_t *live, char *err, size_t errlen)
     live->max_clients = n.max_clients;
     live->max_clients_per_uid = n.max_clients_per_uid;
     live->handshake_timeout_ms = n.handshake_timeout_ms;
+    live->reap_interval_ms = n.reap_interval_ms;
     live->max_segments = n.max_segments;
     live->max_shm = n.max_shm;
     live->max_queued = n.max_queued;

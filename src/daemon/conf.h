@@ -47,6 +47,8 @@ typedef struct bk_conf {
     uint64_t max_shm;           /* bytes of segments per client */
     uint32_t shutdown_grace_ms;
     uint32_t handshake_timeout_ms;  /* accept to HELLO, at most */
+    uint32_t reap_interval_ms;  /* sweeps for dead clients (reap.h); 0:
+                                 * none */
     /* Budgets (brokerd(8) LIMITS; user.h): 0 is no limit, but for the
      * two global ones, where 0 derives them from RLIMIT_NOFILE. */
     uint32_t fd_reserve;        /* fds kept free below RLIMIT_NOFILE */
@@ -83,6 +85,7 @@ typedef struct bk_conf {
 #define BK_DEF_MAX_REFUSALS        10000u
 #define BK_DEF_MAX_QUEUED          (UINT64_C(1) << 30)
 #define BK_DEF_MAX_QUEUED_PER_UID  (UINT64_C(256) << 20)
+#define BK_DEF_REAP_INTERVAL_MS    5000u
 
 /* The global budgets in force with RLIMIT_NOFILE `nofile`: the
  * configured value, or with 0 half (fds in flight) or a quarter

@@ -159,7 +159,9 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  "users=%zu\nfds_in_flight=%" PRIu64 "\n"
                  "max_fds_in_flight=%" PRIu64 "\nfd_limit=%" PRIu64 "\n"
                  "quota_hits=%" PRIu64 "\nqueued_mem=%" PRIu64 "\n"
-                 "max_queued=%" PRIu64 "\nmax_queued_per_uid=%" PRIu64 "\n",
+                 "max_queued=%" PRIu64 "\nmax_queued_per_uid=%" PRIu64 "\n"
+                 "reap_interval=%u\nreap_checks=%" PRIu64 "\nreap_pushes=%"
+                 PRIu64 "\nreaped=%" PRIu64 "\n",
                  BROKER_VERSION, (int)getpid(), bk_now_ms() - srv->start_ms,
                  c->socket_path, srv->nclients, bk_names_count(&srv->names),
                  srv->streams.streams, srv->stats.msgs_in,
@@ -176,7 +178,9 @@ static void do_status(bk_port_t *p, const bk_hdr_t *h)
                  c->max_subs, bk_users_count(&srv->users), srv->users.fds,
                  bk_conf_fds_in_flight(c, srv->users.nofile),
                  srv->users.nofile, srv->users.hits, srv->users.queued,
-                 c->max_queued, c->max_queued_per_uid);
+                 c->max_queued, c->max_queued_per_uid, c->reap_interval_ms,
+                 srv->reaper.checks, srv->reaper.pushes,
+                 srv->reaper.reaped);
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)strlen(buf);
     reply(p, h, 0, buf, (size_t)n);

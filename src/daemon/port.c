@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,7 @@ bk_port_t *bk_port_new(bk_server_t *srv, int fd, uint64_t id)
         p->gid = cred.gid;
     }
     read_comm(p);
+    bk_reap_port_new(p);
     {
         int got;                /* checked for max_packet at start */
         (void)bk_port_size_sndbuf(fd, srv->cfg->max_packet, &got);
@@ -867,6 +869,7 @@ static int write_queue(bk_port_t *p)
         }
         bk_outq_consume(&p->out, &pkt, &sent);
         count_out(p, &sent);
+        p->writes++;
     }
     return 0;
 }
@@ -956,6 +959,38 @@ static void flush(bk_port_t *p)
     update_poll(p);
     if (!p->out.frames && p->srv->stopping && !p->failed)
         bk_server_port_drained(p->srv);
+}
+
+/* Set the socket's send buffer to `val` (the kernel keeps twice that):
+ * forced past wmem_max where the broker may. */
+static void set_sndbuf(int fd, int val)
+{
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &val, sizeof(val)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &val, sizeof(val));
+}
+
+int bk_port_push(bk_port_t *p)
+{
+    int cur = 0;
+    socklen_t sl = sizeof(cur);
+    uint64_t need;
+
+    if (p->fd < 0 || p->failed)
+        return -EBADF;
+    if (getsockopt(p->fd, SOL_SOCKET, SO_SNDBUF, &cur, &sl) < 0)
+        return -errno;
+    /* what is in flight already (at most cur), the queue, and the
+     * kernel's own overhead per packet, generously; halved, as the
+     * kernel doubles it */
+    need = ((uint64_t)cur + 2 * p->out.bytes +
+            (uint64_t)p->out.frames * 2048) / 2 + 65536;
+    set_sndbuf(p->fd, need > INT_MAX / 2 ? INT_MAX / 2 : (int)need);
+    flush(p);
+    if (p->failed || p->fd < 0)
+        return -EPIPE;
+    /* what is written stays in flight; new frames wait as before */
+    set_sndbuf(p->fd, cur / 2);
+    return p->out.nfds ? -ENOBUFS : 0;
 }
 
 void bk_port_flush_dirty(bk_server_t *srv)
@@ -1708,6 +1743,7 @@ void bk_port_close(bk_port_t *p)
 
     if (p->fd < 0)
         return;
+    bk_reap_port_gone(p);
     p->state = BK_PORT_CLOSING;
     if (p->fail_err != -EPIPE && p->fail_err != -ECONNRESET)
         flush(p);               /* last words, e.g. an ERROR frame */

@@ -45,6 +45,7 @@
 #include "names.h"
 #include "outq.h"
 #include "proto.h"
+#include "reap.h"
 #include "shm.h"
 #include "streams.h"
 #include "tree.h"
@@ -110,6 +111,9 @@ typedef struct bk_port {
                                  * it was last empty (server.h: memory) */
 
     bk_outq_t out;              /* frames waiting to be written */
+    uint64_t writes;            /* packets written from the queue: its
+                                 * progress, for reap.c */
+    bk_reap_port_t reap;        /* reap.c's view of it */
 
     /* flow control */
     uint32_t paused;            /* full receivers this port waits on, and
@@ -300,6 +304,15 @@ void bk_port_fail(bk_port_t *p, int err);
 void bk_port_close(bk_port_t *p);
 /* Stop reading (shutdown) and send BYE. */
 void bk_port_shutdown(bk_port_t *p);
+
+/* Write p's whole queue now, past the socket's usual send buffer (grown
+ * for the moment, as far as the broker may: SO_SNDBUFFORCE, else up to
+ * net.core.wmem_max; restored after).  For reap.c: the queue of a client
+ * whose process is gone goes into the kernel, which can then collect a
+ * connection that only fds in flight keep open.  Returns 0 (no fds left
+ * queued), -ENOBUFS (some did not fit) or another negative errno (the
+ * port failed, or the buffer could not be sized). */
+int bk_port_push(bk_port_t *p);
 
 /* Flush every port that got frames during this loop pass. */
 void bk_port_flush_dirty(struct bk_server *srv);

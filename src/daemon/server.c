@@ -450,6 +450,7 @@ int bk_server_reload(bk_server_t *s, char *err, size_t errlen)
         bk_err("cannot open %s: %s", c->logfile, bk_sys_strerror(-r));
     if (s->listening)
         arm_handshake_timer(s);     /* the timeout may have changed */
+    bk_reap_configure(s);           /* and the reap interval */
     bk_info("reloaded %s (queue limit %" PRIu64 ", max clients %u, max "
             "streams %u, max names %u; %zu connect, %zu own, %zu send rules)",
             c->confpath, c->queue_limit, c->max_clients, c->max_streams,
@@ -506,6 +507,7 @@ static void init_handles(bk_server_t *s, uv_loop_t *loop)
     uv_prepare_init(loop, &s->flusher);
     s->flusher.data = s;
     uv_prepare_start(&s->flusher, on_flush);
+    bk_reap_init(s, loop);
 }
 
 static void close_handles(bk_server_t *s)
@@ -518,6 +520,7 @@ static void close_handles(bk_server_t *s)
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
+    bk_reap_close(s);
 }
 
 /* Whether client sockets can take packets of max_packet bytes: tried on a
@@ -598,6 +601,7 @@ int bk_server_init(bk_server_t *s, uv_loop_t *loop, bk_conf_t *cfg,
     s->lpoll.data = s;
     uv_poll_start(&s->lpoll, UV_READABLE, on_accept);
     s->listening = true;
+    bk_reap_configure(s);
     bk_info("listening on %s%s (protocol %u, max packet %u, queue limit %" PRIu64
             ")", cfg->socket_path, s->activated ? " (socket activation)" : "",
             BK_PROTO_VERSION, cfg->max_packet,
@@ -655,6 +659,7 @@ void bk_server_stop(bk_server_t *s)
         return;
     s->stopping = true;
     bk_sd_notify("STOPPING=1");
+    bk_reap_stop(s);
     if (s->listening) {
         uv_close((uv_handle_t *)&s->lpoll, NULL);
         close(s->lfd);

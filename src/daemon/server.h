@@ -37,6 +37,7 @@
 #include "htable.h"
 #include "list.h"
 #include "names.h"
+#include "reap.h"
 #include "shm.h"
 #include "streams.h"
 #include "subs.h"
@@ -126,6 +127,8 @@ typedef struct bk_server {
     bk_shm_drain_t releases;    /* departed holders' references (shm.h) */
     uv_idle_t releaser;         /* runs bk_shm_drain_step while it has
                                  * work that can go on */
+    bk_reap_t reaper;           /* dead clients kept open by fds in
+                                 * flight (reap.h) */
     bool stopping;
     bool finished;
     bool listening;

@@ -563,6 +563,57 @@ Test(config, reload_shortens_the_handshake_timeout)
     th_broker_stop(&br);
 }
 
+/* --reap-interval: 0 (never) or 10 ms to an hour; anything else is a
+ * usage error (exit 2, naming the option), on the command line and in
+ * the file. */
+Test(config, bad_reap_intervals_exit_2)
+{
+    const char *const bad[] = { "1", "9", "3600001", "x", "-5", "" };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *argv[] = { th_brokerd_path(), "-f", "-s", "/nonexistent/s",
+                               "--reap-interval", bad[i], NULL };
+        th_output_t o;
+        int st = th_run(argv, NULL, NULL, 0, &o);
+
+        cr_assert(TH_EXITED(st, 2), "--reap-interval '%s': 0x%x", bad[i], st);
+        cr_assert(strstr(o.err, "brokerd: invalid value") &&
+                  strstr(o.err, "for --reap-interval: milliseconds between "
+                         "10 and 3600000, or 0 for never"),
+                  "--reap-interval '%s': %s", bad[i], o.err);
+        th_output_free(&o);
+    }
+    expect_rejected("reap-interval = 5\n", 1, "reap-interval");
+    expect_rejected("max-names = 4\nreap-interval = soon\n", 2,
+                    "reap-interval");
+}
+
+/* The reap interval comes from the file (STATUS reap_interval) and a
+ * reload changes it, to 0 (off) too. */
+Test(config, reload_changes_the_reap_interval)
+{
+    broker_t *b;
+    th_output_t o;
+    int st;
+
+    write_conf("reap-interval = 250\n");
+    th_broker_start(&br, "-c", conf, NULL);
+    b = th_connect(&br);
+    cr_assert_eq(th_status_value(b, "reap_interval"), 250);
+    write_conf("reap-interval = 0\n");
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    cr_assert(TH_EXITED(st, 0), "brokerctl reload: 0x%x %s", st, o.err);
+    th_output_free(&o);
+    th_await_status(b, "reap_interval", 0);
+    write_conf("# the default\n");
+    st = th_ctl(br.sock, &o, "reload", NULL);
+    cr_assert(TH_EXITED(st, 0), "brokerctl reload: 0x%x %s", st, o.err);
+    th_output_free(&o);
+    th_await_status(b, "reap_interval", 5000);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
 Test(config, reload_with_bad_file_keeps_old_config)
 {
     bk_hdr_t h = {

@@ -10,6 +10,8 @@
  *  - clients killed with SIGKILL at each stage of a stream, a fan-out and
  *    a shared-memory transfer;
  *  - a client that sent itself its own connection, killed;
+ *  - a client kept open by fds in flight in the broker, killed (reaped),
+ *    and one whose forked child keeps its connection (not reaped);
  *  - reloads lowering every limit a reload can change, under traffic.
  *
  * After each, the broker's fds (/proc/PID/fd) and the counters of
@@ -1339,7 +1341,184 @@ Test(faults, self_passing_client_killed)
     th_broker_stop(&br);
 }
 
-/* ---- 5. reloads lowering every limit, under traffic --------------------- */
+/* ---- 5. a client kept open by fds in flight, killed; a forked child --- */
+
+/* Sends its connection C (and its other connection) over a socketpair, so
+ * that they sit in flight in S1's receive queue, then S1 to itself while
+ * its own socket is full (never read): the broker holds S1 in its queue,
+ * S1 holds C, and no EOF comes when the client dies.  Not refused: S1 is
+ * no connection to the broker.  Only reaping (reap-interval) ends it. */
+static int stage_indirect_passer(void *p)
+{
+    struct victim *v = p;
+    static uint8_t big[40000];
+    broker_t *b = th_connect(&br);
+    bk_welcome_t w;
+    int raw = th_raw_connect_hello(br.sock, &w);
+    int sv[2], fds[2] = { raw, broker_fd(b) };
+    struct iovec one = { "c", 1 };
+
+    th_register(b, "svc.kill.indirect");
+    for (uint32_t i = 0; i < 24; i++) {
+        bk_hdr_t h = data_hdr(w.client_id, 2 * i + 1,
+                              BK_F_OPEN | BK_F_CLOSE, sizeof(big));
+        TH_OK(th_raw_send(raw, &h, big, NULL, 0));
+    }
+    TH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0,
+             "socketpair: %s", strerror(errno));
+    TH_OK(bk_sock_send(sv[1], &one, 1, fds, 2));
+    bk_hdr_t h = data_hdr(w.client_id, 101, BK_F_OPEN | BK_F_CLOSE, 2);
+    h.nfds = 1;
+    TH_OK(th_raw_send(raw, &h, "s1", &sv[0], 1));
+    close(sv[0]);               /* the broker's copy is the only one */
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    await_kill(v);
+}
+
+/* Until STATUS `key` through obs is at least `want`. */
+static void await_status_geq(broker_t *obs, const char *key, uint64_t want)
+{
+    uint64_t until = th_now_ms() + TH_HANG_MS;
+    unsigned us = 500;
+
+    while (th_status_value(obs, key) < want) {
+        if (th_now_ms() >= until) {
+            th_broker_dump_log(&br);
+            cr_assert_fail("STATUS %s never reached %llu", key,
+                           (unsigned long long)want);
+        }
+        th_nap(&us);
+    }
+}
+
+Test(faults, client_kept_open_by_fds_in_flight_is_reaped)
+{
+    struct victim v = { 0 };
+    snap_t base;
+
+    th_broker_start(&br, "--reap-interval", "100", NULL);
+    baseline(&base);
+    broker_t *obs = th_connect(&br);
+    pid_t pid = spawn_victim(stage_indirect_passer, &v);
+    /* S1 is queued: the cycle is in place before the kill */
+    await_status_geq(obs, "fds_in_flight", 1);
+    kill_victim(pid);
+    th_barrier_fini(&v.at);
+    await_status_geq(obs, "reaped", 1);
+    cr_assert_eq(th_status_value(obs, "reaped"), 1, "one client reaped");
+    cr_assert_eq(th_status_value(obs, "reap_pushes"), 1, "one push");
+    broker_close(obs);
+    await_baseline(&base, "the death of a client kept open by fds in "
+                   "flight");
+    broker_t *b = th_connect(&br);
+    cr_assert_eq(broker_register(b, "svc.kill.indirect"), 0,
+                 "a successor gets the dead client's name");
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* The parent connects, stalls its queue with an fd (its socket full,
+ * never read), forks, and exits when told; the child keeps the
+ * connection and, once told, reads it all and sends itself a message:
+ * while the parent lives its queue stays, and once it is gone the push
+ * loses nothing and leaves the connection working. */
+struct forker {
+    th_barrier_t at;            /* parent: the child's pid; child: 1 if it
+                                 * got the fd and its own message */
+    th_barrier_t leave;         /* the test: parent, exit now */
+    th_barrier_t go;            /* the test: child, read now */
+};
+
+static int forked_child(struct forker *f, int raw, uint64_t self)
+{
+    static uint8_t pkt[BK_MAX_MAX_PACKET];
+    bool saw_fd = false, saw_end = false;
+    bk_hdr_t h = data_hdr(self, 201, BK_F_OPEN | BK_F_CLOSE, 4);
+
+    th_barrier_wait(&f->go);
+    TH_OK(th_raw_send(raw, &h, "end!", NULL, 0));
+    while (!saw_end) {
+        ssize_t n = th_raw_recv(raw, pkt, sizeof(pkt));
+        const uint8_t *pl;
+        size_t off = 0;
+
+        TH_CHECK(n > 0, "the connection ended: %zd", n);
+        while (bk_pkt_next(pkt, (size_t)n, &off, &h, &pl) == 1) {
+            if (h.type != BK_T_DATA)
+                continue;
+            saw_fd |= h.nfds == 1 && h.length == 2 && !memcmp(pl, "fd", 2);
+            saw_end |= h.length == 4 && !memcmp(pl, "end!", 4);
+        }
+    }
+    th_barrier_signal(&f->at, saw_fd ? 1 : 2);
+    close(raw);
+    return 0;
+}
+
+static int stage_forker(void *p)
+{
+    struct forker *f = p;
+    static uint8_t big[40000];
+    bk_welcome_t w;
+    int raw = th_raw_connect_hello(br.sock, &w), pfd[2];
+    pid_t child;
+
+    for (uint32_t i = 0; i < 24; i++) {
+        bk_hdr_t h = data_hdr(w.client_id, 2 * i + 1,
+                              BK_F_OPEN | BK_F_CLOSE, sizeof(big));
+        TH_OK(th_raw_send(raw, &h, big, NULL, 0));
+    }
+    TH_CHECK(pipe2(pfd, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
+    bk_hdr_t h = data_hdr(w.client_id, 101, BK_F_OPEN | BK_F_CLOSE, 2);
+    h.nfds = 1;
+    TH_OK(th_raw_send(raw, &h, "fd", &pfd[0], 1));
+    close(pfd[0]);
+    close(pfd[1]);
+    child = fork();
+    TH_CHECK(child >= 0, "fork: %s", strerror(errno));
+    if (child == 0)
+        _exit(forked_child(f, raw, w.client_id));
+    th_barrier_signal(&f->at, (uint64_t)child);
+    th_barrier_wait(&f->leave);
+    return 0;
+}
+
+Test(faults, forked_child_keeps_a_dead_clients_connection)
+{
+    struct forker f;
+    snap_t base;
+
+    th_broker_start(&br, "--reap-interval", "100", NULL);
+    baseline(&base);
+    broker_t *obs = th_connect(&br);
+    th_barrier_init(&f.at);
+    th_barrier_init(&f.leave);
+    th_barrier_init(&f.go);
+    pid_t pid = th_spawn(stage_forker, &f);
+    th_barrier_wait(&f.at);
+    await_status_geq(obs, "fds_in_flight", 1);
+    /* sweeps that checked the stalled queue of a live client */
+    await_status_geq(obs, "reap_checks", 2);
+    cr_assert_eq(th_status_value(obs, "reap_pushes"), 0, "a live client's "
+                 "queue was pushed");
+    th_barrier_signal(&f.leave, 1);
+    th_join(pid);               /* the connecting process is gone */
+    await_status_geq(obs, "reap_pushes", 1);
+    cr_assert_eq(th_status_value(obs, "reaped"), 0, "the child's "
+                 "connection was reaped");
+    th_barrier_signal(&f.go, 1);
+    cr_assert_eq(th_barrier_wait(&f.at), 1, "the child did not get the fd "
+                 "queued before its parent died");
+    th_barrier_fini(&f.at);
+    th_barrier_fini(&f.leave);
+    th_barrier_fini(&f.go);
+    cr_assert_eq(th_status_value(obs, "reaped"), 0);
+    broker_close(obs);
+    await_baseline(&base, "the forked child's exit");
+    th_broker_stop(&br);
+}
+
+/* ---- 6. reloads lowering every limit, under traffic --------------------- */
 
 static void write_conf(const char *path, const char *text)
 {
