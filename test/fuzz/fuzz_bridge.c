@@ -7,7 +7,8 @@
  * The input's first byte picks what the rest is:
  *
  *   'c' or 'C'  the text of a configuration file, read by bn_conf_read
- *               from a memfd.  Checked: the result is 0 or -EINVAL with
+ *               from a memfd ('C': after `-s PATH`, which the file's
+ *               socket does not change).  Checked: the result is 0 or -EINVAL with
  *               "FILE:LINE: reason" (or the file's name and a reason);
  *               a successful parse leaves every setting within what
  *               brokerd-nats(8) documents; a second parse of the same
@@ -20,7 +21,8 @@
  *               parts with well-formed or raw Brokerd-Msg/-Part/-Size
  *               headers from one of several origins on one of several
  *               topics, whole publications, clock steps, bn_parts_tick,
- *               and bn_parts_send round trips whose parts are fed back.
+ *               bn_parts_send round trips whose parts are fed back, and
+ *               floods of first parts that fill the table.
  *               Checked after each step, against the history of steps
  *               rather than a copy of parts.c's table: a part is counted
  *               invalid exactly when its headers break brokerd-nats(8)'s
@@ -157,8 +159,11 @@ typedef struct fzb_conf {
     bn_conf_t c;
 } fzb_conf_t;
 
-/* Parse the file behind fd (as /proc/self/fd/N) into res. */
-static void fzb_conf_parse(int fd, fzb_conf_t *res)
+#define FZB_CLI_SOCKET "/run/fzb-cli.sock"
+
+/* Parse the file behind fd (as /proc/self/fd/N) into res; cli: as after
+ * `-s FZB_CLI_SOCKET` (the file's socket is ignored). */
+static void fzb_conf_parse(int fd, bool cli, fzb_conf_t *res)
 {
     char path[64];
 
@@ -166,6 +171,11 @@ static void fzb_conf_parse(int fd, fzb_conf_t *res)
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     res->c.conffile = strdup(path);
     fzb_require(res->c.conffile);
+    if (cli) {
+        res->c.socket = strdup(FZB_CLI_SOCKET);
+        fzb_require(res->c.socket);
+        res->c.socket_cli = true;
+    }
     res->err[0] = '\0';
     res->r = bn_conf_read(&res->c, res->err, sizeof(res->err));
 }
@@ -303,7 +313,7 @@ static bool fzb_conf_eq(const bn_conf_t *a, const bn_conf_t *b)
            a->log_level == b->log_level;
 }
 
-static void fzb_conf(const uint8_t *data, size_t len)
+static void fzb_conf(const uint8_t *data, size_t len, bool cli)
 {
     static fzb_conf_t first, second, fresh;
     int fd = memfd_create("fzb-conf", MFD_CLOEXEC);
@@ -311,8 +321,8 @@ static void fzb_conf(const uint8_t *data, size_t len)
 
     fzb_require(fd >= 0);
     fzb_require(len == 0 || write(fd, data, len) == (ssize_t)len);
-    fzb_conf_parse(fd, &first);
-    fzb_conf_parse(fd, &second);
+    fzb_conf_parse(fd, cli, &first);
+    fzb_conf_parse(fd, cli, &second);
     close(fd);
     plen = strlen(first.c.conffile);
     fzb_require(first.r == second.r && !strcmp(first.err, second.err));
@@ -321,13 +331,21 @@ static void fzb_conf(const uint8_t *data, size_t len)
          * (host, user and password, ...) */
         fzb_require(first.r == -EINVAL && first.err[0]);
         if (!strncmp(first.err, first.c.conffile, plen) &&
-            first.err[plen] == ':') {
+            first.err[plen] == ':' && first.err[plen + 1] != ' ') {
+            char *end;
+            unsigned long line = strtoul(first.err + plen + 1, &end, 10);
+            size_t lines = 1;
+
+            for (size_t i = 0; i + 1 < len; i++)
+                lines += data[i] == '\n';
             fzb_require(first.err[plen + 1] >= '1' &&
                         first.err[plen + 1] <= '9');
+            fzb_require(*end == ':' && line >= 1 && line <= lines);
         }
     } else {
         fzb_require(!first.err[0]);
         fzb_check_conf(&first.c);
+        fzb_require(!cli || !strcmp(first.c.socket, FZB_CLI_SOCKET));
         fzb_require(fzb_conf_eq(&first.c, &second.c));
         /* a reload of the same file changes nothing */
         fzb_require(bn_conf_keep_restart(&second.c, &first.c) == 0);
@@ -738,6 +756,29 @@ static void fzb_step_raw(fzb_run_t *run, fzb_in_t *in)
     fzb_take(run, m, oi, ti, first[0], first[1], first[2]);
 }
 
+/* Many first parts of new publications (ids "f1", "f2", ... of this
+ * input), so that the table of BN_PARTS_MAX entries fills up: earlier
+ * ones of the same origin and topic die but stay until their timeout. */
+static void fzb_step_flood(fzb_run_t *run, fzb_in_t *in, unsigned *flooded)
+{
+    unsigned n = fzb_byte(in) * 8u;
+    size_t oi = fzb_byte(in) % FZB_NORIGINS;
+    size_t ti = fzb_byte(in) % FZB_NTOPICS;
+    unsigned total = fzb_byte(in) + 2u;
+
+    for (unsigned i = 0; i < n && *flooded < 4096; i++) {
+        char id[16], size[16];
+        natsMsg *m = fzb_msg("", 0);
+
+        snprintf(id, sizeof(id), "f%u", ++*flooded);
+        snprintf(size, sizeof(size), "%u", total);
+        fzb_set(m, BN_MAP_MSG, id, false);
+        fzb_set(m, BN_MAP_PART, "1/2", false);
+        fzb_set(m, BN_MAP_SIZE, size, false);
+        fzb_take(run, m, oi, ti, "1/2", id, size);
+    }
+}
+
 static void fzb_step_whole(fzb_run_t *run, fzb_in_t *in)
 {
     size_t oi = fzb_byte(in) % FZB_NORIGINS;
@@ -842,6 +883,7 @@ static void fzb_parts(const uint8_t *data, size_t len)
     fzb_in_t in = { data, len };
     fzb_run_t run = { .br = &br };
     size_t steps = 0;
+    unsigned flooded = 0;
 
     memset(&br, 0, sizeof(br));
     bn_conf_defaults(&br.conf);
@@ -853,13 +895,14 @@ static void fzb_parts(const uint8_t *data, size_t len)
     bn_parts_init(&br);
     fzb_require(strlen(br.msg_run) == 16);
     while (in.n && steps++ < 2000) {
-        switch (fzb_byte(&in) % 6) {
+        switch (fzb_byte(&in) % 7) {
         case 0: fzb_step_part(&run, &in); break;
         case 1: fzb_step_raw(&run, &in); break;
         case 2: fzb_step_whole(&run, &in); break;
         case 3: fzb_clock += fzb_byte(&in) * 10u; break;
         case 4: fzb_step_tick(&run); break;
-        default: fzb_step_send(&run, &in); break;
+        case 5: fzb_step_send(&run, &in); break;
+        default: fzb_step_flood(&run, &in, &flooded); break;
         }
     }
     bn_parts_stop(&br);
@@ -887,7 +930,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     if ((data[0] | 0x20) == 'c')
-        fzb_conf(data + 1, size - 1);
+        fzb_conf(data + 1, size - 1, data[0] == 'C');
     else
         fzb_parts(data + 1, size - 1);
     return 0;
