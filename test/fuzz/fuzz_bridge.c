@@ -641,7 +641,7 @@ static void fzb_check_state(const bn_bridge_t *br)
 
 /* Take one message (its headers already set) from origin oi on topic ti;
  * the message is kept until the end of the input (events point into its
- * data). */
+ * data), unless it has no data: then the caller may use it again. */
 static void fzb_take(fzb_run_t *run, natsMsg *m, size_t oi, size_t ti,
                      const char *part, const char *id, const char *size)
 {
@@ -656,7 +656,8 @@ static void fzb_take(fzb_run_t *run, natsMsg *m, size_t oi, size_t ti,
     fzb_require(bn_map_host_ok(fzb_origins[oi] ? fzb_origins[oi] : "") ==
                 fzb_origin_ok(fzb_origins[oi]));
     fzb_require(bn_parts_is_part(m) == (part != NULL));
-    fzb_keep_msg(run, m);
+    if (natsMsg_GetDataLength(m) > 0)
+        fzb_keep_msg(run, m);
     bn_parts_take(br, fzb_topics[ti], fzb_origins[oi], m);
     fzb_check_state(br);
     fzb_require(br->st.drop_invalid - invalid == (ok ? 0 : 1));
@@ -669,8 +670,8 @@ static void fzb_take(fzb_run_t *run, natsMsg *m, size_t oi, size_t ti,
         e->now = fzb_clock;
         e->origin = (int)oi;
         e->topic = (int)ti;
-        e->data = natsMsg_GetData(m);
         e->len = (size_t)natsMsg_GetDataLength(m);
+        e->data = e->len ? natsMsg_GetData(m) : "";
         e->refused = e->index == 1 &&
                      br->st.drop_size + br->st.drop_partial_bytes > refused;
         fzb_check_take(run, run->nev - 1);
@@ -719,6 +720,8 @@ static void fzb_step_part(fzb_run_t *run, fzb_in_t *in)
     fzb_set(m, BN_MAP_PART, part, false);
     fzb_set(m, BN_MAP_SIZE, size, false);
     fzb_take(run, m, oi, ti, part, id, size);
+    if (!len)
+        natsMsg_Destroy(m);
 }
 
 /* A part with raw header values, each present or not, once or twice
@@ -754,29 +757,38 @@ static void fzb_step_raw(fzb_run_t *run, fzb_in_t *in)
             fzb_set(m, keys[h], vals[h][1], true);
     }
     fzb_take(run, m, oi, ti, first[0], first[1], first[2]);
+    if (!len)
+        natsMsg_Destroy(m);
 }
 
 /* Many first parts of new publications (ids "f1", "f2", ... of this
  * input), so that the table of BN_PARTS_MAX entries fills up: earlier
- * ones of the same origin and topic die but stay until their timeout. */
+ * ones of the same origin and topic die but stay until their timeout.
+ * One message without data, its id changed each time: libnats's
+ * collector is slow to free thousands. */
+#define FZB_MAX_FLOOD 1100
 static void fzb_step_flood(fzb_run_t *run, fzb_in_t *in, unsigned *flooded)
 {
-    unsigned n = fzb_byte(in) * 8u;
+    uint8_t b = fzb_byte(in);
+    /* a full table costs a million strcmps (parts.c's table is a list):
+     * only 255 fills it, other values give a few entries */
+    unsigned n = b == 255 ? FZB_MAX_FLOOD : b % 16u;
     size_t oi = fzb_byte(in) % FZB_NORIGINS;
     size_t ti = fzb_byte(in) % FZB_NTOPICS;
-    unsigned total = fzb_byte(in) + 2u;
+    char size[16];
+    natsMsg *m = fzb_msg("", 0);
 
-    for (unsigned i = 0; i < n && *flooded < 4096; i++) {
-        char id[16], size[16];
-        natsMsg *m = fzb_msg("", 0);
+    snprintf(size, sizeof(size), "%u", fzb_byte(in) + 2u);
+    fzb_set(m, BN_MAP_PART, "1/2", false);
+    fzb_set(m, BN_MAP_SIZE, size, false);
+    for (unsigned i = 0; i < n && *flooded < FZB_MAX_FLOOD; i++) {
+        char id[16];
 
         snprintf(id, sizeof(id), "f%u", ++*flooded);
-        snprintf(size, sizeof(size), "%u", total);
         fzb_set(m, BN_MAP_MSG, id, false);
-        fzb_set(m, BN_MAP_PART, "1/2", false);
-        fzb_set(m, BN_MAP_SIZE, size, false);
         fzb_take(run, m, oi, ti, "1/2", id, size);
     }
+    natsMsg_Destroy(m);
 }
 
 static void fzb_step_whole(fzb_run_t *run, fzb_in_t *in)
@@ -871,6 +883,8 @@ static void fzb_step_send(fzb_run_t *run, fzb_in_t *in)
         fzb_set(m, BN_MAP_PART, part, false);
         fzb_set(m, BN_MAP_SIZE, size, false);
         fzb_take(run, m, oi, ti, part, s->id, size);
+        if (!s->len)
+            natsMsg_Destroy(m);
     }
 out:
     fzb_sent_clear();
