@@ -558,12 +558,12 @@ int bn_conf_args(bn_conf_t *c, int argc, char **argv)
 
 /* ---- reload ---------------------------------------------------------------- */
 
-static bool bn_str_eq(const char *a, const char *b)
+bool bn_str_eq(const char *a, const char *b)
 {
     return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-static bool bn_list_eq(const bn_list_t *a, const bn_list_t *b)
+bool bn_list_eq(const bn_list_t *a, const bn_list_t *b)
 {
     if (a->n != b->n)
         return false;

@@ -82,6 +82,10 @@ int bn_conf_set(bn_conf_t *c, const char *key, const char *val,
 
 /* Whether the list holds s. */
 bool bn_list_has(const bn_list_t *l, const char *s);
+/* Whether two lists hold the same strings in the same order. */
+bool bn_list_eq(const bn_list_t *a, const bn_list_t *b);
+/* Whether two optional strings are both unset or equal. */
+bool bn_str_eq(const char *a, const char *b);
 
 /* Reload: settings that only take effect at start (socket, host,
  * prefix, name, servers, credentials, TLS, reconnect and connect

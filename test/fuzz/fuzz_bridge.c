@@ -258,36 +258,21 @@ static void fzb_check_conf(const bn_conf_t *c)
     fzb_require(c->log_level >= BN_LOG_ERROR && c->log_level <= BN_LOG_DEBUG);
 }
 
-static bool fzb_str_eq(const char *a, const char *b)
-{
-    return (!a && !b) || (a && b && !strcmp(a, b));
-}
-
-static bool fzb_list_eq(const bn_list_t *a, const bn_list_t *b)
-{
-    if (a->n != b->n)
-        return false;
-    for (size_t i = 0; i < a->n; i++)
-        if (strcmp(a->v[i], b->v[i]))
-            return false;
-    return true;
-}
-
 /* The settings bn_conf_keep_restart keeps are equal in a and b. */
 static bool fzb_restart_eq(const bn_conf_t *a, const bn_conf_t *b)
 {
-    return fzb_list_eq(&a->servers, &b->servers) &&
-           fzb_str_eq(a->socket, b->socket) &&
+    return bn_list_eq(&a->servers, &b->servers) &&
+           bn_str_eq(a->socket, b->socket) &&
            !strcmp(a->host, b->host) && !strcmp(a->prefix, b->prefix) &&
-           !strcmp(a->name, b->name) && fzb_str_eq(a->user, b->user) &&
-           fzb_str_eq(a->password, b->password) &&
-           fzb_str_eq(a->token, b->token) && fzb_str_eq(a->creds, b->creds) &&
+           !strcmp(a->name, b->name) && bn_str_eq(a->user, b->user) &&
+           bn_str_eq(a->password, b->password) &&
+           bn_str_eq(a->token, b->token) && bn_str_eq(a->creds, b->creds) &&
            a->tls == b->tls && a->tls_verify == b->tls_verify &&
-           fzb_str_eq(a->tls_ca, b->tls_ca) &&
-           fzb_str_eq(a->tls_cert, b->tls_cert) &&
-           fzb_str_eq(a->tls_key, b->tls_key) &&
-           fzb_str_eq(a->tls_hostname, b->tls_hostname) &&
-           fzb_str_eq(a->tls_ciphers, b->tls_ciphers) &&
+           bn_str_eq(a->tls_ca, b->tls_ca) &&
+           bn_str_eq(a->tls_cert, b->tls_cert) &&
+           bn_str_eq(a->tls_key, b->tls_key) &&
+           bn_str_eq(a->tls_hostname, b->tls_hostname) &&
+           bn_str_eq(a->tls_ciphers, b->tls_ciphers) &&
            a->reconnect_buffer == b->reconnect_buffer &&
            a->reconnect_wait_ms == b->reconnect_wait_ms &&
            a->max_reconnect == b->max_reconnect &&
@@ -299,11 +284,11 @@ static bool fzb_restart_eq(const bn_conf_t *a, const bn_conf_t *b)
 /* Everything bn_conf_read sets, equal in a and b. */
 static bool fzb_conf_eq(const bn_conf_t *a, const bn_conf_t *b)
 {
-    return fzb_restart_eq(a, b) && fzb_list_eq(&a->exports, &b->exports) &&
-           fzb_list_eq(&a->imports, &b->imports) &&
-           fzb_list_eq(&a->offers, &b->offers) &&
-           fzb_list_eq(&a->remotes, &b->remotes) &&
-           fzb_list_eq(&a->groups, &b->groups) &&
+    return fzb_restart_eq(a, b) && bn_list_eq(&a->exports, &b->exports) &&
+           bn_list_eq(&a->imports, &b->imports) &&
+           bn_list_eq(&a->offers, &b->offers) &&
+           bn_list_eq(&a->remotes, &b->remotes) &&
+           bn_list_eq(&a->groups, &b->groups) &&
            a->call_timeout_ms == b->call_timeout_ms &&
            a->max_calls == b->max_calls &&
            a->local_backlog == b->local_backlog &&
