@@ -805,6 +805,26 @@ int th_raw_send(int fd, const bk_hdr_t *h, const void *payload,
     }
 }
 
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+void th_raw_send_garbage(int fd, uint64_t seed)
+{
+    uint8_t buf[512];
+    uint64_t s = seed * 0x9e3779b97f4a7c15u + 7;
+    size_t len = 1 + xorshift(&s) % sizeof(buf);
+
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)xorshift(&s);
+    buf[0] = 0xee;              /* BK_PROTO_VERSION is 1 */
+    (void)th_raw_send_bytes(fd, buf, len, NULL, 0);
+}
+
 ssize_t th_raw_recv(int fd, void *buf, size_t len)
 {
     int fds[BK_MAX_FDS_HARD];

@@ -200,6 +200,9 @@ int th_raw_send_bytes(int fd, const void *buf, size_t len, const int *fds,
 /* Wait (hang-guarded) for one packet.  Returns its length, 0 on EOF or a
  * negative errno.  Any received fds are closed. */
 ssize_t th_raw_recv(int fd, void *buf, size_t len);
+/* One packet of 1 to 512 pseudo-random bytes (the same for the same
+ * seed) that is never a frame: its first byte is not the version. */
+void th_raw_send_garbage(int fd, uint64_t seed);
 /* Read until EOF (hang-guarded), reading on past one ECONNRESET (the
  * broker's last ERROR may follow it).  Returns the number of packets read
  * before EOF, or -1 on timeout/error; *err_aux gets the aux of the last

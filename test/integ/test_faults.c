@@ -382,27 +382,6 @@ static uint64_t pair_finish(pair_t *a)
 
 /* ---- raw frames ------------------------------------------------------------ */
 
-static uint64_t xorshift(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-/* One packet of random bytes that is not a version-1 frame. */
-static void send_random(int fd, uint64_t seed)
-{
-    uint8_t buf[512];
-    uint64_t s = seed * 0x9e3779b97f4a7c15u + 7;
-    size_t len = 1 + xorshift(&s) % sizeof(buf);
-
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)xorshift(&s);
-    buf[0] = 0xee;
-    (void)th_raw_send_bytes(fd, buf, len, NULL, 0);
-}
-
 static bk_hdr_t data_hdr(uint64_t dest, uint32_t sid, uint8_t flags,
                          uint32_t len)
 {
@@ -441,11 +420,11 @@ static void hostile_garbage(unsigned round, uint64_t rx)
     int fd, p[2];
 
     fd = th_raw_connect(br.sock);
-    send_random(fd, round * 2);
+    th_raw_send_garbage(fd, round * 2);
     expect_disconnect(fd, "random bytes before HELLO");
 
     fd = th_raw_connect_hello(br.sock, NULL);
-    send_random(fd, round * 2 + 1);
+    th_raw_send_garbage(fd, round * 2 + 1);
     expect_disconnect(fd, "random bytes after HELLO");
 
     fd = th_raw_connect_hello(br.sock, NULL);

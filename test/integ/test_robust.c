@@ -218,27 +218,6 @@ static const char *const garbage_names[] = {
     "packet over max_packet", "bad CTRL op", "empty packet",
 };
 
-static uint64_t xorshift(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-static void send_random(int fd, uint64_t seed)
-{
-    uint8_t buf[512];
-    uint64_t s = seed * 0x9e3779b97f4a7c15u + 1;
-    size_t len = 1 + xorshift(&s) % sizeof(buf);
-
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)xorshift(&s);
-    if (len >= 2 && buf[0] == BK_PROTO_VERSION)
-        buf[0] = 0xee;      /* keep it garbage */
-    (void)th_raw_send_bytes(fd, buf, len, NULL, 0);
-}
-
 /* A valid DATA frame opening a stream to `dest`. */
 static bk_hdr_t data_to(uint64_t dest, uint32_t stream, uint32_t len)
 {
@@ -260,7 +239,7 @@ static int send_garbage(enum garbage_kind g, int fd, uint64_t sink,
     switch (g) {
     case G_RANDOM_BEFORE_HELLO:
     case G_RANDOM_AFTER_HELLO:
-        send_random(fd, seed);
+        th_raw_send_garbage(fd, seed);
         break;
     case G_DATA_BEFORE_HELLO:
         h = data_to(sink, 1, 2);
