@@ -30,6 +30,8 @@
 #include <nats/nats.h>
 #include "broker.h"
 #include "conf.h"
+#include "htable.h"
+#include "list.h"
 
 #define BN_MAX_REMOTES 1024     /* HOST/NAME proxies registered locally */
 
@@ -122,7 +124,9 @@ typedef struct bn_bridge {
     /* parts.c */
     char msg_run[20];               /* this run's id prefix (hex) */
     uint64_t msg_seq;               /* the last split publication's */
-    struct bn_partial *partials;    /* split publications being joined */
+    bk_list_t partials;             /* split publications being joined */
+    bk_htable_t partial_ids;        /* them by origin and Brokerd-Msg */
+    bk_htable_t partial_live;       /* the living by origin and topic */
     size_t npartials;
     uint64_t partial_bytes;         /* their Brokerd-Size, summed */
 

@@ -31,14 +31,26 @@
 #include "bridge.h"
 #include "log.h"
 #include "map.h"
+#include "proto.h"
 
 #define BN_PARTS_MAX 1024           /* entries, dead ones included */
 
+/* The keys of the two indexes: "ORIGIN\0ID" and "ORIGIN\0TOPIC". */
+#define BN_PARTS_IDKEY (BN_HOST_MAX + BN_MAP_ID_MAX + 1)
+#define BN_PARTS_TKEY (BN_HOST_MAX + BK_MAX_TOPIC + 1)
+
+/* A publication being joined.  Found by (origin, id) for each part, and,
+ * while it lives, by (origin, topic): parts of one origin on one topic
+ * come one publication at a time, so at most one entry of an (origin,
+ * topic) lives, and a part or a whole publication of that pair ends it
+ * in O(1) unless it is its own. */
 typedef struct bn_partial {
-    struct bn_partial *next;
-    char origin[BN_HOST_MAX];
-    char id[BN_MAP_ID_MAX + 1];
-    char *topic;
+    bk_list_t link;                 /* on br->partials, newest first */
+    bk_hnode_t by_id;               /* in br->partial_ids */
+    bk_hnode_t by_topic;            /* in br->partial_live while living */
+    char idkey[BN_PARTS_IDKEY];     /* ORIGIN NUL ID */
+    char *tkey;                     /* ORIGIN NUL TOPIC NUL */
+    const char *origin, *topic;     /* into idkey and tkey */
     uint32_t next_part, count;
     uint64_t total, have;
     char *buf;                      /* NULL: dead (swallows its parts) */
@@ -56,6 +68,11 @@ void bn_parts_init(bn_bridge_t *br)
             ^ bn_now_ms();
     snprintf(br->msg_run, sizeof(br->msg_run), "%016llx", r);
     br->msg_seq = 0;
+    bk_list_init(&br->partials);
+    bk_ht_init(&br->partial_ids);
+    bk_ht_init(&br->partial_live);
+    br->npartials = 0;
+    br->partial_bytes = 0;
 }
 
 int bn_parts_send(bn_bridge_t *br, const char *subject, const void *data,
@@ -148,13 +165,38 @@ static int bn_parts_headers(natsMsg *msg, const char **id, uint32_t *index,
 
 /* ---- importing: the table -------------------------------------------------- */
 
+/* "A\0B" into buf[0..cap): its length, or 0 if it does not fit. */
+static size_t bn_parts_key(char *buf, size_t cap, const char *a,
+                           const char *b)
+{
+    size_t al = strlen(a), bl = strlen(b);
+
+    if (al + 1 + bl >= cap)
+        return 0;
+    memcpy(buf, a, al + 1);
+    memcpy(buf + al + 1, b, bl + 1);
+    return al + 1 + bl;
+}
+
 static bn_partial_t *bn_parts_find(bn_bridge_t *br, const char *origin,
                                    const char *id)
 {
-    for (bn_partial_t *e = br->partials; e; e = e->next)
-        if (!strcmp(e->origin, origin) && !strcmp(e->id, id))
-            return e;
-    return NULL;
+    char key[BN_PARTS_IDKEY];
+    size_t len = bn_parts_key(key, sizeof(key), origin, id);
+    bk_hnode_t *n = len ? bk_ht_find(&br->partial_ids, key, len) : NULL;
+
+    return n ? bk_container_of(n, bn_partial_t, by_id) : NULL;
+}
+
+/* The living entry of (origin, topic), or NULL. */
+static bn_partial_t *bn_parts_living(bn_bridge_t *br, const char *origin,
+                                     const char *topic)
+{
+    char key[BN_PARTS_TKEY];
+    size_t len = bn_parts_key(key, sizeof(key), origin, topic);
+    bk_hnode_t *n = len ? bk_ht_find(&br->partial_live, key, len) : NULL;
+
+    return n ? bk_container_of(n, bn_partial_t, by_topic) : NULL;
 }
 
 /* Free e's buffer: it is dead from now on. */
@@ -165,6 +207,7 @@ static void bn_parts_kill(bn_bridge_t *br, bn_partial_t *e)
     br->partial_bytes -= e->total;
     free(e->buf);
     e->buf = NULL;
+    bk_ht_remove(&br->partial_live, &e->by_topic);
 }
 
 /* A living e will not be whole: counted once, dead. */
@@ -178,40 +221,61 @@ static void bn_parts_lost(bn_bridge_t *br, bn_partial_t *e, const char *why)
 
 static void bn_parts_remove(bn_bridge_t *br, bn_partial_t *e)
 {
-    bn_partial_t **pp = &br->partials;
-
-    while (*pp != e)
-        pp = &(*pp)->next;
-    *pp = e->next;
     bn_parts_kill(br, e);
-    free(e->topic);
+    bk_list_unlink(&e->link);
+    bk_ht_remove(&br->partial_ids, &e->by_id);
+    free(e->tkey);
     free(e);
     br->npartials--;
 }
 
-/* A dead entry for (origin, id) on topic, or NULL (no room, no memory). */
+/* A dead entry for (origin, id) on topic, or NULL (no room, no memory,
+ * or keys too long: bn_parts_headers and bn_map_topic bound them). */
 static bn_partial_t *bn_parts_add(bn_bridge_t *br, const char *origin,
                                   const char *id, const char *topic,
                                   uint32_t count, uint64_t total)
 {
+    size_t olen = strlen(origin), tlen = strlen(topic), idlen;
     bn_partial_t *e;
 
-    if (br->npartials >= BN_PARTS_MAX || !(e = calloc(1, sizeof(*e))))
+    if (br->npartials >= BN_PARTS_MAX || tlen > BK_MAX_TOPIC ||
+        !(e = calloc(1, sizeof(*e))))
         return NULL;
-    if (!(e->topic = strdup(topic))) {
+    idlen = bn_parts_key(e->idkey, sizeof(e->idkey), origin, id);
+    if (!idlen || !(e->tkey = malloc(olen + 1 + tlen + 1))) {
         free(e);
         return NULL;
     }
-    snprintf(e->origin, sizeof(e->origin), "%s", origin);
-    snprintf(e->id, sizeof(e->id), "%s", id);
+    bn_parts_key(e->tkey, olen + 1 + tlen + 1, origin, topic);
+    e->origin = e->idkey;
+    e->topic = e->tkey + olen + 1;
+    e->by_id.key = e->idkey;
+    e->by_id.keylen = idlen;
+    e->by_topic.key = e->tkey;
+    e->by_topic.keylen = olen + 1 + tlen;
+    if (bk_ht_insert(&br->partial_ids, &e->by_id) < 0) {
+        free(e->tkey);
+        free(e);
+        return NULL;
+    }
     e->count = count;
     e->total = total;
     e->next_part = 1;
     e->touched_ms = bn_now_ms();
-    e->next = br->partials;
-    br->partials = e;
+    bk_list_push_head(&br->partials, &e->link);
     br->npartials++;
     return e;
+}
+
+/* The living entry of origin on topic, unless it is keep, lost parts:
+ * it dies (and swallows what still comes of it). */
+static void bn_parts_end_others(bn_bridge_t *br, const char *topic,
+                                const char *origin, const bn_partial_t *keep)
+{
+    bn_partial_t *e = bn_parts_living(br, origin, topic);
+
+    if (e && e != keep)
+        bn_parts_lost(br, e, "a split publication lost parts");
 }
 
 /* Part 1: a new entry, living if the publication may be joined here. */
@@ -236,25 +300,22 @@ static bn_partial_t *bn_parts_first(bn_bridge_t *br, const char *topic,
         bn_stats_drop(br, &br->st.drop_partial_bytes, "out of memory",
                       topic);
     } else {
-        br->partial_bytes += total;
+        bn_parts_end_others(br, topic, origin, e);
+        if (bk_ht_insert(&br->partial_live, &e->by_topic) < 0) {
+            free(e->buf);           /* out of memory: dead */
+            e->buf = NULL;
+            bn_stats_drop(br, &br->st.drop_partial_bytes, "out of memory",
+                          topic);
+        } else {
+            br->partial_bytes += total;
+        }
     }
     return e;
 }
 
-/* The living entries of origin on topic other than keep lost parts: they
- * die (and swallow what still comes of them). */
-static void bn_parts_end_others(bn_bridge_t *br, const char *topic,
-                                const char *origin, const bn_partial_t *keep)
-{
-    for (bn_partial_t *e = br->partials; e; e = e->next)
-        if (e != keep && e->buf && !strcmp(e->origin, origin) &&
-            !strcmp(e->topic, topic))
-            bn_parts_lost(br, e, "a split publication lost parts");
-}
-
 void bn_parts_whole(bn_bridge_t *br, const char *topic, const char *origin)
 {
-    if (br->partials && origin)
+    if (br->npartials && origin)
         bn_parts_end_others(br, topic, origin, NULL);
 }
 
@@ -326,8 +387,9 @@ void bn_parts_tick(bn_bridge_t *br)
 {
     uint64_t now = bn_now_ms();
 
-    for (bn_partial_t *e = br->partials, *next; e; e = next) {
-        next = e->next;
+    bn_partial_t *e;
+
+    bk_list_for_each_safe(e, &br->partials, bn_partial_t, link) {
         if (now - e->touched_ms >= br->conf.partial_timeout_ms) {
             bn_parts_lost(br, e, "a split publication's next part did not "
                           "come (partial-timeout)");
@@ -338,6 +400,10 @@ void bn_parts_tick(bn_bridge_t *br)
 
 void bn_parts_stop(bn_bridge_t *br)
 {
-    while (br->partials)
-        bn_parts_remove(br, br->partials);
+    bn_partial_t *e;
+
+    while ((e = bk_list_first_entry(&br->partials, bn_partial_t, link)))
+        bn_parts_remove(br, e);
+    bk_ht_fini(&br->partial_ids);
+    bk_ht_fini(&br->partial_live);
 }

@@ -620,7 +620,9 @@ static void fzb_check_take(fzb_run_t *run, size_t k)
 static void fzb_check_state(const bn_bridge_t *br)
 {
     fzb_require(br->partial_bytes <= br->conf.partial_bytes);
-    fzb_require((br->partials == NULL) == (br->npartials == 0));
+    fzb_require(bk_list_empty(&br->partials) == (br->npartials == 0));
+    fzb_require(br->partial_ids.count == br->npartials);
+    fzb_require(br->partial_live.count <= br->npartials);
     fzb_require(br->npartials <= 1024);
 }
 
@@ -905,7 +907,9 @@ static void fzb_parts(const uint8_t *data, size_t len)
         }
     }
     bn_parts_stop(&br);
-    fzb_require(!br.partials && br.npartials == 0 && br.partial_bytes == 0);
+    fzb_require(bk_list_empty(&br.partials) && br.npartials == 0 &&
+                br.partial_bytes == 0 && !br.partial_ids.count &&
+                !br.partial_live.count);
     for (size_t i = 0; i < run.nmsgs; i++)
         natsMsg_Destroy(run.msgs[i]);
     free(run.msgs);
