@@ -97,6 +97,22 @@ static int name_index(const char *line, const char *prefix)
 }
 
 /* A small deterministic generator: the churn is the same on every run. */
+/* Remove every " age_ms=N" from s: two pages of the same records differ
+ * there when a millisecond passes between the requests. */
+static void drop_ages(char *s)
+{
+    static const char key[] = " age_ms=";
+    char *k;
+
+    while ((k = strstr(s, key))) {
+        char *end = k + sizeof(key) - 1;
+
+        while (*end >= '0' && *end <= '9')
+            end++;
+        memmove(k, end, strlen(end) + 1);
+    }
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
     *s ^= *s << 13;
@@ -386,6 +402,8 @@ Test(cursor, past_the_end_and_between_keys)
     /* The cursor just below it gives the same page (nothing in between). */
     cr_assert_eq(page_after(a, BROKER_CTRL_LIST_NAMES, first_next - 1,
                             &again), n2);
+    drop_ages(again);
+    drop_ages(recs);
     cr_assert_str_eq(again, recs);
     free(again);
     free(recs);
