@@ -353,8 +353,11 @@ void bk_subs_remove(bk_subs_t *t, bk_sub_t *s)
          * it would have started had s never been chosen. */
         if (g->last == s)
             g->last = subs_member_prev(s);
+        if (g->last_gw == s)
+            g->last_gw = subs_member_prev(s);
         bk_list_unlink(&s->node_link);
         g->nmembers--;
+        g->ngateways -= !!(s->flags & BK_SUB_F_GATEWAY);
         subs_group_put(t, bk_container_of(g, subs_group_t, g));
     } else {
         bk_list_unlink(&s->node_link);
@@ -528,15 +531,29 @@ int bk_subs_match(bk_subs_t *t, const char *topic, size_t tlen,
 
 /* ---- groups, counters, walking --------------------------------------- */
 
-bk_sub_t *bk_subs_group_pick(bk_subs_group_t *g,
+void bk_subs_set_gateway(bk_sub_t *s)
+{
+    if (s->group && !(s->flags & BK_SUB_F_GATEWAY)) {
+        s->flags |= BK_SUB_F_GATEWAY;
+        s->group->ngateways++;
+    }
+}
+
+uint32_t bk_subs_group_ordinary(const bk_subs_group_t *g)
+{
+    return g->nmembers - g->ngateways;
+}
+
+bk_sub_t *bk_subs_group_pick(bk_subs_group_t *g, bool gateways,
                              uint64_t (*load)(const bk_sub_t *s, void *ctx),
                              void *ctx)
 {
-    if (g->nmembers == 0)
+    if ((gateways ? g->ngateways : bk_subs_group_ordinary(g)) == 0)
         return NULL;
     /* Go round once from the member after last; the first member with
      * the lowest load wins, so equals take turns. */
-    bk_list_t *start = g->last ? g->last->node_link.next : g->members.next;
+    bk_sub_t **last = gateways ? &g->last_gw : &g->last;
+    bk_list_t *start = *last ? (*last)->node_link.next : g->members.next;
     bk_sub_t *best = NULL;
     uint64_t best_load = 0;
     bk_list_t *l = start;
@@ -544,14 +561,16 @@ bk_sub_t *bk_subs_group_pick(bk_subs_group_t *g,
         if (l == &g->members)
             continue;
         bk_sub_t *s = bk_container_of(l, bk_sub_t, node_link);
+        seen++;
+        if (!(s->flags & BK_SUB_F_GATEWAY) != !gateways)
+            continue;
         uint64_t v = load(s, ctx);
         if (!best || v < best_load) {
             best = s;
             best_load = v;
         }
-        seen++;
     }
-    g->last = best;
+    *last = best;
     return best;
 }
 

@@ -35,7 +35,8 @@ typedef struct bk_sub {
     void *owner;                /* the router's pointer (its port) */
     uint8_t policy;             /* enum bk_sub_policy */
     uint8_t flags;              /* BK_SUB_F_*, set by the caller after
-                                   bk_subs_add */
+                                   bk_subs_add (GATEWAY only through
+                                   bk_subs_set_gateway) */
     struct bk_subs_group *group; /* NULL when not in a group */
     bk_list_t client_link;      /* the owner's list of subscriptions */
     bk_list_t all_link;         /* the table's list, oldest first */
@@ -55,7 +56,9 @@ typedef struct bk_subs_group {
     bk_list_t node_link;
     bk_list_t members;          /* bk_sub_t node_link */
     uint32_t nmembers;
+    uint32_t ngateways;         /* members with BK_SUB_F_GATEWAY */
     bk_sub_t *last;             /* member chosen last (round robin) */
+    bk_sub_t *last_gw;          /* gateway chosen last */
     size_t namelen;
     char *name;
 } bk_subs_group_t;
@@ -86,6 +89,11 @@ void bk_subs_free(bk_subs_t *t);
 int bk_subs_add(bk_subs_t *t, uint64_t client, void *owner, uint32_t id,
                 const char *pattern, size_t plen, const char *group,
                 size_t glen, uint8_t policy, bk_sub_t **out);
+/* Make group member s a gateway (BK_SUB_F_GATEWAY): it is then picked
+ * only by bk_subs_group_pick(..., true, ...). */
+void bk_subs_set_gateway(bk_sub_t *s);
+/* Members of g that are not gateways. */
+uint32_t bk_subs_group_ordinary(const bk_subs_group_t *g);
 /* Unlink and free (also unlinks client_link; frees an emptied group and
  * prunes empty trie nodes). */
 void bk_subs_remove(bk_subs_t *t, bk_sub_t *s);
@@ -96,11 +104,12 @@ void bk_subs_remove(bk_subs_t *t, bk_sub_t *s);
 int bk_subs_match(bk_subs_t *t, const char *topic, size_t tlen,
                   bk_subs_match_t *m);
 
-/* Choose the member of a group to get the next message: the one whose
+/* Choose the member of a group to get the next message, among its
+ * gateways or among its other members (`gateways`): the one whose
  * load(member) is lowest, among equals the one after g->last in the
- * member order; records it as g->last.  load is the router's measure
- * (queued bytes of the member's client).  NULL if the group is empty. */
-bk_sub_t *bk_subs_group_pick(bk_subs_group_t *g,
+ * member order; records it as g->last (g->last_gw).  load is the router's measure
+ * (queued bytes of the member's client).  NULL if there is none. */
+bk_sub_t *bk_subs_group_pick(bk_subs_group_t *g, bool gateways,
                              uint64_t (*load)(const bk_sub_t *s, void *ctx),
                              void *ctx);
 

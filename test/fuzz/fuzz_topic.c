@@ -271,7 +271,7 @@ static void fz_check_table(bk_subs_t *t, bk_sub_t **subs, size_t n,
     }
     fz_require(ns == m.nsubs);
     for (size_t j = 0; j < m.ngroups; j++, ng++) {
-        bk_sub_t *picked = bk_subs_group_pick(m.groups[j], fz_load, NULL);
+        bk_sub_t *picked = bk_subs_group_pick(m.groups[j], false, fz_load, NULL);
         fz_require(picked && picked->group == m.groups[j]);
         fz_require(fz_ref_match(picked->pattern, picked->plen, topic->p,
                                 topic->len));

@@ -232,7 +232,7 @@ static uint64_t load_of(const bk_sub_t *s, void *ctx)
 
 static uint32_t pick(bk_subs_group_t *g)
 {
-    bk_sub_t *s = bk_subs_group_pick(g, load_of, loads);
+    bk_sub_t *s = bk_subs_group_pick(g, false, load_of, loads);
     cr_assert_not_null(s);
     return (uint32_t)s->client;
 }
