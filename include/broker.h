@@ -384,6 +384,18 @@ typedef enum broker_sub_policy {
  * the subscriber's client id instead (as for other one-way messages
  * that were not delivered).  Older brokers refuse it with -EINVAL. */
 #define BROKER_SUB_NO_FDS 0x100
+/* OR'd into the policy of a group subscription: this subscriber is the
+ * group's gateway to other hosts (a bridge such as brokerd-nats;
+ * privileged: uid 0 or brokerd's, else -EPERM).  While a group has a
+ * gateway, its share of every publication goes to a gateway instead of
+ * to a member, except for publications of the gateway's own client (the
+ * group had its share on the host they came from).  The gateway hands a
+ * message to one of the group's other members with broker_publish_group.
+ * It also receives messages on topic "$broker.members" (data
+ * "members=N\n"): the number of the group's other members, once when it
+ * subscribes and whenever that number changes.  Older brokers refuse it
+ * with -EINVAL. */
+#define BROKER_SUB_GATEWAY 0x200
 
 /* Subscribe to the topics matching `pattern` ('.'-separated tokens; `*`
  * matches one token, `>` one or more trailing tokens).  With a group,
@@ -402,6 +414,15 @@ int broker_unsubscribe(broker_t *b, uint32_t id);
  * broker_send (BROKER_OPT_SHM_THRESHOLD). */
 int broker_publish(broker_t *b, const char *topic, const void *data,
                    size_t len, const int *fds, unsigned nfds);
+/* Publish on `topic` to one member (not a gateway) of the group whose
+ * gateway subscription is `gateway` (BROKER_SUB_GATEWAY), and to no one
+ * else.  The topic must match the gateway's pattern.  Errors arrive as
+ * for broker_publish, as a BROKER_MSG_ERROR on the publication's stream:
+ * -EINVAL (not a gateway subscription of this connection, or the topic
+ * does not match) or -ENOENT (the group has no member but gateways). */
+int broker_publish_group(broker_t *b, uint32_t gateway, const char *topic,
+                         const void *data, size_t len, const int *fds,
+                         unsigned nfds);
 
 /* ---- shared memory (zero copy) ------------------------------------------ */
 

@@ -99,8 +99,9 @@ bool bk_name_valid(const char *name, size_t len, size_t max)
 
 /* The first fragment of a publication (BK_F_TOPIC): it opens a one-way
  * stream, so without MORE it must CLOSE; `aux` bytes of topic start the
- * payload.  To the broker dest is 0 (the topic addresses it); from the
- * broker dest is the receiver's subscription id (u32, never 0) on a
+ * payload.  To the broker dest is 0 (the topic addresses it) or a u32,
+ * one of the publisher's gateway subscriptions (the daemon checks which);
+ * from the broker dest is the receiver's subscription id (u32, never 0) on a
  * stream the broker opened.  Whether the message that follows ends with
  * CLOSE needs the stream's state: the daemon checks that. */
 static int check_topic(const bk_hdr_t *h, const uint8_t *payload,
@@ -112,7 +113,7 @@ static int check_topic(const bk_hdr_t *h, const uint8_t *payload,
         return -EPROTO;
     if (!(h->flags & (BK_F_MORE | BK_F_CLOSE)))
         return -EPROTO;
-    if (to_broker && h->dest)
+    if (to_broker && h->dest > UINT32_MAX)
         return -EPROTO;
     if (!to_broker && (h->dest == 0 || h->dest > UINT32_MAX ||
                        !(h->stream & BK_SID_PEER_BIT)))

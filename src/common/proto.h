@@ -89,7 +89,12 @@ enum bk_op {
 #define BK_SUB_REQ_FIXED  8u
 #define BK_SUB_F_NOFDS    0x01u /* cannot take fds: the publisher of an
                                    fd-carrying message gets ERROR EXDEV */
-#define BK_SUB_F_ALL_     0x01u
+#define BK_SUB_F_GATEWAY  0x02u /* a group member standing for other hosts
+                                   (privileged): it takes the group's share
+                                   of every publication but its client's,
+                                   which it may address to the group's
+                                   other members (dest = its id) */
+#define BK_SUB_F_ALL_     0x03u
 #define BK_SUB_REQ_MAX    (BK_SUB_REQ_FIXED + 2u * BK_MAX_TOPIC)
 enum bk_sub_policy {
     BK_SUB_DROP       = 0,    /* default: drop, report with GAP */
@@ -104,6 +109,8 @@ enum bk_sub_policy {
 #define BK_TOPIC_RESERVED "$broker"
 #define BK_TOPIC_NAMES    "$broker.names"
 #define BK_TOPIC_CLIENTS  "$broker.clients"
+/* To a gateway subscription: its group's ordinary members now. */
+#define BK_TOPIC_MEMBERS  "$broker.members"
 
 /* REGISTER_EX flags and outcomes. */
 #define BK_REG_ALLOW_REPLACEMENT 0x1u

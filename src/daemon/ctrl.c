@@ -191,7 +191,7 @@ static uint16_t get16(const uint8_t *b)
     return (uint16_t)(b[0] | b[1] << 8);
 }
 
-/* SUBSCRIBE: u8 policy, u8 0, u16 P, u16 G, u16 0, pattern, group. */
+/* SUBSCRIBE: u8 policy, u8 flags, u16 P, u16 G, u16 0, pattern, group. */
 static int parse_subscribe(const bk_hdr_t *h, const uint8_t *b,
                            uint16_t *plen, uint16_t *glen)
 {
@@ -208,6 +208,8 @@ static int parse_subscribe(const bk_hdr_t *h, const uint8_t *b,
     if (*glen && !bk_name_valid((const char *)b + BK_SUB_REQ_FIXED + *plen,
                                 *glen, BK_MAX_NAME))
         return -EINVAL;
+    if ((b[1] & BK_SUB_F_GATEWAY) && !*glen)
+        return -EINVAL;         /* a gateway is a group's member */
     return 0;
 }
 
@@ -218,6 +220,9 @@ static void do_subscribe(bk_port_t *p, const bk_hdr_t *h, const uint8_t *b)
     uint8_t out[4];
     int r = parse_subscribe(h, b, &plen, &glen);
 
+    /* a gateway sees every message of its group: the operator's right */
+    if (!r && (b[1] & BK_SUB_F_GATEWAY) && !bk_inspect_allowed(p))
+        r = -EPERM;
     if (!r && p->acct &&
         !bk_port_uid_fits(p, BK_QUOTA_SUBS, p->acct->subs, 1,
                           p->srv->cfg->max_subs_per_uid,

@@ -260,6 +260,16 @@ static void rec_stream(page_t *pg, const bk_tnode_t *n,
 
 /* ---- subscriptions -------------------------------------------------------- */
 
+static const char *sub_flags_name(uint8_t flags)
+{
+    switch (flags & (BK_SUB_F_NOFDS | BK_SUB_F_GATEWAY)) {
+    case BK_SUB_F_NOFDS:    return "no-fds";
+    case BK_SUB_F_GATEWAY:  return "gateway";
+    case BK_SUB_F_NOFDS | BK_SUB_F_GATEWAY: return "gateway,no-fds";
+    default:                return "";
+    }
+}
+
 static const char *policy_name(uint8_t policy)
 {
     switch (policy) {
@@ -284,6 +294,7 @@ static void list_subs(page_t *pg, const bk_server_t *srv, uint64_t cursor)
         if (s->group)
             rec_escaped(pg, s->group->name, s->group->namelen);
         rec_str(pg, "policy", policy_name(s->policy));
+        rec_str(pg, "flags", sub_flags_name(s->flags));
         rec_u64(pg, "delivered", s->delivered);
         rec_u64(pg, "dropped", s->dropped);
         rec_u64(pg, "queued", s->queued);

@@ -136,6 +136,7 @@ typedef struct bk_port {
     /* publish/subscribe (pubsub.c) */
     bk_list_t subs;             /* bk_sub_t.client_link, oldest first */
     uint32_t nsubs;
+    uint32_t ngateways;         /* of them, BK_SUB_F_GATEWAY */
     uint32_t next_sub;          /* the next subscription id (never 0) */
     uint32_t gaps_pending;      /* subscriptions with a GAP to send */
     uint64_t pub_dropped;       /* publications dropped towards it */

@@ -17,10 +17,22 @@
 #include "server.h"
 #include "shm.h"
 #include "sockio.h"
+#include "topic.h"
 
 static bk_sub_t *sub_of(bk_list_t *l)
 {
     return bk_container_of(l, bk_sub_t, client_link);
+}
+
+/* Subscription `id` of p, or NULL (it ended). */
+static bk_sub_t *port_sub(bk_port_t *p, uint32_t id)
+{
+    bk_sub_t *s;
+
+    bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
+        if (s->id == id)
+            return s;
+    return NULL;
 }
 
 /* ---- counters and GAPs ---------------------------------------------------- */
@@ -88,6 +100,9 @@ static bool may_subscribe(const bk_port_t *p, const char *pat, size_t plen)
     return bk_policy_may_subscribe(&p->srv->cfg->policy, &who, pat, plen);
 }
 
+static void notify_gateways(bk_server_t *srv, bk_subs_group_t *g,
+                            bk_sub_t *only, const bk_port_t *leaving);
+
 int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
                      const char *group, size_t glen, uint8_t policy,
                      uint8_t flags, uint32_t *id)
@@ -96,6 +111,8 @@ int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
     bk_sub_t *s;
     int r;
 
+    if ((flags & BK_SUB_F_GATEWAY) && !glen)
+        return -EINVAL;
     if (!may_subscribe(p, pat, plen)) {
         bk_port_refused(p, BK_REFUSE_SUBSCRIBE, "allow-subscribe refuses "
                         "'%.*s'", (int)plen, pat);
@@ -110,11 +127,18 @@ int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
                     policy, &s);
     if (r < 0)
         return r;
-    s->flags = flags;
+    s->flags = flags & ~BK_SUB_F_GATEWAY;
     p->next_sub++;
     bk_list_push_tail(&p->subs, &s->client_link);
     p->nsubs++;
     *id = s->id;
+    if (flags & BK_SUB_F_GATEWAY) {
+        bk_subs_set_gateway(s);
+        p->ngateways++;
+        notify_gateways(srv, s->group, s, NULL);
+    } else if (s->group && s->group->ngateways) {
+        notify_gateways(srv, s->group, NULL, NULL);
+    }
     return 0;
 }
 
@@ -127,15 +151,17 @@ static uint64_t member_load(const bk_sub_t *s, void *ctx)
 }
 
 /* Whole messages of a leaving group member, waiting in its queue, go to
- * the other members (same choice rule), in their order. */
-static void move_group_msgs(bk_subs_group_t *g, bk_list_t *frames,
-                            uint64_t *lost)
+ * the other members (same choice rule; among the gateways or the others),
+ * in their order. */
+static void move_group_msgs(bk_subs_group_t *g, bool gateways,
+                            bk_list_t *frames, uint64_t *lost)
 {
     bk_list_t *l;
 
     while ((l = bk_list_pop_head(frames))) {
         bk_oframe_t *f = bk_container_of(l, bk_oframe_t, link);
-        bk_sub_t *s = g ? bk_subs_group_pick(g, member_load, NULL) : NULL;
+        bk_sub_t *s = g ? bk_subs_group_pick(g, gateways, member_load, NULL)
+                        : NULL;
         bk_port_t *to = s ? s->owner : NULL;
         bk_hdr_t h;
 
@@ -164,6 +190,7 @@ static void sub_end(bk_port_t *p, bk_sub_t *s, bool closing)
 {
     bk_subs_group_t *g = s->group;
     bool others = g && g->nmembers > 1;   /* the group outlives s */
+    bool gateway = s->flags & BK_SUB_F_GATEWAY;
     bk_list_t moving;
     uint64_t lost = 0;
 
@@ -175,10 +202,16 @@ static void sub_end(bk_port_t *p, bk_sub_t *s, bool closing)
     if (s->gap_pending && p->gaps_pending)
         p->gaps_pending--;
     p->nsubs--;
+    p->ngateways -= gateway;
     bk_subs_remove(p->srv->subs, s);   /* unlinks client_link too */
-    move_group_msgs(others ? g : NULL, &moving, &lost);
+    /* a gateway's share goes to another gateway, or to the members here
+     * once the last gateway is gone */
+    move_group_msgs(others ? g : NULL, others && gateway && g->ngateways,
+                    &moving, &lost);
     if (lost)
         p->srv->stats.dropped_pub += lost;
+    if (others && !gateway && g->ngateways)
+        notify_gateways(p->srv, g, NULL, closing ? p : NULL);
 }
 
 int bk_pub_unsubscribe(bk_port_t *p, uint32_t id)
@@ -334,15 +367,45 @@ static void deliver_first(fan_t *fan, bk_sub_t *s)
         };
 }
 
-static int fan_run(fan_t *fan, const bk_subs_match_t *m)
+/* Whether p has a gateway subscription in g. */
+static bool is_gateway_of(const bk_port_t *p, const bk_subs_group_t *g)
+{
+    const bk_sub_t *s;
+
+    if (!p || p->ngateways == 0)
+        return false;
+    bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
+        if (s->group == g && (s->flags & BK_SUB_F_GATEWAY))
+            return true;
+    return false;
+}
+
+/* A group's share: to a gateway when it has one, unless the publisher is
+ * one of them (what it publishes came from another host, where the group
+ * had its share); a publication addressed to the group (`to_group`) goes
+ * to one of the members that are not gateways. */
+static void fan_group(fan_t *fan, bk_subs_group_t *g, bool to_group)
+{
+    bk_sub_t *s;
+
+    if (to_group)
+        s = bk_subs_group_pick(g, false, member_load, NULL);
+    else if (!g->ngateways)
+        s = bk_subs_group_pick(g, false, member_load, NULL);
+    else if (!is_gateway_of(fan->from, g))
+        s = bk_subs_group_pick(g, true, member_load, NULL);
+    else
+        s = NULL;
+    if (s)
+        deliver_first(fan, s);
+}
+
+static int fan_run(fan_t *fan, const bk_subs_match_t *m, bool to_group)
 {
     for (size_t i = 0; i < m->nsubs; i++)
         deliver_first(fan, m->subs[i]);
-    for (size_t i = 0; i < m->ngroups; i++) {
-        bk_sub_t *s = bk_subs_group_pick(m->groups[i], member_load, NULL);
-        if (s)
-            deliver_first(fan, s);
-    }
+    for (size_t i = 0; i < m->ngroups; i++)
+        fan_group(fan, m->groups[i], to_group);
     return fan->delivered;
 }
 
@@ -353,8 +416,16 @@ int bk_pub_fanout(bk_server_t *srv, bk_port_t *from, const bk_hdr_t *h,
         .srv = srv, .from = from, .h = h, .payload = payload, .fds = fds,
     };
     bk_subs_match_t m;
-    int r = bk_subs_match(srv->subs, (const char *)payload, h->aux, &m);
+    bk_sub_t *gw = h->dest && from ? port_sub(from, (uint32_t)h->dest) : NULL;
+    bk_subs_group_t *g = gw ? gw->group : NULL;
+    int r = 0;
 
+    /* addressed to the group of gateway gw (bk_pub_addressed checked it):
+     * that group alone */
+    if (g)
+        m = (bk_subs_match_t){ .groups = &g, .ngroups = 1 };
+    else
+        r = bk_subs_match(srv->subs, (const char *)payload, h->aux, &m);
     if (rec)
         *rec = NULL;
     if (r == 0 && rec && m.nsubs + m.ngroups) {
@@ -366,7 +437,7 @@ int bk_pub_fanout(bk_server_t *srv, bk_port_t *from, const bk_hdr_t *h,
             *fan.rec = (bk_pub_t){ .n = 0, .cap = (uint32_t)cap };
     }
     if (r == 0) {
-        r = fan_run(&fan, &m);
+        r = fan_run(&fan, &m, g != NULL);
         if (from) {             /* the broker's announcements not counted */
             srv->stats.published++;
             srv->stats.published_unmatched += m.nsubs + m.ngroups == 0;
@@ -393,22 +464,64 @@ int bk_pub_fanout(bk_server_t *srv, bk_port_t *from, const bk_hdr_t *h,
     return r;
 }
 
+int bk_pub_addressed(bk_port_t *from, const bk_hdr_t *h,
+                     const uint8_t *payload, const char **why)
+{
+    bk_sub_t *s = h->dest ? port_sub(from, (uint32_t)h->dest) : NULL;
+
+    if (!h->dest)
+        return 0;
+    if (!s || !(s->flags & BK_SUB_F_GATEWAY)) {
+        *why = "dest is not a gateway subscription of this client";
+        return -EINVAL;
+    }
+    if (!bk_topic_match(s->pattern, s->plen, (const char *)payload, h->aux)) {
+        *why = "the topic does not match the gateway's pattern";
+        return -EINVAL;
+    }
+    if (bk_subs_group_ordinary(s->group) == 0) {
+        *why = "the group has no member here";
+        return -ENOENT;
+    }
+    return 0;
+}
+
+/* "members=N" on BK_TOPIC_MEMBERS to gateway `only`, or to every gateway
+ * of g but those of a client `leaving`: how many members that are not
+ * gateways g has now. */
+static void notify_gateways(bk_server_t *srv, bk_subs_group_t *g,
+                            bk_sub_t *only, const bk_port_t *leaving)
+{
+    static const char topic[] = BK_TOPIC_MEMBERS;
+    uint8_t buf[sizeof(topic) + 32];
+    bk_hdr_t h = {
+        .version = BK_PROTO_VERSION, .type = BK_T_DATA,
+        .flags = BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE, .stream = 1,
+        .aux = (uint32_t)(sizeof(topic) - 1),
+    };
+    fan_t fan = { .srv = srv, .h = &h, .payload = buf };
+    int n;
+
+    memcpy(buf, topic, sizeof(topic) - 1);
+    n = snprintf((char *)buf + h.aux, sizeof(buf) - h.aux, "members=%u\n",
+                 (unsigned)bk_subs_group_ordinary(g));
+    h.length = h.aux + (uint32_t)n;
+    if (only) {
+        deliver_first(&fan, only);
+    } else {
+        bk_sub_t *s;
+        bk_list_for_each(s, &g->members, bk_sub_t, node_link)
+            if ((s->flags & BK_SUB_F_GATEWAY) && s->owner != leaving)
+                deliver_first(&fan, s);
+    }
+    bk_opayload_put(fan.shared);
+}
+
 static bk_port_t *rcpt_port(bk_server_t *srv, const bk_pub_rcpt_t *r)
 {
     bk_port_t *to = bk_server_find(srv, r->client);
 
     return to && !to->failed && to->fd >= 0 && !to->hangup ? to : NULL;
-}
-
-/* Subscription `id` of p, or NULL (it ended). */
-static bk_sub_t *port_sub(bk_port_t *p, uint32_t id)
-{
-    bk_sub_t *s;
-
-    bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
-        if (s->id == id)
-            return s;
-    return NULL;
 }
 
 /* A fragment of the publication could not be queued for r (out of

@@ -26,6 +26,14 @@
  * A subscription with BK_SUB_F_NOFDS never gets a publication that
  * carries fds: the publisher gets ERROR EXDEV on its stream, from the
  * subscriber's id, instead (not a drop: no GAP).
+ *
+ * Gateways (BK_SUB_F_GATEWAY, a bridge to other hosts): a group with one
+ * gives its share of each publication to a gateway, never to its other
+ * members, unless the publisher is one of its gateways (then the group has
+ * no share: the message had it where it came from).  A gateway addresses
+ * the group's other members with dest = its subscription id.  Gateways
+ * hear "members=N" on BK_TOPIC_MEMBERS when they subscribe and whenever
+ * that number changes.
  */
 #ifndef BK_PUBSUB_H
 #define BK_PUBSUB_H
@@ -52,8 +60,9 @@ typedef struct bk_pub {
 } bk_pub_t;
 
 /* SUBSCRIBE: the request is checked already (valid pattern, group, policy,
- * flags BK_SUB_F_*).  Returns 0 with *id set, -EACCES (allow-subscribe),
- * -ENOSR (max-subscriptions) or -ENOMEM. */
+ * flags BK_SUB_F_*, the right to be a gateway).  Returns 0 with *id set,
+ * -EINVAL (a gateway without a group), -EACCES (allow-subscribe), -ENOSR
+ * (max-subscriptions) or -ENOMEM. */
 int bk_pub_subscribe(bk_port_t *p, const char *pat, size_t plen,
                      const char *group, size_t glen, uint8_t policy,
                      uint8_t flags, uint32_t *id);
@@ -63,6 +72,13 @@ int bk_pub_unsubscribe(bk_port_t *p, uint32_t id);
  * any more): every subscription it has ends (queue-group messages waiting
  * in its queue move to other members). */
 void bk_pub_port_gone(bk_port_t *p);
+
+/* Publication h from `from` addressed to a group (h->dest not 0, see
+ * BK_SUB_F_GATEWAY): 0 when dest is one of from's gateway subscriptions,
+ * the topic matches its pattern and its group has a member that is not a
+ * gateway; else -EINVAL or -ENOENT with *why.  0 for dest 0. */
+int bk_pub_addressed(bk_port_t *from, const bk_hdr_t *h,
+                     const uint8_t *payload, const char **why);
 
 /* The first fragment of a valid, permitted publication from `from` (NULL:
  * the broker itself; fds NULL then).  Takes ownership of fds[0..h->nfds) (each receiver

@@ -460,7 +460,7 @@ static int pub_refusal(bk_port_t *from, const bk_hdr_t *h,
         *why = "too many open streams";
         return -ENOSR;
     }
-    return 0;
+    return bk_pub_addressed(from, h, payload, why);
 }
 
 /* A tombstone that swallows the rest of a message nobody gets. */

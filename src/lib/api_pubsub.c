@@ -1,6 +1,7 @@
 /*
  * api_pubsub.c - libbroker layer 7, public API: publish/subscribe
- * (subscribe, unsubscribe, publish, shared-memory publish).
+ * (subscribe, unsubscribe, publish, publish to a group through a
+ * gateway, shared-memory publish).
  *
  * Topics, patterns and groups are checked here (src/common/topic.h,
  * bk_name_valid) before anything is sent, so a bad one is -EINVAL without
@@ -24,6 +25,8 @@
 
 _Static_assert(BROKER_SUB_NO_FDS >> 8 == BK_SUB_F_NOFDS,
                "BROKER_SUB_NO_FDS is the SUBSCRIBE flag byte shifted");
+_Static_assert(BROKER_SUB_GATEWAY >> 8 == BK_SUB_F_GATEWAY,
+               "BROKER_SUB_GATEWAY is the SUBSCRIBE flag byte shifted");
 
 int bk_pubsub_sub_req(const broker_t *b, const char *pattern,
                       const char *group, int policy,
@@ -33,7 +36,8 @@ int bk_pubsub_sub_req(const broker_t *b, const char *pattern,
     size_t pl, gl = 0;
 
     if (!b || !pattern || policy < 0 || pol > BK_SUB_POLICY_MAX_ ||
-        policy & ~(0xff | BROKER_SUB_NO_FDS))
+        policy & ~(0xff | BROKER_SUB_NO_FDS | BROKER_SUB_GATEWAY) ||
+        ((policy & BROKER_SUB_GATEWAY) && !group))
         return -EINVAL;
     pl = strnlen(pattern, BK_MAX_TOPIC + 1);
     if (!bk_topic_pattern_valid(pattern, pl))
@@ -44,7 +48,7 @@ int bk_pubsub_sub_req(const broker_t *b, const char *pattern,
             return -EINVAL;
     }
     req[0] = (uint8_t)pol;
-    req[1] = (uint8_t)flags;    /* BROKER_SUB_NO_FDS >> 8 is BK_SUB_F_NOFDS */
+    req[1] = (uint8_t)flags;    /* BROKER_SUB_* >> 8 are the BK_SUB_F_* */
     bk_put16(req + 2, (uint16_t)pl);
     bk_put16(req + 4, (uint16_t)gl);
     bk_put16(req + 6, 0);
@@ -131,6 +135,27 @@ BROKER_API int broker_publish(broker_t *b, const char *topic,
         return r;
     return bk_send_oneway(b, BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE, topic, 0,
                           data, len, fds, nfds, NULL);
+}
+
+BROKER_API int broker_publish_group(broker_t *b, uint32_t gateway,
+                                    const char *topic, const void *data,
+                                    size_t len, const int *fds,
+                                    unsigned nfds)
+{
+    size_t tl;
+    int r = bk_send_check(b, data, len, fds, nfds);
+
+    if (r < 0)
+        return r;
+    if (gateway == 0)
+        return -EINVAL;
+    r = bk_pubsub_topic_check(topic, &tl);
+    if (r < 0)
+        return r;
+    if (b->rc)
+        gateway = bk_recon_sub_broker(b, gateway);
+    return bk_send_oneway(b, BK_F_OPEN | BK_F_TOPIC | BK_F_CLOSE, topic,
+                          gateway, data, len, fds, nfds, NULL);
 }
 
 BROKER_API int broker_buf_publish(broker_t *b, const char *topic,

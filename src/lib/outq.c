@@ -180,7 +180,9 @@ bool bk_out_plan(const struct bk_omsg *m, size_t room, bool packing,
     h->flags |= c == rest ? (m->flags & BK_F_CLOSE) : BK_F_MORE;
     if (first) {
         h->nfds = (uint8_t)m->nfds;
-        if ((m->flags & BK_F_OPEN) && !(m->flags & BK_OUT_PREFIXED))
+        /* a name addresses the message by itself; a topic may come
+         * with a gateway's subscription id (broker_publish_group) */
+        if ((m->flags & BK_F_OPEN) && !(m->flags & BK_F_NAME))
             h->dest = m->dest;
     }
     h->aux = (uint32_t)nl;

@@ -183,6 +183,13 @@ uint32_t bk_recon_sub_user(const broker_t *b, uint32_t bid)
     return bid;
 }
 
+uint32_t bk_recon_sub_broker(const broker_t *b, uint32_t uid)
+{
+    struct bk_rsub *s = sub_by_uid(b, uid);
+
+    return s ? s->bid : uid;
+}
+
 uint32_t bk_recon_sub_take(broker_t *b, uint32_t uid)
 {
     struct bk_rsub *s = sub_by_uid(b, uid);

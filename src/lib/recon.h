@@ -43,6 +43,9 @@ int bk_recon_sub_add(broker_t *b, const char *pattern, const char *group,
                      int policy, uint32_t bid, uint32_t *uid);
 /* The application's id of broker id bid (bid itself if unknown). */
 uint32_t bk_recon_sub_user(const broker_t *b, uint32_t bid);
+/* The broker id the application's id uid stands for now (uid itself if
+ * unknown). */
+uint32_t bk_recon_sub_broker(const broker_t *b, uint32_t uid);
 /* Forget the application's id uid; the broker id it stands for (uid
  * itself if unknown). */
 uint32_t bk_recon_sub_take(broker_t *b, uint32_t uid);

@@ -60,8 +60,8 @@ static const char *const ctl_inspect_cols_streams[] = {
 static const char *const ctl_inspect_cols_shm[] = {
     "owner", "segid", "size", "receivers", NULL };
 static const char *const ctl_inspect_cols_subs[] = {
-    "client", "comm", "sub", "pattern", "group", "policy", "delivered",
-    "dropped", "queued", NULL };
+    "client", "comm", "sub", "pattern", "group", "policy", "flags",
+    "delivered", "dropped", "queued", NULL };
 
 static const char *const ctl_inspect_cols_users[] = {
     "uid", "connections", "fds", "streams", "names", "subs", "shm_segments",

@@ -911,7 +911,10 @@ Test(pubsub_broker, malformed_subscribe_requests_are_einval)
     n = sub_req(b, 3, 0, 0, "a.b", NULL);           /* policy */
     cr_assert_eq(raw_ctrl(fd, BK_OP_SUBSCRIBE, req++, b, n, NULL, NULL),
                  -EINVAL);
-    n = sub_req(b, 0, 2, 0, "a.b", NULL);           /* unknown flag bit */
+    n = sub_req(b, 0, 4, 0, "a.b", "g");            /* unknown flag bit */
+    cr_assert_eq(raw_ctrl(fd, BK_OP_SUBSCRIBE, req++, b, n, NULL, NULL),
+                 -EINVAL);
+    n = sub_req(b, 0, BK_SUB_F_GATEWAY, 0, "a.b", NULL);  /* no group */
     cr_assert_eq(raw_ctrl(fd, BK_OP_SUBSCRIBE, req++, b, n, NULL, NULL),
                  -EINVAL);
     n = sub_req(b, 0, 0x80 | BK_SUB_F_NOFDS, 0, "a.b", NULL);

@@ -18,14 +18,15 @@
 
 static th_broker_t br;
 static md_dump_t dumps[32];
-static md_dump_t *ps[8];        /* SUBSCRIBE, reply, PUBLISH, delivery, GAP,
-                                   then (test_dumps only) a NOFDS SUBSCRIBE
-                                   and its EXDEV */
+static md_dump_t *ps[10];       /* SUBSCRIBE, reply, PUBLISH, delivery, GAP,
+                                   then (test_dumps only) a NOFDS SUBSCRIBE,
+                                   its EXDEV, a GATEWAY SUBSCRIBE and its
+                                   addressed PUBLISH */
 
 static void setup(void)
 {
     size_t n = md_load(TOP_SRCDIR "/man/broker-protocol.7", dumps, 32);
-    cr_assert_eq(md_section(dumps, n, "PUBLISH AND SUBSCRIBE", ps, 8), 7);
+    cr_assert_eq(md_section(dumps, n, "PUBLISH AND SUBSCRIBE", ps, 10), 9);
     th_broker_start(&br, "--queue-limit", "65536", NULL);
 }
 

@@ -55,7 +55,7 @@ Test(dumps, every_dump_is_one_valid_frame)
     /* 1 in HANDSHAKE, 1 in STREAMS, 1 in CONTROL OPERATIONS, 4 in
      * EXAMPLE, 6 in SHARED MEMORY, 7 in PUBLISH AND SUBSCRIBE, 1 in FLOW
      * CONTROL */
-    cr_assert_eq(ndumps, 21, "found %zu dumps", ndumps);
+    cr_assert_eq(ndumps, 23, "found %zu dumps", ndumps);
     for (size_t i = 0; i < ndumps; i++) {
         const md_dump_t *d = &dumps[i];
         size_t off = 0;
@@ -195,12 +195,12 @@ Test(dumps, client_seg_drop_is_the_codec_s_frame)
 Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)
 {
     load_dumps();
-    md_dump_t *ps[8];
-    size_t n = md_section(dumps, ndumps, "PUBLISH AND SUBSCRIBE", ps, 8);
-    cr_assert_eq(n, 7, "%zu dumps in PUBLISH AND SUBSCRIBE", n);
+    md_dump_t *ps[10];
+    size_t n = md_section(dumps, ndumps, "PUBLISH AND SUBSCRIBE", ps, 10);
+    cr_assert_eq(n, 9, "%zu dumps in PUBLISH AND SUBSCRIBE", n);
 
-    uint8_t want[7][MD_BYTES];
-    size_t wlen[7];
+    uint8_t want[9][MD_BYTES];
+    size_t wlen[9];
     static const char pat[] = "sensors.*.temp";
     static const char topic[] = "sensors.kitchen.temp";
     uint8_t req[BK_SUB_REQ_FIXED] = { BK_SUB_DROP, 0 };
@@ -241,7 +241,19 @@ Test(dumps, publish_and_subscribe_dumps_are_the_codec_s_frames)
                                          .aux = EXDEV, .source = 3,
                                          .dest = 1 },
                     exdev, sizeof exdev - 1, NULL, 0);
-    for (size_t i = 0; i < 7; i++) {
+    /* a gateway of group w, and a publication it addresses to w */
+    static const char jobs[] = "jobs.>w";
+    uint8_t greq[BK_SUB_REQ_FIXED] = { BK_SUB_BLOCK,
+                                       BK_SUB_F_NOFDS | BK_SUB_F_GATEWAY };
+    bk_put16(greq + 2, 6);
+    bk_put16(greq + 4, 1);
+    wlen[7] = frame(want[7], (bk_hdr_t){ .type = BK_T_CTRL, .stream = 6,
+                                         .aux = BK_OP_SUBSCRIBE },
+                    greq, sizeof greq, jobs, sizeof jobs - 1);
+    wlen[8] = frame(want[8], (bk_hdr_t){ .type = BK_T_DATA, .flags = pf,
+                                         .stream = 1, .aux = 6, .dest = 1 },
+                    "jobs.b", 6, "x", 1);
+    for (size_t i = 0; i < 9; i++) {
         cr_expect_eq(ps[i]->len, wlen[i], "dump %zu (line %d): %zu bytes, "
                      "want %zu", i, ps[i]->line, ps[i]->len, wlen[i]);
         for (size_t k = 0; k < wlen[i] && k < ps[i]->len; k++)

@@ -1698,7 +1698,11 @@ Test(publish, addressing)
 {
     bk_hdr_t h = cpub();
 
-    h.dest = 7;                                 /* the topic addresses it */
+    h.dest = 7;         /* a gateway subscription's id: the daemon checks it */
+    CLIENT(h, 0);
+    h.dest = UINT32_MAX;
+    CLIENT(h, 0);
+    h.dest = UINT64_C(1) << 32;                 /* not a subscription id */
     CLIENT(h, -EPROTO);
     h.dest = 0;
     h.flags |= BK_F_NAME;                       /* never both */
@@ -1753,7 +1757,7 @@ Test(publish, bad_topics_are_einval)
     /* A framing error wins over a bad topic. */
     bk_hdr_t h = cpub();
     h.aux = 4;
-    h.dest = 7;
+    h.dest = UINT64_C(1) << 32;
     CLIENT_P(h, "a..b", -EPROTO);
 }
 
