@@ -303,6 +303,27 @@ static bool fzr_eligible(const bk_port_t *p)
     return p->in_table && !p->failed && p->fd >= 0 && !p->hangup;
 }
 
+static bk_sub_t *fzr_port_sub(bk_port_t *p, uint32_t id)
+{
+    bk_sub_t *s;
+
+    bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+/* Whether p holds a gateway subscription in g. */
+static bool fzr_gateway_of(bk_port_t *p, const bk_subs_group_t *g)
+{
+    bk_sub_t *s;
+
+    bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
+        if (s->group == g && (s->flags & BK_SUB_F_GATEWAY))
+            return true;
+    return false;
+}
+
 /* The subscriptions a publication of topic t[0..n) reaches.  A
  * shared-memory descriptor longer than max-msg cannot go to a receiver
  * that does not map segments (shm.h), nor fds to a subscription that
@@ -312,6 +333,10 @@ static void fzr_expect_pub(fzr_t *z, fzr_step_t *st, const char *t, size_t n)
 {
     bk_shm_desc_t d = { 0 };
     bool big = false;
+    /* addressed by a gateway: one ordinary member of its group only */
+    const bk_sub_t *gw = st->h.dest ? fzr_port_sub(st->from,
+                                                   (uint32_t)st->h.dest)
+                                    : NULL;
 
     if ((st->h.flags & BK_F_SHM) &&
         bk_shm_desc_decode(st->payload + st->h.aux, &d) == 0)
@@ -326,6 +351,13 @@ static void fzr_expect_pub(fzr_t *z, fzr_step_t *st, const char *t, size_t n)
             if (!bk_topic_match(s->pattern, s->plen, t, n))
                 continue;
             if (s->group && fzr_want_group(st, s->group))
+                continue;
+            if (gw && s->group != gw->group)
+                continue;
+            /* the publisher is a gateway of the group: it had its share
+             * on the host the message came from */
+            if (!gw && s->group && s->group->ngateways &&
+                fzr_gateway_of(st->from, s->group))
                 continue;
             /* one that takes no fds refuses a publication with some
              * (EXDEV to the publisher); a group may have picked it */
@@ -360,20 +392,19 @@ static bool fzr_pub_goes(const bk_port_t *from, const bk_hdr_t *h,
         return false;
     if (h->length - h->aux > c->max_msg)
         return false;
+    if (h->dest) {              /* pubsub.c's bk_pub_addressed, restated */
+        const bk_sub_t *gw = fzr_port_sub((bk_port_t *)from,
+                                          (uint32_t)h->dest);
+        if (!gw || !(gw->flags & BK_SUB_F_GATEWAY) ||
+            !bk_topic_match(gw->pattern, gw->plen, (const char *)payload,
+                            h->aux) ||
+            gw->group->nmembers == gw->group->ngateways)
+            return false;
+    }
     return !(h->flags & BK_F_MORE) || from->streams.count < c->max_streams;
 }
 
 /* ---- checking what was sent ------------------------------------------------- */
-
-static bk_sub_t *fzr_port_sub(bk_port_t *p, uint32_t id)
-{
-    bk_sub_t *s;
-
-    bk_list_for_each(s, &p->subs, bk_sub_t, client_link)
-        if (s->id == id)
-            return s;
-    return NULL;
-}
 
 /* A publication's first fragment to f->to: one the step expects. */
 static void fzr_check_pub_first(fzr_t *z, fzr_step_t *st,
@@ -385,8 +416,13 @@ static void fzr_check_pub_first(fzr_t *z, fzr_step_t *st,
     fzr_require(f->h.dest && f->h.dest <= UINT32_MAX && s);
     fzr_require(f->h.aux && f->h.aux <= f->h.length &&
                 f->h.aux <= DBL_PAYLOAD);
+    /* a gateway's member count comes on a topic its pattern need not
+     * match */
     fzr_require(bk_topic_match(s->pattern, s->plen,
-                               (const char *)f->payload, f->h.aux));
+                               (const char *)f->payload, f->h.aux) ||
+                (!from_client && (s->flags & BK_SUB_F_GATEWAY) &&
+                 f->h.aux == sizeof(BK_TOPIC_MEMBERS) - 1 &&
+                 !memcmp(f->payload, BK_TOPIC_MEMBERS, f->h.aux)));
     fzr_require(f->h.stream & BK_SID_PEER_BIT);
     if (from_client) {
         fzr_want_t *want = NULL;
@@ -402,6 +438,11 @@ static void fzr_check_pub_first(fzr_t *z, fzr_step_t *st,
                 want = w;
         }
         fzr_require(want && want->got++ == 0);
+        /* a group with gateways gives its share to one of them, and an
+         * addressed publication goes to a member that is not one */
+        if (want->group)
+            fzr_require(!!(s->flags & BK_SUB_F_GATEWAY) ==
+                        (!st->h.dest && s->group->ngateways > 0));
         if (f->h.flags & BK_F_MORE)
             fzr_map_set(z, f->to->id, f->h.stream, st->from->id,
                         st->h.stream, s->id);
@@ -851,9 +892,8 @@ static void fzr_frame(fzr_t *z, fzr_in_t *in, fzr_step_t *st, bk_port_t *p,
                      .type = close ? BK_T_CLOSE : BK_T_DATA };
     h->flags = close ? 0 : fzr_pick_flags(in);
     h->stream = fzr_pick_sid(in, p);
-    if (!close && (h->flags & BK_F_OPEN) &&
-        !(h->flags & (BK_F_NAME | BK_F_TOPIC)))
-        h->dest = fzr_pick_dest(in);
+    if (!close && (h->flags & BK_F_OPEN) && !(h->flags & BK_F_NAME))
+        h->dest = fzr_pick_dest(in);    /* a publication: a gateway's sub */
     if (!close && (h->flags & BK_F_NAME))
         pre = FZR_PICK_N(in, fzr_names, (char *)payload, BK_MAX_TOPIC);
     else if (!close && (h->flags & BK_F_TOPIC))
