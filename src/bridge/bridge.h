@@ -11,6 +11,9 @@
  *   local.c   bn_local_   the libbroker connection and its messages
  *   export.c  bn_export_  local publications to NATS
  *   import.c  bn_import_  NATS subjects published locally
+ *   group.c   bn_group_   queue groups spanning hosts (import-group): a
+ *                         gateway in the local group, a NATS queue
+ *                         subscription while it has members
  *   parts.c   bn_parts_   publications larger than max_payload: split
  *                         into parts, and joined again
  *   call.c    bn_call_    requests and one-way messages across hosts
@@ -55,6 +58,15 @@ typedef struct bn_stats {
     uint64_t drop_gap;              /* brokerd dropped (export-policy drop) */
     uint64_t drop_invalid;          /* bad subject, header or reply */
     uint64_t loop_skipped;          /* own messages not sent back */
+    uint64_t group_out;             /* local group shares sent to NATS */
+    uint64_t group_in;              /* NATS queue messages handed to a
+                                       local member */
+    uint64_t group_kept;            /* shares too large for one NATS
+                                       message, handed to a local member */
+    uint64_t group_parts_skipped;   /* parts on a queue subscription */
+    uint64_t drop_group;            /* for a group without members here */
+    uint64_t drop_refused;          /* brokerd refused a one-way message
+                                       of the bridge (ERROR event) */
     uint64_t disconnects, reconnects;
     uint64_t started_ms;
     uint64_t rate_at_ms, rate_msgs_out, rate_msgs_in;
@@ -69,10 +81,23 @@ typedef struct bn_export {
     bool pending;                   /* brokerd has not answered yet */
 } bn_export_t;
 
+/* An import-group entry: the gateway subscription in the local group,
+ * and the NATS queue subscription while the group has members here. */
+typedef struct bn_group {
+    struct bn_bridge *br;
+    char *key;                      /* "PATTERN GROUP"; NULL: a free slot
+                                       (once !pending) */
+    char *pattern, *name;           /* in one allocation after key */
+    uint32_t sub_id;                /* 0 until brokerd answered */
+    bool pending;
+    uint32_t members;               /* the local members, not gateways */
+    uint32_t nats_id;               /* hand-off tag of nsub */
+    natsSubscription *nsub;         /* on gnc, while members > 0 */
+} bn_group_t;
+
 /* A NATS subscription of the bridge (imports and offers). */
 typedef struct bn_nsub {
-    char *key;                      /* the pattern, "PATTERN GROUP" or
-                                       the offered name */
+    char *key;                      /* the pattern or the offered name */
     uint32_t id;                    /* the hand-off tag, never 0 */
     natsSubscription *sub;
 } bn_nsub_t;
@@ -111,10 +136,14 @@ typedef struct bn_bridge {
     natsSubscription *inbox_sub;
     uint32_t ctl_id;                /* hand-off tag of _bridge.> */
     natsSubscription *ctl_sub;
+    natsConnection *gnc;            /* the queue groups' (echo allowed) */
+    natsOptions *gopts;
+    bool group_failed;              /* its last attempt failed (logged) */
 
     bn_export_t exports[BN_MAX_LIST];
     size_t nexports;
-    bn_nsub_t imports[2 * BN_MAX_LIST];
+    bn_group_t groups[BN_MAX_LIST];
+    bn_nsub_t imports[BN_MAX_LIST];
     size_t nimports;
     bn_nsub_t offers[BN_MAX_LIST];
     size_t noffers;
@@ -147,7 +176,8 @@ void bn_quit(bn_bridge_t *br, int code);
 /* ---- nats.c ---------------------------------------------------------------- */
 
 /* What a NATS message was received for. */
-enum { BN_SUB_IMPORT = 1, BN_SUB_OFFER, BN_SUB_INBOX, BN_SUB_CTL };
+enum { BN_SUB_IMPORT = 1, BN_SUB_OFFER, BN_SUB_INBOX, BN_SUB_CTL,
+       BN_SUB_GROUP };
 
 /* Options from the settings, the hand-off, then the first connection
  * attempt (later ones from a timer, with backoff, until one succeeds).
@@ -157,15 +187,21 @@ int bn_nats_start(bn_bridge_t *br);
  * once more to release the handles. */
 void bn_nats_stop(bn_bridge_t *br);
 bool bn_nats_connected(const bn_bridge_t *br);
+/* Make the group connection if groups are configured and it is not up
+ * (after the first connection, then at every tick while it fails). */
+void bn_nats_group_connect(bn_bridge_t *br);
 
-/* Subscribe subject (queue group, or NULL) for kind; *id gets the tag the
- * messages come back with.  0 or a negative errno (-ENOTCONN before the
+/* Subscribe subject (queue group, or NULL) for kind (BN_SUB_GROUP: on the
+ * group connection); *id gets the tag the messages come back with.  0 or a negative errno (-ENOTCONN before the
  * first connection: the caller subscribes again on connect). */
 int bn_nats_subscribe(bn_bridge_t *br, const char *subject,
                       const char *group, int kind, uint32_t *id,
                       natsSubscription **sub);
 void bn_nats_unsubscribe(natsSubscription **sub);
 
+/* Whether len bytes of data go as one NATS message (with the origin mark;
+ * true before the server told its max_payload). */
+bool bn_nats_fits(const bn_bridge_t *br, size_t len);
 /* Publish with this host's origin mark, a reply subject (or NULL) and
  * an error header (err < 0) or none.  0, -EMSGSIZE (data and headers
  * over max_payload), -ENOBUFS (reconnect buffer full), -ENOTCONN, -EIO. */
@@ -187,6 +223,7 @@ int bn_nats_publish_part(bn_bridge_t *br, const char *subject,
 /* ---- the parts that get NATS messages (the callee owns msg) ---------------- */
 
 void bn_import_msg(bn_bridge_t *br, uint32_t id, natsMsg *msg);
+void bn_group_nats_msg(bn_bridge_t *br, uint32_t id, natsMsg *msg);
 void bn_call_offer_msg(bn_bridge_t *br, uint32_t id, natsMsg *msg);
 void bn_call_reply_msg(bn_bridge_t *br, natsMsg *msg);
 void bn_offers_ctl_msg(bn_bridge_t *br, natsMsg *msg);
@@ -216,10 +253,28 @@ void bn_export_stop(bn_bridge_t *br);
 void bn_stats_drop(bn_bridge_t *br, uint64_t *counter, const char *what,
                    const char *where);
 void bn_export_publication(bn_bridge_t *br, broker_msg_t *msg);
+/* Whether an export subscription delivers publications on topic. */
+bool bn_export_covers(const bn_bridge_t *br, const char *topic);
+/* Send a local publication to NATS (bounds checked, split if it must be,
+ * counted). */
+void bn_export_send(bn_bridge_t *br, const broker_msg_t *m);
 void bn_import_stop(bn_bridge_t *br);
 /* Publish data locally on topic (import-side bounds checked, counted). */
 void bn_import_publish(bn_bridge_t *br, const char *topic, const void *data,
                        size_t len);
+
+/* ---- group.c --------------------------------------------------------------- */
+
+/* Make the gateway subscriptions match conf.groups (and drop the NATS
+ * side of removed ones). */
+void bn_group_sync(bn_bridge_t *br);
+/* Subscribe or unsubscribe the NATS side of every group as its local
+ * members come and go. */
+void bn_group_nats_sync(bn_bridge_t *br);
+/* A local delivery: true when it was for a gateway subscription (then
+ * msg is consumed). */
+bool bn_group_local_msg(bn_bridge_t *br, broker_msg_t *msg);
+void bn_group_stop(bn_bridge_t *br);
 
 /* ---- parts.c --------------------------------------------------------------- */
 

@@ -172,7 +172,9 @@ static bool bn_group_ok(const char *v)
         return false;
     memcpy(pat, v, pl);
     pat[pl] = '\0';
-    return bn_pattern_ok(pat) && bn_token_valid(sp + 1);
+    /* GROUP names the NATS queue group and the local one */
+    return bn_pattern_ok(pat) && bn_token_valid(sp + 1) &&
+           bk_name_valid(sp + 1, strlen(sp + 1), BK_MAX_NAME);
 }
 
 /* ---- keys ------------------------------------------------------------------ */

@@ -127,7 +127,21 @@ static bn_export_t *bn_export_owner(bn_bridge_t *br, const broker_msg_t *m)
     return NULL;
 }
 
-static void bn_export_send(bn_bridge_t *br, const broker_msg_t *m)
+bool bn_export_covers(const bn_bridge_t *br, const char *topic)
+{
+    size_t tl = strlen(topic);
+
+    for (size_t i = 0; i < BN_MAX_LIST; i++) {
+        const bn_export_t *e = &br->exports[i];
+
+        if (e->pattern && e->sub_id &&
+            bk_topic_match(e->pattern, strlen(e->pattern), topic, tl))
+            return true;
+    }
+    return false;
+}
+
+void bn_export_send(bn_bridge_t *br, const broker_msg_t *m)
 {
     char subj[BN_MAP_SUBJ_MAX];
     int r;

@@ -2,9 +2,8 @@
  * import.c - NATS subjects PREFIX.TOPIC on the import patterns, published
  * locally on TOPIC (prefix bn_import_).
  *
- * One NATS subscription per `import` pattern, and one queue subscription
- * per `import-group = PATTERN GROUP` (NATS group GROUP: each message goes
- * to one of the bridges in the group).  The bridge's connection does not
+ * One NATS subscription per `import` pattern (`import-group` is
+ * group.c's).  The bridge's connection does not
  * get its own publications back (NATS no_echo); a message that carries
  * this host's origin mark anyway is dropped as a loop.  A message that an
  * earlier import also matches is taken from that one only.  Parts of a
@@ -22,30 +21,18 @@
 #include "map.h"
 #include "topic.h"
 
-/* What the import entries' keys want: "PATTERN" and "PATTERN GROUP". */
-static bool bn_import_wanted(const bn_bridge_t *br, const char *key)
+static void bn_import_add(bn_bridge_t *br, const char *pattern)
 {
-    return bn_list_has(&br->conf.imports, key) ||
-           bn_list_has(&br->conf.groups, key);
-}
-
-static void bn_import_add(bn_bridge_t *br, const char *key)
-{
-    char pattern[256], subj[BN_MAP_SUBJ_MAX];
-    const char *group = strchr(key, ' ');
+    char subj[BN_MAP_SUBJ_MAX];
     bn_nsub_t *n = &br->imports[br->nimports];
 
-    snprintf(pattern, sizeof(pattern), "%.*s",
-             group ? (int)(group - key) : (int)strlen(key), key);
-    if (group)
-        group++;
     if (br->nimports == sizeof(br->imports) / sizeof(br->imports[0]) ||
         bn_map_subject(br->conf.prefix, pattern, subj, sizeof(subj)) < 0)
         return;
-    n->key = strdup(key);
+    n->key = strdup(pattern);
     if (!n->key)
         return;
-    if (bn_nats_subscribe(br, subj, group, BN_SUB_IMPORT, &n->id,
+    if (bn_nats_subscribe(br, subj, NULL, BN_SUB_IMPORT, &n->id,
                           &n->sub) < 0) {
         free(n->key);
         n->key = NULL;
@@ -73,17 +60,16 @@ static bool bn_import_have(const bn_bridge_t *br, const char *key)
 
 void bn_import_sync(bn_bridge_t *br)
 {
-    const bn_list_t *lists[] = { &br->conf.imports, &br->conf.groups };
+    const bn_list_t *want = &br->conf.imports;
 
     if (!br->nc)
         return;
     for (size_t i = br->nimports; i-- > 0;)
-        if (!bn_import_wanted(br, br->imports[i].key))
+        if (!bn_list_has(want, br->imports[i].key))
             bn_import_remove(br, i);
-    for (size_t l = 0; l < 2; l++)
-        for (size_t w = 0; w < lists[l]->n; w++)
-            if (!bn_import_have(br, lists[l]->v[w]))
-                bn_import_add(br, lists[l]->v[w]);
+    for (size_t w = 0; w < want->n; w++)
+        if (!bn_import_have(br, want->v[w]))
+            bn_import_add(br, want->v[w]);
 }
 
 void bn_import_stop(bn_bridge_t *br)
@@ -103,7 +89,7 @@ static const bn_nsub_t *bn_import_owner(const bn_bridge_t *br, uint32_t id,
 
         if (br->imports[i].id == id)
             return &br->imports[i];
-        if (bk_topic_match(k, strcspn(k, " "), topic, tl))
+        if (bk_topic_match(k, strlen(k), topic, tl))
             return NULL;
     }
     return NULL;

@@ -3,8 +3,8 @@
  * (prefix bn_local_).
  *
  * The connection is attached to the loop; every message goes to
- * bn_local_message, which hands it on: publications on exported topics to
- * export.c, messages to HOST/NAME names to call.c, requests to the status
+ * bn_local_message, which hands it on: deliveries to the gateway
+ * subscriptions to group.c, publications on exported topics to export.c, messages to HOST/NAME names to call.c, requests to the status
  * name are answered here.  If brokerd goes away the bridge ends (exit 1;
  * its service manager starts it again).
  */
@@ -42,7 +42,8 @@ static void bn_local_message(broker_t *b, broker_msg_t *msg, void *ud)
 
     (void)b;
     if (msg->kind == BROKER_MSG_DATA && (msg->flags & BROKER_MSGF_TOPIC)) {
-        bn_export_publication(br, msg);
+        if (!bn_group_local_msg(br, msg))
+            bn_export_publication(br, msg);
         return;
     }
     if (msg->kind == BROKER_MSG_DATA && msg->name &&
@@ -57,9 +58,9 @@ static void bn_local_message(broker_t *b, broker_msg_t *msg, void *ud)
         br->st.drop_gap += msg->gap;
     else if (msg->kind == BROKER_MSG_DATA && broker_msg_is_request(msg))
         broker_reply_error(br->b, msg, -ENOENT);
-    else if (msg->kind == BROKER_MSG_ERROR)
-        bn_log(BN_LOG_DEBUG, "brokerd: stream %u: %s",
-               (unsigned)msg->stream, broker_strerror(msg->code));
+    else if (msg->kind == BROKER_MSG_ERROR)   /* a one-way message lost */
+        bn_stats_drop(br, &br->st.drop_refused, broker_strerror(msg->code),
+                      "brokerd");
     broker_msg_free(msg);
 }
 

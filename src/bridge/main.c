@@ -51,6 +51,7 @@ static void bn_main_apply(bn_bridge_t *br)
 {
     bn_log_set_level(br->conf.log_level);
     bn_export_sync(br);
+    bn_group_sync(br);
     bn_import_sync(br);
     bn_call_sync_offers(br);
     bn_offers_sync_fixed(br);
@@ -93,6 +94,7 @@ static void bn_main_tick(uv_timer_t *t)
     bn_stats_tick(br);
     bn_call_tick(br);
     bn_parts_tick(br);
+    bn_nats_group_connect(br);
 }
 
 static void bn_main_handles(bn_bridge_t *br)
@@ -117,6 +119,7 @@ static void bn_main_shutdown(bn_bridge_t *br)
         bn_offers_bye(br);
     bn_call_stop(br);
     bn_import_stop(br);
+    bn_group_stop(br);
     bn_parts_stop(br);
     bn_local_stop(br);
     bn_export_stop(br);
@@ -144,6 +147,7 @@ static int bn_main_run(bn_bridge_t *br)
         uv_run(br->loop, UV_RUN_NOWAIT);
         return 1;
     }
+    bn_group_sync(br);              /* after bn_nats_start: its options */
     bn_main_handles(br);
     bn_log(BN_LOG_INFO, "host %s, prefix %s: bridging %zu export(s), %zu "
            "import(s), %zu offer(s)", br->conf.host, br->conf.prefix,

@@ -15,6 +15,14 @@
  * that); while it fails, a timer tries again with backoff up to
  * reconnect-wait.  After that libnats reconnects by itself, buffering
  * publications up to reconnect-buffer bytes.
+ *
+ * The main connection is made with no_echo: the server never sends the
+ * bridge what it published itself.  That also keeps a NATS queue group
+ * from choosing the publisher's own queue subscription, so the queue
+ * subscriptions of import-group (group.c) live on a second connection,
+ * made once the first is up while groups are configured (and retried at
+ * every tick while it fails); it gets the bridge's own publications like
+ * anybody's.
  */
 #include <errno.h>
 #include <limits.h>
@@ -173,6 +181,9 @@ static void bn_nats_dispatch(bn_bridge_t *br, bn_ev_t *ev)
     case BN_SUB_IMPORT:
         bn_import_msg(br, ev->id, ev->msg);
         break;
+    case BN_SUB_GROUP:
+        bn_group_nats_msg(br, ev->id, ev->msg);
+        break;
     case BN_SUB_OFFER:
         bn_call_offer_msg(br, ev->id, ev->msg);
         break;
@@ -248,38 +259,46 @@ static natsStatus bn_nats_auth(natsOptions *o, const bn_conf_t *c)
     return s;
 }
 
-static natsStatus bn_nats_callbacks(natsOptions *o, bn_bridge_t *br)
+/* The group connection reports only errors: libnats reconnects it and
+ * restores its subscriptions by itself, and the main connection's state
+ * is the bridge's. */
+static natsStatus bn_nats_callbacks(natsOptions *o, bn_bridge_t *br,
+                                    bool main)
 {
     natsStatus s = natsOptions_SetEventLoop(o, br->loop, natsLibuv_Attach,
                                             natsLibuv_Read, natsLibuv_Write,
                                             natsLibuv_Detach);
 
     if (s == NATS_OK)
+        s = natsOptions_SetErrorHandler(o, bn_nats_on_error, NULL);
+    if (!main)
+        return s;
+    if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(o, bn_nats_on_disconnected, NULL);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectedCB(o, bn_nats_on_reconnected, NULL);
     if (s == NATS_OK)
         s = natsOptions_SetClosedCB(o, bn_nats_on_closed, NULL);
-    if (s == NATS_OK)
-        s = natsOptions_SetErrorHandler(o, bn_nats_on_error, NULL);
     return s;
 }
 
-static int bn_nats_options(bn_bridge_t *br)
+/* The options of the main connection (main) or of the group one. */
+static int bn_nats_options(bn_bridge_t *br, bool main, natsOptions **out)
 {
     const bn_conf_t *c = &br->conf;
     char name[128];
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
 
-    snprintf(name, sizeof(name), "brokerd-nats %s", c->host);
+    snprintf(name, sizeof(name), "brokerd-nats %s%s", c->host,
+             main ? "" : " groups");
     if (s == NATS_OK)
         s = natsOptions_SetServers(o, (const char **)c->servers.v,
                                    (int)c->servers.n);
     if (s == NATS_OK)
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK)
-        s = natsOptions_SetNoEcho(o, true);
+        s = natsOptions_SetNoEcho(o, main);
     if (s == NATS_OK)
         s = natsOptions_SetNoRandomize(o, true);
     if (s == NATS_OK)
@@ -302,12 +321,12 @@ static int bn_nats_options(bn_bridge_t *br)
     if (s == NATS_OK && c->tls)
         s = bn_nats_tls(o, c);
     if (s == NATS_OK)
-        s = bn_nats_callbacks(o, br);
+        s = bn_nats_callbacks(o, br, main);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return bn_nats_fail("options", s);
     }
-    br->nopts = o;
+    *out = o;
     return 0;
 }
 
@@ -345,6 +364,27 @@ static void bn_nats_connected_first(bn_bridge_t *br)
     bn_import_sync(br);
     bn_call_sync_offers(br);
     bn_offers_announce(br, true);
+    bn_nats_group_connect(br);
+}
+
+void bn_nats_group_connect(bn_bridge_t *br)
+{
+    natsStatus s;
+
+    if (br->gnc || !br->nc || !br->conf.groups.n || br->stopping)
+        return;
+    s = natsConnection_Connect(&br->gnc, br->gopts);
+    if (s != NATS_OK) {
+        br->gnc = NULL;
+        bn_log(br->group_failed ? BN_LOG_DEBUG : BN_LOG_WARN,
+               "NATS: cannot connect for the queue groups: %s; trying "
+               "again", natsStatus_GetText(s));
+        br->group_failed = true;
+        return;
+    }
+    br->group_failed = false;
+    bn_log(BN_LOG_DEBUG, "NATS: connected for the queue groups");
+    bn_group_nats_sync(br);
 }
 
 static void bn_nats_try(uv_timer_t *t)
@@ -378,7 +418,9 @@ int bn_nats_start(bn_bridge_t *br)
         return bn_nats_fail("library", s);
     natsLibuv_Init();
     natsLibuv_SetThreadLocalLoop(br->loop);
-    r = bn_nats_options(br);
+    r = bn_nats_options(br, true, &br->nopts);
+    if (r == 0)
+        r = bn_nats_options(br, false, &br->gopts);
     if (r < 0)
         return r;
     if (uv_mutex_init(&bn_hand.lock) < 0 ||
@@ -405,20 +447,21 @@ int bn_nats_subscribe(bn_bridge_t *br, const char *subject,
                       const char *group, int kind, uint32_t *id,
                       natsSubscription **sub)
 {
+    natsConnection *nc = kind == BN_SUB_GROUP ? br->gnc : br->nc;
     uintptr_t tag;
     natsStatus s;
 
-    if (!br->nc)
+    if (!nc)
         return -ENOTCONN;
     if (bn_nats_next_id > 0xffffffu)
         bn_nats_next_id = 1;
     *id = bn_nats_next_id++;
     tag = ((uintptr_t)kind << 24) | *id;
     if (group)
-        s = natsConnection_QueueSubscribe(sub, br->nc, subject, group,
+        s = natsConnection_QueueSubscribe(sub, nc, subject, group,
                                           bn_nats_on_msg, (void *)tag);
     else
-        s = natsConnection_Subscribe(sub, br->nc, subject, bn_nats_on_msg,
+        s = natsConnection_Subscribe(sub, nc, subject, bn_nats_on_msg,
                                      (void *)tag);
     if (s != NATS_OK) {
         bn_log(BN_LOG_ERROR, "NATS: subscribe %s: %s", subject,
@@ -485,6 +528,14 @@ static int bn_nats_send(bn_bridge_t *br, const char *subject,
         s = natsConnection_PublishMsg(br->nc, m);
     natsMsg_Destroy(m);
     return bn_nats_errno(s);
+}
+
+bool bn_nats_fits(const bn_bridge_t *br, size_t len)
+{
+    const char *kv[2] = { BN_MAP_ORIGIN, br->conf.host };
+
+    return br->max_payload <= 0 ||
+           len + bn_nats_hdr_len(kv, 1) <= (uint64_t)br->max_payload;
 }
 
 int bn_nats_publish(bn_bridge_t *br, const char *subject, const char *reply,
@@ -565,13 +616,16 @@ void bn_nats_stop(bn_bridge_t *br)
     uv_close((uv_handle_t *)&br->connect_timer, NULL);
     bn_nats_unsubscribe(&br->inbox_sub);
     bn_nats_unsubscribe(&br->ctl_sub);
-    if (br->nc) {
-        natsConnection_Close(br->nc);
-        natsConnection_Destroy(br->nc);
-        br->nc = NULL;
-    }
+    natsConnection *conns[] = { br->gnc, br->nc };
+    for (size_t i = 0; i < 2; i++)
+        if (conns[i]) {
+            natsConnection_Close(conns[i]);
+            natsConnection_Destroy(conns[i]);
+        }
+    br->gnc = br->nc = NULL;
     natsOptions_Destroy(br->nopts);
-    br->nopts = NULL;
+    natsOptions_Destroy(br->gopts);
+    br->nopts = br->gopts = NULL;
     /* libnats's threads end here; none of its callbacks runs after. */
     nats_CloseAndWait(2000);
     uv_close((uv_handle_t *)&bn_hand.async, NULL);

@@ -102,11 +102,34 @@ static uint64_t bn_stats_slow(const bn_bridge_t *br)
         if (br->imports[i].sub &&
             natsSubscription_GetDropped(br->imports[i].sub, &d) == NATS_OK)
             sum += (uint64_t)d;
+    for (size_t i = 0; i < BN_MAX_LIST; i++)
+        if (br->groups[i].nsub &&
+            natsSubscription_GetDropped(br->groups[i].nsub, &d) == NATS_OK)
+            sum += (uint64_t)d;
     for (size_t i = 0; i < br->noffers; i++)
         if (br->offers[i].sub &&
             natsSubscription_GetDropped(br->offers[i].sub, &d) == NATS_OK)
             sum += (uint64_t)d;
     return sum;
+}
+
+/* group_members=GROUP:N[+] for each import-group whose gateway is in
+ * place: its members here, + while its NATS queue subscription is up. */
+static void bn_stats_groups(bn_text_t *t, const bn_bridge_t *br)
+{
+    bool first = true;
+
+    bn_text_add(t, "group_members=");
+    for (size_t i = 0; i < BN_MAX_LIST; i++) {
+        const bn_group_t *g = &br->groups[i];
+
+        if (!g->key || !g->sub_id)
+            continue;
+        bn_text_add(t, "%s%s:%u%s", first ? "" : ",", g->name,
+                    (unsigned)g->members, g->nsub ? "+" : "");
+        first = false;
+    }
+    bn_text_add(t, "\n");
 }
 
 static void bn_stats_config(bn_text_t *t, const bn_bridge_t *br)
@@ -124,6 +147,7 @@ static void bn_stats_config(bn_text_t *t, const bn_bridge_t *br)
     bn_text_list(t, "exports", br->conf.exports.v, br->conf.exports.n);
     bn_text_list(t, "imports", br->conf.imports.v, br->conf.imports.n);
     bn_text_list(t, "import_groups", br->conf.groups.v, br->conf.groups.n);
+    bn_stats_groups(t, br);
     bn_text_list(t, "offers", br->conf.offers.v, br->conf.offers.n);
     for (size_t i = 0; i < br->nremotes; i++)
         names[i] = br->remotes[i].name;
@@ -138,7 +162,8 @@ static void bn_stats_counts(bn_text_t *t, const bn_bridge_t *br)
                      s->drop_partial_bytes + s->drop_fds +
                      s->drop_disconnected +
                      s->drop_reconnect_buffer + slow + s->drop_backlog +
-                     s->drop_local_backlog + s->drop_gap + s->drop_invalid;
+                     s->drop_local_backlog + s->drop_gap + s->drop_invalid +
+                     s->drop_group + s->drop_refused;
 
     bn_text_add(t, "msgs_out=%llu\nbytes_out=%llu\nmsgs_in=%llu\n"
                 "bytes_in=%llu\n", (unsigned long long)s->msgs_out,
@@ -150,6 +175,12 @@ static void bn_stats_counts(bn_text_t *t, const bn_bridge_t *br)
                 "partial_bytes=%llu\n", (unsigned long long)s->msgs_split,
                 (unsigned long long)s->msgs_joined, br->npartials,
                 (unsigned long long)br->partial_bytes);
+    bn_text_add(t, "group_out=%llu\ngroup_in=%llu\ngroup_kept=%llu\n"
+                "group_parts_skipped=%llu\n",
+                (unsigned long long)s->group_out,
+                (unsigned long long)s->group_in,
+                (unsigned long long)s->group_kept,
+                (unsigned long long)s->group_parts_skipped);
     bn_text_add(t, "calls_out=%llu\ncalls_out_failed=%llu\ncalls_in=%llu\n"
                 "calls_in_failed=%llu\ncalls_pending=%zu\nsends_out=%llu\n"
                 "sends_in=%llu\n", (unsigned long long)s->calls_out,
@@ -164,7 +195,8 @@ static void bn_stats_counts(bn_text_t *t, const bn_bridge_t *br)
                 "drop_disconnected=%llu\ndrop_reconnect_buffer=%llu\n"
                 "drop_slow_consumer=%llu\ndrop_backlog=%llu\n"
                 "drop_local_backlog=%llu\ndrop_gap=%llu\n"
-                "drop_invalid=%llu\nloop_skipped=%llu\n",
+                "drop_invalid=%llu\ndrop_group=%llu\ndrop_refused=%llu\n"
+                "loop_skipped=%llu\n",
                 (unsigned long long)drops, (unsigned long long)s->drop_size,
                 (unsigned long long)s->drop_incomplete,
                 (unsigned long long)s->drop_partial_bytes,
@@ -176,6 +208,8 @@ static void bn_stats_counts(bn_text_t *t, const bn_bridge_t *br)
                 (unsigned long long)s->drop_local_backlog,
                 (unsigned long long)s->drop_gap,
                 (unsigned long long)s->drop_invalid,
+                (unsigned long long)s->drop_group,
+                (unsigned long long)s->drop_refused,
                 (unsigned long long)s->loop_skipped);
     bn_text_add(t, "disconnects=%llu\nreconnects=%llu\nuptime_ms=%llu\n",
                 (unsigned long long)s->disconnects,

@@ -241,17 +241,22 @@ static void bt_await_status(broker_t *c, const char *key, uint64_t want)
     }
 }
 
-static void bt_await_state(broker_t *c, const char *want)
+static void bt_await_text(broker_t *c, const char *key, const char *want)
 {
     uint64_t end = th_now_ms() + TH_HANG_MS;
     unsigned us = 1000;
-    char v[64] = "";
+    char v[256] = "";
 
-    while (!bt_status_text(c, "state", v, sizeof(v)) || strcmp(v, want)) {
-        cr_assert_lt(th_now_ms(), end, "bridge state '%s', want '%s'", v,
-                     want);
+    while (!bt_status_text(c, key, v, sizeof(v)) || strcmp(v, want)) {
+        cr_assert_lt(th_now_ms(), end, "bridge status %s '%s', want '%s'",
+                     key, v, want);
         th_nap(&us);
     }
+}
+
+static void bt_await_state(broker_t *c, const char *want)
+{
+    bt_await_text(c, "state", want);
 }
 
 static bool bt_owned(broker_t *c, const char *name)
@@ -445,13 +450,20 @@ static broker_msg_t *bt_next(broker_t *sub)
     }
 }
 
-static broker_t *bt_subscriber(const th_broker_t *b, const char *pattern)
+/* A subscriber on pattern, in group (or none). */
+static broker_t *bt_member(const th_broker_t *b, const char *pattern,
+                           const char *group)
 {
     broker_t *c = bt_connect(b);
     uint32_t id;
 
-    TH_OK(broker_subscribe(c, pattern, NULL, BROKER_SUB_BLOCK, &id));
+    TH_OK(broker_subscribe(c, pattern, group, BROKER_SUB_BLOCK, &id));
     return c;
+}
+
+static broker_t *bt_subscriber(const th_broker_t *b, const char *pattern)
+{
+    return bt_member(b, pattern, NULL);
 }
 
 /* ---- publications ---------------------------------------------------------------- */
@@ -1146,16 +1158,109 @@ Test(bridge, cluster_server_killed_mid_traffic)
 
 /* ---- queue groups ----------------------------------------------------------------------- */
 
-/* hosta publishes; hostb and hostc import through the NATS group
- * "workers": each message reaches one of them, and both get work. */
-Test(bridge, import_group_shares_across_hosts)
+/* Probes from each publisher until each member got one: every bridge's
+ * queue subscription is then in place.  Returns the probes published;
+ * each went to one member. */
+static uint64_t bt_group_probe(broker_t *const *pubs, size_t npubs,
+                               broker_t *const *members, size_t nmembers)
 {
-    size_t n = th_scaled(400, 100), got_b = 0, got_c = 0;
-    broker_t *pub, *sb, *sc, *cb, *cc;
-    bool probe_b = false, probe_c = false;
     uint64_t end = th_now_ms() + TH_HANG_MS, sent = 0;
+    bool got[4] = { false };
+    size_t have = 0;
+
+    cr_assert_leq(nmembers, 4);
+    while (have < nmembers) {
+        for (size_t p = 0; p < npubs; p++) {
+            TH_OK(broker_publish(pubs[p], "work.probe", "p", 1, NULL, 0));
+            sent++;
+        }
+        for (size_t k = 0; k < nmembers; k++) {
+            broker_msg_t *m = NULL;
+
+            if (broker_recv(members[k], &m, 20) == 0) {
+                have += !got[k];
+                got[k] = true;
+                broker_msg_free(m);
+            }
+        }
+        cr_assert_lt(th_now_ms(), end, "the group never formed");
+    }
+    return sent;
+}
+
+/* Wait until the bridges (through locals[]) handed `want` messages to
+ * their members in all: never more, which would be a message handled
+ * twice. */
+static void bt_await_group_in(broker_t *const *locals, size_t n,
+                              uint64_t want)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS;
+
+    for (;;) {
+        uint64_t in = 0;
+
+        for (size_t k = 0; k < n; k++)
+            in += bt_status(locals[k], "group_in");
+        cr_assert_leq(in, want, "a message reached two members");
+        if (in == want)
+            return;
+        cr_assert_lt(th_now_ms(), end, "%" PRIu64 " of %" PRIu64 " arrived",
+                     in, want);
+        th_nap(&(unsigned){1000});
+    }
+}
+
+/* The jobs (topic work.job, data "job ORIGIN I") member got up to an end
+ * mark that local publishes after the bridge handed them all; each one
+ * counted in seen[ORIGIN * n + I]. */
+static size_t bt_group_collect(broker_t *member, broker_t *local,
+                               unsigned *seen, size_t n)
+{
+    size_t jobs = 0;
+
+    TH_OK(broker_subscribe(member, "local.end", NULL, BROKER_SUB_BLOCK,
+                           &(uint32_t){0}));
+    TH_OK(broker_publish(local, "local.end", "end", 3, NULL, 0));
+    for (;;) {
+        broker_msg_t *m = bt_next(member);
+        bool done = !strcmp(m->topic, "local.end");
+        unsigned origin, i;
+
+        if (!strcmp(m->topic, "work.job")) {
+            cr_assert_eq(sscanf((const char *)m->data, "job %u %u", &origin,
+                                &i), 2, "job '%.*s'", (int)m->len,
+                         (const char *)m->data);
+            cr_assert(origin < 2 && i < n);
+            seen[origin * n + i]++;
+            jobs++;
+        }
+        broker_msg_free(m);
+        if (done)
+            return jobs;
+    }
+}
+
+static void bt_publish_jobs(broker_t *pub, unsigned origin, size_t n)
+{
     char text[32];
 
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(text, sizeof(text), "job %u %zu", origin, i);
+
+        TH_OK(broker_publish(pub, "work.job", text, (size_t)len, NULL, 0));
+    }
+}
+
+/* hosta publishes; hostb and hostc take part in group "workers": each
+ * message reaches one member, and both get work. */
+Test(bridge, import_group_shares_across_hosts)
+{
+    size_t n = th_scaled(400, 100), got_b, got_c;
+    unsigned *seen = calloc(n, sizeof(*seen));
+    broker_t *pub, *sb, *sc, *cb, *cc;
+    uint64_t sent;
+
+    cr_assert_not_null(seen);
     th_broker_start(&hostc, NULL);
     bt_nats_start(0, 1);
     bt_bridge_start(&bridge_a, &hosta, "hosta", "export = work.>\n", 0, 1);
@@ -1164,69 +1269,102 @@ Test(bridge, import_group_shares_across_hosts)
     bt_bridge_start(&bridge_c, &hostc, "hostc",
                     "import-group = work.> workers\n", 0, 1);
     pub = bt_connect(&hosta);
-    sb = bt_subscriber(&hostb, "work.>");
-    sc = bt_subscriber(&hostc, "work.>");
-    /* both members are in the group once each got a probe */
-    while (!probe_b || !probe_c) {
-        broker_msg_t *m = NULL;
-
-        TH_OK(broker_publish(pub, "work.probe", "p", 1, NULL, 0));
-        sent++;
-        if (broker_recv(sb, &m, 20) == 0) {
-            probe_b = true;
-            broker_msg_free(m);
-        }
-        if (broker_recv(sc, &m, 20) == 0) {
-            probe_c = true;
-            broker_msg_free(m);
-        }
-        cr_assert_lt(th_now_ms(), end, "the group never formed");
-    }
-    for (size_t i = 0; i < n; i++) {
-        int len = snprintf(text, sizeof(text), "job %zu", i);
-
-        TH_OK(broker_publish(pub, "work.job", text, (size_t)len, NULL, 0));
-    }
-    /* every probe and job went to exactly one of the two bridges */
+    sb = bt_member(&hostb, "work.>", "workers");
+    sc = bt_member(&hostc, "work.>", "workers");
     cb = bt_connect(&hostb);
     cc = bt_connect(&hostc);
-    for (;;) {
-        uint64_t in = bt_status(cb, "msgs_in") + bt_status(cc, "msgs_in");
-
-        cr_assert_leq(in, n + sent, "a message reached both members");
-        if (in == n + sent)
-            break;
-        cr_assert_lt(th_now_ms(), end, "%" PRIu64 " of %" PRIu64 " arrived",
-                     in, (uint64_t)(n + sent));
-        th_nap(&(unsigned){1000});
-    }
-    /* the jobs each member got: up to an end mark published locally
-     * after the bridge had published them all */
-    broker_t *members[] = { sb, sc }, *locals[] = { cb, cc };
-    size_t *got[] = { &got_b, &got_c };
-    for (int k = 0; k < 2; k++) {
-        TH_OK(broker_subscribe(members[k], "local.end", NULL,
-                               BROKER_SUB_BLOCK, &(uint32_t){0}));
-        TH_OK(broker_publish(locals[k], "local.end", "end", 3, NULL, 0));
-        for (;;) {
-            broker_msg_t *m = bt_next(members[k]);
-            bool done = !strcmp(m->topic, "local.end");
-
-            *got[k] += !strcmp(m->topic, "work.job");
-            broker_msg_free(m);
-            if (done)
-                break;
-        }
-    }
+    bt_await_text(cb, "group_members", "workers:1+");
+    bt_await_text(cc, "group_members", "workers:1+");
+    sent = bt_group_probe(&pub, 1, (broker_t *[]){ sb, sc }, 2);
+    bt_publish_jobs(pub, 0, n);
+    bt_await_group_in((broker_t *[]){ cb, cc }, 2, n + sent);
+    got_b = bt_group_collect(sb, cb, seen, n);
+    got_c = bt_group_collect(sc, cc, seen, n);
     cr_assert_eq(got_b + got_c, n, "%zu + %zu jobs of %zu", got_b, got_c, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(seen[i], 1, "job %zu arrived %u times", i, seen[i]);
     cr_assert_gt(got_b, 0, "hostb got no job");
     cr_assert_gt(got_c, 0, "hostc got no job");
     broker_t *all[] = { pub, sb, sc, cb, cc };
     for (size_t i = 0; i < 5; i++)
         broker_close(all[i]);
+    free(seen);
     bt_bridge_stop(&bridge_a);
     bt_bridge_stop(&bridge_b);
     bt_bridge_stop(&bridge_c);
+}
+
+/* A group with a member on each host and a publisher on each: every job
+ * is handled once in all, the publisher's own host taking its turn too.
+ * hostb also exports the group's topics: that copy is the group's
+ * message, not a second one.  Once hostb's member leaves, hostb's bridge
+ * leaves the NATS group and hostb's jobs go to hosta. */
+Test(bridge, queue_group_with_members_on_both_hosts_handles_each_once)
+{
+    size_t n = th_scaled(200, 50), got_a, got_b, later;
+    unsigned *seen = calloc(2 * n, sizeof(*seen));
+    broker_t *pa, *pb, *ma, *mb, *ca, *cb;
+    uint64_t sent, dropped;
+
+    cr_assert_not_null(seen);
+    bt_two_hosts("import-group = work.> workers\n",
+                 "import-group = work.> workers\nexport = work.>\n");
+    pa = bt_connect(&hosta);
+    pb = bt_connect(&hostb);
+    ma = bt_member(&hosta, "work.>", "workers");
+    mb = bt_member(&hostb, "work.>", "workers");
+    ca = bt_connect(&hosta);
+    cb = bt_connect(&hostb);
+    bt_await_text(ca, "group_members", "workers:1+");
+    bt_await_text(cb, "group_members", "workers:1+");
+    sent = bt_group_probe((broker_t *[]){ pa, pb }, 2,
+                          (broker_t *[]){ ma, mb }, 2);
+    bt_publish_jobs(pa, 0, n);
+    bt_publish_jobs(pb, 1, n);
+    bt_await_group_in((broker_t *[]){ ca, cb }, 2, 2 * n + sent);
+    got_a = bt_group_collect(ma, ca, seen, n);
+    got_b = bt_group_collect(mb, cb, seen, n);
+    cr_assert_eq(got_a + got_b, 2 * n, "%zu + %zu jobs of %zu", got_a, got_b,
+                 2 * n);
+    for (size_t i = 0; i < 2 * n; i++)
+        cr_assert_eq(seen[i], 1, "job %zu of host %zu arrived %u times",
+                     i % n, i / n, seen[i]);
+    cr_assert_gt(got_a, 0, "hosta got no job");
+    cr_assert_gt(got_b, 0, "hostb got no job");
+    /* hosta sent its share itself; hostb's went as its export */
+    cr_assert_eq(bt_status(ca, "group_out") + bt_status(cb, "group_out"),
+                 bt_status(ca, "msgs_out"), "hostb sent a share twice");
+    cr_assert_eq(bt_status(cb, "group_out"), 0);
+
+    /* hostb's member leaves: its jobs now go to hosta, or are counted
+     * as dropped by hostb's bridge if they were on their way to it */
+    broker_close(mb);
+    bt_await_text(cb, "group_members", "workers:0");
+    memset(seen, 0, 2 * n * sizeof(*seen));
+    dropped = bt_status(cb, "drops");
+    uint64_t in_a = bt_status(ca, "group_in");
+    bt_publish_jobs(pb, 1, n);
+    for (uint64_t end = th_now_ms() + TH_HANG_MS;;) {
+        uint64_t in = bt_status(ca, "group_in") - in_a +
+                      bt_status(cb, "drops") - dropped;
+
+        cr_assert_leq(in, n, "a job was handled twice");
+        if (in == n)
+            break;
+        cr_assert_lt(th_now_ms(), end, "%" PRIu64 " of %zu arrived", in, n);
+        th_nap(&(unsigned){1000});
+    }
+    later = bt_group_collect(ma, ca, seen, n);
+    cr_assert_eq(later, bt_status(ca, "group_in") - in_a);
+    cr_assert_gt(later, 0, "hosta got none of hostb's jobs");
+    for (size_t i = n; i < 2 * n; i++)
+        cr_assert_leq(seen[i], 1, "job %zu arrived twice", i - n);
+    broker_t *all[] = { pa, pb, ma, ca, cb };
+    for (size_t i = 0; i < 5; i++)
+        broker_close(all[i]);
+    free(seen);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
 }
 
 /* ---- NATS away ------------------------------------------------------------------------- */
