@@ -1240,6 +1240,17 @@ static size_t bt_group_collect(broker_t *member, broker_t *local,
     }
 }
 
+/* A member of "workers" on work.> at host b, once its bridge is in the
+ * NATS queue group; *local gets a plain connection there. */
+static broker_t *bt_worker(const th_broker_t *b, broker_t **local)
+{
+    broker_t *m = bt_member(b, "work.>", "workers");
+
+    *local = bt_connect(b);
+    bt_await_text(*local, "group_members", "workers:1+");
+    return m;
+}
+
 static void bt_publish_jobs(broker_t *pub, unsigned origin, size_t n)
 {
     char text[32];
@@ -1269,12 +1280,8 @@ Test(bridge, import_group_shares_across_hosts)
     bt_bridge_start(&bridge_c, &hostc, "hostc",
                     "import-group = work.> workers\n", 0, 1);
     pub = bt_connect(&hosta);
-    sb = bt_member(&hostb, "work.>", "workers");
-    sc = bt_member(&hostc, "work.>", "workers");
-    cb = bt_connect(&hostb);
-    cc = bt_connect(&hostc);
-    bt_await_text(cb, "group_members", "workers:1+");
-    bt_await_text(cc, "group_members", "workers:1+");
+    sb = bt_worker(&hostb, &cb);
+    sc = bt_worker(&hostc, &cc);
     sent = bt_group_probe(&pub, 1, (broker_t *[]){ sb, sc }, 2);
     bt_publish_jobs(pub, 0, n);
     bt_await_group_in((broker_t *[]){ cb, cc }, 2, n + sent);
@@ -1311,12 +1318,8 @@ Test(bridge, queue_group_with_members_on_both_hosts_handles_each_once)
                  "import-group = work.> workers\nexport = work.>\n");
     pa = bt_connect(&hosta);
     pb = bt_connect(&hostb);
-    ma = bt_member(&hosta, "work.>", "workers");
-    mb = bt_member(&hostb, "work.>", "workers");
-    ca = bt_connect(&hosta);
-    cb = bt_connect(&hostb);
-    bt_await_text(ca, "group_members", "workers:1+");
-    bt_await_text(cb, "group_members", "workers:1+");
+    ma = bt_worker(&hosta, &ca);
+    mb = bt_worker(&hostb, &cb);
     sent = bt_group_probe((broker_t *[]){ pa, pb }, 2,
                           (broker_t *[]){ ma, mb }, 2);
     bt_publish_jobs(pa, 0, n);
