@@ -139,6 +139,7 @@ typedef struct bn_bridge {
     natsConnection *gnc;            /* the queue groups' (echo allowed) */
     natsOptions *gopts;
     bool group_failed;              /* its last attempt failed (logged) */
+    uint64_t group_retry_ms;        /* no attempt before (bn_now_ms) */
 
     bn_export_t exports[BN_MAX_LIST];
     size_t nexports;
@@ -275,6 +276,9 @@ void bn_group_nats_sync(bn_bridge_t *br);
  * msg is consumed). */
 bool bn_group_local_msg(bn_bridge_t *br, broker_msg_t *msg);
 void bn_group_stop(bn_bridge_t *br);
+/* The group connection is gone: forget its queue subscriptions (made
+ * again by bn_group_nats_sync once it is back). */
+void bn_group_nats_lost(bn_bridge_t *br);
 
 /* ---- parts.c --------------------------------------------------------------- */
 

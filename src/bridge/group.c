@@ -281,6 +281,12 @@ void bn_group_sync(bn_bridge_t *br)
     bn_nats_group_connect(br);
 }
 
+void bn_group_nats_lost(bn_bridge_t *br)
+{
+    for (size_t i = 0; i < BN_MAX_LIST; i++)
+        bn_nats_unsubscribe(&br->groups[i].nsub);
+}
+
 void bn_group_stop(bn_bridge_t *br)
 {
     for (size_t i = 0; i < BN_MAX_LIST; i++) {

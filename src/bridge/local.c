@@ -4,8 +4,10 @@
  *
  * The connection is attached to the loop; every message goes to
  * bn_local_message, which hands it on: deliveries to the gateway
- * subscriptions to group.c, publications on exported topics to export.c, messages to HOST/NAME names to call.c, requests to the status
- * name are answered here.  If brokerd goes away the bridge ends (exit 1;
+ * subscriptions to group.c, publications on exported topics to export.c,
+ * messages to HOST/NAME names to call.c; requests to the status name are
+ * answered here, and brokerd's ERROR events about the bridge's one-way
+ * messages counted (drop_refused).  If brokerd goes away the bridge ends (exit 1;
  * its service manager starts it again).
  */
 #include <errno.h>

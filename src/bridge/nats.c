@@ -20,9 +20,9 @@
  * bridge what it published itself.  That also keeps a NATS queue group
  * from choosing the publisher's own queue subscription, so the queue
  * subscriptions of import-group (group.c) live on a second connection,
- * made once the first is up while groups are configured (and retried at
- * every tick while it fails); it gets the bridge's own publications like
- * anybody's.
+ * made while the first is connected and groups are configured (again
+ * every reconnect-wait while that fails, or after libnats closed it for
+ * good); it gets the bridge's own publications like anybody's.
  */
 #include <errno.h>
 #include <limits.h>
@@ -369,13 +369,25 @@ static void bn_nats_connected_first(bn_bridge_t *br)
 
 void bn_nats_group_connect(bn_bridge_t *br)
 {
+    uint64_t now = bn_now_ms();
     natsStatus s;
 
-    if (br->gnc || !br->nc || !br->conf.groups.n || br->stopping)
+    if (br->gnc && natsConnection_IsClosed(br->gnc)) {
+        bn_log(BN_LOG_WARN, "NATS: the queue groups' connection is closed "
+               "(max-reconnect attempts failed); connecting again");
+        bn_group_nats_lost(br);
+        natsConnection_Destroy(br->gnc);
+        br->gnc = NULL;
+    }
+    /* a connection attempt blocks the loop: only while the main one is up,
+     * and once per reconnect-wait */
+    if (br->gnc || !bn_nats_connected(br) || !br->conf.groups.n ||
+        br->stopping || now < br->group_retry_ms)
         return;
     s = natsConnection_Connect(&br->gnc, br->gopts);
     if (s != NATS_OK) {
         br->gnc = NULL;
+        br->group_retry_ms = now + br->conf.reconnect_wait_ms;
         bn_log(br->group_failed ? BN_LOG_DEBUG : BN_LOG_WARN,
                "NATS: cannot connect for the queue groups: %s; trying "
                "again", natsStatus_GetText(s));
@@ -419,8 +431,10 @@ int bn_nats_start(bn_bridge_t *br)
     natsLibuv_Init();
     natsLibuv_SetThreadLocalLoop(br->loop);
     r = bn_nats_options(br, true, &br->nopts);
-    if (r == 0)
-        r = bn_nats_options(br, false, &br->gopts);
+    if (r == 0 && (r = bn_nats_options(br, false, &br->gopts)) < 0) {
+        natsOptions_Destroy(br->nopts);
+        br->nopts = NULL;
+    }
     if (r < 0)
         return r;
     if (uv_mutex_init(&bn_hand.lock) < 0 ||

@@ -113,12 +113,20 @@ static uint64_t bn_stats_slow(const bn_bridge_t *br)
     return sum;
 }
 
-/* group_members=GROUP:N[+] for each import-group whose gateway is in
+/* group_server: the group connection's server, "reconnecting" or "-";
+ * group_members=GROUP:N[+] for each import-group whose gateway is in
  * place: its members here, + while its NATS queue subscription is up. */
 static void bn_stats_groups(bn_text_t *t, const bn_bridge_t *br)
 {
     bool first = true;
+    char url[256] = "-";
 
+    if (br->gnc &&
+        natsConnection_Status(br->gnc) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_GetConnectedUrl(br->gnc, url, sizeof(url));
+    else if (br->gnc)
+        snprintf(url, sizeof(url), "reconnecting");
+    bn_text_add(t, "group_server=%s\n", url);
     bn_text_add(t, "group_members=");
     for (size_t i = 0; i < BN_MAX_LIST; i++) {
         const bn_group_t *g = &br->groups[i];

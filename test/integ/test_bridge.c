@@ -1161,8 +1161,9 @@ Test(bridge, cluster_server_killed_mid_traffic)
 /* Probes from each publisher until each member got one: every bridge's
  * queue subscription is then in place.  Returns the probes published;
  * each went to one member. */
-static uint64_t bt_group_probe(broker_t *const *pubs, size_t npubs,
-                               broker_t *const *members, size_t nmembers)
+static uint64_t bt_group_probe(const char *topic, broker_t *const *pubs,
+                               size_t npubs, broker_t *const *members,
+                               size_t nmembers)
 {
     uint64_t end = th_now_ms() + TH_HANG_MS, sent = 0;
     bool got[4] = { false };
@@ -1171,15 +1172,17 @@ static uint64_t bt_group_probe(broker_t *const *pubs, size_t npubs,
     cr_assert_leq(nmembers, 4);
     while (have < nmembers) {
         for (size_t p = 0; p < npubs; p++) {
-            TH_OK(broker_publish(pubs[p], "work.probe", "p", 1, NULL, 0));
+            TH_OK(broker_publish(pubs[p], topic, "p", 1, NULL, 0));
             sent++;
         }
         for (size_t k = 0; k < nmembers; k++) {
             broker_msg_t *m = NULL;
 
             if (broker_recv(members[k], &m, 20) == 0) {
-                have += !got[k];
-                got[k] = true;
+                bool probe = m->topic && !strcmp(m->topic, topic);
+
+                have += probe && !got[k];
+                got[k] |= probe;
                 broker_msg_free(m);
             }
         }
@@ -1282,7 +1285,8 @@ Test(bridge, import_group_shares_across_hosts)
     pub = bt_connect(&hosta);
     sb = bt_worker(&hostb, &cb);
     sc = bt_worker(&hostc, &cc);
-    sent = bt_group_probe(&pub, 1, (broker_t *[]){ sb, sc }, 2);
+    sent = bt_group_probe("work.probe", &pub, 1, (broker_t *[]){ sb, sc },
+                          2);
     bt_publish_jobs(pub, 0, n);
     bt_await_group_in((broker_t *[]){ cb, cc }, 2, n + sent);
     got_b = bt_group_collect(sb, cb, seen, n);
@@ -1320,7 +1324,7 @@ Test(bridge, queue_group_with_members_on_both_hosts_handles_each_once)
     pb = bt_connect(&hostb);
     ma = bt_worker(&hosta, &ca);
     mb = bt_worker(&hostb, &cb);
-    sent = bt_group_probe((broker_t *[]){ pa, pb }, 2,
+    sent = bt_group_probe("work.probe", (broker_t *[]){ pa, pb }, 2,
                           (broker_t *[]){ ma, mb }, 2);
     bt_publish_jobs(pa, 0, n);
     bt_publish_jobs(pb, 1, n);
@@ -1363,6 +1367,68 @@ Test(bridge, queue_group_with_members_on_both_hosts_handles_each_once)
     for (size_t i = n; i < 2 * n; i++)
         cr_assert_leq(seen[i], 1, "job %zu arrived twice", i - n);
     broker_t *all[] = { pa, pb, ma, ca, cb };
+    for (size_t i = 0; i < 5; i++)
+        broker_close(all[i]);
+    free(seen);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* hosta's bridge uses server 0 of three (both its connections), hostb's
+ * server 2.  Server 0 is killed: the queue groups' connection moves to
+ * server 1 with the main one, and the group shares work again, hosta's
+ * member included. */
+Test(bridge, queue_group_survives_a_server_kill)
+{
+    size_t n = th_scaled(200, 50), got = 0, got_a = 0;
+    unsigned *seen = calloc(n, sizeof(*seen));
+    broker_t *pb, *ma, *mb, *ca, *cb;
+    char want[64];
+
+    cr_assert_not_null(seen);
+    for (int i = 0; i < 3; i++)
+        bt_nats_start(i, 3);
+    bt_bridge_start(&bridge_a, &hosta, "hosta", "import-group = work.> "
+                    "workers\nreconnect-wait = 50\n", 0, 3);
+    bt_bridge_start(&bridge_b, &hostb, "hostb",
+                    "import-group = work.> workers\n", 2, 1);
+    pb = bt_connect(&hostb);
+    ma = bt_worker(&hosta, &ca);
+    mb = bt_worker(&hostb, &cb);
+    snprintf(want, sizeof(want), "nats://127.0.0.1:%d", nats[0].port);
+    bt_await_text(ca, "group_server", want);
+    bt_group_probe("work.probe", &pb, 1, (broker_t *[]){ ma, mb }, 2);
+    bt_nats_stop(0);
+    bt_await_status(ca, "reconnects", 1);
+    snprintf(want, sizeof(want), "nats://127.0.0.1:%d", nats[1].port);
+    bt_await_text(ca, "group_server", want);
+    bt_await_text(ca, "group_members", "workers:1+");
+    /* a probe of its own reaches each member: hosta's queue subscription
+     * is back on server 1 */
+    bt_group_probe("work.again.probe", &pb, 1, (broker_t *[]){ ma, mb }, 2);
+    bt_publish_jobs(pb, 0, n);
+    for (uint64_t end = th_now_ms() + TH_HANG_MS; got < n;) {
+        broker_t *members[] = { ma, mb };
+
+        for (int k = 0; k < 2; k++) {
+            broker_msg_t *m = NULL;
+            unsigned origin, i;
+
+            if (broker_recv(members[k], &m, 20) < 0)
+                continue;
+            if (!strcmp(m->topic, "work.job") &&
+                sscanf((const char *)m->data, "job %u %u", &origin,
+                       &i) == 2 && i < n) {
+                cr_assert_eq(seen[i]++, 0, "job %u arrived twice", i);
+                got++;
+                got_a += k == 0;
+            }
+            broker_msg_free(m);
+        }
+        cr_assert_lt(th_now_ms(), end, "%zu of %zu jobs arrived", got, n);
+    }
+    cr_assert_gt(got_a, 0, "hosta's member got no job after the kill");
+    broker_t *all[] = { pb, ma, mb, ca, cb };
     for (size_t i = 0; i < 5; i++)
         broker_close(all[i]);
     free(seen);
