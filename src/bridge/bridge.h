@@ -6,8 +6,9 @@
  *   conf.c    bn_conf_    settings (conf.h)
  *   log.c     bn_log      log lines (log.h)
  *   map.c     bn_map_     topics and names as subjects (map.h)
- *   nats.c    bn_nats_    the libnats connection on the loop, and the
+ *   nats.c    bn_nats_    the libnats connections on the loop, and the
  *                         hand-off of libnats's callbacks to the loop
+ *   evloop.c  bn_evloop_  libnats's sockets polled by the loop
  *   local.c   bn_local_   the libbroker connection and its messages
  *   export.c  bn_export_  local publications to NATS
  *   import.c  bn_import_  NATS subjects published locally
@@ -173,6 +174,16 @@ typedef struct bn_bridge {
 
 /* Begin the shutdown with this exit code (from any loop callback). */
 void bn_quit(bn_bridge_t *br, int code);
+
+/* ---- evloop.c -------------------------------------------------------------- */
+
+/* natsOptions_SetEventLoop's callbacks (the loop's thread must be the one
+ * that makes the first connection). */
+natsStatus bn_evloop_attach(void **userData, void *loop, natsConnection *nc,
+                            natsSock socket);
+natsStatus bn_evloop_read(void *userData, bool add);
+natsStatus bn_evloop_write(void *userData, bool add);
+natsStatus bn_evloop_detach(void *userData);
 
 /* ---- nats.c ---------------------------------------------------------------- */
 

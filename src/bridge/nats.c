@@ -2,8 +2,7 @@
  * nats.c - the libnats connection on the bridge's libuv loop (prefix
  * bn_nats_).
  *
- * libnats's libuv adapter (nats/adapters/libuv.h, included here only: it
- * defines functions) does the socket I/O on the loop.  libnats still
+ * libnats does the socket I/O on the loop through evloop.c.  libnats still
  * calls message and connection callbacks on threads of its own; those
  * callbacks only append an event to the hand-off queue below and wake the
  * loop (a uv_async_t), and everything else happens on the loop's thread.
@@ -29,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <nats/adapters/libuv.h>
 #include "bridge.h"
 #include "log.h"
 #include "map.h"
@@ -265,9 +263,9 @@ static natsStatus bn_nats_auth(natsOptions *o, const bn_conf_t *c)
 static natsStatus bn_nats_callbacks(natsOptions *o, bn_bridge_t *br,
                                     bool main)
 {
-    natsStatus s = natsOptions_SetEventLoop(o, br->loop, natsLibuv_Attach,
-                                            natsLibuv_Read, natsLibuv_Write,
-                                            natsLibuv_Detach);
+    natsStatus s = natsOptions_SetEventLoop(o, br->loop, bn_evloop_attach,
+                                            bn_evloop_read, bn_evloop_write,
+                                            bn_evloop_detach);
 
     if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(o, bn_nats_on_error, NULL);
@@ -428,8 +426,6 @@ int bn_nats_start(bn_bridge_t *br)
 
     if (s != NATS_OK)
         return bn_nats_fail("library", s);
-    natsLibuv_Init();
-    natsLibuv_SetThreadLocalLoop(br->loop);
     r = bn_nats_options(br, true, &br->nopts);
     if (r == 0 && (r = bn_nats_options(br, false, &br->gopts)) < 0) {
         natsOptions_Destroy(br->nopts);
