@@ -1186,7 +1186,9 @@ static uint64_t bt_group_probe(const char *topic, broker_t *const *pubs,
                 broker_msg_free(m);
             }
         }
-        cr_assert_lt(th_now_ms(), end, "the group never formed");
+        cr_assert_lt(th_now_ms(), end, "the group never formed: %s: member "
+                     "0 %s a probe, member 1 %s", topic,
+                     got[0] ? "got" : "never got", got[1] ? "got" : "not");
     }
     return sent;
 }
@@ -1370,6 +1372,69 @@ Test(bridge, queue_group_with_members_on_both_hosts_handles_each_once)
     for (size_t i = 0; i < 5; i++)
         broker_close(all[i]);
     free(seen);
+    bt_bridge_stop(&bridge_a);
+    bt_bridge_stop(&bridge_b);
+}
+
+/* A publication on the group's topics larger than max_payload cannot go
+ * to the group across hosts (its parts would be spread over the members):
+ * the publishing host's member handles it, whole, and nobody else.
+ * hostb exports the topics, so its parts still reach NATS; the queue
+ * subscriptions skip them. */
+Test(bridge, queue_group_keeps_what_nats_cannot_carry_whole)
+{
+    const size_t big = 300000;
+    broker_t *pa, *pb, *ma, *mb, *ca, *cb, *members[2], *locals[2];
+    uint64_t out_a;
+
+    bt_two_hosts("import-group = work.> workers\n",
+                 "import-group = work.> workers\nexport = work.>\n");
+    pa = bt_connect(&hosta);
+    pb = bt_connect(&hostb);
+    members[0] = ma = bt_worker(&hosta, &ca);
+    members[1] = mb = bt_worker(&hostb, &cb);
+    locals[0] = ca;
+    locals[1] = cb;
+    bt_group_probe("work.probe", (broker_t *[]){ pa, pb }, 2, members, 2);
+    out_a = bt_status(ca, "msgs_out");
+    bt_publish_pattern(pa, "work.big", big, 21);
+    bt_publish_pattern(pb, "work.big", big, 22);
+    bt_await_status(ca, "group_kept", 1);
+    bt_await_status(cb, "group_kept", 1);
+    cr_assert_eq(bt_status(ca, "msgs_out"), out_a, "hosta sent it to NATS");
+    for (int k = 0; k < 2; k++) {
+        size_t bigs = 0;
+
+        TH_OK(broker_subscribe(members[k], "local.end", NULL,
+                               BROKER_SUB_BLOCK, &(uint32_t){0}));
+        TH_OK(broker_publish(locals[k], "local.end", "end", 3, NULL, 0));
+        for (;;) {
+            broker_msg_t *m = bt_next(members[k]);
+            bool done = !strcmp(m->topic, "local.end");
+
+            if (!strcmp(m->topic, "work.big")) {
+                cr_assert_eq(m->len, big, "%zu bytes", m->len);
+                cr_assert_eq(th_pattern_check(m->data, m->len, 21 + k, 0),
+                             -1, "host %c's publication damaged", 'a' + k);
+                bigs++;
+            }
+            broker_msg_free(m);
+            if (done)
+                break;
+        }
+        cr_assert_eq(bigs, 1, "host %c's member got %zu", 'a' + k, bigs);
+    }
+    /* hostb's export sent the parts; whichever queue subscription got one
+     * skipped it */
+    for (uint64_t end = th_now_ms() + TH_HANG_MS;
+         bt_status(ca, "group_parts_skipped") +
+         bt_status(cb, "group_parts_skipped") == 0;)
+        cr_assert_lt(th_now_ms(), end, "no part reached a queue "
+                     "subscription");
+    cr_assert_eq(bt_status(ca, "drops") + bt_status(cb, "drops"), 0);
+    broker_t *all[] = { pa, pb, ma, mb, ca, cb };
+    for (size_t i = 0; i < 6; i++)
+        broker_close(all[i]);
     bt_bridge_stop(&bridge_a);
     bt_bridge_stop(&bridge_b);
 }
