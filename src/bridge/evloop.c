@@ -118,11 +118,12 @@ static void bn_evloop_stopped(bn_evconn_t *c)
         bn_evloop_drop_poll(c);
 }
 
-/* One request, on the loop's thread. */
-static void bn_evloop_apply(bn_evconn_t *c, const bn_evreq_t *r)
+/* One request, on the loop's thread.  NATS_ERR when a socket cannot be
+ * polled. */
+static natsStatus bn_evloop_apply(bn_evconn_t *c, const bn_evreq_t *r)
 {
     if (c->detached)
-        return;
+        return NATS_OK;
     switch (r->op) {
     case BN_EV_ATTACH:
         bn_evloop_drop_poll(c);
@@ -130,8 +131,7 @@ static void bn_evloop_apply(bn_evconn_t *c, const bn_evreq_t *r)
         if (!c->poll || uv_poll_init_socket(c->loop, c->poll, r->sock) < 0) {
             free(c->poll);
             c->poll = NULL;
-            natsConnection_Close(c->nc);    /* libnats then detaches */
-            return;
+            return NATS_ERR;
         }
         c->poll->data = c;
         c->fd = r->sock;
@@ -152,9 +152,10 @@ static void bn_evloop_apply(bn_evconn_t *c, const bn_evreq_t *r)
         c->detached = true;
         bn_evloop_drop_poll(c);
         uv_close((uv_handle_t *)&c->async, bn_evloop_free_conn);
-        return;
+        return NATS_OK;
     }
     bn_evloop_update(c);
+    return NATS_OK;
 }
 
 static void bn_evloop_on_async(uv_async_t *a)
@@ -174,7 +175,10 @@ static void bn_evloop_on_async(uv_async_t *a)
         uv_mutex_unlock(&c->lock);
         if (!r)
             return;
-        bn_evloop_apply(c, r);
+        /* libnats holds no lock here: it may close the connection (and
+         * then detach) */
+        if (bn_evloop_apply(c, r) != NATS_OK)
+            natsConnection_Close(c->nc);
         free(r);
         if (c->detached)        /* the rest (none is expected) with c */
             break;
@@ -196,8 +200,7 @@ static natsStatus bn_evloop_request(bn_evconn_t *c, int op, bool add,
     uv_mutex_lock(&c->lock);
     if (!c->head && uv_thread_equal(&self, &c->loop_thread)) {
         uv_mutex_unlock(&c->lock);
-        bn_evloop_apply(c, &now);
-        return NATS_OK;
+        return bn_evloop_apply(c, &now);    /* libnats handles an error */
     }
     r = malloc(sizeof(*r));
     if (!r) {
@@ -219,9 +222,11 @@ natsStatus bn_evloop_attach(void **userData, void *loop, natsConnection *nc,
                             natsSock socket)
 {
     bn_evconn_t *c = *userData;
+    bool first = !c;
+    natsStatus s;
 
-    if (!c) {                   /* the first: from natsConnection_Connect,
-                                   on the loop's thread */
+    if (first) {                /* from natsConnection_Connect, on the
+                                   loop's thread */
         c = calloc(1, sizeof(*c));
         if (!c)
             return NATS_NO_MEMORY;
@@ -243,7 +248,12 @@ natsStatus bn_evloop_attach(void **userData, void *loop, natsConnection *nc,
         bn_evloop_all = c;
         *userData = c;
     }
-    return bn_evloop_request(c, BN_EV_ATTACH, true, socket);
+    s = bn_evloop_request(c, BN_EV_ATTACH, true, socket);
+    if (s != NATS_OK && first) {    /* libnats will not detach it */
+        bn_evloop_apply(c, &(bn_evreq_t){ .op = BN_EV_DETACH });
+        *userData = NULL;
+    }
+    return s;
 }
 
 natsStatus bn_evloop_read(void *userData, bool add)
