@@ -94,6 +94,8 @@ typedef struct bn_group {
     uint32_t members;               /* the local members, not gateways */
     uint32_t nats_id;               /* hand-off tag of nsub */
     natsSubscription *nsub;         /* on gnc, while members > 0 */
+    uint32_t drain_id;              /* tag of the last one left (its
+                                       messages may still come) */
 } bn_group_t;
 
 /* A NATS subscription of the bridge (imports and offers). */
@@ -210,6 +212,11 @@ int bn_nats_subscribe(bn_bridge_t *br, const char *subject,
                       const char *group, int kind, uint32_t *id,
                       natsSubscription **sub);
 void bn_nats_unsubscribe(natsSubscription **sub);
+/* Unsubscribe, but still take (for 2 s at most) what the server sent
+ * before it knew; *sub is NULL after, its messages keep their tag. */
+void bn_nats_drain(natsSubscription **sub);
+/* Destroy the drains that ended (all: every one, at shutdown). */
+void bn_nats_reap_drains(bool all);
 
 /* Whether len bytes of data go as one NATS message (with the origin mark;
  * true before the server told its max_payload). */

@@ -44,8 +44,9 @@ static bn_group_t *bn_group_by_sub(bn_bridge_t *br, uint32_t sub_id)
 static bn_group_t *bn_group_by_tag(bn_bridge_t *br, uint32_t tag)
 {
     for (size_t i = 0; i < BN_MAX_LIST; i++)
-        if (br->groups[i].key && br->groups[i].nsub &&
-            br->groups[i].nats_id == tag)
+        if (br->groups[i].key && tag &&
+            ((br->groups[i].nsub && br->groups[i].nats_id == tag) ||
+             br->groups[i].drain_id == tag))
             return &br->groups[i];
     return NULL;
 }
@@ -67,7 +68,10 @@ static void bn_group_nats_one(bn_bridge_t *br, bn_group_t *g)
                    "group (%u member(s) here)", g->name, g->pattern,
                    (unsigned)g->members);
     } else if (!want && g->nsub) {
-        bn_nats_unsubscribe(&g->nsub);
+        /* what NATS chose this host for before it learns is still
+         * taken: handed on if a member came back, else counted */
+        g->drain_id = g->nats_id;
+        bn_nats_drain(&g->nsub);
         bn_log(BN_LOG_INFO, "group %s on %s: left the NATS queue group "
                "(no member here)", g->name, g->pattern);
     }
@@ -237,6 +241,7 @@ static void bn_group_add(bn_bridge_t *br, const char *key)
     g->br = br;
     g->sub_id = 0;
     g->members = 0;
+    g->drain_id = 0;
     r = broker_subscribe_async(br->b, g->pattern, g->name,
                                (broker_sub_policy_t)(br->conf.export_policy |
                                                      BROKER_SUB_NO_FDS |

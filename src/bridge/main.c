@@ -95,6 +95,7 @@ static void bn_main_tick(uv_timer_t *t)
     bn_call_tick(br);
     bn_parts_tick(br);
     bn_nats_group_connect(br);
+    bn_nats_reap_drains(false);
 }
 
 static void bn_main_handles(bn_bridge_t *br)

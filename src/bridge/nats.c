@@ -485,6 +485,33 @@ int bn_nats_subscribe(bn_bridge_t *br, const char *subject,
     return 0;
 }
 
+/* Subscriptions draining (bn_nats_drain), destroyed once closed. */
+#define BN_DRAINS (2 * BN_MAX_LIST)
+static natsSubscription *bn_drains[BN_DRAINS];
+static size_t bn_ndrains;
+
+void bn_nats_drain(natsSubscription **sub)
+{
+    if (!*sub)
+        return;
+    if (bn_ndrains < BN_DRAINS &&
+        natsSubscription_DrainTimeout(*sub, 2000) == NATS_OK) {
+        bn_drains[bn_ndrains++] = *sub;
+        *sub = NULL;
+        return;
+    }
+    bn_nats_unsubscribe(sub);
+}
+
+void bn_nats_reap_drains(bool all)
+{
+    for (size_t i = bn_ndrains; i-- > 0;)
+        if (all || !natsSubscription_IsValid(bn_drains[i])) {
+            natsSubscription_Destroy(bn_drains[i]);
+            bn_drains[i] = bn_drains[--bn_ndrains];
+        }
+}
+
 void bn_nats_unsubscribe(natsSubscription **sub)
 {
     if (!*sub)
@@ -626,6 +653,7 @@ void bn_nats_stop(bn_bridge_t *br)
     uv_close((uv_handle_t *)&br->connect_timer, NULL);
     bn_nats_unsubscribe(&br->inbox_sub);
     bn_nats_unsubscribe(&br->ctl_sub);
+    bn_nats_reap_drains(true);
     natsConnection *conns[] = { br->gnc, br->nc };
     for (size_t i = 0; i < 2; i++)
         if (conns[i]) {
