@@ -85,7 +85,6 @@ typedef struct bn_export {
 /* An import-group entry: the gateway subscription in the local group,
  * and the NATS queue subscription while the group has members here. */
 typedef struct bn_group {
-    struct bn_bridge *br;
     char *key;                      /* "PATTERN GROUP"; NULL: a free slot
                                        (once !pending) */
     char *pattern, *name;           /* in one allocation after key */

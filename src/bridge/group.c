@@ -238,7 +238,6 @@ static void bn_group_add(bn_bridge_t *br, const char *key)
         bn_log(BN_LOG_ERROR, "import-group %s: no room", key);
         return;
     }
-    g->br = br;
     g->sub_id = 0;
     g->members = 0;
     g->drain_id = 0;
