@@ -1056,8 +1056,15 @@ Test(bridge, bad_settings_exit_2_with_file_and_line)
     cr_assert(strstr(out.err, "bad.conf:1: invalid value 'a.b' for host"),
               "%s", out.err);
     th_output_free(&out);
+    bt_write(path, "host = a\nimport-group = work.> \n");
+    st = th_run(argv, NULL, NULL, 0, &out);
+    cr_assert(TH_EXITED(st, 2), "status %#x", st);
+    cr_assert(strstr(out.err, "bad.conf:2: invalid value") &&
+              strstr(out.err, "not 'PATTERN GROUP'"), "%s", out.err);
+    th_output_free(&out);
     bt_write(path, "host = a\nserver = nats://127.0.0.1:1\nexport = x.>\n"
-             "import = y.*\noffer = svc.q\nremote = b/db.query\n");
+             "import = y.*\noffer = svc.q\nremote = b/db.query\n"
+             "import-group = work.> workers\n");
     st = th_run(argv, NULL, NULL, 0, &out);
     cr_assert(TH_EXITED(st, 0), "status %#x: %s", st, out.err);
     th_output_free(&out);
