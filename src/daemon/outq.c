@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "blkcache.h"
 #include "error.h"
 #include "frame.h"
 #include "outq.h"
@@ -37,16 +38,12 @@ void bk_outq_init(bk_outq_t *q)
  *
  * Every queued frame allocates a node (with its payload inline, or with a
  * reference to a shared one), every publication one shared payload, and
- * they are freed a packet later.  Blocks up to BLK_MAX bytes come in
- * classes BLK_STEP bytes apart; freed ones are kept on one free list per
- * class (brokerd is one thread), at most CACHE_BYTES in all, and reused:
- * a packed packet of hundreds of small messages is queued from the blocks
+ * they are freed a packet later.  They come from one block cache
+ * (blkcache.h; brokerd is one thread) holding at most CACHE_BYTES: a
+ * packed packet of hundreds of small messages is queued from the blocks
  * the previous one freed, without malloc.  bk_outq_cache_trim gives
  * everything back. */
 
-#define BLK_STEP     64u
-#define BLK_MAX      8192u
-#define BLK_CLASSES  (BLK_MAX / BLK_STEP)
 #ifdef BK_FAULT_INJECTION
 /* brokerd-fault (fault.c) keeps nothing, so that every queued frame's
  * allocation is one that can fail */
@@ -55,66 +52,24 @@ void bk_outq_init(bk_outq_t *q)
 #define CACHE_BYTES  (2048u * 1024)
 #endif
 
-typedef struct cached { struct cached *next; } cached_t;
-
-static struct {
-    cached_t *free[BLK_CLASSES + 1];   /* [c]: blocks of c * BLK_STEP */
-    size_t bytes;
-} cache;
-
-static void *cache_pop(cached_t **head)
-{
-    cached_t *c = *head;
-
-    if (c)
-        *head = c->next;
-    return c;
-}
-
-static void cache_push(cached_t **head, void *p)
-{
-    cached_t *c = p;
-
-    c->next = *head;
-    *head = c;
-}
+static bk_blkcache_t cache = { .max_bytes = CACHE_BYTES };
 
 static void stage_free(void);
 
 void bk_outq_cache_trim(void)
 {
-    void *p;
-
-    for (unsigned c = 0; c <= BLK_CLASSES; c++)
-        while ((p = cache_pop(&cache.free[c])))
-            free(p);
-    cache.bytes = 0;
+    bk_blk_trim(&cache);
     stage_free();
 }
 
-/* A block of at least size bytes; *cls its class (0: plain malloc). */
 static void *blk_alloc(size_t size, uint8_t *cls)
 {
-    unsigned c = size <= BLK_MAX ? (unsigned)((size + BLK_STEP - 1) / BLK_STEP)
-                                 : 0;
-    void *p = c ? cache_pop(&cache.free[c]) : NULL;
-
-    *cls = (uint8_t)c;
-    if (p) {
-        cache.bytes -= c * BLK_STEP;
-        return p;
-    }
-    return malloc(c ? c * BLK_STEP : size);
+    return bk_blk_alloc(&cache, size, cls);
 }
 
 static void blk_free(void *p, uint8_t cls)
 {
-    if (cls && cache.bytes + cls * BLK_STEP <= CACHE_BYTES) {
-        cache.bytes += cls * BLK_STEP;
-        cache_push(&cache.free[cls], p);
-        return;
-    }
-    free(p);
+    bk_blk_free(&cache, p, cls);
 }
 
 bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
@@ -131,26 +86,17 @@ bk_opayload_t *bk_opayload_new(const void *data, uint32_t len)
     return p;
 }
 
-/* What a block of `size` bytes in class cls takes (malloc's own
- * overhead is counted for blocks outside the classes). */
-#define MALLOC_OVERHEAD 16u
-
-static uint64_t blk_mem(uint8_t cls, size_t size)
-{
-    return cls ? (uint64_t)cls * BLK_STEP : (uint64_t)size + MALLOC_OVERHEAD;
-}
-
 static uint32_t frame_mem(const bk_oframe_t *f)
 {
-    uint64_t m = blk_mem(f->blk, sizeof(*f) + (f->shared ? 0 : f->len));
+    uint64_t m = bk_blk_mem(f->blk, sizeof(*f) + (f->shared ? 0 : f->len));
 
     if (f->nfds)
-        m += f->nfds * sizeof(int) + MALLOC_OVERHEAD;
+        m += f->nfds * sizeof(int) + BK_BLK_MALLOC_OVERHEAD;
     if (f->shared)
-        m += blk_mem((uint8_t)f->shared->cls,
+        m += bk_blk_mem((uint8_t)f->shared->cls,
                      sizeof(*f->shared) + f->shared->len);
     if (f->body)
-        m += sizeof(*f->body) + MALLOC_OVERHEAD;
+        m += sizeof(*f->body) + BK_BLK_MALLOC_OVERHEAD;
     return m > UINT32_MAX ? UINT32_MAX : (uint32_t)m;
 }
 

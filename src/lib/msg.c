@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "blkcache.h"
 #include "shmview.h"
 #include "msg.h"
 
@@ -19,42 +20,24 @@ _Static_assert(BK_REASM_OPEN == BROKER_MSGF_OPEN &&
 /* ---- message blocks ------------------------------------------------------
  *
  * A packed packet brings hundreds of small messages at once, each in a
- * block of its own that the application frees one by one.  Blocks up to
- * BLK_MAX bytes come in classes BLK_STEP bytes apart; freed ones are kept
- * on free lists of the thread that frees them (a message may be freed by
- * any thread, see THREAD SAFETY in libbroker(3)), at most CACHE_BYTES per
- * thread, and reused by the next messages that thread's connections
- * receive.  A thread's lists are emptied when it exits. */
+ * block of its own that the application frees one by one.  Freed blocks
+ * are kept in a block cache (blkcache.h) of the thread that frees them (a
+ * message may be freed by any thread, see THREAD SAFETY in libbroker(3)),
+ * at most CACHE_BYTES per thread, and reused by the next messages that
+ * thread's connections receive.  A thread's cache is emptied when it
+ * exits. */
 
-#define BLK_STEP     64u
-#define BLK_MAX      8192u
-#define BLK_CLASSES  (BLK_MAX / BLK_STEP)
 #define CACHE_BYTES  (512u * 1024)
 
-struct blk { struct blk *next; };
-
-struct blk_cache {
-    struct blk *free[BLK_CLASSES + 1];  /* [c]: blocks of c * BLK_STEP */
-    size_t bytes;
-    bool keyed;                         /* the exit destructor is set */
-};
-
-static __thread struct blk_cache tcache;
+static __thread bk_blkcache_t tcache = { .max_bytes = CACHE_BYTES };
+static __thread bool tcache_keyed;      /* the exit destructor is set */
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static bool cache_key_ok;
 
 static void cache_drain(void *arg)
 {
-    struct blk_cache *c = arg;
-
-    for (unsigned i = 0; i <= BLK_CLASSES; i++)
-        while (c->free[i]) {
-            struct blk *b = c->free[i];
-            c->free[i] = b->next;
-            free(b);
-        }
-    c->bytes = 0;
+    bk_blk_trim(arg);
 }
 
 static void cache_key_init(void)
@@ -62,41 +45,22 @@ static void cache_key_init(void)
     cache_key_ok = pthread_key_create(&cache_key, cache_drain) == 0;
 }
 
-/* A block of at least size bytes; *cls its class (0: plain malloc). */
 static void *blk_alloc(size_t size, uint8_t *cls)
 {
-    unsigned c = size <= BLK_MAX ? (unsigned)((size + BLK_STEP - 1) / BLK_STEP)
-                                 : 0;
-    struct blk *b = c ? tcache.free[c] : NULL;
-
-    *cls = (uint8_t)c;
-    if (b) {
-        tcache.free[c] = b->next;
-        tcache.bytes -= c * BLK_STEP;
-        return b;
-    }
-    return malloc(c ? c * BLK_STEP : size);
+    return bk_blk_alloc(&tcache, size, cls);
 }
 
 static void blk_free(void *p, uint8_t cls)
 {
-    struct blk *b = p;
-
-    if (!cls || tcache.bytes + cls * BLK_STEP > CACHE_BYTES) {
-        free(p);
-        return;
-    }
-    if (!tcache.keyed) {
+    if (cls && !tcache_keyed) {
         pthread_once(&cache_once, cache_key_init);
         if (!cache_key_ok || pthread_setspecific(cache_key, &tcache) != 0) {
             free(p);
             return;
         }
-        tcache.keyed = true;
+        tcache_keyed = true;
     }
-    b->next = tcache.free[cls];
-    tcache.free[cls] = b;
-    tcache.bytes += cls * BLK_STEP;
+    bk_blk_free(&tcache, p, cls);
 }
 
 /* ---- messages -------------------------------------------------------------- */
