@@ -1379,14 +1379,26 @@ static void check_truncation(bk_port_t *p, rx_batch_t *rx, int n)
         }
 }
 
-/* Take up to BK_RECV_BATCH packets.  Returns how many, -EAGAIN or another
- * negative errno. */
-static int recv_batch(bk_port_t *p, uint8_t *buf, rx_batch_t *rx)
+/* How many packets the next recvmmsg asks for: BK_RECV_BATCH while the
+ * client's packets are small (one message each, from a client that does
+ * not batch), fewer once they were large, so that a call brings about
+ * BK_RECV_BYTES at most (server.h). */
+static unsigned recv_slots(const bk_port_t *p)
 {
-    size_t len = p->srv->cfg->max_packet;
+    unsigned n = p->rx_avg ? BK_RECV_BYTES / p->rx_avg : BK_RECV_BATCH;
+
+    return n < 1 ? 1 : n > BK_RECV_BATCH ? BK_RECV_BATCH : n;
+}
+
+/* Take up to `slots` packets (at most BK_RECV_BATCH).  Returns how many,
+ * -EAGAIN or another negative errno. */
+static int recv_batch(bk_port_t *p, uint8_t *buf, rx_batch_t *rx,
+                      unsigned slots)
+{
+    size_t len = p->srv->cfg->max_packet, got = 0;
     int n;
 
-    for (int i = 0; i < BK_RECV_BATCH; i++) {
+    for (unsigned i = 0; i < slots; i++) {
         rx->iov[i] = (struct iovec){ buf + i * len, len };
         rx->msg[i].msg_hdr = (struct msghdr){
             .msg_iov = &rx->iov[i], .msg_iovlen = 1,
@@ -1396,12 +1408,16 @@ static int recv_batch(bk_port_t *p, uint8_t *buf, rx_batch_t *rx)
         rx->msg[i].msg_len = 0;
     }
     do {
-        n = recvmmsg(p->fd, rx->msg, BK_RECV_BATCH,
-                     MSG_CMSG_CLOEXEC | MSG_DONTWAIT, NULL);
+        n = recvmmsg(p->fd, rx->msg, slots, MSG_CMSG_CLOEXEC | MSG_DONTWAIT,
+                     NULL);
     } while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     check_truncation(p, rx, n);
+    for (int i = 0; i < n; i++)
+        got += rx->msg[i].msg_len;
+    if (n > 0)
+        p->rx_avg = (uint32_t)(got / (size_t)n) | 1;
     return n;
 }
 
@@ -1569,7 +1585,7 @@ void bk_port_unstash_resumed(bk_server_t *srv)
     }
 }
 
-/* Read and process up to READ_BURST packets, BK_RECV_BATCH per syscall,
+/* Read and process up to READ_BURST packets, recv_slots() per syscall,
  * into the server's receive buffer (bk_server_rbuf): a batch is processed
  * before the next read, but for the packets after one that paused the
  * sender, which wait in its stash (above). */
@@ -1579,6 +1595,7 @@ static void read_packets(bk_port_t *p)
     rx_batch_t rx;
 
     for (int done = 0; done < READ_BURST;) {
+        unsigned slots = recv_slots(p);
         uint8_t *buf;
         int n, i = 0;
 
@@ -1590,7 +1607,7 @@ static void read_packets(bk_port_t *p)
             bk_port_fail(p, -ENOMEM);
             return;
         }
-        n = recv_batch(p, buf, &rx);
+        n = recv_batch(p, buf, &rx, slots);
         if (n == -EAGAIN)
             return;
         if (n < 0) {
@@ -1610,7 +1627,7 @@ static void read_packets(bk_port_t *p)
             drop_packets(&rx.msg[i + 1], n - i - 1, fds);
             return;
         }
-        if (n < BK_RECV_BATCH)
+        if ((unsigned)n < slots)
             return;             /* the socket is empty */
         done += n;
     }

@@ -105,6 +105,8 @@ typedef struct bk_port {
     bk_list_t all_link;         /* on srv->all: every port */
     bk_list_t stash;            /* packets read past a pause (port.c) */
     bk_list_t stash_link;       /* on srv->unstash: resumed with a stash */
+    uint32_t rx_avg;            /* mean length of the packets the last
+                                 * recvmmsg brought, 0 before the first */
     bk_list_t dirty_link;       /* on srv->dirty: frames queued this
                                  * loop pass, not flushed yet */
     bool overfull;              /* the queue went past queue_limit since
