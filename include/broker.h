@@ -200,6 +200,21 @@ typedef enum broker_opt {
      * -ENOBUFS); the other partial messages go on.  With CHUNKED on,
      * what the message holds is delivered as a chunk instead. */
     BROKER_OPT_MAX_PARTIAL_BYTES = 13,
+    /* Bytes of shared memory to set up now and keep (default 0: none).
+     * The pool grows by segments (BROKER_OPT_SHM_SEGMENT_SIZE each, so
+     * the reservation is rounded up to whole segments) until its first
+     * segments hold this much, and every page of them is allocated and
+     * mapped before the call returns: buffers and automatic
+     * shared-memory messages then take no page fault and no round trip
+     * to the broker for new memory.  Reserved segments are kept while
+     * idle (BROKER_OPT_SHM_IDLE_MS spares them); a smaller value, or 0,
+     * lets the rest idle out again.  Waits for the broker's answers (30 s
+     * at most: -ETIMEDOUT).  -ENOTSUP when the broker takes no shared
+     * memory; -ENOSPC when BROKER_OPT_SHM_POOL_MAX or the broker's
+     * max_shm and max_segments do not allow that much (what fit stays
+     * reserved).  Set up again after a reconnection
+     * (BROKER_OPT_RECONNECT). */
+    BROKER_OPT_SHM_RESERVE = 14,
 } broker_opt_t;
 int broker_set_option(broker_t *b, broker_opt_t opt, uint64_t value);
 

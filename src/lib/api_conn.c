@@ -12,6 +12,7 @@
 #include "in.h"
 #include "recon.h"
 #include "handle.h"
+#include "shm.h"
 #include "async.h"
 
 BROKER_API int broker_default_path(char *buf, size_t len)
@@ -140,6 +141,15 @@ BROKER_API int broker_set_option(broker_t *b, broker_opt_t opt,
             return -EINVAL;
         b->opt_shm_idle_ms = value;
         break;
+    case BROKER_OPT_SHM_RESERVE: {
+        int r = bk_shm_reserve(b, value, (int64_t)bk_io_now_ms() +
+                               BK_DEF_LIB_TIMEOUT_MS);
+        if (r == 0 || r == -ENOSPC)     /* what fit stays reserved */
+            b->opt_shm_reserve = value;
+        if (r < 0)
+            return r;
+        break;
+    }
     case BROKER_OPT_BATCH:
         if (value > 1)
             return -EINVAL;

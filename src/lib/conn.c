@@ -50,6 +50,7 @@ void bk_conn_copy_opts(broker_t *dst, const broker_t *src)
     dst->opt_shm_pool_max = src->opt_shm_pool_max;
     dst->opt_shm_fallback = src->opt_shm_fallback;
     dst->opt_shm_idle_ms = src->opt_shm_idle_ms;
+    dst->opt_shm_reserve = src->opt_shm_reserve;
     dst->opt_batch = src->opt_batch;
     memcpy(dst->path, src->path, sizeof(dst->path));
 }

@@ -85,6 +85,7 @@ struct broker {
     uint64_t opt_shm_pool_max;
     bool opt_shm_fallback;
     uint64_t opt_shm_idle_ms;   /* BROKER_OPT_SHM_IDLE_MS, 0: never */
+    uint64_t opt_shm_reserve;   /* BROKER_OPT_SHM_RESERVE, 0: none */
     bool opt_batch;             /* BROKER_OPT_BATCH (blocking mode) */
     char path[108];             /* the socket path connected to */
 

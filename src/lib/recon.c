@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "shm.h"
 #include "shmview.h"
 #include "handle.h"
 #include "recon.h"
@@ -310,6 +311,11 @@ static int reconnected(broker_t *b, struct bk_msg **out)
     lost = replay_names(b, buf, &len);
     lost += replay_subs(b, buf, &len);
     b->rc->replaying = false;
+    /* the new pool is set up as the old one was; if that no longer fits,
+     * buffers come from new memory as they would without it */
+    if (b->opt_shm_reserve && !b->io.err)
+        (void)bk_shm_reserve(b, b->opt_shm_reserve,
+                             (int64_t)(bk_io_now_ms() + BK_DEF_LIB_TIMEOUT_MS));
     if (b->io.err) {            /* lost again before all was back */
         free(buf);
         return -EAGAIN;

@@ -76,6 +76,8 @@ struct bk_pseg {
     bk_shma_t alloc;
     uint32_t nbufs;             /* buffers in it */
     uint64_t idle_ms;           /* bk_io_now_ms() when nbufs became 0 */
+    bool reserved;              /* part of BROKER_OPT_SHM_RESERVE: kept
+                                 * while idle */
 };
 
 /* A buffer handed out by broker_buf_alloc or used by the automatic path. */
@@ -296,7 +298,7 @@ bool bk_shm_idle_next(const broker_t *b, uint64_t *when)
     if (!b->shm || !b->opt_shm_idle_ms)
         return false;
     bk_list_for_each(seg, &b->shm->segs, struct bk_pseg, link)
-        if (!seg->nbufs &&
+        if (!seg->nbufs && !seg->reserved &&
             (!any || seg->idle_ms + b->opt_shm_idle_ms < *when)) {
             *when = seg->idle_ms + b->opt_shm_idle_ms;
             any = true;
@@ -313,7 +315,8 @@ void bk_shm_idle_run(broker_t *b)
         return;
     now = bk_io_now_ms();
     bk_list_for_each_safe(seg, &b->shm->segs, struct bk_pseg, link)
-        if (!seg->nbufs && now >= seg->idle_ms + b->opt_shm_idle_ms)
+        if (!seg->nbufs && !seg->reserved &&
+            now >= seg->idle_ms + b->opt_shm_idle_ms)
             pseg_drop(b, seg);
 }
 
@@ -642,6 +645,49 @@ int bk_shm_get(broker_t *b, size_t size, bool may_wait, int64_t deadline,
         if (seg->alloc.nchunks >= need)
             return -EAGAIN;
     return -ENOSPC;
+}
+
+/* Every chunk of seg never used before, allocated and mapped now: the
+ * whole segment counts as warm from here on. */
+static void pseg_warm_all(struct bk_pseg *seg)
+{
+    uint32_t from = seg->alloc.touched;
+
+    if (from == seg->alloc.nchunks)
+        return;
+    seg->alloc.touched = seg->alloc.nchunks;
+    (void)pseg_populate(seg, from, seg->alloc.nchunks);
+}
+
+int bk_shm_reserve(broker_t *b, uint64_t bytes, int64_t deadline)
+{
+    struct bk_shm *shm = b->shm;
+    uint64_t kept = 0;
+    struct bk_pseg *seg;
+    int r = 0;
+
+    if (bytes && !bk_shm_supported(b))
+        return -ENOTSUP;
+    bk_list_for_each(seg, &shm->segs, struct bk_pseg, link) {
+        seg->reserved = kept < bytes;
+        if (seg->reserved) {
+            pseg_warm_all(seg);
+            kept += seg->size;
+        }
+    }
+    while (kept < bytes) {
+        uint64_t want = bytes - kept;
+        uint32_t need = bk_shma_chunks_for(want < b->opt_shm_seg_size
+                                           ? want : b->opt_shm_seg_size);
+
+        r = pool_grow(b, need, deadline, &seg);
+        if (r < 0)
+            break;
+        seg->reserved = true;
+        pseg_warm_all(seg);
+        kept += seg->size;
+    }
+    return r;
 }
 
 int bk_shm_auto(broker_t *b, const void **data, size_t *len,

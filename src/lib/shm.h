@@ -61,6 +61,14 @@ int bk_shm_auto(broker_t *b, const void **data, size_t *len,
  * b's, freed, or len too large), -EMSGSIZE or -ENOBUFS. */
 int bk_shm_buf_desc(broker_t *b, broker_buf_t *buf, size_t len,
                     uint8_t desc[BK_SHM_DESC_SIZE], struct bk_sbuf **out);
+/* BROKER_OPT_SHM_RESERVE: the pool's first segments, up to `bytes` in
+ * all, are marked reserved (never dropped while idle) and every page of
+ * them allocated and mapped; the pool grows by new segments (a round
+ * trip to the broker each, bounded by deadline) until they hold `bytes`.
+ * 0 ends the reservation.  Returns 0, -ENOTSUP (the broker takes no
+ * shared memory from us), -ENOSPC (the pool's limits do not allow that
+ * much; what fit stays reserved) or another negative errno. */
+int bk_shm_reserve(broker_t *b, uint64_t bytes, int64_t deadline);
 /* A descriptor's reference that never reached the broker. */
 void bk_shm_unsent(struct bk_sbuf *sb);
 /* When the next segment of the pool turns idle long enough to be dropped

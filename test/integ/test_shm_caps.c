@@ -586,3 +586,138 @@ Test(shm_caps, page_seg_drop_unregisters)
     raw_close(&c);
     th_broker_stop(&br);
 }
+
+/* ---- a reserved pool ----------------------------------------------------- */
+
+/* Resident shared memory of this process (RssShmem), in bytes. */
+static uint64_t rss_shmem(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kib = 0;
+
+    cr_assert_not_null(f);
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "RssShmem: %llu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return (uint64_t)kib << 10;
+}
+
+/* Ping until the pool of b has `want` segments (hang guard only). */
+static void await_segments(broker_t *b, uint32_t want)
+{
+    uint64_t end = th_now_ms() + TH_HANG_MS;
+    unsigned us = 500;
+
+    for (;;) {
+        broker_shm_stats_t st;
+        TH_OK(broker_ping(b, TH_HANG_MS));
+        broker_shm_stats(b, &st);
+        if (st.segments == want)
+            return;
+        TH_CHECK(th_now_ms() < end, "pool has %u segments, want %u",
+                 st.segments, want);
+        th_nap(&us);
+    }
+}
+
+/* BROKER_OPT_SHM_RESERVE sets up whole segments at once, every page of
+ * them resident before the call returns; large messages then take no new
+ * memory, the reserved segments outlive BROKER_OPT_SHM_IDLE_MS, and a
+ * lower reservation lets the rest idle out. */
+Test(shm_caps, reserved_pool_is_set_up_at_once_and_kept)
+{
+    broker_t *b = th_connect(&br), *r = th_connect(&br);
+    uint8_t *data = malloc(768 * KIB);
+    broker_shm_stats_t st;
+    uint64_t rss0;
+
+    cr_assert_not_null(data);
+    th_register(r, "lib.ear");
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_SEGMENT_SIZE, MIB));
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_IDLE_MS, 100));
+    rss0 = rss_shmem();
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_RESERVE, 2 * MIB + 1));
+    broker_shm_stats(b, &st);
+    cr_assert_eq(st.segments, 3, "rounded up to whole segments: %u",
+                 st.segments);
+    cr_assert_eq(st.mapped, 3 * MIB);
+    cr_assert_eq(st.buffers, 0);
+    cr_assert_geq(rss_shmem(), rss0 + 3 * MIB, "resident: %llu more bytes",
+                  (unsigned long long)(rss_shmem() - rss0));
+    cr_assert_eq(th_status_value(b, "shm_segments"), 3, "registered");
+
+    /* three messages, the receiver holding each: one per segment, no new
+     * memory */
+    broker_msg_t *m[3];
+    for (unsigned i = 0; i < 3; i++) {
+        th_pattern(data, 768 * KIB, 90 + i, 0);
+        TH_OK(broker_send(b, "lib.ear", data, 768 * KIB, NULL, 0));
+        m[i] = th_recv(r);
+        cr_assert(m[i]->flags & BROKER_MSGF_SHM, "message %u by socket", i);
+        check_body(m[i]->data, m[i]->len, 768 * KIB, 90 + i);
+    }
+    broker_shm_stats(b, &st);
+    cr_assert_eq(st.segments, 3);
+    for (unsigned i = 0; i < 3; i++)
+        broker_msg_free(m[i]);
+    await_buffers(b, 0);
+
+    /* idle for longer than SHM_IDLE_MS: kept */
+    usleep(400 * 1000);
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    broker_shm_stats(b, &st);
+    cr_assert_eq(st.segments, 3, "reserved segments dropped: %u left",
+                 st.segments);
+
+    /* a lower reservation: the first segment stays, the others go */
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_RESERVE, MIB));
+    await_segments(b, 1);
+    usleep(300 * 1000);
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    broker_shm_stats(b, &st);
+    cr_assert_eq(st.segments, 1);
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_RESERVE, 0));
+    await_segments(b, 0);
+    free(data);
+    broker_close(r);
+    broker_close(b);
+    th_broker_stop(&br);
+}
+
+/* A reservation the pool's limit does not allow: -ENOSPC, and what fit
+ * stays reserved and usable. */
+Test(shm_caps, reserve_beyond_the_pool_limit_is_enospc)
+{
+    broker_t *b = th_connect(&br), *r = th_connect(&br);
+    uint8_t *data = malloc(MIB);
+    broker_shm_stats_t st;
+    broker_msg_t *m;
+
+    cr_assert_not_null(data);
+    th_register(r, "lib.ear");
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_SEGMENT_SIZE, MIB));
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_POOL_MAX, 2 * MIB));
+    TH_OK(broker_set_option(b, BROKER_OPT_SHM_IDLE_MS, 50));
+    cr_assert_eq(broker_set_option(b, BROKER_OPT_SHM_RESERVE, 8 * MIB),
+                 -ENOSPC);
+    broker_shm_stats(b, &st);
+    cr_assert_eq(st.segments, 2, "%u segments", st.segments);
+    cr_assert_eq(st.mapped, 2 * MIB);
+    th_pattern(data, MIB, 7, 0);
+    TH_OK(broker_send(b, "lib.ear", data, MIB, NULL, 0));
+    m = th_recv(r);
+    cr_assert(m->flags & BROKER_MSGF_SHM);
+    check_body(m->data, m->len, MIB, 7);
+    broker_msg_free(m);
+    await_buffers(b, 0);
+    usleep(250 * 1000);
+    TH_OK(broker_ping(b, TH_HANG_MS));
+    broker_shm_stats(b, &st);
+    cr_assert_eq(st.segments, 2, "what fit is kept");
+    free(data);
+    broker_close(r);
+    broker_close(b);
+    th_broker_stop(&br);
+}
