@@ -1,6 +1,7 @@
 /*
  * blkcache.c - freed blocks kept in size classes, on stacks of pointers.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include "blkcache.h"
 
@@ -26,20 +27,20 @@ void *bk_blk_alloc(bk_blkcache_t *c, size_t size, uint8_t *cls)
 }
 
 /* Room for one more pointer on s; false when it cannot grow. */
-static int stack_room(bk_blk_stack_t *s)
+static bool stack_room(bk_blk_stack_t *s)
 {
     uint32_t cap;
     void **b;
 
     if (s->n < s->cap)
-        return 1;
+        return true;
     cap = s->cap ? s->cap * 2 : STACK_MIN;
     b = realloc(s->blk, cap * sizeof(*b));
     if (!b)
-        return 0;
+        return false;
     s->blk = b;
     s->cap = cap;
-    return 1;
+    return true;
 }
 
 void bk_blk_free(bk_blkcache_t *c, void *p, uint8_t cls)

@@ -94,7 +94,7 @@ static uint32_t frame_mem(const bk_oframe_t *f)
         m += f->nfds * sizeof(int) + BK_BLK_MALLOC_OVERHEAD;
     if (f->shared)
         m += bk_blk_mem((uint8_t)f->shared->cls,
-                     sizeof(*f->shared) + f->shared->len);
+                        sizeof(*f->shared) + f->shared->len);
     if (f->body)
         m += sizeof(*f->body) + BK_BLK_MALLOC_OVERHEAD;
     return m > UINT32_MAX ? UINT32_MAX : (uint32_t)m;

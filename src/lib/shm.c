@@ -10,9 +10,12 @@
  * shrinks by idle segments: one with no buffer in it (so with every
  * descriptor into it released) for BROKER_OPT_SHM_IDLE_MS is unmapped,
  * closed and unregistered with SEG_DROP (bk_shm_idle_run, from the input
- * layer's expiry).  Segment ids are never reused on a connection.  A new segment has BROKER_OPT_SHM_SEGMENT_SIZE bytes, or
- * the request's size if that is larger, or whatever the byte limit still
- * allows if that is smaller and still enough for the request.
+ * layer's expiry); the segments of BROKER_OPT_SHM_RESERVE are kept,
+ * every page of them populated when they are made (bk_shm_reserve).
+ * Segment ids are never reused on a connection.  A new segment has
+ * BROKER_OPT_SHM_SEGMENT_SIZE bytes, or the request's size if that is
+ * larger, or whatever the byte limit still allows if that is smaller and
+ * still enough for the request.
  *
  * Allocator.  A segment is cut into 64 KiB chunks and a buffer is a run
  * of contiguous chunks, found first-fit in a bitmap (one bit per chunk,
@@ -651,12 +654,10 @@ int bk_shm_get(broker_t *b, size_t size, bool may_wait, int64_t deadline,
  * whole segment counts as warm from here on. */
 static void pseg_warm_all(struct bk_pseg *seg)
 {
-    uint32_t from = seg->alloc.touched;
+    uint32_t from = bk_shma_warm_all(&seg->alloc);
 
-    if (from == seg->alloc.nchunks)
-        return;
-    seg->alloc.touched = seg->alloc.nchunks;
-    (void)pseg_populate(seg, from, seg->alloc.nchunks);
+    if (from < seg->alloc.nchunks)
+        (void)pseg_populate(seg, from, seg->alloc.nchunks);
 }
 
 int bk_shm_reserve(broker_t *b, uint64_t bytes, int64_t deadline)

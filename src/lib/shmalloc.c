@@ -135,6 +135,14 @@ int64_t bk_shma_alloc_warm(bk_shma_t *a, uint32_t n)
     return start;
 }
 
+uint32_t bk_shma_warm_all(bk_shma_t *a)
+{
+    uint32_t from = a->touched;
+
+    a->touched = a->nchunks;
+    return from;
+}
+
 int bk_shma_take(bk_shma_t *a, uint32_t first, uint32_t n)
 {
     if (n == 0 || first >= a->nchunks || n > a->nchunks - first)

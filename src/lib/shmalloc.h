@@ -45,6 +45,11 @@ int64_t bk_shma_alloc(bk_shma_t *a, uint32_t n);
  * ends at or below a->touched. */
 int64_t bk_shma_alloc_warm(bk_shma_t *a, uint32_t n);
 
+/* The caller made the pages of every chunk there (it populated the
+ * segment): from now on all chunks count as warm.  Returns the old
+ * `touched`, where the chunks never used before began. */
+uint32_t bk_shma_warm_all(bk_shma_t *a);
+
 /* Mark exactly [first, first + n) in use if every chunk of it is free.
  * Returns 0, or -ENOSPC (some chunk is in use, the run leaves the
  * segment, or n == 0). */

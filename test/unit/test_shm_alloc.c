@@ -211,6 +211,19 @@ Test(shma, a_warm_run_never_reaches_past_touched)
     cr_expect_eq(A.nfree, 200 - 74);
 }
 
+/* A populated segment (BROKER_OPT_SHM_RESERVE): every chunk is warm, and
+ * the never-used tail that was is what warm_all returns. */
+Test(shma, warm_all_makes_every_chunk_warm)
+{
+    cr_assert_eq(bk_shma_init(&A, 200), 0);
+    cr_expect_eq(bk_shma_alloc(&A, 10), 0);
+    cr_expect_eq(bk_shma_warm_all(&A), 10);
+    cr_expect_eq(A.touched, 200);
+    cr_expect_eq(bk_shma_alloc_warm(&A, 190), 10, "the rest is warm");
+    cr_expect_eq(bk_shma_alloc_warm(&A, 1), -ENOSPC, "and all in use");
+    cr_expect_eq(bk_shma_warm_all(&A), 200, "nothing new the second time");
+}
+
 Test(shma, take_claims_exactly_a_free_run)
 {
     cr_assert_eq(bk_shma_init(&A, 16), 0);
