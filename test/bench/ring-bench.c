@@ -91,6 +91,7 @@ typedef struct rb_ring {
     rb_shared_t *s;
     int cons_bell[2];           /* producer writes [1], consumer reads [0] */
     int prod_bell[2];           /* consumer writes [1], producer reads [0] */
+    uint64_t need;              /* bytes the producer waits for (its own) */
 } rb_ring_t;
 
 static void rb_ring_make(rb_ring_t *r)
@@ -147,12 +148,10 @@ static bool rb_has_data(const rb_ring_t *r)
     return atomic_load(&r->s->head) != atomic_load(&r->s->tail);
 }
 
-static uint64_t rb_need;        /* bytes the producer waits for */
-
 static bool rb_has_room(const rb_ring_t *r)
 {
     return RB_RING - (atomic_load(&r->s->head) -
-                      atomic_load(&r->s->tail)) >= rb_need;
+                      atomic_load(&r->s->tail)) >= r->need;
 }
 
 static uint32_t rb_rec(uint32_t len)
@@ -168,7 +167,7 @@ static void rb_ring_send(rb_ring_t *r, const void *data, uint32_t len)
     uint32_t pos = (uint32_t)(head & (RB_RING - 1)), need = rb_rec(len);
     uint32_t pad = pos + need > RB_RING ? RB_RING - pos : 0;
 
-    rb_need = pad + need;
+    r->need = pad + need;
     while (!rb_has_room(r))
         rb_sleep_on(&s->prod_waiting, r->prod_bell[0], rb_has_room, r);
     if (pad) {
@@ -558,14 +557,21 @@ static int rb_cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* median [min-max] of v[0..n) */
-static void rb_print(const char *label, double *v, unsigned n, double base)
+/* Sorts v[0..n) and returns its median. */
+static double rb_median(double *v, unsigned n)
 {
     qsort(v, n, sizeof(*v), rb_cmp_d);
-    printf(" %12.1f [%.1f-%.1f]", v[n / 2], v[0], v[n - 1]);
+    return v[n / 2];
+}
+
+/* median [min-max] of v[0..n), and its ratio to base when base > 0 */
+static void rb_print(double *v, unsigned n, double base)
+{
+    double med = rb_median(v, n);
+
+    printf(" %12.1f [%.1f-%.1f]", med, v[0], v[n - 1]);
     if (base > 0)
-        printf("  %.2fx", v[n / 2] / base);
-    (void)label;
+        printf("  %.2fx", med / base);
 }
 
 int main(int argc, char **argv)
@@ -601,8 +607,6 @@ int main(int argc, char **argv)
         if (c == 'z') o.size = (uint32_t)v;
         if (c == 'r') o.reps = (unsigned)v;
     }
-    if (o.reps > 99)
-        return 2;
     double ss[99], rs[99], sp[99][2], rp[99][2], t[99];
     for (unsigned i = 0; i < o.reps; i++) {     /* alternating */
         rb_run(rb_sock_stream, &o, &ss[i], 1);
@@ -614,24 +618,20 @@ int main(int argc, char **argv)
            "ring/socket\n", o.reps);
     printf("%-34s %28s %34s\n", "workload", "socket (packed)",
            "ring + doorbell");
-    for (unsigned i = 0; i < o.reps; i++) t[i] = ss[i];
-    qsort(t, o.reps, sizeof(*t), rb_cmp_d);
-    double base = t[o.reps / 2];
     printf("stream %5u B, %8llu msgs, msg/s", o.size,
            (unsigned long long)o.count);
-    rb_print("socket", ss, o.reps, 0);
-    rb_print("ring", rs, o.reps, base);
+    rb_print(ss, o.reps, 0);
+    rb_print(rs, o.reps, rb_median(ss, o.reps));
     printf("\n");
     for (int k = 0; k < 2; k++) {
-        for (unsigned i = 0; i < o.reps; i++) t[i] = sp[i][k];
-        qsort(t, o.reps, sizeof(*t), rb_cmp_d);
-        base = t[o.reps / 2];
+        double base;
         printf("pingpong %u B, %s us         ", RB_PING,
                k ? "p99   " : "median");
         for (unsigned i = 0; i < o.reps; i++) t[i] = sp[i][k];
-        rb_print("socket", t, o.reps, 0);
+        rb_print(t, o.reps, 0);
+        base = rb_median(t, o.reps);
         for (unsigned i = 0; i < o.reps; i++) t[i] = rp[i][k];
-        rb_print("ring", t, o.reps, base);
+        rb_print(t, o.reps, base);
         printf("\n");
     }
     return 0;
