@@ -24,8 +24,9 @@
  *             broker_send; the consumer touches every 4 KiB page
  *   fanout    broker_publish to N subscribers with policy block,
  *             batched as stream
- *   clients   N clients doing broker_call to one echo service; brokerd's
- *             VmRSS per client
+ *   clients   N connections spread over P processes (--procs, default
+ *             one per CPU), each keeping one broker_call_async to one
+ *             echo service in flight; brokerd's VmRSS per client
  * pingpong, stream and fanout also run over a direct SOCK_SEQPACKET
  * socketpair ("pair") and through an epoll relay process between two
  * socketpairs ("relay") with --baseline.
@@ -55,6 +56,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+
+#include <uv.h>
 
 #include "ctl.h"
 
@@ -128,6 +131,7 @@ typedef struct bench_res {
     char label[32];         /* "pingpong", "stream64", ... */
     size_t size, count;
     unsigned n;             /* fanout: subscribers; clients: clients */
+    unsigned procs;         /* clients: the processes that run them */
     unsigned vias;          /* 1 << BENCH_VIA_*: the transports run */
     unsigned nfig;
     bench_fig_t fig[BENCH_MAX_FIGS];
@@ -1096,40 +1100,153 @@ static int bench_service(bench_run_t *run, unsigned idx, bench_rep_t *rep,
     return r == -ETIMEDOUT ? 0 : r;
 }
 
-static int bench_call_once(broker_t *b, const char *name, unsigned char *buf,
-                           uint64_t i, bench_rep_t *rep)
-{
-    broker_msg_t *reply = NULL;
-    int r;
+/* A client process's connections: each keeps one broker_call_async in
+ * flight and issues the next from its reply, count times (closed loop,
+ * as redis-benchmark and nats bench drive their many clients). */
+typedef struct bench_conn {
+    broker_t *b;
+    struct bench_mux *mux;
+    uint64_t next;          /* the sequence number in flight */
+} bench_conn_t;
 
-    bench_put_seq(buf, i);
-    rep->sent++;
-    if ((r = broker_call(b, name, buf, BENCH_SMALL, &reply, BENCH_IO_MS)) < 0)
-        return r;
-    rep->got++;
-    rep->measured++;
-    if (reply->len != BENCH_SMALL || bench_get_seq(reply->data) != i)
-        rep->badseq++;
-    broker_msg_free(reply);
-    return 0;
+typedef struct bench_mux {
+    const bench_run_t *run;
+    bench_rep_t *rep;
+    uv_loop_t loop;
+    bench_conn_t *c;
+    unsigned n;
+    unsigned active;        /* connections not yet done */
+    int err;                /* the first error */
+} bench_mux_t;
+
+/* Connections [first, first + n) of the clients, as process idx of
+ * procs owns them. */
+static void bench_mux_share(const bench_run_t *run, unsigned idx,
+                            unsigned *first, unsigned *n)
+{
+    unsigned procs = run->res->procs, base = run->n / procs,
+             extra = run->n % procs;
+
+    *n = base + (idx < extra);
+    *first = idx * base + (idx < extra ? idx : extra);
 }
 
+static void bench_mux_reply(broker_t *b, int err, broker_msg_t *reply,
+                            void *userdata);
+
+static int bench_mux_call(bench_conn_t *c)
+{
+    unsigned char buf[BENCH_SMALL] = { 0 };
+
+    bench_put_seq(buf, c->next);
+    c->mux->rep->sent++;
+    return broker_call_async(c->b, c->mux->run->name, buf, sizeof(buf),
+                             BENCH_IO_MS, bench_mux_reply, c);
+}
+
+/* Connection c is done (err 0) or failed. */
+static void bench_mux_end(bench_conn_t *c, int err)
+{
+    bench_mux_t *m = c->mux;
+
+    if (err < 0 && m->err == 0)
+        m->err = err;
+    if (--m->active == 0 || err < 0)
+        uv_stop(&m->loop);
+}
+
+static void bench_mux_reply(broker_t *b, int err, broker_msg_t *reply,
+                            void *userdata)
+{
+    bench_conn_t *c = userdata;
+    bench_rep_t *rep = c->mux->rep;
+
+    (void)b;
+    if (err < 0) {
+        if (err != -ECANCELED)
+            bench_mux_end(c, err);
+        return;
+    }
+    rep->got++;
+    rep->measured++;
+    if (reply->len != BENCH_SMALL || bench_get_seq(reply->data) != c->next)
+        rep->badseq++;
+    broker_msg_free(reply);
+    if (++c->next == c->mux->run->count) {
+        bench_mux_end(c, 0);
+        return;
+    }
+    if ((err = bench_mux_call(c)) < 0)
+        bench_mux_end(c, err);
+}
+
+static void bench_mux_lost(broker_t *b, int err, void *userdata)
+{
+    (void)b;
+    (void)userdata;
+    (void)err;      /* every call in flight got err already */
+}
+
+/* Close what bench_mux_open opened (nothing when its loop or array
+ * failed). */
+static void bench_mux_close(bench_mux_t *m)
+{
+    if (!m->c)
+        return;
+    for (unsigned i = 0; i < m->n; i++)
+        if (m->c[i].b)
+            broker_close(m->c[i].b);
+    uv_run(&m->loop, UV_RUN_NOWAIT);    /* libuv releases the handles */
+    uv_loop_close(&m->loop);
+    free(m->c);
+}
+
+/* Connect and attach process idx's share of the clients. */
+static int bench_mux_open(bench_mux_t *m, const bench_run_t *run,
+                          unsigned idx, bench_rep_t *rep)
+{
+    static const broker_callbacks_t cbs = { .on_disconnect = bench_mux_lost };
+    unsigned first;
+    int r;
+
+    memset(m, 0, sizeof(*m));
+    m->run = run;
+    m->rep = rep;
+    bench_mux_share(run, idx, &first, &m->n);
+    if ((r = uv_loop_init(&m->loop)) < 0)
+        return r;
+    if (!(m->c = calloc(m->n, sizeof(*m->c)))) {
+        uv_loop_close(&m->loop);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < m->n && r == 0; i++) {
+        m->c[i].mux = m;
+        if ((r = bench_connect(run, NULL, &m->c[i].b)) == 0)
+            r = broker_attach(m->c[i].b, &m->loop, &cbs, NULL);
+    }
+    return r;
+}
+
+/* A client process: its connections, each calling the echo service
+ * count times with one call in flight. */
 static int bench_client(bench_run_t *run, unsigned idx, bench_rep_t *rep,
                         int fd)
 {
-    unsigned char buf[BENCH_SMALL] = { 0 };
-    broker_t *b = NULL;
-    int r = bench_connect(run, NULL, &b);
+    bench_mux_t m;
+    int r = bench_mux_open(&m, run, idx, rep);
 
-    (void)idx;
     if (r == 0 && (r = bench_ready(fd)) == 0)
         r = bench_wait_eof(run->go[0]);
     rep->t0 = ctl_now_ns();
-    for (size_t i = 0; i < run->count && r == 0; i++)
-        r = bench_call_once(b, run->name, buf, i, rep);
+    for (unsigned i = 0; i < m.n && r == 0; i++)
+        if ((r = bench_mux_call(&m.c[i])) == 0)
+            m.active++;
+    if (r == 0 && m.active) {
+        uv_run(&m.loop, UV_RUN_DEFAULT);
+        r = m.err;
+    }
     rep->t1 = ctl_now_ns();
-    if (b)
-        broker_close(b);
+    bench_mux_close(&m);
     return r;
 }
 
@@ -1189,7 +1306,7 @@ static int bench_spawn_clients(bench_run_t *run, double *kib)
     if (r == 0)
         r = bench_await_ready(run, 0);
     rss0 = bench_rss_kb(run->bt->broker_pid);
-    for (unsigned i = 0; i < run->n && r == 0; i++)
+    for (unsigned i = 0; i < run->res->procs && r == 0; i++)
         r = bench_spawn(run, bench_client, i, false, false);
     if (r == 0)
         r = bench_await_ready(run, 1);
@@ -1385,6 +1502,17 @@ static int bench_fig(bench_res_t *res, unsigned reps, const char *key,
 }
 
 /* A result of kind with its figures. */
+/* clients: --procs, by default one process per online CPU; never more
+ * processes than clients. */
+static unsigned bench_procs(const ctl_opts_t *o, unsigned clients)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned p = o->bench_procs ? (unsigned)o->bench_procs
+                                : cpus > 0 ? (unsigned)cpus : 1;
+
+    return p < clients ? p : clients;
+}
+
 static int bench_res_init(bench_res_t *res, const bench_t *bt,
                           bench_kind_t kind, size_t size)
 {
@@ -1426,6 +1554,7 @@ static int bench_res_init(bench_res_t *res, const bench_t *bt,
         res->count = BENCH_DEF_CLIENTS;
         res->n = o->bench_clients ? (unsigned)o->bench_clients
                                   : BENCH_DEF_NCLIENTS;
+        res->procs = bench_procs(o, res->n);
         r |= bench_fig(res, reps, "rtt_s", "round trips", "rt/s");
         r |= bench_fig(res, reps, "rss_kib", "rss/client", "KiB");
         break;
@@ -1606,6 +1735,8 @@ static void bench_json(const bench_t *bt, const bench_res_t *res,
                        true);
         if (r->n)
             bench_json_num(&first, r->label, "n", NULL, r->n, true);
+        if (r->procs)
+            bench_json_num(&first, r->label, "procs", NULL, r->procs, true);
         bench_json_num(&first, r->label, "sent", NULL, (double)r->sent, true);
         bench_json_num(&first, r->label, "received", NULL,
                        (double)r->received, true);

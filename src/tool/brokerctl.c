@@ -161,7 +161,7 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "bench",    0, 6, CTL_ACCEPT_JSON | CTL_ACCEPT_BENCH, NULL,
       ctl_run_bench,
       "bench [WORKLOAD...] [--count N] [--size BYTES] [--subs N]\n"
-      "[--clients N] [--reps R] [--baseline] [--no-batch] [--json]",
+      "[--clients N] [--procs P] [--reps R] [--baseline] [--no-batch] [--json]",
       "measure the broker with forked clients\n"
       "(pingpong, stream, bulk, fanout, clients;\n"
       "default all); --baseline: also over a\n"
@@ -180,6 +180,7 @@ enum { CTL_OPT_TIMEOUT = 0x100, CTL_OPT_JSON, CTL_OPT_ECHO, CTL_OPT_VERSION,
        CTL_OPT_ITERATIONS, CTL_OPT_SNAP, CTL_OPT_GROUP, CTL_OPT_POLICY,
        CTL_OPT_COUNT, CTL_OPT_RAW, CTL_OPT_QUEUE, CTL_OPT_REPLACE,
        CTL_OPT_ALLOW_REPLACEMENT, CTL_OPT_SIZE, CTL_OPT_SUBS, CTL_OPT_CLIENTS,
+       CTL_OPT_PROCS,
        CTL_OPT_REPS, CTL_OPT_BASELINE, CTL_OPT_NO_BATCH, CTL_OPT_TIMESTAMPS,
        CTL_OPT_EXEC, CTL_OPT_RECONNECT };
 
@@ -207,6 +208,7 @@ static const struct option ctl_long_opts[] = {
     { "size",    required_argument, NULL, CTL_OPT_SIZE },
     { "subs",    required_argument, NULL, CTL_OPT_SUBS },
     { "clients", required_argument, NULL, CTL_OPT_CLIENTS },
+    { "procs",   required_argument, NULL, CTL_OPT_PROCS },
     { "reps",    required_argument, NULL, CTL_OPT_REPS },
     { "baseline", no_argument,      NULL, CTL_OPT_BASELINE },
     { "no-batch", no_argument,      NULL, CTL_OPT_NO_BATCH },
@@ -410,6 +412,7 @@ static unsigned ctl_opt_scope(int c, bool global)
     case CTL_OPT_SIZE:
     case CTL_OPT_SUBS:
     case CTL_OPT_CLIENTS:
+    case CTL_OPT_PROCS:
     case CTL_OPT_REPS:
     case CTL_OPT_BASELINE:
     case CTL_OPT_NO_BATCH:
@@ -530,6 +533,11 @@ static int ctl_take_bench(int c, ctl_opts_t *o)
             return ctl_usage_error("invalid --clients '%s' (1 to 1000)",
                                    optarg);
         break;
+    case CTL_OPT_PROCS:
+        if (ctl_parse_long(optarg, 1, 1000, &o->bench_procs) < 0)
+            return ctl_usage_error("invalid --procs '%s' (1 to 1000)",
+                                   optarg);
+        break;
     case CTL_OPT_REPS:
         if (ctl_parse_long(optarg, 1, 99, &o->bench_reps) < 0)
             return ctl_usage_error("invalid --reps '%s' (1 to 99)", optarg);
@@ -566,6 +574,7 @@ static int ctl_take_value(int c, ctl_opts_t *o, const char *label)
     case CTL_OPT_SIZE:
     case CTL_OPT_SUBS:
     case CTL_OPT_CLIENTS:
+    case CTL_OPT_PROCS:
     case CTL_OPT_REPS:
     case CTL_OPT_BASELINE:
     case CTL_OPT_NO_BATCH:

@@ -76,6 +76,7 @@ typedef struct ctl_opts {
     size_t bench_size;      /* bench --size, 0: each workload's default */
     long bench_subs;        /* bench --subs, 0: default */
     long bench_clients;     /* bench --clients, 0: default */
+    long bench_procs;       /* bench --procs, 0: default */
     long bench_reps;        /* bench --reps, 0: one */
     bool bench_baseline;    /* bench --baseline */
     bool bench_no_batch;    /* bench --no-batch */

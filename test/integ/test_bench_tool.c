@@ -184,6 +184,20 @@ Test(bench_tool, clients_count_round_trips_and_read_the_broker_rss)
     /* The test runs as the broker's user: /proc/PID/status is readable. */
     (void)get_num(&j, "clients", "rss_kib");
     th_json_obj_free(&j);
+
+    /* Seven clients over three processes (3 + 2 + 2 connections): every
+     * connection makes its calls, each answered with its own sequence
+     * number; never more processes than clients. */
+    BENCH_JSON(&j, "clients", "--count", "6", "--clients", "7",
+               "--procs", "3");
+    assert_counted(&j, "clients", 6, 42);
+    cr_assert_eq(get_u64(&j, "clients", "procs"), 3);
+    th_json_obj_free(&j);
+    BENCH_JSON(&j, "clients", "--count", "3", "--clients", "2",
+               "--procs", "5");
+    assert_counted(&j, "clients", 3, 6);
+    cr_assert_eq(get_u64(&j, "clients", "procs"), 2);
+    th_json_obj_free(&j);
 }
 
 Test(bench_tool, baseline_gives_pair_and_relay_ratios)
@@ -273,6 +287,8 @@ Test(bench_tool, bad_options_are_usage_errors_naming_the_option)
         { { "--size", "2G" }, "--size" },
         { { "--subs", "0" }, "--subs" },
         { { "--clients", "x" }, "--clients" },
+        { { "--procs", "0" }, "--procs" },
+        { { "--procs", "1001" }, "--procs" },
         { { "--reps", "0" }, "--reps" },
         { { "--count", "-3" }, "--count" },
         { { "--count" }, "--count" },
