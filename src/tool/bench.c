@@ -1119,16 +1119,13 @@ typedef struct bench_mux {
     int err;                /* the first error */
 } bench_mux_t;
 
-/* Connections [first, first + n) of the clients, as process idx of
- * procs owns them. */
-static void bench_mux_share(const bench_run_t *run, unsigned idx,
-                            unsigned *first, unsigned *n)
+/* How many of the clients process idx of procs connects: an even share,
+ * the first ones one more when they do not divide. */
+static unsigned bench_mux_share(const bench_run_t *run, unsigned idx)
 {
-    unsigned procs = run->res->procs, base = run->n / procs,
-             extra = run->n % procs;
+    unsigned procs = run->res->procs;
 
-    *n = base + (idx < extra);
-    *first = idx * base + (idx < extra ? idx : extra);
+    return run->n / procs + (idx < run->n % procs);
 }
 
 static void bench_mux_reply(broker_t *b, int err, broker_msg_t *reply,
@@ -1206,13 +1203,12 @@ static int bench_mux_open(bench_mux_t *m, const bench_run_t *run,
                           unsigned idx, bench_rep_t *rep)
 {
     static const broker_callbacks_t cbs = { .on_disconnect = bench_mux_lost };
-    unsigned first;
     int r;
 
     memset(m, 0, sizeof(*m));
     m->run = run;
     m->rep = rep;
-    bench_mux_share(run, idx, &first, &m->n);
+    m->n = bench_mux_share(run, idx);
     if ((r = uv_loop_init(&m->loop)) < 0)
         return r;
     if (!(m->c = calloc(m->n, sizeof(*m->c)))) {
@@ -1501,7 +1497,6 @@ static int bench_fig(bench_res_t *res, unsigned reps, const char *key,
     return 0;
 }
 
-/* A result of kind with its figures. */
 /* clients: --procs, by default one process per online CPU; never more
  * processes than clients. */
 static unsigned bench_procs(const ctl_opts_t *o, unsigned clients)
@@ -1513,6 +1508,7 @@ static unsigned bench_procs(const ctl_opts_t *o, unsigned clients)
     return p < clients ? p : clients;
 }
 
+/* A result of kind with its figures. */
 static int bench_res_init(bench_res_t *res, const bench_t *bt,
                           bench_kind_t kind, size_t size)
 {
