@@ -1177,13 +1177,6 @@ static void bench_mux_reply(broker_t *b, int err, broker_msg_t *reply,
         bench_mux_end(c, err);
 }
 
-static void bench_mux_lost(broker_t *b, int err, void *userdata)
-{
-    (void)b;
-    (void)userdata;
-    (void)err;      /* every call in flight got err already */
-}
-
 /* Close what bench_mux_open opened (nothing when its loop or array
  * failed). */
 static void bench_mux_close(bench_mux_t *m)
@@ -1198,11 +1191,11 @@ static void bench_mux_close(bench_mux_t *m)
     free(m->c);
 }
 
-/* Connect and attach process idx's share of the clients. */
+/* Connect and attach process idx's share of the clients.  No callbacks:
+ * a lost connection fails its call in flight, which ends the run. */
 static int bench_mux_open(bench_mux_t *m, const bench_run_t *run,
                           unsigned idx, bench_rep_t *rep)
 {
-    static const broker_callbacks_t cbs = { .on_disconnect = bench_mux_lost };
     int r;
 
     memset(m, 0, sizeof(*m));
@@ -1218,7 +1211,7 @@ static int bench_mux_open(bench_mux_t *m, const bench_run_t *run,
     for (unsigned i = 0; i < m->n && r == 0; i++) {
         m->c[i].mux = m;
         if ((r = bench_connect(run, NULL, &m->c[i].b)) == 0)
-            r = broker_attach(m->c[i].b, &m->loop, &cbs, NULL);
+            r = broker_attach(m->c[i].b, &m->loop, NULL, NULL);
     }
     return r;
 }
